@@ -1,0 +1,549 @@
+//! The fleet: hosts, LLM tiers, task→tier rules, OpenRouter settings and the budget.
+//!
+//! Rust owns the schema (these serde structs); Lua owns the values (the fleet file returns a table). Parsing
+//! is generic over any serde `Deserializer`, so the Lua side hands its table in without this module knowing
+//! about Lua. Errors name the path of the bad value: `hosts.engine.olama: unknown key, did you mean ollama?`.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_OLLAMA: &str = "http://127.0.0.1:11434";
+pub const DEFAULT_OPENROUTER_BASE: &str = "https://openrouter.ai/api/v1";
+pub const DEFAULT_KEY_ENV: &str = "OPENROUTER_API_KEY";
+pub const DEFAULT_OLLAMA_PARALLEL: u32 = 4;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// OpenSSH config file handed to every ssh connection (`-F`), unless a host overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<PathBuf>,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Host>,
+    /// Ordered, lowest (cheapest) first. Absent: the default tiers.
+    #[serde(default)]
+    pub tiers: Option<Vec<Tier>>,
+    /// Task kind → tier. Absent: the default task table.
+    #[serde(default)]
+    pub tasks: Option<BTreeMap<String, TaskRule>>,
+    #[serde(default)]
+    pub openrouter: OpenRouter,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// Where the fleet came from; `None` for the built-in default.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// OpenSSH destination; `false` runs commands on this machine. Default: the host's name.
+    #[serde(default)]
+    pub ssh: SshTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<PathBuf>,
+    #[serde(default)]
+    pub known_hosts: KnownHosts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, deserialize_with = "list_or_empty", skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama: Option<String>,
+    #[serde(default = "default_parallel")]
+    pub ollama_parallel: u32,
+}
+
+fn default_parallel() -> u32 {
+    DEFAULT_OLLAMA_PARALLEL
+}
+
+/// `ssh = "dest"`, `ssh = false` (this machine) or absent / `true` (the host's own name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "a destination string, or false for this machine")]
+pub enum SshTarget {
+    #[default]
+    #[serde(skip)]
+    HostName,
+    Flag(bool),
+    Dest(String),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KnownHosts {
+    #[default]
+    #[serde(rename = "strict")]
+    Strict,
+    #[serde(rename = "accept-new")]
+    AcceptNew,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Ollama,
+    Openrouter,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Ollama => "ollama",
+            Provider::Openrouter => "openrouter",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub name: String,
+    pub provider: Provider,
+    /// For `ollama` tiers: the fleet host whose Ollama serves it (default: the first host with `ollama`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The model, or the default when a task names no role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Role → model (e.g. `code`, `reason`), chosen by a task's `model`.
+    #[serde(default, deserialize_with = "map_or_empty", skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, String>,
+    /// USD per million tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRule {
+    pub tier: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRouter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub monthly_usd: f64,
+    #[serde(default = "default_alert")]
+    pub alert_at: f64,
+}
+
+fn default_alert() -> f64 {
+    0.8
+}
+
+/// Lua has one table type: `{}` may arrive as an empty map where a list is expected, and vice versa.
+fn list_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a list of strings")]
+    enum ListOrMap {
+        List(Vec<String>),
+        Map(BTreeMap<String, String>),
+    }
+    match ListOrMap::deserialize(d)? {
+        ListOrMap::List(v) => Ok(v),
+        ListOrMap::Map(m) if m.is_empty() => Ok(Vec::new()),
+        ListOrMap::Map(_) => Err(serde::de::Error::custom("expected a list of strings, got a table with keys")),
+    }
+}
+
+fn map_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a table of role = model strings")]
+    enum MapOrList {
+        Map(BTreeMap<String, String>),
+        List(Vec<String>),
+    }
+    match MapOrList::deserialize(d)? {
+        MapOrList::Map(m) => Ok(m),
+        MapOrList::List(v) if v.is_empty() => Ok(BTreeMap::new()),
+        MapOrList::List(_) => Err(serde::de::Error::custom("expected a table of role = model strings, got a list")),
+    }
+}
+
+/// A fleet that did not parse or validate; the message starts with the path of the bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FleetError(pub String);
+
+/// The task kinds baton knows, with their default tier and model role (DESIGN.md).
+pub const DEFAULT_TASKS: &[(&str, &str, Option<&str>)] = &[
+    ("code_generation", "local", Some("code")),
+    ("test_generation", "local", Some("code")),
+    ("lint", "local", Some("code")),
+    ("commit_message", "local", Some("code")),
+    ("refactor", "local", Some("code")),
+    ("story_drafting", "local", Some("reason")),
+    ("backlog_grooming", "local", Some("reason")),
+    ("bug_hunting", "local", Some("reason")),
+    ("exploration", "local", Some("reason")),
+    ("elaboration", "local", Some("reason")),
+    ("elaboration_escalated", "cheap", None),
+    ("gap_analysis", "cheap", None),
+    ("code_review", "cheap", None),
+    ("decision_gate", "cheap", None),
+    ("qa_verification", "cheap", None),
+    ("architecture", "premium", None),
+    ("conflict_resolution", "premium", None),
+    ("novel", "premium", None),
+];
+
+impl Fleet {
+    /// Parses and validates a fleet from any serde deserializer (a Lua table, JSON, …).
+    pub fn from_deserializer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Fleet, FleetError> {
+        let fleet: Fleet = serde_path_to_error::deserialize(d).map_err(describe)?;
+        fleet.validate()?;
+        Ok(fleet)
+    }
+
+    /// The built-in fleet used when there is no fleet file: this machine as host `local`, Ollama at
+    /// `$OLLAMA_HOST` or 127.0.0.1:11434, OpenRouter tiers when `$OPENROUTER_API_KEY` is set, the default
+    /// task table, and a conservative budget of $10 a month.
+    pub fn builtin() -> Fleet {
+        let ollama = std::env::var("OLLAMA_HOST")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| normalize_ollama_url(&v))
+            .unwrap_or_else(|| DEFAULT_OLLAMA.to_string());
+        let mut hosts = BTreeMap::new();
+        hosts.insert(
+            "local".to_string(),
+            Host {
+                ssh: SshTarget::Flag(false),
+                ssh_config: None,
+                known_hosts: KnownHosts::Strict,
+                role: Some("workstation".into()),
+                tags: Vec::new(),
+                ollama: Some(ollama),
+                ollama_parallel: DEFAULT_OLLAMA_PARALLEL,
+            },
+        );
+        let mut fleet = Fleet {
+            hosts,
+            budget: Some(Budget { monthly_usd: 10.0, alert_at: 0.8 }),
+            ..Fleet::default()
+        };
+        let with_cloud = std::env::var_os(DEFAULT_KEY_ENV).is_some_and(|v| !v.is_empty());
+        let mut tiers = fleet.default_tiers();
+        if !with_cloud {
+            tiers.retain(|t| t.provider == Provider::Ollama);
+        }
+        fleet.tiers = Some(tiers);
+        fleet
+    }
+
+    /// The default tiers for this fleet's hosts: `local` on the first host with Ollama (if any), then
+    /// `cheap` and `premium` on OpenRouter.
+    pub fn default_tiers(&self) -> Vec<Tier> {
+        let mut tiers = Vec::new();
+        if let Some((name, _)) = self.hosts.iter().find(|(_, h)| h.ollama.is_some()) {
+            tiers.push(Tier {
+                name: "local".into(),
+                provider: Provider::Ollama,
+                host: Some(name.clone()),
+                model: Some("qwen2.5-coder:32b".into()),
+                models: [("code", "qwen2.5-coder:32b"), ("reason", "deepseek-r1:32b")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                price: None,
+            });
+        }
+        for (name, model, input, output) in [
+            ("cheap", "anthropic/claude-sonnet-4.5", 3.0, 15.0),
+            ("premium", "anthropic/claude-opus-4.6", 15.0, 75.0),
+        ] {
+            tiers.push(Tier {
+                name: name.into(),
+                provider: Provider::Openrouter,
+                host: None,
+                model: Some(model.into()),
+                models: BTreeMap::new(),
+                price: Some(Price { input, output }),
+            });
+        }
+        tiers
+    }
+
+    /// The tiers in effect (the file's, else the defaults).
+    pub fn tiers(&self) -> Vec<Tier> {
+        self.tiers.clone().unwrap_or_else(|| self.default_tiers())
+    }
+
+    /// The task rules in effect: the file's, else the default table restricted to tiers that exist.
+    pub fn tasks(&self) -> BTreeMap<String, TaskRule> {
+        if let Some(tasks) = &self.tasks {
+            return tasks.clone();
+        }
+        let tiers = self.tiers();
+        DEFAULT_TASKS
+            .iter()
+            .filter(|(_, tier, _)| tiers.iter().any(|t| t.name == *tier))
+            .map(|(kind, tier, model)| {
+                (kind.to_string(), TaskRule { tier: tier.to_string(), model: model.map(str::to_string) })
+            })
+            .collect()
+    }
+
+    /// Whether this came from the built-in default rather than a file.
+    pub fn is_builtin(&self) -> bool {
+        self.source.is_none()
+    }
+
+    pub fn openrouter_base_url(&self) -> String {
+        self.openrouter
+            .base_url
+            .clone()
+            .or_else(|| std::env::var("OPENROUTER_BASE_URL").ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| DEFAULT_OPENROUTER_BASE.to_string())
+    }
+
+    pub fn openrouter_key_env(&self) -> String {
+        self.openrouter.key_env.clone().unwrap_or_else(|| DEFAULT_KEY_ENV.to_string())
+    }
+
+    /// The Ollama URL of the first host (by name) that has one.
+    pub fn first_ollama(&self) -> Option<(&str, &str)> {
+        self.hosts.iter().find_map(|(n, h)| h.ollama.as_deref().map(|u| (n.as_str(), u)))
+    }
+
+    fn validate(&self) -> Result<(), FleetError> {
+        let err = |path: String, msg: &str| Err(FleetError(format!("{path}: {msg}")));
+        for (name, host) in &self.hosts {
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':' || c == '/') {
+                return err(format!("hosts.{name}"), "a host name must be non-empty, without spaces, ':' or '/'");
+            }
+            if let SshTarget::Dest(d) = &host.ssh
+                && d.trim().is_empty()
+            {
+                return err(format!("hosts.{name}.ssh"), "expected a destination string, or false, got \"\"");
+            }
+            if let Some(url) = &host.ollama
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return err(format!("hosts.{name}.ollama"), &format!("expected an http:// or https:// URL, got {url:?}"));
+            }
+            if host.ollama_parallel == 0 {
+                return err(format!("hosts.{name}.ollama_parallel"), "expected a whole number of at least 1, got 0");
+            }
+        }
+        let tiers = self.tiers();
+        let mut seen = Vec::new();
+        for (i, tier) in tiers.iter().enumerate() {
+            let path = format!("tiers[{}]", i + 1);
+            if seen.contains(&tier.name.as_str()) {
+                return err(format!("{path}.name"), &format!("tier {:?} is defined twice", tier.name));
+            }
+            seen.push(&tier.name);
+            match tier.provider {
+                Provider::Ollama => {
+                    let host = match &tier.host {
+                        Some(h) => h.clone(),
+                        None => match self.first_ollama() {
+                            Some((h, _)) => h.to_string(),
+                            None => return err(format!("{path}.host"), "an ollama tier needs a host, and no fleet host has `ollama`"),
+                        },
+                    };
+                    match self.hosts.get(&host) {
+                        None => return err(format!("{path}.host"), &format!("unknown host {host:?}{}", suggest(&host, self.hosts.keys().map(String::as_str)))),
+                        Some(h) if h.ollama.is_none() => return err(format!("{path}.host"), &format!("host {host:?} has no `ollama` URL")),
+                        _ => {}
+                    }
+                }
+                Provider::Openrouter => {
+                    if tier.host.is_some() {
+                        return err(format!("{path}.host"), "only ollama tiers take a host");
+                    }
+                }
+            }
+            if tier.model.is_none() && tier.models.is_empty() {
+                return err(format!("{path}"), "a tier needs `model` or `models`");
+            }
+            if let Some(p) = tier.price
+                && (!(p.input >= 0.0) || !(p.output >= 0.0))
+            {
+                return err(format!("{path}.price"), "prices must be non-negative numbers (USD per million tokens)");
+            }
+        }
+        for (kind, rule) in self.tasks() {
+            let Some(tier) = tiers.iter().find(|t| t.name == rule.tier) else {
+                return err(
+                    format!("tasks.{kind}.tier"),
+                    &format!("unknown tier {:?}{}", rule.tier, suggest(&rule.tier, tiers.iter().map(|t| t.name.as_str()))),
+                );
+            };
+            if let Some(role) = &rule.model
+                && !tier.models.contains_key(role)
+                && tier.model.as_deref() != Some(role.as_str())
+            {
+                return err(
+                    format!("tasks.{kind}.model"),
+                    &format!("tier {:?} has no model role {role:?}{}", tier.name, suggest(role, tier.models.keys().map(String::as_str))),
+                );
+            }
+        }
+        if let Some(b) = self.budget {
+            if !(b.monthly_usd >= 0.0) || !b.monthly_usd.is_finite() {
+                return err("budget.monthly_usd".into(), "expected a non-negative number of USD");
+            }
+            if !(b.alert_at > 0.0 && b.alert_at <= 1.0) {
+                return err("budget.alert_at".into(), "expected a fraction of the budget in (0, 1], such as 0.8");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `host:11434` and `http://host:11434/` both become `http://host:11434`.
+pub fn normalize_ollama_url(raw: &str) -> String {
+    let url = raw.trim().trim_end_matches('/');
+    // `OLLAMA_HOST=0.0.0.0` is how servers are told to listen everywhere; clients reach them on loopback.
+    let url = url.replace("0.0.0.0", "127.0.0.1");
+    if url.contains("://") {
+        url
+    } else if url.contains(':') {
+        format!("http://{url}")
+    } else {
+        format!("http://{url}:11434")
+    }
+}
+
+/// Turns serde's wording into ours, with the path first and a suggestion for misspelt keys.
+fn describe<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> FleetError {
+    let path = e.path().to_string();
+    let inner = e.inner().to_string();
+    if let Some(rest) = inner.strip_prefix("unknown field `") {
+        let key = rest.split('`').next().unwrap_or_default();
+        let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).filter(|s| !s.is_empty()).collect();
+        let parent = path.rsplit_once('.').map(|(p, _)| p).filter(|_| path.ends_with(key));
+        let full = match parent {
+            Some(p) => format!("{p}.{key}"),
+            None if path == "." || path.is_empty() || path == key => key.to_string(),
+            None => format!("{path}.{key}"),
+        };
+        let hint = suggest(key, expected.iter().copied());
+        let hint = if hint.is_empty() { format!(" (expected one of: {})", expected.join(", ")) } else { hint };
+        return FleetError(format!("{full}: unknown key{hint}"));
+    }
+    let inner = inner.replace("invalid type: ", "wrong type: got ");
+    if path == "." || path.is_empty() { FleetError(format!("fleet: {inner}")) } else { FleetError(format!("{path}: {inner}")) }
+}
+
+/// `, did you mean X?` when a candidate is within a small edit distance, else empty.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let best = candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, c)) => format!(", did you mean {c}?"),
+        None => String::new(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: serde_json::Value) -> Result<Fleet, FleetError> {
+        Fleet::from_deserializer(v)
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_suggests() {
+        let e = parse(json!({"hosts": {"engine": {"olama": "http://x:11434"}}})).unwrap_err();
+        assert_eq!(e.0, "hosts.engine.olama: unknown key, did you mean ollama?");
+        let e = parse(json!({"hostz": {}})).unwrap_err();
+        assert_eq!(e.0, "hostz: unknown key, did you mean hosts?");
+        let e = parse(json!({"budget": {"monthly_usd": 5, "zzz": 1}})).unwrap_err();
+        assert!(e.0.starts_with("budget.zzz: unknown key (expected one of: monthly_usd, alert_at)"), "{}", e.0);
+    }
+
+    #[test]
+    fn wrong_types_name_path() {
+        let e = parse(json!({"hosts": {"a": {"ollama_parallel": "four"}}})).unwrap_err();
+        assert!(e.0.starts_with("hosts.a.ollama_parallel: wrong type"), "{}", e.0);
+        let e = parse(json!({"hosts": {"a": {"ssh": 5}}})).unwrap_err();
+        assert!(e.0.starts_with("hosts.a.ssh:"), "{}", e.0);
+        let e = parse(json!({"hosts": {"a": {"known_hosts": "yes"}}})).unwrap_err();
+        assert!(e.0.starts_with("hosts.a.known_hosts:"), "{}", e.0);
+    }
+
+    #[test]
+    fn cross_references_are_checked() {
+        let e = parse(json!({"hosts": {"brain": {}}, "tiers": [{"name": "local", "provider": "ollama", "host": "brain", "model": "m"}]}))
+            .unwrap_err();
+        assert_eq!(e.0, "tiers[1].host: host \"brain\" has no `ollama` URL");
+        let e = parse(json!({
+            "hosts": {"engine": {"ollama": "http://engine:11434"}},
+            "tiers": [{"name": "local", "provider": "ollama", "model": "m"}],
+            "tasks": {"lint": {"tier": "locl"}}
+        }))
+        .unwrap_err();
+        assert_eq!(e.0, "tasks.lint.tier: unknown tier \"locl\", did you mean local?");
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let f = parse(json!({"hosts": {"engine": {"ollama": "http://engine:11434"}, "brain": {"ssh": "me@brain"}, "pc": {"ssh": false}}}))
+            .unwrap();
+        assert_eq!(f.hosts["engine"].ssh, SshTarget::HostName);
+        assert_eq!(f.hosts["engine"].ollama_parallel, 4);
+        assert_eq!(f.hosts["engine"].known_hosts, KnownHosts::Strict);
+        assert_eq!(f.hosts["pc"].ssh, SshTarget::Flag(false));
+        let tiers = f.tiers();
+        assert_eq!(tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["local", "cheap", "premium"]);
+        assert_eq!(tiers[0].host.as_deref(), Some("engine"));
+        assert_eq!(f.tasks()["commit_message"], TaskRule { tier: "local".into(), model: Some("code".into()) });
+        assert_eq!(f.tasks()["architecture"].tier, "premium");
+        assert!(f.budget.is_none());
+    }
+
+    #[test]
+    fn empty_tables_are_lists_or_maps() {
+        let f = parse(json!({"hosts": {"a": {"tags": {}}}, "tiers": [{"name": "c", "provider": "openrouter", "model": "x", "models": []}]}))
+            .unwrap();
+        assert!(f.hosts["a"].tags.is_empty());
+    }
+
+    #[test]
+    fn ollama_urls_normalize() {
+        assert_eq!(normalize_ollama_url("engine"), "http://engine:11434");
+        assert_eq!(normalize_ollama_url("0.0.0.0:11434"), "http://127.0.0.1:11434");
+        assert_eq!(normalize_ollama_url("https://x.example/"), "https://x.example");
+    }
+}

@@ -1,0 +1,1 @@
+//! LLM clients (Ollama, OpenAI-compatible/OpenRouter), routing, budget and ledger.

@@ -1,0 +1,8 @@
+//! Plain async Rust: no mlua, no rustyline, no CLI.
+pub mod duration;
+pub mod fleet;
+pub mod llm;
+pub mod process;
+pub mod remote;
+pub mod schedule;
+pub mod state;

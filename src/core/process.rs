@@ -1,0 +1,362 @@
+//! Local processes with one result shape shared by every runner (local and remote):
+//! `{ok, code, signal, stdout, stderr, duration}`, live line delivery, and a timeout that kills the whole
+//! process group and reports code 124.
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// Exit code reported when a command was stopped by its timeout (as coreutils' `timeout` does).
+pub const TIMEOUT_CODE: i32 = 124;
+
+/// What to run: a string for `sh -c`, or an argv list run without a shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl Cmd {
+    /// A short description for error messages.
+    pub fn display(&self) -> String {
+        match self {
+            Cmd::Shell(s) => s.clone(),
+            Cmd::Argv(v) => v.join(" "),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub cwd: Option<PathBuf>,
+    /// Merged over the inherited environment.
+    pub env: Vec<(String, String)>,
+    pub stdin: Option<Vec<u8>>,
+    pub timeout: Option<Duration>,
+}
+
+/// Which stream a live line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Receives each output line (without its line ending) as it arrives, stdout and stderr interleaved in
+/// arrival order.
+pub type LineSink = mpsc::Sender<(Stream, String)>;
+
+/// A finished process, local or remote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub duration: Duration,
+    pub timed_out: Option<Duration>,
+}
+
+impl Output {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    pub fn set_status(&mut self, status: ExitStatus) {
+        use std::os::unix::process::ExitStatusExt;
+        self.code = status.code();
+        self.signal = status.signal();
+    }
+
+    /// `exit 2: <last lines of stderr>`, `killed by signal 9`, `timed out after 5s`.
+    pub fn failure_summary(&self) -> String {
+        let head = if let Some(limit) = self.timed_out {
+            format!("timed out after {}", crate::core::duration::format(limit))
+        } else if let Some(sig) = self.signal {
+            format!("killed by signal {sig}")
+        } else {
+            format!("exit {}", self.code.unwrap_or(-1))
+        };
+        let tail = tail_lines(&self.stderr, 5);
+        if tail.is_empty() { head } else { format!("{head}: {tail}") }
+    }
+}
+
+/// The last `n` non-empty lines of `bytes`, joined with `\n`, at most 2000 bytes.
+pub fn tail_lines(bytes: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(n);
+    let mut out = lines[start..].join("\n");
+    if out.len() > 2000 {
+        let cut = out.len() - 2000;
+        let cut = (cut..out.len()).find(|i| out.is_char_boundary(*i)).unwrap_or(out.len());
+        out = format!("…{}", &out[cut..]);
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("empty command")]
+    Empty,
+    #[error("i/o error while running {program}: {source}")]
+    Io {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reads one stream to the end, handing every chunk of bytes to `keep` and each line (without its line
+/// ending) to `sink` as it arrives.
+pub async fn pump<R: AsyncRead + Unpin>(
+    reader: R,
+    stream: Stream,
+    sink: Option<LineSink>,
+    mut keep: impl FnMut(&[u8]),
+) -> std::io::Result<()> {
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let Some(sink) = sink else {
+        loop {
+            let chunk = reader.fill_buf().await?;
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            keep(chunk);
+            let n = chunk.len();
+            reader.consume(n);
+        }
+    };
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        keep(&line);
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        // A receiver that went away only stops live delivery; the output is still collected.
+        let _ = sink.send((stream, String::from_utf8_lossy(text).into_owned())).await;
+    }
+}
+
+/// Reads one stream to the end into a buffer, sending each line to `sink`.
+pub async fn read_stream<R: AsyncRead + Unpin>(
+    reader: R,
+    stream: Stream,
+    sink: Option<LineSink>,
+) -> std::io::Result<Vec<u8>> {
+    let mut all = Vec::new();
+    pump(reader, stream, sink, |bytes| all.extend_from_slice(bytes)).await?;
+    Ok(all)
+}
+
+/// Writes `data` to a child's stdin and closes it. A command that does not read its input closes the pipe
+/// early: that is not an error.
+pub async fn feed_stdin<W: tokio::io::AsyncWrite + Unpin>(stdin: Option<(W, Vec<u8>)>) {
+    if let Some((mut w, data)) = stdin {
+        let _ = w.write_all(&data).await;
+        let _ = w.shutdown().await;
+    }
+}
+
+/// Collects stdout and stderr (and feeds stdin) while `wait` runs; shared by local and remote runners.
+pub async fn collect<O, E, W, F>(
+    stdout: O,
+    stderr: E,
+    stdin: Option<(W, Vec<u8>)>,
+    wait: F,
+    sink: Option<LineSink>,
+) -> std::io::Result<(Vec<u8>, Vec<u8>, ExitStatus)>
+where
+    O: AsyncRead + Unpin,
+    E: AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+    F: Future<Output = std::io::Result<ExitStatus>>,
+{
+    let (out, err, status, ()) = tokio::join!(
+        read_stream(stdout, Stream::Stdout, sink.clone()),
+        read_stream(stderr, Stream::Stderr, sink),
+        wait,
+        feed_stdin(stdin)
+    );
+    Ok((out?, err?, status?))
+}
+
+/// Kills the process group when dropped unless disarmed: a cancelled or timed-out run leaves nothing behind.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            // SAFETY: kill(2) with a negative pid signals the process group we created; no memory involved.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a local process. A timeout kills the process group and yields code 124 with what was read so far.
+pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Output, ProcessError> {
+    let (program, args): (String, Vec<String>) = match cmd {
+        Cmd::Shell(s) => ("sh".into(), vec!["-c".into(), s.clone()]),
+        Cmd::Argv(v) => {
+            let (first, rest) = v.split_first().ok_or(ProcessError::Empty)?;
+            (first.clone(), rest.to_vec())
+        }
+    };
+    let mut command = tokio::process::Command::new(&program);
+    command
+        .args(&args)
+        .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        command.current_dir(cwd);
+    }
+    for (k, v) in &spec.env {
+        command.env(k, v);
+    }
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let mut guard = GroupGuard { pgid: child.id().map(|p| p as i32) };
+    let stdout = child.stdout.take().expect("stdout piped");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let stdin = child.stdin.take().zip(spec.stdin.clone());
+
+    // Output is gathered into buffers that survive a timeout, so a timed-out run still reports what it printed.
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(Stream, Vec<u8>)>();
+    let forward = |stream: Stream, reader: Box<dyn AsyncRead + Unpin + Send>| {
+        let out_tx = out_tx.clone();
+        let sink = sink.clone();
+        async move {
+            let _ = pump(reader, stream, sink, |bytes| {
+                let _ = out_tx.send((stream, bytes.to_vec()));
+            })
+            .await;
+        }
+    };
+    let work = async {
+        let ((), (), (), status) = tokio::join!(
+            forward(Stream::Stdout, Box::new(stdout)),
+            forward(Stream::Stderr, Box::new(stderr)),
+            feed_stdin(stdin),
+            child.wait()
+        );
+        status
+    };
+    let result = match spec.timeout {
+        Some(limit) => tokio::time::timeout(limit, work).await.ok(),
+        None => Some(work.await),
+    };
+    let mut output = Output::default();
+    match result {
+        Some(status) => {
+            let status = status.map_err(|source| ProcessError::Io { program: program.clone(), source })?;
+            output.set_status(status);
+            // The leader is gone; stray background children of a finished command are not ours to kill.
+            guard.pgid = None;
+        }
+        None => {
+            guard.kill();
+            output.code = Some(TIMEOUT_CODE);
+            output.timed_out = spec.timeout;
+        }
+    }
+    drop(out_tx);
+    while let Ok((stream, bytes)) = out_rx.try_recv() {
+        match stream {
+            Stream::Stdout => output.stdout.extend_from_slice(&bytes),
+            Stream::Stderr => output.stderr.extend_from_slice(&bytes),
+        }
+    }
+    output.duration = started.elapsed();
+    Ok(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    #[test]
+    fn shell_and_argv() {
+        rt().block_on(async {
+            let out = run(&Cmd::Shell("echo hi; echo err >&2; exit 3".into()), &Spec::default(), None)
+                .await
+                .unwrap();
+            assert_eq!(out.code, Some(3));
+            assert_eq!(out.stdout, b"hi\n");
+            assert_eq!(out.stderr, b"err\n");
+            assert_eq!(out.failure_summary(), "exit 3: err");
+            let out = run(&Cmd::Argv(vec!["printf".into(), "%s".into(), "$(x) ;".into()]), &Spec::default(), None)
+                .await
+                .unwrap();
+            assert_eq!(out.stdout, b"$(x) ;");
+            assert!(out.ok());
+        });
+    }
+
+    #[test]
+    fn timeout_kills_group_and_keeps_output() {
+        rt().block_on(async {
+            let spec = Spec { timeout: Some(Duration::from_millis(300)), ..Default::default() };
+            let out = run(&Cmd::Shell("echo started; sleep 30 & sleep 30".into()), &spec, None).await.unwrap();
+            assert_eq!(out.code, Some(TIMEOUT_CODE));
+            assert_eq!(out.stdout, b"started\n");
+            assert!(out.failure_summary().starts_with("timed out after 300ms"));
+        });
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error() {
+        rt().block_on(async {
+            let err = run(&Cmd::Argv(vec!["/nonexistent/prog".into()]), &Spec::default(), None)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("cannot start /nonexistent/prog"), "{err}");
+        });
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        assert_eq!(tail_lines(b"a\nb\n\nc\nd\ne\nf\ng\n", 3), "e\nf\ng");
+    }
+}

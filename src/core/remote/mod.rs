@@ -1,0 +1,1 @@
+//! Remote hosts: ssh sessions and jobs, rsync and git sync.

@@ -1,0 +1,1 @@
+//! Cron schedules, the scheduler loop and run records.
