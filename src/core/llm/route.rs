@@ -281,7 +281,13 @@ impl Router {
     }
 
     /// The first tier to try, the highest allowed, the task's model role and why.
-    fn plan(&self, spec: &TaskSpec) -> Result<(usize, usize, Option<&str>, String), RouteError> {
+    /// With `skip_cooling`, tiers whose endpoint is cooling down are passed over (for `pick`; `ask` lists
+    /// them as attempts instead).
+    fn plan(
+        &self,
+        spec: &TaskSpec,
+        skip_cooling: bool,
+    ) -> Result<(usize, usize, Option<&str>, String), RouteError> {
         if self.tiers.is_empty() {
             return Err(RouteError::NoTiers(String::new()));
         }
@@ -319,7 +325,8 @@ impl Router {
         if start != want {
             reason.push_str(&format!(", bounded to {}", self.tiers[start].name));
         }
-        while start < hi
+        while skip_cooling
+            && start < hi
             && let Some(why) = self.cooling(&self.tiers[start])
         {
             reason.push_str(&format!(", {} {why}", self.tiers[start].name));
@@ -330,7 +337,7 @@ impl Router {
 
     /// `route.pick`: where a task would go now, without calling anything.
     pub fn pick(&self, spec: &TaskSpec) -> Result<Pick, RouteError> {
-        let (start, _, role, reason) = self.plan(spec)?;
+        let (start, _, role, reason) = self.plan(spec, true)?;
         let t = &self.tiers[start];
         Ok(Pick {
             task: spec.kind.clone(),
@@ -355,7 +362,7 @@ impl Router {
         if opts.max_tier.is_some() {
             spec.max_tier.clone_from(&opts.max_tier);
         }
-        let (start, hi, role, _) = self.plan(&spec)?;
+        let (start, hi, role, _) = self.plan(&spec, false)?;
         let mut messages = Vec::with_capacity(prompt.len() + 1);
         if let Some(system) = &opts.system {
             messages.push(Message::new("system", system.clone()));
