@@ -58,7 +58,7 @@ fn render_table(t: &Table, depth: usize, max_depth: usize, seen: &mut Vec<usize>
         items.push(render(&v, depth + 1, max_depth, seen));
     }
     pairs.retain(|(k, _)| !matches!(k, Value::Integer(i) if *i >= 1 && (*i as usize) <= len));
-    pairs.sort_by_key(|(k, _)| (!matches!(k, Value::String(_)), render_key(k)));
+    pairs.sort_by_key(|(k, _)| (!matches!(k, Value::String(_)), k.to_string().unwrap_or_default()));
     for (k, v) in &pairs {
         items.push(format!(
             "{} = {}",
