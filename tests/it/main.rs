@@ -7,4 +7,5 @@ mod lua_specs;
 mod repl;
 mod schedule;
 mod ssh;
+mod stubs;
 mod sync;
