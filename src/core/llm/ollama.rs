@@ -64,7 +64,7 @@ pub fn resolve(fleet: &Fleet, host: Option<&str>) -> Result<Endpoint, LlmError> 
                     .iter()
                     .filter(|(_, e)| e.ollama.is_some())
                     .map(|(n, _)| n.as_str());
-                let hint = fleet::suggest(h, with.clone());
+                let hint = crate::core::schema::suggest(h, with.clone());
                 let known: Vec<&str> = with.collect();
                 Err(LlmError::new(
                     h,

@@ -13,7 +13,8 @@ use super::ledger::{self, Alert, Ledger, Row};
 use super::ollama::{self, Ollama};
 use super::openai::{self, OpenAi};
 use super::{Callback, LocalFuture, Message, OnToken};
-use crate::core::fleet::{Budget, Fleet, Price, Provider, suggest};
+use crate::core::fleet::{Budget, Fleet, Price, Provider};
+use crate::core::schema::suggest;
 use crate::core::state::StateError;
 
 /// How long an endpoint that refused or timed out is skipped.
