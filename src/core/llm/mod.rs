@@ -266,6 +266,11 @@ impl LlmError {
             kind,
         }
     }
+    /// The message a binding raises: `ollama.chat(engine, qwen2.5-coder:32b): connection refused`.
+    pub fn raised_by(&self, func: &str) -> String {
+        format!("{func}({}): {}", self.target(), self.kind)
+    }
+
     /// `host, model` or just `host`.
     pub fn target(&self) -> String {
         match &self.model {

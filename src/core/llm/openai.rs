@@ -61,6 +61,8 @@ pub struct Completion {
     pub cost_source: CostSource,
     /// Seconds, measured.
     pub duration: f64,
+    /// `stop`, `length`, … (not part of the Lua result).
+    #[serde(skip)]
     pub finish_reason: Option<String>,
 }
 
