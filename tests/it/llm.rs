@@ -121,6 +121,29 @@ async fn ollama_chat_streams_many_small_chunks() {
 }
 
 #[tokio::test]
+async fn finished_streams_leave_the_connection_reusable() {
+    let stub = Stub::start(|req, _| match req.path.as_str() {
+        // The end of the chunked body comes a little after the final message.
+        "/api/chat" => Reply::ndjson(llm_server::ollama_chat("m", &["a"], 1, 1), 1000)
+            .slow(Duration::from_millis(5)),
+        _ => Reply::sse(llm_server::sse("m", &["b"], 1, 1, None), 1000)
+            .slow(Duration::from_millis(5)),
+    })
+    .await;
+    let ollama = Ollama::new(fast());
+    let or = openai_client(&stub.url);
+    for _ in 0..5 {
+        ollama
+            .chat(&ep(&stub.url, 4), &chat_req("m"), None, None)
+            .await
+            .unwrap();
+        or.chat(&or_req("m"), None, None, None).await.unwrap();
+    }
+    assert_eq!(stub.count(), 10);
+    assert_eq!(stub.connections(), 2, "one pooled connection per client");
+}
+
+#[tokio::test]
 async fn ollama_generate_passes_options_and_reads_response() {
     let stub =
         Stub::start(|_, _| Reply::ndjson(llm_server::ollama_generate("m", &["a", "b"]), 5)).await;

@@ -114,6 +114,7 @@ pub struct Stub {
     requests: Arc<Mutex<Vec<Request>>>,
     in_flight: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -134,13 +135,20 @@ impl Stub {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let script: Arc<Script> = Arc::new(script);
-        let (reqs, inf, pk) = (requests.clone(), in_flight.clone(), peak.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (reqs, inf, pk, conns) = (
+            requests.clone(),
+            in_flight.clone(),
+            peak.clone(),
+            connections.clone(),
+        );
         let task = tokio::spawn(async move {
             let counter = Arc::new(AtomicUsize::new(0));
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     continue;
                 };
+                conns.fetch_add(1, Ordering::SeqCst);
                 let (script, reqs, counter, inf, pk) = (
                     script.clone(),
                     reqs.clone(),
@@ -159,6 +167,7 @@ impl Stub {
             requests,
             in_flight,
             peak,
+            connections,
             task,
         }
     }
@@ -168,6 +177,10 @@ impl Stub {
     }
     pub fn count(&self) -> usize {
         self.requests.lock().unwrap().len()
+    }
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
     /// The most requests the server was answering at once.
     pub fn peak(&self) -> usize {
@@ -281,6 +294,9 @@ async fn serve(
                 }
                 if truncate {
                     return Ok(());
+                }
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
                 wr.write_all(b"0\r\n\r\n").await?;
             }

@@ -134,6 +134,22 @@ impl Lines {
         }
     }
 
+    /// Reads what is left of the body (the chunked terminator after a final message), so the connection
+    /// goes back to the pool instead of being closed. Bounded in size and time: a body that keeps going is
+    /// dropped (and its connection closed) rather than waited on.
+    pub async fn drain(mut self) {
+        let rest = async {
+            let mut left = 64 * 1024;
+            while let Ok(Some(chunk)) = next_chunk(&mut self.resp, self.idle).await {
+                left -= chunk.len().min(left);
+                if left == 0 {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(250), rest).await;
+    }
+
     /// The next line, `Ok(None)` at a clean end of the body. A connection lost mid-body is `Truncated`.
     pub async fn next(&mut self) -> Result<Option<&[u8]>, ErrorKind> {
         loop {

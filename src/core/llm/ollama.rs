@@ -288,6 +288,7 @@ impl Ollama {
                 }
             }
             if line.done {
+                lines.drain().await;
                 let tokens_out = line.eval_count.unwrap_or(0);
                 let eval_secs = line.eval_duration.map(ns_to_secs).unwrap_or(0.0);
                 return Ok(Completion {

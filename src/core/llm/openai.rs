@@ -261,6 +261,7 @@ impl OpenAi {
                 continue;
             }
             if data.trim() == "[DONE]" {
+                lines.drain().await;
                 break;
             }
             let chunk: Chunk = serde_json::from_str(&data).map_err(|e| {
