@@ -17,6 +17,31 @@ pub fn client(timeouts: &Timeouts) -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
+/// A request as JSON with `"stream": true` (and, for OpenAI-compatible servers, usage in the final chunk),
+/// written in one pass without an intermediate copy of the messages.
+pub fn streamed<T: serde::Serialize>(req: &T, include_usage: bool) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Usage {
+        include_usage: bool,
+    }
+    #[derive(serde::Serialize)]
+    struct Streamed<'a, T> {
+        #[serde(flatten)]
+        req: &'a T,
+        stream: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stream_options: Option<Usage>,
+    }
+    let body = Streamed {
+        req,
+        stream: true,
+        stream_options: include_usage.then_some(Usage {
+            include_usage: true,
+        }),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
 /// A non-2xx answer: its status, its `Retry-After` and its body text.
 #[derive(Debug)]
 pub struct Failed {

@@ -33,6 +33,7 @@ pub struct Llm {
     ollama: OnceLock<ollama::Ollama>,
     openai: OnceLock<openai::OpenAi>,
     router: OnceLock<route::Router>,
+    prices: OnceLock<std::collections::HashMap<String, crate::core::fleet::Price>>,
 }
 
 impl Llm {
@@ -43,6 +44,7 @@ impl Llm {
             ollama: OnceLock::new(),
             openai: OnceLock::new(),
             router: OnceLock::new(),
+            prices: OnceLock::new(),
         }
     }
 
@@ -57,6 +59,25 @@ impl Llm {
     pub fn openai(&self) -> &openai::OpenAi {
         self.openai
             .get_or_init(|| openai::OpenAi::from_fleet(&self.fleet))
+    }
+
+    /// The price of the fleet tier that serves `model`, so a direct call's cost is known even when the
+    /// API reports none.
+    pub fn price_of(&self, model: &str) -> Option<crate::core::fleet::Price> {
+        let prices = self.prices.get_or_init(|| {
+            let tiers = self.fleet.tiers();
+            tiers
+                .iter()
+                .filter_map(|t| Some((t.price?, t)))
+                .flat_map(|(p, t)| {
+                    t.model
+                        .iter()
+                        .chain(t.models.values())
+                        .map(move |m| (m.clone(), p))
+                })
+                .collect()
+        });
+        prices.get(model).copied()
     }
 
     pub fn router(&self) -> &route::Router {

@@ -227,7 +227,7 @@ impl Ollama {
         wait: Option<Duration>,
         on_token: Option<OnToken<'_>>,
     ) -> Result<Completion, LlmError> {
-        let body = with_stream(req);
+        let body = http::streamed(req, false);
         self.complete(ep, "/api/chat", &req.model, body, wait, on_token)
             .await
     }
@@ -240,7 +240,7 @@ impl Ollama {
         wait: Option<Duration>,
         on_token: Option<OnToken<'_>>,
     ) -> Result<Completion, LlmError> {
-        let body = with_stream(req);
+        let body = http::streamed(req, false);
         self.complete(ep, "/api/generate", &req.model, body, wait, on_token)
             .await
     }
@@ -450,15 +450,6 @@ impl Ollama {
     }
 }
 
-/// The request as JSON with `"stream": true`.
-fn with_stream(req: &impl Serialize) -> Vec<u8> {
-    let mut v = serde_json::to_value(req).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut v {
-        map.insert("stream".into(), Value::Bool(true));
-    }
-    serde_json::to_vec(&v).unwrap_or_default()
-}
-
 /// A failed answer → its kind: the server's `{"error": …}` text, 404 "not found" as model-not-found.
 fn status_error(f: Result<http::Failed, ErrorKind>) -> ErrorKind {
     let f = match f {
@@ -557,7 +548,7 @@ mod tests {
             messages: vec![Message::new("user", "hi")],
             ..Default::default()
         };
-        let v: Value = serde_json::from_slice(&with_stream(&req)).unwrap();
+        let v: Value = serde_json::from_slice(&http::streamed(&req, false)).unwrap();
         assert_eq!(
             v,
             json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true})

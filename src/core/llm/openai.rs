@@ -206,15 +206,7 @@ impl OpenAi {
         let key = self.key(Some(model))?;
         let err = |kind| LlmError::new(&self.name, Some(model), kind);
         let timeouts = wait.map_or(self.timeouts, |w| self.timeouts.with_wait(w));
-        let mut body = serde_json::to_value(req).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut body {
-            map.insert("stream".into(), Value::Bool(true));
-            map.insert(
-                "stream_options".into(),
-                serde_json::json!({ "include_usage": true }),
-            );
-        }
-        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let body = http::streamed(req, true);
         let started = Instant::now();
         let url = format!("{}/chat/completions", self.base_url);
         let build = || {

@@ -125,7 +125,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     let cb = on_token
         .as_mut()
         .map(|f| f as crate::core::llm::OnToken<'_>);
-    let out = client.chat(&ep, &r, a.timeout.map(|d| d.0), cb).await;
+    let out = Box::pin(client.chat(&ep, &r, a.timeout.map(|d| d.0), cb)).await;
     finish(&lua, F, a.check, out)
 }
 
@@ -145,7 +145,7 @@ async fn generate(lua: Lua, req: Value) -> mlua::Result<Value> {
     let cb = on_token
         .as_mut()
         .map(|f| f as crate::core::llm::OnToken<'_>);
-    let out = client.generate(&ep, &r, a.timeout.map(|d| d.0), cb).await;
+    let out = Box::pin(client.generate(&ep, &r, a.timeout.map(|d| d.0), cb)).await;
     finish(&lua, F, a.check, out)
 }
 
@@ -246,9 +246,7 @@ async fn pull(lua: Lua, (model, opts): (Value, Value)) -> mlua::Result<String> {
     let (client, ep) = target(&lua, F, o.host.as_deref())?;
     let callback = cbs.take("on_progress");
     let drawing = callback.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut on_progress: Option<
-        Box<dyn FnMut(Progress) -> crate::core::llm::LocalFuture<'static, Result<(), String>>>,
-    > = match callback {
+    let mut on_progress: Option<ProgressFn> = match callback {
         Some(f) => {
             let lua = lua.clone();
             let mut call = conv::hook::<Table>(f);
@@ -269,6 +267,9 @@ async fn pull(lua: Lua, (model, opts): (Value, Value)) -> mlua::Result<String> {
     }
     out.map_err(|e| fail(F, e))
 }
+
+type ProgressFn =
+    Box<dyn FnMut(Progress) -> crate::core::llm::LocalFuture<'static, Result<(), String>>>;
 
 /// One line of a terminal progress bar, redrawn in place.
 fn draw_progress(p: Progress) -> crate::core::llm::LocalFuture<'static, Result<(), String>> {

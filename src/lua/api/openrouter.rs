@@ -52,13 +52,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     let a = a.ok_or_else(|| conv::fail(format!("{F}: argument 1 (request) must be a table")))?;
     let llm = llm(&lua);
     let client = llm.openai();
-    // The price of the tier that uses this model, so the cost is known even when the API reports none.
-    let price = llm
-        .fleet()
-        .tiers()
-        .into_iter()
-        .find(|t| t.model.as_deref() == Some(a.model.as_str()))
-        .and_then(|t| t.price);
+    let price = llm.price_of(&a.model);
     let r = ChatRequest {
         model: a.model,
         messages: a.messages,
@@ -69,7 +63,8 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     };
     let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
     let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
-    let out = client.chat(&r, price, a.timeout.map(|d| d.0), cb).await;
+    // Boxed: the request's state is large, and mlua moves the call's future around.
+    let out = Box::pin(client.chat(&r, price, a.timeout.map(|d| d.0), cb)).await;
     let out = match out {
         Ok(c) => Ok(conv::to_lua(&lua, &c)?),
         Err(e) => Err(e.raised_by(F)),
