@@ -1375,16 +1375,16 @@ fn spent_and_ok(env: &Env) -> (f64, usize) {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lua_50_concurrent_asks_never_overspend() {
-    // The stub is slow so that all 50 asks are in flight together.
+/// A cloud stub charging $1 per answer, slow enough that concurrent asks overlap, and an environment whose
+/// fleet has a $10 budget at $1 per output token.
+async fn ten_dollar_budget(name: &str) -> (Stub, Env) {
     let cloud = Stub::start(|req, _| {
         let model = req.json()["model"].as_str().unwrap_or("?").to_string();
         Reply::sse(llm_server::sse(&model, &["x"], 1, 1, Some(1.0)), 32)
             .slow(Duration::from_millis(20))
     })
     .await;
-    let env = Env::new("lua-fifty")
+    let env = Env::new(name)
         .with_fleet(&fleet_lua(
             &refused_url().await,
             &cloud.url,
@@ -1392,6 +1392,12 @@ async fn lua_50_concurrent_asks_never_overspend() {
             1_000_000.0,
         ))
         .var("OPENROUTER_API_KEY", KEY);
+    (cloud, env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_50_concurrent_asks_never_overspend() {
+    let (cloud, env) = ten_dollar_budget("lua-fifty").await;
     let (env, out) = run_lua(env, &FIFTY_ASKS.replace("NUM", "50")).await;
     out.ok();
     assert_eq!(out.stdout, "ok\t10\talerts\t1\n");
@@ -1408,20 +1414,7 @@ async fn lua_50_concurrent_asks_never_overspend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lua_two_processes_share_one_budget() {
-    let cloud = Stub::start(|req, _| {
-        let model = req.json()["model"].as_str().unwrap_or("?").to_string();
-        Reply::sse(llm_server::sse(&model, &["x"], 1, 1, Some(1.0)), 32)
-            .slow(Duration::from_millis(20))
-    })
-    .await;
-    let env = Env::new("lua-two")
-        .with_fleet(&fleet_lua(
-            &refused_url().await,
-            &cloud.url,
-            Some(10.0),
-            1_000_000.0,
-        ))
-        .var("OPENROUTER_API_KEY", KEY);
+    let (cloud, env) = ten_dollar_budget("lua-two").await;
     let script = env.dir.write("play.lua", FIFTY_ASKS.replace("NUM", "25"));
     let (a, b) = (env.cmd(), env.cmd());
     let spawn = |mut c: std::process::Command| {

@@ -11,8 +11,14 @@ use crate::core::llm::{Llm, LlmError, Message};
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     let t = lua.create_table()?;
-    t.set("chat", lua.create_async_function(chat)?)?;
-    t.set("generate", lua.create_async_function(generate)?)?;
+    t.set(
+        "chat",
+        lua.create_async_function(|lua, r| complete::<ChatArgs>(lua, "ollama.chat", r))?,
+    )?;
+    t.set(
+        "generate",
+        lua.create_async_function(|lua, r| complete::<GenerateArgs>(lua, "ollama.generate", r))?,
+    )?;
     t.set("embed", lua.create_async_function(embed)?)?;
     t.set(
         "models",
@@ -109,44 +115,75 @@ fn request<T: serde::de::DeserializeOwned>(
     Ok((parsed, cbs))
 }
 
-/// `ollama.chat{model, messages, host?, format?, options?, keep_alive?, on_token?, timeout?, check?}`.
-async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
-    const F: &str = "ollama.chat";
-    let (a, mut cbs) = request::<ChatArgs>(&lua, F, req, &["on_token"])?;
-    let (client, ep) = target(&lua, F, a.host.as_deref())?;
-    let r = ChatRequest {
-        model: a.model,
-        messages: a.messages,
-        format: a.format,
-        options: a.options,
-        keep_alive: a.keep_alive,
-    };
-    let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
-    let cb = on_token
-        .as_mut()
-        .map(|f| f as crate::core::llm::OnToken<'_>);
-    let out = Box::pin(client.chat(&ep, &r, a.timeout.map(|d| d.0), cb)).await;
-    finish(&lua, F, a.check, out)
+/// What chat and generate have in common besides the request itself.
+struct Common {
+    host: Option<String>,
+    timeout: Option<Dur>,
+    check: bool,
 }
 
+enum Call {
+    Chat(ChatRequest),
+    Generate(GenerateRequest),
+}
+
+trait IntoCall: serde::de::DeserializeOwned {
+    fn into_call(self) -> (Common, Call);
+}
+
+impl IntoCall for ChatArgs {
+    fn into_call(self) -> (Common, Call) {
+        let common = Common {
+            host: self.host,
+            timeout: self.timeout,
+            check: self.check,
+        };
+        let r = ChatRequest {
+            model: self.model,
+            messages: self.messages,
+            format: self.format,
+            options: self.options,
+            keep_alive: self.keep_alive,
+        };
+        (common, Call::Chat(r))
+    }
+}
+
+impl IntoCall for GenerateArgs {
+    fn into_call(self) -> (Common, Call) {
+        let common = Common {
+            host: self.host,
+            timeout: self.timeout,
+            check: self.check,
+        };
+        let r = GenerateRequest {
+            model: self.model,
+            prompt: self.prompt,
+            system: self.system,
+            options: self.options,
+            keep_alive: self.keep_alive,
+        };
+        (common, Call::Generate(r))
+    }
+}
+
+/// `ollama.chat{model, messages, host?, format?, options?, keep_alive?, on_token?, timeout?, check?}` and
 /// `ollama.generate{model, prompt, system?, host?, options?, keep_alive?, on_token?, timeout?, check?}`.
-async fn generate(lua: Lua, req: Value) -> mlua::Result<Value> {
-    const F: &str = "ollama.generate";
-    let (a, mut cbs) = request::<GenerateArgs>(&lua, F, req, &["on_token"])?;
-    let (client, ep) = target(&lua, F, a.host.as_deref())?;
-    let r = GenerateRequest {
-        model: a.model,
-        prompt: a.prompt,
-        system: a.system,
-        options: a.options,
-        keep_alive: a.keep_alive,
-    };
+async fn complete<A: IntoCall>(lua: Lua, func: &'static str, req: Value) -> mlua::Result<Value> {
+    let (a, mut cbs) = request::<A>(&lua, func, req, &["on_token"])?;
+    let (common, call) = a.into_call();
+    let (client, ep) = target(&lua, func, common.host.as_deref())?;
     let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
     let cb = on_token
         .as_mut()
         .map(|f| f as crate::core::llm::OnToken<'_>);
-    let out = Box::pin(client.generate(&ep, &r, a.timeout.map(|d| d.0), cb)).await;
-    finish(&lua, F, a.check, out)
+    let wait = common.timeout.map(|d| d.0);
+    // Boxed: the request's state is large, and mlua moves the call's future around.
+    let out = match &call {
+        Call::Chat(r) => Box::pin(client.chat(&ep, r, wait, cb)).await,
+        Call::Generate(r) => Box::pin(client.generate(&ep, r, wait, cb)).await,
+    };
+    finish(&lua, func, common.check, out)
 }
 
 #[derive(Deserialize)]
