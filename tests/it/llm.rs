@@ -6,7 +6,9 @@ use baton::core::fleet::{Fleet, Price};
 use baton::core::llm::ledger::Ledger;
 use baton::core::llm::ollama::{self, ChatRequest, Endpoint, GenerateRequest, Ollama};
 use baton::core::llm::openai::{self, CostSource, OpenAi};
-use baton::core::llm::route::{AskOptions, Hooks, Outcome, RouteError, Router, TaskSpec, Verdict};
+use baton::core::llm::route::{
+    Answer, AskOptions, Hooks, Outcome, RouteError, Router, TaskSpec, Verdict,
+};
 use baton::core::llm::{ErrorKind, LocalFuture, Message, Retry, Secret, Timeouts};
 use baton::core::state::State;
 use serde_json::json;
@@ -627,6 +629,20 @@ struct Rig {
     dir: std::path::PathBuf,
 }
 
+impl Rig {
+    /// One ask without hooks.
+    async fn ask(&self, kind: &str, prompt: &str, opts: &AskOptions) -> Result<Answer, RouteError> {
+        self.router
+            .ask(
+                &TaskSpec::kind(kind),
+                msgs(prompt),
+                opts,
+                &mut Hooks::default(),
+            )
+            .await
+    }
+}
+
 impl Drop for Rig {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -698,13 +714,7 @@ async fn route_escalates_on_offline_and_cools_down() {
     let cloud = Stub::start(or_stub_body("from the cloud", 0.01)).await;
     let r = rig(&refused_url().await, &cloud.url, None, (3.0, 15.0));
     let a = r
-        .router
-        .ask(
-            &TaskSpec::kind("code_generation"),
-            msgs("write"),
-            &AskOptions::default(),
-            &mut Hooks::default(),
-        )
+        .ask("code_generation", "write", &AskOptions::default())
         .await
         .unwrap();
     assert_eq!(
@@ -742,13 +752,7 @@ async fn route_escalates_on_offline_and_cools_down() {
     let p = r.router.pick(&TaskSpec::kind("code_generation")).unwrap();
     assert_eq!(p.tier, "cheap");
     let a = r
-        .router
-        .ask(
-            &TaskSpec::kind("code_generation"),
-            msgs("again"),
-            &AskOptions::default(),
-            &mut Hooks::default(),
-        )
+        .ask("code_generation", "again", &AskOptions::default())
         .await
         .unwrap();
     assert!(
@@ -775,13 +779,7 @@ async fn route_timeout_cools_down_without_waiting_again() {
     let cloud = Stub::start(or_stub_body("ok", 0.0)).await;
     let r = rig(&silent.url, &cloud.url, None, (3.0, 15.0));
     let a = r
-        .router
-        .ask(
-            &TaskSpec::kind("code_generation"),
-            msgs("x"),
-            &AskOptions::default(),
-            &mut Hooks::default(),
-        )
+        .ask("code_generation", "x", &AskOptions::default())
         .await
         .unwrap();
     assert_eq!(
@@ -789,13 +787,7 @@ async fn route_timeout_cools_down_without_waiting_again() {
         (Outcome::Offline, "cheap")
     );
     let t = Instant::now();
-    r.router
-        .ask(
-            &TaskSpec::kind("code_generation"),
-            msgs("x"),
-            &AskOptions::default(),
-            &mut Hooks::default(),
-        )
+    r.ask("code_generation", "x", &AskOptions::default())
         .await
         .unwrap();
     assert!(
@@ -888,16 +880,7 @@ async fn route_max_tier_exhausts_with_every_attempt_listed() {
         max_tier: Some("cheap".into()),
         ..AskOptions::default()
     };
-    let e = r
-        .router
-        .ask(
-            &TaskSpec::kind("lint"),
-            msgs("x"),
-            &opts,
-            &mut Hooks::default(),
-        )
-        .await
-        .unwrap_err();
+    let e = r.ask("lint", "x", &opts).await.unwrap_err();
     let RouteError::Exhausted(attempts) = &e else {
         panic!("{e}")
     };
@@ -924,13 +907,7 @@ async fn route_skips_tiers_over_budget() {
     // Worst case for cheap: 4096 output tokens at $15/M ≈ $0.06 > $0.05 budget.
     let r = rig(&refused_url().await, &cloud.url, Some(0.05), (3.0, 15.0));
     let e = r
-        .router
-        .ask(
-            &TaskSpec::kind("gap_analysis"),
-            msgs("x"),
-            &AskOptions::default(),
-            &mut Hooks::default(),
-        )
+        .ask("gap_analysis", "x", &AskOptions::default())
         .await
         .unwrap_err();
     let RouteError::Exhausted(attempts) = e else {
@@ -946,16 +923,7 @@ async fn route_skips_tiers_over_budget() {
         max_tokens: Some(100),
         ..AskOptions::default()
     };
-    let a = r
-        .router
-        .ask(
-            &TaskSpec::kind("gap_analysis"),
-            msgs("x"),
-            &opts,
-            &mut Hooks::default(),
-        )
-        .await
-        .unwrap();
+    let a = r.ask("gap_analysis", "x", &opts).await.unwrap();
     assert_eq!(a.tier, "cheap");
     assert_eq!(cloud.requests()[0].json()["max_tokens"], json!(100));
 }

@@ -438,7 +438,14 @@ impl Router {
                     self.ollama
                         .chat(ep, &req, None, super::lend(&mut hooks.on_token))
                         .await
-                        .map(|c| (c.text, c.tokens_in, c.tokens_out, 0.0, "unknown"))
+                        .map(|c| {
+                            // Local models are free unless the fleet prices the tier (power, hardware).
+                            let (cost, source) = match t.price {
+                                Some(p) => (openai::price_of(p, c.tokens_in, c.tokens_out), "pricing"),
+                                None => (0.0, "unknown"),
+                            };
+                            (c.text, c.tokens_in, c.tokens_out, cost, source)
+                        })
                 }
                 (Provider::Ollama, None) => Err(super::LlmError::new(
                     &t.name,
