@@ -38,10 +38,10 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a Lua playbook; ARGS are in `baton.args`
+    /// (Everything after FILE goes to the script, flags included: `baton -v run x.lua --dry-run`.)
     Run {
-        file: PathBuf,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "FILE [ARGS]")]
+        script: Vec<String>,
     },
     /// Interactive Lua prompt with the whole API
     Repl,
@@ -62,7 +62,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     match cli.command {
-        Command::Run { ref file, ref args } => run(&cli, file, args.clone()),
+        Command::Run { ref script } => run(&cli, Path::new(&script[0]), script[1..].to_vec()),
         Command::Repl => with_fleet(&cli, |fleet| crate::repl::run(fleet, default_state())),
         Command::Check { ref files } => check(files),
         Command::Fleet { json } => with_fleet(&cli, |fleet| print_fleet(&fleet, json)),

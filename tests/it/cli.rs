@@ -254,3 +254,49 @@ fn user_modules_next_to_the_fleet_and_embedded_stdlib() {
     out.ok();
     assert_eq!(out.stdout, "from my module\nfunction\n");
 }
+
+#[test]
+fn log_levels_formats_and_filter() {
+    let env = Env::new("cli-log");
+    let script = "baton.log.info('hello info', { host = 'brain', n = 3 }) baton.log.warn('careful') baton.log.debug('details')";
+    let quiet = env.run_lua("log.lua", script, &[]);
+    quiet.ok();
+    assert!(
+        quiet.stderr.contains("careful") && !quiet.stderr.contains("hello info"),
+        "{}",
+        quiet.stderr
+    );
+    let verbose = env.run_lua("log.lua", script, &["-v"]);
+    assert!(
+        !verbose.stderr.contains("hello info"),
+        "flags after FILE belong to the script: {}",
+        verbose.stderr
+    );
+    let path = env.dir.join("log.lua");
+    let verbose = env.baton(&["-v", "run", path.to_str().unwrap()]);
+    verbose.ok();
+    assert!(
+        verbose.stderr.contains("hello info") && verbose.stderr.contains("brain"),
+        "{}",
+        verbose.stderr
+    );
+    assert!(!verbose.stderr.contains("details"));
+    let debug = env.baton(&["run", "-vv", path.to_str().unwrap()]);
+    assert!(debug.stderr.contains("details"), "{}", debug.stderr);
+    let json = env.baton(&["--log-format", "json", "-v", "run", path.to_str().unwrap()]);
+    let first: serde_json::Value =
+        serde_json::from_str(json.stderr.lines().next().unwrap()).unwrap();
+    assert_eq!(first["fields"]["message"], "hello info");
+    assert_eq!(first["level"], "INFO");
+    let off = env
+        .cmd()
+        .args(["-vv", "run", path.to_str().unwrap()])
+        .env("BATON_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        off.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+}
