@@ -55,6 +55,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script
+    Completions { shell: clap_complete::Shell },
+    /// Write the LuaLS stubs and a .luarc.json into DIR, so an editor completes the API in your playbooks
+    Stubs { dir: PathBuf },
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -66,6 +70,21 @@ pub fn main() -> i32 {
         Command::Repl => with_fleet(&cli, |fleet| crate::repl::run(fleet, default_state())),
         Command::Check { ref files } => check(files),
         Command::Fleet { json } => with_fleet(&cli, |fleet| print_fleet(&fleet, json)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "baton", &mut std::io::stdout());
+            0
+        }
+        Command::Stubs { ref dir } => match write_stubs(dir) {
+            Ok(n) => {
+                println!("wrote {n} stub files and .luarc.json to {}", dir.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("baton stubs: {e}");
+                1
+            }
+        },
     }
 }
 
@@ -279,6 +298,61 @@ fn print_fleet(fleet: &Fleet, json: bool) -> i32 {
         }
     );
     0
+}
+
+/// Writes `DIR/.baton/meta/*.lua` (the embedded LuaLS stubs) and a `.luarc.json` pointing at them. An
+/// existing `.luarc.json` is kept and only gains the library entry.
+fn write_stubs(dir: &Path) -> Result<usize, String> {
+    let meta = dir.join(".baton/meta");
+    std::fs::create_dir_all(&meta).map_err(|e| format!("{}: {e}", meta.display()))?;
+    let mut n = 0;
+    for (file, body) in crate::lua::stdlib::stubs() {
+        let name = file.trim_start_matches("_meta/");
+        std::fs::write(meta.join(name), body)
+            .map_err(|e| format!("{}: {e}", meta.join(name).display()))?;
+        n += 1;
+    }
+    let rc = dir.join(".luarc.json");
+    let mut config: serde_json::Value = match std::fs::read_to_string(&rc) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not valid JSON ({e}); fix or remove it", rc.display()))?,
+        Err(_) => serde_json::json!({}),
+    };
+    let obj = config
+        .as_object_mut()
+        .ok_or_else(|| format!("{}: expected a JSON object", rc.display()))?;
+    obj.entry("runtime.version")
+        .or_insert_with(|| "Lua 5.4".into());
+    let library = obj
+        .entry("workspace.library")
+        .or_insert_with(|| serde_json::json!([]));
+    let entry = serde_json::Value::from(".baton/meta");
+    if let Some(list) = library.as_array_mut()
+        && !list.contains(&entry)
+    {
+        list.push(entry);
+    }
+    let globals = obj
+        .entry("diagnostics.globals")
+        .or_insert_with(|| serde_json::json!([]));
+    if let Some(list) = globals.as_array_mut() {
+        for g in [
+            "baton",
+            "ollama",
+            "openrouter",
+            "route",
+            "ssh",
+            "sync",
+            "schedule",
+        ] {
+            if !list.iter().any(|v| v == g) {
+                list.push(g.into());
+            }
+        }
+    }
+    let text = serde_json::to_string_pretty(&config).expect("json");
+    std::fs::write(&rc, text + "\n").map_err(|e| format!("{}: {e}", rc.display()))?;
+    Ok(n)
 }
 
 /// Left-aligned columns separated by two spaces; the first row is the header.

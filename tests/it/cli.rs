@@ -300,3 +300,48 @@ fn log_levels_formats_and_filter() {
         String::from_utf8_lossy(&off.stderr)
     );
 }
+
+#[test]
+fn completions_and_stubs() {
+    let env = Env::new("cli-completions");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = env.baton(&["completions", shell]);
+        out.ok();
+        assert!(
+            out.stdout.contains("baton") && out.stdout.contains("repl"),
+            "{shell}: {}",
+            out.stdout
+        );
+    }
+    env.baton(&["completions", "tcsh"]).expect_code(2);
+
+    let dir = env.dir.join("playbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(".luarc.json"),
+        r#"{ "workspace.library": ["mine"] }"#,
+    )
+    .unwrap();
+    let out = env.baton(&["stubs", dir.to_str().unwrap()]);
+    out.ok();
+    let stub = std::fs::read_to_string(dir.join(".baton/meta/baton.lua")).unwrap();
+    assert!(stub.starts_with("---@meta") && stub.contains("function baton.exec("));
+    let rc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(".luarc.json")).unwrap()).unwrap();
+    assert_eq!(
+        rc["workspace.library"],
+        serde_json::json!(["mine", ".baton/meta"])
+    );
+    assert!(
+        rc["diagnostics.globals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "ssh")
+    );
+    // Running it twice does not duplicate entries.
+    env.baton(&["stubs", dir.to_str().unwrap()]).ok();
+    let rc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(".luarc.json")).unwrap()).unwrap();
+    assert_eq!(rc["workspace.library"].as_array().unwrap().len(), 2);
+}
