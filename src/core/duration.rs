@@ -3,7 +3,9 @@ use std::time::Duration;
 
 /// Why a duration was not accepted; the caller adds which function and argument it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected a duration (seconds, or a string like \"250ms\", \"30s\", \"5m\", \"6h\", \"1d\"), got {0}")]
+#[error(
+    "expected a duration (seconds, or a string like \"250ms\", \"30s\", \"5m\", \"6h\", \"1d\"), got {0}"
+)]
 pub struct BadDuration(pub String);
 
 /// Parses `"250ms"`, `"1.5s"`, `"30s"`, `"5m"`, `"6h"`, `"1d"`, `"1h30m"` or a bare number of seconds.
@@ -27,7 +29,9 @@ pub fn parse(text: &str) -> Result<Duration, BadDuration> {
         }
         let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,

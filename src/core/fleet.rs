@@ -48,7 +48,11 @@ pub struct Host {
     pub known_hosts: KnownHosts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(default, deserialize_with = "list_or_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "list_or_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ollama: Option<String>,
@@ -62,7 +66,10 @@ fn default_parallel() -> u32 {
 
 /// `ssh = "dest"`, `ssh = false` (this machine) or absent / `true` (the host's own name).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged, expecting = "a destination string, or false for this machine")]
+#[serde(
+    untagged,
+    expecting = "a destination string, or false for this machine"
+)]
 pub enum SshTarget {
     #[default]
     #[serde(skip)]
@@ -108,7 +115,11 @@ pub struct Tier {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Role → model (e.g. `code`, `reason`), chosen by a task's `model`.
-    #[serde(default, deserialize_with = "map_or_empty", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "map_or_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub models: BTreeMap<String, String>,
     /// USD per million tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,11 +173,15 @@ fn list_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
     match ListOrMap::deserialize(d)? {
         ListOrMap::List(v) => Ok(v),
         ListOrMap::Map(m) if m.is_empty() => Ok(Vec::new()),
-        ListOrMap::Map(_) => Err(serde::de::Error::custom("expected a list of strings, got a table with keys")),
+        ListOrMap::Map(_) => Err(serde::de::Error::custom(
+            "expected a list of strings, got a table with keys",
+        )),
     }
 }
 
-fn map_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+fn map_or_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged, expecting = "a table of role = model strings")]
     enum MapOrList {
@@ -176,7 +191,9 @@ fn map_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Strin
     match MapOrList::deserialize(d)? {
         MapOrList::Map(m) => Ok(m),
         MapOrList::List(v) if v.is_empty() => Ok(BTreeMap::new()),
-        MapOrList::List(_) => Err(serde::de::Error::custom("expected a table of role = model strings, got a list")),
+        MapOrList::List(_) => Err(serde::de::Error::custom(
+            "expected a table of role = model strings, got a list",
+        )),
     }
 }
 
@@ -239,7 +256,10 @@ impl Fleet {
         );
         let mut fleet = Fleet {
             hosts,
-            budget: Some(Budget { monthly_usd: 10.0, alert_at: 0.8 }),
+            budget: Some(Budget {
+                monthly_usd: 10.0,
+                alert_at: 0.8,
+            }),
             ..Fleet::default()
         };
         let with_cloud = std::env::var_os(DEFAULT_KEY_ENV).is_some_and(|v| !v.is_empty());
@@ -299,7 +319,13 @@ impl Fleet {
             .iter()
             .filter(|(_, tier, _)| tiers.iter().any(|t| t.name == *tier))
             .map(|(kind, tier, model)| {
-                (kind.to_string(), TaskRule { tier: tier.to_string(), model: model.map(str::to_string) })
+                (
+                    kind.to_string(),
+                    TaskRule {
+                        tier: tier.to_string(),
+                        model: model.map(str::to_string),
+                    },
+                )
             })
             .collect()
     }
@@ -313,37 +339,59 @@ impl Fleet {
         self.openrouter
             .base_url
             .clone()
-            .or_else(|| std::env::var("OPENROUTER_BASE_URL").ok().filter(|v| !v.is_empty()))
+            .or_else(|| {
+                std::env::var("OPENROUTER_BASE_URL")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
             .unwrap_or_else(|| DEFAULT_OPENROUTER_BASE.to_string())
     }
 
     pub fn openrouter_key_env(&self) -> String {
-        self.openrouter.key_env.clone().unwrap_or_else(|| DEFAULT_KEY_ENV.to_string())
+        self.openrouter
+            .key_env
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KEY_ENV.to_string())
     }
 
     /// The Ollama URL of the first host (by name) that has one.
     pub fn first_ollama(&self) -> Option<(&str, &str)> {
-        self.hosts.iter().find_map(|(n, h)| h.ollama.as_deref().map(|u| (n.as_str(), u)))
+        self.hosts
+            .iter()
+            .find_map(|(n, h)| h.ollama.as_deref().map(|u| (n.as_str(), u)))
     }
 
     fn validate(&self) -> Result<(), FleetError> {
         let err = |path: String, msg: &str| Err(FleetError(format!("{path}: {msg}")));
         for (name, host) in &self.hosts {
-            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':' || c == '/') {
-                return err(format!("hosts.{name}"), "a host name must be non-empty, without spaces, ':' or '/'");
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':' || c == '/')
+            {
+                return err(
+                    format!("hosts.{name}"),
+                    "a host name must be non-empty, without spaces, ':' or '/'",
+                );
             }
             if let SshTarget::Dest(d) = &host.ssh
                 && d.trim().is_empty()
             {
-                return err(format!("hosts.{name}.ssh"), "expected a destination string, or false, got \"\"");
+                return err(
+                    format!("hosts.{name}.ssh"),
+                    "expected a destination string, or false, got \"\"",
+                );
             }
             if let Some(url) = &host.ollama
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
-                return err(format!("hosts.{name}.ollama"), &format!("expected an http:// or https:// URL, got {url:?}"));
+                return err(
+                    format!("hosts.{name}.ollama"),
+                    &format!("expected an http:// or https:// URL, got {url:?}"),
+                );
             }
             if host.ollama_parallel == 0 {
-                return err(format!("hosts.{name}.ollama_parallel"), "expected a whole number of at least 1, got 0");
+                return err(
+                    format!("hosts.{name}.ollama_parallel"),
+                    "expected a whole number of at least 1, got 0",
+                );
             }
         }
         let tiers = self.tiers();
@@ -351,7 +399,10 @@ impl Fleet {
         for (i, tier) in tiers.iter().enumerate() {
             let path = format!("tiers[{}]", i + 1);
             if seen.contains(&tier.name.as_str()) {
-                return err(format!("{path}.name"), &format!("tier {:?} is defined twice", tier.name));
+                return err(
+                    format!("{path}.name"),
+                    &format!("tier {:?} is defined twice", tier.name),
+                );
             }
             seen.push(&tier.name);
             match tier.provider {
@@ -360,12 +411,30 @@ impl Fleet {
                         Some(h) => h.clone(),
                         None => match self.first_ollama() {
                             Some((h, _)) => h.to_string(),
-                            None => return err(format!("{path}.host"), "an ollama tier needs a host, and no fleet host has `ollama`"),
+                            None => {
+                                return err(
+                                    format!("{path}.host"),
+                                    "an ollama tier needs a host, and no fleet host has `ollama`",
+                                );
+                            }
                         },
                     };
                     match self.hosts.get(&host) {
-                        None => return err(format!("{path}.host"), &format!("unknown host {host:?}{}", suggest(&host, self.hosts.keys().map(String::as_str)))),
-                        Some(h) if h.ollama.is_none() => return err(format!("{path}.host"), &format!("host {host:?} has no `ollama` URL")),
+                        None => {
+                            return err(
+                                format!("{path}.host"),
+                                &format!(
+                                    "unknown host {host:?}{}",
+                                    suggest(&host, self.hosts.keys().map(String::as_str))
+                                ),
+                            );
+                        }
+                        Some(h) if h.ollama.is_none() => {
+                            return err(
+                                format!("{path}.host"),
+                                &format!("host {host:?} has no `ollama` URL"),
+                            );
+                        }
                         _ => {}
                     }
                 }
@@ -381,14 +450,21 @@ impl Fleet {
             if let Some(p) = tier.price
                 && (!(p.input >= 0.0) || !(p.output >= 0.0))
             {
-                return err(format!("{path}.price"), "prices must be non-negative numbers (USD per million tokens)");
+                return err(
+                    format!("{path}.price"),
+                    "prices must be non-negative numbers (USD per million tokens)",
+                );
             }
         }
         for (kind, rule) in self.tasks() {
             let Some(tier) = tiers.iter().find(|t| t.name == rule.tier) else {
                 return err(
                     format!("tasks.{kind}.tier"),
-                    &format!("unknown tier {:?}{}", rule.tier, suggest(&rule.tier, tiers.iter().map(|t| t.name.as_str()))),
+                    &format!(
+                        "unknown tier {:?}{}",
+                        rule.tier,
+                        suggest(&rule.tier, tiers.iter().map(|t| t.name.as_str()))
+                    ),
                 );
             };
             if let Some(role) = &rule.model
@@ -397,16 +473,26 @@ impl Fleet {
             {
                 return err(
                     format!("tasks.{kind}.model"),
-                    &format!("tier {:?} has no model role {role:?}{}", tier.name, suggest(role, tier.models.keys().map(String::as_str))),
+                    &format!(
+                        "tier {:?} has no model role {role:?}{}",
+                        tier.name,
+                        suggest(role, tier.models.keys().map(String::as_str))
+                    ),
                 );
             }
         }
         if let Some(b) = self.budget {
             if !(b.monthly_usd >= 0.0) || !b.monthly_usd.is_finite() {
-                return err("budget.monthly_usd".into(), "expected a non-negative number of USD");
+                return err(
+                    "budget.monthly_usd".into(),
+                    "expected a non-negative number of USD",
+                );
             }
             if !(b.alert_at > 0.0 && b.alert_at <= 1.0) {
-                return err("budget.alert_at".into(), "expected a fraction of the budget in (0, 1], such as 0.8");
+                return err(
+                    "budget.alert_at".into(),
+                    "expected a fraction of the budget in (0, 1], such as 0.8",
+                );
             }
         }
         Ok(())
@@ -433,19 +519,35 @@ fn describe<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> FleetErro
     let inner = e.inner().to_string();
     if let Some(rest) = inner.strip_prefix("unknown field `") {
         let key = rest.split('`').next().unwrap_or_default();
-        let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).filter(|s| !s.is_empty()).collect();
-        let parent = path.rsplit_once('.').map(|(p, _)| p).filter(|_| path.ends_with(key));
+        let expected: Vec<&str> = rest
+            .split('`')
+            .skip(2)
+            .step_by(2)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let parent = path
+            .rsplit_once('.')
+            .map(|(p, _)| p)
+            .filter(|_| path.ends_with(key));
         let full = match parent {
             Some(p) => format!("{p}.{key}"),
             None if path == "." || path.is_empty() || path == key => key.to_string(),
             None => format!("{path}.{key}"),
         };
         let hint = suggest(key, expected.iter().copied());
-        let hint = if hint.is_empty() { format!(" (expected one of: {})", expected.join(", ")) } else { hint };
+        let hint = if hint.is_empty() {
+            format!(" (expected one of: {})", expected.join(", "))
+        } else {
+            hint
+        };
         return FleetError(format!("{full}: unknown key{hint}"));
     }
     let inner = inner.replace("invalid type: ", "wrong type: got ");
-    if path == "." || path.is_empty() { FleetError(format!("fleet: {inner}")) } else { FleetError(format!("{path}: {inner}")) }
+    if path == "." || path.is_empty() {
+        FleetError(format!("fleet: {inner}"))
+    } else {
+        FleetError(format!("{path}: {inner}"))
+    }
 }
 
 /// `, did you mean X?` when a candidate is within a small edit distance, else empty.
@@ -467,7 +569,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -490,13 +594,21 @@ mod tests {
         let e = parse(json!({"hostz": {}})).unwrap_err();
         assert_eq!(e.0, "hostz: unknown key, did you mean hosts?");
         let e = parse(json!({"budget": {"monthly_usd": 5, "zzz": 1}})).unwrap_err();
-        assert!(e.0.starts_with("budget.zzz: unknown key (expected one of: monthly_usd, alert_at)"), "{}", e.0);
+        assert!(
+            e.0.starts_with("budget.zzz: unknown key (expected one of: monthly_usd, alert_at)"),
+            "{}",
+            e.0
+        );
     }
 
     #[test]
     fn wrong_types_name_path() {
         let e = parse(json!({"hosts": {"a": {"ollama_parallel": "four"}}})).unwrap_err();
-        assert!(e.0.starts_with("hosts.a.ollama_parallel: wrong type"), "{}", e.0);
+        assert!(
+            e.0.starts_with("hosts.a.ollama_parallel: wrong type"),
+            "{}",
+            e.0
+        );
         let e = parse(json!({"hosts": {"a": {"ssh": 5}}})).unwrap_err();
         assert!(e.0.starts_with("hosts.a.ssh:"), "{}", e.0);
         let e = parse(json!({"hosts": {"a": {"known_hosts": "yes"}}})).unwrap_err();
@@ -514,7 +626,10 @@ mod tests {
             "tasks": {"lint": {"tier": "locl"}}
         }))
         .unwrap_err();
-        assert_eq!(e.0, "tasks.lint.tier: unknown tier \"locl\", did you mean local?");
+        assert_eq!(
+            e.0,
+            "tasks.lint.tier: unknown tier \"locl\", did you mean local?"
+        );
     }
 
     #[test]
@@ -526,9 +641,18 @@ mod tests {
         assert_eq!(f.hosts["engine"].known_hosts, KnownHosts::Strict);
         assert_eq!(f.hosts["pc"].ssh, SshTarget::Flag(false));
         let tiers = f.tiers();
-        assert_eq!(tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["local", "cheap", "premium"]);
+        assert_eq!(
+            tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["local", "cheap", "premium"]
+        );
         assert_eq!(tiers[0].host.as_deref(), Some("engine"));
-        assert_eq!(f.tasks()["commit_message"], TaskRule { tier: "local".into(), model: Some("code".into()) });
+        assert_eq!(
+            f.tasks()["commit_message"],
+            TaskRule {
+                tier: "local".into(),
+                model: Some("code".into())
+            }
+        );
         assert_eq!(f.tasks()["architecture"].tier, "premium");
         assert!(f.budget.is_none());
     }
@@ -543,7 +667,13 @@ mod tests {
     #[test]
     fn ollama_urls_normalize() {
         assert_eq!(normalize_ollama_url("engine"), "http://engine:11434");
-        assert_eq!(normalize_ollama_url("0.0.0.0:11434"), "http://127.0.0.1:11434");
-        assert_eq!(normalize_ollama_url("https://x.example/"), "https://x.example");
+        assert_eq!(
+            normalize_ollama_url("0.0.0.0:11434"),
+            "http://127.0.0.1:11434"
+        );
+        assert_eq!(
+            normalize_ollama_url("https://x.example/"),
+            "https://x.example"
+        );
     }
 }

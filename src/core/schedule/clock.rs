@@ -29,7 +29,9 @@ pub struct SystemClock {
 
 impl Default for SystemClock {
     fn default() -> Self {
-        SystemClock { origin: Instant::now() }
+        SystemClock {
+            origin: Instant::now(),
+        }
     }
 }
 
@@ -57,18 +59,24 @@ pub struct TestClock {
 
 impl TestClock {
     pub fn new(start: DateTime<Utc>) -> Self {
-        TestClock { start, origin: Instant::now(), jumped_ms: Arc::new(AtomicI64::new(0)) }
+        TestClock {
+            start,
+            origin: Instant::now(),
+            jumped_ms: Arc::new(AtomicI64::new(0)),
+        }
     }
 
     /// Moves the wall clock without monotonic time passing: a suspend (forward) or a clock step (either way).
     pub fn jump(&self, by: chrono::Duration) {
-        self.jumped_ms.fetch_add(by.num_milliseconds(), Ordering::SeqCst);
+        self.jumped_ms
+            .fetch_add(by.num_milliseconds(), Ordering::SeqCst);
     }
 }
 
 impl Clock for TestClock {
     fn now(&self) -> DateTime<Utc> {
-        let elapsed = chrono::Duration::from_std(self.origin.elapsed()).unwrap_or(chrono::Duration::MAX);
+        let elapsed =
+            chrono::Duration::from_std(self.origin.elapsed()).unwrap_or(chrono::Duration::MAX);
         self.start + elapsed + chrono::Duration::milliseconds(self.jumped_ms.load(Ordering::SeqCst))
     }
     fn monotonic(&self) -> Duration {

@@ -35,15 +35,47 @@ struct Field {
     names: &'static [&'static str],
 }
 
-const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
 const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
 
-const SECOND: Field = Field { name: "second", min: 0, max: 59, names: &[] };
-const MINUTE: Field = Field { name: "minute", min: 0, max: 59, names: &[] };
-const HOUR: Field = Field { name: "hour", min: 0, max: 23, names: &[] };
-const DAY_OF_MONTH: Field = Field { name: "day-of-month", min: 1, max: 31, names: &[] };
-const MONTH: Field = Field { name: "month", min: 1, max: 12, names: &MONTHS };
-const DAY_OF_WEEK: Field = Field { name: "day-of-week", min: 0, max: 7, names: &DAYS };
+const SECOND: Field = Field {
+    name: "second",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const MINUTE: Field = Field {
+    name: "minute",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOUR: Field = Field {
+    name: "hour",
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DAY_OF_MONTH: Field = Field {
+    name: "day-of-month",
+    min: 1,
+    max: 31,
+    names: &[],
+};
+const MONTH: Field = Field {
+    name: "month",
+    min: 1,
+    max: 12,
+    names: &MONTHS,
+};
+const DAY_OF_WEEK: Field = Field {
+    name: "day-of-week",
+    min: 0,
+    max: 7,
+    names: &DAYS,
+};
 
 const SHORTHANDS: [(&str, &str); 7] = [
     ("@yearly", "0 0 0 1 1 *"),
@@ -77,16 +109,27 @@ const DST_WINDOW: chrono::Duration = chrono::Duration::hours(3);
 
 impl Expr {
     pub fn parse(text: &str) -> Result<Expr, ExprError> {
-        let bad = |reason: String| ExprError { expr: text.to_string(), reason };
+        let bad = |reason: String| ExprError {
+            expr: text.to_string(),
+            reason,
+        };
         let trimmed = text.trim();
         if trimmed.is_empty() {
             return Err(bad("the expression is empty".into()));
         }
         let expanded = if trimmed.starts_with('@') {
             let lower = trimmed.to_ascii_lowercase();
-            let known = SHORTHANDS.iter().find(|(k, _)| *k == lower).map(|(_, v)| *v);
+            let known = SHORTHANDS
+                .iter()
+                .find(|(k, _)| *k == lower)
+                .map(|(_, v)| *v);
             let names: Vec<&str> = SHORTHANDS.iter().map(|(k, _)| *k).collect();
-            known.ok_or_else(|| bad(format!("unknown shorthand (expected one of {})", names.join(", "))))?
+            known.ok_or_else(|| {
+                bad(format!(
+                    "unknown shorthand (expected one of {})",
+                    names.join(", ")
+                ))
+            })?
         } else {
             trimmed
         };
@@ -106,7 +149,10 @@ impl Expr {
         let specs = [&SECOND, &MINUTE, &HOUR, &DAY_OF_MONTH, &MONTH, &DAY_OF_WEEK];
         let mut sets = Vec::with_capacity(6);
         for (text, spec) in fields.iter().zip(specs) {
-            sets.push(parse_field(text, spec).map_err(|reason| bad(format!("{} field {text:?}: {reason}", spec.name)))?);
+            sets.push(
+                parse_field(text, spec)
+                    .map_err(|reason| bad(format!("{} field {text:?}: {reason}", spec.name)))?,
+            );
         }
         let every_hour = sets[2].is_none();
         let render = |sets: &[Option<BTreeSet<u32>>]| -> String {
@@ -116,7 +162,11 @@ impl Expr {
                 .map(|(i, set)| match set {
                     None => "*".to_string(),
                     // The cron crate numbers days of the week 1-7 from Sunday; names avoid the confusion.
-                    Some(set) if i == 5 => set.iter().map(|&d| DAYS[d as usize]).collect::<Vec<_>>().join(","),
+                    Some(set) if i == 5 => set
+                        .iter()
+                        .map(|&d| DAYS[d as usize])
+                        .collect::<Vec<_>>()
+                        .join(","),
                     Some(set) => set.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
                 })
                 .collect();
@@ -136,11 +186,22 @@ impl Expr {
             .map(|v| {
                 v.parse::<cron::Schedule>().map_err(|e| {
                     let msg = e.to_string();
-                    bad(msg.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("invalid").trim().to_string())
+                    bad(msg
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("invalid")
+                        .trim()
+                        .to_string())
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Expr { source: text.trim().to_string(), schedules, every_hour, has_seconds })
+        Ok(Expr {
+            source: text.trim().to_string(),
+            schedules,
+            every_hour,
+            has_seconds,
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -155,7 +216,11 @@ impl Expr {
     /// The first matching wall-clock time strictly after `after` (naive times throughout).
     fn next_naive(&self, after: NaiveDateTime) -> Option<NaiveDateTime> {
         let after = Utc.from_utc_datetime(&after);
-        self.schedules.iter().filter_map(|s| s.after(&after).next()).min().map(|t| t.naive_utc())
+        self.schedules
+            .iter()
+            .filter_map(|s| s.after(&after).next())
+            .min()
+            .map(|t| t.naive_utc())
     }
 
     /// The instants a matching wall-clock time stands for in `zone` (see the module docs for DST).
@@ -174,7 +239,8 @@ impl Expr {
     pub fn next_after(&self, after: DateTime<Utc>, zone: &Zone) -> Option<DateTime<Utc>> {
         let local = zone.naive(after);
         let offset = zone.offset(after);
-        let stable = zone.offset(after - DST_WINDOW) == offset && zone.offset(after + DST_WINDOW) == offset;
+        let stable =
+            zone.offset(after - DST_WINDOW) == offset && zone.offset(after + DST_WINDOW) == offset;
         if stable {
             // No offset change near `after`: wall time maps one-to-one onto instants here, and single
             // (unambiguous) wall times map monotonically, so the first matching wall time is the answer.
@@ -217,7 +283,12 @@ impl Expr {
     }
 
     /// The latest fire time in `(after, until]`, found without walking every fire of a frequent job.
-    pub fn last_in(&self, after: DateTime<Utc>, until: DateTime<Utc>, zone: &Zone) -> Option<DateTime<Utc>> {
+    pub fn last_in(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        zone: &Zone,
+    ) -> Option<DateTime<Utc>> {
         let mut window = chrono::Duration::seconds(60);
         loop {
             let from = (until - window).max(after);
@@ -247,7 +318,9 @@ fn parse_field(text: &str, spec: &Field) -> Result<Option<BTreeSet<u32>>, String
         }
         let (base, step) = match item.split_once('/') {
             Some((base, step)) => {
-                let step: u32 = step.parse().map_err(|_| format!("step {step:?} is not a number"))?;
+                let step: u32 = step
+                    .parse()
+                    .map_err(|_| format!("step {step:?} is not a number"))?;
                 if step == 0 {
                     return Err("step must be at least 1".into());
                 }
@@ -255,7 +328,8 @@ fn parse_field(text: &str, spec: &Field) -> Result<Option<BTreeSet<u32>>, String
             }
             None => (item, None),
         };
-        let (lo, hi) = if base == "*" || (base == "?" && (is_dow || spec.name == DAY_OF_MONTH.name)) {
+        let (lo, hi) = if base == "*" || (base == "?" && (is_dow || spec.name == DAY_OF_MONTH.name))
+        {
             (spec.min, full_max)
         } else if let Some((a, b)) = base.split_once('-') {
             let (a, b) = (value(a, spec)?, value(b, spec)?);
@@ -267,7 +341,11 @@ fn parse_field(text: &str, spec: &Field) -> Result<Option<BTreeSet<u32>>, String
             let a = value(base, spec)?;
             (a, if step.is_some() { full_max } else { a })
         };
-        set.extend((lo..=hi).step_by(step.unwrap_or(1) as usize).map(|v| if is_dow && v == 7 { 0 } else { v }));
+        set.extend(
+            (lo..=hi)
+                .step_by(step.unwrap_or(1) as usize)
+                .map(|v| if is_dow && v == 7 { 0 } else { v }),
+        );
     }
     let all = (spec.min..=full_max).all(|v| set.contains(&v));
     Ok(if all { None } else { Some(set) })
@@ -346,7 +424,9 @@ impl Zone {
     fn resolve(&self, naive: NaiveDateTime) -> LocalResult<DateTime<Utc>> {
         let utc = |r: LocalResult<DateTime<FixedOffset>>| r.map(|t| t.with_timezone(&Utc));
         match self {
-            Zone::Local => utc(chrono::Local.from_local_datetime(&naive).map(|t| t.fixed_offset())),
+            Zone::Local => utc(chrono::Local
+                .from_local_datetime(&naive)
+                .map(|t| t.fixed_offset())),
             Zone::Utc => LocalResult::Single(Utc.from_utc_datetime(&naive)),
             Zone::Named(tz) => utc(tz.from_local_datetime(&naive).map(|t| t.fixed_offset())),
         }
@@ -360,7 +440,8 @@ impl Zone {
 
     /// ISO 8601 in this zone, to the second: `2026-03-29T03:30:00+02:00`.
     pub fn format(&self, t: DateTime<Utc>) -> String {
-        t.with_timezone(&self.offset(t)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        t.with_timezone(&self.offset(t))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     }
 }
 
@@ -374,7 +455,10 @@ mod tests {
 
     fn next_n(expr: &str, zone: &Zone, from: &str, n: usize) -> Vec<String> {
         let e = Expr::parse(expr).unwrap();
-        e.upcoming(utc(from), zone, n).into_iter().map(|t| zone.format(t)).collect()
+        e.upcoming(utc(from), zone, n)
+            .into_iter()
+            .map(|t| zone.format(t))
+            .collect()
     }
 
     #[test]
@@ -383,10 +467,22 @@ mod tests {
         assert!(!e.has_seconds());
         // 2026-11-20 is a Friday.
         assert_eq!(
-            next_n("*/15 9-17 * * MON-FRI", &Zone::Utc, "2026-11-20T17:50:00Z", 3),
-            ["2026-11-23T09:00:00Z", "2026-11-23T09:15:00Z", "2026-11-23T09:30:00Z"]
+            next_n(
+                "*/15 9-17 * * MON-FRI",
+                &Zone::Utc,
+                "2026-11-20T17:50:00Z",
+                3
+            ),
+            [
+                "2026-11-23T09:00:00Z",
+                "2026-11-23T09:15:00Z",
+                "2026-11-23T09:30:00Z"
+            ]
         );
-        assert_eq!(next_n("0 18 * * 1-5", &Zone::Utc, "2026-11-20T18:00:00Z", 1), ["2026-11-23T18:00:00Z"]);
+        assert_eq!(
+            next_n("0 18 * * 1-5", &Zone::Utc, "2026-11-20T18:00:00Z", 1),
+            ["2026-11-23T18:00:00Z"]
+        );
     }
 
     #[test]
@@ -394,7 +490,11 @@ mod tests {
         assert!(Expr::parse("*/10 * * * * *").unwrap().has_seconds());
         assert_eq!(
             next_n("*/10 * * * * *", &Zone::Utc, "2026-01-01T00:00:05Z", 3),
-            ["2026-01-01T00:00:10Z", "2026-01-01T00:00:20Z", "2026-01-01T00:00:30Z"]
+            [
+                "2026-01-01T00:00:10Z",
+                "2026-01-01T00:00:20Z",
+                "2026-01-01T00:00:30Z"
+            ]
         );
         assert_eq!(
             next_n("30 0 12 * * *", &Zone::Utc, "2026-01-01T12:00:30Z", 1),
@@ -405,15 +505,36 @@ mod tests {
     #[test]
     fn shorthands_and_sunday_numbers() {
         let from = "2026-11-21T10:00:00Z"; // a Saturday
-        assert_eq!(next_n("@hourly", &Zone::Utc, from, 1), ["2026-11-21T11:00:00Z"]);
-        assert_eq!(next_n("@daily", &Zone::Utc, from, 1), ["2026-11-22T00:00:00Z"]);
-        assert_eq!(next_n("@weekly", &Zone::Utc, from, 1), ["2026-11-22T00:00:00Z"]);
-        assert_eq!(next_n("@monthly", &Zone::Utc, from, 1), ["2026-12-01T00:00:00Z"]);
-        assert_eq!(next_n("@yearly", &Zone::Utc, from, 1), ["2027-01-01T00:00:00Z"]);
+        assert_eq!(
+            next_n("@hourly", &Zone::Utc, from, 1),
+            ["2026-11-21T11:00:00Z"]
+        );
+        assert_eq!(
+            next_n("@daily", &Zone::Utc, from, 1),
+            ["2026-11-22T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("@weekly", &Zone::Utc, from, 1),
+            ["2026-11-22T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("@monthly", &Zone::Utc, from, 1),
+            ["2026-12-01T00:00:00Z"]
+        );
+        assert_eq!(
+            next_n("@yearly", &Zone::Utc, from, 1),
+            ["2027-01-01T00:00:00Z"]
+        );
         assert!(!Expr::parse("@hourly").unwrap().has_seconds());
         // 0 and 7 are both Sunday; ranges up to 7 work.
-        assert_eq!(next_n("0 0 * * 0", &Zone::Utc, from, 1), next_n("0 0 * * 7", &Zone::Utc, from, 1));
-        assert_eq!(next_n("0 0 * * 5-7", &Zone::Utc, from, 2), ["2026-11-22T00:00:00Z", "2026-11-27T00:00:00Z"]);
+        assert_eq!(
+            next_n("0 0 * * 0", &Zone::Utc, from, 1),
+            next_n("0 0 * * 7", &Zone::Utc, from, 1)
+        );
+        assert_eq!(
+            next_n("0 0 * * 5-7", &Zone::Utc, from, 2),
+            ["2026-11-22T00:00:00Z", "2026-11-27T00:00:00Z"]
+        );
     }
 
     #[test]
@@ -421,7 +542,11 @@ mod tests {
         // The 1st of the month or any Monday (Vixie cron semantics).
         assert_eq!(
             next_n("0 9 1 * MON", &Zone::Utc, "2026-11-21T00:00:00Z", 3),
-            ["2026-11-23T09:00:00Z", "2026-11-30T09:00:00Z", "2026-12-01T09:00:00Z"]
+            [
+                "2026-11-23T09:00:00Z",
+                "2026-11-30T09:00:00Z",
+                "2026-12-01T09:00:00Z"
+            ]
         );
     }
 
@@ -430,9 +555,18 @@ mod tests {
         let cases = [
             ("", "empty"),
             ("* * * *", "got 4 fields"),
-            ("61 * * * *", "minute field \"61\": 61 is out of range (expected 0-59)"),
-            ("0 25 * * *", "hour field \"25\": 25 is out of range (expected 0-23)"),
-            ("0 0 * * FUNDAY", "day-of-week field \"FUNDAY\": \"FUNDAY\" is not a value (expected 0-7 or SUN-SAT)"),
+            (
+                "61 * * * *",
+                "minute field \"61\": 61 is out of range (expected 0-59)",
+            ),
+            (
+                "0 25 * * *",
+                "hour field \"25\": 25 is out of range (expected 0-23)",
+            ),
+            (
+                "0 0 * * FUNDAY",
+                "day-of-week field \"FUNDAY\": \"FUNDAY\" is not a value (expected 0-7 or SUN-SAT)",
+            ),
             ("0 0 * 13 *", "month field \"13\""),
             ("0 5-2 * * *", "range 5-2 goes backwards"),
             ("*/0 * * * *", "step must be at least 1"),
@@ -459,12 +593,20 @@ mod tests {
         // 2026-03-08: clocks jump 02:00 EST -> 03:00 EDT. 02:30 does not exist: it runs at 03:30 EDT.
         assert_eq!(
             next_n("30 2 * * *", &ny, "2026-03-07T12:00:00Z", 3),
-            ["2026-03-08T03:30:00-04:00", "2026-03-09T02:30:00-04:00", "2026-03-10T02:30:00-04:00"]
+            [
+                "2026-03-08T03:30:00-04:00",
+                "2026-03-09T02:30:00-04:00",
+                "2026-03-10T02:30:00-04:00"
+            ]
         );
         // 2026-11-01: clocks fall back 02:00 EDT -> 01:00 EST. 01:30 happens twice: it runs only the first time.
         assert_eq!(
             next_n("30 1 * * *", &ny, "2026-10-31T12:00:00Z", 3),
-            ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00", "2026-11-03T01:30:00-05:00"]
+            [
+                "2026-11-01T01:30:00-04:00",
+                "2026-11-02T01:30:00-05:00",
+                "2026-11-03T01:30:00-05:00"
+            ]
         );
         // A daily 02:30 job on the fall-back day: 02:30 exists once (EST).
         assert_eq!(
@@ -472,7 +614,10 @@ mod tests {
             ["2026-11-01T02:30:00-05:00", "2026-11-02T02:30:00-05:00"]
         );
         // Starting inside the repeated hour (second pass) does not fire the repeat.
-        assert_eq!(next_n("30 1 * * *", &ny, "2026-11-01T06:10:00Z", 1), ["2026-11-02T01:30:00-05:00"]);
+        assert_eq!(
+            next_n("30 1 * * *", &ny, "2026-11-01T06:10:00Z", 1),
+            ["2026-11-02T01:30:00-05:00"]
+        );
         // Europe/Berlin spring forward 2026-03-29 02:00 CET -> 03:00 CEST.
         let berlin = Zone::parse("Europe/Berlin").unwrap();
         assert_eq!(
@@ -487,14 +632,24 @@ mod tests {
         let e = Expr::parse("0 */30 * * * *").unwrap();
         // Fall back: 00:30, 01:00, 01:30 EDT, then 01:00, 01:30 EST again, then 02:00 EST: every 30 real minutes.
         let times = e.upcoming(utc("2026-11-01T04:00:00Z"), &ny, 6);
-        let gaps: Vec<i64> = times.windows(2).map(|w| (w[1] - w[0]).num_minutes()).collect();
+        let gaps: Vec<i64> = times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).num_minutes())
+            .collect();
         assert_eq!(gaps, [30, 30, 30, 30, 30]);
         assert_eq!(ny.format(times[2]), "2026-11-01T01:30:00-04:00");
         assert_eq!(ny.format(times[3]), "2026-11-01T01:00:00-05:00");
         // Spring forward: 01:30 EST is followed by 03:00 EDT, 30 real minutes later; nothing in the gap.
         let times = e.upcoming(utc("2026-03-08T06:00:00Z"), &ny, 3);
         let shown: Vec<String> = times.iter().map(|t| ny.format(*t)).collect();
-        assert_eq!(shown, ["2026-03-08T01:30:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-08T03:30:00-04:00"]);
+        assert_eq!(
+            shown,
+            [
+                "2026-03-08T01:30:00-05:00",
+                "2026-03-08T03:00:00-04:00",
+                "2026-03-08T03:30:00-04:00"
+            ]
+        );
     }
 
     #[test]
@@ -502,20 +657,33 @@ mod tests {
         let e = Expr::parse("* * * * * *").unwrap();
         let from = utc("2026-01-01T00:00:00Z");
         let until = utc("2026-01-01T08:00:00.5Z");
-        assert_eq!(e.last_in(from, until, &Zone::Utc), Some(utc("2026-01-01T08:00:00Z")));
+        assert_eq!(
+            e.last_in(from, until, &Zone::Utc),
+            Some(utc("2026-01-01T08:00:00Z"))
+        );
         let daily = Expr::parse("0 3 * * *").unwrap();
         assert_eq!(
             daily.last_in(from, utc("2026-01-05T12:00:00Z"), &Zone::Utc),
             Some(utc("2026-01-05T03:00:00Z"))
         );
-        assert_eq!(daily.last_in(from, utc("2026-01-01T02:00:00Z"), &Zone::Utc), None);
+        assert_eq!(
+            daily.last_in(from, utc("2026-01-01T02:00:00Z"), &Zone::Utc),
+            None
+        );
     }
 
     #[test]
     fn zones_parse_and_reject() {
         assert_eq!(Zone::parse("UTC").unwrap(), Zone::Utc);
         assert_eq!(Zone::parse("local").unwrap(), Zone::Local);
-        assert_eq!(Zone::parse("Europe/Berlin").unwrap().name(), "Europe/Berlin");
-        assert!(Zone::parse("Mars/Olympus").unwrap_err().contains("unknown time zone \"Mars/Olympus\""));
+        assert_eq!(
+            Zone::parse("Europe/Berlin").unwrap().name(),
+            "Europe/Berlin"
+        );
+        assert!(
+            Zone::parse("Mars/Olympus")
+                .unwrap_err()
+                .contains("unknown time zone \"Mars/Olympus\"")
+        );
     }
 }

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 pub use clock::{Clock, SystemClock, TestClock};
 pub use expr::{Expr, ExprError, Zone};
-pub use runner::{Daemon, DaemonOptions, Job, Outcome, Report, RunContext, RunFuture, Target, run_now};
+pub use runner::{
+    Daemon, DaemonOptions, Job, Outcome, Report, RunContext, RunFuture, Target, run_now,
+};
 pub use store::{RunRecord, Store};
 
 /// What to do when scheduled times passed while the machine slept or the daemon was stopped.

@@ -31,7 +31,9 @@ impl SkipReason {
     pub fn message(self) -> &'static str {
         match self {
             SkipReason::Overlap => "previous run still running (overlap = \"skip\")",
-            SkipReason::QueueFull => "previous run still running and one run already queued (overlap = \"queue\")",
+            SkipReason::QueueFull => {
+                "previous run still running and one run already queued (overlap = \"queue\")"
+            }
             SkipReason::Missed => "missed while asleep or stopped (missed = \"skip\")",
         }
     }
@@ -82,12 +84,22 @@ impl Plan {
         seed: u64,
         late_tolerance: Duration,
     ) -> Plan {
-        let mut plan = Plan { slots: Vec::new(), specs, rng: fastrand::Rng::with_seed(seed), late_tolerance };
+        let mut plan = Plan {
+            slots: Vec::new(),
+            specs,
+            rng: fastrand::Rng::with_seed(seed),
+            late_tolerance,
+        };
         for i in 0..plan.specs.len() {
             let from = last.get(i).copied().flatten().unwrap_or(now);
             let next = plan.specs[i].expr.next_after(from, &plan.specs[i].zone);
             let due = next.map(|t| t + plan.jitter(i));
-            plan.slots.push(Slot { next, due, running: false, queued: None });
+            plan.slots.push(Slot {
+                next,
+                due,
+                running: false,
+                queued: None,
+            });
         }
         plan
     }
@@ -117,7 +129,9 @@ impl Plan {
     pub fn due(&mut self, now: DateTime<Utc>) -> Vec<Decision> {
         let mut out = Vec::new();
         for job in 0..self.slots.len() {
-            let (Some(first), Some(due)) = (self.slots[job].next, self.slots[job].due) else { continue };
+            let (Some(first), Some(due)) = (self.slots[job].next, self.slots[job].due) else {
+                continue;
+            };
             if due > now {
                 continue;
             }
@@ -126,7 +140,11 @@ impl Plan {
             let latest = spec.expr.last_in(first, now, &spec.zone).unwrap_or(first);
             let tolerance = self.late_tolerance + spec.jitter;
             let late = (now - latest).to_std().unwrap_or_default() > tolerance;
-            let fire = Fire { job, scheduled: latest, catchup: late || latest != first };
+            let fire = Fire {
+                job,
+                scheduled: latest,
+                catchup: late || latest != first,
+            };
             let next = spec.expr.next_after(now, &spec.zone);
             let slot = &mut self.slots[job];
             slot.next = next;
@@ -160,7 +178,10 @@ impl Plan {
 
     /// Drops queued runs (on shutdown), returning them.
     pub fn drain_queued(&mut self) -> Vec<Fire> {
-        self.slots.iter_mut().filter_map(|s| s.queued.take()).collect()
+        self.slots
+            .iter_mut()
+            .filter_map(|s| s.queued.take())
+            .collect()
     }
 }
 
@@ -186,7 +207,14 @@ mod tests {
         assert_eq!(plan.next_wake(), Some(at("2026-01-01T11:00:00Z")));
         assert!(plan.due(at("2026-01-01T10:59:59Z")).is_empty());
         let d = plan.due(at("2026-01-01T11:00:00.002Z"));
-        assert_eq!(d, [Decision::Start(Fire { job: 0, scheduled: at("2026-01-01T11:00:00Z"), catchup: false })]);
+        assert_eq!(
+            d,
+            [Decision::Start(Fire {
+                job: 0,
+                scheduled: at("2026-01-01T11:00:00Z"),
+                catchup: false
+            })]
+        );
         assert_eq!(plan.next_fire(0), Some(at("2026-01-01T12:00:00Z")));
     }
 
@@ -196,7 +224,14 @@ mod tests {
         let mut plan = Plan::new(vec![spec("0 * * * *")], &[None], now, 1, TOL);
         // Asleep from 10:30 to 18:30: 8 hourly runs were due.
         let d = plan.due(at("2026-01-01T18:30:00Z"));
-        assert_eq!(d, [Decision::Start(Fire { job: 0, scheduled: at("2026-01-01T18:00:00Z"), catchup: true })]);
+        assert_eq!(
+            d,
+            [Decision::Start(Fire {
+                job: 0,
+                scheduled: at("2026-01-01T18:00:00Z"),
+                catchup: true
+            })]
+        );
         assert!(plan.due(at("2026-01-01T18:30:01Z")).is_empty());
         assert_eq!(plan.next_fire(0), Some(at("2026-01-01T19:00:00Z")));
     }
@@ -204,21 +239,46 @@ mod tests {
     #[test]
     fn skip_policy_skips_missed_but_not_slightly_late() {
         let now = at("2026-01-01T10:00:00Z");
-        let mut plan = Plan::new(vec![spec("0 * * * *").with_missed(Missed::Skip)], &[None], now, 1, TOL);
+        let mut plan = Plan::new(
+            vec![spec("0 * * * *").with_missed(Missed::Skip)],
+            &[None],
+            now,
+            1,
+            TOL,
+        );
         let d = plan.due(at("2026-01-01T18:30:00Z"));
-        assert!(matches!(d[..], [Decision::Skip(_, SkipReason::Missed)]), "{d:?}");
+        assert!(
+            matches!(d[..], [Decision::Skip(_, SkipReason::Missed)]),
+            "{d:?}"
+        );
         plan.finished(0);
         // Two seconds late is not "missed".
         let d = plan.due(at("2026-01-01T19:00:02Z"));
-        assert!(matches!(d[..], [Decision::Start(Fire { catchup: false, .. })]), "{d:?}");
+        assert!(
+            matches!(d[..], [Decision::Start(Fire { catchup: false, .. })]),
+            "{d:?}"
+        );
     }
 
     #[test]
     fn restart_with_stored_last_fire_catches_up_once() {
         let last = Some(at("2026-01-01T03:00:00Z"));
-        let mut plan = Plan::new(vec![spec("0 3 * * *")], &[last], at("2026-01-04T09:00:00Z"), 1, TOL);
+        let mut plan = Plan::new(
+            vec![spec("0 3 * * *")],
+            &[last],
+            at("2026-01-04T09:00:00Z"),
+            1,
+            TOL,
+        );
         let d = plan.due(at("2026-01-04T09:00:00Z"));
-        assert_eq!(d, [Decision::Start(Fire { job: 0, scheduled: at("2026-01-04T03:00:00Z"), catchup: true })]);
+        assert_eq!(
+            d,
+            [Decision::Start(Fire {
+                job: 0,
+                scheduled: at("2026-01-04T03:00:00Z"),
+                catchup: true
+            })]
+        );
         assert!(plan.due(at("2026-01-04T09:00:01Z")).is_empty());
         assert_eq!(plan.next_fire(0), Some(at("2026-01-05T03:00:00Z")));
     }
@@ -226,10 +286,17 @@ mod tests {
     #[test]
     fn overlap_skip_and_queue() {
         let now = at("2026-01-01T00:00:00Z");
-        let specs = vec![spec("* * * * * *"), spec("* * * * * *").with_overlap(Overlap::Queue)];
+        let specs = vec![
+            spec("* * * * * *"),
+            spec("* * * * * *").with_overlap(Overlap::Queue),
+        ];
         let mut plan = Plan::new(specs, &[None, None], now, 1, TOL);
         let t = |s: u32| now + chrono::Duration::seconds(s as i64);
-        assert!(plan.due(t(1)).iter().all(|d| matches!(d, Decision::Start(_))));
+        assert!(
+            plan.due(t(1))
+                .iter()
+                .all(|d| matches!(d, Decision::Start(_)))
+        );
         let d = plan.due(t(2));
         assert!(matches!(d[0], Decision::Skip(_, SkipReason::Overlap)));
         assert!(matches!(d[1], Decision::Queued(_)));
@@ -239,14 +306,24 @@ mod tests {
         assert_eq!(plan.finished(0), None);
         assert_eq!(plan.finished(1).map(|f| f.scheduled), Some(t(2)));
         assert_eq!(plan.finished(1), None);
-        assert!(plan.due(t(4)).iter().all(|d| matches!(d, Decision::Start(_))));
+        assert!(
+            plan.due(t(4))
+                .iter()
+                .all(|d| matches!(d, Decision::Start(_)))
+        );
     }
 
     #[test]
     fn jitter_stays_within_bounds_and_varies() {
         let now = at("2026-01-01T00:00:00Z");
         let jitter = Duration::from_secs(30);
-        let mut plan = Plan::new(vec![spec("* * * * *").with_jitter(jitter)], &[None], now, 7, TOL);
+        let mut plan = Plan::new(
+            vec![spec("* * * * *").with_jitter(jitter)],
+            &[None],
+            now,
+            7,
+            TOL,
+        );
         let mut delays = std::collections::BTreeSet::new();
         for _ in 0..500 {
             let next = plan.next_fire(0).unwrap();
@@ -255,10 +332,17 @@ mod tests {
             assert!(delay <= jitter, "{delay:?}");
             delays.insert(delay.as_millis());
             let d = plan.due(wake);
-            assert!(matches!(d[..], [Decision::Start(Fire { catchup: false, .. })]), "{d:?}");
+            assert!(
+                matches!(d[..], [Decision::Start(Fire { catchup: false, .. })]),
+                "{d:?}"
+            );
             assert_eq!(d[0].fire().scheduled, next);
             plan.finished(0);
         }
-        assert!(delays.len() > 400, "jitter should vary: {} distinct delays", delays.len());
+        assert!(
+            delays.len() > 400,
+            "jitter should vary: {} distinct delays",
+            delays.len()
+        );
     }
 }

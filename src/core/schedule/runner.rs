@@ -50,7 +50,9 @@ pub struct Job {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("spec", &self.spec).finish_non_exhaustive()
+        f.debug_struct("Job")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,7 +77,9 @@ impl Outcome {
     fn error(&self) -> Option<&str> {
         match self {
             Outcome::Failed(e) => Some(e),
-            Outcome::Cancelled => Some("cancelled: the daemon stopped and the grace period ran out"),
+            Outcome::Cancelled => {
+                Some("cancelled: the daemon stopped and the grace period ran out")
+            }
             Outcome::Ok => None,
         }
     }
@@ -144,8 +148,18 @@ pub struct Daemon<C: Clock> {
 type Running = JoinSet<Outcome>;
 
 impl<C: Clock> Daemon<C> {
-    pub fn new(jobs: Vec<Job>, state: &State, clock: C, opts: DaemonOptions) -> Result<Self, ScheduleError> {
-        Ok(Daemon { jobs, store: Store::open(state)?, clock, opts })
+    pub fn new(
+        jobs: Vec<Job>,
+        state: &State,
+        clock: C,
+        opts: DaemonOptions,
+    ) -> Result<Self, ScheduleError> {
+        Ok(Daemon {
+            jobs,
+            store: Store::open(state)?,
+            clock,
+            opts,
+        })
     }
 
     /// Runs until `shutdown` completes, then lets running jobs finish within the grace period, cancels the
@@ -190,15 +204,23 @@ impl<C: Clock> Daemon<C> {
             (wall, mono) = (now, elapsed);
             for decision in plan.due(now) {
                 let fire = decision.fire().clone();
-                self.store.set_last_fire(&self.jobs[fire.job].spec.name, fire.scheduled)?;
+                self.store
+                    .set_last_fire(&self.jobs[fire.job].spec.name, fire.scheduled)?;
                 match decision {
-                    Decision::Start(fire) => self.start(fire, &mut running, &mut ids, &mut report)?,
+                    Decision::Start(fire) => {
+                        self.start(fire, &mut running, &mut ids, &mut report)?
+                    }
                     Decision::Queued(_) => {}
-                    Decision::Skip(fire, reason) => self.skip(&fire, reason.message(), &mut report)?,
+                    Decision::Skip(fire, reason) => {
+                        self.skip(&fire, reason.message(), &mut report)?
+                    }
                 }
             }
             let sleep = match plan.next_wake() {
-                Some(wake) => (wake - now).to_std().unwrap_or_default().min(self.opts.tick),
+                Some(wake) => (wake - now)
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(self.opts.tick),
                 None => self.opts.tick,
             };
             tokio::select! {
@@ -236,7 +258,14 @@ impl<C: Clock> Daemon<C> {
         report: &mut Report,
     ) -> Result<(), ScheduleError> {
         let job = &self.jobs[fire.job];
-        let (ctx, fut) = prepare(job, &self.store, fire.scheduled, self.clock.now(), fire.catchup, false)?;
+        let (ctx, fut) = prepare(
+            job,
+            &self.store,
+            fire.scheduled,
+            self.clock.now(),
+            fire.catchup,
+            false,
+        )?;
         tracing::info!(job = %job.spec.name, run = ctx.run_id, catchup = fire.catchup, "run started");
         let handle = running.spawn_local(fut);
         ids.insert(handle.id(), (fire.job, ctx.run_id, ctx.log));
@@ -254,7 +283,9 @@ impl<C: Clock> Daemon<C> {
             Ok((id, _)) => *id,
             Err(e) => e.id(),
         };
-        let (job, run_id, log) = ids.remove(&id).expect("every run task is registered when spawned");
+        let (job, run_id, log) = ids
+            .remove(&id)
+            .expect("every run task is registered when spawned");
         let outcome = Outcome::from_join(res.map(|(_, o)| o));
         record_end(&self.store, run_id, &log, &outcome, self.clock.now())?;
         match outcome {
@@ -299,7 +330,14 @@ fn prepare(
     manual: bool,
 ) -> Result<(RunContext, impl Future<Output = Outcome> + 'static), ScheduleError> {
     let (run_id, log) = store.start_run(&job.spec.name, scheduled, now, catchup, manual)?;
-    let ctx = RunContext { job: job.spec.name.clone(), run_id, scheduled, catchup, manual, log };
+    let ctx = RunContext {
+        job: job.spec.name.clone(),
+        run_id,
+        scheduled,
+        catchup,
+        manual,
+        log,
+    };
     let (target, timeout, ctx2) = (job.target.clone(), job.spec.timeout, ctx.clone());
     let fut = async move {
         let run = target(ctx2);
@@ -336,12 +374,20 @@ fn record_end(
 
 /// Runs `job` once now, as the daemon would (record, log file, timeout, panic capture), without touching
 /// its schedule. Returns the run id and outcome.
-pub async fn run_now(job: &Job, state: &State, clock: &impl Clock) -> Result<(RunContext, Outcome), ScheduleError> {
+pub async fn run_now(
+    job: &Job,
+    state: &State,
+    clock: &impl Clock,
+) -> Result<(RunContext, Outcome), ScheduleError> {
     let store = Store::open(state)?;
     let now = clock.now();
     let (ctx, fut) = prepare(job, &store, now, now, false, true)?;
     let local = tokio::task::LocalSet::new();
-    let outcome = Outcome::from_join(local.run_until(async move { tokio::task::spawn_local(fut).await }).await);
+    let outcome = Outcome::from_join(
+        local
+            .run_until(async move { tokio::task::spawn_local(fut).await })
+            .await,
+    );
     record_end(&store, ctx.run_id, &ctx.log, &outcome, clock.now())?;
     Ok((ctx, outcome))
 }
@@ -350,7 +396,8 @@ pub async fn run_now(job: &Job, state: &State, clock: &impl Clock) -> Result<(Ru
 fn lock(state: &State) -> Result<std::fs::File, ScheduleError> {
     use std::os::unix::io::AsRawFd;
     let path = state.file("daemon.lock")?;
-    crate::core::state::create_private_file(&path).map_err(|e| ScheduleError::Io(format!("{}: {e}", path.display())))?;
+    crate::core::state::create_private_file(&path)
+        .map_err(|e| ScheduleError::Io(format!("{}: {e}", path.display())))?;
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
@@ -361,4 +408,366 @@ fn lock(state: &State) -> Result<std::fs::File, ScheduleError> {
         return Err(ScheduleError::AlreadyRunning(state.dir().to_path_buf()));
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::core::schedule::{Expr, Missed, Overlap, TestClock, Zone};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn temp_state(name: &str) -> State {
+        let dir = std::env::temp_dir().join(format!("baton-sched-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        State::new(dir)
+    }
+
+    fn spec(name: &str, expr: &str) -> JobSpec {
+        JobSpec::new(name, Expr::parse(expr).unwrap()).with_zone(Zone::Utc)
+    }
+
+    /// A target that records each run's context and then behaves as `body` says.
+    fn recording(
+        log: &Rc<RefCell<Vec<RunContext>>>,
+        body: impl Fn(RunContext) -> RunFuture + 'static,
+    ) -> Target {
+        let log = log.clone();
+        Rc::new(move |ctx: RunContext| {
+            log.borrow_mut().push(ctx.clone());
+            body(ctx)
+        })
+    }
+
+    fn ok_after(d: Duration) -> impl Fn(RunContext) -> RunFuture {
+        move |_| {
+            Box::pin(async move {
+                tokio::time::sleep(d).await;
+                Ok(())
+            })
+        }
+    }
+
+    fn opts() -> DaemonOptions {
+        DaemonOptions {
+            seed: 1,
+            ..DaemonOptions::default()
+        }
+    }
+
+    /// Runs the daemon until `stop_after` of monotonic time, calling `during` alongside.
+    async fn run_for(
+        jobs: Vec<Job>,
+        state: &State,
+        clock: &TestClock,
+        opts: DaemonOptions,
+        stop_after: Duration,
+    ) -> Report {
+        let daemon = Daemon::new(jobs, state, clock.clone(), opts).unwrap();
+        daemon.run(tokio::time::sleep(stop_after)).await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_ten_seconds_for_24_hours_no_miss_no_duplicate() {
+        let state = temp_state("24h");
+        let clock = TestClock::new(at("2026-01-01T00:00:00Z"));
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let jobs = vec![Job {
+            spec: spec("tick", "*/10 * * * * *"),
+            target: recording(&seen, ok_after(Duration::ZERO)),
+        }];
+        let report = run_for(
+            jobs,
+            &state,
+            &clock,
+            opts(),
+            Duration::from_secs(86_400) + Duration::from_millis(500),
+        )
+        .await;
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 8640);
+        for (i, ctx) in seen.iter().enumerate() {
+            assert_eq!(
+                ctx.scheduled,
+                at("2026-01-01T00:00:00Z") + chrono::Duration::seconds(10 * (i as i64 + 1))
+            );
+            assert!(!ctx.catchup);
+        }
+        assert_eq!(
+            (
+                report.started,
+                report.ok,
+                report.skipped,
+                report.clock_jumps
+            ),
+            (8640, 8640, 0, 0)
+        );
+        let store = Store::open(&state).unwrap();
+        assert_eq!(store.history(Some("tick"), 10_000).unwrap().len(), 8640);
+        assert_eq!(
+            store.last_fire("tick").unwrap(),
+            Some(at("2026-01-02T00:00:00Z"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn catch_up_once_after_eight_hour_sleep() {
+        for missed in [Missed::Once, Missed::Skip] {
+            let state = temp_state(&format!("sleep-{}", missed.name()));
+            let clock = TestClock::new(at("2026-01-01T10:00:00Z"));
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let hourly = spec("hourly", "0 * * * *").with_missed(missed);
+            let jobs = vec![Job {
+                spec: hourly,
+                target: recording(&seen, ok_after(Duration::from_secs(1))),
+            }];
+            let suspend = {
+                let clock = clock.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_secs(1800)).await;
+                    clock.jump(chrono::Duration::hours(8)); // asleep from 10:30 to 18:30
+                }
+            };
+            let (report, ()) = tokio::join!(
+                run_for(jobs, &state, &clock, opts(), Duration::from_secs(9000)), // until 20:30 wall time
+                suspend
+            );
+            assert_eq!(report.clock_jumps, 1);
+            let seen = seen.borrow();
+            let scheduled: Vec<_> = seen.iter().map(|c| (c.scheduled, c.catchup)).collect();
+            let store = Store::open(&state).unwrap();
+            let skipped: Vec<_> = store
+                .history(None, 100)
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.outcome == "skipped")
+                .collect();
+            let on_time = [
+                (at("2026-01-01T19:00:00Z"), false),
+                (at("2026-01-01T20:00:00Z"), false),
+            ];
+            if missed == Missed::Once {
+                assert_eq!(scheduled[0], (at("2026-01-01T18:00:00Z"), true));
+                assert_eq!(scheduled[1..], on_time);
+                // Noticed within one tick of the resume.
+                let started = store
+                    .history(Some("hourly"), 100)
+                    .unwrap()
+                    .last()
+                    .unwrap()
+                    .started
+                    .unwrap();
+                assert!(
+                    started - at("2026-01-01T18:30:00Z") <= chrono::Duration::seconds(3),
+                    "{started}"
+                );
+                assert!(skipped.is_empty());
+            } else {
+                assert_eq!(scheduled, on_time);
+                assert_eq!(skipped.len(), 1);
+                assert_eq!(skipped[0].scheduled, at("2026-01-01T18:00:00Z"));
+                assert!(skipped[0].error.as_deref().unwrap().contains("missed"));
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restart_after_missed_fire_runs_one_catch_up() {
+        let state = temp_state("restart");
+        let store = Store::open(&state).unwrap();
+        // The daemon last fired the 03:00 job three days ago, then the machine was off.
+        store
+            .set_last_fire("nightly", at("2026-01-01T03:00:00Z"))
+            .unwrap();
+        let clock = TestClock::new(at("2026-01-04T09:00:00Z"));
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let make = |seen: &Rc<RefCell<Vec<RunContext>>>| {
+            vec![
+                Job {
+                    spec: spec("nightly", "0 3 * * *"),
+                    target: recording(seen, ok_after(Duration::ZERO)),
+                },
+                Job {
+                    spec: spec("fresh", "0 12 * * *"),
+                    target: recording(seen, ok_after(Duration::ZERO)),
+                },
+            ]
+        };
+        run_for(make(&seen), &state, &clock, opts(), Duration::from_secs(60)).await;
+        {
+            let seen = seen.borrow();
+            assert_eq!(seen.len(), 1, "{seen:?}");
+            assert_eq!(
+                (seen[0].job.as_str(), seen[0].scheduled, seen[0].catchup),
+                ("nightly", at("2026-01-04T03:00:00Z"), true)
+            );
+        }
+        // The never-fired job got a baseline, so a fire missed while stopped is caught up too.
+        assert_eq!(
+            store.last_fire("fresh").unwrap(),
+            Some(at("2026-01-04T09:00:00Z"))
+        );
+        // Restart at 13:00 (the 12:00 "fresh" run was missed while stopped): one catch-up, nothing repeated.
+        clock.jump(chrono::Duration::hours(4));
+        run_for(make(&seen), &state, &clock, opts(), Duration::from_secs(60)).await;
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(
+            (seen[1].job.as_str(), seen[1].scheduled, seen[1].catchup),
+            ("fresh", at("2026-01-04T12:00:00Z"), true)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn overlap_skip_and_queue_never_run_twice_at_once() {
+        for overlap in [Overlap::Skip, Overlap::Queue] {
+            let state = temp_state(&format!("overlap-{}", overlap.name()));
+            let clock = TestClock::new(at("2026-01-01T00:00:00Z"));
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            // Fires every second, each run takes 2.5 s.
+            let slow = spec("slow", "* * * * * *").with_overlap(overlap);
+            let jobs = vec![Job {
+                spec: slow,
+                target: recording(&seen, ok_after(Duration::from_millis(2500))),
+            }];
+            let report = run_for(jobs, &state, &clock, opts(), Duration::from_millis(10_500)).await;
+            let mut runs: Vec<_> = Store::open(&state)
+                .unwrap()
+                .history(Some("slow"), 100)
+                .unwrap();
+            runs.reverse();
+            let started: Vec<_> = runs.iter().filter(|r| r.outcome != "skipped").collect();
+            for pair in started.windows(2) {
+                assert!(pair[1].started >= pair[0].ended, "runs overlap: {pair:?}");
+            }
+            let skipped = runs.iter().filter(|r| r.outcome == "skipped").count();
+            assert_eq!(skipped, report.skipped);
+            if overlap == Overlap::Skip {
+                // Fires at 1, 4, 7, 10 s; the ones in between are skipped.
+                assert_eq!(report.started, 4);
+                assert!(runs.iter().any(|r| r.error.as_deref()
+                    == Some(super::super::plan::SkipReason::Overlap.message())));
+            } else {
+                // Back to back: each queued run starts the moment the previous one ends.
+                assert_eq!(started[1].started, started[0].ended);
+                assert_eq!(report.started, 4);
+                assert!(skipped > 0);
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_panicking_and_hanging_jobs_do_not_stop_a_healthy_one() {
+        let state = temp_state("failures");
+        let clock = TestClock::new(at("2026-01-01T00:00:00Z"));
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let never = || -> RunFuture { Box::pin(std::future::pending()) };
+        let jobs = vec![
+            Job {
+                spec: spec("healthy", "* * * * * *"),
+                target: recording(&seen, ok_after(Duration::ZERO)),
+            },
+            Job {
+                spec: spec("fails", "* * * * * *"),
+                target: Rc::new(|_| Box::pin(async { Err("boom: disk full".to_string()) })),
+            },
+            Job {
+                spec: spec("panics", "* * * * * *"),
+                target: Rc::new(|_| panic!("index out of range")),
+            },
+            Job {
+                spec: spec("hangs", "*/5 * * * * *").with_timeout(Some(Duration::from_secs(2))),
+                target: Rc::new(move |_| never()),
+            },
+        ];
+        let report = run_for(jobs, &state, &clock, opts(), Duration::from_millis(10_500)).await;
+        assert_eq!(seen.borrow().len(), 10);
+        let store = Store::open(&state).unwrap();
+        let last = |job: &str| store.history(Some(job), 1).unwrap().remove(0);
+        assert_eq!(last("healthy").outcome, "ok");
+        assert_eq!(
+            (
+                last("fails").outcome.as_str(),
+                last("fails").error.as_deref()
+            ),
+            ("failed", Some("boom: disk full"))
+        );
+        assert_eq!(
+            last("panics").error.as_deref(),
+            Some("panicked: index out of range")
+        );
+        assert_eq!(last("hangs").error.as_deref(), Some("timed out after 2s"));
+        assert_eq!(report.failed, 10 + 10 + 2);
+        let log = std::fs::read_to_string(last("fails").log.unwrap()).unwrap();
+        assert!(log.contains("[baton] run failed: boom: disk full"), "{log}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_waits_for_running_jobs_within_grace_then_cancels() {
+        for (grace, outcome) in [(10, "ok"), (1, "cancelled")] {
+            let state = temp_state(&format!("grace-{grace}"));
+            let clock = TestClock::new(at("2026-01-01T00:00:00Z"));
+            let seen = Rc::new(RefCell::new(Vec::new()));
+            let jobs = vec![Job {
+                spec: spec("long", "* * * * * *"),
+                target: recording(&seen, ok_after(Duration::from_secs(5))),
+            }];
+            let opts = DaemonOptions {
+                grace: Duration::from_secs(grace),
+                ..opts()
+            };
+            let report = run_for(jobs, &state, &clock, opts, Duration::from_millis(1500)).await;
+            assert_eq!(report.started, 1, "no new runs after the stop request");
+            let runs = Store::open(&state)
+                .unwrap()
+                .history(Some("long"), 10)
+                .unwrap();
+            assert_eq!(runs.len(), 1);
+            assert_eq!(runs[0].outcome, outcome);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_daemon_per_state_directory_and_manual_runs() {
+        let state = temp_state("lock");
+        let clock = TestClock::new(at("2026-01-01T00:00:00Z"));
+        let first = Daemon::new(Vec::new(), &state, clock.clone(), opts()).unwrap();
+        let second = Daemon::new(Vec::new(), &state, clock.clone(), opts()).unwrap();
+        let (a, b) = tokio::join!(
+            first.run(tokio::time::sleep(Duration::from_secs(1))),
+            async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                second.run(std::future::ready(())).await
+            }
+        );
+        assert!(a.is_ok());
+        assert!(matches!(b, Err(ScheduleError::AlreadyRunning(_))), "{b:?}");
+
+        let job = Job {
+            spec: spec("manual", "0 0 1 1 *"),
+            target: Rc::new(|ctx: RunContext| {
+                Box::pin(
+                    async move { std::fs::write(&ctx.log, "hello\n").map_err(|e| e.to_string()) },
+                )
+            }),
+        };
+        let (ctx, outcome) = run_now(&job, &state, &clock).await.unwrap();
+        assert_eq!(outcome, Outcome::Ok);
+        assert_eq!(std::fs::read_to_string(&ctx.log).unwrap(), "hello\n");
+        let rec = Store::open(&state)
+            .unwrap()
+            .history(Some("manual"), 1)
+            .unwrap()
+            .remove(0);
+        assert!(rec.manual && rec.outcome == "ok");
+        assert_eq!(
+            Store::open(&state).unwrap().last_fire("manual").unwrap(),
+            None,
+            "manual runs leave the schedule alone"
+        );
+    }
 }

@@ -61,7 +61,9 @@ pub struct Store {
 impl Store {
     pub fn open(state: &State) -> Result<Store, StateError> {
         state.migrate("schedule", &[SQL_V1])?;
-        Ok(Store { state: state.clone() })
+        Ok(Store {
+            state: state.clone(),
+        })
     }
 
     pub fn state(&self) -> &State {
@@ -70,7 +72,12 @@ impl Store {
 
     pub fn last_fire(&self, job: &str) -> Result<Option<DateTime<Utc>>, StateError> {
         let v: Option<i64> = self.state.with(|c| {
-            c.query_row("SELECT last_fire FROM schedule_last WHERE job = ?1", [job], |r| r.get(0)).optional()
+            c.query_row(
+                "SELECT last_fire FROM schedule_last WHERE job = ?1",
+                [job],
+                |r| r.get(0),
+            )
+            .optional()
         })?;
         Ok(v.map(time))
     }
@@ -109,14 +116,29 @@ impl Store {
             manual,
         };
         let id = self.insert_run(&record)?;
-        let safe: String =
-            job.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+        let safe: String = job
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let stamp = started.format("%Y%m%dT%H%M%S%.3fZ");
         let log = self.state.file(format!("runs/{safe}/{stamp}-{id}.log"))?;
-        crate::core::state::create_private_file(&log)
-            .map_err(|source| StateError::Dir { path: log.clone(), source })?;
+        crate::core::state::create_private_file(&log).map_err(|source| StateError::Dir {
+            path: log.clone(),
+            source,
+        })?;
         let text = log.to_string_lossy().into_owned();
-        self.state.with(|c| c.execute("UPDATE schedule_runs SET log = ?2 WHERE id = ?1", params![id, text]))?;
+        self.state.with(|c| {
+            c.execute(
+                "UPDATE schedule_runs SET log = ?2 WHERE id = ?1",
+                params![id, text],
+            )
+        })?;
         Ok((id, log))
     }
 
@@ -197,6 +219,9 @@ impl Store {
 
     /// The latest finished (or running) run of `job`, skipped ones excluded.
     pub fn last_run(&self, job: &str) -> Result<Option<RunRecord>, StateError> {
-        Ok(self.history(Some(job), 50)?.into_iter().find(|r| r.outcome != "skipped"))
+        Ok(self
+            .history(Some(job), 50)?
+            .into_iter()
+            .find(|r| r.outcome != "skipped"))
     }
 }

@@ -14,7 +14,11 @@ pub enum Platform {
 impl Platform {
     /// launchd on macOS, systemd elsewhere.
     pub fn current() -> Platform {
-        if cfg!(target_os = "macos") { Platform::Launchd } else { Platform::Systemd }
+        if cfg!(target_os = "macos") {
+            Platform::Launchd
+        } else {
+            Platform::Systemd
+        }
     }
 
     /// `linux`/`systemd` or `macos`/`launchd`.
@@ -22,17 +26,23 @@ impl Platform {
         match text.to_ascii_lowercase().as_str() {
             "linux" | "systemd" => Ok(Platform::Systemd),
             "macos" | "darwin" | "launchd" => Ok(Platform::Launchd),
-            other => Err(format!("unknown platform {other:?} (expected \"linux\" or \"macos\")")),
+            other => Err(format!(
+                "unknown platform {other:?} (expected \"linux\" or \"macos\")"
+            )),
         }
     }
 
     /// Where the definition is installed for the current user.
     pub fn install_path(self, home: &Path, config_home: Option<&Path>) -> PathBuf {
         match self {
-            Platform::Systemd => {
-                config_home.map(Path::to_path_buf).unwrap_or_else(|| home.join(".config")).join("systemd/user").join(SYSTEMD_UNIT)
-            }
-            Platform::Launchd => home.join("Library/LaunchAgents").join(format!("{LAUNCHD_LABEL}.plist")),
+            Platform::Systemd => config_home
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| home.join(".config"))
+                .join("systemd/user")
+                .join(SYSTEMD_UNIT),
+            Platform::Launchd => home
+                .join("Library/LaunchAgents")
+                .join(format!("{LAUNCHD_LABEL}.plist")),
         }
     }
 
@@ -72,7 +82,11 @@ pub fn render(platform: Platform, spec: &UnitSpec) -> String {
 }
 
 fn systemd(spec: &UnitSpec) -> String {
-    let args = [spec.exe.to_string_lossy(), "daemon".into(), spec.file.to_string_lossy()];
+    let args = [
+        spec.exe.to_string_lossy(),
+        "daemon".into(),
+        spec.file.to_string_lossy(),
+    ];
     let exec: Vec<String> = args.iter().map(|a| systemd_quote(a)).collect();
     let mut out = String::from(
         "# Written by `baton daemon --install`.\n[Unit]\nDescription=baton scheduler (baton daemon)\n\
@@ -80,7 +94,10 @@ fn systemd(spec: &UnitSpec) -> String {
     );
     out.push_str(&format!("ExecStart={}\n", exec.join(" ")));
     for (k, v) in &spec.env {
-        out.push_str(&format!("Environment={}\n", systemd_quote(&format!("{k}={v}"))));
+        out.push_str(&format!(
+            "Environment={}\n",
+            systemd_quote(&format!("{k}={v}"))
+        ));
     }
     out.push_str("Restart=on-failure\nRestartSec=10\nKillSignal=SIGTERM\nTimeoutStopSec=30\n\n");
     out.push_str("[Install]\nWantedBy=default.target\n");
@@ -105,13 +122,20 @@ fn systemd_quote(s: &str) -> String {
 
 fn launchd(spec: &UnitSpec) -> String {
     let string = |s: &str| format!("<string>{}</string>", xml_escape(s));
-    let args = [spec.exe.to_string_lossy(), "daemon".into(), spec.file.to_string_lossy()];
+    let args = [
+        spec.exe.to_string_lossy(),
+        "daemon".into(),
+        spec.file.to_string_lossy(),
+    ];
     let mut out = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n\
          <!-- Written by `baton daemon --install`. -->\n<plist version=\"1.0\">\n<dict>\n",
     );
-    out.push_str(&format!("  <key>Label</key>\n  {}\n", string(LAUNCHD_LABEL)));
+    out.push_str(&format!(
+        "  <key>Label</key>\n  {}\n",
+        string(LAUNCHD_LABEL)
+    ));
     out.push_str("  <key>ProgramArguments</key>\n  <array>\n");
     for a in &args {
         out.push_str(&format!("    {}\n", string(a)));
@@ -120,7 +144,11 @@ fn launchd(spec: &UnitSpec) -> String {
     if !spec.env.is_empty() {
         out.push_str("  <key>EnvironmentVariables</key>\n  <dict>\n");
         for (k, v) in &spec.env {
-            out.push_str(&format!("    <key>{}</key>\n    {}\n", xml_escape(k), string(v)));
+            out.push_str(&format!(
+                "    <key>{}</key>\n    {}\n",
+                xml_escape(k),
+                string(v)
+            ));
         }
         out.push_str("  </dict>\n");
     }
@@ -130,14 +158,24 @@ fn launchd(spec: &UnitSpec) -> String {
     out.push_str("  <key>KeepAlive</key>\n  <dict>\n    <key>SuccessfulExit</key>\n    <false/>\n  </dict>\n");
     out.push_str("  <key>ThrottleInterval</key>\n  <integer>10</integer>\n");
     out.push_str("  <key>ProcessType</key>\n  <string>Background</string>\n");
-    out.push_str(&format!("  <key>StandardOutPath</key>\n  {}\n", string(&log)));
-    out.push_str(&format!("  <key>StandardErrorPath</key>\n  {}\n", string(&log)));
+    out.push_str(&format!(
+        "  <key>StandardOutPath</key>\n  {}\n",
+        string(&log)
+    ));
+    out.push_str(&format!(
+        "  <key>StandardErrorPath</key>\n  {}\n",
+        string(&log)
+    ));
     out.push_str("</dict>\n</plist>\n");
     out
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
 }
 
 #[cfg(test)]
@@ -177,7 +215,11 @@ mod tests {
     fn platforms_and_paths() {
         assert_eq!(Platform::parse("macos").unwrap(), Platform::Launchd);
         assert_eq!(Platform::parse("Linux").unwrap(), Platform::Systemd);
-        assert!(Platform::parse("windows").unwrap_err().contains("\"windows\""));
+        assert!(
+            Platform::parse("windows")
+                .unwrap_err()
+                .contains("\"windows\"")
+        );
         let home = Path::new("/home/ann");
         assert_eq!(
             Platform::Systemd.install_path(home, None),
