@@ -48,7 +48,7 @@ pub fn parse(text: &str) -> Result<Duration, BadDuration> {
 
 /// A non-negative, finite number of seconds.
 pub fn from_secs(secs: f64) -> Result<Duration, BadDuration> {
-    if secs.is_finite() && secs >= 0.0 && secs < 1e12 {
+    if (0.0..1e12).contains(&secs) {
         Ok(Duration::from_secs_f64(secs))
     } else {
         Err(BadDuration(secs.to_string()))
@@ -79,6 +79,44 @@ pub fn format(d: Duration) -> String {
         out.push_str(&format!("{s}s"));
     }
     out
+}
+
+/// A duration in an options table: a number of seconds or a duration string. Use it in serde option
+/// structs (`timeout: Option<Dur>`), so every API accepts the same forms with the same error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> serde::Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a duration (seconds, or a string like \"250ms\", \"30s\", \"5m\", \"6h\")",
+                )
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Dur, E> {
+                from_secs(v).map(Dur).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
+                parse(v).map(Dur).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0.as_secs_f64())
+    }
 }
 
 #[cfg(test)]

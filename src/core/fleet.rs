@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::schema::{describe, suggest};
+
 pub const DEFAULT_OLLAMA: &str = "http://127.0.0.1:11434";
 pub const DEFAULT_OPENROUTER_BASE: &str = "https://openrouter.ai/api/v1";
 pub const DEFAULT_KEY_ENV: &str = "OPENROUTER_API_KEY";
@@ -227,7 +229,8 @@ pub const DEFAULT_TASKS: &[(&str, &str, Option<&str>)] = &[
 impl Fleet {
     /// Parses and validates a fleet from any serde deserializer (a Lua table, JSON, …).
     pub fn from_deserializer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Fleet, FleetError> {
-        let fleet: Fleet = serde_path_to_error::deserialize(d).map_err(describe)?;
+        let fleet: Fleet =
+            serde_path_to_error::deserialize(d).map_err(|e| FleetError(describe(&e, "fleet")))?;
         fleet.validate()?;
         Ok(fleet)
     }
@@ -445,10 +448,10 @@ impl Fleet {
                 }
             }
             if tier.model.is_none() && tier.models.is_empty() {
-                return err(format!("{path}"), "a tier needs `model` or `models`");
+                return err(path, "a tier needs `model` or `models`");
             }
             if let Some(p) = tier.price
-                && (!(p.input >= 0.0) || !(p.output >= 0.0))
+                && !(non_negative(p.input) && non_negative(p.output))
             {
                 return err(
                     format!("{path}.price"),
@@ -482,7 +485,7 @@ impl Fleet {
             }
         }
         if let Some(b) = self.budget {
-            if !(b.monthly_usd >= 0.0) || !b.monthly_usd.is_finite() {
+            if !non_negative(b.monthly_usd) {
                 return err(
                     "budget.monthly_usd".into(),
                     "expected a non-negative number of USD",
@@ -499,6 +502,89 @@ impl Fleet {
     }
 }
 
+/// A finite number at or above zero (NaN is not).
+fn non_negative(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+/// `$XDG_CONFIG_HOME/baton`, else `~/.config/baton`: where the fleet file, `schedule.lua` and `lua/` live.
+pub fn config_dir() -> PathBuf {
+    match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("baton"),
+        None => crate::core::state::home_dir().join(".config/baton"),
+    }
+}
+
+/// The fleet file to read: `--fleet`, else `$BATON_FLEET` (both must exist), else `fleet.lua` in the config
+/// folder when it exists; `None` means the built-in default.
+pub fn locate(cli: Option<&std::path::Path>) -> Result<Option<PathBuf>, FleetError> {
+    let explicit = cli.map(|p| (p.to_path_buf(), "--fleet")).or_else(|| {
+        std::env::var_os("BATON_FLEET")
+            .filter(|v| !v.is_empty())
+            .map(|p| (PathBuf::from(p), "$BATON_FLEET"))
+    });
+    if let Some((path, from)) = explicit {
+        if !path.is_file() {
+            return Err(FleetError(format!(
+                "fleet file {} (from {from}) does not exist",
+                path.display()
+            )));
+        }
+        return Ok(Some(path));
+    }
+    let default = config_dir().join("fleet.lua");
+    Ok(default.is_file().then_some(default))
+}
+
+/// What `baton fleet --json` prints and `baton.fleet` shows: the fleet with defaults applied.
+#[derive(Debug, Serialize)]
+pub struct View<'a> {
+    pub source: Option<&'a std::path::Path>,
+    pub hosts: &'a BTreeMap<String, Host>,
+    pub tiers: Vec<Tier>,
+    pub tasks: BTreeMap<String, TaskRule>,
+    pub budget: Option<Budget>,
+    pub openrouter: ViewOpenRouter,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<&'a std::path::Path>,
+}
+
+/// OpenRouter settings without the key itself: only whether its variable is set.
+#[derive(Debug, Serialize)]
+pub struct ViewOpenRouter {
+    pub base_url: String,
+    pub key_env: String,
+    pub key_set: bool,
+}
+
+impl Fleet {
+    pub fn view(&self) -> View<'_> {
+        let key_env = self.openrouter_key_env();
+        View {
+            source: self.source.as_deref(),
+            hosts: &self.hosts,
+            tiers: self.tiers(),
+            tasks: self.tasks(),
+            budget: self.budget,
+            openrouter: ViewOpenRouter {
+                base_url: self.openrouter_base_url(),
+                key_set: std::env::var_os(&key_env).is_some_and(|v| !v.is_empty()),
+                key_env,
+            },
+            ssh_config: self.ssh_config.as_deref(),
+        }
+    }
+
+    /// The ssh destination of a host: its `ssh` string, its name, or `None` for this machine.
+    pub fn ssh_dest<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        match &self.hosts.get(name)?.ssh {
+            SshTarget::Flag(false) => None,
+            SshTarget::Dest(d) => Some(d),
+            SshTarget::HostName | SshTarget::Flag(true) => Some(name),
+        }
+    }
+}
+
 /// `host:11434` and `http://host:11434/` both become `http://host:11434`.
 pub fn normalize_ollama_url(raw: &str) -> String {
     let url = raw.trim().trim_end_matches('/');
@@ -511,71 +597,6 @@ pub fn normalize_ollama_url(raw: &str) -> String {
     } else {
         format!("http://{url}:11434")
     }
-}
-
-/// Turns serde's wording into ours, with the path first and a suggestion for misspelt keys.
-fn describe<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> FleetError {
-    let path = e.path().to_string();
-    let inner = e.inner().to_string();
-    if let Some(rest) = inner.strip_prefix("unknown field `") {
-        let key = rest.split('`').next().unwrap_or_default();
-        let expected: Vec<&str> = rest
-            .split('`')
-            .skip(2)
-            .step_by(2)
-            .filter(|s| !s.is_empty())
-            .collect();
-        let parent = path
-            .rsplit_once('.')
-            .map(|(p, _)| p)
-            .filter(|_| path.ends_with(key));
-        let full = match parent {
-            Some(p) => format!("{p}.{key}"),
-            None if path == "." || path.is_empty() || path == key => key.to_string(),
-            None => format!("{path}.{key}"),
-        };
-        let hint = suggest(key, expected.iter().copied());
-        let hint = if hint.is_empty() {
-            format!(" (expected one of: {})", expected.join(", "))
-        } else {
-            hint
-        };
-        return FleetError(format!("{full}: unknown key{hint}"));
-    }
-    let inner = inner.replace("invalid type: ", "wrong type: got ");
-    if path == "." || path.is_empty() {
-        FleetError(format!("fleet: {inner}"))
-    } else {
-        FleetError(format!("{path}: {inner}"))
-    }
-}
-
-/// `, did you mean X?` when a candidate is within a small edit distance, else empty.
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    let best = candidates
-        .into_iter()
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
-        .min_by_key(|(d, _)| *d);
-    match best {
-        Some((_, c)) => format!(", did you mean {c}?"),
-        None => String::new(),
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

@@ -1,1 +1,9 @@
-
+//! The one integration-test binary: shared helpers in `common`, one module per area.
+mod cli;
+mod common;
+mod llm;
+mod lua_specs;
+mod repl;
+mod schedule;
+mod ssh;
+mod sync;

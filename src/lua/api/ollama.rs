@@ -1,0 +1,6 @@
+//! The `ollama` global.
+use mlua::Lua;
+
+pub fn register(_lua: &Lua) -> mlua::Result<()> {
+    Ok(())
+}
