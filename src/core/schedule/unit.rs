@@ -81,12 +81,18 @@ pub fn render(platform: Platform, spec: &UnitSpec) -> String {
     }
 }
 
-fn systemd(spec: &UnitSpec) -> String {
-    let args = [
+/// `baton -v daemon FILE`: `-v` so each run start and end reaches the journal or log file.
+fn daemon_args(spec: &UnitSpec) -> [std::borrow::Cow<'_, str>; 4] {
+    [
         spec.exe.to_string_lossy(),
+        "-v".into(),
         "daemon".into(),
         spec.file.to_string_lossy(),
-    ];
+    ]
+}
+
+fn systemd(spec: &UnitSpec) -> String {
+    let args = daemon_args(spec);
     let exec: Vec<String> = args.iter().map(|a| systemd_quote(a)).collect();
     let mut out = String::from(
         "# Written by `baton daemon --install`.\n[Unit]\nDescription=baton scheduler (baton daemon)\n\
@@ -122,11 +128,7 @@ fn systemd_quote(s: &str) -> String {
 
 fn launchd(spec: &UnitSpec) -> String {
     let string = |s: &str| format!("<string>{}</string>", xml_escape(s));
-    let args = [
-        spec.exe.to_string_lossy(),
-        "daemon".into(),
-        spec.file.to_string_lossy(),
-    ];
+    let args = daemon_args(spec);
     let mut out = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n\
@@ -194,7 +196,7 @@ mod tests {
     #[test]
     fn systemd_unit_quotes_and_restarts() {
         let unit = render(Platform::Systemd, &spec());
-        assert!(unit.contains("ExecStart=\"/opt/my tools/baton\" \"daemon\" \"/home/ann/.config/baton/schedule.lua\"\n"));
+        assert!(unit.contains("ExecStart=\"/opt/my tools/baton\" \"-v\" \"daemon\" \"/home/ann/.config/baton/schedule.lua\"\n"));
         assert!(unit.contains("Environment=\"BATON_STATE_DIR=/home/ann/state 100%%\"\n"));
         assert!(unit.contains("Restart=on-failure"));
         assert!(unit.contains("WantedBy=default.target"));
