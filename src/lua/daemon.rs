@@ -223,7 +223,11 @@ pub fn history(state: State, job: Option<&str>, limit: usize) -> anyhow::Result<
         if r.catchup {
             outcome.push('*');
         }
-        let detail = match (&r.error, &r.log) {
+        let error = r
+            .error
+            .as_deref()
+            .map(|e| e.lines().next().unwrap_or_default().to_string());
+        let detail = match (&error, &r.log) {
             (Some(e), Some(log)) => format!("{}  {e}", log.display()),
             (Some(e), None) => e.clone(),
             (None, Some(log)) => log.display().to_string(),
@@ -285,7 +289,7 @@ fn describe_run(r: &crate::core::schedule::RunRecord, zone: &Zone) -> String {
             duration::format((e - s).to_std().unwrap_or_default())
         ));
     }
-    if let Some(e) = &r.error {
+    if let Some(e) = r.error.as_deref().and_then(|e| e.lines().next()) {
         out.push_str(&format!(": {e}"));
     }
     out
