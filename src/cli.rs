@@ -59,6 +59,36 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Write the LuaLS stubs and a .luarc.json into DIR, so an editor completes the API in your playbooks
     Stubs { dir: PathBuf },
+    /// Fire the jobs of a schedule file until SIGTERM/SIGINT (FILE default: schedule.lua next to the fleet file)
+    Daemon {
+        file: Option<PathBuf>,
+        /// Write a systemd user unit (Linux) or launchd agent (macOS) that starts the daemon at login
+        #[arg(long)]
+        install: bool,
+        /// With --install: print the service definition instead of writing it
+        #[arg(long, requires = "install")]
+        print: bool,
+        /// With --install --print: which system's format (linux or macos; default: this one)
+        #[arg(long, requires = "print", value_name = "linux|macos")]
+        platform: Option<String>,
+    },
+    /// Scheduled jobs: list them, show run history, run one now
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Each job with its expression, next three fire times and last outcome (the daemon need not run)
+    List { file: Option<PathBuf> },
+    /// Recorded runs, newest first: start, duration, outcome, log file
+    History {
+        job: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Run one job now, as the daemon would
+    Run { job: String, file: Option<PathBuf> },
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -85,7 +115,46 @@ pub fn main() -> i32 {
                 1
             }
         },
+        Command::Daemon {
+            ref file,
+            install,
+            print,
+            ref platform,
+        } => with_fleet(&cli, |fleet| {
+            let (state, file) = (default_state(), file.clone());
+            exit_code(if install {
+                lua::daemon::install(fleet, state, file, print, platform.as_deref())
+            } else {
+                lua::daemon::run(fleet, state, file)
+            })
+        }),
+        Command::Schedule(ref sub) => match sub {
+            ScheduleCommand::List { file } => with_fleet(&cli, |fleet| {
+                exit_code(lua::daemon::list(fleet, default_state(), file.clone()))
+            }),
+            ScheduleCommand::History { job, limit } => exit_code(lua::daemon::history(
+                default_state(),
+                job.as_deref(),
+                *limit,
+            )),
+            ScheduleCommand::Run { job, file } => with_fleet(&cli, |fleet| {
+                exit_code(lua::daemon::run_job(
+                    fleet,
+                    default_state(),
+                    job,
+                    file.clone(),
+                ))
+            }),
+        },
     }
+}
+
+/// The exit code of a command that returns `anyhow::Result<i32>`; errors are printed, exit 1.
+fn exit_code(result: anyhow::Result<i32>) -> i32 {
+    result.unwrap_or_else(|e| {
+        eprintln!("baton: {e:#}");
+        1
+    })
 }
 
 fn init_logging(verbose: u8, format: LogFormat) {
