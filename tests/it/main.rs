@@ -2,6 +2,7 @@
 mod cli;
 mod common;
 mod llm;
+mod llm_server;
 mod lua_specs;
 mod repl;
 mod schedule;
