@@ -6,4 +6,5 @@ mod lua_specs;
 mod repl;
 mod schedule;
 mod ssh;
+mod sshd;
 mod sync;
