@@ -1,0 +1,307 @@
+//! The command line: parsing (clap), logging set-up, and one function per subcommand. `main.rs` only calls
+//! [`main`] and exits with its code.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::core::fleet::Fleet;
+use crate::core::state::{self, State};
+use crate::lua::{self, Ctx};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "baton",
+    version,
+    about = "Run your fleet of machines from Lua playbooks"
+)]
+pub struct Cli {
+    /// Fleet file (default: $BATON_FLEET, else $XDG_CONFIG_HOME/baton/fleet.lua, else the built-in fleet)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub fleet: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace); $BATON_LOG takes a full filter
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log line format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a Lua playbook; ARGS are in `baton.args`
+    Run {
+        file: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Interactive Lua prompt with the whole API
+    Repl,
+    /// Compile playbooks without running them and report every syntax error
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show the loaded fleet: hosts, roles, endpoints, tiers, tasks, budget
+    Fleet {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses the command line, runs the command and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_format);
+    match cli.command {
+        Command::Run { ref file, ref args } => run(&cli, file, args.clone()),
+        Command::Repl => with_fleet(&cli, |fleet| crate::repl::run(fleet, default_state())),
+        Command::Check { ref files } => check(files),
+        Command::Fleet { json } => with_fleet(&cli, |fleet| print_fleet(&fleet, json)),
+    }
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var("BATON_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Pretty => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The state directory in effect (`$BATON_STATE_DIR`, `$XDG_STATE_HOME/baton`, `~/.local/state/baton`).
+pub fn default_state() -> State {
+    State::new(state::default_dir())
+}
+
+/// Loads the fleet (exit 2 with the error when it does not parse) and runs `f`.
+pub fn with_fleet(cli: &Cli, f: impl FnOnce(Arc<Fleet>) -> i32) -> i32 {
+    match lua::fleet::load(cli.fleet.as_deref()) {
+        Ok(fleet) => f(Arc::new(fleet)),
+        Err(e) => {
+            eprintln!("baton: {e}");
+            2
+        }
+    }
+}
+
+/// A current-thread tokio runtime with a `LocalSet`, which is how every entry point drives Lua.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, fut)
+}
+
+fn run(cli: &Cli, file: &Path, args: Vec<String>) -> i32 {
+    with_fleet(cli, |fleet| {
+        let ctx = Ctx {
+            fleet,
+            state: default_state(),
+            script: file.display().to_string(),
+            args,
+        };
+        block_on(async {
+            let lua = match lua::new_runtime(ctx) {
+                Ok(lua) => lua,
+                Err(e) => {
+                    eprintln!("baton: {}", lua::format_error(&e));
+                    return 1;
+                }
+            };
+            let result = tokio::select! {
+                r = lua::run_file(&lua, file) => r,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("baton: interrupted");
+                    return 130;
+                }
+            };
+            match result {
+                Ok(()) => 0,
+                Err(e) => match lua::exit_code(&e) {
+                    Some(code) => code,
+                    None => {
+                        eprintln!("{}", lua::format_error(&e));
+                        1
+                    }
+                },
+            }
+        })
+    })
+}
+
+fn check(files: &[PathBuf]) -> i32 {
+    let lua = mlua::Lua::new();
+    let mut failed = 0;
+    for file in files {
+        let result = std::fs::read(file)
+            .map_err(|e| format!("{}: cannot read: {e}", file.display()))
+            .and_then(|src| {
+                lua.load(src)
+                    .set_name(format!("@{}", file.display()))
+                    .into_function()
+                    .map(drop)
+                    .map_err(|e| lua::format_error(&e))
+            });
+        if let Err(msg) = result {
+            eprintln!("{msg}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        eprintln!("baton check: {failed} of {} file(s) failed", files.len());
+        1
+    } else {
+        println!("baton check: {} file(s) ok", files.len());
+        0
+    }
+}
+
+fn print_fleet(fleet: &Fleet, json: bool) -> i32 {
+    let view = fleet.view();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).expect("fleet view serializes")
+        );
+        return 0;
+    }
+    match &fleet.source {
+        Some(path) => println!("fleet: {}", path.display()),
+        None => println!(
+            "fleet: built-in default (no fleet file; create {} or pass --fleet)",
+            crate::core::fleet::config_dir().join("fleet.lua").display()
+        ),
+    }
+    let mut hosts = vec![
+        vec!["HOST", "SSH", "ROLE", "TAGS", "OLLAMA", "PARALLEL"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    ];
+    for (name, h) in view.hosts {
+        hosts.push(vec![
+            name.clone(),
+            fleet.ssh_dest(name).unwrap_or("(this machine)").to_string(),
+            h.role.clone().unwrap_or_default(),
+            h.tags.join(","),
+            h.ollama.clone().unwrap_or_default(),
+            if h.ollama.is_some() {
+                h.ollama_parallel.to_string()
+            } else {
+                String::new()
+            },
+        ]);
+    }
+    println!("\n{}", table(&hosts));
+    let mut tiers = vec![
+        vec!["TIER", "PROVIDER", "HOST", "MODELS", "PRICE in/out $/M"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    ];
+    for t in &view.tiers {
+        let mut models: Vec<String> = t
+            .models
+            .iter()
+            .map(|(role, m)| format!("{role}={m}"))
+            .collect();
+        if let Some(m) = &t.model
+            && !t.models.values().any(|v| v == m)
+        {
+            models.insert(0, m.clone());
+        }
+        tiers.push(vec![
+            t.name.clone(),
+            t.provider.name().to_string(),
+            t.host.clone().unwrap_or_default(),
+            models.join(" "),
+            t.price
+                .map(|p| format!("{} / {}", p.input, p.output))
+                .unwrap_or_else(|| "free".into()),
+        ]);
+    }
+    println!("\n{}", table(&tiers));
+    let mut by_tier: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for (kind, rule) in &view.tasks {
+        let label = match &rule.model {
+            Some(m) => format!("{kind}({m})"),
+            None => kind.clone(),
+        };
+        by_tier.entry(rule.tier.as_str()).or_default().push(label);
+    }
+    let mut tasks = vec![vec!["TIER".to_string(), "TASKS".to_string()]];
+    for t in &view.tiers {
+        if let Some(kinds) = by_tier.get(t.name.as_str()) {
+            tasks.push(vec![t.name.clone(), kinds.join(" ")]);
+        }
+    }
+    println!("\n{}", table(&tasks));
+    match view.budget {
+        Some(b) => println!(
+            "\nbudget: ${} a month, alert at {:.0}%",
+            b.monthly_usd,
+            b.alert_at * 100.0
+        ),
+        None => println!("\nbudget: none (paid tiers are not capped)"),
+    }
+    println!(
+        "openrouter: {} (key from ${}: {})",
+        view.openrouter.base_url,
+        view.openrouter.key_env,
+        if view.openrouter.key_set {
+            "set"
+        } else {
+            "not set"
+        }
+    );
+    0
+}
+
+/// Left-aligned columns separated by two spaces; the first row is the header.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let line: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(c, s)| format!("{s:<w$}", w = widths[c]))
+                .collect();
+            line.join("  ").trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

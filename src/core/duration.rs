@@ -3,7 +3,9 @@ use std::time::Duration;
 
 /// Why a duration was not accepted; the caller adds which function and argument it came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected a duration (seconds, or a string like \"250ms\", \"30s\", \"5m\", \"6h\", \"1d\"), got {0}")]
+#[error(
+    "expected a duration (seconds, or a string like \"250ms\", \"30s\", \"5m\", \"6h\", \"1d\"), got {0}"
+)]
 pub struct BadDuration(pub String);
 
 /// Parses `"250ms"`, `"1.5s"`, `"30s"`, `"5m"`, `"6h"`, `"1d"`, `"1h30m"` or a bare number of seconds.
@@ -27,7 +29,9 @@ pub fn parse(text: &str) -> Result<Duration, BadDuration> {
         }
         let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,
@@ -44,7 +48,7 @@ pub fn parse(text: &str) -> Result<Duration, BadDuration> {
 
 /// A non-negative, finite number of seconds.
 pub fn from_secs(secs: f64) -> Result<Duration, BadDuration> {
-    if secs.is_finite() && secs >= 0.0 && secs < 1e12 {
+    if (0.0..1e12).contains(&secs) {
         Ok(Duration::from_secs_f64(secs))
     } else {
         Err(BadDuration(secs.to_string()))
@@ -88,7 +92,9 @@ impl<'de> serde::Deserialize<'de> for Dur {
         impl serde::de::Visitor<'_> for V {
             type Value = Dur;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a duration (seconds, or a string like \"250ms\", \"30s\", \"5m\", \"6h\")")
+                f.write_str(
+                    "a duration (seconds, or a string like \"250ms\", \"30s\", \"5m\", \"6h\")",
+                )
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Dur, E> {
                 from_secs(v).map(Dur).map_err(E::custom)

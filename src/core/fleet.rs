@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::schema::{describe, suggest};
+
 pub const DEFAULT_OLLAMA: &str = "http://127.0.0.1:11434";
 pub const DEFAULT_OPENROUTER_BASE: &str = "https://openrouter.ai/api/v1";
 pub const DEFAULT_KEY_ENV: &str = "OPENROUTER_API_KEY";
@@ -48,7 +50,11 @@ pub struct Host {
     pub known_hosts: KnownHosts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(default, deserialize_with = "list_or_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "list_or_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ollama: Option<String>,
@@ -62,7 +68,10 @@ fn default_parallel() -> u32 {
 
 /// `ssh = "dest"`, `ssh = false` (this machine) or absent / `true` (the host's own name).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged, expecting = "a destination string, or false for this machine")]
+#[serde(
+    untagged,
+    expecting = "a destination string, or false for this machine"
+)]
 pub enum SshTarget {
     #[default]
     #[serde(skip)]
@@ -108,7 +117,11 @@ pub struct Tier {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Role → model (e.g. `code`, `reason`), chosen by a task's `model`.
-    #[serde(default, deserialize_with = "map_or_empty", skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "map_or_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub models: BTreeMap<String, String>,
     /// USD per million tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,11 +175,15 @@ fn list_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
     match ListOrMap::deserialize(d)? {
         ListOrMap::List(v) => Ok(v),
         ListOrMap::Map(m) if m.is_empty() => Ok(Vec::new()),
-        ListOrMap::Map(_) => Err(serde::de::Error::custom("expected a list of strings, got a table with keys")),
+        ListOrMap::Map(_) => Err(serde::de::Error::custom(
+            "expected a list of strings, got a table with keys",
+        )),
     }
 }
 
-fn map_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+fn map_or_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged, expecting = "a table of role = model strings")]
     enum MapOrList {
@@ -176,7 +193,9 @@ fn map_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Strin
     match MapOrList::deserialize(d)? {
         MapOrList::Map(m) => Ok(m),
         MapOrList::List(v) if v.is_empty() => Ok(BTreeMap::new()),
-        MapOrList::List(_) => Err(serde::de::Error::custom("expected a table of role = model strings, got a list")),
+        MapOrList::List(_) => Err(serde::de::Error::custom(
+            "expected a table of role = model strings, got a list",
+        )),
     }
 }
 
@@ -210,7 +229,8 @@ pub const DEFAULT_TASKS: &[(&str, &str, Option<&str>)] = &[
 impl Fleet {
     /// Parses and validates a fleet from any serde deserializer (a Lua table, JSON, …).
     pub fn from_deserializer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Fleet, FleetError> {
-        let fleet: Fleet = serde_path_to_error::deserialize(d).map_err(describe)?;
+        let fleet: Fleet =
+            serde_path_to_error::deserialize(d).map_err(|e| FleetError(describe(&e, "fleet")))?;
         fleet.validate()?;
         Ok(fleet)
     }
@@ -239,7 +259,10 @@ impl Fleet {
         );
         let mut fleet = Fleet {
             hosts,
-            budget: Some(Budget { monthly_usd: 10.0, alert_at: 0.8 }),
+            budget: Some(Budget {
+                monthly_usd: 10.0,
+                alert_at: 0.8,
+            }),
             ..Fleet::default()
         };
         let with_cloud = std::env::var_os(DEFAULT_KEY_ENV).is_some_and(|v| !v.is_empty());
@@ -299,7 +322,13 @@ impl Fleet {
             .iter()
             .filter(|(_, tier, _)| tiers.iter().any(|t| t.name == *tier))
             .map(|(kind, tier, model)| {
-                (kind.to_string(), TaskRule { tier: tier.to_string(), model: model.map(str::to_string) })
+                (
+                    kind.to_string(),
+                    TaskRule {
+                        tier: tier.to_string(),
+                        model: model.map(str::to_string),
+                    },
+                )
             })
             .collect()
     }
@@ -313,37 +342,59 @@ impl Fleet {
         self.openrouter
             .base_url
             .clone()
-            .or_else(|| std::env::var("OPENROUTER_BASE_URL").ok().filter(|v| !v.is_empty()))
+            .or_else(|| {
+                std::env::var("OPENROUTER_BASE_URL")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
             .unwrap_or_else(|| DEFAULT_OPENROUTER_BASE.to_string())
     }
 
     pub fn openrouter_key_env(&self) -> String {
-        self.openrouter.key_env.clone().unwrap_or_else(|| DEFAULT_KEY_ENV.to_string())
+        self.openrouter
+            .key_env
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KEY_ENV.to_string())
     }
 
     /// The Ollama URL of the first host (by name) that has one.
     pub fn first_ollama(&self) -> Option<(&str, &str)> {
-        self.hosts.iter().find_map(|(n, h)| h.ollama.as_deref().map(|u| (n.as_str(), u)))
+        self.hosts
+            .iter()
+            .find_map(|(n, h)| h.ollama.as_deref().map(|u| (n.as_str(), u)))
     }
 
     fn validate(&self) -> Result<(), FleetError> {
         let err = |path: String, msg: &str| Err(FleetError(format!("{path}: {msg}")));
         for (name, host) in &self.hosts {
-            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':' || c == '/') {
-                return err(format!("hosts.{name}"), "a host name must be non-empty, without spaces, ':' or '/'");
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':' || c == '/')
+            {
+                return err(
+                    format!("hosts.{name}"),
+                    "a host name must be non-empty, without spaces, ':' or '/'",
+                );
             }
             if let SshTarget::Dest(d) = &host.ssh
                 && d.trim().is_empty()
             {
-                return err(format!("hosts.{name}.ssh"), "expected a destination string, or false, got \"\"");
+                return err(
+                    format!("hosts.{name}.ssh"),
+                    "expected a destination string, or false, got \"\"",
+                );
             }
             if let Some(url) = &host.ollama
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
-                return err(format!("hosts.{name}.ollama"), &format!("expected an http:// or https:// URL, got {url:?}"));
+                return err(
+                    format!("hosts.{name}.ollama"),
+                    &format!("expected an http:// or https:// URL, got {url:?}"),
+                );
             }
             if host.ollama_parallel == 0 {
-                return err(format!("hosts.{name}.ollama_parallel"), "expected a whole number of at least 1, got 0");
+                return err(
+                    format!("hosts.{name}.ollama_parallel"),
+                    "expected a whole number of at least 1, got 0",
+                );
             }
         }
         let tiers = self.tiers();
@@ -351,7 +402,10 @@ impl Fleet {
         for (i, tier) in tiers.iter().enumerate() {
             let path = format!("tiers[{}]", i + 1);
             if seen.contains(&tier.name.as_str()) {
-                return err(format!("{path}.name"), &format!("tier {:?} is defined twice", tier.name));
+                return err(
+                    format!("{path}.name"),
+                    &format!("tier {:?} is defined twice", tier.name),
+                );
             }
             seen.push(&tier.name);
             match tier.provider {
@@ -360,12 +414,30 @@ impl Fleet {
                         Some(h) => h.clone(),
                         None => match self.first_ollama() {
                             Some((h, _)) => h.to_string(),
-                            None => return err(format!("{path}.host"), "an ollama tier needs a host, and no fleet host has `ollama`"),
+                            None => {
+                                return err(
+                                    format!("{path}.host"),
+                                    "an ollama tier needs a host, and no fleet host has `ollama`",
+                                );
+                            }
                         },
                     };
                     match self.hosts.get(&host) {
-                        None => return err(format!("{path}.host"), &format!("unknown host {host:?}{}", suggest(&host, self.hosts.keys().map(String::as_str)))),
-                        Some(h) if h.ollama.is_none() => return err(format!("{path}.host"), &format!("host {host:?} has no `ollama` URL")),
+                        None => {
+                            return err(
+                                format!("{path}.host"),
+                                &format!(
+                                    "unknown host {host:?}{}",
+                                    suggest(&host, self.hosts.keys().map(String::as_str))
+                                ),
+                            );
+                        }
+                        Some(h) if h.ollama.is_none() => {
+                            return err(
+                                format!("{path}.host"),
+                                &format!("host {host:?} has no `ollama` URL"),
+                            );
+                        }
                         _ => {}
                     }
                 }
@@ -376,19 +448,26 @@ impl Fleet {
                 }
             }
             if tier.model.is_none() && tier.models.is_empty() {
-                return err(format!("{path}"), "a tier needs `model` or `models`");
+                return err(path, "a tier needs `model` or `models`");
             }
             if let Some(p) = tier.price
-                && (!(p.input >= 0.0) || !(p.output >= 0.0))
+                && !(non_negative(p.input) && non_negative(p.output))
             {
-                return err(format!("{path}.price"), "prices must be non-negative numbers (USD per million tokens)");
+                return err(
+                    format!("{path}.price"),
+                    "prices must be non-negative numbers (USD per million tokens)",
+                );
             }
         }
         for (kind, rule) in self.tasks() {
             let Some(tier) = tiers.iter().find(|t| t.name == rule.tier) else {
                 return err(
                     format!("tasks.{kind}.tier"),
-                    &format!("unknown tier {:?}{}", rule.tier, suggest(&rule.tier, tiers.iter().map(|t| t.name.as_str()))),
+                    &format!(
+                        "unknown tier {:?}{}",
+                        rule.tier,
+                        suggest(&rule.tier, tiers.iter().map(|t| t.name.as_str()))
+                    ),
                 );
             };
             if let Some(role) = &rule.model
@@ -397,19 +476,112 @@ impl Fleet {
             {
                 return err(
                     format!("tasks.{kind}.model"),
-                    &format!("tier {:?} has no model role {role:?}{}", tier.name, suggest(role, tier.models.keys().map(String::as_str))),
+                    &format!(
+                        "tier {:?} has no model role {role:?}{}",
+                        tier.name,
+                        suggest(role, tier.models.keys().map(String::as_str))
+                    ),
                 );
             }
         }
         if let Some(b) = self.budget {
-            if !(b.monthly_usd >= 0.0) || !b.monthly_usd.is_finite() {
-                return err("budget.monthly_usd".into(), "expected a non-negative number of USD");
+            if !non_negative(b.monthly_usd) {
+                return err(
+                    "budget.monthly_usd".into(),
+                    "expected a non-negative number of USD",
+                );
             }
             if !(b.alert_at > 0.0 && b.alert_at <= 1.0) {
-                return err("budget.alert_at".into(), "expected a fraction of the budget in (0, 1], such as 0.8");
+                return err(
+                    "budget.alert_at".into(),
+                    "expected a fraction of the budget in (0, 1], such as 0.8",
+                );
             }
         }
         Ok(())
+    }
+}
+
+/// A finite number at or above zero (NaN is not).
+fn non_negative(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+/// `$XDG_CONFIG_HOME/baton`, else `~/.config/baton`: where the fleet file, `schedule.lua` and `lua/` live.
+pub fn config_dir() -> PathBuf {
+    match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("baton"),
+        None => crate::core::state::home_dir().join(".config/baton"),
+    }
+}
+
+/// The fleet file to read: `--fleet`, else `$BATON_FLEET` (both must exist), else `fleet.lua` in the config
+/// folder when it exists; `None` means the built-in default.
+pub fn locate(cli: Option<&std::path::Path>) -> Result<Option<PathBuf>, FleetError> {
+    let explicit = cli.map(|p| (p.to_path_buf(), "--fleet")).or_else(|| {
+        std::env::var_os("BATON_FLEET")
+            .filter(|v| !v.is_empty())
+            .map(|p| (PathBuf::from(p), "$BATON_FLEET"))
+    });
+    if let Some((path, from)) = explicit {
+        if !path.is_file() {
+            return Err(FleetError(format!(
+                "fleet file {} (from {from}) does not exist",
+                path.display()
+            )));
+        }
+        return Ok(Some(path));
+    }
+    let default = config_dir().join("fleet.lua");
+    Ok(default.is_file().then_some(default))
+}
+
+/// What `baton fleet --json` prints and `baton.fleet` shows: the fleet with defaults applied.
+#[derive(Debug, Serialize)]
+pub struct View<'a> {
+    pub source: Option<&'a std::path::Path>,
+    pub hosts: &'a BTreeMap<String, Host>,
+    pub tiers: Vec<Tier>,
+    pub tasks: BTreeMap<String, TaskRule>,
+    pub budget: Option<Budget>,
+    pub openrouter: ViewOpenRouter,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<&'a std::path::Path>,
+}
+
+/// OpenRouter settings without the key itself: only whether its variable is set.
+#[derive(Debug, Serialize)]
+pub struct ViewOpenRouter {
+    pub base_url: String,
+    pub key_env: String,
+    pub key_set: bool,
+}
+
+impl Fleet {
+    pub fn view(&self) -> View<'_> {
+        let key_env = self.openrouter_key_env();
+        View {
+            source: self.source.as_deref(),
+            hosts: &self.hosts,
+            tiers: self.tiers(),
+            tasks: self.tasks(),
+            budget: self.budget,
+            openrouter: ViewOpenRouter {
+                base_url: self.openrouter_base_url(),
+                key_set: std::env::var_os(&key_env).is_some_and(|v| !v.is_empty()),
+                key_env,
+            },
+            ssh_config: self.ssh_config.as_deref(),
+        }
+    }
+
+    /// The ssh destination of a host: its `ssh` string, its name, or `None` for this machine.
+    pub fn ssh_dest<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        match &self.hosts.get(name)?.ssh {
+            SshTarget::Flag(false) => None,
+            SshTarget::Dest(d) => Some(d),
+            SshTarget::HostName | SshTarget::Flag(true) => Some(name),
+        }
     }
 }
 
@@ -425,53 +597,6 @@ pub fn normalize_ollama_url(raw: &str) -> String {
     } else {
         format!("http://{url}:11434")
     }
-}
-
-/// Turns serde's wording into ours, with the path first and a suggestion for misspelt keys.
-fn describe<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> FleetError {
-    let path = e.path().to_string();
-    let inner = e.inner().to_string();
-    if let Some(rest) = inner.strip_prefix("unknown field `") {
-        let key = rest.split('`').next().unwrap_or_default();
-        let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).filter(|s| !s.is_empty()).collect();
-        let parent = path.rsplit_once('.').map(|(p, _)| p).filter(|_| path.ends_with(key));
-        let full = match parent {
-            Some(p) => format!("{p}.{key}"),
-            None if path == "." || path.is_empty() || path == key => key.to_string(),
-            None => format!("{path}.{key}"),
-        };
-        let hint = suggest(key, expected.iter().copied());
-        let hint = if hint.is_empty() { format!(" (expected one of: {})", expected.join(", ")) } else { hint };
-        return FleetError(format!("{full}: unknown key{hint}"));
-    }
-    let inner = inner.replace("invalid type: ", "wrong type: got ");
-    if path == "." || path.is_empty() { FleetError(format!("fleet: {inner}")) } else { FleetError(format!("{path}: {inner}")) }
-}
-
-/// `, did you mean X?` when a candidate is within a small edit distance, else empty.
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    let best = candidates
-        .into_iter()
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
-        .min_by_key(|(d, _)| *d);
-    match best {
-        Some((_, c)) => format!(", did you mean {c}?"),
-        None => String::new(),
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -490,13 +615,21 @@ mod tests {
         let e = parse(json!({"hostz": {}})).unwrap_err();
         assert_eq!(e.0, "hostz: unknown key, did you mean hosts?");
         let e = parse(json!({"budget": {"monthly_usd": 5, "zzz": 1}})).unwrap_err();
-        assert!(e.0.starts_with("budget.zzz: unknown key (expected one of: monthly_usd, alert_at)"), "{}", e.0);
+        assert!(
+            e.0.starts_with("budget.zzz: unknown key (expected one of: monthly_usd, alert_at)"),
+            "{}",
+            e.0
+        );
     }
 
     #[test]
     fn wrong_types_name_path() {
         let e = parse(json!({"hosts": {"a": {"ollama_parallel": "four"}}})).unwrap_err();
-        assert!(e.0.starts_with("hosts.a.ollama_parallel: wrong type"), "{}", e.0);
+        assert!(
+            e.0.starts_with("hosts.a.ollama_parallel: wrong type"),
+            "{}",
+            e.0
+        );
         let e = parse(json!({"hosts": {"a": {"ssh": 5}}})).unwrap_err();
         assert!(e.0.starts_with("hosts.a.ssh:"), "{}", e.0);
         let e = parse(json!({"hosts": {"a": {"known_hosts": "yes"}}})).unwrap_err();
@@ -514,7 +647,10 @@ mod tests {
             "tasks": {"lint": {"tier": "locl"}}
         }))
         .unwrap_err();
-        assert_eq!(e.0, "tasks.lint.tier: unknown tier \"locl\", did you mean local?");
+        assert_eq!(
+            e.0,
+            "tasks.lint.tier: unknown tier \"locl\", did you mean local?"
+        );
     }
 
     #[test]
@@ -526,9 +662,18 @@ mod tests {
         assert_eq!(f.hosts["engine"].known_hosts, KnownHosts::Strict);
         assert_eq!(f.hosts["pc"].ssh, SshTarget::Flag(false));
         let tiers = f.tiers();
-        assert_eq!(tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["local", "cheap", "premium"]);
+        assert_eq!(
+            tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["local", "cheap", "premium"]
+        );
         assert_eq!(tiers[0].host.as_deref(), Some("engine"));
-        assert_eq!(f.tasks()["commit_message"], TaskRule { tier: "local".into(), model: Some("code".into()) });
+        assert_eq!(
+            f.tasks()["commit_message"],
+            TaskRule {
+                tier: "local".into(),
+                model: Some("code".into())
+            }
+        );
         assert_eq!(f.tasks()["architecture"].tier, "premium");
         assert!(f.budget.is_none());
     }
@@ -543,7 +688,13 @@ mod tests {
     #[test]
     fn ollama_urls_normalize() {
         assert_eq!(normalize_ollama_url("engine"), "http://engine:11434");
-        assert_eq!(normalize_ollama_url("0.0.0.0:11434"), "http://127.0.0.1:11434");
-        assert_eq!(normalize_ollama_url("https://x.example/"), "https://x.example");
+        assert_eq!(
+            normalize_ollama_url("0.0.0.0:11434"),
+            "http://127.0.0.1:11434"
+        );
+        assert_eq!(
+            normalize_ollama_url("https://x.example/"),
+            "https://x.example"
+        );
     }
 }

@@ -5,4 +5,5 @@ pub mod llm;
 pub mod process;
 pub mod remote;
 pub mod schedule;
+pub mod schema;
 pub mod state;

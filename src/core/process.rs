@@ -90,7 +90,11 @@ impl Output {
             format!("exit {}", self.code.unwrap_or(-1))
         };
         let tail = tail_lines(&self.stderr, 5);
-        if tail.is_empty() { head } else { format!("{head}: {tail}") }
+        if tail.is_empty() {
+            head
+        } else {
+            format!("{head}: {tail}")
+        }
     }
 }
 
@@ -102,7 +106,9 @@ pub fn tail_lines(bytes: &[u8], n: usize) -> String {
     let mut out = lines[start..].join("\n");
     if out.len() > 2000 {
         let cut = out.len() - 2000;
-        let cut = (cut..out.len()).find(|i| out.is_char_boundary(*i)).unwrap_or(out.len());
+        let cut = (cut..out.len())
+            .find(|i| out.is_char_boundary(*i))
+            .unwrap_or(out.len());
         out = format!("…{}", &out[cut..]);
     }
     out
@@ -156,7 +162,9 @@ pub async fn pump<R: AsyncRead + Unpin>(
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
         // A receiver that went away only stops live delivery; the output is still collected.
-        let _ = sink.send((stream, String::from_utf8_lossy(text).into_owned())).await;
+        let _ = sink
+            .send((stream, String::from_utf8_lossy(text).into_owned()))
+            .await;
     }
 }
 
@@ -237,7 +245,11 @@ pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Outpu
     let mut command = tokio::process::Command::new(&program);
     command
         .args(&args)
-        .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -253,7 +265,9 @@ pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Outpu
         program: program.clone(),
         source,
     })?;
-    let mut guard = GroupGuard { pgid: child.id().map(|p| p as i32) };
+    let mut guard = GroupGuard {
+        pgid: child.id().map(|p| p as i32),
+    };
     let stdout = child.stdout.take().expect("stdout piped");
     let stderr = child.stderr.take().expect("stderr piped");
     let stdin = child.stdin.take().zip(spec.stdin.clone());
@@ -286,7 +300,10 @@ pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Outpu
     let mut output = Output::default();
     match result {
         Some(status) => {
-            let status = status.map_err(|source| ProcessError::Io { program: program.clone(), source })?;
+            let status = status.map_err(|source| ProcessError::Io {
+                program: program.clone(),
+                source,
+            })?;
             output.set_status(status);
             // The leader is gone; stray background children of a finished command are not ours to kill.
             guard.pgid = None;
@@ -313,22 +330,33 @@ mod tests {
     use super::*;
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     #[test]
     fn shell_and_argv() {
         rt().block_on(async {
-            let out = run(&Cmd::Shell("echo hi; echo err >&2; exit 3".into()), &Spec::default(), None)
-                .await
-                .unwrap();
+            let out = run(
+                &Cmd::Shell("echo hi; echo err >&2; exit 3".into()),
+                &Spec::default(),
+                None,
+            )
+            .await
+            .unwrap();
             assert_eq!(out.code, Some(3));
             assert_eq!(out.stdout, b"hi\n");
             assert_eq!(out.stderr, b"err\n");
             assert_eq!(out.failure_summary(), "exit 3: err");
-            let out = run(&Cmd::Argv(vec!["printf".into(), "%s".into(), "$(x) ;".into()]), &Spec::default(), None)
-                .await
-                .unwrap();
+            let out = run(
+                &Cmd::Argv(vec!["printf".into(), "%s".into(), "$(x) ;".into()]),
+                &Spec::default(),
+                None,
+            )
+            .await
+            .unwrap();
             assert_eq!(out.stdout, b"$(x) ;");
             assert!(out.ok());
         });
@@ -337,8 +365,17 @@ mod tests {
     #[test]
     fn timeout_kills_group_and_keeps_output() {
         rt().block_on(async {
-            let spec = Spec { timeout: Some(Duration::from_millis(300)), ..Default::default() };
-            let out = run(&Cmd::Shell("echo started; sleep 30 & sleep 30".into()), &spec, None).await.unwrap();
+            let spec = Spec {
+                timeout: Some(Duration::from_millis(300)),
+                ..Default::default()
+            };
+            let out = run(
+                &Cmd::Shell("echo started; sleep 30 & sleep 30".into()),
+                &spec,
+                None,
+            )
+            .await
+            .unwrap();
             assert_eq!(out.code, Some(TIMEOUT_CODE));
             assert_eq!(out.stdout, b"started\n");
             assert!(out.failure_summary().starts_with("timed out after 300ms"));
@@ -348,10 +385,17 @@ mod tests {
     #[test]
     fn missing_program_is_a_spawn_error() {
         rt().block_on(async {
-            let err = run(&Cmd::Argv(vec!["/nonexistent/prog".into()]), &Spec::default(), None)
-                .await
-                .unwrap_err();
-            assert!(err.to_string().contains("cannot start /nonexistent/prog"), "{err}");
+            let err = run(
+                &Cmd::Argv(vec!["/nonexistent/prog".into()]),
+                &Spec::default(),
+                None,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("cannot start /nonexistent/prog"),
+                "{err}"
+            );
         });
     }
 

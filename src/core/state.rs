@@ -40,7 +40,9 @@ pub fn default_dir() -> PathBuf {
 
 /// `$HOME`, or `/` when unset.
 pub fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// The state directory with its database opened on first use (start-up stays cheap for scripts that never
@@ -57,12 +59,14 @@ impl std::fmt::Debug for State {
     }
 }
 
-const CREATE_VERSIONS: &str =
-    "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)";
+const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)";
 
 impl State {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        State { dir: dir.into(), conn: Arc::new(OnceLock::new()) }
+        State {
+            dir: dir.into(),
+            conn: Arc::new(OnceLock::new()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -94,20 +98,32 @@ impl State {
         }
         self.ensure_dir()?;
         let path = self.db_path();
-        create_private_file(&path).map_err(|source| StateError::Dir { path: path.clone(), source })?;
-        let db_err = |source| StateError::Db { path: path.clone(), source };
+        create_private_file(&path).map_err(|source| StateError::Dir {
+            path: path.clone(),
+            source,
+        })?;
+        let db_err = |source| StateError::Db {
+            path: path.clone(),
+            source,
+        };
         let conn = Connection::open(&path).map_err(db_err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err)?;
         conn.execute(CREATE_VERSIONS, []).map_err(db_err)?;
         let conn = Arc::new(Mutex::new(conn));
         Ok(self.conn.get_or_init(|| conn).clone())
     }
 
     /// Runs `f` with the connection on the current thread. Keep it short: it blocks.
-    pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StateError> {
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
         let conn = self.connection()?;
         let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
         Ok(f(&mut guard)?)
@@ -140,7 +156,11 @@ impl State {
 fn migrate(conn: &mut Connection, component: &str, steps: &[&str]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current: i64 = tx
-        .query_row("SELECT version FROM schema_versions WHERE component = ?1", [component], |r| r.get(0))
+        .query_row(
+            "SELECT version FROM schema_versions WHERE component = ?1",
+            [component],
+            |r| r.get(0),
+        )
         .or_else(|e| match e {
             rusqlite::Error::QueryReturnedNoRows => Ok(0),
             e => Err(e),
@@ -165,13 +185,21 @@ fn create_private_dir(path: &Path) -> Result<(), StateError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|source| StateError::Dir { path: path.to_path_buf(), source })
+        .map_err(|source| StateError::Dir {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Creates `path` with mode 0600 if it does not exist yet.
 pub fn create_private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
@@ -193,9 +221,15 @@ mod tests {
     fn creates_private_wal_database() {
         let dir = temp_dir("wal");
         let state = State::new(&dir);
-        let mode: String = state.with(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0))).unwrap();
+        let mode: String = state
+            .with(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
+            .unwrap();
         assert_eq!(mode, "wal");
-        let perms = std::fs::metadata(state.db_path()).unwrap().permissions().mode() & 0o777;
+        let perms = std::fs::metadata(state.db_path())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(perms, 0o600);
         let perms = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(perms, 0o700);
@@ -209,17 +243,30 @@ mod tests {
         let v1 = ["CREATE TABLE t (a INTEGER)"];
         state.migrate("demo", &v1).unwrap();
         state.migrate("demo", &v1).unwrap(); // idempotent
-        let v2 = ["CREATE TABLE t (a INTEGER)", "ALTER TABLE t ADD COLUMN b TEXT"];
+        let v2 = [
+            "CREATE TABLE t (a INTEGER)",
+            "ALTER TABLE t ADD COLUMN b TEXT",
+        ];
         state.migrate("demo", &v2).unwrap();
         let version: i64 = state
-            .with(|c| c.query_row("SELECT version FROM schema_versions WHERE component='demo'", [], |r| r.get(0)))
+            .with(|c| {
+                c.query_row(
+                    "SELECT version FROM schema_versions WHERE component='demo'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
             .unwrap();
         assert_eq!(version, 2);
-        state.with(|c| c.execute("INSERT INTO t(a, b) VALUES (1, 'x')", [])).unwrap();
+        state
+            .with(|c| c.execute("INSERT INTO t(a, b) VALUES (1, 'x')", []))
+            .unwrap();
         // A second process (here: a second handle) sees the same schema.
         let other = State::new(&dir);
         other.migrate("demo", &v2).unwrap();
-        let n: i64 = other.with(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))).unwrap();
+        let n: i64 = other
+            .with(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)))
+            .unwrap();
         assert_eq!(n, 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }

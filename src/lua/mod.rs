@@ -1,0 +1,298 @@
+//! The Lua runtime: one place wires the fleet and the core services into a Lua state. Shared host state
+//! reaches bindings through app data ([`Ctx`]), never through globals.
+pub mod api;
+pub mod fleet;
+pub mod pretty;
+pub mod stdlib;
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use mlua::{Lua, Value};
+
+use crate::core::fleet::Fleet;
+use crate::core::state::State;
+
+/// What every binding may read: the fleet, the state directory, which script runs and its arguments.
+pub struct Ctx {
+    pub fleet: Arc<Fleet>,
+    pub state: State,
+    /// The playbook's name as recorded in ledgers and run records (`repl` in the REPL).
+    pub script: String,
+    pub args: Vec<String>,
+}
+
+/// Where `print` and script output go: stdout by default; the scheduler points it at a run's log file.
+#[derive(Clone)]
+pub struct Printer(pub Rc<RefCell<Box<dyn Write>>>);
+
+impl Printer {
+    pub fn stdout() -> Self {
+        Printer(Rc::new(RefCell::new(Box::new(std::io::stdout()))))
+    }
+
+    pub fn to(w: impl Write + 'static) -> Self {
+        Printer(Rc::new(RefCell::new(Box::new(w))))
+    }
+
+    pub fn write_line(&self, line: &str) {
+        let mut w = self.0.borrow_mut();
+        // Output to a closed pipe must not kill a playbook; there is nobody left to tell.
+        let _ = w.write_all(line.as_bytes());
+        let _ = w.write_all(b"\n");
+        let _ = w.flush();
+    }
+}
+
+/// Builds a Lua state with every global registered and `require` able to find embedded modules and the
+/// user's module folder (`lua/` next to the fleet file).
+pub fn new_runtime(ctx: Ctx) -> mlua::Result<Lua> {
+    // The safe libraries plus `debug` (playbooks are the user's own code and tracebacks help them); no C
+    // modules, which could be built against another Lua and take the process down.
+    // SAFETY: only the debug library is added to mlua's safe set; no C module loading is enabled.
+    let lua = unsafe {
+        Lua::unsafe_new_with(
+            mlua::StdLib::ALL_SAFE | mlua::StdLib::DEBUG,
+            mlua::LuaOptions::new(),
+        )
+    };
+    let module_dirs = module_dirs(&ctx);
+    lua.set_app_data(ctx);
+    lua.set_app_data(Printer::stdout());
+    install_require(&lua, &module_dirs)?;
+    install_print(&lua)?;
+    install_exit(&lua)?;
+    install_error_tostring(&lua)?;
+    api::baton::register(&lua)?;
+    api::ollama::register(&lua)?;
+    api::openrouter::register(&lua)?;
+    api::route::register(&lua)?;
+    api::ssh::register(&lua)?;
+    api::sync::register(&lua)?;
+    api::schedule::register(&lua)?;
+    Ok(lua)
+}
+
+/// The `Ctx` of a runtime built by [`new_runtime`].
+pub fn ctx(lua: &Lua) -> mlua::AppDataRef<'_, Ctx> {
+    lua.app_data_ref::<Ctx>()
+        .expect("baton runtime context is set by new_runtime")
+}
+
+fn module_dirs(ctx: &Ctx) -> Vec<PathBuf> {
+    let config = match &ctx.fleet.source {
+        Some(file) => file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        None => crate::core::fleet::config_dir(),
+    };
+    vec![config.join("lua")]
+}
+
+fn install_require(lua: &Lua, dirs: &[PathBuf]) -> mlua::Result<()> {
+    let package: mlua::Table = lua.globals().get("package")?;
+    let mut path: String = package.get("path")?;
+    for dir in dirs.iter().rev() {
+        let d = dir.display();
+        path = format!("{d}/?.lua;{d}/?/init.lua;{path}");
+    }
+    package.set("path", path)?;
+    let searchers: mlua::Table = package.get("searchers")?;
+    let embedded = lua.create_function(|lua, name: String| match stdlib::find(&name) {
+        Some((chunk, src)) => {
+            let f = lua
+                .load(src)
+                .set_name(format!("@{chunk}"))
+                .into_function()?;
+            Ok((
+                Value::Function(f),
+                Value::String(lua.create_string(&chunk)?),
+            ))
+        }
+        None => Ok((
+            Value::String(lua.create_string(format!("no embedded module '{name}'"))?),
+            Value::Nil,
+        )),
+    })?;
+    // After the preload searcher, before the file system: `baton.*` cannot be shadowed by accident.
+    searchers.raw_insert(2, embedded)?;
+    Ok(())
+}
+
+fn install_print(lua: &Lua) -> mlua::Result<()> {
+    let print = lua.create_function(|lua, args: mlua::Variadic<Value>| {
+        let mut line = String::new();
+        for (i, v) in args.iter().enumerate() {
+            if i > 0 {
+                line.push('\t');
+            }
+            match v {
+                Value::Error(e) => line.push_str(&split_error(e).0),
+                other => line.push_str(&other.to_string()?),
+            }
+        }
+        if let Some(p) = lua.app_data_ref::<Printer>() {
+            p.write_line(&line);
+        }
+        Ok(())
+    })?;
+    lua.globals().set("print", print)
+}
+
+/// `os.exit(code)` ends the playbook through the normal error path, so processes, connections and the
+/// database are closed properly instead of the process vanishing mid-write.
+#[derive(Debug)]
+struct ExitRequest(i32);
+
+impl std::fmt::Display for ExitRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "os.exit({})", self.0)
+    }
+}
+
+impl std::error::Error for ExitRequest {}
+
+fn install_exit(lua: &Lua) -> mlua::Result<()> {
+    let os: mlua::Table = lua.globals().get("os")?;
+    os.set(
+        "exit",
+        lua.create_function(|_, code: Value| {
+            let code = match code {
+                Value::Nil | Value::Boolean(true) => 0,
+                Value::Boolean(false) => 1,
+                Value::Integer(i) => i as i32,
+                Value::Number(n) => n as i32,
+                other => {
+                    return Err(api::conv::arg_error(
+                        "os.exit",
+                        1,
+                        "code",
+                        "a number or boolean",
+                        &other,
+                    ));
+                }
+            };
+            Err::<(), _>(mlua::Error::external(ExitRequest(code)))
+        })?,
+    )
+}
+
+/// Errors raised by Rust functions reach Lua as userdata; `tostring(err)` (and so `print(err)` after a
+/// `pcall`) gives the plain message, like an `error("…")` string, not a Rust debug dump with a traceback.
+fn install_error_tostring(lua: &Lua) -> mlua::Result<()> {
+    let clean = lua.create_function(|_, v: Value| match v {
+        Value::Error(e) => Ok(split_error(&e).0),
+        other => other.to_string(),
+    })?;
+    let sample = lua.create_function(|_, ()| Err::<(), _>(mlua::Error::runtime("sample")))?;
+    lua.load(
+        r#"local clean, sample = ...
+        local _, e = pcall(sample)
+        local mt = debug.getmetatable(e)
+        if type(mt) == "table" then mt.__tostring = clean end"#,
+    )
+    .set_name("=baton.errors")
+    .call::<()>((clean, sample))
+}
+
+/// The code a script asked for with `os.exit`, if that is what ended it.
+pub fn exit_code(err: &mlua::Error) -> Option<i32> {
+    let mut e = err;
+    loop {
+        match e {
+            mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+                e = cause
+            }
+            mlua::Error::ExternalError(inner) => {
+                return inner.downcast_ref::<ExitRequest>().map(|r| r.0);
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Runs a playbook file with its path as the chunk name, so errors read `file:line: message`.
+pub async fn run_file(lua: &Lua, path: &Path) -> mlua::Result<()> {
+    let src = std::fs::read(path)
+        .map_err(|e| mlua::Error::runtime(format!("cannot read {}: {e}", path.display())))?;
+    lua.load(src)
+        .set_name(format!("@{}", path.display()))
+        .exec_async()
+        .await
+}
+
+/// An error as a user should read it: `file:line: message`, then the Lua traceback when there is one.
+pub fn format_error(err: &mlua::Error) -> String {
+    let (message, traceback) = split_error(err);
+    let located = if message.contains(".lua:") || message.starts_with('[') {
+        message
+    } else if let Some(loc) = traceback.as_deref().and_then(first_lua_frame) {
+        format!("{loc}: {message}")
+    } else {
+        message
+    };
+    match traceback.map(|tb| clean_traceback(&tb)) {
+        Some(tb) if tb.lines().count() > 1 => format!("{located}\n{tb}"),
+        _ => located,
+    }
+}
+
+/// The innermost message and the outermost traceback of an error.
+pub fn split_error(err: &mlua::Error) -> (String, Option<String>) {
+    let mut traceback = None;
+    let mut e = err;
+    loop {
+        match e {
+            mlua::Error::CallbackError {
+                traceback: tb,
+                cause,
+            } => {
+                traceback.get_or_insert_with(|| tb.clone());
+                e = cause;
+            }
+            mlua::Error::WithContext { cause, .. } => e = cause,
+            mlua::Error::RuntimeError(msg) => {
+                let (msg, tb) = match msg.split_once("\nstack traceback:") {
+                    Some((m, t)) => (m.to_string(), Some(format!("stack traceback:{t}"))),
+                    None => (msg.clone(), None),
+                };
+                return (msg, traceback.or(tb));
+            }
+            mlua::Error::SyntaxError { message, .. } => return (message.clone(), traceback),
+            mlua::Error::ExternalError(inner) => return (inner.to_string(), traceback),
+            other => return (other.to_string(), traceback),
+        }
+    }
+}
+
+/// A traceback without the frames of mlua's async machinery, which mean nothing to a playbook author.
+fn clean_traceback(tb: &str) -> String {
+    tb.lines()
+        .filter(|l| !internal_frame(l.trim()))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_string()
+}
+
+fn internal_frame(line: &str) -> bool {
+    line.contains("__mlua")
+        || line == "[C]: in local 'poll'"
+        || line == "[C]: in upvalue 'get_future'"
+        || line == "[C]: in ?"
+}
+
+/// `script.lua:3` from the first frame of a traceback that points into a Lua file.
+fn first_lua_frame(traceback: &str) -> Option<String> {
+    traceback
+        .lines()
+        .map(str::trim)
+        .filter(|l| !internal_frame(l))
+        .find_map(|line| {
+            let (loc, _) = line.split_once(": in ")?;
+            let (file, num) = loc.rsplit_once(':')?;
+            (num.chars().all(|c| c.is_ascii_digit()) && !file.starts_with('['))
+                .then(|| loc.to_string())
+        })
+}

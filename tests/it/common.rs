@@ -1,1 +1,201 @@
-//! Integration tests: common.
+//! Shared helpers: private temp dirs, and running the real `baton` binary in an isolated environment (its
+//! own HOME, config and state dirs; no inherited fleet, keys or Ollama address), always with a time limit.
+#![allow(dead_code)]
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("baton-it-{}-{n}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.0.join(rel)
+    }
+
+    /// Writes `content` to `rel` (parents created) and returns the full path.
+    pub fn write(&self, rel: impl AsRef<Path>, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent dir");
+        }
+        std::fs::write(&path, content).expect("write file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The finished `baton` process.
+#[derive(Debug)]
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// Panics with both streams when the exit code is not `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        self.expect_code(0)
+    }
+}
+
+/// An isolated place to run baton: `home/`, `config/`, `state/` under one temp dir.
+pub struct Env {
+    pub dir: TempDir,
+    pub fleet: Option<PathBuf>,
+    pub vars: Vec<(String, String)>,
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_baton"))
+}
+
+impl Env {
+    pub fn new(name: &str) -> Env {
+        let dir = TempDir::new(name);
+        for sub in ["home", "config", "state"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        Env {
+            dir,
+            fleet: None,
+            vars: Vec::new(),
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Writes `fleet.lua` and passes it to every later command through `$BATON_FLEET`.
+    pub fn with_fleet(mut self, fleet_lua: &str) -> Env {
+        self.fleet = Some(self.dir.write("fleet.lua", fleet_lua));
+        self
+    }
+
+    pub fn var(mut self, key: &str, value: &str) -> Env {
+        self.vars.push((key.into(), value.into()));
+        self
+    }
+
+    /// A `baton` command with the isolated environment.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(bin());
+        for var in [
+            "BATON_FLEET",
+            "BATON_LOG",
+            "OPENROUTER_API_KEY",
+            "OPENROUTER_BASE_URL",
+            "OLLAMA_HOST",
+            "XDG_STATE_HOME",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", self.dir.join("home"))
+            .env("XDG_CONFIG_HOME", self.dir.join("config"))
+            .env("BATON_STATE_DIR", self.state_dir())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        if let Some(f) = &self.fleet {
+            cmd.env("BATON_FLEET", f);
+        }
+        for (k, v) in &self.vars {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `baton ARGS…` to completion (at most 60 s).
+    pub fn baton(&self, args: &[&str]) -> Out {
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        output_within(cmd, Duration::from_secs(60))
+    }
+
+    /// Writes `script` as `name` and runs it with `baton run`.
+    pub fn run_lua(&self, name: &str, script: &str, args: &[&str]) -> Out {
+        let path = self.dir.write(name, script);
+        let mut all = vec!["run", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.baton(&all)
+    }
+}
+
+/// Starts `cmd` with piped output and collects it, killing the process if it outlives `limit`.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Out {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().expect("start baton");
+    wait_within(child, limit)
+}
+
+/// Waits for a started child (stdout/stderr piped), killing it after `limit`.
+pub fn wait_within(mut child: Child, limit: Duration) -> Out {
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "process did not finish within {limit:?}\n--- stdout\n{}\n--- stderr\n{}",
+                t1.join().unwrap(),
+                t2.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Out {
+        code: status.code(),
+        stdout: t1.join().unwrap(),
+        stderr: t2.join().unwrap(),
+    }
+}

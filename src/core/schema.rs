@@ -1,0 +1,89 @@
+//! Wording for values that do not fit a schema: the path of the bad value first, then what was wrong, with a
+//! did-you-mean for misspelt keys. Shared by the fleet file and every option table.
+
+/// `hosts.engine.olama: unknown key, did you mean ollama?` from a serde error with its path. `root` names
+/// the whole value when the error has no path (`fleet: …`, `options: …`).
+pub fn describe<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, root: &str) -> String {
+    let path = e.path().to_string();
+    let path = if path == "." || path.is_empty() {
+        None
+    } else {
+        Some(path)
+    };
+    let inner = e.inner().to_string();
+    // mlua's deserializer prefixes its messages; the rest is serde's wording.
+    let inner = inner
+        .strip_prefix("deserialize error: ")
+        .map(str::to_string)
+        .unwrap_or(inner);
+    if let Some(rest) = inner.strip_prefix("unknown field `") {
+        let key = rest.split('`').next().unwrap_or_default();
+        let expected: Vec<&str> = rest
+            .split('`')
+            .skip(2)
+            .step_by(2)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let full = match path {
+            Some(p) if p == key || p.ends_with(&format!(".{key}")) => p,
+            Some(p) => format!("{p}.{key}"),
+            None => key.to_string(),
+        };
+        let hint = suggest(key, expected.iter().copied());
+        let hint = if hint.is_empty() && !expected.is_empty() {
+            format!(" (expected one of: {})", expected.join(", "))
+        } else {
+            hint
+        };
+        return format!("{full}: unknown key{hint}");
+    }
+    let inner = inner
+        .replace("invalid type: ", "wrong type: got ")
+        .replace("invalid value: ", "bad value: got ");
+    match path {
+        Some(p) => format!("{p}: {inner}"),
+        None => format!("{root}: {inner}"),
+    }
+}
+
+/// `, did you mean X?` when a candidate is within a small edit distance, else empty.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let best = candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, c)) => format!(", did you mean {c}?"),
+        None => String::new(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_words_only() {
+        assert_eq!(
+            suggest("tmeout", ["timeout", "check"]),
+            ", did you mean timeout?"
+        );
+        assert_eq!(suggest("zzz", ["timeout", "check"]), "");
+    }
+}

@@ -1,0 +1,399 @@
+//! The `baton` global: runtime helpers for every playbook.
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
+use futures_util::stream::{self, StreamExt};
+use mlua::{
+    AnyUserData, Function, Lua, LuaSerdeExt, MultiValue, Table, UserData, UserDataMethods, Value,
+};
+use serde::Deserialize;
+
+use super::conv;
+use crate::core::duration::{self, Dur};
+use crate::core::process::{self, Spec};
+
+pub fn register(lua: &Lua) -> mlua::Result<()> {
+    let baton = lua.create_table()?;
+    baton.set(
+        "args",
+        lua.create_sequence_from(crate::lua::ctx(lua).args.clone())?,
+    )?;
+    baton.set("env", lua.create_function(env)?)?;
+    baton.set("fleet", fleet_view(lua)?)?;
+    baton.set("sleep", lua.create_async_function(sleep)?)?;
+    baton.set("spawn", lua.create_function(spawn)?)?;
+    baton.set("gather", lua.create_async_function(gather)?)?;
+    baton.set("timeout", lua.create_async_function(timeout)?)?;
+    baton.set("exec", lua.create_async_function(exec)?)?;
+    baton.set("inspect", lua.create_function(inspect)?)?;
+    baton.set("log", log_table(lua)?)?;
+    baton.set("json", json_table(lua)?)?;
+    lua.globals().set("baton", baton)
+}
+
+/// `baton.env(name [, default])`.
+fn env(_: &Lua, (name, default): (Value, Option<String>)) -> mlua::Result<Option<String>> {
+    let name = conv::string("baton.env", 1, "name", &name)?;
+    Ok(std::env::var(&name).ok().or(default))
+}
+
+/// A read-only view of the fleet with defaults applied (tiers and tasks filled in).
+fn fleet_view(lua: &Lua) -> mlua::Result<Value> {
+    let view = conv::to_lua(lua, &crate::lua::ctx(lua).fleet.view())?;
+    let readonly: Function = lua
+        .load(
+            r#"
+            local function ro(t, path)
+              if type(t) ~= "table" then return t end
+              local inner = {}
+              for k, v in pairs(t) do inner[k] = ro(v, path .. "." .. tostring(k)) end
+              return setmetatable({}, {
+                __index = inner,
+                __newindex = function(_, k) error(path .. " is read-only (tried to set " .. tostring(k) .. ")", 2) end,
+                __pairs = function() return next, inner, nil end,
+                __len = function() return #inner end,
+              })
+            end
+            return ro(..., "baton.fleet")"#,
+        )
+        .set_name("=baton.fleet")
+        .into_function()?;
+    readonly.call(view)
+}
+
+/// `baton.sleep(dur)`.
+async fn sleep(_: Lua, d: Value) -> mlua::Result<()> {
+    let d = conv::duration_arg("baton.sleep", 1, "dur", &d)?;
+    tokio::time::sleep(d).await;
+    Ok(())
+}
+
+type TaskResult = Result<MultiValue, mlua::Error>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TaskStatus {
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// A coroutine started by `baton.spawn`: `:wait()` returns its values or re-raises its error; `:cancel()`
+/// stops it at its next wait.
+pub struct Task {
+    id: u64,
+    result: Shared<LocalBoxFuture<'static, TaskResult>>,
+    abort: tokio::task::AbortHandle,
+    status: Rc<Cell<TaskStatus>>,
+}
+
+thread_local! {
+    static NEXT_TASK: Cell<u64> = const { Cell::new(1) };
+}
+
+impl Task {
+    async fn wait(&self) -> TaskResult {
+        self.result.clone().await
+    }
+}
+
+impl UserData for Task {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_async_method("wait", |_, this, ()| async move { this.wait().await });
+        methods.add_method("cancel", |_, this, ()| {
+            if this.status.get() == TaskStatus::Running {
+                this.abort.abort();
+                this.status.set(TaskStatus::Cancelled);
+            }
+            Ok(())
+        });
+        methods.add_method("status", |_, this, ()| Ok(status_name(this.status.get())));
+        methods.add_meta_method("__tostring", |_, this, ()| {
+            Ok(format!(
+                "task#{} ({})",
+                this.id,
+                status_name(this.status.get())
+            ))
+        });
+    }
+}
+
+fn status_name(s: TaskStatus) -> &'static str {
+    match s {
+        TaskStatus::Running => "running",
+        TaskStatus::Done => "done",
+        TaskStatus::Failed => "failed",
+        TaskStatus::Cancelled => "cancelled",
+    }
+}
+
+/// `baton.spawn(fn, …)` → task handle; the function starts at once as its own coroutine.
+fn spawn(lua: &Lua, (f, args): (Value, MultiValue)) -> mlua::Result<AnyUserData> {
+    let f = conv::function("baton.spawn", 1, "fn", &f)?;
+    let thread = lua.create_thread(f)?;
+    let run = thread.into_async::<MultiValue>(args)?;
+    let status = Rc::new(Cell::new(TaskStatus::Running));
+    let st = status.clone();
+    let handle = tokio::task::spawn_local(async move {
+        let r = run.await;
+        st.set(if r.is_ok() {
+            TaskStatus::Done
+        } else {
+            TaskStatus::Failed
+        });
+        r
+    });
+    let abort = handle.abort_handle();
+    let id = NEXT_TASK.with(|n| {
+        let id = n.get();
+        n.set(id + 1);
+        id
+    });
+    let result = async move {
+        match handle.await {
+            Ok(r) => r,
+            Err(e) if e.is_cancelled() => {
+                Err(mlua::Error::runtime(format!("task#{id} was cancelled")))
+            }
+            Err(e) => Err(mlua::Error::runtime(format!("task#{id} panicked: {e}"))),
+        }
+    }
+    .boxed_local()
+    .shared();
+    lua.create_userdata(Task {
+        id,
+        result,
+        abort,
+        status,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatherOpts {
+    limit: Option<usize>,
+    #[serde(default = "yes")]
+    check: bool,
+}
+
+impl Default for GatherOpts {
+    fn default() -> Self {
+        GatherOpts {
+            limit: None,
+            check: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `baton.gather(list [, {limit, check}])`: runs functions (and awaits tasks) concurrently, results in order.
+async fn gather(lua: Lua, (list, opts): (Value, Value)) -> mlua::Result<Table> {
+    const F: &str = "baton.gather";
+    let list = conv::table(F, 1, "list", &list)?;
+    let (opts, _) = conv::opts::<GatherOpts>(&lua, F, 2, opts, &[])?;
+    if opts.limit == Some(0) {
+        return Err(conv::fail(format!(
+            "{F}: options.limit must be at least 1, got 0"
+        )));
+    }
+    let mut futs: Vec<LocalBoxFuture<'static, TaskResult>> = Vec::with_capacity(list.raw_len());
+    for (i, item) in list.sequence_values::<Value>().enumerate() {
+        let item = item?;
+        match &item {
+            Value::Function(f) => futs.push(f.call_async::<MultiValue>(()).boxed_local()),
+            Value::UserData(ud) if ud.is::<Task>() => {
+                let task = ud.borrow::<Task>()?;
+                futs.push(task.result.clone().boxed_local());
+            }
+            other => {
+                return Err(conv::fail(format!(
+                    "{F}: argument 1 (list) must hold functions or tasks, got a {} at index {}",
+                    conv::type_name(other),
+                    i + 1
+                )));
+            }
+        }
+    }
+    let n = futs.len();
+    let limit = opts.limit.unwrap_or(n.max(1));
+    let mut results = stream::iter(futs).buffered(limit).enumerate();
+    let out = lua.create_table_with_capacity(n, 1)?;
+    while let Some((i, r)) = results.next().await {
+        let entry = match (r, opts.check) {
+            (Ok(values), true) => values.into_iter().next().unwrap_or(Value::Nil),
+            (Err(e), true) => {
+                return Err(conv::fail(format!(
+                    "{F}: entry {} failed: {}",
+                    i + 1,
+                    crate::lua::split_error(&e).0
+                )));
+            }
+            (Ok(values), false) => {
+                let t = lua.create_table()?;
+                t.set("ok", true)?;
+                t.set("value", values.into_iter().next().unwrap_or(Value::Nil))?;
+                Value::Table(t)
+            }
+            (Err(e), false) => {
+                let t = lua.create_table()?;
+                t.set("ok", false)?;
+                t.set("err", crate::lua::split_error(&e).0)?;
+                Value::Table(t)
+            }
+        };
+        out.raw_set(i + 1, entry)?;
+    }
+    out.raw_set("n", n)?;
+    Ok(out)
+}
+
+/// `baton.timeout(dur, fn, …)`: raises `timed out after 5s` and cancels fn's work (its processes included).
+async fn timeout(_: Lua, (d, f, args): (Value, Value, MultiValue)) -> mlua::Result<MultiValue> {
+    let d = conv::duration_arg("baton.timeout", 1, "dur", &d)?;
+    let f = conv::function("baton.timeout", 2, "fn", &f)?;
+    match tokio::time::timeout(d, f.call_async::<MultiValue>(args)).await {
+        Ok(r) => r,
+        Err(_) => Err(conv::fail(format!(
+            "timed out after {}",
+            duration::format(d)
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecOpts {
+    cwd: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    stdin: Option<String>,
+    timeout: Option<Dur>,
+    #[serde(default = "yes")]
+    check: bool,
+}
+
+impl Default for ExecOpts {
+    fn default() -> Self {
+        ExecOpts {
+            cwd: None,
+            env: BTreeMap::new(),
+            stdin: None,
+            timeout: None,
+            check: true,
+        }
+    }
+}
+
+/// `baton.exec(cmd [, opts])` → `{ok, code, signal, stdout, stderr, duration}`.
+async fn exec(lua: Lua, (cmd, opts): (Value, Value)) -> mlua::Result<Table> {
+    const F: &str = "baton.exec";
+    let cmd = conv::cmd(F, 1, &cmd)?;
+    let (opts, mut cbs) = conv::opts::<ExecOpts>(&lua, F, 2, opts, &["on_line"])?;
+    let spec = Spec {
+        cwd: opts.cwd.map(Into::into),
+        env: opts.env.into_iter().collect(),
+        stdin: opts.stdin.map(String::into_bytes),
+        timeout: opts.timeout.map(|d| d.0),
+    };
+    let out = conv::with_lines(cbs.take("on_line"), |sink| process::run(&cmd, &spec, sink)).await?;
+    let out = match out {
+        Ok(out) => out,
+        Err(e) if opts.check => return Err(conv::fail(format!("{F}: {e}"))),
+        Err(e) => {
+            let t = lua.create_table()?;
+            t.set("ok", false)?;
+            t.set("err", e.to_string())?;
+            return Ok(t);
+        }
+    };
+    if opts.check && !out.ok() {
+        return Err(conv::fail(format!("{F}: {}", out.failure_summary())));
+    }
+    conv::process_result(&lua, &out)
+}
+
+/// `baton.inspect(value [, depth])` → the REPL's rendering of a value.
+fn inspect(_: &Lua, (v, depth): (Value, Option<usize>)) -> mlua::Result<String> {
+    Ok(crate::lua::pretty::inspect(&v, depth.unwrap_or(4)))
+}
+
+fn log_table(lua: &Lua) -> mlua::Result<Table> {
+    let log = lua.create_table()?;
+    for level in ["debug", "info", "warn", "error"] {
+        let name = format!("baton.log.{level}");
+        log.set(
+            level,
+            lua.create_function(move |lua, (msg, fields): (Value, Value)| {
+                let msg = match &msg {
+                    Value::String(s) => s.to_string_lossy(),
+                    Value::Nil => return Err(conv::arg_error(&name, 1, "msg", "a string", &msg)),
+                    other => other.to_string()?,
+                };
+                let fields = match &fields {
+                    Value::Nil => String::new(),
+                    Value::Table(_) => {
+                        let j: serde_json::Value = lua.from_value(fields.clone())?;
+                        j.to_string()
+                    }
+                    other => return Err(conv::arg_error(&name, 2, "fields", "a table", other)),
+                };
+                let script = crate::lua::ctx(lua).script.clone();
+                match level {
+                    "debug" => tracing::debug!(target: "baton::script", script, fields, "{msg}"),
+                    "info" => tracing::info!(target: "baton::script", script, fields, "{msg}"),
+                    "warn" => tracing::warn!(target: "baton::script", script, fields, "{msg}"),
+                    _ => tracing::error!(target: "baton::script", script, fields, "{msg}"),
+                }
+                Ok(())
+            })?,
+        )?;
+    }
+    Ok(log)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EncodeOpts {
+    #[serde(default)]
+    pretty: bool,
+}
+
+fn json_table(lua: &Lua) -> mlua::Result<Table> {
+    let json = lua.create_table()?;
+    json.set(
+        "encode",
+        lua.create_function(|lua, (v, opts): (Value, Value)| {
+            let (opts, _) = conv::opts::<EncodeOpts>(lua, "baton.json.encode", 2, opts, &[])?;
+            let j: serde_json::Value = lua.from_value(v).map_err(|e| {
+                conv::fail(format!(
+                    "baton.json.encode: argument 1 (value) cannot be encoded: {e}"
+                ))
+            })?;
+            let text = if opts.pretty {
+                serde_json::to_string_pretty(&j)
+            } else {
+                serde_json::to_string(&j)
+            };
+            text.map_err(|e| conv::fail(format!("baton.json.encode: {e}")))
+        })?,
+    )?;
+    json.set(
+        "decode",
+        lua.create_function(|lua, text: Value| {
+            let text = conv::string("baton.json.decode", 1, "text", &text)?;
+            let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                conv::fail(format!(
+                    "baton.json.decode: argument 1 (text) is not valid JSON: {e}"
+                ))
+            })?;
+            lua.to_value(&j)
+        })?,
+    )?;
+    json.set("null", lua.null())?;
+    Ok(json)
+}

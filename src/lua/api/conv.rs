@@ -1,0 +1,246 @@
+//! Conversions shared by every binding: argument checks with messages that name the function, the argument
+//! and what was expected; option tables decoded with serde (unknown keys rejected, with a did-you-mean);
+//! durations; the one process-result table; live line callbacks.
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::core::duration;
+use crate::core::process::{Cmd, LineSink, Output, Stream};
+
+/// A Lua type name as `type()` gives it (`nil`, `number`, `string`, `table`, …).
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Nil => "nil",
+        Value::Boolean(_) => "boolean",
+        Value::Integer(_) | Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Table(_) => "table",
+        Value::Function(_) => "function",
+        Value::Thread(_) => "thread",
+        Value::UserData(_) | Value::LightUserData(_) => "userdata",
+        _ => "value",
+    }
+}
+
+/// `ssh.run: argument 2 (cmd) must be a string or a list of strings, got nil`.
+pub fn arg_error(func: &str, pos: usize, name: &str, expected: &str, got: &Value) -> mlua::Error {
+    let got = match got {
+        Value::String(s) => format!("string {:?}", s.to_string_lossy()),
+        Value::Integer(i) => format!("number {i}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::Boolean(b) => format!("boolean {b}"),
+        other => type_name(other).to_string(),
+    };
+    mlua::Error::runtime(format!(
+        "{func}: argument {pos} ({name}) must be {expected}, got {got}"
+    ))
+}
+
+/// An operational failure raised into Lua: `ssh.run(brain): exit 1: …`.
+pub fn fail(message: impl std::fmt::Display) -> mlua::Error {
+    mlua::Error::runtime(message.to_string())
+}
+
+/// A required string argument.
+pub fn string(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<String> {
+    match v {
+        Value::String(s) => Ok(s.to_str()?.to_string()),
+        other => Err(arg_error(func, pos, name, "a string", other)),
+    }
+}
+
+/// A required table argument.
+pub fn table(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<Table> {
+    match v {
+        Value::Table(t) => Ok(t.clone()),
+        other => Err(arg_error(func, pos, name, "a table", other)),
+    }
+}
+
+/// A required function argument.
+pub fn function(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<Function> {
+    match v {
+        Value::Function(f) => Ok(f.clone()),
+        other => Err(arg_error(func, pos, name, "a function", other)),
+    }
+}
+
+/// A duration argument: seconds or `"250ms" | "30s" | "5m" | "6h"`.
+pub fn duration_arg(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<Duration> {
+    let expected = "a duration (seconds, or a string like \"30s\")";
+    match v {
+        Value::Integer(i) => {
+            duration::from_secs(*i as f64).map_err(|_| arg_error(func, pos, name, expected, v))
+        }
+        Value::Number(n) => {
+            duration::from_secs(*n).map_err(|_| arg_error(func, pos, name, expected, v))
+        }
+        Value::String(s) => duration::parse(&s.to_string_lossy())
+            .map_err(|_| arg_error(func, pos, name, expected, v)),
+        other => Err(arg_error(func, pos, name, expected, other)),
+    }
+}
+
+/// A command: a string (run by a shell) or a list of strings (argv, no shell).
+pub fn cmd(func: &str, pos: usize, v: &Value) -> mlua::Result<Cmd> {
+    let expected = "a string or a list of strings";
+    match v {
+        Value::String(s) => Ok(Cmd::Shell(s.to_str()?.to_string())),
+        Value::Table(t) => {
+            let mut argv = Vec::with_capacity(t.raw_len());
+            for (i, item) in t.clone().sequence_values::<Value>().enumerate() {
+                match item? {
+                    Value::String(s) => argv.push(s.to_str()?.to_string()),
+                    Value::Integer(n) => argv.push(n.to_string()),
+                    Value::Number(n) => argv.push(n.to_string()),
+                    other => {
+                        return Err(fail(format!(
+                            "{func}: argument {pos} (cmd) must be {expected}, got a {} at index {}",
+                            type_name(&other),
+                            i + 1
+                        )));
+                    }
+                }
+            }
+            if argv.is_empty() || argv.len() != t.pairs::<Value, Value>().count() {
+                return Err(arg_error(
+                    func,
+                    pos,
+                    "cmd",
+                    "a non-empty list of strings",
+                    v,
+                ));
+            }
+            Ok(Cmd::Argv(argv))
+        }
+        other => Err(arg_error(func, pos, "cmd", expected, other)),
+    }
+}
+
+/// Function-valued options (`on_line`, `accept`, …) taken out of an option table, since serde cannot
+/// carry functions.
+#[derive(Default)]
+pub struct Callbacks(HashMap<&'static str, Function>);
+
+impl Callbacks {
+    pub fn take(&mut self, name: &str) -> Option<Function> {
+        self.0.remove(name)
+    }
+}
+
+/// Decodes an optional options table into `T` (a `#[serde(deny_unknown_fields)]` struct). `nil` gives
+/// `T::default()`. Keys in `fn_keys` must be functions and are returned apart. Errors read
+/// `ssh.run: options: unknown key tmeout, did you mean timeout?`.
+pub fn opts<T: DeserializeOwned + Default>(
+    lua: &Lua,
+    func: &str,
+    pos: usize,
+    v: Value,
+    fn_keys: &[&'static str],
+) -> mlua::Result<(T, Callbacks)> {
+    let t = match v {
+        Value::Nil => return Ok((T::default(), Callbacks::default())),
+        Value::Table(t) => t,
+        other => return Err(arg_error(func, pos, "options", "a table", &other)),
+    };
+    let mut callbacks = Callbacks::default();
+    let plain = lua.create_table()?;
+    for pair in t.pairs::<Value, Value>() {
+        let (k, val) = pair?;
+        let key = match &k {
+            Value::String(s) => s.to_string_lossy(),
+            other => {
+                return Err(fail(format!(
+                    "{func}: options: keys must be strings, got a {}",
+                    type_name(other)
+                )));
+            }
+        };
+        if let Some(name) = fn_keys.iter().find(|n| **n == key) {
+            match val {
+                Value::Function(f) => {
+                    callbacks.0.insert(name, f);
+                }
+                other => {
+                    return Err(fail(format!(
+                        "{func}: options.{key} must be a function, got {}",
+                        type_name(&other)
+                    )));
+                }
+            }
+        } else {
+            plain.raw_set(k, val)?;
+        }
+    }
+    let de = mlua::serde::Deserializer::new_with_options(
+        Value::Table(plain),
+        mlua::serde::de::Options::new().deny_unsupported_types(true),
+    );
+    let parsed: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let msg = crate::core::schema::describe(&e, "options");
+        let msg = if msg.starts_with("options") {
+            msg
+        } else {
+            format!("options.{msg}")
+        };
+        fail(format!("{func}: {msg}"))
+    })?;
+    Ok((parsed, callbacks))
+}
+
+/// Any serde value to Lua (tables for structs and maps, `nil` for `None`).
+pub fn to_lua<T: serde::Serialize + ?Sized>(lua: &Lua, v: &T) -> mlua::Result<Value> {
+    lua.to_value_with(
+        v,
+        mlua::serde::SerializeOptions::new()
+            .serialize_none_to_null(false)
+            .serialize_unit_to_null(false),
+    )
+}
+
+/// The one process shape: `{ok, code, signal, stdout, stderr, duration}`.
+pub fn process_result(lua: &Lua, out: &Output) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 7)?;
+    t.set("ok", out.ok())?;
+    t.set("code", out.code)?;
+    t.set("signal", out.signal)?;
+    t.set("stdout", lua.create_string(&out.stdout)?)?;
+    t.set("stderr", lua.create_string(&out.stderr)?)?;
+    t.set("duration", out.duration.as_secs_f64())?;
+    if !out.ok() {
+        t.set("err", out.failure_summary())?;
+    }
+    Ok(t)
+}
+
+/// Runs `work` (given a line sink when `on_line` is set) and calls `on_line(stream, line)` for each line as it
+/// arrives, in arrival order; the callback may yield. Lines still queued when the work ends are delivered
+/// before this returns.
+pub async fn with_lines<F, Fut, T>(on_line: Option<Function>, work: F) -> mlua::Result<T>
+where
+    F: FnOnce(Option<LineSink>) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let Some(callback) = on_line else {
+        return Ok(work(None).await);
+    };
+    let (tx, mut rx) = mpsc::channel::<(Stream, String)>(1024);
+    let fut = work(Some(tx));
+    tokio::pin!(fut);
+    let result = loop {
+        tokio::select! {
+            biased;
+            Some((stream, line)) = rx.recv() => callback.call_async::<()>((stream.name(), line)).await?,
+            out = &mut fut => break out,
+        }
+    };
+    while let Ok((stream, line)) = rx.try_recv() {
+        callback.call_async::<()>((stream.name(), line)).await?;
+    }
+    Ok(result)
+}
