@@ -95,10 +95,20 @@ pub fn target(fleet: &Fleet, name: &str) -> Result<Target, RemoteError> {
         if name == "local" {
             return Ok(Target::Local);
         }
-        let names = fleet.hosts.keys().map(String::as_str).chain(["local"]);
+        let mut names: Vec<&str> = fleet
+            .hosts
+            .keys()
+            .map(String::as_str)
+            .chain(["local"])
+            .collect();
+        names.sort_unstable();
+        let mut hint = suggest(name, names.iter().copied());
+        if hint.is_empty() {
+            hint = format!(" (fleet hosts: {})", names.join(", "));
+        }
         return Err(RemoteError::UnknownHost {
             name: name.to_string(),
-            hint: suggest(name, names),
+            hint,
         });
     };
     let dest = match &host.ssh {
@@ -362,10 +372,15 @@ mod tests {
             panic!()
         };
         assert_eq!(d.dest, "brain");
-        let e = target(&fleet, "brian").unwrap_err();
+        let e = target(&fleet, "brainn").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown fleet host \"brian\", did you mean brain?"
+            "unknown fleet host \"brainn\", did you mean brain?"
+        );
+        let e = target(&fleet, "zzz").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown fleet host \"zzz\" (fleet hosts: brain, gpu, local, pc)"
         );
     }
 }
