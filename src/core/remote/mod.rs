@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::core::fleet::{Fleet, KnownHosts, SshTarget, suggest};
+use crate::core::fleet::{Fleet, KnownHosts, SshTarget};
 use crate::core::process::{self, Cmd, LineSink, Output, ProcessError, Spec};
+use crate::core::schema::suggest;
 
 /// Why a remote operation failed. Messages do not repeat the host: callers prefix `ssh.run(<host>): `.
 #[derive(Debug, thiserror::Error)]
