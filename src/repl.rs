@@ -1,6 +1,308 @@
-pub fn run(
-    _fleet: std::sync::Arc<crate::core::fleet::Fleet>,
-    _state: crate::core::state::State,
-) -> i32 {
-    0
+//! `baton repl`: the whole API at a prompt. rustyline reads lines on its own thread, so coroutines spawned
+//! at the prompt keep running while the user types; the Lua state stays on the main thread and answers Tab
+//! completion over a channel. Ctrl-C while a chunk runs cancels it (its processes are killed); Ctrl-C at the
+//! prompt clears the input; Ctrl-D exits.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use mlua::{Lua, MultiValue, Table, Value};
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::FileHistory;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor};
+use tokio::sync::mpsc;
+
+use crate::core::fleet::Fleet;
+use crate::core::state::State;
+use crate::lua::{self, Ctx};
+
+enum Event {
+    Line(String),
+    Interrupted,
+    Eof,
+}
+
+/// What the main thread tells the editor thread: the next prompt, and an entry to record in history.
+struct Next {
+    prompt: &'static str,
+    history: Option<String>,
+}
+
+struct CompletionRequest {
+    line: String,
+    pos: usize,
+    reply: std_mpsc::Sender<(usize, Vec<String>)>,
+}
+
+pub fn run(fleet: Arc<Fleet>, state: State) -> i32 {
+    let history = state.file("repl_history").ok();
+    if let Some(h) = &history {
+        let _ = crate::core::state::create_private_file(h);
+    }
+    let ctx = Ctx {
+        fleet,
+        state,
+        script: "repl".into(),
+        args: Vec::new(),
+    };
+    crate::cli::block_on(async move {
+        let lua = match lua::new_runtime(ctx) {
+            Ok(lua) => lua,
+            Err(e) => {
+                eprintln!("baton: {}", lua::format_error(&e));
+                return 1;
+            }
+        };
+        let (event_tx, mut events) = mpsc::unbounded_channel();
+        let (completion_tx, mut completions) = mpsc::unbounded_channel();
+        let (next_tx, next_rx) = std_mpsc::channel::<Next>();
+        let editor =
+            std::thread::spawn(move || editor_thread(history, next_rx, event_tx, completion_tx));
+        println!(
+            "baton {} — Lua 5.4. Tab completes, Ctrl-C cancels, Ctrl-D exits.",
+            env!("CARGO_PKG_VERSION")
+        );
+        let mut buffer = String::new();
+        let mut next = Next {
+            prompt: "> ",
+            history: None,
+        };
+        loop {
+            if next_tx.send(next).is_err() {
+                break;
+            }
+            next = Next {
+                prompt: "> ",
+                history: None,
+            };
+            let event = loop {
+                tokio::select! {
+                    Some(req) = completions.recv() => {
+                        let _ = req.reply.send(complete(&lua, &req.line, req.pos));
+                    }
+                    event = events.recv() => break event.unwrap_or(Event::Eof),
+                }
+            };
+            match event {
+                Event::Eof => break,
+                Event::Interrupted => buffer.clear(),
+                Event::Line(line) => {
+                    if !buffer.is_empty() {
+                        buffer.push('\n');
+                    }
+                    buffer.push_str(&line);
+                    match compile(&lua, &buffer) {
+                        Compiled::Incomplete => next.prompt = ">> ",
+                        Compiled::Error(msg) => {
+                            eprintln!("{msg}");
+                            next.history = Some(std::mem::take(&mut buffer));
+                        }
+                        Compiled::Ready(func) => {
+                            next.history = Some(std::mem::take(&mut buffer));
+                            evaluate(func).await;
+                        }
+                    }
+                }
+            }
+        }
+        drop(next_tx);
+        let _ = editor.join();
+        0
+    })
+}
+
+enum Compiled {
+    Ready(mlua::Function),
+    Incomplete,
+    Error(String),
+}
+
+/// An expression prints its value: try `return <input>` first, then the input as statements.
+fn compile(lua: &Lua, input: &str) -> Compiled {
+    if let Ok(f) = lua
+        .load(format!("return {input}"))
+        .set_name("=stdin")
+        .into_function()
+    {
+        return Compiled::Ready(f);
+    }
+    match lua.load(input).set_name("=stdin").into_function() {
+        Ok(f) => Compiled::Ready(f),
+        Err(mlua::Error::SyntaxError {
+            incomplete_input: true,
+            ..
+        }) => Compiled::Incomplete,
+        Err(e) => Compiled::Error(lua::format_error(&e)),
+    }
+}
+
+async fn evaluate(func: mlua::Function) {
+    let result = tokio::select! {
+        r = func.call_async::<MultiValue>(()) => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted");
+            return;
+        }
+    };
+    match result {
+        Ok(values) if !values.is_empty() => {
+            let shown: Vec<String> = values.iter().map(|v| lua::pretty::inspect(v, 4)).collect();
+            println!("{}", shown.join("\t"));
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("{}", lua::format_error(&e)),
+    }
+}
+
+/// Completes the dotted name before the cursor (`ssh.ru` → `ssh.run`) from globals and table fields.
+fn complete(lua: &Lua, line: &str, pos: usize) -> (usize, Vec<String>) {
+    let before = &line[..pos.min(line.len())];
+    let start = before
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| c.is_alphanumeric() || matches!(c, '_' | '.' | ':'))
+        .last()
+        .map(|(i, _)| i)
+        .unwrap_or(before.len());
+    let word = &before[start..];
+    let (base, prefix, word_start) = match word.rfind(['.', ':']) {
+        Some(i) => (&word[..i], &word[i + 1..], start + i + 1),
+        None => ("", word, start),
+    };
+    let mut table = lua.globals();
+    for part in base.split(['.', ':']).filter(|p| !p.is_empty()) {
+        match table.get::<Value>(part) {
+            Ok(Value::Table(t)) => table = t,
+            _ => return (word_start, Vec::new()),
+        }
+    }
+    let mut names = keys(&table);
+    if let Some(mt) = table.metatable()
+        && let Ok(Value::Table(index)) = mt.get::<Value>("__index")
+    {
+        names.extend(keys(&index));
+    }
+    let mut found: Vec<String> = names
+        .into_iter()
+        .filter(|k| {
+            k.starts_with(prefix) && !k.starts_with('_')
+                || (prefix.starts_with('_') && k.starts_with(prefix))
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    (word_start, found)
+}
+
+fn keys(t: &Table) -> Vec<String> {
+    t.pairs::<Value, Value>()
+        .filter_map(Result::ok)
+        .filter_map(|(k, _)| match k {
+            Value::String(s) => Some(s.to_string_lossy()),
+            _ => None,
+        })
+        .collect()
+}
+
+struct LuaHelper {
+    requests: mpsc::UnboundedSender<CompletionRequest>,
+}
+
+impl Completer for LuaHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let (reply, answer) = std_mpsc::channel();
+        if self
+            .requests
+            .send(CompletionRequest {
+                line: line.to_string(),
+                pos,
+                reply,
+            })
+            .is_err()
+        {
+            return Ok((pos, Vec::new()));
+        }
+        let (start, names) = answer
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap_or((pos, Vec::new()));
+        Ok((
+            start,
+            names
+                .into_iter()
+                .map(|n| Pair {
+                    display: n.clone(),
+                    replacement: n,
+                })
+                .collect(),
+        ))
+    }
+}
+
+impl Hinter for LuaHelper {
+    type Hint = String;
+}
+impl Highlighter for LuaHelper {}
+impl Validator for LuaHelper {}
+impl rustyline::Helper for LuaHelper {}
+
+fn editor_thread(
+    history: Option<PathBuf>,
+    next: std_mpsc::Receiver<Next>,
+    events: mpsc::UnboundedSender<Event>,
+    completions: mpsc::UnboundedSender<CompletionRequest>,
+) {
+    let config = rustyline::Config::builder()
+        .auto_add_history(false)
+        .max_history_size(10_000)
+        .ok();
+    let mut editor: Editor<LuaHelper, FileHistory> =
+        match config.map(|c| c.build()).map(Editor::with_config) {
+            Some(Ok(e)) => e,
+            _ => match Editor::new() {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("baton repl: cannot start the line editor: {e}");
+                    let _ = events.send(Event::Eof);
+                    return;
+                }
+            },
+        };
+    editor.set_helper(Some(LuaHelper {
+        requests: completions,
+    }));
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    while let Ok(Next {
+        prompt,
+        history: entry,
+    }) = next.recv()
+    {
+        if let Some(entry) = entry.filter(|e| !e.trim().is_empty()) {
+            let _ = editor.add_history_entry(entry);
+            if let Some(h) = &history {
+                let _ = editor.append_history(h);
+            }
+        }
+        let event = match editor.readline(prompt) {
+            Ok(line) => Event::Line(line),
+            Err(ReadlineError::Interrupted) => Event::Interrupted,
+            Err(_) => Event::Eof,
+        };
+        if events.send(event).is_err() {
+            break;
+        }
+    }
 }

@@ -38,10 +38,17 @@ fn render_table(t: &Table, depth: usize, max_depth: usize, seen: &mut Vec<usize>
     if seen.contains(&id) {
         return "<cycle>".into();
     }
-    if let Some(mt) = t.metatable()
-        && mt.contains_key("__tostring").unwrap_or(false)
-    {
-        return Value::Table(t.clone()).to_string().unwrap_or_default();
+    if let Some(mt) = t.metatable() {
+        if mt.contains_key("__tostring").unwrap_or(false) {
+            return Value::Table(t.clone()).to_string().unwrap_or_default();
+        }
+        // A read-only proxy (such as `baton.fleet`) keeps its fields in the `__index` table.
+        if let Ok(Value::Table(inner)) = mt.get::<Value>("__index")
+            && t.raw_len() == 0
+            && t.pairs::<Value, Value>().next().is_none()
+        {
+            return render_table(&inner, depth, max_depth, seen);
+        }
     }
     let len = t.raw_len();
     let mut items: Vec<String> = Vec::new();
@@ -58,7 +65,12 @@ fn render_table(t: &Table, depth: usize, max_depth: usize, seen: &mut Vec<usize>
         items.push(render(&v, depth + 1, max_depth, seen));
     }
     pairs.retain(|(k, _)| !matches!(k, Value::Integer(i) if *i >= 1 && (*i as usize) <= len));
-    pairs.sort_by_key(|(k, _)| (!matches!(k, Value::String(_)), k.to_string().unwrap_or_default()));
+    pairs.sort_by_key(|(k, _)| {
+        (
+            !matches!(k, Value::String(_)),
+            k.to_string().unwrap_or_default(),
+        )
+    });
     for (k, v) in &pairs {
         items.push(format!(
             "{} = {}",

@@ -12,3 +12,245 @@ fn run_passes_args_and_exits_zero() {
     out.ok();
     assert_eq!(out.stdout, "2\tone\t--two\n");
 }
+
+#[test]
+fn runtime_error_names_file_and_line_with_traceback() {
+    let env = Env::new("cli-error");
+    let out = env.run_lua(
+        "boom.lua",
+        "local x = 1\n\nlocal function f()\n  error('kaboom')\nend\nf()\n",
+        &[],
+    );
+    out.expect_code(1);
+    let first = out.stderr.lines().next().unwrap();
+    assert!(first.ends_with("boom.lua:4: kaboom"), "{}", out.stderr);
+    assert!(out.stderr.contains("stack traceback:"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("boom.lua:6: in main chunk"),
+        "{}",
+        out.stderr
+    );
+
+    // An error raised by a Rust function is located at the calling line too.
+    let out = env.run_lua(
+        "exec.lua",
+        "print('before')\nbaton.exec('echo nope >&2; exit 7')\n",
+        &[],
+    );
+    out.expect_code(1);
+    assert_eq!(out.stdout, "before\n");
+    let first = out.stderr.lines().next().unwrap();
+    assert!(
+        first.ends_with("exec.lua:2: baton.exec: exit 7: nope"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("__mlua"),
+        "internal frames leak into tracebacks: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn syntax_error_names_file_line_and_token() {
+    let env = Env::new("cli-syntax");
+    let out = env.run_lua("bad.lua", "local a = 1\nlocal b = = 2\n", &[]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("bad.lua:2:") && out.stderr.contains("near '='"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn os_exit_sets_the_code_and_missing_file_fails() {
+    let env = Env::new("cli-exit");
+    env.run_lua("exit.lua", "print('x') os.exit(3)", &[])
+        .expect_code(3);
+    env.run_lua("exit0.lua", "os.exit(true)", &[]).ok();
+    let out = env.baton(&["run", "does-not-exist.lua"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("cannot read does-not-exist.lua"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn check_reports_every_broken_file() {
+    let env = Env::new("cli-check");
+    let good = env.dir.write("good.lua", "return 1");
+    let bad1 = env.dir.write("bad1.lua", "if x then");
+    let bad2 = env.dir.write("bad2.lua", "local = 3");
+    let out = env.baton(&[
+        "check",
+        good.to_str().unwrap(),
+        bad1.to_str().unwrap(),
+        bad2.to_str().unwrap(),
+    ]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("bad1.lua:1:") && out.stderr.contains("'end' expected"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("bad2.lua:1:"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("2 of 3 file(s) failed"),
+        "{}",
+        out.stderr
+    );
+    env.baton(&["check", good.to_str().unwrap()]).ok();
+}
+
+#[test]
+fn fleet_without_file_is_the_builtin_default() {
+    let env = Env::new("cli-fleet-default");
+    let out = env.baton(&["fleet"]);
+    out.ok();
+    assert!(
+        out.stdout.starts_with("fleet: built-in default"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("local") && out.stdout.contains("http://127.0.0.1:11434"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("qwen2.5-coder:32b"), "{}", out.stdout);
+    // Without a key there are no cloud tiers; with one there are (and the key itself is never shown).
+    assert!(!out.stdout.contains("openrouter  "), "{}", out.stdout);
+    let env = env
+        .var("OPENROUTER_API_KEY", "sk-or-secret-123")
+        .var("OLLAMA_HOST", "10.9.9.9");
+    let out = env.baton(&["fleet", "--json"]);
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["source"], serde_json::Value::Null);
+    assert_eq!(v["hosts"]["local"]["ollama"], "http://10.9.9.9:11434");
+    let tiers: Vec<&str> = v["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tiers, ["local", "cheap", "premium"]);
+    assert_eq!(v["tasks"]["architecture"]["tier"], "premium");
+    assert_eq!(v["openrouter"]["key_set"], true);
+    assert!(!out.stdout.contains("sk-or-secret-123"));
+}
+
+#[test]
+fn fleet_file_errors_name_the_path() {
+    let env = Env::new("cli-fleet-bad")
+        .with_fleet("return { hosts = { engine = { olama = 'http://engine:11434' } } }");
+    let out = env.baton(&["fleet"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("hosts.engine.olama: unknown key, did you mean ollama?"),
+        "{}",
+        out.stderr
+    );
+    // The same error stops `run` before the script starts.
+    let out = env.run_lua("noop.lua", "print('ran')", &[]);
+    out.expect_code(2);
+    assert!(!out.stdout.contains("ran"));
+
+    let env = Env::new("cli-fleet-type")
+        .with_fleet("return { hosts = { pc = { ollama_parallel = 'four' } } }");
+    let out = env.baton(&["fleet"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("hosts.pc.ollama_parallel: wrong type"),
+        "{}",
+        out.stderr
+    );
+
+    let env = Env::new("cli-fleet-tier").with_fleet(
+        "return { hosts = { brain = { ollama = 'http://brain:11434' } }, tiers = { { name = 'local', provider = 'ollama', host = 'brian', model = 'm' } } }",
+    );
+    let out = env.baton(&["fleet"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("tiers[1].host: unknown host \"brian\", did you mean brain?"),
+        "{}",
+        out.stderr
+    );
+
+    let env = Env::new("cli-fleet-syntax").with_fleet("return { hosts = ");
+    let out = env.baton(&["fleet"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("fleet.lua:1:"), "{}", out.stderr);
+}
+
+#[test]
+fn fleet_file_and_global_flags_in_any_position() {
+    let env = Env::new("cli-fleet-file");
+    let fleet = env.dir.write(
+        "my-fleet.lua",
+        r#"return {
+          hosts = {
+            brain = { ssh = "me@brain", role = "inference", tags = { "mac" }, ollama = "http://brain:11434", ollama_parallel = 2 },
+            pc = { ssh = false, role = "gpu" },
+          },
+          budget = { monthly_usd = 40 },
+        }"#,
+    );
+    let f = fleet.to_str().unwrap();
+    for args in [
+        vec!["--fleet", f, "fleet", "--json"],
+        vec!["fleet", "--json", "--fleet", f],
+        vec!["-v", "fleet", "--fleet", f, "--json"],
+    ] {
+        let out = env.baton(&args);
+        out.ok();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["source"], f);
+        assert_eq!(v["hosts"]["brain"]["ollama_parallel"], 2);
+        assert_eq!(v["tiers"][0]["host"], "brain");
+        assert_eq!(v["budget"]["monthly_usd"], 40.0);
+        assert_eq!(v["budget"]["alert_at"], 0.8);
+    }
+    let out = env.baton(&["fleet", "--fleet", f]);
+    out.ok();
+    assert!(
+        out.stdout.contains(&format!("fleet: {f}"))
+            && out.stdout.contains("me@brain")
+            && out.stdout.contains("(this machine)")
+    );
+    // baton.fleet in a script sees the same fleet.
+    let script = env.dir.write("show.lua", "print(baton.fleet.hosts.brain.role, baton.fleet.tiers[1].name, baton.fleet.budget.monthly_usd)");
+    let out = env.baton(&["run", "--fleet", f, script.to_str().unwrap()]);
+    out.ok();
+    assert_eq!(out.stdout, "inference\tlocal\t40\n");
+    let out = env.baton(&["fleet", "--fleet", "/nonexistent/fleet.lua"]);
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("/nonexistent/fleet.lua (from --fleet) does not exist"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn user_modules_next_to_the_fleet_and_embedded_stdlib() {
+    let env = Env::new("cli-modules");
+    env.dir.write(
+        "config/baton/lua/mine.lua",
+        "return { hello = function() return 'from my module' end }",
+    );
+    let out = env.run_lua(
+        "req.lua",
+        "print(require('mine').hello()) print(type(require('baton.test').eq))",
+        &[],
+    );
+    out.ok();
+    assert_eq!(out.stdout, "from my module\nfunction\n");
+}

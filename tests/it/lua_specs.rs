@@ -1,1 +1,54 @@
-//! Integration tests: lua_specs.
+//! Lua spec files under `tests/lua/`, run by the real binary: one Rust test per file.
+use crate::common::Env;
+
+macro_rules! specs {
+    ($($name:ident),* $(,)?) => {
+        const SPECS: &[&str] = &[$(stringify!($name)),*];
+        $(
+            #[test]
+            fn $name() {
+                run_spec(stringify!($name));
+            }
+        )*
+    };
+}
+
+specs!(runtime);
+
+fn run_spec(name: &str) {
+    let env = Env::new(&format!("spec-{name}"));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/lua")
+        .join(format!("{name}.lua"));
+    let out = env.baton(&["run", path.to_str().unwrap()]);
+    println!("{}", out.stdout);
+    assert!(
+        !out.stdout.contains("FAIL "),
+        "{name}.lua had failures:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    out.ok();
+    assert!(
+        out.stdout.contains(" passed, 0 failed"),
+        "{name}.lua did not finish:\n{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn every_spec_file_has_a_test() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lua");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .trim_end_matches(".lua")
+            .to_string();
+        assert!(
+            SPECS.contains(&name.as_str()),
+            "tests/lua/{name}.lua is not listed in specs!(…) in tests/it/lua_specs.rs"
+        );
+    }
+}

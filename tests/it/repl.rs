@@ -1,1 +1,142 @@
-//! Integration tests: repl.
+//! The REPL driven in a real terminal (tmux): multi-line input, completion, Ctrl-C during a long call.
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{Env, bin};
+
+struct Tmux {
+    name: String,
+}
+
+impl Tmux {
+    fn start(env: &Env, name: &str) -> Tmux {
+        assert!(
+            Command::new("tmux")
+                .arg("-V")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "tmux is required for the REPL tests: apt-get install -y tmux"
+        );
+        let name = format!("baton-{name}-{}", std::process::id());
+        let state = env.state_dir();
+        let shell = format!(
+            "env -u BATON_FLEET HOME={home} XDG_CONFIG_HOME={cfg} BATON_STATE_DIR={state} {bin} repl",
+            home = env.dir.join("home").display(),
+            cfg = env.dir.join("config").display(),
+            state = state.display(),
+            bin = bin().display()
+        );
+        let ok = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "120",
+                "-y",
+                "40",
+                &shell,
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tmux new-session failed");
+        let t = Tmux { name };
+        t.wait_for("Ctrl-D exits", Duration::from_secs(10));
+        t
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.name];
+        args.extend_from_slice(keys);
+        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+    }
+
+    /// Types one line and waits until the REPL shows a fresh prompt after it.
+    fn line(&self, text: &str) {
+        let before = self.screen().matches("\n>").count();
+        self.keys(&["-l", text]);
+        self.keys(&["Enter"]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.screen().matches("\n>").count() <= before {
+            assert!(
+                Instant::now() < deadline,
+                "no prompt after {text:?}:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .unwrap();
+        format!("\n{}", String::from_utf8_lossy(&out.stdout))
+    }
+
+    fn wait_for(&self, needle: &str, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{needle:?} did not appear within {limit:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn multiline_completion_and_ctrl_c() {
+    let env = Env::new("repl");
+    let t = Tmux::start(&env, "repl");
+    // A function defined over three lines; the continuation prompt is `>>`.
+    t.line("function double(x)");
+    assert!(t.screen().contains("\n>>"), "{}", t.screen());
+    t.line("  return x * 2");
+    t.line("end");
+    t.line("double(21) + 0.5");
+    t.wait_for("42.5", Duration::from_secs(5));
+    // Tab completes a field of a global table.
+    t.keys(&["-l", "baton.sle"]);
+    t.keys(&["Tab"]);
+    t.wait_for("> baton.sleep", Duration::from_secs(5));
+    // Ctrl-C during a long call returns to the prompt quickly, and the REPL still works.
+    t.keys(&["-l", "(30)"]);
+    t.keys(&["Enter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["C-c"]);
+    let waited = t.wait_for("interrupted", Duration::from_secs(5));
+    assert!(waited < Duration::from_secs(5));
+    t.line("'still ' .. 'alive'");
+    t.wait_for("\"still alive\"", Duration::from_secs(5));
+    // Tables print nested; history is saved in the state dir.
+    t.line("{ a = { b = 1 }, 2 }");
+    t.wait_for("{ 2, a = { b = 1 } }", Duration::from_secs(5));
+    t.keys(&["C-d"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let history = env.state_dir().join("repl_history");
+    loop {
+        let text = std::fs::read_to_string(&history).unwrap_or_default();
+        if text.contains("double(21)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history not saved: {text:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -23,6 +23,8 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     baton.set("env", lua.create_function(env)?)?;
     baton.set("fleet", fleet_view(lua)?)?;
     baton.set("sleep", lua.create_async_function(sleep)?)?;
+    baton.set("clock", lua.create_function(clock)?)?;
+    baton.set("now", lua.create_function(now)?)?;
     baton.set("spawn", lua.create_function(spawn)?)?;
     baton.set("gather", lua.create_async_function(gather)?)?;
     baton.set("timeout", lua.create_async_function(timeout)?)?;
@@ -61,6 +63,22 @@ fn fleet_view(lua: &Lua) -> mlua::Result<Value> {
         .set_name("=baton.fleet")
         .into_function()?;
     readonly.call(view)
+}
+
+/// `baton.clock()` → seconds on a monotonic clock (for measuring intervals).
+fn clock(_: &Lua, (): ()) -> mlua::Result<f64> {
+    thread_local! {
+        static ORIGIN: std::time::Instant = std::time::Instant::now();
+    }
+    Ok(ORIGIN.with(|o| o.elapsed().as_secs_f64()))
+}
+
+/// `baton.now()` → wall-clock seconds since the Unix epoch, with fractions.
+fn now(_: &Lua, (): ()) -> mlua::Result<f64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0))
 }
 
 /// `baton.sleep(dur)`.

@@ -1,0 +1,123 @@
+-- The runtime's promises: concurrency, task errors, cancellation, live output.
+local t = require("baton.test")
+
+t.it("gather runs two 0.3 s sleeps at the same time", function()
+  local marks = {}
+  local function sleeper(name)
+    return function()
+      marks[name .. "_start"] = baton.clock()
+      baton.sleep(0.3)
+      marks[name .. "_end"] = baton.clock()
+      return name
+    end
+  end
+  local r = baton.gather({ sleeper("a"), sleeper("b") })
+  t.eq(r[1], "a") t.eq(r[2], "b") t.eq(r.n, 2)
+  -- Overlap: each started before the other finished.
+  t.truthy(marks.b_start < marks.a_end, "b started before a ended")
+  t.truthy(marks.a_start < marks.b_end, "a started before b ended")
+end)
+
+t.it("gather limit = 1 runs one at a time, in order", function()
+  local marks = {}
+  local fns = {}
+  for i = 1, 3 do
+    fns[i] = function() marks[#marks + 1] = "start" .. i baton.sleep(0.02) marks[#marks + 1] = "end" .. i return i * 10 end
+  end
+  local r = baton.gather(fns, { limit = 1 })
+  t.eq(table.concat(marks, ","), "start1,end1,start2,end2,start3,end3")
+  t.eq(r[3], 30)
+end)
+
+t.it("gather accepts tasks and check = false reports each outcome", function()
+  local task = baton.spawn(function() baton.sleep(0.01) return "from task" end)
+  local r = baton.gather({ task, function() error("boom") end }, { check = false })
+  t.eq(r[1].ok, true) t.eq(r[1].value, "from task")
+  t.eq(r[2].ok, false) t.truthy(r[2].err:find("boom", 1, true), "error text kept")
+  t.raises("baton.gather: entry 2 failed", baton.gather, { function() end, function() error("bad") end })
+  t.raises("options.limt: unknown key, did you mean limit?", baton.gather, {}, { limt = 2 })
+end)
+
+t.it("a spawned task's error is re-raised by wait, and tasks report their state", function()
+  local task = baton.spawn(function() baton.sleep(0.01) error("inside the task") end)
+  t.truthy(tostring(task):find("running", 1, true), "running while it sleeps")
+  local err = t.raises("inside the task", task.wait, task)
+  t.truthy(tostring(task):find("failed", 1, true), tostring(task))
+  -- wait again gives the same outcome
+  t.raises("inside the task", task.wait, task)
+  local ok_task = baton.spawn(function(a, b) return a + b, "second" end, 2, 3)
+  local sum, second = ok_task:wait()
+  t.eq(sum, 5) t.eq(second, "second")
+end)
+
+t.it("cancel stops a task at its next wait", function()
+  local reached = false
+  local task = baton.spawn(function() baton.sleep(5) reached = true end)
+  baton.sleep(0.01)
+  task:cancel()
+  t.raises("cancelled", task.wait, task)
+  t.eq(reached, false)
+  t.eq(task:status(), "cancelled")
+end)
+
+t.it("timeout raises and kills a running baton.exec", function()
+  local pidfile = os.tmpname()
+  local started = baton.clock()
+  local err = t.raises("timed out after 300ms", baton.timeout, 0.3, function()
+    baton.exec("sleep 30 & echo $! > " .. pidfile .. "; wait")
+  end)
+  t.truthy(baton.clock() - started < 5, "returned at the timeout, not after the sleep")
+  local pid = io.open(pidfile):read("l")
+  os.remove(pidfile)
+  -- Gone, or a zombie waiting to be reaped (a container's init may never reap it): not running either way.
+  local alive = "[ -d /proc/$1 ] && ! grep -q '^State:[[:space:]]*Z' /proc/$1/status"
+  local probe
+  for _ = 1, 50 do
+    probe = baton.exec({ "sh", "-c", alive, "_", pid }, { check = false })
+    if not probe.ok then break end
+    baton.sleep(0.02)
+  end
+  t.eq(probe.ok, false, "the sleep (pid " .. pid .. ") was killed")
+end)
+
+t.it("exec timeout gives code 124 and keeps earlier output", function()
+  local r = baton.exec("echo before; sleep 10", { timeout = "200ms", check = false })
+  t.eq(r.code, 124) t.eq(r.ok, false) t.eq(r.stdout, "before\n")
+  t.raises("baton.exec: timed out after 200ms", baton.exec, "sleep 10", { timeout = 0.2 })
+end)
+
+t.it("on_line sees lines live and in order", function()
+  local seen = {}
+  local r = baton.exec("for i in 1 2 3; do echo out$i; done; echo err1 >&2; sleep 0.4; echo last", {
+    on_line = function(stream, line) seen[#seen + 1] = { stream = stream, line = line, at = baton.clock() } end,
+  })
+  local lines = {}
+  for i, s in ipairs(seen) do lines[i] = s.stream .. ":" .. s.line end
+  t.eq(table.concat(lines, " "), "stdout:out1 stdout:out2 stdout:out3 stderr:err1 stdout:last")
+  t.truthy(seen[5].at - seen[1].at >= 0.35, "the first lines arrived before the process ended")
+  t.eq(r.stdout, "out1\nout2\nout3\nlast\n")
+end)
+
+t.it("exec options: argv, cwd, env, stdin, and clear misuse errors", function()
+  local r = baton.exec({ "sh", "-c", 'printf "%s|%s|%s" "$1" "$FOO" "$(pwd)"', "_", "a b; $(x)" }, { env = { FOO = "bar" }, cwd = "/" })
+  t.eq(r.stdout, "a b; $(x)|bar|/")
+  t.eq(baton.exec("cat", { stdin = "fed in" }).stdout, "fed in")
+  t.raises("baton.exec: argument 1 (cmd) must be a string or a list of strings, got nil", baton.exec, nil)
+  t.raises("baton.exec: options.tmeout: unknown key, did you mean timeout?", baton.exec, "true", { tmeout = 1 })
+  t.raises("baton.exec: exit 3: oops", baton.exec, "echo oops >&2; exit 3")
+  t.raises("baton.sleep: argument 1 (dur) must be a duration", baton.sleep, "soon")
+  t.raises("cannot start /no/such/program", baton.exec, { "/no/such/program" })
+end)
+
+t.it("durations, env, json and the read-only fleet", function()
+  local before = baton.clock()
+  baton.sleep("50ms")
+  t.truthy(baton.clock() - before >= 0.04, "slept at least 40 ms")
+  t.eq(baton.env("BATON_SURELY_UNSET", "fallback"), "fallback")
+  t.eq(baton.json.decode(baton.json.encode({ a = { 1, 2 } })).a[2], 2)
+  t.raises("not valid JSON", baton.json.decode, "{")
+  t.eq(baton.fleet.hosts["local"].ollama, "http://127.0.0.1:11434")
+  t.raises("read-only", function() baton.fleet.hosts = {} end)
+end)
+
+t.done()
