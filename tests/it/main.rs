@@ -7,4 +7,5 @@ mod repl;
 mod schedule;
 mod ssh;
 mod sshd;
+mod stubs;
 mod sync;
