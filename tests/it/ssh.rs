@@ -115,7 +115,7 @@ fn stdin_env_cwd_and_hostile_argv() {
         );
         let canary = home.join("canary");
         std::fs::write(&canary, "x").unwrap();
-        let hostile = vec![
+        let hostile = [
             "; rm -rf ~/canary".to_string(),
             "'; rm -rf ~/canary; '".to_string(),
             "\"$(rm -rf ~/canary)\"".to_string(),
@@ -366,4 +366,349 @@ fn wait_online_waits_for_a_late_sshd() {
         assert!(e.to_string().starts_with("not online after 1s: "), "{e}");
         r.close().await;
     });
+}
+
+// ---- Lua level: the `ssh` global through the real `baton` binary ----
+
+use crate::common::{Env, Out};
+
+fn lua_env(fleet: &SshFleet, name: &str) -> Env {
+    Env::new(name).with_fleet(&fleet.fleet_lua())
+}
+
+fn lua(env: &Env, script: &str) -> Out {
+    env.run_lua("t.lua", script, &[])
+}
+
+#[test]
+fn lua_run_results_streams_and_errors() {
+    let fleet = SshFleet::start(1);
+    let env = lua_env(&fleet, "ssh-run");
+    std::fs::create_dir_all(fleet.hosts[0].home.join("work dir")).unwrap();
+    let out = lua(
+        &env,
+        r#"
+        local r = ssh.run("h0", "echo out; echo err >&2; exit 3", {check = false})
+        print(r.ok, r.code, r.stdout, r.stderr, r.host, r.err, type(r.duration))
+        local ok, e = pcall(ssh.run, "h0", "echo boom >&2; exit 2")
+        print(e)
+        local big = ssh.run("h0", "head -c 10485760 /dev/zero | tr '\\0' y")
+        print(#big.stdout, big.stdout:sub(1, 3))
+        local r = ssh.run("h0", "cat; printf '%s|%s' \"$A\" \"$(pwd)\"", {stdin = "in\n", env = {A = "x y"}, cwd = "~/work dir"})
+        print(r.stdout)
+        local hostile = {"; touch ~/pwned", "'; touch ~/pwned; '", "$(touch ~/pwned)", "`touch ~/pwned`", "a\ntouch ~/pwned", ""}
+        local r = ssh.run("h0", {"printf", "<%s>", table.unpack(hostile)})
+        print(r.stdout == "<" .. table.concat(hostile, "><") .. ">")
+        local lines = {}
+        ssh.run("h0", "echo a; sleep 0.2; echo b >&2; sleep 0.2; echo c", {on_line = function(s, l) lines[#lines + 1] = s .. ":" .. l end})
+        print(table.concat(lines, ","))
+        print(ssh.run("local", {"echo", "here"}).stdout)
+        print(select(2, pcall(ssh.run, "h1", "true")))
+        print(select(2, pcall(ssh.run, "h0", nil)))
+        print(select(2, pcall(ssh.run, "h0", "true", {tmeout = 1})))
+        "#,
+    );
+    out.ok();
+    let home = fleet.hosts[0].home.display().to_string();
+    let expected = [
+        "false\t3\tout\n\terr\n\th0\texit 3: err\tnumber".to_string(),
+        "ssh.run(h0): exit 2: boom".into(),
+        "10485760\tyyy".into(),
+        format!("in\nx y|{home}/work dir"),
+        "true".into(),
+        "stdout:a,stderr:b,stdout:c".into(),
+        "here\n".into(),
+        "ssh.run(h1): unknown fleet host \"h1\", did you mean h0?".into(),
+        "ssh.run: argument 2 (cmd) must be a string or a list of strings, got nil".into(),
+        "ssh.run: options.tmeout: unknown key, did you mean timeout?".into(),
+    ];
+    assert_eq!(
+        out.stdout,
+        expected.join("\n") + "\n",
+        "stderr: {}",
+        out.stderr
+    );
+    assert!(
+        !fleet.hosts[0].home.join("pwned").exists(),
+        "a hostile argument ran shell syntax"
+    );
+}
+
+#[test]
+fn lua_timeout_kills_remote_process() {
+    let fleet = SshFleet::start(1);
+    let env = lua_env(&fleet, "ssh-timeout");
+    let out = lua(
+        &env,
+        r#"
+        local r = ssh.run("h0", "echo started; sleep 4731", {timeout = "1s", check = false})
+        print(r.code, r.stdout, r.err)
+        print(select(2, pcall(ssh.run, "h0", "sleep 4732", {timeout = 0.5})))
+        "#,
+    );
+    out.ok();
+    assert_eq!(
+        out.stdout,
+        "124\tstarted\n\ttimed out after 1s: \nssh.run(h0): timed out after 500ms\n"
+            .replace(": \n", "\n")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        remote_processes("sleep 473[12]"),
+        "",
+        "the remote command survived its timeout"
+    );
+}
+
+#[test]
+fn lua_fifty_coroutines_over_one_master() {
+    let fleet = SshFleet::start(1);
+    let env = lua_env(&fleet, "ssh-fifty");
+    let out = lua(
+        &env,
+        r#"
+        local fns = {}
+        for i = 1, 50 do
+          fns[i] = function() return ssh.run("h0", {"sh", "-c", "sleep 0.3; echo $1", "x", tostring(i)}).stdout end
+        end
+        local t0 = baton.now and baton.now() or os.time()
+        local res = baton.gather(fns)
+        local ok = 0
+        for i = 1, 50 do if res[i] == i .. "\n" then ok = ok + 1 end end
+        print(ok)
+        "#,
+    );
+    out.ok();
+    assert_eq!(out.stdout, "50\n", "{}", out.stderr);
+    let log = std::fs::read_to_string(fleet.hosts[0].dir.join("sshd.log")).unwrap_or_default();
+    assert!(!log.contains("refused"), "{log}");
+}
+
+/// Reads the first line a running `baton` prints.
+fn first_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    line.trim().to_string()
+}
+
+#[test]
+fn lua_job_survives_script_kill_and_reattaches() {
+    let fleet = SshFleet::start(1);
+    let env = lua_env(&fleet, "ssh-job");
+    let script = env.dir.write(
+        "spawn.lua",
+        r#"
+        local job = ssh.spawn("h0", "echo one; sleep 2; echo two >&2; exit 7", {env = {X = "1"}})
+        print(job.id)
+        io.stdout:flush()
+        baton.sleep(60)
+        "#,
+    );
+    let mut cmd = env.cmd();
+    cmd.arg("run")
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let id = first_line(&mut child);
+    assert!(!id.is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = lua(
+        &env,
+        &format!(
+            r#"
+            local job = ssh.job("{id}")
+            print(job:status().state)
+            local lines = {{}}
+            local st = job:wait{{poll = "200ms", timeout = "20s", on_line = function(_, l) lines[#lines + 1] = l end}}
+            print(st.state, st.code, table.concat(lines, ","))
+            print(tostring(job):find("job {id} on h0 (exited 7)", 1, true) == 1, job.log:sub(-#"/.baton/jobs/{id}/log") == "/.baton/jobs/{id}/log")
+            print(table.concat(job:tail(1), ","))
+            "#
+        ),
+    );
+    out.ok();
+    assert_eq!(
+        out.stdout, "running\nexited\t7\tone,two\ntrue\ttrue\ntwo\n",
+        "{}",
+        out.stderr
+    );
+    let listed =
+        baton::core::remote::jobs::list(&baton::core::state::State::new(env.state_dir())).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status.code, Some(7));
+}
+
+#[test]
+fn lua_job_lost_and_killed() {
+    let fleet = SshFleet::start(1);
+    let env = lua_env(&fleet, "ssh-lost");
+    let out = lua(
+        &env,
+        r#"
+        local a = ssh.spawn("h0", "sleep 4741")
+        local b = ssh.spawn("h0", "sleep 4742")
+        print(a.pid, b.id)
+        local st = b:kill()
+        print(st.state, st.code)
+        "#,
+    );
+    out.ok();
+    let (pid, id) = out
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_once('\t')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
+    assert_eq!(
+        out.stdout.lines().nth(1),
+        Some("exited\t143"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        remote_processes("sleep 4742"),
+        "",
+        "job:kill left the command running"
+    );
+    // Simulate a reboot for job a: its runner and command vanish without an exit record.
+    let pgid = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let pgid: i32 = pgid
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the process group of the job runner this test started.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let a_id = baton::core::remote::jobs::list(&baton::core::state::State::new(env.state_dir()))
+        .unwrap()
+        .into_iter()
+        .find(|j| j.id != id)
+        .unwrap()
+        .id;
+    let out = lua(
+        &env,
+        &format!(
+            r#"print(ssh.job("{a_id}"):status().state) print(select(2, pcall(ssh.job, "nope")))"#
+        ),
+    );
+    out.ok();
+    assert_eq!(
+        out.stdout,
+        "lost\nssh.job: no job with id \"nope\" (see `baton jobs`)\n"
+    );
+}
+
+#[test]
+fn lua_wait_online_each_and_host_key_mismatch() {
+    let mut fleet = SshFleet::prepare(3);
+    fleet.start_host(0);
+    fleet.start_host(1);
+    // h2's known_hosts entry gets h0's key.
+    let known = std::fs::read_to_string(&fleet.known_hosts).unwrap();
+    let h0_key = known
+        .lines()
+        .next()
+        .unwrap()
+        .split_once(' ')
+        .unwrap()
+        .1
+        .to_string();
+    let known: String = known
+        .lines()
+        .map(|l| {
+            if l.starts_with("h2 ") {
+                format!("h2 {h0_key}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&fleet.known_hosts, known).unwrap();
+    let env = lua_env(&fleet, "ssh-online");
+    let script = env.dir.write(
+        "t.lua",
+        r#"
+        print(ssh.online("h0"), ssh.online("h2", {timeout = 1}))
+        local t0 = os.time()
+        ssh.wait_online("h2", {timeout = "20s", interval = "250ms"})
+        print("h2 up")
+        local res = ssh.each({"h1", "h0", "h1"}, function(h) return ssh.run(h, "echo $HOME").stdout end, {limit = 2})
+        print(res[1] == res[3], res[1] ~= res[2], #res)
+        print(pcall(ssh.wait_online, "h1", {timeout = "5s"}))
+        "#,
+    );
+    // Make h2 answer with the wrong key only after two seconds: first refused, then a key mismatch.
+    let mut cmd = env.cmd();
+    cmd.arg("run").arg(&script);
+    let child = {
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    fleet.start_host(2);
+    let out = crate::common::wait_within(child, Duration::from_secs(60));
+    out.expect_code(1);
+    assert_eq!(out.stdout, "true\tfalse\n", "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("ssh.wait_online(h2): host key mismatch"),
+        "{}",
+        out.stderr
+    );
+    // With the right key the same wait succeeds as soon as the host is up.
+    let known = std::fs::read_to_string(&fleet.known_hosts).unwrap();
+    let fixed = format!(
+        "h2 {}\n",
+        fleet.hosts[2]
+            .host_key_pub
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let known: String = known
+        .lines()
+        .map(|l| {
+            if l.starts_with("h2 ") {
+                fixed.clone()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&fleet.known_hosts, known).unwrap();
+    fleet.stop_host(2);
+    let mut cmd = env.cmd();
+    cmd.arg("run")
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let started = Instant::now();
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    fleet.start_host(2);
+    let out = crate::common::wait_within(child, Duration::from_secs(60));
+    out.ok();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        out.stdout, "true\tfalse\nh2 up\ntrue\ttrue\t3\ntrue\n",
+        "{}",
+        out.stderr
+    );
 }

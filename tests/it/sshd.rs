@@ -246,7 +246,7 @@ impl SshFleet {
         let hosts: Vec<String> = self
             .hosts
             .iter()
-            .map(|h| format!("    {} = {{ role = \"test\" }},", h.name))
+            .map(|h| format!("    {0} = {{ ssh = \"{0}\", role = \"test\" }},", h.name))
             .collect();
         format!(
             "return {{\n  ssh_config = {:?},\n  hosts = {{\n{}\n  }},\n}}\n",

@@ -5,6 +5,7 @@
 //! an OpenSSH destination with its config file and host-key policy) and runs commands there with the one
 //! process result shape of [`crate::core::process`]. Remote commands go through one multiplexed master per
 //! host ([`ssh::Pool`]).
+pub mod jobs;
 pub mod ssh;
 
 use std::path::PathBuf;
@@ -176,6 +177,19 @@ pub fn env_and_cwd(spec: &Spec) -> Result<String, RemoteError> {
         ));
     }
     Ok(out)
+}
+
+/// The service as front ends keep it (e.g. in Lua app data): created on first use, so a script that never
+/// touches a remote host pays nothing. Clones share one [`Remote`].
+#[derive(Clone, Default)]
+pub struct Shared(Arc<std::sync::OnceLock<Arc<Remote>>>);
+
+impl Shared {
+    pub fn get(&self, fleet: &Arc<Fleet>) -> Arc<Remote> {
+        self.0
+            .get_or_init(|| Arc::new(Remote::new(fleet.clone())))
+            .clone()
+    }
 }
 
 /// The remote-command service: fleet host resolution plus one ssh master per host.

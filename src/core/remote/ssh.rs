@@ -313,11 +313,14 @@ pub fn remote_script(cmd: &Cmd, spec: &Spec) -> Result<String, RemoteError> {
     ))
 }
 
+/// A host's master, if open; its lock serialises connecting.
+type Slot = Arc<Mutex<Option<Arc<Master>>>>;
+
 /// Masters by fleet host name. Each host has its own lock so one slow connect does not block other hosts,
 /// and 50 callers racing for a new host open exactly one master.
 #[derive(Default)]
 pub struct Pool {
-    hosts: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Arc<Master>>>>>>,
+    hosts: std::sync::Mutex<HashMap<String, Slot>>,
 }
 
 impl Pool {
@@ -325,7 +328,7 @@ impl Pool {
         Pool::default()
     }
 
-    fn entry(&self, host: &str) -> Arc<Mutex<Option<Arc<Master>>>> {
+    fn entry(&self, host: &str) -> Slot {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         hosts.entry(host.to_string()).or_default().clone()
     }
