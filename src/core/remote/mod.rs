@@ -6,6 +6,7 @@
 //! process result shape of [`crate::core::process`]. Remote commands go through one multiplexed master per
 //! host ([`ssh::Pool`]).
 pub mod jobs;
+pub mod rsync;
 pub mod ssh;
 
 use std::path::PathBuf;
