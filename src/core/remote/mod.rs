@@ -5,6 +5,7 @@
 //! an OpenSSH destination with its config file and host-key policy) and runs commands there with the one
 //! process result shape of [`crate::core::process`]. Remote commands go through one multiplexed master per
 //! host ([`ssh::Pool`]).
+pub mod git;
 pub mod jobs;
 pub mod rsync;
 pub mod ssh;
@@ -145,6 +146,27 @@ pub fn quote_path(path: &str) -> String {
         Some("") => "~".to_string(),
         Some(rest) if rest.starts_with('/') => format!("~/{}", quote(rest.trim_start_matches('/'))),
         _ => quote(path),
+    }
+}
+
+/// A path on this machine with a leading `~` expanded.
+pub fn expand_home(path: &str) -> PathBuf {
+    let home = crate::core::state::home_dir;
+    match path.strip_prefix('~') {
+        Some("") => home(),
+        Some(rest) if rest.starts_with('/') => home().join(rest.trim_start_matches('/')),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// A path for a remote program that takes it literally (no shell): `~/x` becomes `x`, relative to the login
+/// folder where ssh starts commands.
+pub fn login_relative(path: &str) -> String {
+    let p = path.strip_prefix("~/").unwrap_or(path);
+    if p.is_empty() || p == "~" {
+        ".".to_string()
+    } else {
+        p.to_string()
     }
 }
 

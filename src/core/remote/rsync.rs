@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{Remote, RemoteError, Target, quote, quote_path};
+use super::{Remote, RemoteError, Target, expand_home, login_relative, quote, quote_path};
 use crate::core::process::{self, Cmd, Spec};
 
 /// Seconds without any data after which rsync gives up (its `--timeout`).
@@ -125,26 +125,6 @@ impl Endpoint {
             Endpoint::Local(p) => p.display().to_string(),
             Endpoint::Host { host, path } => format!("{host}:{path}"),
         }
-    }
-}
-
-fn expand_home(path: &str) -> PathBuf {
-    match path.strip_prefix('~') {
-        Some("") => crate::core::state::home_dir(),
-        Some(rest) if rest.starts_with('/') => {
-            crate::core::state::home_dir().join(rest.trim_start_matches('/'))
-        }
-        _ => PathBuf::from(path),
-    }
-}
-
-/// The path as rsync's remote side should see it: `~/x` becomes `x` (relative to the login folder).
-fn rsync_remote_path(path: &str) -> String {
-    let p = path.strip_prefix("~/").unwrap_or(path);
-    if p.is_empty() || p == "~" {
-        ".".to_string()
-    } else {
-        p.to_string()
     }
 }
 
@@ -289,7 +269,8 @@ pub fn stignore_rules(text: &str) -> Result<Vec<String>, String> {
 pub fn parse_change(line: &str) -> Option<Change> {
     let mut parts = line.splitn(3, '|');
     let (item, size, name) = (parts.next()?, parts.next()?, parts.next()?);
-    if item.len() != 11 {
+    // The transfer root itself (`./`) is not a change to report.
+    if item.len() != 11 || name == "./" {
         return None;
     }
     let size = size.trim().parse().ok()?;
@@ -315,12 +296,14 @@ fn unescape(name: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'#') && i + 5 <= bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&name[i + 2..i + 5], 8) {
-                out.push(v);
-                i += 5;
-                continue;
-            }
+        let escaped = (bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'#'))
+            .then(|| bytes.get(i + 2..i + 5))
+            .flatten()
+            .and_then(|digits| u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok());
+        if let Some(v) = escaped {
+            out.push(v);
+            i += 5;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -454,7 +437,7 @@ pub async fn sync(
                 s
             }
             Endpoint::Host { path, .. } => {
-                let mut s = rsync_remote_path(path);
+                let mut s = login_relative(path);
                 if is_src && src_kind != Probe::File && !s.ends_with('/') {
                     s.push('/');
                 }
@@ -594,6 +577,7 @@ mod tests {
             c("d/we|ird\nname", Action::Create, 1)
         );
         assert_eq!(parse_change(".d..t......|4096|./"), None);
+        assert_eq!(parse_change("cd+++++++++|4096|./"), None);
         assert_eq!(parse_change("Number of files: 4 (reg: 2, dir: 2)"), None);
         let (_, files, bytes) = parse_output(b"Number of regular files transferred: 1,234\nTotal transferred file size: 20,000 bytes\n");
         assert_eq!((files, bytes), (1234, 20000));
@@ -633,8 +617,8 @@ mod tests {
         assert_eq!(split_host_path("brain:~/code"), Some(("brain", "~/code")));
         assert_eq!(split_host_path("/tmp/a:b"), None);
         assert_eq!(split_host_path(":x"), None);
-        assert_eq!(rsync_remote_path("~/x"), "x");
-        assert_eq!(rsync_remote_path("~"), ".");
-        assert_eq!(rsync_remote_path("/abs"), "/abs");
+        assert_eq!(login_relative("~/x"), "x");
+        assert_eq!(login_relative("~"), ".");
+        assert_eq!(login_relative("/abs"), "/abs");
     }
 }
