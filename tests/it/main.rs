@@ -7,5 +7,6 @@ mod lua_specs;
 mod repl;
 mod schedule;
 mod ssh;
+mod sshd;
 mod stubs;
 mod sync;
