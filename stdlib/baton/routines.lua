@@ -16,8 +16,8 @@ local SCHEMA = {
   repo = { path = "string?", branch = "main", url = "string?", ci_path = "string?", test = "string?", timeout = "30m" },
   ci = { host = "string?", dir = "~/.baton/ci", tail = 60 },
   gpu = {
-    host = "string?", repo = "string?", path = "string?", main = "main", branch = "validation",
-    validate = "string?", timeout = "2h", message = "string?",
+    host = "string?", local_path = "string?", remote_path = "string?", main = "main", branch = "validation",
+    validate = "string?", timeout = "2h",
   },
 }
 
@@ -147,10 +147,21 @@ function M.path(p)
   return M.quote(p)
 end
 
+--- A local path with a leading `~/` expanded to `$HOME`.
+function M.expand(p)
+  local rest = p:match("^~/(.*)$")
+  if rest then return (baton.env("HOME") or "") .. "/" .. rest end
+  return p
+end
+
 --- Runs `git -C path ARGS…` on `host` (`local` for this machine). Returns the result (`check = false`:
 --- look at `ok`); trimmed stdout as a second value.
 function M.git(host, path, args, opts)
-  local argv = { "git", "-C", path }
+  -- argv words are not expanded by a shell: `~/` is this machine's home locally, the login folder remotely.
+  local h = baton.fleet.hosts[host]
+  local here = host == "local" and not h or (h and h.ssh == false)
+  local dir = here and M.expand(path) or path:gsub("^~/", "")
+  local argv = { "git", "-C", dir }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   opts = opts or {}
   local r = ssh.run(host, argv, {
