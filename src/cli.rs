@@ -72,6 +72,16 @@ pub enum Command {
         #[arg(long)]
         prune: bool,
     },
+    /// Check the setup for real: hosts, Ollama endpoints and models, OpenRouter key and credits, budget, daemon
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One table for the fleet: hosts, load, loaded models, jobs, next runs, spend against the budget
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script
     Completions { shell: clap_complete::Shell },
     /// Write the LuaLS stubs and a .luarc.json into DIR, so an editor completes the API in your playbooks
@@ -123,6 +133,8 @@ pub fn main() -> i32 {
             json,
         } => spend(period, by, json),
         Command::Jobs { prune } => with_fleet(&cli, |fleet| jobs(fleet, prune)),
+        Command::Doctor { json } => run_module(&cli, "baton.doctor", json),
+        Command::Status { json } => run_module(&cli, "baton.status", json),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "baton", &mut std::io::stdout());
@@ -259,6 +271,44 @@ fn run(cli: &Cli, file: &Path, args: Vec<String>) -> i32 {
                         1
                     }
                 },
+            }
+        })
+    })
+}
+
+/// Runs an embedded module's `main(args)` (used by `doctor` and `status`); its return value is the exit code.
+fn run_module(cli: &Cli, module: &str, json: bool) -> i32 {
+    let args: Vec<String> = if json {
+        vec!["--json".into()]
+    } else {
+        Vec::new()
+    };
+    with_fleet(cli, |fleet| {
+        let ctx = Ctx {
+            fleet,
+            state: default_state(),
+            script: format!("baton {module}"),
+            args: args.clone(),
+        };
+        block_on(async {
+            let result = async {
+                let lua = lua::new_runtime(ctx)?;
+                let main: mlua::Function = lua
+                    .load(format!("return require({module:?}).main"))
+                    .eval()?;
+                main.call_async::<Option<i32>>(lua.create_sequence_from(args)?)
+                    .await
+            };
+            let result = tokio::select! {
+                r = result => r,
+                _ = tokio::signal::ctrl_c() => return 130,
+            };
+            match result {
+                Ok(code) => code.unwrap_or(0),
+                Err(e) => {
+                    eprintln!("{}", lua::format_error(&e));
+                    1
+                }
             }
         })
     })
