@@ -416,3 +416,22 @@ fn jobs_lists_nothing_on_a_fresh_state() {
         out.stdout
     );
 }
+
+#[test]
+fn example_fleet_parses_and_demo_runs() {
+    let env = Env::new("cli-example-fleet");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fleet = root.join("examples/fleet.lua");
+    let out = env.baton(&["fleet", "--json", "--fleet", fleet.to_str().unwrap()]);
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let hosts: Vec<&String> = v["hosts"].as_object().unwrap().keys().collect();
+    assert_eq!(hosts, ["brain", "engine", "workstation"]);
+    assert_eq!(v["hosts"]["engine"]["known_hosts"], "accept-new");
+    assert_eq!(v["tiers"][2]["price"]["output"], 75.0);
+    // The README's main job on the built-in fleet.
+    let out = env.baton(&["run", root.join("examples/demo.lua").to_str().unwrap()]);
+    out.ok();
+    assert!(out.stdout.starts_with("fleet: built-in default\nlocal "), "{}", out.stdout);
+    assert!(out.stdout.contains("free on /"), "{}", out.stdout);
+}
