@@ -55,6 +55,33 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// LLM spend from the ledger, a bar per row
+    Spend {
+        /// day, month or all
+        #[arg(long, default_value = "month", value_parser = ["day", "month", "all"])]
+        period: String,
+        /// tier, model or task
+        #[arg(long, default_value = "tier", value_parser = ["tier", "model", "task"])]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detached remote jobs started with ssh.spawn (state refreshed from their hosts)
+    Jobs {
+        /// Forget jobs that have ended (exited or lost)
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Check the setup for real: hosts, Ollama endpoints and models, OpenRouter key and credits, budget, daemon
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One table for the fleet: hosts, load, loaded models, jobs, next runs, spend against the budget
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script
     Completions { shell: clap_complete::Shell },
     /// Write the LuaLS stubs and a .luarc.json into DIR, so an editor completes the API in your playbooks
@@ -100,6 +127,14 @@ pub fn main() -> i32 {
         Command::Repl => with_fleet(&cli, |fleet| crate::repl::run(fleet, default_state())),
         Command::Check { ref files } => check(files),
         Command::Fleet { json } => with_fleet(&cli, |fleet| print_fleet(&fleet, json)),
+        Command::Spend {
+            ref period,
+            ref by,
+            json,
+        } => spend(period, by, json),
+        Command::Jobs { prune } => with_fleet(&cli, |fleet| jobs(fleet, prune)),
+        Command::Doctor { json } => run_module(&cli, "baton.doctor", json),
+        Command::Status { json } => run_module(&cli, "baton.status", json),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "baton", &mut std::io::stdout());
@@ -241,6 +276,44 @@ fn run(cli: &Cli, file: &Path, args: Vec<String>) -> i32 {
     })
 }
 
+/// Runs an embedded module's `main(args)` (used by `doctor` and `status`); its return value is the exit code.
+fn run_module(cli: &Cli, module: &str, json: bool) -> i32 {
+    let args: Vec<String> = if json {
+        vec!["--json".into()]
+    } else {
+        Vec::new()
+    };
+    with_fleet(cli, |fleet| {
+        let ctx = Ctx {
+            fleet,
+            state: default_state(),
+            script: format!("baton {module}"),
+            args: args.clone(),
+        };
+        block_on(async {
+            let result = async {
+                let lua = lua::new_runtime(ctx)?;
+                let main: mlua::Function = lua
+                    .load(format!("return require({module:?}).main"))
+                    .eval()?;
+                main.call_async::<Option<i32>>(lua.create_sequence_from(args)?)
+                    .await
+            };
+            let result = tokio::select! {
+                r = result => r,
+                _ = tokio::signal::ctrl_c() => return 130,
+            };
+            match result {
+                Ok(code) => code.unwrap_or(0),
+                Err(e) => {
+                    eprintln!("{}", lua::format_error(&e));
+                    1
+                }
+            }
+        })
+    })
+}
+
 fn check(files: &[PathBuf]) -> i32 {
     let lua = mlua::Lua::new();
     let mut failed = 0;
@@ -366,6 +439,83 @@ fn print_fleet(fleet: &Fleet, json: bool) -> i32 {
             "not set"
         }
     );
+    0
+}
+
+fn spend(period: &str, by: &str, json: bool) -> i32 {
+    use crate::core::llm::ledger::{GroupBy, Ledger, Period, render_spend_table};
+    let (Some(period), Some(by)) = (Period::parse(period), GroupBy::parse(by)) else {
+        unreachable!("clap restricts --period and --by to known values")
+    };
+    match Ledger::new(default_state()).spend(period, by) {
+        Ok(rows) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).expect("rows serialize")
+            );
+            0
+        }
+        Ok(rows) => {
+            let width = std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(100);
+            print!("{}", render_spend_table(&rows, width));
+            0
+        }
+        Err(e) => {
+            eprintln!("baton spend: {e}");
+            1
+        }
+    }
+}
+
+/// Lists registered jobs, refreshing the state of running ones from their hosts (5 s each, concurrently);
+/// with `prune`, forgets ended ones first.
+fn jobs(fleet: Arc<Fleet>, prune: bool) -> i32 {
+    use crate::core::remote::{Remote, jobs};
+    let state = default_state();
+    if prune {
+        match jobs::prune(&state) {
+            Ok(n) => println!("forgot {n} ended job(s)"),
+            Err(e) => {
+                eprintln!("baton jobs: {e}");
+                return 1;
+            }
+        }
+    }
+    let list = match jobs::list(&state) {
+        Ok(list) => list,
+        Err(e) => {
+            eprintln!("baton jobs: {e}");
+            return 1;
+        }
+    };
+    let remote = Remote::new(fleet);
+    let refreshed = block_on(async {
+        let refresh = list.into_iter().map(|mut job| {
+            let (remote, state) = (&remote, &state);
+            async move {
+                if job.status.state == jobs::JobState::Running {
+                    let probe = jobs::status(remote, state, &mut job);
+                    if let Ok(Ok(status)) =
+                        tokio::time::timeout(std::time::Duration::from_secs(5), probe).await
+                    {
+                        job.status = status;
+                    }
+                }
+                job
+            }
+        });
+        let out = futures_util::future::join_all(refresh).await;
+        remote.pool().close_all().await;
+        out
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    print!("{}", jobs::render_table(&refreshed, now));
     0
 }
 

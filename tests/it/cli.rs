@@ -345,3 +345,93 @@ fn completions_and_stubs() {
         serde_json::from_str(&std::fs::read_to_string(dir.join(".luarc.json")).unwrap()).unwrap();
     assert_eq!(rc["workspace.library"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn spend_reads_the_ledger() {
+    use baton::core::llm::ledger::{Ledger, Row};
+    let env = Env::new("cli-spend");
+    let out = env.baton(&["spend"]);
+    out.ok();
+    assert!(out.stdout.contains("no LLM calls"), "{}", out.stdout);
+    let ledger = Ledger::new(baton::core::state::State::new(env.state_dir()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for (tier, model, cost, tokens) in [
+            ("local", "qwen", 0.0, 100),
+            ("cheap", "sonnet", 0.5, 1000),
+            ("cheap", "sonnet", 0.25, 500),
+        ] {
+            let row = Row {
+                tier: Some(tier.into()),
+                task: Some("code_review".into()),
+                provider: "test".into(),
+                model: model.into(),
+                tokens_in: tokens,
+                tokens_out: tokens / 10,
+                cost,
+                cost_source: "provider".into(),
+                outcome: "ok".into(),
+                sent: true,
+                ..Row::default()
+            };
+            ledger.settle(None, row, None).await.unwrap();
+        }
+    });
+    let out = env.baton(&["spend", "--json"]);
+    out.ok();
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let cheap = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "cheap")
+        .expect("a cheap row");
+    assert_eq!(cheap["calls"], 2);
+    assert_eq!(cheap["tokens_in"], 1500);
+    assert!((cheap["cost"].as_f64().unwrap() - 0.75).abs() < 1e-9);
+    let out = env.baton(&["spend", "--by", "model", "--period", "day"]);
+    out.ok();
+    assert!(
+        out.stdout.contains("sonnet") && out.stdout.contains("qwen"),
+        "{}",
+        out.stdout
+    );
+    env.baton(&["spend", "--by", "colour"]).expect_code(2);
+}
+
+#[test]
+fn jobs_lists_nothing_on_a_fresh_state() {
+    let env = Env::new("cli-jobs");
+    let out = env.baton(&["jobs"]);
+    out.ok();
+    assert_eq!(out.stdout.trim(), "no jobs");
+    let out = env.baton(&["jobs", "--prune"]);
+    out.ok();
+    assert!(
+        out.stdout.starts_with("forgot 0 ended job(s)"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn example_fleet_parses_and_demo_runs() {
+    let env = Env::new("cli-example-fleet");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fleet = root.join("examples/fleet.lua");
+    let out = env.baton(&["fleet", "--json", "--fleet", fleet.to_str().unwrap()]);
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let hosts: Vec<&String> = v["hosts"].as_object().unwrap().keys().collect();
+    assert_eq!(hosts, ["brain", "engine", "workstation"]);
+    assert_eq!(v["hosts"]["engine"]["known_hosts"], "accept-new");
+    assert_eq!(v["tiers"][2]["price"]["output"], 75.0);
+    // The README's main job on the built-in fleet.
+    let out = env.baton(&["run", root.join("examples/demo.lua").to_str().unwrap()]);
+    out.ok();
+    assert!(out.stdout.starts_with("fleet: built-in default\nlocal "), "{}", out.stdout);
+    assert!(out.stdout.contains("free on /"), "{}", out.stdout);
+}
