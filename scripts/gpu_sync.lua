@@ -17,13 +17,13 @@
 --           validate = "python validate.py --out results/", timeout = "2h", host = "gpu" },
 --
 -- Arguments: --host NAME the GPU host · --message TEXT commit message for local work (default: a dated one)
---            · --config FILE
+--            · --config FILE · --online-timeout DURATION how long to wait for the GPU host (default: 10m)
 local args = require("baton.args")
 local routines = require("baton.routines")
 
 local a = args.parse(baton.args, {
-  options = { host = 1, message = 1, config = 1 },
-  usage = "gpu_sync.lua [--host NAME] [--message TEXT] [--config FILE]",
+  options = { host = 1, message = 1, config = 1, ["online-timeout"] = 1 },
+  usage = "gpu_sync.lua [--host NAME] [--message TEXT] [--config FILE] [--online-timeout 10m]",
 })
 local cfg = routines.load(a.config)
 local g = cfg.gpu
@@ -44,7 +44,7 @@ print(("local: %s, %s"):format(r.committed and "committed" or "clean", r.pushed 
 
 -- 2. The validation branch on the GPU host, up to date with main.
 print(("waiting for %s …"):format(host))
-ssh.wait_online(host, { timeout = "10m" })
+ssh.wait_online(host, { timeout = a.online_timeout or "10m" })
 local _, dirty = routines.git(host, there, { "status", "--porcelain" })
 if dirty ~= "" then
   error(("%s: %s has uncommitted changes; commit or discard them first:\n%s"):format(host, there, dirty), 0)

@@ -31,7 +31,8 @@ local a = args.parse(baton.args, {
 })
 
 local dir = a.dir or "."
-local name = (dir == "." and (baton.env("PWD") or "") or dir):gsub("/+$", ""):match("([^/]+)$") or "work"
+local abs = dir == "." and baton.exec({ "pwd" }).stdout:gsub("%s+$", "") or dir
+local name = abs:gsub("/+$", ""):match("([^/]+)$") or "work"
 local remote_dir = a.remote_dir or ("~/baton-work/" .. name)
 
 local job

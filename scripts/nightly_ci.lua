@@ -14,19 +14,20 @@
 --   ci = { host = "brain", dir = "~/.baton/ci", tail = 60 },
 --
 -- Arguments: [REPO…] only these repos · --host NAME the CI host · --config FILE · --no-diagnosis
+--            · --online-timeout DURATION how long to wait for the CI host (default: 2m)
 local args = require("baton.args")
 local routines = require("baton.routines")
 
 local a = args.parse(baton.args, {
   flags = { "no-diagnosis" },
-  options = { host = 1, config = 1 },
-  usage = "nightly_ci.lua [REPO…] [--host NAME] [--config FILE] [--no-diagnosis]",
+  options = { host = 1, config = 1, ["online-timeout"] = 1 },
+  usage = "nightly_ci.lua [REPO…] [--host NAME] [--config FILE] [--no-diagnosis] [--online-timeout 2m]",
 })
 local cfg = routines.load(a.config)
 local host = routines.host("server", a.host or cfg.ci.host)
 local repos = routines.ci_repos(cfg, a)
 if #repos == 0 then error(cfg.file .. ": no repo has a test command", 0) end
-ssh.wait_online(host, { timeout = "2m" })
+ssh.wait_online(host, { timeout = a.online_timeout or "2m" })
 
 local stamp = routines.stamp()
 

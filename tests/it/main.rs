@@ -4,6 +4,7 @@ mod common;
 mod llm;
 mod llm_server;
 mod lua_specs;
+mod playbooks;
 mod ops;
 mod repl;
 mod schedule;

@@ -1,0 +1,314 @@
+//! The ready playbooks in `scripts/`, end to end: the real binary against the sshd harness's hosts, bare git
+//! repos on disk, real rsync and the in-test Ollama server. Each playbook: the happy path and failure paths.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{Env, Out, output_within};
+use crate::llm_server::{self, Reply, Stub, refused_url};
+use crate::sshd::{SshFleet, require};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn script(name: &str) -> String {
+    root().join("scripts").join(name).display().to_string()
+}
+
+/// `baton run scripts/NAME ARGS…` in `env`, at most 90 s, without blocking the stub servers' runtime.
+fn run(env: &Env, name: &str, args: &[&str]) -> Out {
+    let mut cmd = env.cmd();
+    cmd.arg("run").arg(script(name)).args(args);
+    tokio::task::block_in_place(|| output_within(cmd, Duration::from_secs(90)))
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn write(root: &Path, files: &[(&str, &str)]) {
+    for (rel, content) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+fn read(p: impl AsRef<Path>) -> String {
+    let p = p.as_ref();
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// A bare repo `<root>/<name>.git` whose `main` holds `files`.
+fn origin(root: &Path, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    require("git");
+    let bare = root.join(format!("{name}.git"));
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+    let seed = root.join(format!("{name}-seed"));
+    std::fs::create_dir_all(&seed).unwrap();
+    git(&seed, &["init", "-q", "-b", "main"]);
+    identity(&seed);
+    write(&seed, files);
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", "seed"]);
+    git(&seed, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    bare
+}
+
+fn identity(repo: &Path) {
+    git(repo, &["config", "user.email", "test@example.invalid"]);
+    git(repo, &["config", "user.name", "test"]);
+}
+
+fn clone(origin: &Path, to: &Path) {
+    let out = Command::new("git")
+        .args(["clone", "-q"])
+        .arg(origin)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    identity(to);
+}
+
+/// A fleet file: the harness's hosts with the given roles, and a local Ollama tier on `engine` at `ollama`.
+fn fleet_lua(ssh: &SshFleet, roles: &[&str], ollama: &str) -> String {
+    let hosts: String = ssh
+        .hosts
+        .iter()
+        .zip(roles)
+        .map(|(h, role)| format!("    {0} = {{ ssh = \"{0}\", role = \"{role}\" }},\n", h.name))
+        .collect();
+    format!(
+        r#"return {{
+  ssh_config = {:?},
+  hosts = {{
+{hosts}    engine = {{ ssh = false, role = "inference", ollama = "{ollama}" }},
+  }},
+  tiers = {{
+    {{ name = "local", provider = "ollama", host = "engine", models = {{ code = "coder:7b", reason = "reasoner:7b" }} }},
+  }},
+  tasks = {{ commit_message = {{ tier = "local", model = "code" }}, bug_hunting = {{ tier = "local", model = "reason" }} }},
+}}
+"#,
+        ssh.ssh_config.display()
+    )
+}
+
+fn env(name: &str, fleet: &str, routines: &str) -> Env {
+    require("rsync");
+    let env = Env::new(name).with_fleet(fleet);
+    env.dir.write("routines.lua", routines);
+    env
+}
+
+/// An Ollama server whose chat answers are `answer` (streamed in small pieces).
+async fn ollama(answer: &'static str) -> Stub {
+    Stub::start(move |req, _| match req.path.as_str() {
+        "/api/chat" => {
+            let model = req.json()["model"].as_str().unwrap_or("?").to_string();
+            Reply::ndjson(llm_server::ollama_chat(&model, &[answer], 10, 5), 9)
+        }
+        _ => Reply::json(404, json!({"error": "not found"})),
+    })
+    .await
+}
+
+/// The user message of every chat request the stub saw.
+fn prompts(stub: &Stub) -> Vec<String> {
+    stub.requests()
+        .iter()
+        .filter(|r| r.path == "/api/chat")
+        .map(|r| {
+            r.json()["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["role"] == "user")
+                .map(|m| m["content"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn wait_for(path: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {limit:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+#[test]
+fn every_playbook_and_example_passes_check() {
+    let env = Env::new("pb-check");
+    let mut files = Vec::new();
+    for dir in ["scripts", "examples"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x == "lua") {
+                files.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(files.len() >= 9, "{files:?}");
+    let mut args = vec!["check"];
+    args.extend(files.iter().map(String::as_str));
+    let out = env.baton(&args);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains(&format!("{} file(s) ok", files.len())),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    // The example schedule registers its jobs against the real playbooks.
+    let out = env.baton(&[
+        "schedule",
+        "list",
+        root().join("examples/schedule.lua").to_str().unwrap(),
+    ]);
+    out.ok();
+    assert!(
+        out.stdout.contains("end_of_day  0 18 * * MON-FRI")
+            && out.stdout.contains("nightly_ci  30 2 * * *")
+            && out.stdout.contains("scripts/nightly_ci.lua"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nightly_ci_records_pass_and_fail_and_stores_a_diagnosis() {
+    let ssh = SshFleet::start(1);
+    let stub = ollama("Likely cause: add() is off by one in calc.sh.").await;
+    let tmp = crate::common::TempDir::new("pb-ci-repos");
+    let good = origin(tmp.path(), "good", &[("check.sh", "echo all 3 tests passed\n")]);
+    let bad = origin(
+        tmp.path(),
+        "bad",
+        &[("check.sh", "echo running 2 tests\necho 'assertion failed: expected 4, got 5' >&2\nexit 2\n")],
+    );
+    let ci = ssh.hosts[0].home.join("ci");
+    let routines = format!(
+        r#"return {{
+  ci = {{ dir = {ci:?} }},
+  repos = {{
+    good = {{ url = {good:?}, test = "sh check.sh", timeout = "60s" }},
+    bad = {{ url = {bad:?}, test = "sh check.sh", timeout = 60 }},
+  }},
+}}"#,
+        ci = ci.display().to_string(),
+        good = good.display().to_string(),
+        bad = bad.display().to_string()
+    );
+    let env = env("pb-ci", &fleet_lua(&ssh, &["server"], &stub.url), &routines);
+    let out = run(&env, "nightly_ci.lua", &[]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("nightly_ci on h0: 1 of 2 repos failed: bad (fail (exit 2))"),
+        "{}",
+        out.stderr
+    );
+    let latest = |repo: &str| ci.join("logs").join(repo).join("latest");
+    assert_eq!(read(latest("good").join("result")), "pass\n");
+    assert_eq!(read(latest("good").join("test.log")), "all 3 tests passed\n");
+    assert_eq!(read(latest("bad").join("result")), "fail (exit 2)\n");
+    assert!(read(latest("bad").join("test.log")).contains("assertion failed: expected 4, got 5"));
+    assert_eq!(
+        read(latest("bad").join("commit")).trim(),
+        git(&bad, &["rev-parse", "main"])
+    );
+    let diagnosis = read(latest("bad").join("diagnosis.md"));
+    assert!(
+        diagnosis.contains("add() is off by one") && diagnosis.contains("reasoner:7b"),
+        "{diagnosis}"
+    );
+    assert!(!latest("good").join("diagnosis.md").exists());
+    // The diagnosis was asked with the log tail, of the bug_hunting model.
+    let asked = prompts(&stub);
+    assert_eq!(asked.len(), 1);
+    assert!(asked[0].contains("expected 4, got 5") && asked[0].contains("sh check.sh"));
+    assert_eq!(stub.requests()[0].json()["model"], "reasoner:7b");
+    let tsv = read(ci.join("results.tsv"));
+    assert_eq!(tsv.lines().count(), 2, "{tsv}");
+    assert!(tsv.contains("\tbad\t") && tsv.contains("\tfail (exit 2)"));
+    assert!(out.stdout.contains("bad: diagnosis in h0:"), "{}", out.stdout);
+
+    // A new commit upstream is what the next run tests; with no model up, no diagnosis but the run is kept.
+    let work = tmp.join("bad-work");
+    clone(&bad, &work);
+    write(&work, &[("check.sh", "echo fixed\n")]);
+    git(&work, &["commit", "-qam", "fix"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    std::thread::sleep(Duration::from_millis(1100)); // a new run folder (stamps have seconds)
+    let down = env.dir.write(
+        "fleet.lua",
+        fleet_lua(&ssh, &["server"], &refused_url().await),
+    );
+    assert_eq!(Some(down), env.fleet);
+    write(&work, &[("check.sh", "exit 7\n")]);
+    git(&work, &["commit", "-qam", "break again"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let out = run(&env, "nightly_ci.lua", &["bad"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("bad (fail (exit 7))"), "{}", out.stderr);
+    assert!(out.stderr.contains("no diagnosis"), "{}", out.stderr);
+    assert_eq!(read(latest("bad").join("result")), "fail (exit 7)\n");
+    assert!(!latest("bad").join("diagnosis.md").exists());
+    assert_eq!(read(ci.join("results.tsv")).lines().count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nightly_ci_names_an_offline_server_and_a_missing_role() {
+    let mut ssh = SshFleet::start(1);
+    let routines = r#"return { repos = { app = { url = "/nowhere.git", test = "true" } } }"#;
+    let env = env("pb-ci-down", &fleet_lua(&ssh, &["server"], &refused_url().await), routines);
+    ssh.stop_host(0);
+    let out = run(&env, "nightly_ci.lua", &["--online-timeout", "2s"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("ssh.wait_online(h0)") && out.stderr.contains("not online after 2s"),
+        "{}",
+        out.stderr
+    );
+    let env2 = self::env("pb-ci-norole", &fleet_lua(&ssh, &["gpu"], &refused_url().await), routines);
+    let out = run(&env2, "nightly_ci.lua", &[]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("no fleet host has role \"server\": set role = \"server\" on one in the fleet file, or pass --host NAME"),
+        "{}",
+        out.stderr
+    );
+    // A typo in the routines file is reported with its path.
+    env2.dir.write("routines.lua", r#"return { repos = { app = { tset = "x" } } }"#);
+    let out = run(&env2, "nightly_ci.lua", &[]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("routines.lua: repos.app.tset: unknown key"), "{}", out.stderr);
+}
