@@ -45,6 +45,8 @@ end
 local function message_for(repo)
   local _, status = routines.git("local", repo.path, { "status", "--porcelain" })
   if status == "" then return nil end
+  -- New files show in the diff once git knows they are coming (they are committed with everything anyway).
+  routines.git("local", repo.path, { "add", "--all", "--intent-to-add" })
   local _, diff = routines.git("local", repo.path, { "diff", "HEAD", "--stat", "--patch", "--no-color" }, { check = false })
   local files = {}
   for line in status:gmatch("[^\n]+") do files[#files + 1] = line:sub(4) end

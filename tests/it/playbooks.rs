@@ -312,3 +312,99 @@ async fn nightly_ci_names_an_offline_server_and_a_missing_role() {
     out.expect_code(1);
     assert!(out.stderr.contains("routines.lua: repos.app.tset: unknown key"), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_of_day_commits_with_the_model_message_pushes_and_starts_ci() {
+    let ssh = SshFleet::start(1);
+    let stub = ollama("Add a greeting to the notes\n\n- say hello").await;
+    let env_dir = crate::common::TempDir::new("pb-eod-repos");
+    let app = origin(env_dir.path(), "app", &[("notes.txt", "one\n"), ("check.sh", "grep -q hello greeting.txt\n")]);
+    let lib = origin(env_dir.path(), "lib", &[("lib.txt", "lib\n")]);
+    let (app_wc, lib_wc) = (env_dir.join("app-wc"), env_dir.join("lib-wc"));
+    clone(&app, &app_wc);
+    clone(&lib, &lib_wc);
+    let ci = ssh.hosts[0].home.join("ci");
+    let routines = format!(
+        r#"return {{
+  ci = {{ dir = {ci:?} }},
+  repos = {{
+    app = {{ path = {app_wc:?}, url = {app:?}, test = "sh check.sh" }},
+    lib = {{ path = {lib_wc:?} }},
+  }},
+}}"#,
+        ci = ci.display().to_string(),
+        app_wc = app_wc.display().to_string(),
+        app = app.display().to_string(),
+        lib_wc = lib_wc.display().to_string(),
+    );
+    let env = env("pb-eod", &fleet_lua(&ssh, &["server"], &stub.url), &routines);
+    write(&app_wc, &[("greeting.txt", "hello\n")]);
+    let out = run(&env, "end_of_day.lua", &[]);
+    out.ok();
+    assert_eq!(
+        git(&app, &["log", "-1", "--format=%B", "main"]),
+        "Add a greeting to the notes\n\n- say hello"
+    );
+    assert!(out.stdout.contains("lib: nothing to commit, up to date, nothing to push"), "{}", out.stdout);
+    let asked = prompts(&stub);
+    assert_eq!(asked.len(), 1, "only the dirty repo needs a message");
+    assert!(asked[0].contains("greeting.txt") && asked[0].contains("+hello"), "{}", asked[0]);
+    assert_eq!(stub.requests()[0].json()["model"], "coder:7b");
+    // CI was started as a detached job on the server; its results land where the script said.
+    let line = out.stdout.lines().find(|l| l.starts_with("CI started on h0: job ")).unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(out.stdout.contains(&format!("app: results in h0:{}/logs/app/", ci.display())), "{}", out.stdout);
+    let result = ci.join("logs/app/latest/result");
+    wait_for(&result, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(read(&result), "pass\n", "{line}");
+    assert_eq!(read(ci.join("logs/app/latest/commit")).trim(), git(&app, &["rev-parse", "main"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_of_day_falls_back_stops_on_a_conflict_and_names_an_offline_server() {
+    let mut ssh = SshFleet::start(1);
+    let tmp = crate::common::TempDir::new("pb-eod2-repos");
+    let app = origin(tmp.path(), "app", &[("notes.txt", "line one\n")]);
+    let lib = origin(tmp.path(), "lib", &[("lib.txt", "lib\n")]);
+    let (app_wc, lib_wc, other) = (tmp.join("app-wc"), tmp.join("lib-wc"), tmp.join("other"));
+    clone(&app, &app_wc);
+    clone(&lib, &lib_wc);
+    clone(&app, &other);
+    // Someone else pushed a change to the same line.
+    write(&other, &[("notes.txt", "line one by other\n")]);
+    git(&other, &["commit", "-qam", "other edits"]);
+    git(&other, &["push", "-q", "origin", "main"]);
+    write(&app_wc, &[("notes.txt", "line one by me\n"), ("more.txt", "mine\n")]);
+    write(&lib_wc, &[("new.txt", "new\n")]);
+    let routines = format!(
+        r#"return {{ repos = {{
+  app = {{ path = {:?}, test = "true" }},
+  lib = {{ path = {:?}, test = "true" }},
+}} }}"#,
+        app_wc.display().to_string(),
+        lib_wc.display().to_string()
+    );
+    let env = env("pb-eod2", &fleet_lua(&ssh, &["server"], &refused_url().await), &routines);
+    ssh.stop_host(0);
+    let out = run(&env, "end_of_day.lua", &[]);
+    out.expect_code(1);
+    // No model: lib got the plain message and was pushed.
+    let today = git(&lib_wc, &["log", "-1", "--format=%cd", "--date=format:%Y-%m-%d"]);
+    assert_eq!(
+        git(&lib, &["log", "-1", "--format=%s", "main"]),
+        format!("End of day {today}: 1 file changed (new.txt)")
+    );
+    // The conflict stopped app cleanly: its own commit kept, nothing pushed, no rebase left behind.
+    assert!(
+        out.stderr.contains("app: sync.git(local): git pull --rebase: conflict in notes.txt; rebase aborted"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(read(app_wc.join("notes.txt")), "line one by me\n");
+    assert_eq!(git(&app_wc, &["status", "--porcelain"]), "");
+    assert!(git(&app_wc, &["log", "-1", "--format=%s"]).starts_with("End of day "));
+    assert_eq!(git(&app, &["log", "-1", "--format=%s", "main"]), "other edits");
+    assert!(!app_wc.join(".git/rebase-merge").exists());
+    // CI for what was pushed could not start: the server is down, and the error says so.
+    assert!(out.stderr.contains("CI: CI host h0 is offline; CI not started"), "{}", out.stderr);
+}
