@@ -408,3 +408,79 @@ async fn end_of_day_falls_back_stops_on_a_conflict_and_names_an_offline_server()
     // CI for what was pushed could not start: the server is down, and the error says so.
     assert!(out.stderr.contains("CI: CI host h0 is offline; CI not started"), "{}", out.stderr);
 }
+
+#[test]
+fn heavy_ai_task_pushes_starts_resumes_and_pulls_results_back() {
+    let mut ssh = SshFleet::start(1);
+    let env = env("pb-heavy", &fleet_lua(&ssh, &["gpu"], "http://127.0.0.1:9"), "return {}");
+    let proj = env.dir.join("proj");
+    write(
+        &proj,
+        &[
+            ("data/input.txt", "3\n"),
+            ("big/weights.bin", "not to be pushed"),
+            (".batonignore", "big/\n"),
+            (
+                "train.sh",
+                "for i in 1 2 3; do echo \"epoch $i\"; sleep 0.3; done\nmkdir -p out\necho \"trained on $(cat data/input.txt)\" > out/model.txt\nexit \"${1:-0}\"\n",
+            ),
+        ],
+    );
+    let remote = ssh.hosts[0].home.join("work/proj");
+    let (proj_s, remote_s) = (proj.display().to_string(), remote.display().to_string());
+    let base = ["h0", "--dir", &proj_s, "--remote-dir", &remote_s];
+    // Start and return at once with the job id.
+    let mut args = base.to_vec();
+    args.extend(["--", "sh", "train.sh"]);
+    let out = run(&env, "heavy_ai_task.lua", &args);
+    out.ok();
+    let id = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("started job "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{}", out.stdout))
+        .to_string();
+    assert!(!out.stdout.contains("epoch 3"), "it did not wait: {}", out.stdout);
+    assert!(out.stdout.contains(&format!("resume with: baton run heavy_ai_task.lua --job {id}")));
+    assert_eq!(read(remote.join("data/input.txt")), "3\n");
+    assert!(!remote.join("big").exists(), "the ignore file was not honoured");
+    // Resume: stream the log to the end, then pull the results.
+    let results = env.dir.join("results");
+    let results_s = results.display().to_string();
+    let out = run(
+        &env,
+        "heavy_ai_task.lua",
+        &["--job", &id, "--remote-dir", &remote_s, "--poll", "200ms", "--sync-back", "out", &results_s],
+    );
+    out.ok();
+    assert!(
+        out.stdout.contains("epoch 1\nepoch 2\nepoch 3\n") && out.stdout.contains(&format!("job {id} on h0: exited, exit 0")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(read(results.join("model.txt")), "trained on 3\n");
+
+    // --wait in one go; a failing job still brings its results back and ends with an error.
+    let mut args = base.to_vec();
+    let back = env.dir.join("back").display().to_string();
+    args.extend(["--wait", "--poll", "200ms", "--sync-back", "out", &back, "--", "sh", "train.sh", "3"]);
+    let out = run(&env, "heavy_ai_task.lua", &args);
+    out.expect_code(1);
+    assert!(out.stdout.contains("epoch 3"), "{}", out.stdout);
+    assert!(out.stderr.contains("on h0 exited with code 3"), "{}", out.stderr);
+    assert_eq!(read(env.dir.join("back/model.txt")), "trained on 3\n");
+
+    // A host that never comes online: a clear error naming it, nothing started.
+    ssh.stop_host(0);
+    let mut args = base.to_vec();
+    args.extend(["--online-timeout", "2s", "--", "sh", "train.sh"]);
+    let out = run(&env, "heavy_ai_task.lua", &args);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("ssh.wait_online(h0): not online after 2s"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("started job"));
+}
