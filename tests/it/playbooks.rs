@@ -484,3 +484,108 @@ fn heavy_ai_task_pushes_starts_resumes_and_pulls_results_back() {
     );
     assert!(!out.stdout.contains("started job"));
 }
+
+/// Puts executable `tools` (name → shell script body) first on host `i`'s PATH (sshd's `SetEnv`).
+fn fake_tools(ssh: &SshFleet, i: usize, tools: &[(&str, &str)]) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = ssh.hosts[i].dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, body) in tools {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = ssh.hosts[i].config();
+    let text = read(&config).replace(
+        "SetEnv HOME=",
+        &format!("SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=", bin.display()),
+    );
+    std::fs::write(config, text).unwrap();
+}
+
+const NVIDIA_SMI: &str = r#"case "$*" in
+  *--query-gpu=*) printf '0, GPU-5f1c2d3e-0000-4a4a-9b9b-000000000001, NVIDIA GeForce RTX 4090, 18234, 24564, 87\n1, GPU-5f1c2d3e-0000-4a4a-9b9b-000000000002, NVIDIA GeForce RTX 4090, 3, 24564, 0\n' ;;
+  *--query-compute-apps=*) printf 'GPU-5f1c2d3e-0000-4a4a-9b9b-000000000001, 4242, python3, 18000\n' ;;
+  *) echo "unexpected query: $*" >&2; exit 2 ;;
+esac
+"#;
+
+const VM_STAT: &str = r#"cat <<'X'
+Mach Virtual Memory Statistics: (page size of 16384 bytes)
+Pages free:                               12345.
+Pages active:                           2000000.
+Pages inactive:                         1000000.
+Pages speculative:                        20000.
+Pages wired down:                        500000.
+Pages purgeable:                           1000.
+Pages occupied by compressor:            100000.
+X
+"#;
+
+const SYSCTL: &str = r#"case "$*" in
+  "-n hw.memsize") echo 137438953472 ;;
+  "-n machdep.cpu.brand_string") echo "Apple M2 Ultra" ;;
+  *) exit 1 ;;
+esac
+"#;
+
+#[test]
+fn gpu_status_reads_nvidia_smi_apple_memory_no_gpu_and_offline() {
+    let mut ssh = SshFleet::prepare(4);
+    fake_tools(&ssh, 0, &[("nvidia-smi", NVIDIA_SMI)]);
+    fake_tools(
+        &ssh,
+        1,
+        &[("uname", "echo Darwin\n"), ("sysctl", SYSCTL), ("vm_stat", VM_STAT)],
+    );
+    for i in 0..3 {
+        ssh.start_host(i);
+    }
+    let env = env(
+        "pb-gpu-status",
+        &fleet_lua(&ssh, &["gpu", "inference", "server", "gpu"], "http://127.0.0.1:9"),
+        "return {}",
+    );
+    // Default hosts: role gpu or inference (h0, h1, h3 and the Ollama host engine, which is this machine).
+    let out = run(&env, "gpu_status.lua", &["--json"]);
+    out.ok();
+    let v: Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    let hosts: Vec<&str> = v.as_array().unwrap().iter().map(|r| r["host"].as_str().unwrap()).collect();
+    assert_eq!(hosts, ["engine", "h0", "h1", "h3"]);
+    let by = |h: &str| v.as_array().unwrap().iter().find(|r| r["host"] == h).unwrap().clone();
+    let h0 = by("h0");
+    assert_eq!(h0["kind"], "nvidia");
+    assert_eq!(h0["gpus"][0]["name"], "NVIDIA GeForce RTX 4090");
+    assert_eq!(h0["gpus"][0]["memory_used_mb"], 18234);
+    assert_eq!(h0["gpus"][0]["memory_total_mb"], 24564);
+    assert_eq!(h0["gpus"][0]["utilization"], 87);
+    assert_eq!(h0["gpus"][0]["processes"][0]["name"], "python3");
+    assert_eq!(h0["gpus"][0]["processes"][0]["memory_mb"], 18000);
+    assert_eq!(h0["gpus"][1]["memory_used_mb"], 3);
+    let h1 = by("h1");
+    assert_eq!(h1["kind"], "apple");
+    assert_eq!(h1["gpus"][0]["name"], "Apple M2 Ultra");
+    assert_eq!(h1["gpus"][0]["unified"], true);
+    assert_eq!(h1["gpus"][0]["memory_total_mb"], 131072);
+    assert_eq!(h1["gpus"][0]["memory_used_mb"], 40625);
+    assert_eq!(by("h3")["kind"], "offline");
+    // engine is this machine: no GPU here (nvidia where the test machine has one).
+    assert!(["none", "nvidia"].contains(&by("engine")["kind"].as_str().unwrap()));
+    // The table, for the hosts asked for.
+    let out = run(&env, "gpu_status.lua", &["h0", "h1", "h2", "h3"]);
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].starts_with("HOST") && lines[0].contains("MEMORY (MiB)"), "{}", out.stdout);
+    assert!(
+        lines[1].starts_with("h0") && lines[1].contains("0: NVIDIA GeForce RTX 4090") && lines[1].contains("18234 / 24564")
+            && lines[1].contains("87%") && lines[1].contains("python3[4242] 18000 MiB"),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[3].starts_with("h1") && lines[3].contains("40625 / 131072 unified"), "{}", out.stdout);
+    assert!(lines[4].starts_with("h2") && lines[4].contains("no GPU (no nvidia-smi, not macOS)"), "{}", out.stdout);
+    assert!(lines[5].starts_with("h3") && lines[5].contains("offline"), "{}", out.stdout);
+    let out = run(&env, "gpu_status.lua", &["nosuch"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("unknown fleet host \"nosuch\""), "{}", out.stderr);
+}
