@@ -589,3 +589,67 @@ fn gpu_status_reads_nvidia_smi_apple_memory_no_gpu_and_offline() {
     out.expect_code(1);
     assert!(out.stderr.contains("unknown fleet host \"nosuch\""), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_models_loads_every_tier_model_and_reports_what_it_could_not() {
+    let stub = Stub::start(|req, _| match req.path.as_str() {
+        "/api/tags" => Reply::json(200, json!({"models": [{"name": "coder:7b", "model": "coder:7b"}, {"name": "reasoner:7b", "model": "reasoner:7b"}]})),
+        "/api/generate" => Reply::ndjson(llm_server::ollama_generate(req.json()["model"].as_str().unwrap(), &[]), 50),
+        "/api/ps" => Reply::json(200, json!({"models": [{"name": "coder:7b", "model": "coder:7b"}, {"name": "reasoner:7b", "model": "reasoner:7b"}]})),
+        "/api/version" => Reply::json(200, json!({"version": "0.12.0"})),
+        _ => Reply::json(404, json!({"error": "not found"})),
+    })
+    .await;
+    let fleet = |extra_tier: &str, extra_host: &str| {
+        format!(
+            r#"return {{
+  hosts = {{ engine = {{ ssh = false, role = "inference", ollama = "{}" }}, {extra_host} }},
+  tiers = {{
+    {{ name = "local", provider = "ollama", host = "engine", models = {{ code = "coder:7b", reason = "reasoner:7b" }} }},
+    {extra_tier}
+  }},
+}}"#,
+            stub.url
+        )
+    };
+    let env = Env::new("pb-warm").with_fleet(&fleet("", ""));
+    let out = run(&env, "warm_models.lua", &["--keep-alive", "9h"]);
+    out.ok();
+    let loads: Vec<Value> = stub
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/generate")
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(loads.len(), 2, "{}", out.stdout);
+    for (load, model) in loads.iter().zip(["coder:7b", "reasoner:7b"]) {
+        assert_eq!(load["model"], model);
+        assert_eq!(load["prompt"], "");
+        assert_eq!(load["keep_alive"], "9h");
+    }
+    assert!(out.stdout.contains("engine: loaded now: coder:7b, reasoner:7b"), "{}", out.stdout);
+
+    // A model that is not pulled and an Ollama that does not answer are reported; the rest still loads.
+    let down = refused_url().await;
+    let env = Env::new("pb-warm2").with_fleet(&fleet(
+        r#"{ name = "spare", provider = "ollama", host = "studio", model = "big:70b" },
+    { name = "more", provider = "ollama", host = "engine", model = "missing:1b" },"#,
+        &format!(r#"studio = {{ ssh = false, ollama = "{down}" }}"#),
+    ));
+    let before = stub.count();
+    let out = run(&env, "warm_models.lua", &[]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("warm_models: 2 problems"), "{}", out.stderr);
+    assert!(out.stderr.contains("studio: Ollama does not answer"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("engine: missing:1b is not pulled (run with --pull, or ollama pull missing:1b)"),
+        "{}",
+        out.stderr
+    );
+    let loaded: Vec<String> = stub.requests()[before..]
+        .iter()
+        .filter(|r| r.path == "/api/generate")
+        .map(|r| r.json()["model"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(loaded, ["coder:7b", "reasoner:7b"]);
+}
