@@ -653,3 +653,70 @@ async fn warm_models_loads_every_tier_model_and_reports_what_it_could_not() {
         .collect();
     assert_eq!(loaded, ["coder:7b", "reasoner:7b"]);
 }
+
+#[test]
+fn gpu_sync_validates_on_the_gpu_host_merges_back_and_stops_cleanly_on_a_conflict() {
+    let ssh = SshFleet::start(1);
+    let tmp = crate::common::TempDir::new("pb-gpu-repos");
+    let origin = origin(
+        tmp.path(),
+        "model",
+        &[
+            ("notes.txt", "line one\n"),
+            ("validate.sh", "mkdir -p results\necho \"score for $(cat notes.txt)\" > results/score.txt\necho validated\n"),
+        ],
+    );
+    let (here, there) = (tmp.join("here"), ssh.hosts[0].home.join("model"));
+    clone(&origin, &here);
+    clone(&origin, &there);
+    let routines = format!(
+        r#"return {{ gpu = {{ local_path = {:?}, remote_path = {:?}, validate = "sh validate.sh", timeout = "60s" }} }}"#,
+        here.display().to_string(),
+        there.display().to_string()
+    );
+    let env = env("pb-gpu-sync", &fleet_lua(&ssh, &["gpu"], "http://127.0.0.1:9"), &routines);
+    write(&here, &[("notes.txt", "line one, tuned\n")]);
+    let out = run(&env, "gpu_sync.lua", &["--message", "tune the notes"]);
+    out.ok();
+    assert!(out.stdout.contains("[h0] validated"), "{}", out.stdout);
+    // Local work reached main, the GPU host validated it on its branch, the results came home.
+    assert_eq!(git(&origin, &["log", "-1", "--format=%s", "main"]), "tune the notes");
+    assert!(
+        git(&origin, &["log", "-1", "--format=%s", "validation"]).starts_with("Validation passed: main at "),
+    );
+    assert_eq!(git(&there, &["rev-parse", "--abbrev-ref", "HEAD"]), "validation");
+    assert_eq!(read(here.join("results/score.txt")), "score for line one, tuned\n");
+    // (a fast-forward here: main had not moved since)
+    assert_eq!(git(&here, &["rev-parse", "HEAD"]), git(&origin, &["rev-parse", "validation"]));
+    assert_eq!(git(&here, &["rev-parse", "--abbrev-ref", "HEAD"]), "main");
+
+    // A conflict: the validation branch changed the line main changes too. The GPU host's merge is aborted,
+    // nothing is validated, both trees stay as they were.
+    let other = tmp.join("other");
+    clone(&origin, &other);
+    git(&other, &["checkout", "-q", "validation"]);
+    write(&other, &[("notes.txt", "line one, validation edit\n")]);
+    git(&other, &["commit", "-qam", "edit on validation"]);
+    git(&other, &["push", "-q", "origin", "validation"]);
+    write(&here, &[("notes.txt", "line one, main edit\n")]);
+    let there_head = git(&there, &["rev-parse", "HEAD"]);
+    let out = run(&env, "gpu_sync.lua", &["--message", "main edit"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("h0: merging origin/main into")
+            && out.stderr.contains("conflicts in notes.txt; merge aborted, nothing changed"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("[h0] validated"), "{}", out.stdout);
+    assert_eq!(git(&there, &["status", "--porcelain"]), "");
+    assert!(!there.join(".git/MERGE_HEAD").exists());
+    // Only the clean fast-forward of origin/validation happened before the conflicting merge.
+    assert_eq!(
+        git(&there, &["rev-parse", "HEAD"]),
+        git(&origin, &["rev-parse", "validation"])
+    );
+    assert_ne!(git(&there, &["rev-parse", "HEAD"]), there_head);
+    assert_eq!(read(here.join("notes.txt")), "line one, main edit\n");
+    assert_eq!(read(there.join("results/score.txt")), "score for line one, tuned\n");
+}
