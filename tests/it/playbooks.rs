@@ -84,7 +84,11 @@ fn clone(origin: &Path, to: &Path) {
         .arg(to)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     identity(to);
 }
 
@@ -94,7 +98,12 @@ fn fleet_lua(ssh: &SshFleet, roles: &[&str], ollama: &str) -> String {
         .hosts
         .iter()
         .zip(roles)
-        .map(|(h, role)| format!("    {0} = {{ ssh = \"{0}\", role = \"{role}\" }},\n", h.name))
+        .map(|(h, role)| {
+            format!(
+                "    {0} = {{ ssh = \"{0}\", role = \"{role}\" }},\n",
+                h.name
+            )
+        })
         .collect();
     format!(
         r#"return {{
@@ -180,8 +189,7 @@ fn every_playbook_and_example_passes_check() {
     let out = env.baton(&args);
     out.ok();
     assert!(
-        out.stdout
-            .contains(&format!("{} file(s) ok", files.len())),
+        out.stdout.contains(&format!("{} file(s) ok", files.len())),
         "{}{}",
         out.stdout,
         out.stderr
@@ -207,11 +215,18 @@ async fn nightly_ci_records_pass_and_fail_and_stores_a_diagnosis() {
     let ssh = SshFleet::start(1);
     let stub = ollama("Likely cause: add() is off by one in calc.sh.").await;
     let tmp = crate::common::TempDir::new("pb-ci-repos");
-    let good = origin(tmp.path(), "good", &[("check.sh", "echo all 3 tests passed\n")]);
+    let good = origin(
+        tmp.path(),
+        "good",
+        &[("check.sh", "echo all 3 tests passed\n")],
+    );
     let bad = origin(
         tmp.path(),
         "bad",
-        &[("check.sh", "echo running 2 tests\necho 'assertion failed: expected 4, got 5' >&2\nexit 2\n")],
+        &[(
+            "check.sh",
+            "echo running 2 tests\necho 'assertion failed: expected 4, got 5' >&2\nexit 2\n",
+        )],
     );
     let ci = ssh.hosts[0].home.join("ci");
     let routines = format!(
@@ -237,7 +252,10 @@ async fn nightly_ci_records_pass_and_fail_and_stores_a_diagnosis() {
     );
     let latest = |repo: &str| ci.join("logs").join(repo).join("latest");
     assert_eq!(read(latest("good").join("result")), "pass\n");
-    assert_eq!(read(latest("good").join("test.log")), "all 3 tests passed\n");
+    assert_eq!(
+        read(latest("good").join("test.log")),
+        "all 3 tests passed\n"
+    );
     assert_eq!(read(latest("bad").join("result")), "fail (exit 2)\n");
     assert!(read(latest("bad").join("test.log")).contains("assertion failed: expected 4, got 5"));
     assert_eq!(
@@ -258,7 +276,11 @@ async fn nightly_ci_records_pass_and_fail_and_stores_a_diagnosis() {
     let tsv = read(ci.join("results.tsv"));
     assert_eq!(tsv.lines().count(), 2, "{tsv}");
     assert!(tsv.contains("\tbad\t") && tsv.contains("\tfail (exit 2)"));
-    assert!(out.stdout.contains("bad: diagnosis in h0:"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("bad: diagnosis in h0:"),
+        "{}",
+        out.stdout
+    );
 
     // A new commit upstream is what the next run tests; with no model up, no diagnosis but the run is kept.
     let work = tmp.join("bad-work");
@@ -288,7 +310,11 @@ async fn nightly_ci_records_pass_and_fail_and_stores_a_diagnosis() {
 async fn nightly_ci_names_an_offline_server_and_a_missing_role() {
     let mut ssh = SshFleet::start(1);
     let routines = r#"return { repos = { app = { url = "/nowhere.git", test = "true" } } }"#;
-    let env = env("pb-ci-down", &fleet_lua(&ssh, &["server"], &refused_url().await), routines);
+    let env = env(
+        "pb-ci-down",
+        &fleet_lua(&ssh, &["server"], &refused_url().await),
+        routines,
+    );
     ssh.stop_host(0);
     let out = run(&env, "nightly_ci.lua", &["--online-timeout", "2s"]);
     out.expect_code(1);
@@ -297,7 +323,11 @@ async fn nightly_ci_names_an_offline_server_and_a_missing_role() {
         "{}",
         out.stderr
     );
-    let env2 = self::env("pb-ci-norole", &fleet_lua(&ssh, &["gpu"], &refused_url().await), routines);
+    let env2 = self::env(
+        "pb-ci-norole",
+        &fleet_lua(&ssh, &["gpu"], &refused_url().await),
+        routines,
+    );
     let out = run(&env2, "nightly_ci.lua", &[]);
     out.expect_code(1);
     assert!(
@@ -307,10 +337,18 @@ async fn nightly_ci_names_an_offline_server_and_a_missing_role() {
         out.stderr
     );
     // A typo in the routines file is reported with its path.
-    env2.dir.write("routines.lua", r#"return { repos = { app = { tset = "x" } } }"#);
+    env2.dir.write(
+        "routines.lua",
+        r#"return { repos = { app = { tset = "x" } } }"#,
+    );
     let out = run(&env2, "nightly_ci.lua", &[]);
     out.expect_code(1);
-    assert!(out.stderr.contains("routines.lua: repos.app.tset: unknown key"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("routines.lua: repos.app.tset: unknown key"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +356,14 @@ async fn end_of_day_commits_with_the_model_message_pushes_and_starts_ci() {
     let ssh = SshFleet::start(1);
     let stub = ollama("Add a greeting to the notes\n\n- say hello").await;
     let env_dir = crate::common::TempDir::new("pb-eod-repos");
-    let app = origin(env_dir.path(), "app", &[("notes.txt", "one\n"), ("check.sh", "grep -q hello greeting.txt\n")]);
+    let app = origin(
+        env_dir.path(),
+        "app",
+        &[
+            ("notes.txt", "one\n"),
+            ("check.sh", "grep -q hello greeting.txt\n"),
+        ],
+    );
     let lib = origin(env_dir.path(), "lib", &[("lib.txt", "lib\n")]);
     let (app_wc, lib_wc) = (env_dir.join("app-wc"), env_dir.join("lib-wc"));
     clone(&app, &app_wc);
@@ -337,7 +382,11 @@ async fn end_of_day_commits_with_the_model_message_pushes_and_starts_ci() {
         app = app.display().to_string(),
         lib_wc = lib_wc.display().to_string(),
     );
-    let env = env("pb-eod", &fleet_lua(&ssh, &["server"], &stub.url), &routines);
+    let env = env(
+        "pb-eod",
+        &fleet_lua(&ssh, &["server"], &stub.url),
+        &routines,
+    );
     write(&app_wc, &[("greeting.txt", "hello\n")]);
     let out = run(&env, "end_of_day.lua", &[]);
     out.ok();
@@ -345,19 +394,40 @@ async fn end_of_day_commits_with_the_model_message_pushes_and_starts_ci() {
         git(&app, &["log", "-1", "--format=%B", "main"]),
         "Add a greeting to the notes\n\n- say hello"
     );
-    assert!(out.stdout.contains("lib: nothing to commit, up to date, nothing to push"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("lib: nothing to commit, up to date, nothing to push"),
+        "{}",
+        out.stdout
+    );
     let asked = prompts(&stub);
     assert_eq!(asked.len(), 1, "only the dirty repo needs a message");
-    assert!(asked[0].contains("greeting.txt") && asked[0].contains("+hello"), "{}", asked[0]);
+    assert!(
+        asked[0].contains("greeting.txt") && asked[0].contains("+hello"),
+        "{}",
+        asked[0]
+    );
     assert_eq!(stub.requests()[0].json()["model"], "coder:7b");
     // CI was started as a detached job on the server; its results land where the script said.
-    let line = out.stdout.lines().find(|l| l.starts_with("CI started on h0: job ")).unwrap_or_else(|| panic!("{}", out.stdout));
-    assert!(out.stdout.contains(&format!("app: results in h0:{}/logs/app/", ci.display())), "{}", out.stdout);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("CI started on h0: job "))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(
+        out.stdout
+            .contains(&format!("app: results in h0:{}/logs/app/", ci.display())),
+        "{}",
+        out.stdout
+    );
     let result = ci.join("logs/app/latest/result");
     wait_for(&result, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(read(&result), "pass\n", "{line}");
-    assert_eq!(read(ci.join("logs/app/latest/commit")).trim(), git(&app, &["rev-parse", "main"]));
+    assert_eq!(
+        read(ci.join("logs/app/latest/commit")).trim(),
+        git(&app, &["rev-parse", "main"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,7 +444,10 @@ async fn end_of_day_falls_back_stops_on_a_conflict_and_names_an_offline_server()
     write(&other, &[("notes.txt", "line one by other\n")]);
     git(&other, &["commit", "-qam", "other edits"]);
     git(&other, &["push", "-q", "origin", "main"]);
-    write(&app_wc, &[("notes.txt", "line one by me\n"), ("more.txt", "mine\n")]);
+    write(
+        &app_wc,
+        &[("notes.txt", "line one by me\n"), ("more.txt", "mine\n")],
+    );
     write(&lib_wc, &[("new.txt", "new\n")]);
     let routines = format!(
         r#"return {{ repos = {{
@@ -384,35 +457,56 @@ async fn end_of_day_falls_back_stops_on_a_conflict_and_names_an_offline_server()
         app_wc.display().to_string(),
         lib_wc.display().to_string()
     );
-    let env = env("pb-eod2", &fleet_lua(&ssh, &["server"], &refused_url().await), &routines);
+    let env = env(
+        "pb-eod2",
+        &fleet_lua(&ssh, &["server"], &refused_url().await),
+        &routines,
+    );
     ssh.stop_host(0);
     let out = run(&env, "end_of_day.lua", &[]);
     out.expect_code(1);
     // No model: lib got the plain message and was pushed.
-    let today = git(&lib_wc, &["log", "-1", "--format=%cd", "--date=format:%Y-%m-%d"]);
+    let today = git(
+        &lib_wc,
+        &["log", "-1", "--format=%cd", "--date=format:%Y-%m-%d"],
+    );
     assert_eq!(
         git(&lib, &["log", "-1", "--format=%s", "main"]),
         format!("End of day {today}: 1 file changed (new.txt)")
     );
     // The conflict stopped app cleanly: its own commit kept, nothing pushed, no rebase left behind.
     assert!(
-        out.stderr.contains("app: sync.git(local): git pull --rebase: conflict in notes.txt; rebase aborted"),
+        out.stderr.contains(
+            "app: sync.git(local): git pull --rebase: conflict in notes.txt; rebase aborted"
+        ),
         "{}",
         out.stderr
     );
     assert_eq!(read(app_wc.join("notes.txt")), "line one by me\n");
     assert_eq!(git(&app_wc, &["status", "--porcelain"]), "");
     assert!(git(&app_wc, &["log", "-1", "--format=%s"]).starts_with("End of day "));
-    assert_eq!(git(&app, &["log", "-1", "--format=%s", "main"]), "other edits");
+    assert_eq!(
+        git(&app, &["log", "-1", "--format=%s", "main"]),
+        "other edits"
+    );
     assert!(!app_wc.join(".git/rebase-merge").exists());
     // CI for what was pushed could not start: the server is down, and the error says so.
-    assert!(out.stderr.contains("CI: CI host h0 is offline; CI not started"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("CI: CI host h0 is offline; CI not started"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn heavy_ai_task_pushes_starts_resumes_and_pulls_results_back() {
     let mut ssh = SshFleet::start(1);
-    let env = env("pb-heavy", &fleet_lua(&ssh, &["gpu"], "http://127.0.0.1:9"), "return {}");
+    let env = env(
+        "pb-heavy",
+        &fleet_lua(&ssh, &["gpu"], "http://127.0.0.1:9"),
+        "return {}",
+    );
     let proj = env.dir.join("proj");
     write(
         &proj,
@@ -441,21 +535,43 @@ fn heavy_ai_task_pushes_starts_resumes_and_pulls_results_back() {
         .and_then(|l| l.split_whitespace().next())
         .unwrap_or_else(|| panic!("{}", out.stdout))
         .to_string();
-    assert!(!out.stdout.contains("epoch 3"), "it did not wait: {}", out.stdout);
-    assert!(out.stdout.contains(&format!("resume with: baton run heavy_ai_task.lua --job {id}")));
+    assert!(
+        !out.stdout.contains("epoch 3"),
+        "it did not wait: {}",
+        out.stdout
+    );
+    assert!(out.stdout.contains(&format!(
+        "resume with: baton run heavy_ai_task.lua --job {id}"
+    )));
     assert_eq!(read(remote.join("data/input.txt")), "3\n");
-    assert!(!remote.join("big").exists(), "the ignore file was not honoured");
+    assert!(
+        !remote.join("big").exists(),
+        "the ignore file was not honoured"
+    );
     // Resume: stream the log to the end, then pull the results.
     let results = env.dir.join("results");
     let results_s = results.display().to_string();
     let out = run(
         &env,
         "heavy_ai_task.lua",
-        &["--job", &id, "--remote-dir", &remote_s, "--poll", "200ms", "--sync-back", "out", &results_s],
+        &[
+            "--job",
+            &id,
+            "--remote-dir",
+            &remote_s,
+            "--poll",
+            "200ms",
+            "--sync-back",
+            "out",
+            &results_s,
+        ],
     );
     out.ok();
     assert!(
-        out.stdout.contains("epoch 1\nepoch 2\nepoch 3\n") && out.stdout.contains(&format!("job {id} on h0: exited, exit 0")),
+        out.stdout.contains("epoch 1\nepoch 2\nepoch 3\n")
+            && out
+                .stdout
+                .contains(&format!("job {id} on h0: exited, exit 0")),
         "{}",
         out.stdout
     );
@@ -464,11 +580,26 @@ fn heavy_ai_task_pushes_starts_resumes_and_pulls_results_back() {
     // --wait in one go; a failing job still brings its results back and ends with an error.
     let mut args = base.to_vec();
     let back = env.dir.join("back").display().to_string();
-    args.extend(["--wait", "--poll", "200ms", "--sync-back", "out", &back, "--", "sh", "train.sh", "3"]);
+    args.extend([
+        "--wait",
+        "--poll",
+        "200ms",
+        "--sync-back",
+        "out",
+        &back,
+        "--",
+        "sh",
+        "train.sh",
+        "3",
+    ]);
     let out = run(&env, "heavy_ai_task.lua", &args);
     out.expect_code(1);
     assert!(out.stdout.contains("epoch 3"), "{}", out.stdout);
-    assert!(out.stderr.contains("on h0 exited with code 3"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("on h0 exited with code 3"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(read(env.dir.join("back/model.txt")), "trained on 3\n");
 
     // A host that never comes online: a clear error naming it, nothing started.
@@ -478,7 +609,8 @@ fn heavy_ai_task_pushes_starts_resumes_and_pulls_results_back() {
     let out = run(&env, "heavy_ai_task.lua", &args);
     out.expect_code(1);
     assert!(
-        out.stderr.contains("ssh.wait_online(h0): not online after 2s"),
+        out.stderr
+            .contains("ssh.wait_online(h0): not online after 2s"),
         "{}",
         out.stderr
     );
@@ -498,7 +630,10 @@ fn fake_tools(ssh: &SshFleet, i: usize, tools: &[(&str, &str)]) {
     let config = ssh.hosts[i].config();
     let text = read(&config).replace(
         "SetEnv HOME=",
-        &format!("SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=", bin.display()),
+        &format!(
+            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
+            bin.display()
+        ),
     );
     std::fs::write(config, text).unwrap();
 }
@@ -536,23 +671,44 @@ fn gpu_status_reads_nvidia_smi_apple_memory_no_gpu_and_offline() {
     fake_tools(
         &ssh,
         1,
-        &[("uname", "echo Darwin\n"), ("sysctl", SYSCTL), ("vm_stat", VM_STAT)],
+        &[
+            ("uname", "echo Darwin\n"),
+            ("sysctl", SYSCTL),
+            ("vm_stat", VM_STAT),
+        ],
     );
     for i in 0..3 {
         ssh.start_host(i);
     }
     let env = env(
         "pb-gpu-status",
-        &fleet_lua(&ssh, &["gpu", "inference", "server", "gpu"], "http://127.0.0.1:9"),
+        &fleet_lua(
+            &ssh,
+            &["gpu", "inference", "server", "gpu"],
+            "http://127.0.0.1:9",
+        ),
         "return {}",
     );
     // Default hosts: role gpu or inference (h0, h1, h3 and the Ollama host engine, which is this machine).
     let out = run(&env, "gpu_status.lua", &["--json"]);
     out.ok();
-    let v: Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
-    let hosts: Vec<&str> = v.as_array().unwrap().iter().map(|r| r["host"].as_str().unwrap()).collect();
+    let v: Value =
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    let hosts: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["host"].as_str().unwrap())
+        .collect();
     assert_eq!(hosts, ["engine", "h0", "h1", "h3"]);
-    let by = |h: &str| v.as_array().unwrap().iter().find(|r| r["host"] == h).unwrap().clone();
+    let by = |h: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["host"] == h)
+            .unwrap()
+            .clone()
+    };
     let h0 = by("h0");
     assert_eq!(h0["kind"], "nvidia");
     assert_eq!(h0["gpus"][0]["name"], "NVIDIA GeForce RTX 4090");
@@ -575,19 +731,42 @@ fn gpu_status_reads_nvidia_smi_apple_memory_no_gpu_and_offline() {
     let out = run(&env, "gpu_status.lua", &["h0", "h1", "h2", "h3"]);
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert!(lines[0].starts_with("HOST") && lines[0].contains("MEMORY (MiB)"), "{}", out.stdout);
     assert!(
-        lines[1].starts_with("h0") && lines[1].contains("0: NVIDIA GeForce RTX 4090") && lines[1].contains("18234 / 24564")
-            && lines[1].contains("87%") && lines[1].contains("python3[4242] 18000 MiB"),
+        lines[0].starts_with("HOST") && lines[0].contains("MEMORY (MiB)"),
         "{}",
         out.stdout
     );
-    assert!(lines[3].starts_with("h1") && lines[3].contains("40625 / 131072 unified"), "{}", out.stdout);
-    assert!(lines[4].starts_with("h2") && lines[4].contains("no GPU (no nvidia-smi, not macOS)"), "{}", out.stdout);
-    assert!(lines[5].starts_with("h3") && lines[5].contains("offline"), "{}", out.stdout);
+    assert!(
+        lines[1].starts_with("h0")
+            && lines[1].contains("0: NVIDIA GeForce RTX 4090")
+            && lines[1].contains("18234 / 24564")
+            && lines[1].contains("87%")
+            && lines[1].contains("python3[4242] 18000 MiB"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[3].starts_with("h1") && lines[3].contains("40625 / 131072 unified"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[4].starts_with("h2") && lines[4].contains("no GPU (no nvidia-smi, not macOS)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[5].starts_with("h3") && lines[5].contains("offline"),
+        "{}",
+        out.stdout
+    );
     let out = run(&env, "gpu_status.lua", &["nosuch"]);
     out.expect_code(1);
-    assert!(out.stderr.contains("unknown fleet host \"nosuch\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown fleet host \"nosuch\""),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,7 +806,12 @@ async fn warm_models_loads_every_tier_model_and_reports_what_it_could_not() {
         assert_eq!(load["prompt"], "");
         assert_eq!(load["keep_alive"], "9h");
     }
-    assert!(out.stdout.contains("engine: loaded now: coder:7b, reasoner:7b"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("engine: loaded now: coder:7b, reasoner:7b"),
+        "{}",
+        out.stdout
+    );
 
     // A model that is not pulled and an Ollama that does not answer are reported; the rest still loads.
     let down = refused_url().await;
@@ -639,10 +823,20 @@ async fn warm_models_loads_every_tier_model_and_reports_what_it_could_not() {
     let before = stub.count();
     let out = run(&env, "warm_models.lua", &[]);
     out.expect_code(1);
-    assert!(out.stderr.contains("warm_models: 2 problems"), "{}", out.stderr);
-    assert!(out.stderr.contains("studio: Ollama does not answer"), "{}", out.stderr);
     assert!(
-        out.stderr.contains("engine: missing:1b is not pulled (run with --pull, or ollama pull missing:1b)"),
+        out.stderr.contains("warm_models: 2 problems"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("studio: Ollama does not answer"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "engine: missing:1b is not pulled (run with --pull, or ollama pull missing:1b)"
+        ),
         "{}",
         out.stderr
     );
@@ -663,7 +857,10 @@ fn gpu_sync_validates_on_the_gpu_host_merges_back_and_stops_cleanly_on_a_conflic
         "model",
         &[
             ("notes.txt", "line one\n"),
-            ("validate.sh", "mkdir -p results\necho \"score for $(cat notes.txt)\" > results/score.txt\necho validated\n"),
+            (
+                "validate.sh",
+                "mkdir -p results\necho \"score for $(cat notes.txt)\" > results/score.txt\necho validated\n",
+            ),
         ],
     );
     let (here, there) = (tmp.join("here"), ssh.hosts[0].home.join("model"));
@@ -674,20 +871,37 @@ fn gpu_sync_validates_on_the_gpu_host_merges_back_and_stops_cleanly_on_a_conflic
         here.display().to_string(),
         there.display().to_string()
     );
-    let env = env("pb-gpu-sync", &fleet_lua(&ssh, &["gpu"], "http://127.0.0.1:9"), &routines);
+    let env = env(
+        "pb-gpu-sync",
+        &fleet_lua(&ssh, &["gpu"], "http://127.0.0.1:9"),
+        &routines,
+    );
     write(&here, &[("notes.txt", "line one, tuned\n")]);
     let out = run(&env, "gpu_sync.lua", &["--message", "tune the notes"]);
     out.ok();
     assert!(out.stdout.contains("[h0] validated"), "{}", out.stdout);
     // Local work reached main, the GPU host validated it on its branch, the results came home.
-    assert_eq!(git(&origin, &["log", "-1", "--format=%s", "main"]), "tune the notes");
-    assert!(
-        git(&origin, &["log", "-1", "--format=%s", "validation"]).starts_with("Validation passed: main at "),
+    assert_eq!(
+        git(&origin, &["log", "-1", "--format=%s", "main"]),
+        "tune the notes"
     );
-    assert_eq!(git(&there, &["rev-parse", "--abbrev-ref", "HEAD"]), "validation");
-    assert_eq!(read(here.join("results/score.txt")), "score for line one, tuned\n");
+    assert!(
+        git(&origin, &["log", "-1", "--format=%s", "validation"])
+            .starts_with("Validation passed: main at "),
+    );
+    assert_eq!(
+        git(&there, &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "validation"
+    );
+    assert_eq!(
+        read(here.join("results/score.txt")),
+        "score for line one, tuned\n"
+    );
     // (a fast-forward here: main had not moved since)
-    assert_eq!(git(&here, &["rev-parse", "HEAD"]), git(&origin, &["rev-parse", "validation"]));
+    assert_eq!(
+        git(&here, &["rev-parse", "HEAD"]),
+        git(&origin, &["rev-parse", "validation"])
+    );
     assert_eq!(git(&here, &["rev-parse", "--abbrev-ref", "HEAD"]), "main");
 
     // A conflict: the validation branch changed the line main changes too. The GPU host's merge is aborted,
@@ -704,7 +918,9 @@ fn gpu_sync_validates_on_the_gpu_host_merges_back_and_stops_cleanly_on_a_conflic
     out.expect_code(1);
     assert!(
         out.stderr.contains("h0: merging origin/main into")
-            && out.stderr.contains("conflicts in notes.txt; merge aborted, nothing changed"),
+            && out
+                .stderr
+                .contains("conflicts in notes.txt; merge aborted, nothing changed"),
         "{}",
         out.stderr
     );
@@ -718,5 +934,8 @@ fn gpu_sync_validates_on_the_gpu_host_merges_back_and_stops_cleanly_on_a_conflic
     );
     assert_ne!(git(&there, &["rev-parse", "HEAD"]), there_head);
     assert_eq!(read(here.join("notes.txt")), "line one, main edit\n");
-    assert_eq!(read(there.join("results/score.txt")), "score for line one, tuned\n");
+    assert_eq!(
+        read(there.join("results/score.txt")),
+        "score for line one, tuned\n"
+    );
 }
