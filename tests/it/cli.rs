@@ -432,6 +432,10 @@ fn example_fleet_parses_and_demo_runs() {
     // The README's main job on the built-in fleet.
     let out = env.baton(&["run", root.join("examples/demo.lua").to_str().unwrap()]);
     out.ok();
-    assert!(out.stdout.starts_with("fleet: built-in default\nlocal "), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with("fleet: built-in default\nlocal "),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("free on /"), "{}", out.stdout);
 }
