@@ -26,3 +26,42 @@ pub fn stubs() -> impl Iterator<Item = (&'static str, &'static str)> {
         .filter(|(f, _)| f.starts_with("_meta/"))
         .copied()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+
+    #[test]
+    fn every_stdlib_file_is_embedded() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib");
+        let mut files = Vec::new();
+        walk(&root, &root, &mut files);
+        assert!(!files.is_empty());
+        for f in files {
+            let src = std::fs::read_to_string(root.join(&f)).unwrap();
+            assert!(
+                FILES.iter().any(|(name, body)| *name == f && *body == src),
+                "stdlib/{f} is not embedded (or is stale)"
+            );
+        }
+    }
+
+    #[test]
+    fn modules_resolve_and_stubs_do_not() {
+        assert_eq!(find("baton.test").unwrap().0, "stdlib/baton/test.lua");
+        assert!(find("_meta.baton").is_none());
+        assert!(find("baton.nope").is_none());
+        assert!(stubs().any(|(f, _)| f == "_meta/baton.lua"));
+    }
+}

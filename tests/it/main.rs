@@ -2,8 +2,12 @@
 mod cli;
 mod common;
 mod llm;
+mod llm_server;
 mod lua_specs;
+mod ops;
 mod repl;
 mod schedule;
 mod ssh;
+mod sshd;
+mod stubs;
 mod sync;

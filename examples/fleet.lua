@@ -1,0 +1,53 @@
+-- An example fleet file: copy it to ~/.config/baton/fleet.lua (or pass --fleet / set $BATON_FLEET) and
+-- adapt the names. `baton fleet` shows what baton reads from it; a typo is reported with its path
+-- (`hosts.engine.olama: unknown key, did you mean ollama?`).
+return {
+  -- Optional: an OpenSSH config file handed to every connection (-F). Relative to this file.
+  -- ssh_config = "ssh_config",
+
+  hosts = {
+    -- The laptop you work on. `ssh = false` runs commands right here, so a playbook works from any machine.
+    workstation = { ssh = false, role = "workstation", tags = { "laptop" } },
+
+    -- The always-on home server: CI, Docker, Syncthing, a small GPU. `ssh` is any OpenSSH destination;
+    -- it defaults to the host's name, so a `Host brain` entry in ~/.ssh/config just works.
+    brain = { ssh = "brain", role = "server", tags = { "ci", "docker" } },
+
+    -- The headless Mac Studio running Ollama with two 32B models loaded. `ollama_parallel` matches the
+    -- server's OLLAMA_NUM_PARALLEL: baton queues extra requests instead of overloading it.
+    engine = {
+      ssh = "me@engine.local",
+      role = "inference",
+      tags = { "mac" },
+      ollama = "http://engine.local:11434",
+      ollama_parallel = 4,
+      -- A host you reach for the first time can record its key on first contact (default: "strict").
+      known_hosts = "accept-new",
+    },
+  },
+
+  -- Ordered, lowest (cheapest) first. Prices are USD per million tokens.
+  tiers = {
+    { name = "local", provider = "ollama", host = "engine",
+      models = { code = "qwen2.5-coder:32b", reason = "deepseek-r1:32b" } },
+    { name = "cheap", provider = "openrouter", model = "anthropic/claude-sonnet-4.5", price = { input = 3, output = 15 } },
+    { name = "premium", provider = "openrouter", model = "anthropic/claude-opus-4.6", price = { input = 15, output = 75 } },
+  },
+
+  -- Which tier (and which of its models) a kind of task starts at. Kinds not listed start at the lowest
+  -- tier that is up. Leave `tasks` out to get the default table (`baton fleet` prints it).
+  tasks = {
+    code_generation = { tier = "local", model = "code" },
+    commit_message = { tier = "local", model = "code" },
+    bug_hunting = { tier = "local", model = "reason" },
+    gap_analysis = { tier = "cheap" },
+    code_review = { tier = "cheap" },
+    architecture = { tier = "premium" },
+  },
+
+  -- The key itself stays in the environment; only the variable's name is here.
+  openrouter = { key_env = "OPENROUTER_API_KEY" },
+
+  -- Paid calls reserve their worst case before they are sent, so spend never passes this.
+  budget = { monthly_usd = 100, alert_at = 0.8 },
+}

@@ -1,0 +1,158 @@
+---@meta
+-- LuaLS type stubs for the `baton` global (runtime helpers). Checked against the registered API by
+-- tests/it/stubs.rs: every function here exists at run time and every registered function is here.
+
+---@class baton
+baton = {}
+
+---Command-line arguments after the playbook path (`baton run FILE ARGS…`).
+---@type string[]
+baton.args = {}
+
+---The loaded fleet with defaults applied (read-only).
+---@type baton.FleetView
+baton.fleet = {}
+
+---@class baton.FleetView
+---@field source string? the fleet file, nil for the built-in default
+---@field hosts table<string, baton.Host>
+---@field tiers baton.Tier[] lowest first
+---@field tasks table<string, {tier: string, model: string?}>
+---@field budget {monthly_usd: number, alert_at: number}?
+---@field openrouter {base_url: string, key_env: string, key_set: boolean}
+---@field ssh_config string?
+
+---@class baton.Host
+---@field ssh string|false destination, or false for this machine (default: the host's name)
+---@field ssh_config string?
+---@field known_hosts "strict"|"accept-new" (default: "strict")
+---@field role string?
+---@field tags string[]?
+---@field ollama string? Ollama URL
+---@field ollama_parallel integer (default: 4)
+
+---@class baton.Tier
+---@field name string
+---@field provider "ollama"|"openrouter"
+---@field host string?
+---@field model string?
+---@field models table<string, string>? role → model
+---@field price {input: number, output: number}? USD per million tokens
+
+---A duration: seconds, or a string such as "250ms", "30s", "5m", "6h", "1d", "1h30m".
+---@alias baton.Duration number|string
+
+---The value of an environment variable, or `default` when it is unset.
+---@param name string
+---@param default string?
+---@return string?
+function baton.env(name, default) end
+
+---Waits without blocking other coroutines.
+---@param dur baton.Duration
+function baton.sleep(dur) end
+
+---Seconds on a monotonic clock, for measuring intervals.
+---@return number
+function baton.clock() end
+
+---Wall-clock seconds since the Unix epoch (with fractions).
+---@return number
+function baton.now() end
+
+---A coroutine started by `baton.spawn`.
+---@class baton.Task
+local Task = {}
+
+---Waits for the task; returns its values or re-raises its error.
+---@return any ...
+function Task:wait() end
+
+---Cancels the task at its next wait (its processes are killed).
+function Task:cancel() end
+
+---@return "running"|"done"|"failed"|"cancelled"
+function Task:status() end
+
+---Starts `fn(...)` as its own coroutine at once.
+---@param fn fun(...): any
+---@param ... any
+---@return baton.Task
+function baton.spawn(fn, ...) end
+
+---@class baton.GatherOpts
+---@field limit integer? at most this many at once (default: all)
+---@field check boolean? raise on the first failure (default: true); false returns {ok, value|err} per entry
+
+---Runs functions (and awaits tasks) concurrently; returns their first results in order, plus `n`.
+---@param list (fun(): any|baton.Task)[]
+---@param opts baton.GatherOpts?
+---@return table results
+function baton.gather(list, opts) end
+
+---Calls `fn(...)`; if it is not done within `dur`, cancels it and raises `timed out after 5s`.
+---@param dur baton.Duration
+---@param fn fun(...): any
+---@return any ...
+function baton.timeout(dur, fn, ...) end
+
+---@class baton.ExecOpts
+---@field cwd string?
+---@field env table<string, string>? merged over the inherited environment
+---@field stdin string?
+---@field timeout baton.Duration? kills the process group; code 124 (default: none)
+---@field check boolean? raise on a non-zero exit (default: true)
+---@field on_line fun(stream: "stdout"|"stderr", line: string)? called live for each line
+
+---@class baton.Result
+---@field ok boolean code == 0
+---@field code integer? exit code (124 on timeout)
+---@field signal integer? the signal that killed it
+---@field stdout string
+---@field stderr string
+---@field duration number seconds
+---@field err string? why it failed, when ok is false
+
+---Runs a local process: a string runs through `sh -c`, a list is argv (no shell).
+---@param cmd string|string[]
+---@param opts baton.ExecOpts?
+---@return baton.Result
+function baton.exec(cmd, opts) end
+
+---A value rendered as the REPL shows it.
+---@param value any
+---@param depth integer? nesting shown before `{…}` (default: 4)
+---@return string
+function baton.inspect(value, depth) end
+
+baton.log = {}
+
+---@param msg string
+---@param fields table?
+function baton.log.debug(msg, fields) end
+
+---@param msg string
+---@param fields table?
+function baton.log.info(msg, fields) end
+
+---@param msg string
+---@param fields table?
+function baton.log.warn(msg, fields) end
+
+---@param msg string
+---@param fields table?
+function baton.log.error(msg, fields) end
+
+baton.json = {}
+
+---JSON null as decoded values show it.
+baton.json.null = nil
+
+---@param value any
+---@param opts {pretty: boolean?}? (default: compact)
+---@return string
+function baton.json.encode(value, opts) end
+
+---@param text string
+---@return any
+function baton.json.decode(text) end
