@@ -356,8 +356,13 @@ struct RoutedOutput {
 
 impl Write for RoutedOutput {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let key = self.lua.try_upgrade().map(|lua| lua.current_thread().to_pointer() as usize);
-        if let Some(file) = key.and_then(|k| self.routes.borrow_mut().get_mut(&k).map(|f| f.write(buf))) {
+        let key = self
+            .lua
+            .try_upgrade()
+            .map(|lua| lua.current_thread().to_pointer() as usize);
+        if let Some(file) =
+            key.and_then(|k| self.routes.borrow_mut().get_mut(&k).map(|f| f.write(buf)))
+        {
             return file;
         }
         std::io::stdout().write(buf)
