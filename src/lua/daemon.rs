@@ -360,13 +360,10 @@ impl Write for RoutedOutput {
             .lua
             .try_upgrade()
             .map(|lua| lua.current_thread().to_pointer() as usize);
-        if let Some(file) = key.and_then(|k| {
-            self.routes
-                .borrow_mut()
-                .get(&k)
-                .and_then(|f| f.try_clone().ok())
-        }) {
-            return (&file).write(buf);
+        if let Some(file) =
+            key.and_then(|k| self.routes.borrow_mut().get_mut(&k).map(|f| f.write(buf)))
+        {
+            return file;
         }
         std::io::stdout().write(buf)
     }
@@ -375,12 +372,13 @@ impl Write for RoutedOutput {
     }
 }
 
-/// Removes a job's output route when its run ends, however it ends.
-struct Unroute(Routes, usize);
+/// Ends a function run's output route and preemption hook, however the run ends (mlua reuses threads).
+struct RunGuard(Routes, usize, mlua::Thread);
 
-impl Drop for Unroute {
+impl Drop for RunGuard {
     fn drop(&mut self) {
         self.0.borrow_mut().remove(&self.1);
+        self.2.remove_hook();
     }
 }
 
@@ -413,7 +411,7 @@ fn function_target(lua: &Lua, f: Function, routes: Routes) -> Target {
             let thread = lua.create_thread(f).map_err(lua_err)?;
             let key = thread.to_pointer() as usize;
             routes.borrow_mut().insert(key, log);
-            let _unroute = Unroute(routes, key);
+            let _guard = RunGuard(routes, key, thread.clone());
             thread
                 .set_hook(
                     HookTriggers::new().every_nth_instruction(PREEMPT_EVERY),
