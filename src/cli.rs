@@ -363,7 +363,7 @@ fn print_fleet(fleet: &Fleet, json: bool) -> i32 {
             .map(String::from)
             .collect(),
     ];
-    for (name, h) in view.hosts {
+    for (name, h) in &view.hosts {
         hosts.push(vec![
             name.clone(),
             fleet.ssh_dest(name).unwrap_or("(this machine)").to_string(),

@@ -439,3 +439,19 @@ fn example_fleet_parses_and_demo_runs() {
     );
     assert!(out.stdout.contains("free on /"), "{}", out.stdout);
 }
+
+#[test]
+fn hosts_without_ssh_use_their_name() {
+    let env = Env::new("cli-ssh-default")
+        .with_fleet("return { hosts = { brain = {}, pc = { ssh = false } } }");
+    let out = env.run_lua(
+        "show.lua",
+        "print(baton.fleet.hosts.brain.ssh, baton.fleet.hosts.pc.ssh)",
+        &[],
+    );
+    out.ok();
+    assert_eq!(out.stdout, "brain\tfalse\n");
+    let out = env.baton(&["fleet"]);
+    out.ok();
+    assert!(out.stdout.contains("brain  brain"), "{}", out.stdout);
+}
