@@ -179,6 +179,24 @@ fn push_pull_itemized_changes_excludes_backups_and_dry_run() {
         std::fs::read_to_string(back.join("a.txt")).unwrap(),
         "one, edited"
     );
+    // Progress reports arrive while a larger file is copied.
+    let mut blob = vec![0u8; 32 * 1024 * 1024];
+    fastrand::Rng::with_seed(1).fill(&mut blob);
+    std::fs::write(src.join("blob.bin"), blob).unwrap();
+    let out = lua(
+        &env,
+        &script(
+            r#"local n, last = 0, nil
+            sync.push(src, dst, {exclude = {"build/"}, on_progress = function(p) n = n + 1; last = p end})
+            print(n > 0, last.percent >= 99, last.bytes >= 32 * 1024 * 1024, type(last.rate), type(last.eta))"#,
+        ),
+    );
+    out.ok();
+    assert_eq!(
+        out.stdout, "true\ttrue\ttrue\tstring\tstring\n",
+        "{}",
+        out.stderr
+    );
     // Misuse names the function and argument.
     let out = lua(
         &env,

@@ -16,10 +16,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::process::Stdio;
+
 use serde::Deserialize;
+use tokio::sync::mpsc;
 
 use super::{Remote, RemoteError, Target, expand_home, login_relative, quote, quote_path};
-use crate::core::process::{self, Cmd, Spec};
+use crate::core::process::{self, Cmd, Output, ProcessError, Spec};
 
 /// Seconds without any data after which rsync gives up (its `--timeout`).
 const IO_TIMEOUT_SECS: u32 = 120;
@@ -265,6 +268,116 @@ pub fn stignore_rules(text: &str) -> Result<Vec<String>, String> {
     Ok(rules)
 }
 
+/// A progress report from rsync's `--info=progress2` (whole transfer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes transferred so far.
+    pub bytes: u64,
+    pub percent: u8,
+    /// `31.25MB/s`.
+    pub rate: String,
+    /// Estimated time left (`0:00:03`).
+    pub eta: String,
+}
+
+/// `     32,768  15%   31.25MB/s    0:00:03 (xfr#1, to-chk=5/7)` → a [`Progress`].
+pub fn parse_progress(segment: &str) -> Option<Progress> {
+    let mut words = segment.split_whitespace();
+    let bytes = words.next()?.replace(',', "").parse().ok()?;
+    let percent = words.next()?.strip_suffix('%')?.parse().ok()?;
+    let rate = words.next()?.to_string();
+    let eta = words.next()?.to_string();
+    rate.ends_with("/s").then_some(Progress {
+        bytes,
+        percent,
+        rate,
+        eta,
+    })
+}
+
+/// Copies rsync's stdout to `out` unchanged while sending each `\r`-terminated progress segment to `sink`.
+async fn split_progress<R, W>(
+    stdout: R,
+    mut out: W,
+    sink: mpsc::Sender<Progress>,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stdout = stdout;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut segment = Vec::new();
+    // The latest report a full channel could not take: delivered at the end, so the final figure is never lost.
+    let mut pending = None;
+    loop {
+        let n = stdout.read(&mut buf).await?;
+        if n == 0 {
+            if let Some(p) = pending {
+                let _ = sink.send(p).await;
+            }
+            return out.shutdown().await;
+        }
+        out.write_all(&buf[..n]).await?;
+        for &b in &buf[..n] {
+            if b == b'\r' || b == b'\n' {
+                if let Some(p) = parse_progress(&String::from_utf8_lossy(&segment)) {
+                    pending = sink.try_send(p).err().map(|e| e.into_inner());
+                }
+                segment.clear();
+            } else {
+                segment.push(b);
+            }
+        }
+    }
+}
+
+/// Runs rsync; with a progress sink, asks for `--info=progress2` and reports it while collecting the output.
+async fn run_rsync(
+    mut argv: Vec<String>,
+    progress: Option<mpsc::Sender<Progress>>,
+) -> Result<Output, RemoteError> {
+    let Some(sink) = progress else {
+        return Ok(process::run(&Cmd::Argv(argv), &Spec::default(), None).await?);
+    };
+    argv.insert(1, "--info=progress2".into());
+    let started = Instant::now();
+    let io_err = |source| ProcessError::Io {
+        program: "rsync".into(),
+        source,
+    };
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ProcessError::Spawn {
+            program: "rsync".into(),
+            source,
+        })?;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (copied, copy_in) = tokio::io::duplex(64 * 1024);
+    let no_stdin: Option<(tokio::process::ChildStdin, Vec<u8>)> = None;
+    let (split, collected) = tokio::join!(
+        split_progress(stdout, copy_in, sink),
+        process::collect(copied, stderr, no_stdin, child.wait(), None)
+    );
+    split.map_err(io_err)?;
+    let (stdout, stderr, status) = collected.map_err(io_err)?;
+    let mut out = Output {
+        stdout,
+        stderr,
+        duration: started.elapsed(),
+        ..Output::default()
+    };
+    out.set_status(status);
+    Ok(out)
+}
+
 /// One parsed line of rsync's `--out-format=%i|%l|%n`.
 pub fn parse_change(line: &str) -> Option<Change> {
     let mut parts = line.splitn(3, '|');
@@ -331,12 +444,14 @@ fn parse_output(stdout: &[u8]) -> (Vec<Change>, u64, u64) {
     )
 }
 
-/// Copies `src` to `dst` with the safety rules above. One side must be this machine.
+/// Copies `src` to `dst` with the safety rules above. One side must be this machine. `progress` receives
+/// reports from the real transfer (not from the dry run that counts deletions).
 pub async fn sync(
     remote: &Remote,
     src: &Endpoint,
     dst: &Endpoint,
     opts: &SyncOpts,
+    progress: Option<mpsc::Sender<Progress>>,
 ) -> Result<SyncResult, RemoteError> {
     let started = Instant::now();
     let host = match (src, dst) {
@@ -448,12 +563,12 @@ pub async fn sync(
         a.push(side(dst, false));
         a
     };
-    let run = async |dry_run: bool| -> Result<(Vec<Change>, u64, u64), RemoteError> {
+    let run = async |dry_run: bool, progress| -> Result<(Vec<Change>, u64, u64), RemoteError> {
         let _slot = match &master {
             Some(m) => Some(m.slot().await),
             None => None,
         };
-        let out = process::run(&Cmd::Argv(argv(dry_run)), &Spec::default(), None).await?;
+        let out = run_rsync(argv(dry_run), progress).await?;
         if !out.ok() {
             return Err(RemoteError::Sync(format!(
                 "rsync {} → {}: {}",
@@ -465,7 +580,7 @@ pub async fn sync(
         Ok(parse_output(&out.stdout))
     };
     if opts.delete && !opts.dry_run {
-        let (planned, _, _) = run(true).await?;
+        let (planned, _, _) = run(true, None).await?;
         let deletions = planned
             .iter()
             .filter(|c| c.action == Action::Delete)
@@ -478,7 +593,7 @@ pub async fn sync(
             )));
         }
     }
-    let (changes, files, bytes) = run(opts.dry_run).await?;
+    let (changes, files, bytes) = run(opts.dry_run, progress).await?;
     Ok(SyncResult {
         changes,
         files,
@@ -581,6 +696,13 @@ mod tests {
         assert_eq!(parse_change("Number of files: 4 (reg: 2, dir: 2)"), None);
         let (_, files, bytes) = parse_output(b"Number of regular files transferred: 1,234\nTotal transferred file size: 20,000 bytes\n");
         assert_eq!((files, bytes), (1234, 20000));
+        let p =
+            parse_progress("     32,768  15%   31.25MB/s    0:00:03 (xfr#1, to-chk=5/7)").unwrap();
+        assert_eq!(
+            (p.bytes, p.percent, p.rate.as_str(), p.eta.as_str()),
+            (32768, 15, "31.25MB/s", "0:00:03")
+        );
+        assert_eq!(parse_progress(">f+++++++++|2|a"), None);
     }
 
     #[test]
