@@ -307,6 +307,12 @@ fn connection_errors_name_the_cause() {
             .await
             .unwrap_err();
         assert!(matches!(e, RemoteError::Refused(_)), "{e}");
+        // Callers queued behind a failed connect share its error instead of each retrying.
+        let (cmd, spec) = (sh("true"), Spec::default());
+        let runs = (0..20).map(|_| r.run("h0", &cmd, &spec, None));
+        for e in futures_util::future::join_all(runs).await {
+            assert!(matches!(e, Err(RemoteError::Refused(_))), "{e:?}");
+        }
         let e = r
             .run("nowhere", &sh("true"), &Spec::default(), None)
             .await

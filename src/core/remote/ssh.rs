@@ -314,7 +314,15 @@ pub fn remote_script(cmd: &Cmd, spec: &Spec) -> Result<String, RemoteError> {
 }
 
 /// A host's master, if open; its lock serialises connecting.
-type Slot = Arc<Mutex<Option<Arc<Master>>>>;
+type Slot = Arc<Mutex<HostState>>;
+
+/// A host's connection state. A failed connect is kept so that callers who queued behind the attempt get its
+/// error at once instead of each retrying (50 coroutines on a dead host must not wait 50 connect timeouts).
+#[derive(Default)]
+struct HostState {
+    master: Option<Arc<Master>>,
+    failed: Option<(Instant, RemoteError)>,
+}
 
 /// Masters by fleet host name. Each host has its own lock so one slow connect does not block other hosts,
 /// and 50 callers racing for a new host open exactly one master.
@@ -340,21 +348,38 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Arc<Master>, RemoteError> {
         let entry = self.entry(&dest.host);
+        let queued_at = Instant::now();
         let mut slot = entry.lock().await;
-        if let Some(master) = slot.as_ref() {
+        if let Some(master) = &slot.master {
             return Ok(master.clone());
         }
-        let master = Arc::new(connect(dest, timeout).await?);
-        *slot = Some(master.clone());
-        Ok(master)
+        if let Some((at, err)) = &slot.failed
+            && *at >= queued_at
+        {
+            return Err(copy_connect_error(err));
+        }
+        match connect(dest, timeout).await {
+            Ok(master) => {
+                let master = Arc::new(master);
+                *slot = HostState {
+                    master: Some(master.clone()),
+                    failed: None,
+                };
+                Ok(master)
+            }
+            Err(err) => {
+                slot.failed = Some((Instant::now(), copy_connect_error(&err)));
+                Err(err)
+            }
+        }
     }
 
     /// Forgets `master` if it is still the host's current one (it is closed when the last user drops it).
     async fn forget(&self, host: &str, master: &Arc<Master>) {
         let entry = self.entry(host);
         let mut slot = entry.lock().await;
-        if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, master)) {
-            *slot = None;
+        if slot.master.as_ref().is_some_and(|m| Arc::ptr_eq(m, master)) {
+            slot.master = None;
         }
     }
 
@@ -425,12 +450,28 @@ impl Pool {
             hosts.drain().map(|(_, e)| e).collect()
         };
         for entry in entries {
-            if let Some(master) = entry.lock().await.take()
+            if let Some(master) = entry.lock().await.master.take()
                 && let Ok(master) = Arc::try_unwrap(master)
             {
                 let _ = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, master.session.close()).await;
             }
         }
+    }
+}
+
+/// A copy of a connection error (they carry only text) for callers that queued behind the failed attempt.
+fn copy_connect_error(err: &RemoteError) -> RemoteError {
+    match err {
+        RemoteError::Resolve(m) => RemoteError::Resolve(m.clone()),
+        RemoteError::Refused(m) => RemoteError::Refused(m.clone()),
+        RemoteError::Auth(m) => RemoteError::Auth(m.clone()),
+        RemoteError::HostKeyMismatch(m) => RemoteError::HostKeyMismatch(m.clone()),
+        RemoteError::HostKeyUnknown(m) => RemoteError::HostKeyUnknown(m.clone()),
+        RemoteError::ConnectTimeout { after, detail } => RemoteError::ConnectTimeout {
+            after: *after,
+            detail: detail.clone(),
+        },
+        other => RemoteError::Connect(other.to_string()),
     }
 }
 
