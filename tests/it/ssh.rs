@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use baton::core::fleet::Fleet;
 use baton::core::process::{Cmd, Spec, Stream};
-use baton::core::remote::{Remote, RemoteError};
+use baton::core::remote::{Remote, RemoteError, jobs};
 
 use crate::sshd::SshFleet;
 
@@ -600,22 +600,49 @@ fn lua_job_lost_and_killed() {
         libc::kill(-pgid, libc::SIGKILL);
     }
     std::thread::sleep(Duration::from_millis(200));
-    let a_id = baton::core::remote::jobs::list(&baton::core::state::State::new(env.state_dir()))
-        .unwrap()
-        .into_iter()
-        .find(|j| j.id != id)
-        .unwrap()
-        .id;
+    // What `baton jobs` shows: running jobs re-read from their hosts.
+    let state = baton::core::state::State::new(env.state_dir());
+    let r = remote(&fleet, serde_json::json!({}));
+    let jobs = rt()
+        .block_on(jobs::refresh(&r, &state, Duration::from_secs(5)))
+        .unwrap();
+    let a_id = jobs.iter().find(|j| j.id != id).unwrap().id.clone();
     let out = lua(
         &env,
         &format!(
-            r#"print(ssh.job("{a_id}"):status().state) print(select(2, pcall(ssh.job, "nope")))"#
+            r#"local j = ssh.job("{a_id}") print(j:status().state, tostring(j):find("(lost)", 1, true) ~= nil)"#
+        ),
+    );
+    out.ok();
+    assert_eq!(out.stdout, "lost\ttrue\n", "{}", out.stderr);
+    let table = jobs::render_table(&jobs, chrono::Utc::now().timestamp());
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&a_id) && l.contains(" lost ") && l.ends_with("sleep 4741")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains(" exited 143 ")),
+        "{table}"
+    );
+    assert_eq!(jobs::prune(&state).unwrap(), 2);
+    assert!(jobs::list(&state).unwrap().is_empty());
+    let out = lua(
+        &env,
+        &format!(
+            r#"print(select(2, pcall(ssh.job, "{a_id}"))) print(select(2, pcall(ssh.job, "nope")))"#
         ),
     );
     out.ok();
     assert_eq!(
         out.stdout,
-        "lost\nssh.job: no job with id \"nope\" (see `baton jobs`)\n"
+        format!(
+            "ssh.job: no job with id \"{a_id}\" (see `baton jobs`)\nssh.job: no job with id \"nope\" (see `baton jobs`)\n"
+        )
     );
 }
 
