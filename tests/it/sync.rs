@@ -158,7 +158,11 @@ fn push_pull_itemized_changes_excludes_backups_and_dry_run() {
         "a dry run changed something"
     );
 
-    // Pull brings the host's tree back (without its backups).
+    // Pull brings the host's tree back (without its backups), honouring the ignore files found on the host.
+    write(
+        &dst,
+        &[("node_modules/y.js", "y"), ("weights/other.pt", "w")],
+    );
     let back = env.dir.join("back");
     let out = lua(
         &env,
@@ -175,6 +179,8 @@ fn push_pull_itemized_changes_excludes_backups_and_dry_run() {
         out.stdout
     );
     assert!(!back.join(".baton-backup").exists());
+    assert!(!back.join("node_modules").exists() && !back.join("weights/other.pt").exists());
+    assert!(back.join("weights/keep.pt").exists());
     assert_eq!(
         std::fs::read_to_string(back.join("a.txt")).unwrap(),
         "one, edited"

@@ -193,29 +193,60 @@ async fn probe(remote: &Remote, endpoint: &Endpoint) -> Result<(Probe, bool), Re
     }
 }
 
-/// Reads a file in the source root, if it exists.
-async fn read_source_file(
+/// Reads files in the source root (`None` for a missing one), in one round trip for a host.
+async fn read_source_files(
     remote: &Remote,
     src: &Endpoint,
-    name: &str,
-) -> Result<Option<String>, RemoteError> {
-    match src {
-        Endpoint::Local(p) => Ok(std::fs::read_to_string(p.join(name)).ok()),
-        Endpoint::Host { host, path } => {
-            let dir = if path.is_empty() {
-                "~".to_string()
-            } else {
-                quote_path(path)
-            };
-            let script = format!(
-                "f={dir}/{}\n[ -f \"$f\" ] && cat \"$f\"\nexit 0\n",
-                quote(name)
-            );
-            let out = remote.script(host, &script, PROBE_TIMEOUT).await?;
-            Ok((out.ok() && !out.stdout.is_empty())
-                .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+    names: &[&str],
+) -> Result<Vec<Option<String>>, RemoteError> {
+    let (host, path) = match src {
+        Endpoint::Local(p) => {
+            return Ok(names
+                .iter()
+                .map(|n| std::fs::read_to_string(p.join(n)).ok())
+                .collect());
         }
+        Endpoint::Host { host, path } => (host, path),
+    };
+    let dir = if path.is_empty() {
+        "~".to_string()
+    } else {
+        quote_path(path)
+    };
+    // Each file as its byte count on a line, then its bytes; -1 when absent.
+    let mut script = format!("d={dir}\n");
+    for name in names {
+        script.push_str(&format!(
+            "f=\"$d\"/{}; if [ -f \"$f\" ]; then wc -c <\"$f\" | tr -d ' '; cat \"$f\"; else echo -1; fi\n",
+            quote(name)
+        ));
     }
+    let out = remote.script(host, &script, PROBE_TIMEOUT).await?;
+    if !out.ok() {
+        return Err(RemoteError::Sync(format!(
+            "cannot read ignore files in {}: {}",
+            src.display(),
+            out.failure_summary()
+        )));
+    }
+    let mut rest = out.stdout.as_slice();
+    let mut files = Vec::new();
+    for _ in names {
+        let nl = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+        let len: i64 = String::from_utf8_lossy(&rest[..nl])
+            .trim()
+            .parse()
+            .unwrap_or(-1);
+        rest = rest.get(nl + 1..).unwrap_or_default();
+        if len < 0 {
+            files.push(None);
+            continue;
+        }
+        let n = (len as usize).min(rest.len());
+        files.push(Some(String::from_utf8_lossy(&rest[..n]).into_owned()));
+        rest = &rest[n..];
+    }
+    Ok(files)
 }
 
 /// `.batonignore` lines as rsync filter rules.
@@ -464,7 +495,12 @@ pub async fn sync(
         _ => None,
     };
     let (src_kind, _) = probe(remote, src).await?;
-    let (dst_kind, dst_special) = probe(remote, dst).await?;
+    // The destination only matters for the delete refusals (saves a round trip otherwise).
+    let (dst_kind, dst_special) = if opts.delete {
+        probe(remote, dst).await?
+    } else {
+        (Probe::Dir, false)
+    };
     if opts.delete {
         if dst_special {
             return Err(RemoteError::Sync(format!(
@@ -613,15 +649,18 @@ async fn filter_rules(
     if kind != Probe::Dir {
         return Ok(rules);
     }
-    if !opts.ignore_file.is_empty()
-        && let Some(text) = read_source_file(remote, src, &opts.ignore_file).await?
-    {
-        rules.extend(batonignore_rules(&text));
+    let mut names = vec![".stignore"];
+    if !opts.ignore_file.is_empty() && opts.ignore_file != ".stignore" {
+        names.insert(0, opts.ignore_file.as_str());
     }
-    if opts.ignore_file != ".stignore"
-        && let Some(text) = read_source_file(remote, src, ".stignore").await?
-    {
-        rules.extend(stignore_rules(&text).map_err(RemoteError::Sync)?);
+    let files = read_source_files(remote, src, &names).await?;
+    for (name, text) in names.iter().zip(files) {
+        let Some(text) = text else { continue };
+        if *name == ".stignore" {
+            rules.extend(stignore_rules(&text).map_err(RemoteError::Sync)?);
+        } else {
+            rules.extend(batonignore_rules(&text));
+        }
     }
     Ok(rules)
 }
