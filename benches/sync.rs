@@ -64,12 +64,8 @@ fn main() {
         cmd_time(&mut plain_rsync(&socket, &tree, &tree_plain));
         let (mut nochange_baton, mut nochange_plain) = (Duration::MAX, Duration::MAX);
         for _ in 0..5 {
-            nochange_plain = nochange_plain.min(cmd_time(&mut plain_rsync(
-                &fleet,
-                &socket,
-                &tree,
-                &tree_plain,
-            )));
+            nochange_plain =
+                nochange_plain.min(cmd_time(&mut plain_rsync(&socket, &tree, &tree_plain)));
             nochange_baton = nochange_baton.min(lua_time(&lua, &push(&tree, &tree_baton)).await);
         }
 
