@@ -2,7 +2,10 @@
 mod cli;
 mod common;
 mod llm;
+mod llm_server;
 mod lua_specs;
+mod ops;
+mod playbooks;
 mod repl;
 mod schedule;
 mod ssh;

@@ -1,1 +1,347 @@
 //! LLM clients (Ollama, OpenAI-compatible/OpenRouter), routing, budget and ledger.
+//! Plain async Rust: no mlua, no rustyline, no CLI.
+//!
+//! - [`ollama`]: Ollama's native API (NDJSON streaming), behind a per-endpoint [`limiter`].
+//! - [`openai`]: OpenAI-compatible chat completions (SSE streaming), OpenRouter's `/models` and `/key`.
+//! - [`route`]: task → tier → model, escalation, health cooldown, budget reservations.
+//! - [`ledger`]: the SQLite ledger (one row per attempt), reservations, spend reports.
+//! - [`http`]: what both clients share: timeouts, retries with backoff, line framing of streams.
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::fleet::Fleet;
+use crate::core::state::State;
+
+pub mod http;
+pub mod ledger;
+pub mod limiter;
+pub mod ollama;
+pub mod openai;
+pub mod route;
+
+/// The LLM services of one runtime, each built on first use (building an HTTP client loads TLS roots, which
+/// a script that never calls a model should not pay for). The router shares the clients, so `route.ask`
+/// and `ollama.chat` wait in the same per-endpoint queue.
+#[derive(Debug)]
+pub struct Llm {
+    fleet: Arc<Fleet>,
+    state: State,
+    ollama: OnceLock<ollama::Ollama>,
+    openai: OnceLock<openai::OpenAi>,
+    router: OnceLock<route::Router>,
+}
+
+impl Llm {
+    pub fn new(fleet: Arc<Fleet>, state: State) -> Llm {
+        Llm {
+            fleet,
+            state,
+            ollama: OnceLock::new(),
+            openai: OnceLock::new(),
+            router: OnceLock::new(),
+        }
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    pub fn ollama(&self) -> &ollama::Ollama {
+        self.ollama.get_or_init(ollama::Ollama::default)
+    }
+
+    pub fn openai(&self) -> &openai::OpenAi {
+        self.openai
+            .get_or_init(|| openai::OpenAi::from_fleet(&self.fleet))
+    }
+
+    pub fn router(&self) -> &route::Router {
+        self.router.get_or_init(|| {
+            let ledger = ledger::Ledger::new(self.state.clone());
+            route::Router::new(
+                &self.fleet,
+                self.ollama().clone(),
+                self.openai().clone(),
+                ledger,
+            )
+        })
+    }
+}
+
+/// A chat message (`{role, content}`), as both APIs take it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+    /// Ollama: base64 images for multimodal models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<String>>,
+}
+
+impl Message {
+    pub fn new(role: &str, content: impl Into<String>) -> Message {
+        Message {
+            role: role.to_string(),
+            content: content.into(),
+            images: None,
+        }
+    }
+}
+
+/// A boxed future that need not be `Send` (Lua callbacks run on the interpreter's thread).
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// A caller's hook: gets a value, may wait (a Lua callback that yields). An `Err` stops the operation and
+/// its text is reported. The future owns what it needs, so the hook can be called again while borrowed.
+pub type Callback<'a, A, R = ()> = &'a mut dyn FnMut(A) -> LocalFuture<'static, Result<R, String>>;
+
+/// Called with each streamed piece of text as it arrives.
+pub type OnToken<'a> = Callback<'a, String>;
+
+/// Lends an optional hook for one call, keeping it for the next.
+pub fn lend<'b, A, R>(hook: &'b mut Option<Callback<'_, A, R>>) -> Option<Callback<'b, A, R>> {
+    match hook {
+        Some(f) => Some(&mut **f),
+        None => None,
+    }
+}
+
+/// A secret (an API key). Its `Debug` and `Display` never show the value, so it cannot leak through an
+/// error, a log line or a `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The value, for the one place that needs it (the `Authorization` header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// `text` with every occurrence of the secret replaced by `***` (for server messages that echo it).
+    pub fn scrub(&self, text: &str) -> String {
+        if self.0.len() >= 4 && text.contains(&self.0) {
+            text.replace(&self.0, "***")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How long to wait. Every network call has all three, so a server that never answers cannot hang a script.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// TCP (and TLS) connection set-up.
+    pub connect: Duration,
+    /// From sending the request to the response headers (Ollama may load a model meanwhile).
+    pub response: Duration,
+    /// Longest silence between two pieces of a streamed body.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            response: Duration::from_secs(300),
+            idle: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The same limit for waiting on headers and between chunks.
+    pub fn with_wait(self, wait: Duration) -> Timeouts {
+        Timeouts {
+            response: wait,
+            idle: wait,
+            ..self
+        }
+    }
+}
+
+/// Retries with exponential backoff and jitter; a server's `Retry-After` wins (up to `max_wait`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retry {
+    /// Retries after the first try (0 = try once).
+    pub retries: u32,
+    pub base: Duration,
+    pub max_wait: Duration,
+    /// Also retry when the connection could not be made (refused, reset, DNS).
+    pub on_connect: bool,
+}
+
+impl Retry {
+    pub const NONE: Retry = Retry {
+        retries: 0,
+        base: Duration::from_millis(250),
+        max_wait: Duration::from_secs(30),
+        on_connect: false,
+    };
+
+    /// The wait before retry number `attempt` (1-based): base × 2^(attempt-1), ±25 % jitter, capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let jitter = 0.75 + fastrand::f64() * 0.5;
+        exp.mul_f64(jitter).min(self.max_wait)
+    }
+}
+
+/// What went wrong, without the "where" (see [`LlmError`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ErrorKind {
+    #[error("connection refused")]
+    Refused,
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("timeout: no answer within {}", crate::core::duration::format(*.0))]
+    Timeout(Duration),
+    #[error("model not found: {0} (try ollama.pull)")]
+    ModelNotFound(String),
+    #[error("insufficient credits (HTTP 402): {0}")]
+    InsufficientCredits(String),
+    #[error("HTTP {status}: {message}")]
+    Status { status: u16, message: String },
+    /// An error the server reported inside an otherwise successful (200) stream.
+    #[error("{0}")]
+    Server(String),
+    #[error("the stream ended before the final message (connection closed)")]
+    Truncated,
+    #[error("bad response: {0}")]
+    Protocol(String),
+    #[error("no API key: set the environment variable {0}")]
+    MissingKey(String),
+    #[error("unknown host {0}")]
+    UnknownHost(String),
+    #[error("on_token: {0}")]
+    Callback(String),
+}
+
+impl ErrorKind {
+    /// Whether the endpoint looks down (refused, unreachable, silent) rather than answering with an error.
+    pub fn is_offline(&self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Refused | ErrorKind::Connect(_) | ErrorKind::Timeout(_)
+        )
+    }
+}
+
+/// An operational failure naming where it happened: `engine, qwen2.5-coder:32b: connection refused`.
+/// Bindings put the function in front: `ollama.chat(engine, qwen2.5-coder:32b): connection refused`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {kind}", self.target())]
+pub struct LlmError {
+    /// The fleet host name (or URL) the request went to.
+    pub host: String,
+    pub model: Option<String>,
+    pub kind: ErrorKind,
+}
+
+impl LlmError {
+    pub fn new(host: impl Into<String>, model: Option<&str>, kind: ErrorKind) -> LlmError {
+        LlmError {
+            host: host.into(),
+            model: model.map(str::to_string),
+            kind,
+        }
+    }
+    /// The message a binding raises: `ollama.chat(engine, qwen2.5-coder:32b): connection refused`.
+    pub fn raised_by(&self, func: &str) -> String {
+        format!("{func}({}): {}", self.target(), self.kind)
+    }
+
+    /// `host, model` or just `host`.
+    pub fn target(&self) -> String {
+        match &self.model {
+            Some(m) => format!("{}, {m}", self.host),
+            None => self.host.clone(),
+        }
+    }
+}
+
+/// Nanoseconds (as Ollama reports durations) to seconds.
+pub fn ns_to_secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("sk-or-v1-abcdef");
+        assert_eq!(format!("{s:?} {s}"), "Secret(***) ***");
+        assert_eq!(s.scrub("bad key sk-or-v1-abcdef!"), "bad key ***!");
+        assert_eq!(s.expose(), "sk-or-v1-abcdef");
+    }
+
+    #[test]
+    fn errors_name_host_and_model() {
+        let e = LlmError::new("engine", Some("qwen2.5-coder:32b"), ErrorKind::Refused);
+        assert_eq!(
+            e.to_string(),
+            "engine, qwen2.5-coder:32b: connection refused"
+        );
+        let e = LlmError::new(
+            "engine",
+            None,
+            ErrorKind::Timeout(Duration::from_millis(250)),
+        );
+        assert_eq!(e.to_string(), "engine: timeout: no answer within 250ms");
+        assert!(e.kind.is_offline());
+        let e = LlmError::new(
+            "h",
+            Some("m"),
+            ErrorKind::ModelNotFound("model \"m\" not found".into()),
+        );
+        assert_eq!(
+            e.to_string(),
+            "h, m: model not found: model \"m\" not found (try ollama.pull)"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_cap() {
+        let r = Retry {
+            retries: 5,
+            base: Duration::from_millis(100),
+            max_wait: Duration::from_millis(500),
+            on_connect: true,
+        };
+        for _ in 0..50 {
+            let one = r.backoff(1);
+            assert!(
+                one >= Duration::from_millis(75) && one <= Duration::from_millis(125),
+                "{one:?}"
+            );
+            let three = r.backoff(3);
+            assert!(
+                three >= Duration::from_millis(300) && three <= Duration::from_millis(500),
+                "{three:?}"
+            );
+            assert!(r.backoff(10) <= Duration::from_millis(500));
+        }
+    }
+}

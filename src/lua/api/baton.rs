@@ -32,6 +32,8 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     baton.set("inspect", lua.create_function(inspect)?)?;
     baton.set("log", log_table(lua)?)?;
     baton.set("json", json_table(lua)?)?;
+    baton.set("_paths", lua.create_function(paths)?)?;
+    baton.set("_jobs", lua.create_function(jobs)?)?;
     lua.globals().set("baton", baton)
 }
 
@@ -333,6 +335,53 @@ async fn exec(lua: Lua, (cmd, opts): (Value, Value)) -> mlua::Result<Table> {
         return Err(conv::fail(format!("{F}: {}", out.failure_summary())));
     }
     conv::process_result(&lua, &out)
+}
+
+/// `baton._paths()` (private, for `baton doctor` / `baton status`): where baton keeps things on this machine.
+fn paths(lua: &Lua, (): ()) -> mlua::Result<Table> {
+    let ctx = crate::lua::ctx(lua);
+    let t = lua.create_table()?;
+    t.set("state_dir", ctx.state.dir().display().to_string())?;
+    t.set(
+        "config_dir",
+        crate::core::fleet::config_dir().display().to_string(),
+    )?;
+    t.set(
+        "fleet_file",
+        ctx.fleet.source.as_ref().map(|p| p.display().to_string()),
+    )?;
+    t.set(
+        "schedule_file",
+        crate::lua::daemon::default_file(&ctx.fleet)
+            .display()
+            .to_string(),
+    )?;
+    let config_home = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    let unit = crate::core::schedule::unit::Platform::current()
+        .install_path(&crate::core::state::home_dir(), config_home.as_deref());
+    t.set("daemon_unit", unit.display().to_string())?;
+    Ok(t)
+}
+
+/// `baton._jobs()` (private, for `baton status`): the registered remote jobs as last recorded.
+fn jobs(lua: &Lua, (): ()) -> mlua::Result<Table> {
+    let state = crate::lua::ctx(lua).state.clone();
+    let list = crate::core::remote::jobs::list(&state)
+        .map_err(|e| conv::fail(format!("baton._jobs: {e}")))?;
+    let out = lua.create_table()?;
+    for job in list {
+        let t = lua.create_table()?;
+        t.set("id", job.id)?;
+        t.set("host", job.host)?;
+        t.set("command", job.command)?;
+        t.set("state", job.status.state.name())?;
+        t.set("code", job.status.code)?;
+        t.set("started_at", job.started_at)?;
+        out.push(t)?;
+    }
+    Ok(out)
 }
 
 /// `baton.inspect(value [, depth])` → the REPL's rendering of a value.

@@ -244,3 +244,49 @@ where
     }
     Ok(result)
 }
+
+/// A service kept in app data and built on first use (HTTP clients, pools), so start-up stays cheap and
+/// every binding asking for the same type shares one instance. `init` reads the runtime context.
+pub fn service<T: Clone + 'static>(lua: &Lua, init: impl FnOnce(&crate::lua::Ctx) -> T) -> T {
+    if let Some(s) = lua.app_data_ref::<T>() {
+        return s.clone();
+    }
+    let s = init(&crate::lua::ctx(lua));
+    lua.set_app_data(s.clone());
+    s
+}
+
+/// A Lua function as a core hook (`on_token`, `on_alert`, …): called with `A` as it happens, may yield;
+/// a Lua error stops the operation and its message is kept.
+pub fn hook<A: mlua::IntoLuaMulti + 'static>(
+    f: Function,
+) -> impl FnMut(A) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>>>> {
+    move |a| {
+        let f = f.clone();
+        Box::pin(async move {
+            f.call_async::<()>(a)
+                .await
+                .map_err(|e| crate::lua::split_error(&e).0)
+        })
+    }
+}
+
+/// An operation's result: the value, or its failure raised; with `check = false` the failure comes back as
+/// `{ok = false, err}` instead (and a table result gets `ok = true`).
+pub fn checked(lua: &Lua, check: bool, r: Result<Value, String>) -> mlua::Result<Value> {
+    match r {
+        Ok(v) => {
+            if let (false, Value::Table(t)) = (check, &v) {
+                t.set("ok", true)?;
+            }
+            Ok(v)
+        }
+        Err(e) if check => Err(fail(e)),
+        Err(e) => {
+            let t = lua.create_table()?;
+            t.set("ok", false)?;
+            t.set("err", e)?;
+            Ok(Value::Table(t))
+        }
+    }
+}

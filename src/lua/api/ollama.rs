@@ -1,6 +1,303 @@
-//! The `ollama` global.
-use mlua::Lua;
+//! The `ollama` global: Ollama's native API through `core::llm::ollama`.
+use std::sync::Arc;
 
-pub fn register(_lua: &Lua) -> mlua::Result<()> {
-    Ok(())
+use mlua::{Lua, Table, Value};
+use serde::Deserialize;
+
+use super::conv;
+use crate::core::duration::Dur;
+use crate::core::llm::ollama::{self, ChatRequest, Endpoint, GenerateRequest, Ollama, Progress};
+use crate::core::llm::{Llm, LlmError, Message};
+
+pub fn register(lua: &Lua) -> mlua::Result<()> {
+    let t = lua.create_table()?;
+    t.set("chat", lua.create_async_function(chat)?)?;
+    t.set("generate", lua.create_async_function(generate)?)?;
+    t.set("embed", lua.create_async_function(embed)?)?;
+    t.set(
+        "models",
+        lua.create_async_function(|lua, o| list(lua, o, "ollama.models", "/api/tags"))?,
+    )?;
+    t.set(
+        "loaded",
+        lua.create_async_function(|lua, o| list(lua, o, "ollama.loaded", "/api/ps"))?,
+    )?;
+    t.set("show", lua.create_async_function(show)?)?;
+    t.set("version", lua.create_async_function(version)?)?;
+    t.set("online", lua.create_async_function(online)?)?;
+    t.set("pull", lua.create_async_function(pull)?)?;
+    t.set("queue", lua.create_function(queue)?)?;
+    lua.globals().set("ollama", t)
+}
+
+/// The shared LLM services (built on first use).
+fn llm(lua: &Lua) -> Arc<Llm> {
+    conv::service(lua, |ctx| {
+        Arc::new(Llm::new(ctx.fleet.clone(), ctx.state.clone()))
+    })
+}
+
+/// The client and the endpoint `host` names (fleet host, URL, or the default).
+fn target(lua: &Lua, func: &str, host: Option<&str>) -> mlua::Result<(Ollama, Endpoint)> {
+    let llm = llm(lua);
+    let ep = ollama::resolve(llm.fleet(), host).map_err(|e| fail(func, e))?;
+    Ok((llm.ollama().clone(), ep))
+}
+
+/// `ollama.chat(engine, qwen2.5-coder:32b): connection refused`.
+fn fail(func: &str, e: LlmError) -> mlua::Error {
+    conv::fail(e.raised_by(func))
+}
+
+/// The result as a table, honouring `check`.
+fn finish<T: serde::Serialize>(
+    lua: &Lua,
+    func: &str,
+    check: bool,
+    r: Result<T, LlmError>,
+) -> mlua::Result<Value> {
+    let r = match r {
+        Ok(v) => Ok(conv::to_lua(lua, &v)?),
+        Err(e) => Err(e.raised_by(func)),
+    };
+    conv::checked(lua, check, r)
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatArgs {
+    model: String,
+    messages: Vec<Message>,
+    host: Option<String>,
+    format: Option<serde_json::Value>,
+    options: Option<serde_json::Value>,
+    keep_alive: Option<serde_json::Value>,
+    timeout: Option<Dur>,
+    #[serde(default = "yes")]
+    check: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateArgs {
+    model: String,
+    prompt: String,
+    system: Option<String>,
+    host: Option<String>,
+    options: Option<serde_json::Value>,
+    keep_alive: Option<serde_json::Value>,
+    timeout: Option<Dur>,
+    #[serde(default = "yes")]
+    check: bool,
+}
+
+/// Decodes a required request table (arg 1) into `T`, taking `fn_keys` out as callbacks.
+fn request<T: serde::de::DeserializeOwned>(
+    lua: &Lua,
+    func: &str,
+    v: Value,
+    fn_keys: &[&'static str],
+) -> mlua::Result<(T, conv::Callbacks)> {
+    conv::table(func, 1, "request", &v)?;
+    let (parsed, cbs) = conv::opts::<Option<T>>(lua, func, 1, v, fn_keys)?;
+    let parsed = parsed
+        .ok_or_else(|| conv::fail(format!("{func}: argument 1 (request) must be a table")))?;
+    Ok((parsed, cbs))
+}
+
+/// `ollama.chat{model, messages, host?, format?, options?, keep_alive?, on_token?, timeout?, check?}`.
+async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
+    const F: &str = "ollama.chat";
+    let (a, mut cbs) = request::<ChatArgs>(&lua, F, req, &["on_token"])?;
+    let (client, ep) = target(&lua, F, a.host.as_deref())?;
+    let r = ChatRequest {
+        model: a.model,
+        messages: a.messages,
+        format: a.format,
+        options: a.options,
+        keep_alive: a.keep_alive,
+    };
+    let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
+    let cb = on_token
+        .as_mut()
+        .map(|f| f as crate::core::llm::OnToken<'_>);
+    let out = client.chat(&ep, &r, a.timeout.map(|d| d.0), cb).await;
+    finish(&lua, F, a.check, out)
+}
+
+/// `ollama.generate{model, prompt, system?, host?, options?, keep_alive?, on_token?, timeout?, check?}`.
+async fn generate(lua: Lua, req: Value) -> mlua::Result<Value> {
+    const F: &str = "ollama.generate";
+    let (a, mut cbs) = request::<GenerateArgs>(&lua, F, req, &["on_token"])?;
+    let (client, ep) = target(&lua, F, a.host.as_deref())?;
+    let r = GenerateRequest {
+        model: a.model,
+        prompt: a.prompt,
+        system: a.system,
+        options: a.options,
+        keep_alive: a.keep_alive,
+    };
+    let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
+    let cb = on_token
+        .as_mut()
+        .map(|f| f as crate::core::llm::OnToken<'_>);
+    let out = client.generate(&ep, &r, a.timeout.map(|d| d.0), cb).await;
+    finish(&lua, F, a.check, out)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbedArgs {
+    model: String,
+    input: serde_json::Value,
+    host: Option<String>,
+}
+
+/// `ollama.embed{model, input, host?}` → `{model, embeddings}`.
+async fn embed(lua: Lua, req: Value) -> mlua::Result<Table> {
+    const F: &str = "ollama.embed";
+    let (a, _) = request::<EmbedArgs>(&lua, F, req, &[])?;
+    if !(a.input.is_string()
+        || a.input
+            .as_array()
+            .is_some_and(|v| v.iter().all(serde_json::Value::is_string)))
+    {
+        return Err(conv::fail(format!(
+            "{F}: request.input must be a string or a list of strings"
+        )));
+    }
+    let (client, ep) = target(&lua, F, a.host.as_deref())?;
+    let doc = client
+        .embed(&ep, &a.model, &a.input)
+        .await
+        .map_err(|e| fail(F, e))?;
+    let t = lua.create_table()?;
+    t.set(
+        "model",
+        doc.get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or(&a.model),
+    )?;
+    t.set(
+        "embeddings",
+        conv::to_lua(
+            &lua,
+            doc.get("embeddings").unwrap_or(&serde_json::Value::Null),
+        )?,
+    )?;
+    Ok(t)
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostOpts {
+    host: Option<String>,
+}
+
+/// `ollama.models{host?}` (/api/tags) and `ollama.loaded{host?}` (/api/ps) → list of model tables.
+async fn list(
+    lua: Lua,
+    opts: Value,
+    func: &'static str,
+    path: &'static str,
+) -> mlua::Result<Value> {
+    let (o, _) = conv::opts::<HostOpts>(&lua, func, 1, opts, &[])?;
+    let (client, ep) = target(&lua, func, o.host.as_deref())?;
+    let models = client.list(&ep, path).await.map_err(|e| fail(func, e))?;
+    conv::to_lua(&lua, &models)
+}
+
+/// `ollama.show(model, {host?})` → the server's description of the model.
+async fn show(lua: Lua, (model, opts): (Value, Value)) -> mlua::Result<Value> {
+    const F: &str = "ollama.show";
+    let model = conv::string(F, 1, "model", &model)?;
+    let (o, _) = conv::opts::<HostOpts>(&lua, F, 2, opts, &[])?;
+    let (client, ep) = target(&lua, F, o.host.as_deref())?;
+    let doc = client.show(&ep, &model).await.map_err(|e| fail(F, e))?;
+    conv::to_lua(&lua, &doc)
+}
+
+/// `ollama.version{host?}` → version string.
+async fn version(lua: Lua, opts: Value) -> mlua::Result<String> {
+    const F: &str = "ollama.version";
+    let (o, _) = conv::opts::<HostOpts>(&lua, F, 1, opts, &[])?;
+    let (client, ep) = target(&lua, F, o.host.as_deref())?;
+    client.version(&ep).await.map_err(|e| fail(F, e))
+}
+
+/// `ollama.online{host?}` → whether the server answers within 2 s.
+async fn online(lua: Lua, opts: Value) -> mlua::Result<bool> {
+    const F: &str = "ollama.online";
+    let (o, _) = conv::opts::<HostOpts>(&lua, F, 1, opts, &[])?;
+    let (client, ep) = target(&lua, F, o.host.as_deref())?;
+    Ok(client.online(&ep).await)
+}
+
+/// `ollama.pull(model, {host?, on_progress?})` → `"success"`; without a callback, a progress bar on a
+/// terminal's stderr.
+async fn pull(lua: Lua, (model, opts): (Value, Value)) -> mlua::Result<String> {
+    const F: &str = "ollama.pull";
+    let model = conv::string(F, 1, "model", &model)?;
+    let (o, mut cbs) = conv::opts::<HostOpts>(&lua, F, 2, opts, &["on_progress"])?;
+    let (client, ep) = target(&lua, F, o.host.as_deref())?;
+    let callback = cbs.take("on_progress");
+    let drawing = callback.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut on_progress: Option<
+        Box<dyn FnMut(Progress) -> crate::core::llm::LocalFuture<'static, Result<(), String>>>,
+    > = match callback {
+        Some(f) => {
+            let lua = lua.clone();
+            let mut call = conv::hook::<Table>(f);
+            Some(Box::new(move |p: Progress| match conv::to_lua(&lua, &p) {
+                Ok(Value::Table(t)) => call(t),
+                _ => Box::pin(async { Err("cannot convert a progress line".to_string()) }),
+            }))
+        }
+        None if drawing => Some(Box::new(draw_progress)),
+        None => None,
+    };
+    let cb = on_progress
+        .as_deref_mut()
+        .map(|f| f as crate::core::llm::Callback<'_, Progress>);
+    let out = client.pull(&ep, &model, cb).await;
+    if drawing {
+        eprintln!();
+    }
+    out.map_err(|e| fail(F, e))
+}
+
+/// One line of a terminal progress bar, redrawn in place.
+fn draw_progress(p: Progress) -> crate::core::llm::LocalFuture<'static, Result<(), String>> {
+    let line = match (p.total, p.completed) {
+        (Some(total), Some(done)) if total > 0 => {
+            let frac = (done as f64 / total as f64).clamp(0.0, 1.0);
+            let filled = (frac * 30.0).round() as usize;
+            format!(
+                "{} [{}{}] {:>3.0}%",
+                p.status,
+                "#".repeat(filled),
+                " ".repeat(30 - filled),
+                frac * 100.0
+            )
+        }
+        _ => p.status,
+    };
+    eprint!("\r\x1b[2K{line}");
+    Box::pin(async { Ok(()) })
+}
+
+/// `ollama.queue{host?}` → `{running, waiting}` in baton's queue for that endpoint.
+fn queue(lua: &Lua, opts: Value) -> mlua::Result<Table> {
+    const F: &str = "ollama.queue";
+    let (o, _) = conv::opts::<HostOpts>(lua, F, 1, opts, &[])?;
+    let (client, ep) = target(lua, F, o.host.as_deref())?;
+    let q = client.queue(&ep);
+    let t = lua.create_table()?;
+    t.set("running", q.running)?;
+    t.set("waiting", q.waiting)?;
+    Ok(t)
 }

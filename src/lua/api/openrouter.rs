@@ -1,6 +1,104 @@
-//! The `openrouter` global.
-use mlua::Lua;
+//! The `openrouter` global: OpenAI-compatible chat completions, models and credits through
+//! `core::llm::openai`.
+use std::sync::Arc;
 
-pub fn register(_lua: &Lua) -> mlua::Result<()> {
-    Ok(())
+use mlua::{Lua, Table, Value};
+use serde::Deserialize;
+
+use super::conv;
+use crate::core::duration::Dur;
+use crate::core::llm::openai::ChatRequest;
+use crate::core::llm::{Llm, Message, OnToken};
+
+pub fn register(lua: &Lua) -> mlua::Result<()> {
+    let t = lua.create_table()?;
+    t.set("chat", lua.create_async_function(chat)?)?;
+    t.set("models", lua.create_async_function(models)?)?;
+    t.set("credits", lua.create_async_function(credits)?)?;
+    lua.globals().set("openrouter", t)
+}
+
+/// The shared LLM services (built on first use).
+fn llm(lua: &Lua) -> Arc<Llm> {
+    conv::service(lua, |ctx| {
+        Arc::new(Llm::new(ctx.fleet.clone(), ctx.state.clone()))
+    })
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatArgs {
+    model: String,
+    messages: Vec<Message>,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+    models: Option<Vec<String>>,
+    provider: Option<serde_json::Value>,
+    timeout: Option<Dur>,
+    #[serde(default = "yes")]
+    check: bool,
+}
+
+/// `openrouter.chat{model, messages, max_tokens?, temperature?, on_token?, models?, provider?, timeout?,
+/// check?}` → `{text, model, id, tokens_in, tokens_out, cost, cost_source, duration}`.
+async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
+    const F: &str = "openrouter.chat";
+    conv::table(F, 1, "request", &req)?;
+    let (a, mut cbs) = conv::opts::<Option<ChatArgs>>(&lua, F, 1, req, &["on_token"])?;
+    let a = a.ok_or_else(|| conv::fail(format!("{F}: argument 1 (request) must be a table")))?;
+    let llm = llm(&lua);
+    let client = llm.openai();
+    // The price of the tier that uses this model, so the cost is known even when the API reports none.
+    let price = llm
+        .fleet()
+        .tiers()
+        .into_iter()
+        .find(|t| t.model.as_deref() == Some(a.model.as_str()))
+        .and_then(|t| t.price);
+    let r = ChatRequest {
+        model: a.model,
+        messages: a.messages,
+        max_tokens: a.max_tokens,
+        temperature: a.temperature,
+        models: a.models,
+        provider: a.provider,
+    };
+    let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
+    let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
+    let out = client.chat(&r, price, a.timeout.map(|d| d.0), cb).await;
+    let out = match out {
+        Ok(c) => Ok(conv::to_lua(&lua, &c)?),
+        Err(e) => Err(e.raised_by(F)),
+    };
+    conv::checked(&lua, a.check, out)
+}
+
+/// `openrouter.models()` → the list of models with pricing.
+async fn models(lua: Lua, (): ()) -> mlua::Result<Value> {
+    let llm = llm(&lua);
+    let list = llm
+        .openai()
+        .models()
+        .await
+        .map_err(|e| conv::fail(e.raised_by("openrouter.models")))?;
+    conv::to_lua(&lua, &list)
+}
+
+/// `openrouter.credits()` → `{limit, usage, remaining}` (USD; `limit`/`remaining` nil when unlimited).
+async fn credits(lua: Lua, (): ()) -> mlua::Result<Table> {
+    let llm = llm(&lua);
+    let c = llm
+        .openai()
+        .credits()
+        .await
+        .map_err(|e| conv::fail(e.raised_by("openrouter.credits")))?;
+    let t = lua.create_table()?;
+    t.set("limit", c.limit)?;
+    t.set("usage", c.usage)?;
+    t.set("remaining", c.remaining)?;
+    Ok(t)
 }

@@ -1,6 +1,225 @@
-//! The `route` global.
-use mlua::Lua;
+//! The `route` global: task → tier → model with escalation, budget and the cost ledger, through
+//! `core::llm::route`.
+use std::sync::Arc;
 
-pub fn register(_lua: &Lua) -> mlua::Result<()> {
-    Ok(())
+use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
+use serde::Deserialize;
+
+use super::conv;
+use crate::core::llm::ledger::{Alert, GroupBy, Period};
+use crate::core::llm::route::{Answer, AskOptions, Hooks, RouteError, TaskSpec, Verdict};
+use crate::core::llm::{Llm, LocalFuture, Message, OnToken};
+
+pub fn register(lua: &Lua) -> mlua::Result<()> {
+    let t = lua.create_table()?;
+    t.set("pick", lua.create_function(pick)?)?;
+    t.set("ask", lua.create_async_function(ask)?)?;
+    t.set("spend", lua.create_async_function(spend)?)?;
+    lua.globals().set("route", t)
+}
+
+/// The shared LLM services (built on first use).
+fn llm(lua: &Lua) -> Arc<Llm> {
+    conv::service(lua, |ctx| {
+        Arc::new(Llm::new(ctx.fleet.clone(), ctx.state.clone()))
+    })
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskTable {
+    kind: String,
+    min_tier: Option<String>,
+    max_tier: Option<String>,
+}
+
+/// `task`: a kind string or `{kind, min_tier?, max_tier?}`.
+fn task_spec(lua: &Lua, func: &str, v: Value) -> mlua::Result<TaskSpec> {
+    match v {
+        Value::String(s) => Ok(TaskSpec::kind(&s.to_str()?)),
+        Value::Table(_) => {
+            let (t, _) = conv::opts::<Option<TaskTable>>(lua, func, 1, v, &[])?;
+            let t = t.unwrap_or_default();
+            Ok(TaskSpec {
+                kind: t.kind,
+                min_tier: t.min_tier,
+                max_tier: t.max_tier,
+            })
+        }
+        other => Err(conv::arg_error(
+            func,
+            1,
+            "task",
+            "a task kind string or a {kind = …} table",
+            &other,
+        )),
+    }
+}
+
+fn route_error(func: &str, spec: &TaskSpec, e: RouteError) -> mlua::Error {
+    conv::fail(format!("{func}({}): {e}", spec.kind))
+}
+
+/// `route.pick(task)` → `{task, tier, provider, host, model, reason}`, without calling anything.
+fn pick(lua: &Lua, task: Value) -> mlua::Result<Table> {
+    const F: &str = "route.pick";
+    let spec = task_spec(lua, F, task)?;
+    let llm = llm(lua);
+    let p = llm
+        .router()
+        .pick(&spec)
+        .map_err(|e| route_error(F, &spec, e))?;
+    let t = lua.create_table_with_capacity(0, 6)?;
+    t.raw_set("task", p.task)?;
+    t.raw_set("tier", p.tier)?;
+    t.raw_set("provider", p.provider)?;
+    t.raw_set("host", p.host)?;
+    t.raw_set("model", p.model)?;
+    t.raw_set("reason", p.reason)?;
+    Ok(t)
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AskOpts {
+    system: Option<String>,
+    max_tier: Option<String>,
+    max_tokens: Option<u32>,
+}
+
+/// `route.ask(task, prompt_or_messages [, {system, accept, max_tier, max_tokens, on_token}])` →
+/// `{text, tier, provider, model, cost, tokens_in, tokens_out, attempts}`.
+async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Result<Value> {
+    const F: &str = "route.ask";
+    let spec = task_spec(&lua, F, task)?;
+    let messages = match &prompt {
+        Value::String(s) => vec![Message::new("user", s.to_str()?.to_string())],
+        Value::Table(_) => lua.from_value::<Vec<Message>>(prompt.clone()).map_err(|e| {
+            conv::fail(format!("{F}: argument 2 (prompt) must be a string or a list of {{role, content}} messages: {e}"))
+        })?,
+        other => return Err(conv::arg_error(F, 2, "prompt", "a string or a list of messages", other)),
+    };
+    let (o, mut cbs) = conv::opts::<AskOpts>(&lua, F, 3, opts, &["accept", "on_token"])?;
+    let script = Some(crate::lua::ctx(&lua).script.clone());
+    let options = AskOptions {
+        system: o.system,
+        max_tier: o.max_tier,
+        max_tokens: o.max_tokens,
+        script,
+    };
+    let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
+    let mut accept = cbs.take("accept").map(|f| accepter(&lua, f));
+    let mut on_alert = alerter(&lua);
+    let mut hooks = Hooks {
+        on_token: on_token.as_mut().map(|f| f as OnToken<'_>),
+        accept: accept.as_mut().map(|f| f as _),
+        on_alert: Some(&mut on_alert),
+    };
+    let llm = llm(&lua);
+    let answer = llm
+        .router()
+        .ask(&spec, messages, &options, &mut hooks)
+        .await
+        .map_err(|e| route_error(F, &spec, e))?;
+    conv::to_lua(&lua, &answer)
+}
+
+/// `accept(result)` → `true` accepts; `false`/`nil` or a reason string rejects.
+fn accepter(
+    lua: &Lua,
+    f: Function,
+) -> impl FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, String>> {
+    let lua = lua.clone();
+    move |answer: &Answer| {
+        let table = conv::to_lua(&lua, answer);
+        let f = f.clone();
+        Box::pin(async move {
+            let table = table.map_err(|e| e.to_string())?;
+            let verdict = f
+                .call_async::<Value>(table)
+                .await
+                .map_err(|e| format!("accept: {}", crate::lua::split_error(&e).0))?;
+            match verdict {
+                Value::Boolean(true) => Ok(Verdict::Accept),
+                Value::Boolean(false) | Value::Nil => Ok(Verdict::Reject(None)),
+                Value::String(s) => Ok(Verdict::Reject(Some(s.to_string_lossy()))),
+                other => Err(format!(
+                    "accept must return true, false or a reason string, got {}",
+                    conv::type_name(&other)
+                )),
+            }
+        })
+    }
+}
+
+/// Calls `route.on_alert(spent, limit)` if the script set it.
+fn alerter(lua: &Lua) -> impl FnMut(Alert) -> LocalFuture<'static, Result<(), String>> {
+    let lua = lua.clone();
+    move |alert: Alert| {
+        let f = lua
+            .globals()
+            .get::<Table>("route")
+            .and_then(|t| t.get::<Option<Function>>("on_alert"));
+        Box::pin(async move {
+            match f {
+                Ok(Some(f)) => f
+                    .call_async::<()>((alert.spent, alert.limit))
+                    .await
+                    .map_err(|e| format!("route.on_alert: {}", crate::lua::split_error(&e).0)),
+                _ => Ok(()),
+            }
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpendOpts {
+    #[serde(default = "month")]
+    period: String,
+    #[serde(default = "tier")]
+    by: String,
+}
+
+fn month() -> String {
+    "month".into()
+}
+
+fn tier() -> String {
+    "tier".into()
+}
+
+impl Default for SpendOpts {
+    fn default() -> Self {
+        SpendOpts {
+            period: month(),
+            by: tier(),
+        }
+    }
+}
+
+/// `route.spend{period = "day"|"month"|"all", by = "tier"|"model"|"task"}` → rows
+/// `{key, calls, tokens_in, tokens_out, cost}`, costliest first.
+async fn spend(lua: Lua, opts: Value) -> mlua::Result<Value> {
+    const F: &str = "route.spend";
+    let (o, _) = conv::opts::<SpendOpts>(&lua, F, 1, opts, &[])?;
+    let period = Period::parse(&o.period).ok_or_else(|| {
+        conv::fail(format!(
+            "{F}: options.period must be \"day\", \"month\" or \"all\", got {:?}",
+            o.period
+        ))
+    })?;
+    let by = GroupBy::parse(&o.by).ok_or_else(|| {
+        conv::fail(format!(
+            "{F}: options.by must be \"tier\", \"model\" or \"task\", got {:?}",
+            o.by
+        ))
+    })?;
+    let llm = llm(&lua);
+    let ledger = llm.router().ledger().clone();
+    let rows = tokio::task::spawn_blocking(move || ledger.spend(period, by))
+        .await
+        .map_err(|e| conv::fail(format!("{F}: {e}")))?
+        .map_err(|e| conv::fail(format!("{F}: {e}")))?;
+    conv::to_lua(&lua, &rows)
 }

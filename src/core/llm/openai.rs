@@ -1,0 +1,479 @@
+//! OpenAI-compatible chat completions (OpenRouter by default; Ollama's `/v1` and llama.cpp's server work
+//! too). Always streamed over SSE: `data: {…}` events, `: comment` keep-alives (`: OPENROUTER PROCESSING`),
+//! `data: [DONE]` at the end, usage (and OpenRouter's `cost`) in the final chunk, errors mid-stream as a chunk
+//! with an `error` object. Plus OpenRouter's `/models` (with pricing) and `/key` (credits).
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::http::{self, Lines};
+use super::{ErrorKind, LlmError, Message, OnToken, Retry, Secret, Timeouts};
+use crate::core::fleet::{DEFAULT_OPENROUTER_BASE, Fleet, Price};
+
+/// `openrouter.chat{…}`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// OpenRouter: fallback models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// OpenRouter: provider routing preferences, passed through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Value>,
+}
+
+/// Where a completion's `cost` came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CostSource {
+    /// The API reported it (OpenRouter's `usage.cost`).
+    Provider,
+    /// Computed from the tier's price table and the reported token counts.
+    Pricing,
+    Unknown,
+}
+
+impl CostSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            CostSource::Provider => "provider",
+            CostSource::Pricing => "pricing",
+            CostSource::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Completion {
+    pub text: String,
+    pub model: String,
+    pub id: String,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// USD; 0 when `cost_source` is `unknown`.
+    pub cost: f64,
+    pub cost_source: CostSource,
+    /// Seconds, measured.
+    pub duration: f64,
+    /// `stop`, `length`, … (not part of the Lua result).
+    #[serde(skip)]
+    pub finish_reason: Option<String>,
+}
+
+/// `GET /key`: what the key may still spend (USD). `limit` and `remaining` are `None` for unlimited keys.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Credits {
+    pub limit: Option<f64>,
+    pub usage: f64,
+    pub remaining: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<ApiError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Option<Delta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    cost: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    code: Option<Value>,
+}
+
+/// An OpenAI-compatible endpoint and its key.
+#[derive(Debug, Clone)]
+pub struct OpenAi {
+    http: reqwest::Client,
+    base_url: String,
+    name: String,
+    key: Option<Secret>,
+    key_env: String,
+    pub timeouts: Timeouts,
+    pub retry: Retry,
+}
+
+/// Default retries for cloud calls: 3 more tries, 0.5 s doubling, at most 30 s apart.
+pub const RETRY: Retry = Retry {
+    retries: 3,
+    base: Duration::from_millis(500),
+    max_wait: Duration::from_secs(30),
+    on_connect: true,
+};
+
+impl OpenAi {
+    /// `key` is read by the caller (usually from `$key_env`); `None` makes every call fail naming `key_env`.
+    pub fn new(base_url: &str, key_env: &str, key: Option<Secret>, timeouts: Timeouts) -> OpenAi {
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let name = if base_url == DEFAULT_OPENROUTER_BASE {
+            "openrouter".to_string()
+        } else {
+            base_url.clone()
+        };
+        OpenAi {
+            http: http::client(&timeouts),
+            base_url,
+            name,
+            key,
+            key_env: key_env.to_string(),
+            timeouts,
+            retry: RETRY,
+        }
+    }
+
+    /// From the fleet's `openrouter` settings (or `$OPENROUTER_BASE_URL`) and the key variable.
+    pub fn from_fleet(fleet: &Fleet) -> OpenAi {
+        let key_env = fleet.openrouter_key_env();
+        let key = std::env::var(&key_env)
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| Secret::new(k.trim()));
+        OpenAi::new(
+            &fleet.openrouter_base_url(),
+            &key_env,
+            key,
+            Timeouts::default(),
+        )
+    }
+
+    /// The name errors use: `openrouter` for OpenRouter, else the base URL.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    fn key(&self, model: Option<&str>) -> Result<&Secret, LlmError> {
+        self.key.as_ref().ok_or_else(|| {
+            LlmError::new(
+                &self.name,
+                model,
+                ErrorKind::MissingKey(self.key_env.clone()),
+            )
+        })
+    }
+
+    /// `POST /chat/completions`, streamed. `price` turns token counts into a cost when the API reports none.
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        price: Option<Price>,
+        wait: Option<Duration>,
+        mut on_token: Option<OnToken<'_>>,
+    ) -> Result<Completion, LlmError> {
+        let model = req.model.as_str();
+        let key = self.key(Some(model))?;
+        let err = |kind| LlmError::new(&self.name, Some(model), kind);
+        let timeouts = wait.map_or(self.timeouts, |w| self.timeouts.with_wait(w));
+        let mut body = serde_json::to_value(req).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut body {
+            map.insert("stream".into(), Value::Bool(true));
+            map.insert(
+                "stream_options".into(),
+                serde_json::json!({ "include_usage": true }),
+            );
+        }
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let started = Instant::now();
+        let url = format!("{}/chat/completions", self.base_url);
+        let build = || {
+            self.request(self.http.post(&url), key)
+                .header("content-type", "application/json")
+                .body(body.clone())
+        };
+        let resp = http::send(build, &timeouts, &self.retry)
+            .await
+            .map_err(|f| err(self.status_error(f)))?;
+        let mut lines = Lines::new(resp, &timeouts);
+        let mut out = Completion {
+            text: String::new(),
+            model: model.to_string(),
+            id: String::new(),
+            tokens_in: 0,
+            tokens_out: 0,
+            cost: 0.0,
+            cost_source: CostSource::Unknown,
+            duration: 0.0,
+            finish_reason: None,
+        };
+        let mut usage: Option<Usage> = None;
+        let mut data = String::new();
+        loop {
+            // One SSE event: `data:` lines up to a blank line; `:` lines are comments.
+            match lines.next().await.map_err(err)? {
+                Some([]) => {}
+                Some(l) => {
+                    if let Some(rest) = l.strip_prefix(b"data:") {
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(&String::from_utf8_lossy(
+                            rest.strip_prefix(b" ").unwrap_or(rest),
+                        ));
+                    }
+                    continue;
+                }
+                None if data.is_empty() => return Err(err(ErrorKind::Truncated)),
+                None => {}
+            }
+            if data.is_empty() {
+                continue;
+            }
+            if data.trim() == "[DONE]" {
+                break;
+            }
+            let chunk: Chunk = serde_json::from_str(&data).map_err(|e| {
+                err(ErrorKind::Protocol(format!(
+                    "{e} in {}",
+                    http::snippet(data.as_bytes())
+                )))
+            })?;
+            data.clear();
+            if let Some(e) = chunk.error {
+                return Err(err(ErrorKind::Server(key.scrub(&api_error_text(&e)))));
+            }
+            if let Some(id) = chunk.id.filter(|_| out.id.is_empty()) {
+                out.id = id;
+            }
+            if let Some(m) = chunk.model {
+                out.model = m;
+            }
+            for choice in chunk.choices {
+                if let Some(piece) = choice
+                    .delta
+                    .and_then(|d| d.content)
+                    .filter(|c| !c.is_empty())
+                {
+                    out.text.push_str(&piece);
+                    if let Some(cb) = on_token.as_mut() {
+                        cb(piece).await.map_err(|e| err(ErrorKind::Callback(e)))?;
+                    }
+                }
+                if choice.finish_reason.is_some() {
+                    out.finish_reason = choice.finish_reason;
+                }
+            }
+            if chunk.usage.is_some() {
+                usage = chunk.usage;
+            }
+        }
+        out.duration = started.elapsed().as_secs_f64();
+        if let Some(u) = usage {
+            out.tokens_in = u.prompt_tokens;
+            out.tokens_out = u.completion_tokens;
+            (out.cost, out.cost_source) = match (u.cost, price) {
+                (Some(c), _) if c.is_finite() && c >= 0.0 => (c, CostSource::Provider),
+                (_, Some(p)) => (
+                    price_of(p, u.prompt_tokens, u.completion_tokens),
+                    CostSource::Pricing,
+                ),
+                _ => (0.0, CostSource::Unknown),
+            };
+        }
+        Ok(out)
+    }
+
+    /// `GET /models` → the `data` list (ids, context lengths, pricing per token as strings).
+    pub async fn models(&self) -> Result<Value, LlmError> {
+        let mut doc = self.get("/models", self.key.as_ref()).await?;
+        Ok(doc
+            .get_mut("data")
+            .map(Value::take)
+            .unwrap_or(Value::Array(Vec::new())))
+    }
+
+    /// `GET /key` → limit, usage and what remains.
+    pub async fn credits(&self) -> Result<Credits, LlmError> {
+        let key = self.key(None)?;
+        let doc = self.get("/key", Some(key)).await?;
+        let data = doc.get("data").unwrap_or(&doc);
+        let num = |k: &str| data.get(k).and_then(Value::as_f64);
+        let limit = num("limit");
+        let usage = num("usage").unwrap_or(0.0);
+        let remaining = num("limit_remaining").or_else(|| limit.map(|l| (l - usage).max(0.0)));
+        Ok(Credits {
+            limit,
+            usage,
+            remaining,
+        })
+    }
+
+    async fn get(&self, path: &str, key: Option<&Secret>) -> Result<Value, LlmError> {
+        let err = |kind| LlmError::new(&self.name, None, kind);
+        let url = format!("{}{path}", self.base_url);
+        let build = || match key {
+            Some(k) => self.request(self.http.get(&url), k),
+            None => self.http.get(&url),
+        };
+        let resp = http::send(build, &self.timeouts, &self.retry)
+            .await
+            .map_err(|f| err(self.status_error(f)))?;
+        http::read_json(resp, &self.timeouts).await.map_err(err)
+    }
+
+    fn request(&self, rb: reqwest::RequestBuilder, key: &Secret) -> reqwest::RequestBuilder {
+        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer invalid-key"));
+        auth.set_sensitive(true);
+        rb.header(reqwest::header::AUTHORIZATION, auth)
+            .header("X-Title", "baton")
+    }
+
+    /// `{"error": {"message", "code"}}` → a kind; 402 says "insufficient credits"; the key is scrubbed.
+    fn status_error(&self, f: Result<http::Failed, ErrorKind>) -> ErrorKind {
+        let f = match f {
+            Ok(f) => f,
+            Err(kind) => return kind,
+        };
+        let message = serde_json::from_str::<Value>(&f.body)
+            .ok()
+            .and_then(|v| match v.get("error") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(e) => serde_json::from_value::<ApiError>(e.clone())
+                    .ok()
+                    .map(|e| e.message),
+                None => None,
+            })
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| http::snippet(f.body.as_bytes()));
+        let message = self
+            .key
+            .as_ref()
+            .map_or(message.clone(), |k| k.scrub(&message));
+        match f.status.as_u16() {
+            402 => ErrorKind::InsufficientCredits(message),
+            status => ErrorKind::Status { status, message },
+        }
+    }
+}
+
+fn api_error_text(e: &ApiError) -> String {
+    match &e.code {
+        Some(code) if !code.is_null() => format!(
+            "{} ({})",
+            e.message,
+            code.as_str()
+                .map_or_else(|| code.to_string(), str::to_string)
+        ),
+        _ => e.message.clone(),
+    }
+}
+
+/// USD for the token counts at `price` (USD per million tokens).
+pub fn price_of(price: Price, tokens_in: u64, tokens_out: u64) -> f64 {
+    (tokens_in as f64 * price.input + tokens_out as f64 * price.output) / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn price_is_per_million() {
+        assert!(
+            (price_of(
+                Price {
+                    input: 3.0,
+                    output: 15.0
+                },
+                1_000_000,
+                100_000
+            ) - 4.5)
+                .abs()
+                < 1e-12
+        );
+    }
+
+    #[test]
+    fn missing_key_names_the_variable() {
+        let c = OpenAi::new(
+            "https://openrouter.ai/api/v1/",
+            "MY_KEY",
+            None,
+            Timeouts::default(),
+        );
+        let e = c.key(Some("m")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "openrouter, m: no API key: set the environment variable MY_KEY"
+        );
+    }
+
+    #[test]
+    fn error_bodies_are_scrubbed_and_402_named() {
+        let c = OpenAi::new(
+            "http://x/v1",
+            "K",
+            Some(Secret::new("sk-secret-123")),
+            Timeouts::default(),
+        );
+        let failed = |status: u16, body: &str| {
+            Ok(http::Failed {
+                status: reqwest::StatusCode::from_u16(status).unwrap(),
+                retry_after: None,
+                body: body.into(),
+            })
+        };
+        assert_eq!(
+            c.status_error(failed(
+                401,
+                r#"{"error":{"message":"bad key sk-secret-123","code":401}}"#
+            )),
+            ErrorKind::Status {
+                status: 401,
+                message: "bad key ***".into()
+            }
+        );
+        let e = c.status_error(failed(
+            402,
+            r#"{"error":{"message":"Insufficient credits","code":402}}"#,
+        ));
+        assert_eq!(
+            e.to_string(),
+            "insufficient credits (HTTP 402): Insufficient credits"
+        );
+        assert_eq!(c.name(), "http://x/v1");
+        assert!(!format!("{c:?}").contains("sk-secret-123"));
+    }
+}

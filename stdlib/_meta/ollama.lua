@@ -1,0 +1,114 @@
+---@meta
+-- LuaLS type stubs for the `ollama` global: Ollama's native API (NDJSON streaming). Checked against the
+-- registered API by tests/it/stubs.rs.
+--
+-- `host` everywhere: a fleet host name that has `ollama = URL`, or a URL. Default: the first fleet host with
+-- Ollama, else `$OLLAMA_HOST`, else "http://127.0.0.1:11434".
+-- Per endpoint at most `ollama_parallel` (default: 4) chat/generate/embed requests are in flight; the rest
+-- wait in baton's queue (see `ollama.queue`).
+-- Failures raise `ollama.chat(engine, qwen2.5-coder:32b): connection refused` (the server's `{"error": …}`
+-- text, also mid-stream; "model not found … (try ollama.pull)"; timeout). With `check = false`, chat and
+-- generate return `{ok = false, err}` instead (and `ok = true` on success).
+
+---@class ollama
+ollama = {}
+
+---@class ollama.Message
+---@field role "system"|"user"|"assistant"|"tool"
+---@field content string
+---@field images string[]? base64 images for multimodal models
+
+---@class ollama.ChatRequest
+---@field model string
+---@field messages ollama.Message[]
+---@field host string? fleet host name or URL (default: the first fleet host with Ollama)
+---@field format "json"|table? "json" or a JSON schema for structured output
+---@field options table? passed through: num_ctx, temperature, num_predict, seed, …
+---@field keep_alive string|number? how long the model stays loaded ("5m", 0 unloads)
+---@field on_token fun(chunk: string)? called with each streamed piece as it arrives; may yield
+---@field timeout baton.Duration? longest wait for the first byte and between pieces (default: 300s / 120s)
+---@field check boolean? raise on failure (default: true)
+
+---@class ollama.GenerateRequest
+---@field model string
+---@field prompt string
+---@field system string?
+---@field host string?
+---@field options table?
+---@field keep_alive string|number?
+---@field on_token fun(chunk: string)?
+---@field timeout baton.Duration? (default: 300s to the first byte, 120s between pieces)
+---@field check boolean? (default: true)
+
+---@class ollama.Result
+---@field text string the whole answer
+---@field model string
+---@field host string fleet host name (or URL)
+---@field tokens_in integer prompt tokens (`prompt_eval_count`)
+---@field tokens_out integer generated tokens (`eval_count`)
+---@field duration number seconds (`total_duration`)
+---@field tokens_per_s number `eval_count / eval_duration`
+---@field done_reason string "stop", "length", …
+---@field ok boolean? only with `check = false`
+---@field err string? only with `check = false`, on failure
+
+---Chat completion (`/api/chat`), streamed.
+---@param request ollama.ChatRequest
+---@return ollama.Result
+function ollama.chat(request) end
+
+---Completion from a prompt (`/api/generate`), streamed.
+---@param request ollama.GenerateRequest
+---@return ollama.Result
+function ollama.generate(request) end
+
+---Embeddings (`/api/embed`).
+---@param request {model: string, input: string|string[], host: string?}
+---@return {model: string, embeddings: number[][]}
+function ollama.embed(request) end
+
+---@class ollama.HostOpts
+---@field host string? fleet host name or URL (default: the first fleet host with Ollama)
+
+---Installed models (`/api/tags`): `{name, model, size, digest, modified_at, details}` each.
+---@param opts ollama.HostOpts?
+---@return table[]
+function ollama.models(opts) end
+
+---Models loaded in memory (`/api/ps`): `{name, model, size, size_vram, expires_at, details}` each.
+---@param opts ollama.HostOpts?
+---@return table[]
+function ollama.loaded(opts) end
+
+---A model's details (`/api/show`): `{details, capabilities, parameters, template, model_info, …}`.
+---@param model string
+---@param opts ollama.HostOpts?
+---@return table
+function ollama.show(model, opts) end
+
+---The server's version string (`/api/version`).
+---@param opts ollama.HostOpts?
+---@return string
+function ollama.version(opts) end
+
+---Whether the server answers within 2 seconds. Never raises for a down server.
+---@param opts ollama.HostOpts?
+---@return boolean
+function ollama.online(opts) end
+
+---@class ollama.Progress
+---@field status string "pulling manifest", "pulling <digest>", "verifying sha256 digest", "success", …
+---@field digest string?
+---@field total integer? bytes
+---@field completed integer? bytes
+
+---Downloads a model (`/api/pull`). Without `on_progress`, draws a progress bar when stderr is a terminal.
+---@param model string
+---@param opts {host: string?, on_progress: fun(p: ollama.Progress)?}?
+---@return string status "success"
+function ollama.pull(model, opts) end
+
+---Requests to this endpoint running and waiting in baton's queue (this process).
+---@param opts ollama.HostOpts?
+---@return {running: integer, waiting: integer}
+function ollama.queue(opts) end

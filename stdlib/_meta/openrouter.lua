@@ -1,0 +1,52 @@
+---@meta
+-- LuaLS type stubs for the `openrouter` global: OpenAI-compatible chat completions (OpenRouter by
+-- default; Ollama's /v1 and llama.cpp's server work too). Checked against the registered API by
+-- tests/it/stubs.rs.
+--
+-- Base URL: the fleet's `openrouter.base_url`, else `$OPENROUTER_BASE_URL`, else
+-- "https://openrouter.ai/api/v1". Key: `$OPENROUTER_API_KEY` (or the variable named by the fleet's
+-- `openrouter.key_env`); a missing key raises an error naming the variable. The key never appears in any
+-- output, error or log.
+-- Retries 429, 5xx and connection errors (3 more tries, backoff from 0.5 s doubling with jitter, honouring
+-- `Retry-After`); 400/401/402/403 are not retried; 402 says "insufficient credits".
+-- Calls made directly here are not budgeted or written to the ledger; `route.ask` does both.
+
+---@class openrouter
+openrouter = {}
+
+---@class openrouter.ChatRequest
+---@field model string e.g. "anthropic/claude-sonnet-4.5"
+---@field messages {role: string, content: string}[]
+---@field max_tokens integer? (default: the provider's)
+---@field temperature number?
+---@field on_token fun(chunk: string)? called with each streamed piece as it arrives; may yield
+---@field models string[]? OpenRouter fallback models
+---@field provider table? OpenRouter provider preferences, passed through
+---@field timeout baton.Duration? longest wait for the first byte and between pieces (default: 300s / 120s)
+---@field check boolean? raise on failure (default: true)
+
+---@class openrouter.Result
+---@field text string
+---@field model string the model that answered
+---@field id string generation id
+---@field tokens_in integer
+---@field tokens_out integer
+---@field cost number USD (0 when `cost_source` is "unknown")
+---@field cost_source "provider"|"pricing"|"unknown" reported by the API, computed from the fleet tier's price, or neither
+---@field duration number seconds
+---@field ok boolean? only with `check = false`
+---@field err string? only with `check = false`, on failure
+
+---Chat completion, streamed over SSE; usage and cost come from the final chunk.
+---@param request openrouter.ChatRequest
+---@return openrouter.Result
+function openrouter.chat(request) end
+
+---The `/models` list: `{id, name, context_length, pricing = {prompt, completion, …}}` each (prices in USD
+---per token, as strings).
+---@return table[]
+function openrouter.models() end
+
+---The key's credits (`/key`), in USD; `limit` and `remaining` are nil for keys without a limit.
+---@return {limit: number?, usage: number, remaining: number?}
+function openrouter.credits() end

@@ -1,0 +1,78 @@
+---@meta
+-- LuaLS type stubs for the `route` global: task → tier → model, escalation, budget and the cost ledger.
+-- Checked against the registered API by tests/it/stubs.rs.
+--
+-- Tiers come from the fleet (`tiers`, lowest first; default local → cheap → premium), task kinds from
+-- `tasks` (default: the table in DESIGN.md). An endpoint that refused or timed out is skipped for 30 s.
+-- Budget (`budget = {monthly_usd, alert_at}`): before a paid call its worst case (prompt estimate × input
+-- price + max_tokens × output price) is reserved against what is left this calendar month (local time);
+-- if it does not fit, the tier is skipped with outcome "budget". Reservations hold across coroutines and
+-- across processes sharing the state database. The prompt estimate is one token per 3 bytes plus 4 per
+-- message (generous on purpose). Every attempt is a ledger row.
+
+---@class route
+route = {}
+
+---Set by the script: called once per month when spend first reaches `alert_at × monthly_usd` (a warning
+---is logged either way).
+---@type fun(spent: number, limit: number)?
+route.on_alert = nil
+
+---@alias route.Task string|{kind: string, min_tier: string?, max_tier: string?}
+
+---@class route.Pick
+---@field task string
+---@field tier string
+---@field provider "ollama"|"openrouter"
+---@field host string? fleet host (ollama tiers)
+---@field model string
+---@field reason string why this tier
+
+---Where a task would go now, without calling anything. An unknown kind starts at the lowest tier that is
+---up; tiers cooling down are passed over.
+---@param task route.Task
+---@return route.Pick
+function route.pick(task) end
+
+---@class route.Attempt
+---@field tier string
+---@field model string
+---@field outcome "ok"|"offline"|"error"|"rejected"|"budget"
+---@field err string? why (the error, the rejection reason, the budget shortfall)
+
+---@class route.Answer
+---@field text string
+---@field tier string
+---@field provider "ollama"|"openrouter"
+---@field model string
+---@field cost number USD, every attempt of this ask included
+---@field tokens_in integer every attempt included
+---@field tokens_out integer every attempt included
+---@field attempts route.Attempt[]
+
+---@class route.AskOpts
+---@field system string? system prompt
+---@field accept (fun(result: route.Answer): boolean|string)? true accepts; false, nil or a reason string moves up a tier
+---@field max_tier string? highest tier to try (default: the highest)
+---@field max_tokens integer? answer cap; for paid tiers also the reserved worst case (default: 4096 for paid tiers, the model's own for Ollama)
+---@field on_token fun(chunk: string)? streamed pieces of every attempt, as they arrive
+
+---Asks the chosen tier, moving up one tier on offline, error or rejection. Raises, listing every
+---attempt, when no tier is left.
+---@param task route.Task
+---@param prompt string|{role: string, content: string}[]
+---@param opts route.AskOpts?
+---@return route.Answer
+function route.ask(task, prompt, opts) end
+
+---@class route.SpendRow
+---@field key string tier, model or task
+---@field calls integer requests sent (tiers skipped for budget or cooldown are not calls)
+---@field tokens_in integer
+---@field tokens_out integer
+---@field cost number USD
+
+---Spend from the ledger, costliest first.
+---@param opts {period: "day"|"month"|"all"?, by: "tier"|"model"|"task"?}? (default: period "month", by "tier")
+---@return route.SpendRow[]
+function route.spend(opts) end
