@@ -37,6 +37,9 @@ const MARKER: &str = "__baton_pid=";
 /// One open master connection.
 pub struct Master {
     host: String,
+    /// Declared before `session` so it is dropped first: kills still under way finish before the master
+    /// closes.
+    abandoned: Abandoned,
     session: Session,
     ctl: PathBuf,
     runs: Semaphore,
@@ -245,7 +248,7 @@ impl Drop for RemoteGuard<'_> {
         if !self.armed {
             return;
         }
-        // Best effort and without waiting: a dropped future cannot await.
+        // A dropped future cannot await: start the kill now, and let the master wait for it before closing.
         let mut cmd = std::process::Command::new("ssh");
         cmd.args(self.master.client_args())
             .arg("none")
@@ -254,11 +257,33 @@ impl Drop for RemoteGuard<'_> {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Ok(child) = cmd.spawn() {
-            // Reap it in the background so no zombie stays behind.
-            std::thread::spawn(move || {
-                let mut child = child;
-                let _ = child.wait();
-            });
+            self.master.abandoned.push(child);
+        }
+    }
+}
+
+/// Kill commands started for abandoned runs; waited for (at most 5 s) when dropped.
+#[derive(Default)]
+struct Abandoned(std::sync::Mutex<Vec<std::process::Child>>);
+
+impl Abandoned {
+    fn push(&self, child: std::process::Child) {
+        let mut kids = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kids.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+        kids.push(child);
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let kids = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + HOUSEKEEPING_TIMEOUT / 2;
+        for child in kids.iter_mut() {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -453,7 +478,11 @@ impl Pool {
             if let Some(master) = entry.lock().await.master.take()
                 && let Ok(master) = Arc::try_unwrap(master)
             {
-                let _ = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, master.session.close()).await;
+                let Master {
+                    abandoned, session, ..
+                } = master;
+                drop(abandoned);
+                let _ = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, session.close()).await;
             }
         }
     }
@@ -529,6 +558,7 @@ async fn connect(dest: &SshDest, timeout: Duration) -> Result<Master, RemoteErro
         host: dest.host.clone(),
         session,
         ctl,
+        abandoned: Abandoned::default(),
         runs: Semaphore::new(SESSIONS_PER_MASTER),
         kills: Semaphore::new(2),
     })
