@@ -29,6 +29,13 @@ sync = {}
 ---@field checksum boolean|nil compare file contents, not size and time (default: false)
 ---@field compress boolean|nil compress data on the wire (default: false)
 ---@field max_delete integer|nil refuse when more files would be deleted (default: 100)
+---@field on_progress fun(p: sync.Progress)|nil called as the transfer advances; without it, a progress bar is drawn on stderr when stderr is a terminal (default: none)
+
+---@class sync.Progress
+---@field bytes integer bytes transferred so far
+---@field percent integer of the whole transfer
+---@field rate string e.g. "31.25MB/s"
+---@field eta string estimated time left, e.g. "0:00:03"
 
 ---@class sync.Change
 ---@field path string relative to the destination root; directories end with "/"

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use baton::core::fleet::Fleet;
 use baton::core::process::{Cmd, Spec, Stream};
-use baton::core::remote::{Remote, RemoteError};
+use baton::core::remote::{Remote, RemoteError, jobs};
 
 use crate::sshd::SshFleet;
 
@@ -307,6 +307,12 @@ fn connection_errors_name_the_cause() {
             .await
             .unwrap_err();
         assert!(matches!(e, RemoteError::Refused(_)), "{e}");
+        // Callers queued behind a failed connect share its error instead of each retrying.
+        let (cmd, spec) = (sh("true"), Spec::default());
+        let runs = (0..20).map(|_| r.run("h0", &cmd, &spec, None));
+        for e in futures_util::future::join_all(runs).await {
+            assert!(matches!(e, Err(RemoteError::Refused(_))), "{e:?}");
+        }
         let e = r
             .run("nowhere", &sh("true"), &Spec::default(), None)
             .await
@@ -444,17 +450,19 @@ fn lua_timeout_kills_remote_process() {
         local r = ssh.run("h0", "echo started; sleep 4731", {timeout = "1s", check = false})
         print(r.code, r.stdout, r.err)
         print(select(2, pcall(ssh.run, "h0", "sleep 4732", {timeout = 0.5})))
+        -- A run abandoned from outside (its coroutine cancelled) is killed on the host too.
+        print(select(2, pcall(baton.timeout, 0.5, function() ssh.run("h0", "sleep 4733") end)))
         "#,
     );
     out.ok();
     assert_eq!(
         out.stdout,
-        "124\tstarted\n\ttimed out after 1s: \nssh.run(h0): timed out after 500ms\n"
+        "124\tstarted\n\ttimed out after 1s: \nssh.run(h0): timed out after 500ms\ntimed out after 500ms\n"
             .replace(": \n", "\n")
     );
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        remote_processes("sleep 473[12]"),
+        remote_processes("sleep 473[123]"),
         "",
         "the remote command survived its timeout"
     );
@@ -594,22 +602,49 @@ fn lua_job_lost_and_killed() {
         libc::kill(-pgid, libc::SIGKILL);
     }
     std::thread::sleep(Duration::from_millis(200));
-    let a_id = baton::core::remote::jobs::list(&baton::core::state::State::new(env.state_dir()))
-        .unwrap()
-        .into_iter()
-        .find(|j| j.id != id)
-        .unwrap()
-        .id;
+    // What `baton jobs` shows: running jobs re-read from their hosts.
+    let state = baton::core::state::State::new(env.state_dir());
+    let r = remote(&fleet, serde_json::json!({}));
+    let jobs = rt()
+        .block_on(jobs::refresh(&r, &state, Duration::from_secs(5)))
+        .unwrap();
+    let a_id = jobs.iter().find(|j| j.id != id).unwrap().id.clone();
     let out = lua(
         &env,
         &format!(
-            r#"print(ssh.job("{a_id}"):status().state) print(select(2, pcall(ssh.job, "nope")))"#
+            r#"local j = ssh.job("{a_id}") print(j:status().state, tostring(j):find("(lost)", 1, true) ~= nil)"#
+        ),
+    );
+    out.ok();
+    assert_eq!(out.stdout, "lost\ttrue\n", "{}", out.stderr);
+    let table = jobs::render_table(&jobs, chrono::Utc::now().timestamp());
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&a_id) && l.contains(" lost ") && l.ends_with("sleep 4741")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains(" exited 143 ")),
+        "{table}"
+    );
+    assert_eq!(jobs::prune(&state).unwrap(), 2);
+    assert!(jobs::list(&state).unwrap().is_empty());
+    let out = lua(
+        &env,
+        &format!(
+            r#"print(select(2, pcall(ssh.job, "{a_id}"))) print(select(2, pcall(ssh.job, "nope")))"#
         ),
     );
     out.ok();
     assert_eq!(
         out.stdout,
-        "lost\nssh.job: no job with id \"nope\" (see `baton jobs`)\n"
+        format!(
+            "ssh.job: no job with id \"{a_id}\" (see `baton jobs`)\nssh.job: no job with id \"nope\" (see `baton jobs`)\n"
+        )
     );
 }
 

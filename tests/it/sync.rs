@@ -158,7 +158,11 @@ fn push_pull_itemized_changes_excludes_backups_and_dry_run() {
         "a dry run changed something"
     );
 
-    // Pull brings the host's tree back (without its backups).
+    // Pull brings the host's tree back (without its backups), honouring the ignore files found on the host.
+    write(
+        &dst,
+        &[("node_modules/y.js", "y"), ("weights/other.pt", "w")],
+    );
     let back = env.dir.join("back");
     let out = lua(
         &env,
@@ -175,9 +179,29 @@ fn push_pull_itemized_changes_excludes_backups_and_dry_run() {
         out.stdout
     );
     assert!(!back.join(".baton-backup").exists());
+    assert!(!back.join("node_modules").exists() && !back.join("weights/other.pt").exists());
+    assert!(back.join("weights/keep.pt").exists());
     assert_eq!(
         std::fs::read_to_string(back.join("a.txt")).unwrap(),
         "one, edited"
+    );
+    // Progress reports arrive while a larger file is copied.
+    let mut blob = vec![0u8; 32 * 1024 * 1024];
+    fastrand::Rng::with_seed(1).fill(&mut blob);
+    std::fs::write(src.join("blob.bin"), blob).unwrap();
+    let out = lua(
+        &env,
+        &script(
+            r#"local n, last = 0, nil
+            sync.push(src, dst, {exclude = {"build/"}, on_progress = function(p) n = n + 1; last = p end})
+            print(n > 0, last.percent >= 99, last.bytes >= 32 * 1024 * 1024, type(last.rate), type(last.eta))"#,
+        ),
+    );
+    out.ok();
+    assert_eq!(
+        out.stdout, "true\ttrue\ttrue\tstring\tstring\n",
+        "{}",
+        out.stderr
     );
     // Misuse names the function and argument.
     let out = lua(

@@ -412,6 +412,28 @@ pub async fn kill(remote: &Remote, state: &State, job: &mut Job) -> Result<Statu
     status(remote, state, job).await
 }
 
+/// Every registered job, with the state of running ones re-read from their hosts (concurrently, at most
+/// `timeout` each; an unreachable host keeps the last known state). For `baton jobs`.
+pub async fn refresh(
+    remote: &Remote,
+    state: &State,
+    timeout: Duration,
+) -> Result<Vec<Job>, RemoteError> {
+    let mut all = list(state)?;
+    let checks = all
+        .iter_mut()
+        .filter(|j| j.status.state == JobState::Running)
+        .map(|job| async move {
+            let mut copy = job.clone();
+            if let Ok(Ok(_)) = tokio::time::timeout(timeout, status(remote, state, &mut copy)).await
+            {
+                *job = copy;
+            }
+        });
+    futures_util::future::join_all(checks).await;
+    Ok(all)
+}
+
 /// `baton jobs`: one line per job (id, host, state, age, command).
 pub fn render_table(jobs: &[Job], now_unix: i64) -> String {
     if jobs.is_empty() {

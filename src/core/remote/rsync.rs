@@ -16,10 +16,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::process::Stdio;
+
 use serde::Deserialize;
+use tokio::sync::mpsc;
 
 use super::{Remote, RemoteError, Target, expand_home, login_relative, quote, quote_path};
-use crate::core::process::{self, Cmd, Spec};
+use crate::core::process::{self, Cmd, Output, ProcessError, Spec};
 
 /// Seconds without any data after which rsync gives up (its `--timeout`).
 const IO_TIMEOUT_SECS: u32 = 120;
@@ -190,29 +193,60 @@ async fn probe(remote: &Remote, endpoint: &Endpoint) -> Result<(Probe, bool), Re
     }
 }
 
-/// Reads a file in the source root, if it exists.
-async fn read_source_file(
+/// Reads files in the source root (`None` for a missing one), in one round trip for a host.
+async fn read_source_files(
     remote: &Remote,
     src: &Endpoint,
-    name: &str,
-) -> Result<Option<String>, RemoteError> {
-    match src {
-        Endpoint::Local(p) => Ok(std::fs::read_to_string(p.join(name)).ok()),
-        Endpoint::Host { host, path } => {
-            let dir = if path.is_empty() {
-                "~".to_string()
-            } else {
-                quote_path(path)
-            };
-            let script = format!(
-                "f={dir}/{}\n[ -f \"$f\" ] && cat \"$f\"\nexit 0\n",
-                quote(name)
-            );
-            let out = remote.script(host, &script, PROBE_TIMEOUT).await?;
-            Ok((out.ok() && !out.stdout.is_empty())
-                .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+    names: &[&str],
+) -> Result<Vec<Option<String>>, RemoteError> {
+    let (host, path) = match src {
+        Endpoint::Local(p) => {
+            return Ok(names
+                .iter()
+                .map(|n| std::fs::read_to_string(p.join(n)).ok())
+                .collect());
         }
+        Endpoint::Host { host, path } => (host, path),
+    };
+    let dir = if path.is_empty() {
+        "~".to_string()
+    } else {
+        quote_path(path)
+    };
+    // Each file as its byte count on a line, then its bytes; -1 when absent.
+    let mut script = format!("d={dir}\n");
+    for name in names {
+        script.push_str(&format!(
+            "f=\"$d\"/{}; if [ -f \"$f\" ]; then wc -c <\"$f\" | tr -d ' '; cat \"$f\"; else echo -1; fi\n",
+            quote(name)
+        ));
     }
+    let out = remote.script(host, &script, PROBE_TIMEOUT).await?;
+    if !out.ok() {
+        return Err(RemoteError::Sync(format!(
+            "cannot read ignore files in {}: {}",
+            src.display(),
+            out.failure_summary()
+        )));
+    }
+    let mut rest = out.stdout.as_slice();
+    let mut files = Vec::new();
+    for _ in names {
+        let nl = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+        let len: i64 = String::from_utf8_lossy(&rest[..nl])
+            .trim()
+            .parse()
+            .unwrap_or(-1);
+        rest = rest.get(nl + 1..).unwrap_or_default();
+        if len < 0 {
+            files.push(None);
+            continue;
+        }
+        let n = (len as usize).min(rest.len());
+        files.push(Some(String::from_utf8_lossy(&rest[..n]).into_owned()));
+        rest = &rest[n..];
+    }
+    Ok(files)
 }
 
 /// `.batonignore` lines as rsync filter rules.
@@ -263,6 +297,116 @@ pub fn stignore_rules(text: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(rules)
+}
+
+/// A progress report from rsync's `--info=progress2` (whole transfer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes transferred so far.
+    pub bytes: u64,
+    pub percent: u8,
+    /// `31.25MB/s`.
+    pub rate: String,
+    /// Estimated time left (`0:00:03`).
+    pub eta: String,
+}
+
+/// `     32,768  15%   31.25MB/s    0:00:03 (xfr#1, to-chk=5/7)` → a [`Progress`].
+pub fn parse_progress(segment: &str) -> Option<Progress> {
+    let mut words = segment.split_whitespace();
+    let bytes = words.next()?.replace(',', "").parse().ok()?;
+    let percent = words.next()?.strip_suffix('%')?.parse().ok()?;
+    let rate = words.next()?.to_string();
+    let eta = words.next()?.to_string();
+    rate.ends_with("/s").then_some(Progress {
+        bytes,
+        percent,
+        rate,
+        eta,
+    })
+}
+
+/// Copies rsync's stdout to `out` unchanged while sending each `\r`-terminated progress segment to `sink`.
+async fn split_progress<R, W>(
+    stdout: R,
+    mut out: W,
+    sink: mpsc::Sender<Progress>,
+) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stdout = stdout;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut segment = Vec::new();
+    // The latest report a full channel could not take: delivered at the end, so the final figure is never lost.
+    let mut pending = None;
+    loop {
+        let n = stdout.read(&mut buf).await?;
+        if n == 0 {
+            if let Some(p) = pending {
+                let _ = sink.send(p).await;
+            }
+            return out.shutdown().await;
+        }
+        out.write_all(&buf[..n]).await?;
+        for &b in &buf[..n] {
+            if b == b'\r' || b == b'\n' {
+                if let Some(p) = parse_progress(&String::from_utf8_lossy(&segment)) {
+                    pending = sink.try_send(p).err().map(|e| e.into_inner());
+                }
+                segment.clear();
+            } else {
+                segment.push(b);
+            }
+        }
+    }
+}
+
+/// Runs rsync; with a progress sink, asks for `--info=progress2` and reports it while collecting the output.
+async fn run_rsync(
+    mut argv: Vec<String>,
+    progress: Option<mpsc::Sender<Progress>>,
+) -> Result<Output, RemoteError> {
+    let Some(sink) = progress else {
+        return Ok(process::run(&Cmd::Argv(argv), &Spec::default(), None).await?);
+    };
+    argv.insert(1, "--info=progress2".into());
+    let started = Instant::now();
+    let io_err = |source| ProcessError::Io {
+        program: "rsync".into(),
+        source,
+    };
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ProcessError::Spawn {
+            program: "rsync".into(),
+            source,
+        })?;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (copied, copy_in) = tokio::io::duplex(64 * 1024);
+    let no_stdin: Option<(tokio::process::ChildStdin, Vec<u8>)> = None;
+    let (split, collected) = tokio::join!(
+        split_progress(stdout, copy_in, sink),
+        process::collect(copied, stderr, no_stdin, child.wait(), None)
+    );
+    split.map_err(io_err)?;
+    let (stdout, stderr, status) = collected.map_err(io_err)?;
+    let mut out = Output {
+        stdout,
+        stderr,
+        duration: started.elapsed(),
+        ..Output::default()
+    };
+    out.set_status(status);
+    Ok(out)
 }
 
 /// One parsed line of rsync's `--out-format=%i|%l|%n`.
@@ -331,12 +475,14 @@ fn parse_output(stdout: &[u8]) -> (Vec<Change>, u64, u64) {
     )
 }
 
-/// Copies `src` to `dst` with the safety rules above. One side must be this machine.
+/// Copies `src` to `dst` with the safety rules above. One side must be this machine. `progress` receives
+/// reports from the real transfer (not from the dry run that counts deletions).
 pub async fn sync(
     remote: &Remote,
     src: &Endpoint,
     dst: &Endpoint,
     opts: &SyncOpts,
+    progress: Option<mpsc::Sender<Progress>>,
 ) -> Result<SyncResult, RemoteError> {
     let started = Instant::now();
     let host = match (src, dst) {
@@ -349,7 +495,12 @@ pub async fn sync(
         _ => None,
     };
     let (src_kind, _) = probe(remote, src).await?;
-    let (dst_kind, dst_special) = probe(remote, dst).await?;
+    // The destination only matters for the delete refusals (saves a round trip otherwise).
+    let (dst_kind, dst_special) = if opts.delete {
+        probe(remote, dst).await?
+    } else {
+        (Probe::Dir, false)
+    };
     if opts.delete {
         if dst_special {
             return Err(RemoteError::Sync(format!(
@@ -448,12 +599,12 @@ pub async fn sync(
         a.push(side(dst, false));
         a
     };
-    let run = async |dry_run: bool| -> Result<(Vec<Change>, u64, u64), RemoteError> {
+    let run = async |dry_run: bool, progress| -> Result<(Vec<Change>, u64, u64), RemoteError> {
         let _slot = match &master {
             Some(m) => Some(m.slot().await),
             None => None,
         };
-        let out = process::run(&Cmd::Argv(argv(dry_run)), &Spec::default(), None).await?;
+        let out = run_rsync(argv(dry_run), progress).await?;
         if !out.ok() {
             return Err(RemoteError::Sync(format!(
                 "rsync {} → {}: {}",
@@ -465,7 +616,7 @@ pub async fn sync(
         Ok(parse_output(&out.stdout))
     };
     if opts.delete && !opts.dry_run {
-        let (planned, _, _) = run(true).await?;
+        let (planned, _, _) = run(true, None).await?;
         let deletions = planned
             .iter()
             .filter(|c| c.action == Action::Delete)
@@ -478,7 +629,7 @@ pub async fn sync(
             )));
         }
     }
-    let (changes, files, bytes) = run(opts.dry_run).await?;
+    let (changes, files, bytes) = run(opts.dry_run, progress).await?;
     Ok(SyncResult {
         changes,
         files,
@@ -498,15 +649,18 @@ async fn filter_rules(
     if kind != Probe::Dir {
         return Ok(rules);
     }
-    if !opts.ignore_file.is_empty()
-        && let Some(text) = read_source_file(remote, src, &opts.ignore_file).await?
-    {
-        rules.extend(batonignore_rules(&text));
+    let mut names = vec![".stignore"];
+    if !opts.ignore_file.is_empty() && opts.ignore_file != ".stignore" {
+        names.insert(0, opts.ignore_file.as_str());
     }
-    if opts.ignore_file != ".stignore"
-        && let Some(text) = read_source_file(remote, src, ".stignore").await?
-    {
-        rules.extend(stignore_rules(&text).map_err(RemoteError::Sync)?);
+    let files = read_source_files(remote, src, &names).await?;
+    for (name, text) in names.iter().zip(files) {
+        let Some(text) = text else { continue };
+        if *name == ".stignore" {
+            rules.extend(stignore_rules(&text).map_err(RemoteError::Sync)?);
+        } else {
+            rules.extend(batonignore_rules(&text));
+        }
     }
     Ok(rules)
 }
@@ -581,6 +735,13 @@ mod tests {
         assert_eq!(parse_change("Number of files: 4 (reg: 2, dir: 2)"), None);
         let (_, files, bytes) = parse_output(b"Number of regular files transferred: 1,234\nTotal transferred file size: 20,000 bytes\n");
         assert_eq!((files, bytes), (1234, 20000));
+        let p =
+            parse_progress("     32,768  15%   31.25MB/s    0:00:03 (xfr#1, to-chk=5/7)").unwrap();
+        assert_eq!(
+            (p.bytes, p.percent, p.rate.as_str(), p.eta.as_str()),
+            (32768, 15, "31.25MB/s", "0:00:03")
+        );
+        assert_eq!(parse_progress(">f+++++++++|2|a"), None);
     }
 
     #[test]

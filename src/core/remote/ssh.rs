@@ -37,6 +37,9 @@ const MARKER: &str = "__baton_pid=";
 /// One open master connection.
 pub struct Master {
     host: String,
+    /// Declared before `session` so it is dropped first: kills still under way finish before the master
+    /// closes.
+    abandoned: Abandoned,
     session: Session,
     ctl: PathBuf,
     runs: Semaphore,
@@ -245,7 +248,7 @@ impl Drop for RemoteGuard<'_> {
         if !self.armed {
             return;
         }
-        // Best effort and without waiting: a dropped future cannot await.
+        // A dropped future cannot await: start the kill now, and let the master wait for it before closing.
         let mut cmd = std::process::Command::new("ssh");
         cmd.args(self.master.client_args())
             .arg("none")
@@ -254,11 +257,33 @@ impl Drop for RemoteGuard<'_> {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Ok(child) = cmd.spawn() {
-            // Reap it in the background so no zombie stays behind.
-            std::thread::spawn(move || {
-                let mut child = child;
-                let _ = child.wait();
-            });
+            self.master.abandoned.push(child);
+        }
+    }
+}
+
+/// Kill commands started for abandoned runs; waited for (at most 5 s) when dropped.
+#[derive(Default)]
+struct Abandoned(std::sync::Mutex<Vec<std::process::Child>>);
+
+impl Abandoned {
+    fn push(&self, child: std::process::Child) {
+        let mut kids = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kids.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+        kids.push(child);
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let kids = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + HOUSEKEEPING_TIMEOUT / 2;
+        for child in kids.iter_mut() {
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -314,7 +339,15 @@ pub fn remote_script(cmd: &Cmd, spec: &Spec) -> Result<String, RemoteError> {
 }
 
 /// A host's master, if open; its lock serialises connecting.
-type Slot = Arc<Mutex<Option<Arc<Master>>>>;
+type Slot = Arc<Mutex<HostState>>;
+
+/// A host's connection state. A failed connect is kept so that callers who queued behind the attempt get its
+/// error at once instead of each retrying (50 coroutines on a dead host must not wait 50 connect timeouts).
+#[derive(Default)]
+struct HostState {
+    master: Option<Arc<Master>>,
+    failed: Option<(Instant, RemoteError)>,
+}
 
 /// Masters by fleet host name. Each host has its own lock so one slow connect does not block other hosts,
 /// and 50 callers racing for a new host open exactly one master.
@@ -340,21 +373,38 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Arc<Master>, RemoteError> {
         let entry = self.entry(&dest.host);
+        let queued_at = Instant::now();
         let mut slot = entry.lock().await;
-        if let Some(master) = slot.as_ref() {
+        if let Some(master) = &slot.master {
             return Ok(master.clone());
         }
-        let master = Arc::new(connect(dest, timeout).await?);
-        *slot = Some(master.clone());
-        Ok(master)
+        if let Some((at, err)) = &slot.failed
+            && *at >= queued_at
+        {
+            return Err(copy_connect_error(err));
+        }
+        match connect(dest, timeout).await {
+            Ok(master) => {
+                let master = Arc::new(master);
+                *slot = HostState {
+                    master: Some(master.clone()),
+                    failed: None,
+                };
+                Ok(master)
+            }
+            Err(err) => {
+                slot.failed = Some((Instant::now(), copy_connect_error(&err)));
+                Err(err)
+            }
+        }
     }
 
     /// Forgets `master` if it is still the host's current one (it is closed when the last user drops it).
     async fn forget(&self, host: &str, master: &Arc<Master>) {
         let entry = self.entry(host);
         let mut slot = entry.lock().await;
-        if slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, master)) {
-            *slot = None;
+        if slot.master.as_ref().is_some_and(|m| Arc::ptr_eq(m, master)) {
+            slot.master = None;
         }
     }
 
@@ -425,12 +475,32 @@ impl Pool {
             hosts.drain().map(|(_, e)| e).collect()
         };
         for entry in entries {
-            if let Some(master) = entry.lock().await.take()
+            if let Some(master) = entry.lock().await.master.take()
                 && let Ok(master) = Arc::try_unwrap(master)
             {
-                let _ = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, master.session.close()).await;
+                let Master {
+                    abandoned, session, ..
+                } = master;
+                drop(abandoned);
+                let _ = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, session.close()).await;
             }
         }
+    }
+}
+
+/// A copy of a connection error (they carry only text) for callers that queued behind the failed attempt.
+fn copy_connect_error(err: &RemoteError) -> RemoteError {
+    match err {
+        RemoteError::Resolve(m) => RemoteError::Resolve(m.clone()),
+        RemoteError::Refused(m) => RemoteError::Refused(m.clone()),
+        RemoteError::Auth(m) => RemoteError::Auth(m.clone()),
+        RemoteError::HostKeyMismatch(m) => RemoteError::HostKeyMismatch(m.clone()),
+        RemoteError::HostKeyUnknown(m) => RemoteError::HostKeyUnknown(m.clone()),
+        RemoteError::ConnectTimeout { after, detail } => RemoteError::ConnectTimeout {
+            after: *after,
+            detail: detail.clone(),
+        },
+        other => RemoteError::Connect(other.to_string()),
     }
 }
 
@@ -488,6 +558,7 @@ async fn connect(dest: &SshDest, timeout: Duration) -> Result<Master, RemoteErro
         host: dest.host.clone(),
         session,
         ctl,
+        abandoned: Abandoned::default(),
         runs: Semaphore::new(SESSIONS_PER_MASTER),
         kills: Semaphore::new(2),
     })

@@ -1,12 +1,14 @@
 //! The `sync` global: rsync push/pull over the fleet's ssh masters, and git sync (issue 5). The remote
 //! service (and so the ssh masters) is the one `ssh` uses, kept in app data and created on first use.
+use std::io::IsTerminal;
 use std::sync::Arc;
 
 use mlua::{Lua, Table, Value};
+use tokio::sync::mpsc;
 
 use super::conv;
 use crate::core::remote::git::{self, GitOpts};
-use crate::core::remote::rsync::{self, Endpoint, SyncOpts, SyncResult};
+use crate::core::remote::rsync::{self, Endpoint, Progress, SyncOpts, SyncResult};
 use crate::core::remote::{Remote, Shared};
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
@@ -62,7 +64,8 @@ fn result_table(lua: &Lua, res: &SyncResult) -> mlua::Result<Table> {
     Ok(t)
 }
 
-/// Runs one rsync transfer; `to_host` says which side is the fleet host.
+/// Runs one rsync transfer; `to_host` says which side is the fleet host. Progress goes to `on_progress`,
+/// else to a bar on stderr when it is a terminal.
 async fn transfer(
     lua: Lua,
     func: &str,
@@ -74,14 +77,65 @@ async fn transfer(
     let (local_pos, host_pos) = if to_host { (1, 2) } else { (2, 1) };
     let local = conv::string(func, local_pos, "local_path", &local)?;
     let (host, path) = host_path(func, host_pos, &target)?;
-    let (opts, _) = conv::opts::<SyncOpts>(&lua, func, 3, opts, &[])?;
+    let (opts, mut cbs) = conv::opts::<SyncOpts>(&lua, func, 3, opts, &["on_progress"])?;
+    let on_progress = cbs.take("on_progress");
     let r = remote(&lua);
     let fail = |e| conv::fail(format!("{func}({host}): {e}"));
     let far = Endpoint::remote(&r, &host, &path).map_err(fail)?;
     let near = Endpoint::Local(crate::core::remote::expand_home(&local));
     let (src, dst) = if to_host { (near, far) } else { (far, near) };
-    let res = rsync::sync(&r, &src, &dst, &opts).await.map_err(fail)?;
-    result_table(&lua, &res)
+    let bar = on_progress.is_none() && std::io::stderr().is_terminal();
+    if on_progress.is_none() && !bar {
+        let res = rsync::sync(&r, &src, &dst, &opts, None)
+            .await
+            .map_err(fail)?;
+        return result_table(&lua, &res);
+    }
+    let (tx, mut rx) = mpsc::channel::<Progress>(16);
+    let work = rsync::sync(&r, &src, &dst, &opts, Some(tx));
+    tokio::pin!(work);
+    let res = loop {
+        tokio::select! {
+            biased;
+            Some(p) = rx.recv() => match &on_progress {
+                Some(cb) => cb.call_async::<()>(progress_table(&lua, &p)?).await?,
+                None => draw_bar(&p),
+            },
+            res = &mut work => break res,
+        }
+    };
+    while let Ok(p) = rx.try_recv() {
+        match &on_progress {
+            Some(cb) => cb.call_async::<()>(progress_table(&lua, &p)?).await?,
+            None => draw_bar(&p),
+        }
+    }
+    if bar {
+        eprint!("\r\x1b[K");
+    }
+    result_table(&lua, &res.map_err(fail)?)
+}
+
+fn progress_table(lua: &Lua, p: &Progress) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 4)?;
+    t.set("bytes", p.bytes)?;
+    t.set("percent", p.percent)?;
+    t.set("rate", p.rate.as_str())?;
+    t.set("eta", p.eta.as_str())?;
+    Ok(t)
+}
+
+/// `[##########··········]  50%  31.25MB/s  0:00:03` on one terminal line.
+fn draw_bar(p: &Progress) {
+    let filled = usize::from(p.percent.min(100)) / 5;
+    eprint!(
+        "\r\x1b[K[{}{}] {:>3}%  {}  {}",
+        "#".repeat(filled),
+        "·".repeat(20 - filled),
+        p.percent,
+        p.rate,
+        p.eta
+    );
 }
 
 /// `sync.push(local_path, "host:path" [, opts])`.
