@@ -484,33 +484,19 @@ fn jobs(fleet: Arc<Fleet>, prune: bool) -> i32 {
             }
         }
     }
-    let list = match jobs::list(&state) {
+    let remote = Remote::new(fleet);
+    let refreshed = block_on(async {
+        let out = jobs::refresh(&remote, &state, std::time::Duration::from_secs(5)).await;
+        remote.pool().close_all().await;
+        out
+    });
+    let refreshed = match refreshed {
         Ok(list) => list,
         Err(e) => {
             eprintln!("baton jobs: {e}");
             return 1;
         }
     };
-    let remote = Remote::new(fleet);
-    let refreshed = block_on(async {
-        let refresh = list.into_iter().map(|mut job| {
-            let (remote, state) = (&remote, &state);
-            async move {
-                if job.status.state == jobs::JobState::Running {
-                    let probe = jobs::status(remote, state, &mut job);
-                    if let Ok(Ok(status)) =
-                        tokio::time::timeout(std::time::Duration::from_secs(5), probe).await
-                    {
-                        job.status = status;
-                    }
-                }
-                job
-            }
-        });
-        let out = futures_util::future::join_all(refresh).await;
-        remote.pool().close_all().await;
-        out
-    });
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

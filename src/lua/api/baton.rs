@@ -1,6 +1,5 @@
 //! The `baton` global: runtime helpers for every playbook.
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
@@ -11,8 +10,8 @@ use mlua::{
 use serde::Deserialize;
 
 use super::conv;
-use crate::core::duration::{self, Dur};
-use crate::core::process::{self, Spec};
+use crate::core::duration;
+use crate::core::process;
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     let baton = lua.create_table()?;
@@ -285,41 +284,12 @@ async fn timeout(_: Lua, (d, f, args): (Value, Value, MultiValue)) -> mlua::Resu
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExecOpts {
-    cwd: Option<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    stdin: Option<String>,
-    timeout: Option<Dur>,
-    #[serde(default = "yes")]
-    check: bool,
-}
-
-impl Default for ExecOpts {
-    fn default() -> Self {
-        ExecOpts {
-            cwd: None,
-            env: BTreeMap::new(),
-            stdin: None,
-            timeout: None,
-            check: true,
-        }
-    }
-}
-
 /// `baton.exec(cmd [, opts])` → `{ok, code, signal, stdout, stderr, duration}`.
 async fn exec(lua: Lua, (cmd, opts): (Value, Value)) -> mlua::Result<Table> {
     const F: &str = "baton.exec";
     let cmd = conv::cmd(F, 1, &cmd)?;
-    let (opts, mut cbs) = conv::opts::<ExecOpts>(&lua, F, 2, opts, &["on_line"])?;
-    let spec = Spec {
-        cwd: opts.cwd.map(Into::into),
-        env: opts.env.into_iter().collect(),
-        stdin: opts.stdin.map(String::into_bytes),
-        timeout: opts.timeout.map(|d| d.0),
-    };
+    let (mut opts, mut cbs) = conv::opts::<conv::ProcessOpts>(&lua, F, 2, opts, &["on_line"])?;
+    let spec = opts.spec();
     let out = conv::with_lines(cbs.take("on_line"), |sink| process::run(&cmd, &spec, sink)).await?;
     let out = match out {
         Ok(out) => out,

@@ -65,42 +65,13 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunOpts {
-    cwd: Option<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    stdin: Option<String>,
-    timeout: Option<Dur>,
-    #[serde(default = "yes")]
-    check: bool,
-}
-
-impl Default for RunOpts {
-    fn default() -> Self {
-        RunOpts {
-            cwd: None,
-            env: BTreeMap::new(),
-            stdin: None,
-            timeout: None,
-            check: true,
-        }
-    }
-}
-
 /// `ssh.run(host, cmd [, opts])` → `{ok, code, signal, stdout, stderr, duration, host}`.
 async fn run(lua: Lua, (host, cmd, opts): (Value, Value, Value)) -> mlua::Result<Table> {
     const F: &str = "ssh.run";
     let host = conv::string(F, 1, "host", &host)?;
     let cmd = conv::cmd(F, 2, &cmd)?;
-    let (opts, mut cbs) = conv::opts::<RunOpts>(&lua, F, 3, opts, &["on_line"])?;
-    let spec = Spec {
-        cwd: opts.cwd.map(Into::into),
-        env: opts.env.into_iter().collect(),
-        stdin: opts.stdin.map(String::into_bytes),
-        timeout: opts.timeout.map(|d| d.0),
-    };
+    let (mut opts, mut cbs) = conv::opts::<conv::ProcessOpts>(&lua, F, 3, opts, &["on_line"])?;
+    let spec = opts.spec();
     let r = remote(&lua);
     let out = conv::with_lines(cbs.take("on_line"), |sink| r.run(&host, &cmd, &spec, sink)).await?;
     let out = match out {
