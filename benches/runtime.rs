@@ -14,7 +14,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn time_once(cmd: &mut Command) -> Duration {
     let start = Instant::now();
-    let status = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).status().expect("start process");
+    let status = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("start process");
     let took = start.elapsed();
     assert!(status.success(), "{cmd:?} failed");
     took
@@ -22,7 +26,11 @@ fn time_once(cmd: &mut Command) -> Duration {
 
 fn output(cmd: &mut Command) -> String {
     let out = cmd.output().expect("start process");
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -39,7 +47,9 @@ fn main() {
 
     // Interleave the two so machine noise hits both alike.
     let isolated = |cmd: &mut Command| {
-        cmd.env("BATON_STATE_DIR", dir.join("state")).env("XDG_CONFIG_HOME", dir.join("config")).env_remove("BATON_FLEET");
+        cmd.env("BATON_STATE_DIR", dir.join("state"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env_remove("BATON_FLEET");
     };
     let runs = 200;
     let (mut b, mut l) = (Vec::new(), Vec::new());
@@ -51,9 +61,18 @@ fn main() {
         l.push(time_once(Command::new(&lua).arg(&empty)));
     }
     let (bm, lm) = (median(b), median(l));
-    println!("startup: baton run empty.lua  median {:>7.2} ms  ({runs} runs)", ms(bm));
-    println!("startup: lua5.4 empty.lua     median {:>7.2} ms  (baseline)", ms(lm));
-    println!("startup ratio baton/lua5.4: {:.2} (target <= 3)", bm.as_secs_f64() / lm.as_secs_f64());
+    println!(
+        "startup: baton run empty.lua  median {:>7.2} ms  ({runs} runs)",
+        ms(bm)
+    );
+    println!(
+        "startup: lua5.4 empty.lua     median {:>7.2} ms  (baseline)",
+        ms(lm)
+    );
+    println!(
+        "startup ratio baton/lua5.4: {:.2} (target <= 3)",
+        bm.as_secs_f64() / lm.as_secs_f64()
+    );
 
     let spawn = dir.join("spawn.lua");
     std::fs::write(
@@ -76,12 +95,22 @@ fn main() {
         cmd.arg("run").arg(&spawn);
         isolated(&mut cmd);
         spawn_ms.push(output(&mut cmd).parse::<f64>().unwrap());
-        co_ms.push(output(Command::new(&lua).arg(&coroutines)).parse::<f64>().unwrap());
+        co_ms.push(
+            output(Command::new(&lua).arg(&coroutines))
+                .parse::<f64>()
+                .unwrap(),
+        );
     }
     spawn_ms.sort_by(f64::total_cmp);
     co_ms.sort_by(f64::total_cmp);
-    println!("spawn: 10 000 baton.spawn + gather  median {:>7.2} ms  (target < 100 ms)", spawn_ms[2]);
-    println!("spawn: 10 000 lua5.4 coroutines     median {:>7.2} ms  (baseline: no scheduler, no tasks)", co_ms[2]);
+    println!(
+        "spawn: 10 000 baton.spawn + gather  median {:>7.2} ms  (target < 100 ms)",
+        spawn_ms[2]
+    );
+    println!(
+        "spawn: 10 000 lua5.4 coroutines     median {:>7.2} ms  (baseline: no scheduler, no tasks)",
+        co_ms[2]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -90,5 +119,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|p| Path::new(p).join(name)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|p| Path::new(p).join(name))
+        .find(|p| p.is_file())
 }

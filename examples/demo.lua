@@ -25,14 +25,29 @@ for i, name in ipairs(names) do
 end
 for _, line in ipairs(baton.gather(checks, { limit = 4 })) do print(line) end
 
--- Where would each kind of task go?
-print("\ntiers (lowest first):")
-for _, tier in ipairs(fleet.tiers) do
-  local models = {}
-  for role, model in pairs(tier.models or {}) do models[#models + 1] = role .. "=" .. model end
-  table.sort(models)
-  print(("  %-8s %-10s %s"):format(tier.name, tier.provider, tier.model or table.concat(models, " ")))
+-- Where would each kind of AI task go? route.pick decides without calling anything.
+print("\nrouting (route.pick):")
+if not fleet.openrouter.key_set then
+  print(("  (no $%s: only the local tier exists; cloud tiers appear when it is set)"):format(fleet.openrouter.key_env))
+end
+for _, kind in ipairs({ "commit_message", "bug_hunting", "code_review", "architecture", "something_new" }) do
+  local ok, p = pcall(route.pick, kind)
+  if ok then
+    print(("  %-16s -> %-8s %-10s %-28s %s"):format(kind, p.tier, p.provider, p.model, p.reason))
+  else
+    print(("  %-16s -> %s"):format(kind, tostring(p)))
+  end
+end
+
+-- Is the local tier up? route.ask would escalate past it when it is not.
+for name, host in pairs(fleet.hosts) do
+  if host.ollama then
+    print(("\nollama on %s (%s): %s"):format(name, host.ollama, ollama.online({ host = name }) and "online" or "not reachable"))
+  end
 end
 if fleet.budget then
-  print(("budget: $%s a month, alert at %d%%"):format(fleet.budget.monthly_usd, math.floor(fleet.budget.alert_at * 100)))
+  local spent = 0
+  for _, row in ipairs(route.spend({ period = "month" })) do spent = spent + row.cost end
+  print(("budget: $%.2f of $%s spent this month, alert at %d%%"):format(spent, fleet.budget.monthly_usd,
+    math.floor(fleet.budget.alert_at * 100)))
 end

@@ -38,10 +38,10 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a Lua playbook; ARGS are in `baton.args`
+    /// (Everything after FILE goes to the script, flags included: `baton -v run x.lua --dry-run`.)
     Run {
-        file: PathBuf,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "FILE [ARGS]")]
+        script: Vec<String>,
     },
     /// Interactive Lua prompt with the whole API
     Repl,
@@ -55,6 +55,67 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// LLM spend from the ledger, a bar per row
+    Spend {
+        /// day, month or all
+        #[arg(long, default_value = "month", value_parser = ["day", "month", "all"])]
+        period: String,
+        /// tier, model or task
+        #[arg(long, default_value = "tier", value_parser = ["tier", "model", "task"])]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detached remote jobs started with ssh.spawn (state refreshed from their hosts)
+    Jobs {
+        /// Forget jobs that have ended (exited or lost)
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Check the setup for real: hosts, Ollama endpoints and models, OpenRouter key and credits, budget, daemon
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One table for the fleet: hosts, load, loaded models, jobs, next runs, spend against the budget
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script
+    Completions { shell: clap_complete::Shell },
+    /// Write the LuaLS stubs and a .luarc.json into DIR, so an editor completes the API in your playbooks
+    Stubs { dir: PathBuf },
+    /// Fire the jobs of a schedule file until SIGTERM/SIGINT (FILE default: schedule.lua next to the fleet file)
+    Daemon {
+        file: Option<PathBuf>,
+        /// Write a systemd user unit (Linux) or launchd agent (macOS) that starts the daemon at login
+        #[arg(long)]
+        install: bool,
+        /// With --install: print the service definition instead of writing it
+        #[arg(long, requires = "install")]
+        print: bool,
+        /// With --install --print: which system's format (linux or macos; default: this one)
+        #[arg(long, requires = "print", value_name = "linux|macos")]
+        platform: Option<String>,
+    },
+    /// Scheduled jobs: list them, show run history, run one now
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Each job with its expression, next three fire times and last outcome (the daemon need not run)
+    List { file: Option<PathBuf> },
+    /// Recorded runs, newest first: start, duration, outcome, log file
+    History {
+        job: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Run one job now, as the daemon would
+    Run { job: String, file: Option<PathBuf> },
 }
 
 /// Parses the command line, runs the command and returns the process exit code.
@@ -62,11 +123,73 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     match cli.command {
-        Command::Run { ref file, ref args } => run(&cli, file, args.clone()),
+        Command::Run { ref script } => run(&cli, Path::new(&script[0]), script[1..].to_vec()),
         Command::Repl => with_fleet(&cli, |fleet| crate::repl::run(fleet, default_state())),
         Command::Check { ref files } => check(files),
         Command::Fleet { json } => with_fleet(&cli, |fleet| print_fleet(&fleet, json)),
+        Command::Spend {
+            ref period,
+            ref by,
+            json,
+        } => spend(period, by, json),
+        Command::Jobs { prune } => with_fleet(&cli, |fleet| jobs(fleet, prune)),
+        Command::Doctor { json } => run_module(&cli, "baton.doctor", json),
+        Command::Status { json } => run_module(&cli, "baton.status", json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "baton", &mut std::io::stdout());
+            0
+        }
+        Command::Stubs { ref dir } => match write_stubs(dir) {
+            Ok(n) => {
+                println!("wrote {n} stub files and .luarc.json to {}", dir.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("baton stubs: {e}");
+                1
+            }
+        },
+        Command::Daemon {
+            ref file,
+            install,
+            print,
+            ref platform,
+        } => with_fleet(&cli, |fleet| {
+            let (state, file) = (default_state(), file.clone());
+            exit_code(if install {
+                lua::daemon::install(fleet, state, file, print, platform.as_deref())
+            } else {
+                lua::daemon::run(fleet, state, file)
+            })
+        }),
+        Command::Schedule(ref sub) => match sub {
+            ScheduleCommand::List { file } => with_fleet(&cli, |fleet| {
+                exit_code(lua::daemon::list(fleet, default_state(), file.clone()))
+            }),
+            ScheduleCommand::History { job, limit } => exit_code(lua::daemon::history(
+                default_state(),
+                job.as_deref(),
+                *limit,
+            )),
+            ScheduleCommand::Run { job, file } => with_fleet(&cli, |fleet| {
+                exit_code(lua::daemon::run_job(
+                    fleet,
+                    default_state(),
+                    job,
+                    file.clone(),
+                ))
+            }),
+        },
     }
+}
+
+/// The exit code of a command that returns `anyhow::Result<i32>`; errors are printed, exit 1.
+fn exit_code(result: anyhow::Result<i32>) -> i32 {
+    result.unwrap_or_else(|e| {
+        eprintln!("baton: {e:#}");
+        1
+    })
 }
 
 fn init_logging(verbose: u8, format: LogFormat) {
@@ -153,6 +276,44 @@ fn run(cli: &Cli, file: &Path, args: Vec<String>) -> i32 {
     })
 }
 
+/// Runs an embedded module's `main(args)` (used by `doctor` and `status`); its return value is the exit code.
+fn run_module(cli: &Cli, module: &str, json: bool) -> i32 {
+    let args: Vec<String> = if json {
+        vec!["--json".into()]
+    } else {
+        Vec::new()
+    };
+    with_fleet(cli, |fleet| {
+        let ctx = Ctx {
+            fleet,
+            state: default_state(),
+            script: format!("baton {module}"),
+            args: args.clone(),
+        };
+        block_on(async {
+            let result = async {
+                let lua = lua::new_runtime(ctx)?;
+                let main: mlua::Function = lua
+                    .load(format!("return require({module:?}).main"))
+                    .eval()?;
+                main.call_async::<Option<i32>>(lua.create_sequence_from(args)?)
+                    .await
+            };
+            let result = tokio::select! {
+                r = result => r,
+                _ = tokio::signal::ctrl_c() => return 130,
+            };
+            match result {
+                Ok(code) => code.unwrap_or(0),
+                Err(e) => {
+                    eprintln!("{}", lua::format_error(&e));
+                    1
+                }
+            }
+        })
+    })
+}
+
 fn check(files: &[PathBuf]) -> i32 {
     let lua = mlua::Lua::new();
     let mut failed = 0;
@@ -202,7 +363,7 @@ fn print_fleet(fleet: &Fleet, json: bool) -> i32 {
             .map(String::from)
             .collect(),
     ];
-    for (name, h) in view.hosts {
+    for (name, h) in &view.hosts {
         hosts.push(vec![
             name.clone(),
             fleet.ssh_dest(name).unwrap_or("(this machine)").to_string(),
@@ -279,6 +440,124 @@ fn print_fleet(fleet: &Fleet, json: bool) -> i32 {
         }
     );
     0
+}
+
+fn spend(period: &str, by: &str, json: bool) -> i32 {
+    use crate::core::llm::ledger::{GroupBy, Ledger, Period, render_spend_table};
+    let (Some(period), Some(by)) = (Period::parse(period), GroupBy::parse(by)) else {
+        unreachable!("clap restricts --period and --by to known values")
+    };
+    match Ledger::new(default_state()).spend(period, by) {
+        Ok(rows) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&rows).expect("rows serialize")
+            );
+            0
+        }
+        Ok(rows) => {
+            let width = std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(100);
+            print!("{}", render_spend_table(&rows, width));
+            0
+        }
+        Err(e) => {
+            eprintln!("baton spend: {e}");
+            1
+        }
+    }
+}
+
+/// Lists registered jobs, refreshing the state of running ones from their hosts (5 s each, concurrently);
+/// with `prune`, forgets ended ones first.
+fn jobs(fleet: Arc<Fleet>, prune: bool) -> i32 {
+    use crate::core::remote::{Remote, jobs};
+    let state = default_state();
+    if prune {
+        match jobs::prune(&state) {
+            Ok(n) => println!("forgot {n} ended job(s)"),
+            Err(e) => {
+                eprintln!("baton jobs: {e}");
+                return 1;
+            }
+        }
+    }
+    let remote = Remote::new(fleet);
+    let refreshed = block_on(async {
+        let out = jobs::refresh(&remote, &state, std::time::Duration::from_secs(5)).await;
+        remote.pool().close_all().await;
+        out
+    });
+    let refreshed = match refreshed {
+        Ok(list) => list,
+        Err(e) => {
+            eprintln!("baton jobs: {e}");
+            return 1;
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    print!("{}", jobs::render_table(&refreshed, now));
+    0
+}
+
+/// Writes `DIR/.baton/meta/*.lua` (the embedded LuaLS stubs) and a `.luarc.json` pointing at them. An
+/// existing `.luarc.json` is kept and only gains the library entry.
+fn write_stubs(dir: &Path) -> Result<usize, String> {
+    let meta = dir.join(".baton/meta");
+    std::fs::create_dir_all(&meta).map_err(|e| format!("{}: {e}", meta.display()))?;
+    let mut n = 0;
+    for (file, body) in crate::lua::stdlib::stubs() {
+        let name = file.trim_start_matches("_meta/");
+        std::fs::write(meta.join(name), body)
+            .map_err(|e| format!("{}: {e}", meta.join(name).display()))?;
+        n += 1;
+    }
+    let rc = dir.join(".luarc.json");
+    let mut config: serde_json::Value = match std::fs::read_to_string(&rc) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not valid JSON ({e}); fix or remove it", rc.display()))?,
+        Err(_) => serde_json::json!({}),
+    };
+    let obj = config
+        .as_object_mut()
+        .ok_or_else(|| format!("{}: expected a JSON object", rc.display()))?;
+    obj.entry("runtime.version")
+        .or_insert_with(|| "Lua 5.4".into());
+    let library = obj
+        .entry("workspace.library")
+        .or_insert_with(|| serde_json::json!([]));
+    let entry = serde_json::Value::from(".baton/meta");
+    if let Some(list) = library.as_array_mut()
+        && !list.contains(&entry)
+    {
+        list.push(entry);
+    }
+    let globals = obj
+        .entry("diagnostics.globals")
+        .or_insert_with(|| serde_json::json!([]));
+    if let Some(list) = globals.as_array_mut() {
+        for g in [
+            "baton",
+            "ollama",
+            "openrouter",
+            "route",
+            "ssh",
+            "sync",
+            "schedule",
+        ] {
+            if !list.iter().any(|v| v == g) {
+                list.push(g.into());
+            }
+        }
+    }
+    let text = serde_json::to_string_pretty(&config).expect("json");
+    std::fs::write(&rc, text + "\n").map_err(|e| format!("{}: {e}", rc.display()))?;
+    Ok(n)
 }
 
 /// Left-aligned columns separated by two spaces; the first row is the header.

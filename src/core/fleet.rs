@@ -67,7 +67,7 @@ fn default_parallel() -> u32 {
 }
 
 /// `ssh = "dest"`, `ssh = false` (this machine) or absent / `true` (the host's own name).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(
     untagged,
     expecting = "a destination string, or false for this machine"
@@ -78,6 +78,18 @@ pub enum SshTarget {
     HostName,
     Flag(bool),
     Dest(String),
+}
+
+/// Written back as the file would say it: a destination, `false`, or `true` for "the host's name"
+/// ([`Fleet::view`] shows the resolved name instead).
+impl Serialize for SshTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SshTarget::HostName => s.serialize_bool(true),
+            SshTarget::Flag(b) => s.serialize_bool(*b),
+            SshTarget::Dest(d) => s.serialize_str(d),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -540,7 +552,8 @@ pub fn locate(cli: Option<&std::path::Path>) -> Result<Option<PathBuf>, FleetErr
 #[derive(Debug, Serialize)]
 pub struct View<'a> {
     pub source: Option<&'a std::path::Path>,
-    pub hosts: &'a BTreeMap<String, Host>,
+    /// With each `ssh` resolved: the destination, or `false` for this machine.
+    pub hosts: BTreeMap<String, Host>,
     pub tiers: Vec<Tier>,
     pub tasks: BTreeMap<String, TaskRule>,
     pub budget: Option<Budget>,
@@ -560,9 +573,21 @@ pub struct ViewOpenRouter {
 impl Fleet {
     pub fn view(&self) -> View<'_> {
         let key_env = self.openrouter_key_env();
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|(name, host)| {
+                let mut host = host.clone();
+                host.ssh = match self.ssh_dest(name) {
+                    Some(dest) => SshTarget::Dest(dest.to_string()),
+                    None => SshTarget::Flag(false),
+                };
+                (name.clone(), host)
+            })
+            .collect();
         View {
             source: self.source.as_deref(),
-            hosts: &self.hosts,
+            hosts,
             tiers: self.tiers(),
             tasks: self.tasks(),
             budget: self.budget,
@@ -676,6 +701,20 @@ mod tests {
         );
         assert_eq!(f.tasks()["architecture"].tier, "premium");
         assert!(f.budget.is_none());
+    }
+
+    #[test]
+    fn view_resolves_ssh_destinations() {
+        let f = parse(json!({"hosts": {"brain": {}, "pc": {"ssh": false}, "studio": {"ssh": "me@studio"}, "yes": {"ssh": true}}}))
+            .unwrap();
+        let v = serde_json::to_value(f.view()).unwrap();
+        assert_eq!(v["hosts"]["brain"]["ssh"], "brain");
+        assert_eq!(v["hosts"]["pc"]["ssh"], false);
+        assert_eq!(v["hosts"]["studio"]["ssh"], "me@studio");
+        assert_eq!(v["hosts"]["yes"]["ssh"], "yes");
+        // The raw schema serializes too (no variant is unserializable).
+        let raw = serde_json::to_value(&f).unwrap();
+        assert_eq!(raw["hosts"]["brain"]["ssh"], true);
     }
 
     #[test]

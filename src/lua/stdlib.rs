@@ -50,7 +50,10 @@ mod tests {
         assert!(!files.is_empty());
         for f in files {
             let src = std::fs::read_to_string(root.join(&f)).unwrap();
-            assert!(FILES.iter().any(|(name, body)| *name == f && *body == src), "stdlib/{f} is not embedded (or is stale)");
+            assert!(
+                FILES.iter().any(|(name, body)| *name == f && *body == src),
+                "stdlib/{f} is not embedded (or is stale)"
+            );
         }
     }
 

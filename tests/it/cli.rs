@@ -254,3 +254,204 @@ fn user_modules_next_to_the_fleet_and_embedded_stdlib() {
     out.ok();
     assert_eq!(out.stdout, "from my module\nfunction\n");
 }
+
+#[test]
+fn log_levels_formats_and_filter() {
+    let env = Env::new("cli-log");
+    let script = "baton.log.info('hello info', { host = 'brain', n = 3 }) baton.log.warn('careful') baton.log.debug('details')";
+    let quiet = env.run_lua("log.lua", script, &[]);
+    quiet.ok();
+    assert!(
+        quiet.stderr.contains("careful") && !quiet.stderr.contains("hello info"),
+        "{}",
+        quiet.stderr
+    );
+    let verbose = env.run_lua("log.lua", script, &["-v"]);
+    assert!(
+        !verbose.stderr.contains("hello info"),
+        "flags after FILE belong to the script: {}",
+        verbose.stderr
+    );
+    let path = env.dir.join("log.lua");
+    let verbose = env.baton(&["-v", "run", path.to_str().unwrap()]);
+    verbose.ok();
+    assert!(
+        verbose.stderr.contains("hello info") && verbose.stderr.contains("brain"),
+        "{}",
+        verbose.stderr
+    );
+    assert!(!verbose.stderr.contains("details"));
+    let debug = env.baton(&["run", "-vv", path.to_str().unwrap()]);
+    assert!(debug.stderr.contains("details"), "{}", debug.stderr);
+    let json = env.baton(&["--log-format", "json", "-v", "run", path.to_str().unwrap()]);
+    let first: serde_json::Value =
+        serde_json::from_str(json.stderr.lines().next().unwrap()).unwrap();
+    assert_eq!(first["fields"]["message"], "hello info");
+    assert_eq!(first["level"], "INFO");
+    let off = env
+        .cmd()
+        .args(["-vv", "run", path.to_str().unwrap()])
+        .env("BATON_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        off.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+}
+
+#[test]
+fn completions_and_stubs() {
+    let env = Env::new("cli-completions");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = env.baton(&["completions", shell]);
+        out.ok();
+        assert!(
+            out.stdout.contains("baton") && out.stdout.contains("repl"),
+            "{shell}: {}",
+            out.stdout
+        );
+    }
+    env.baton(&["completions", "tcsh"]).expect_code(2);
+
+    let dir = env.dir.join("playbooks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(".luarc.json"),
+        r#"{ "workspace.library": ["mine"] }"#,
+    )
+    .unwrap();
+    let out = env.baton(&["stubs", dir.to_str().unwrap()]);
+    out.ok();
+    let stub = std::fs::read_to_string(dir.join(".baton/meta/baton.lua")).unwrap();
+    assert!(stub.starts_with("---@meta") && stub.contains("function baton.exec("));
+    let rc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(".luarc.json")).unwrap()).unwrap();
+    assert_eq!(
+        rc["workspace.library"],
+        serde_json::json!(["mine", ".baton/meta"])
+    );
+    assert!(
+        rc["diagnostics.globals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g == "ssh")
+    );
+    // Running it twice does not duplicate entries.
+    env.baton(&["stubs", dir.to_str().unwrap()]).ok();
+    let rc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(".luarc.json")).unwrap()).unwrap();
+    assert_eq!(rc["workspace.library"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn spend_reads_the_ledger() {
+    use baton::core::llm::ledger::{Ledger, Row};
+    let env = Env::new("cli-spend");
+    let out = env.baton(&["spend"]);
+    out.ok();
+    assert!(out.stdout.contains("no LLM calls"), "{}", out.stdout);
+    let ledger = Ledger::new(baton::core::state::State::new(env.state_dir()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for (tier, model, cost, tokens) in [
+            ("local", "qwen", 0.0, 100),
+            ("cheap", "sonnet", 0.5, 1000),
+            ("cheap", "sonnet", 0.25, 500),
+        ] {
+            let row = Row {
+                tier: Some(tier.into()),
+                task: Some("code_review".into()),
+                provider: "test".into(),
+                model: model.into(),
+                tokens_in: tokens,
+                tokens_out: tokens / 10,
+                cost,
+                cost_source: "provider".into(),
+                outcome: "ok".into(),
+                sent: true,
+                ..Row::default()
+            };
+            ledger.settle(None, row, None).await.unwrap();
+        }
+    });
+    let out = env.baton(&["spend", "--json"]);
+    out.ok();
+    let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let cheap = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "cheap")
+        .expect("a cheap row");
+    assert_eq!(cheap["calls"], 2);
+    assert_eq!(cheap["tokens_in"], 1500);
+    assert!((cheap["cost"].as_f64().unwrap() - 0.75).abs() < 1e-9);
+    let out = env.baton(&["spend", "--by", "model", "--period", "day"]);
+    out.ok();
+    assert!(
+        out.stdout.contains("sonnet") && out.stdout.contains("qwen"),
+        "{}",
+        out.stdout
+    );
+    env.baton(&["spend", "--by", "colour"]).expect_code(2);
+}
+
+#[test]
+fn jobs_lists_nothing_on_a_fresh_state() {
+    let env = Env::new("cli-jobs");
+    let out = env.baton(&["jobs"]);
+    out.ok();
+    assert_eq!(out.stdout.trim(), "no jobs");
+    let out = env.baton(&["jobs", "--prune"]);
+    out.ok();
+    assert!(
+        out.stdout.starts_with("forgot 0 ended job(s)"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn example_fleet_parses_and_demo_runs() {
+    let env = Env::new("cli-example-fleet");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fleet = root.join("examples/fleet.lua");
+    let out = env.baton(&["fleet", "--json", "--fleet", fleet.to_str().unwrap()]);
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let hosts: Vec<&String> = v["hosts"].as_object().unwrap().keys().collect();
+    assert_eq!(hosts, ["brain", "engine", "workstation"]);
+    assert_eq!(v["hosts"]["engine"]["known_hosts"], "accept-new");
+    assert_eq!(v["tiers"][2]["price"]["output"], 75.0);
+    // The README's main job on the built-in fleet.
+    let out = env.baton(&["run", root.join("examples/demo.lua").to_str().unwrap()]);
+    out.ok();
+    assert!(
+        out.stdout.starts_with("fleet: built-in default\nlocal "),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("free on /"), "{}", out.stdout);
+}
+
+#[test]
+fn hosts_without_ssh_use_their_name() {
+    let env = Env::new("cli-ssh-default")
+        .with_fleet("return { hosts = { brain = {}, pc = { ssh = false } } }");
+    let out = env.run_lua(
+        "show.lua",
+        "print(baton.fleet.hosts.brain.ssh, baton.fleet.hosts.pc.ssh)",
+        &[],
+    );
+    out.ok();
+    assert_eq!(out.stdout, "brain\tfalse\n");
+    let out = env.baton(&["fleet"]);
+    out.ok();
+    assert!(out.stdout.contains("brain  brain"), "{}", out.stdout);
+}

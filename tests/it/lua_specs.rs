@@ -13,7 +13,7 @@ macro_rules! specs {
     };
 }
 
-specs!(runtime);
+specs!(runtime, stdlib_helpers);
 
 fn run_spec(name: &str) {
     let env = Env::new(&format!("spec-{name}"));

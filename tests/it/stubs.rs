@@ -4,7 +4,15 @@ use std::collections::BTreeSet;
 
 use crate::common::Env;
 
-const GLOBALS: &[&str] = &["baton", "ollama", "openrouter", "route", "ssh", "sync", "schedule"];
+const GLOBALS: &[&str] = &[
+    "baton",
+    "ollama",
+    "openrouter",
+    "route",
+    "ssh",
+    "sync",
+    "schedule",
+];
 
 fn registered() -> BTreeSet<String> {
     let env = Env::new("stubs");
@@ -24,7 +32,11 @@ fn registered() -> BTreeSet<String> {
         for _, g in ipairs({{ {} }}) do
           if type(_G[g]) == "table" then walk(_G[g], g) end
         end"#,
-        GLOBALS.iter().map(|g| format!("{g:?}")).collect::<Vec<_>>().join(", ")
+        GLOBALS
+            .iter()
+            .map(|g| format!("{g:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let out = env.run_lua("walk.lua", &script, &[]);
     out.ok();
@@ -36,9 +48,14 @@ fn declared() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        assert!(text.starts_with("---@meta"), "stub files start with ---@meta");
+        assert!(
+            text.starts_with("---@meta"),
+            "stub files start with ---@meta"
+        );
         for line in text.lines() {
-            let Some(rest) = line.strip_prefix("function ") else { continue };
+            let Some(rest) = line.strip_prefix("function ") else {
+                continue;
+            };
             let name = rest.split('(').next().unwrap().trim();
             // `function Task:wait()` documents a handle method, not a table function.
             if !name.contains(':') && GLOBALS.iter().any(|g| name.starts_with(&format!("{g}."))) {
@@ -55,7 +72,13 @@ fn stubs_match_the_registered_api() {
     let declared = declared();
     let missing: Vec<_> = registered.difference(&declared).collect();
     let stale: Vec<_> = declared.difference(&registered).collect();
-    assert!(missing.is_empty(), "registered but not in stdlib/_meta: {missing:?}");
-    assert!(stale.is_empty(), "in stdlib/_meta but not registered: {stale:?}");
+    assert!(
+        missing.is_empty(),
+        "registered but not in stdlib/_meta: {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "in stdlib/_meta but not registered: {stale:?}"
+    );
     assert!(registered.contains("baton.exec") && registered.contains("baton.json.decode"));
 }

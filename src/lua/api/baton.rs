@@ -1,6 +1,5 @@
 //! The `baton` global: runtime helpers for every playbook.
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
@@ -11,8 +10,8 @@ use mlua::{
 use serde::Deserialize;
 
 use super::conv;
-use crate::core::duration::{self, Dur};
-use crate::core::process::{self, Spec};
+use crate::core::duration;
+use crate::core::process;
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     let baton = lua.create_table()?;
@@ -32,6 +31,8 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     baton.set("inspect", lua.create_function(inspect)?)?;
     baton.set("log", log_table(lua)?)?;
     baton.set("json", json_table(lua)?)?;
+    baton.set("_paths", lua.create_function(paths)?)?;
+    baton.set("_jobs", lua.create_function(jobs)?)?;
     lua.globals().set("baton", baton)
 }
 
@@ -283,41 +284,12 @@ async fn timeout(_: Lua, (d, f, args): (Value, Value, MultiValue)) -> mlua::Resu
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExecOpts {
-    cwd: Option<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    stdin: Option<String>,
-    timeout: Option<Dur>,
-    #[serde(default = "yes")]
-    check: bool,
-}
-
-impl Default for ExecOpts {
-    fn default() -> Self {
-        ExecOpts {
-            cwd: None,
-            env: BTreeMap::new(),
-            stdin: None,
-            timeout: None,
-            check: true,
-        }
-    }
-}
-
 /// `baton.exec(cmd [, opts])` → `{ok, code, signal, stdout, stderr, duration}`.
 async fn exec(lua: Lua, (cmd, opts): (Value, Value)) -> mlua::Result<Table> {
     const F: &str = "baton.exec";
     let cmd = conv::cmd(F, 1, &cmd)?;
-    let (opts, mut cbs) = conv::opts::<ExecOpts>(&lua, F, 2, opts, &["on_line"])?;
-    let spec = Spec {
-        cwd: opts.cwd.map(Into::into),
-        env: opts.env.into_iter().collect(),
-        stdin: opts.stdin.map(String::into_bytes),
-        timeout: opts.timeout.map(|d| d.0),
-    };
+    let (mut opts, mut cbs) = conv::opts::<conv::ProcessOpts>(&lua, F, 2, opts, &["on_line"])?;
+    let spec = opts.spec();
     let out = conv::with_lines(cbs.take("on_line"), |sink| process::run(&cmd, &spec, sink)).await?;
     let out = match out {
         Ok(out) => out,
@@ -333,6 +305,53 @@ async fn exec(lua: Lua, (cmd, opts): (Value, Value)) -> mlua::Result<Table> {
         return Err(conv::fail(format!("{F}: {}", out.failure_summary())));
     }
     conv::process_result(&lua, &out)
+}
+
+/// `baton._paths()` (private, for `baton doctor` / `baton status`): where baton keeps things on this machine.
+fn paths(lua: &Lua, (): ()) -> mlua::Result<Table> {
+    let ctx = crate::lua::ctx(lua);
+    let t = lua.create_table()?;
+    t.set("state_dir", ctx.state.dir().display().to_string())?;
+    t.set(
+        "config_dir",
+        crate::core::fleet::config_dir().display().to_string(),
+    )?;
+    t.set(
+        "fleet_file",
+        ctx.fleet.source.as_ref().map(|p| p.display().to_string()),
+    )?;
+    t.set(
+        "schedule_file",
+        crate::lua::daemon::default_file(&ctx.fleet)
+            .display()
+            .to_string(),
+    )?;
+    let config_home = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    let unit = crate::core::schedule::unit::Platform::current()
+        .install_path(&crate::core::state::home_dir(), config_home.as_deref());
+    t.set("daemon_unit", unit.display().to_string())?;
+    Ok(t)
+}
+
+/// `baton._jobs()` (private, for `baton status`): the registered remote jobs as last recorded.
+fn jobs(lua: &Lua, (): ()) -> mlua::Result<Table> {
+    let state = crate::lua::ctx(lua).state.clone();
+    let list = crate::core::remote::jobs::list(&state)
+        .map_err(|e| conv::fail(format!("baton._jobs: {e}")))?;
+    let out = lua.create_table()?;
+    for job in list {
+        let t = lua.create_table()?;
+        t.set("id", job.id)?;
+        t.set("host", job.host)?;
+        t.set("command", job.command)?;
+        t.set("state", job.status.state.name())?;
+        t.set("code", job.status.code)?;
+        t.set("started_at", job.started_at)?;
+        out.push(t)?;
+    }
+    Ok(out)
 }
 
 /// `baton.inspect(value [, depth])` → the REPL's rendering of a value.

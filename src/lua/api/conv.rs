@@ -203,6 +203,48 @@ pub fn to_lua<T: serde::Serialize + ?Sized>(lua: &Lua, v: &T) -> mlua::Result<Va
     )
 }
 
+/// The options every process runner takes (`baton.exec`, `ssh.run`): `cwd, env, stdin, timeout, check`
+/// (`on_line` is a callback, taken apart by [`opts`]).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessOpts {
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    pub stdin: Option<String>,
+    pub timeout: Option<crate::core::duration::Dur>,
+    #[serde(default = "default_check")]
+    pub check: bool,
+}
+
+fn default_check() -> bool {
+    true
+}
+
+impl Default for ProcessOpts {
+    fn default() -> Self {
+        ProcessOpts {
+            cwd: None,
+            env: Default::default(),
+            stdin: None,
+            timeout: None,
+            check: true,
+        }
+    }
+}
+
+impl ProcessOpts {
+    /// The process spec, leaving `check` with the caller.
+    pub fn spec(&mut self) -> crate::core::process::Spec {
+        crate::core::process::Spec {
+            cwd: self.cwd.take().map(Into::into),
+            env: std::mem::take(&mut self.env).into_iter().collect(),
+            stdin: self.stdin.take().map(String::into_bytes),
+            timeout: self.timeout.map(|d| d.0),
+        }
+    }
+}
+
 /// The one process shape: `{ok, code, signal, stdout, stderr, duration}`.
 pub fn process_result(lua: &Lua, out: &Output) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(0, 7)?;

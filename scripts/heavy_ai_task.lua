@@ -1,0 +1,77 @@
+-- heavy_ai_task.lua — start a long job (inference, training) on a big machine, walk away, fetch results later.
+--
+-- Waits for HOST to come online, pushes the working tree there (honouring .batonignore / .stignore, nothing
+-- deleted), starts COMMAND detached in the pushed folder, prints the job id and returns at once. With
+-- --wait it streams the job's log until the job ends, then pulls REMOTE_DIR back into LOCAL_DIR
+-- (--sync-back). Re-running with --job ID resumes waiting for a job started earlier (from any machine
+-- sharing the state dir); give --sync-back again to fetch the results.
+--
+-- Fleet: HOST is any fleet host (e.g. the one with role "gpu" or "inference"); it may be asleep or booting.
+--
+-- Arguments:
+--   HOST [--] COMMAND…          one word is run by the host's shell; several are an argv (no shell)
+--   --wait                      stream the log until the job ends, then pull the results back
+--   --job ID                    resume waiting for job ID (implies --wait; HOST and COMMAND not needed)
+--   --sync-back REMOTE LOCAL    after the job: pull REMOTE (relative to the pushed folder, or ~/… or /…)
+--                               into LOCAL
+--   --dir DIR                   the local tree to push (default: the current folder)
+--   --remote-dir DIR            where it goes on HOST (default: ~/baton-work/<name of DIR>)
+--   --online-timeout DURATION   how long to wait for HOST to come online (default: 10m)
+--   --poll DURATION             how often to look at the job while waiting (default: 5s)
+-- Example: baton run heavy_ai_task.lua studio --wait --sync-back out ./out -- python train.py --epochs 3
+local args = require("baton.args")
+local routines = require("baton.routines")
+
+local usage = "heavy_ai_task.lua HOST [--wait] [--job ID] [--sync-back REMOTE LOCAL] [--dir DIR] "
+  .. "[--remote-dir DIR] [--online-timeout DUR] [--poll DUR] [--] COMMAND…"
+local a = args.parse(baton.args, {
+  flags = { "wait" },
+  options = { job = 1, ["sync-back"] = 2, dir = 1, ["remote-dir"] = 1, ["online-timeout"] = 1, poll = 1 },
+  usage = usage,
+})
+
+local dir = a.dir or "."
+local abs = dir == "." and baton.exec({ "pwd" }).stdout:gsub("%s+$", "") or dir
+local name = abs:gsub("/+$", ""):match("([^/]+)$") or "work"
+local remote_dir = a.remote_dir or ("~/baton-work/" .. name)
+
+local job
+if a.job then
+  job = ssh.job(a.job)
+  if a[1] and a[1] ~= job.host then error(("job %s runs on %s, not %s"):format(job.id, job.host, a[1]), 0) end
+  print(("resuming job %s on %s: %s"):format(job.id, job.host, job.command))
+else
+  local host = a[1]
+  if not host or not a[2] then error("usage: " .. usage, 0) end
+  routines.host(nil, host) -- a fleet host, or an error listing them
+  local cmd = { table.unpack(a, 2) }
+  if #cmd == 1 then cmd = cmd[1] end
+  print(("waiting for %s to be online …"):format(host))
+  ssh.wait_online(host, { timeout = a.online_timeout or "10m" })
+  ssh.run(host, "mkdir -p " .. routines.path(remote_dir))
+  local pushed = sync.push(dir, ("%s:%s"):format(host, remote_dir))
+  print(("pushed %s to %s:%s (%d files, %d bytes)"):format(dir, host, remote_dir, pushed.files, pushed.bytes))
+  job = ssh.spawn(host, cmd, { cwd = remote_dir })
+  print(("started job %s on %s (log %s)"):format(job.id, host, job.log))
+  if not a.wait then
+    local back = a.sync_back and (" --sync-back %s %s"):format(a.sync_back[1], a.sync_back[2]) or ""
+    print(("resume with: baton run heavy_ai_task.lua --job %s%s"):format(job.id, back))
+    return
+  end
+end
+
+local status = job:wait({ poll = a.poll or "5s", on_line = function(_, line) print(line) end })
+print(("job %s on %s: %s%s"):format(job.id, job.host, status.state, status.code and (", exit " .. status.code) or ""))
+
+if a.sync_back then
+  local from, to = a.sync_back[1], a.sync_back[2]
+  if not (from:match("^/") or from:match("^~")) then from = remote_dir .. "/" .. from end
+  local pulled = sync.pull(("%s:%s"):format(job.host, from), to)
+  print(("pulled %s:%s into %s (%d files)"):format(job.host, from, to, pulled.files))
+end
+
+if status.state ~= "exited" or status.code ~= 0 then
+  error(("job %s on %s %s"):format(job.id, job.host,
+    status.state == "lost" and "was lost (the process vanished without an exit record)"
+      or ("exited with code " .. tostring(status.code))), 0)
+end

@@ -1,0 +1,604 @@
+//! Detached jobs: a command started on a host that survives the ssh connection and the script.
+//!
+//! On the host, a job lives in `~/.baton/jobs/<id>/`: `cmd` (the command), `pid` (its runner), `log` (stdout
+//! and stderr) and `exit` (the exit code, written when the command ends). The runner is a small `sh` that
+//! runs the command with the user's `$SHELL`, its output appended to `log`, then records the exit code.
+//! Jobs are registered in the state database (`jobs` table) so any later script (`ssh.job(id)`) or
+//! `baton jobs` finds them. A job whose runner is gone without an exit record is `lost` (a reboot, a
+//! `kill -9`).
+use std::time::{Duration, Instant};
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Remote, RemoteError, env_and_cwd, quote, shell_text};
+use crate::core::process::{Cmd, LineSink, Spec, Stream};
+use crate::core::state::State;
+
+/// Schema of the job registry (`state.migrate("jobs", MIGRATIONS)`).
+pub const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        command TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        dir TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        code INTEGER,
+        checked_at INTEGER NOT NULL
+    )"];
+
+/// Bound on each job housekeeping command (spawn, status, tail, kill).
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+const SPAWNED: &str = "__baton_job=";
+
+/// A registered job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    pub host: String,
+    pub command: String,
+    pub pid: i64,
+    /// The job's folder on the host (absolute).
+    pub dir: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Last known status (as recorded in the registry).
+    pub status: Status,
+}
+
+impl Job {
+    pub fn log(&self) -> String {
+        format!("{}/log", self.dir)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Exited,
+    Lost,
+}
+
+impl JobState {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Exited => "exited",
+            JobState::Lost => "lost",
+        }
+    }
+
+    fn parse(s: &str) -> JobState {
+        match s {
+            "running" => JobState::Running,
+            "exited" => JobState::Exited,
+            _ => JobState::Lost,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub state: JobState,
+    pub code: Option<i32>,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn registry(state: &State) -> Result<&State, RemoteError> {
+    state.migrate("jobs", MIGRATIONS)?;
+    Ok(state)
+}
+
+fn job_dir_expr(id: &str) -> String {
+    format!("\"$HOME/.baton/jobs/{id}\"")
+}
+
+/// A new job id: local start time plus a random suffix (`20261121-105312-a3f9`).
+fn new_id() -> String {
+    format!(
+        "{}-{:04x}",
+        chrono::Local::now().format("%Y%m%d-%H%M%S"),
+        fastrand::u16(..)
+    )
+}
+
+/// The script that starts the runner in the background and reports its pid and folder.
+fn spawn_script(id: &str, cmd: &Cmd, spec: &Spec) -> Result<String, RemoteError> {
+    let command = shell_text(cmd)?;
+    let runner = "d=$1; \"${SHELL:-/bin/sh}\" -c \"$2\" >>\"$d/log\" 2>&1 </dev/null; c=$?; \
+                  echo \"$c\" >\"$d/exit.tmp\" && mv \"$d/exit.tmp\" \"$d/exit\"";
+    Ok(format!(
+        "d={dir}\nmkdir -p \"$d\" || exit 1\n: >\"$d/log\"\nprintf '%s\\n' {cmd} >\"$d/cmd\"\n{setup}\
+         nohup sh -c {runner} baton-job-{id} \"$d\" {cmd} >/dev/null 2>&1 </dev/null &\n\
+         echo \"$!\" >\"$d/pid\"\necho \"{SPAWNED}$! $d\"\n",
+        dir = job_dir_expr(id),
+        cmd = quote(&command),
+        setup = env_and_cwd(spec)?,
+        runner = quote(runner),
+    ))
+}
+
+/// Shell test for "the runner is still alive" (its pid exists and is still our runner, not a reused pid).
+fn alive_test(job: &Job) -> String {
+    format!(
+        "ps -p {} -o args= 2>/dev/null | grep -q 'baton-job-{}'",
+        job.pid, job.id
+    )
+}
+
+fn status_script(job: &Job, log_offset: Option<u64>) -> String {
+    let mut s = format!(
+        "d={dir}\nif [ -f \"$d/exit\" ]; then echo \"exited $(cat \"$d/exit\")\"\n\
+         elif {alive}; then echo running\n\
+         elif [ -f \"$d/exit\" ]; then echo \"exited $(cat \"$d/exit\")\"\n\
+         else echo lost; fi\n",
+        dir = job_dir_expr(&job.id),
+        alive = alive_test(job),
+    );
+    if let Some(offset) = log_offset {
+        s.push_str(&format!(
+            "[ -f \"$d/log\" ] && tail -c +{} \"$d/log\"\n",
+            offset + 1
+        ));
+    }
+    s.push_str("exit 0\n");
+    s
+}
+
+fn kill_script(job: &Job) -> String {
+    format!(
+        "d={dir}\ng=$(ps -o pgid= -p {pid} 2>/dev/null | tr -d ' ')\n\
+         if [ -n \"$g\" ] && {alive}; then\n\
+           kill -TERM -\"$g\" 2>/dev/null\n\
+           i=0; while kill -0 -\"$g\" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done\n\
+           kill -KILL -\"$g\" 2>/dev/null\n\
+           [ -f \"$d/exit\" ] || echo 143 >\"$d/exit\"\nfi\nexit 0\n",
+        dir = job_dir_expr(&job.id),
+        pid = job.pid,
+        alive = alive_test(job),
+    )
+}
+
+fn parse_status(line: &str) -> Status {
+    let mut words = line.split_whitespace();
+    match words.next() {
+        Some("running") => Status {
+            state: JobState::Running,
+            code: None,
+        },
+        Some("exited") => Status {
+            state: JobState::Exited,
+            code: words.next().and_then(|c| c.parse().ok()),
+        },
+        _ => Status {
+            state: JobState::Lost,
+            code: None,
+        },
+    }
+}
+
+async fn step(
+    remote: &Remote,
+    host: &str,
+    script: &str,
+    what: &str,
+) -> Result<Vec<u8>, RemoteError> {
+    let out = remote.script(host, script, STEP_TIMEOUT).await?;
+    if !out.ok() {
+        return Err(RemoteError::Job(format!(
+            "{what}: {}",
+            out.failure_summary()
+        )));
+    }
+    Ok(out.stdout)
+}
+
+/// Starts `cmd` detached on `host` and registers it.
+pub async fn spawn(
+    remote: &Remote,
+    state: &State,
+    host: &str,
+    cmd: &Cmd,
+    spec: &Spec,
+) -> Result<Job, RemoteError> {
+    if spec.stdin.is_some() || spec.timeout.is_some() {
+        return Err(RemoteError::Invalid(
+            "a detached job takes no stdin or timeout".into(),
+        ));
+    }
+    let id = new_id();
+    let stdout = step(
+        remote,
+        host,
+        &spawn_script(&id, cmd, spec)?,
+        "cannot start the job",
+    )
+    .await?;
+    let text = String::from_utf8_lossy(&stdout);
+    let (pid, dir) = text
+        .lines()
+        .find_map(|l| l.strip_prefix(SPAWNED))
+        .and_then(|rest| rest.split_once(' '))
+        .and_then(|(pid, dir)| Some((pid.parse::<i64>().ok()?, dir.to_string())))
+        .ok_or_else(|| {
+            RemoteError::Job(format!(
+                "cannot start the job: unexpected reply {:?}",
+                text.trim()
+            ))
+        })?;
+    let job = Job {
+        id,
+        host: host.to_string(),
+        command: shell_text(cmd)?,
+        pid,
+        dir,
+        started_at: now(),
+        status: Status {
+            state: JobState::Running,
+            code: None,
+        },
+    };
+    let row = job.clone();
+    registry(state)?
+        .call(move |c| {
+            c.execute(
+                "INSERT INTO jobs(id, host, command, pid, dir, started_at, state, code, checked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, ?6)",
+                params![
+                    row.id,
+                    row.host,
+                    row.command,
+                    row.pid,
+                    row.dir,
+                    row.started_at
+                ],
+            )
+        })
+        .await?;
+    Ok(job)
+}
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    let state: String = r.get(6)?;
+    Ok(Job {
+        id: r.get(0)?,
+        host: r.get(1)?,
+        command: r.get(2)?,
+        pid: r.get(3)?,
+        dir: r.get(4)?,
+        started_at: r.get(5)?,
+        status: Status {
+            state: JobState::parse(&state),
+            code: r.get(7)?,
+        },
+    })
+}
+
+const SELECT: &str = "SELECT id, host, command, pid, dir, started_at, state, code FROM jobs";
+
+/// A registered job by id.
+pub fn get(state: &State, id: &str) -> Result<Job, RemoteError> {
+    let found = registry(state)?.with(|c| {
+        c.query_row(&format!("{SELECT} WHERE id = ?1"), [id], from_row)
+            .optional()
+    })?;
+    found.ok_or_else(|| RemoteError::Job(format!("no job with id {id:?} (see `baton jobs`)")))
+}
+
+/// Every registered job, newest first.
+pub fn list(state: &State) -> Result<Vec<Job>, RemoteError> {
+    Ok(registry(state)?.with(|c| {
+        let mut stmt = c.prepare(&format!("{SELECT} ORDER BY started_at DESC, id DESC"))?;
+        stmt.query_map([], from_row)?.collect()
+    })?)
+}
+
+/// Forgets jobs that ended (exited or lost); returns how many.
+pub fn prune(state: &State) -> Result<usize, RemoteError> {
+    Ok(registry(state)?.with(|c| c.execute("DELETE FROM jobs WHERE state != 'running'", []))?)
+}
+
+async fn record(state: &State, job: &mut Job, status: Status) -> Result<(), RemoteError> {
+    job.status = status;
+    let (id, name, code) = (job.id.clone(), status.state.name(), status.code);
+    registry(state)?
+        .call(move |c| {
+            c.execute(
+                "UPDATE jobs SET state = ?2, code = ?3, checked_at = ?4 WHERE id = ?1",
+                params![id, name, code, now()],
+            )
+        })
+        .await?;
+    Ok(())
+}
+
+/// Reads the job's state on its host (and records it).
+pub async fn status(remote: &Remote, state: &State, job: &mut Job) -> Result<Status, RemoteError> {
+    let out = step(
+        remote,
+        &job.host,
+        &status_script(job, None),
+        "cannot read the job's status",
+    )
+    .await?;
+    let status = parse_status(&String::from_utf8_lossy(&out));
+    record(state, job, status).await?;
+    Ok(status)
+}
+
+/// Waits until the job is no longer running, polling every `poll`, sending each new log line to `sink`.
+pub async fn wait(
+    remote: &Remote,
+    state: &State,
+    job: &mut Job,
+    poll: Duration,
+    timeout: Option<Duration>,
+    sink: Option<LineSink>,
+) -> Result<Status, RemoteError> {
+    let started = Instant::now();
+    // Lines already in the log when waiting starts are delivered too: the caller sees the whole output.
+    let mut offset = 0u64;
+    let mut partial = Vec::new();
+    loop {
+        let out = step(
+            remote,
+            &job.host,
+            &status_script(job, Some(offset)),
+            "cannot read the job's status",
+        )
+        .await?;
+        let (head, log) = match out.iter().position(|b| *b == b'\n') {
+            Some(i) => (&out[..i], &out[i + 1..]),
+            None => (&out[..], &[][..]),
+        };
+        let status = parse_status(&String::from_utf8_lossy(head));
+        offset += log.len() as u64;
+        partial.extend_from_slice(log);
+        if let Some(sink) = &sink {
+            let ended = status.state != JobState::Running;
+            let cut = if ended {
+                partial.len()
+            } else {
+                partial
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1)
+            };
+            let complete: Vec<u8> = partial.drain(..cut).collect();
+            for line in String::from_utf8_lossy(&complete).lines() {
+                let _ = sink.send((Stream::Stdout, line.to_string())).await;
+            }
+        } else {
+            partial.clear();
+        }
+        if status.state != JobState::Running {
+            record(state, job, status).await?;
+            return Ok(status);
+        }
+        if let Some(limit) = timeout
+            && started.elapsed() >= limit
+        {
+            record(state, job, status).await?;
+            return Err(RemoteError::Job(format!(
+                "job {} still running after {}",
+                job.id,
+                crate::core::duration::format(limit)
+            )));
+        }
+        let left = timeout.map_or(poll, |l| l.saturating_sub(started.elapsed()).min(poll));
+        tokio::time::sleep(left).await;
+    }
+}
+
+/// The last `n` lines of the job's log.
+pub async fn tail(remote: &Remote, job: &Job, n: usize) -> Result<Vec<String>, RemoteError> {
+    let script = format!(
+        "d={}\n[ -f \"$d/log\" ] && tail -n {n} \"$d/log\"\nexit 0\n",
+        job_dir_expr(&job.id)
+    );
+    let out = step(remote, &job.host, &script, "cannot read the job's log").await?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Stops the job's whole process group (TERM, then KILL after 5 s) and returns its final status.
+pub async fn kill(remote: &Remote, state: &State, job: &mut Job) -> Result<Status, RemoteError> {
+    step(remote, &job.host, &kill_script(job), "cannot kill the job").await?;
+    status(remote, state, job).await
+}
+
+/// Every registered job, with the state of running ones re-read from their hosts (concurrently, at most
+/// `timeout` each; an unreachable host keeps the last known state). For `baton jobs`.
+pub async fn refresh(
+    remote: &Remote,
+    state: &State,
+    timeout: Duration,
+) -> Result<Vec<Job>, RemoteError> {
+    let mut all = list(state)?;
+    let checks = all
+        .iter_mut()
+        .filter(|j| j.status.state == JobState::Running)
+        .map(|job| async move {
+            let mut copy = job.clone();
+            if let Ok(Ok(_)) = tokio::time::timeout(timeout, status(remote, state, &mut copy)).await
+            {
+                *job = copy;
+            }
+        });
+    futures_util::future::join_all(checks).await;
+    Ok(all)
+}
+
+/// `baton jobs`: one line per job (id, host, state, age, command).
+pub fn render_table(jobs: &[Job], now_unix: i64) -> String {
+    if jobs.is_empty() {
+        return "no jobs\n".to_string();
+    }
+    let rows: Vec<[String; 5]> = jobs
+        .iter()
+        .map(|j| {
+            let state = match (j.status.state, j.status.code) {
+                (JobState::Exited, Some(code)) => format!("exited {code}"),
+                (s, _) => s.name().to_string(),
+            };
+            let mut command = j.command.replace('\n', " ");
+            if command.chars().count() > 60 {
+                command = format!("{}…", command.chars().take(59).collect::<String>());
+            }
+            [
+                j.id.clone(),
+                j.host.clone(),
+                state,
+                age(now_unix - j.started_at),
+                command,
+            ]
+        })
+        .collect();
+    let header = ["ID", "HOST", "STATE", "AGE", "COMMAND"];
+    let widths: Vec<usize> = (0..5)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+/// `45s`, `12m`, `3h`, `2d`.
+fn age(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, state: JobState, code: Option<i32>, started_at: i64) -> Job {
+        Job {
+            id: id.into(),
+            host: "brain".into(),
+            command: "python train.py --epochs 3".into(),
+            pid: 42,
+            dir: format!("/home/u/.baton/jobs/{id}"),
+            started_at,
+            status: Status { state, code },
+        }
+    }
+
+    #[test]
+    fn statuses_parse() {
+        assert_eq!(
+            parse_status("running\n"),
+            Status {
+                state: JobState::Running,
+                code: None
+            }
+        );
+        assert_eq!(
+            parse_status("exited 3"),
+            Status {
+                state: JobState::Exited,
+                code: Some(3)
+            }
+        );
+        assert_eq!(
+            parse_status("lost"),
+            Status {
+                state: JobState::Lost,
+                code: None
+            }
+        );
+    }
+
+    #[test]
+    fn spawn_script_quotes_the_command() {
+        let s = spawn_script(
+            "x-1",
+            &Cmd::Argv(vec!["echo".into(), "a'b; rm -rf /".into()]),
+            &Spec::default(),
+        )
+        .unwrap();
+        assert!(s.contains("d=\"$HOME/.baton/jobs/x-1\""), "{s}");
+        let expected = format!(
+            "baton-job-x-1 \"$d\" {} >/dev/null",
+            quote("echo 'a'\\''b; rm -rf /'")
+        );
+        assert!(s.contains(&expected), "{s}");
+    }
+
+    #[test]
+    fn registry_round_trip_and_table() {
+        let dir = std::env::temp_dir().join(format!("baton-jobs-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = State::new(&dir);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            registry(&state).unwrap();
+            for j in [
+                job("a", JobState::Running, None, 100),
+                job("b", JobState::Exited, Some(0), 50),
+            ] {
+                let mut j2 = j.clone();
+                state
+                    .call(move |c| {
+                        c.execute(
+                            "INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, 0)",
+                            params![j.id, j.host, j.command, j.pid, j.dir, j.started_at],
+                        )
+                    })
+                    .await
+                    .unwrap();
+                let status = j2.status;
+                record(&state, &mut j2, status).await.unwrap();
+            }
+        });
+        assert_eq!(get(&state, "a").unwrap().status.state, JobState::Running);
+        assert!(
+            get(&state, "zz")
+                .unwrap_err()
+                .to_string()
+                .contains("no job with id \"zz\"")
+        );
+        let table = render_table(&list(&state).unwrap(), 3700);
+        assert_eq!(
+            table,
+            "ID  HOST   STATE     AGE  COMMAND\n\
+             a   brain  running   1h   python train.py --epochs 3\n\
+             b   brain  exited 0  1h   python train.py --epochs 3\n"
+        );
+        assert_eq!(prune(&state).unwrap(), 1);
+        assert_eq!(list(&state).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,227 @@
+//! Schedule rows in the state database: the last handled fire of each job (so a restarted daemon knows what
+//! it missed) and one record per run (job, scheduled time, start, end, outcome, error, log path).
+//! Times are Unix milliseconds (UTC).
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use crate::core::state::{State, StateError};
+
+const SQL_V1: &str = "
+CREATE TABLE schedule_last (
+    job TEXT PRIMARY KEY,
+    -- the latest scheduled time that was run or skipped, or when the job was first seen
+    last_fire INTEGER NOT NULL
+);
+CREATE TABLE schedule_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    scheduled INTEGER NOT NULL,
+    started INTEGER,
+    ended INTEGER,
+    outcome TEXT NOT NULL,  -- running | ok | failed | cancelled | skipped
+    error TEXT,
+    log TEXT,
+    catchup INTEGER NOT NULL DEFAULT 0,
+    manual INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX schedule_runs_job ON schedule_runs(job, id);
+";
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// One row of `schedule_runs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: i64,
+    pub job: String,
+    pub scheduled: DateTime<Utc>,
+    pub started: Option<DateTime<Utc>>,
+    pub ended: Option<DateTime<Utc>>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub log: Option<PathBuf>,
+    pub catchup: bool,
+    pub manual: bool,
+}
+
+/// The schedule tables of one state database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    state: State,
+}
+
+impl Store {
+    pub fn open(state: &State) -> Result<Store, StateError> {
+        state.migrate("schedule", &[SQL_V1])?;
+        Ok(Store {
+            state: state.clone(),
+        })
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn last_fire(&self, job: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+        let v: Option<i64> = self.state.with(|c| {
+            c.query_row(
+                "SELECT last_fire FROM schedule_last WHERE job = ?1",
+                [job],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(v.map(time))
+    }
+
+    pub fn set_last_fire(&self, job: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        self.state.with(|c| {
+            c.execute(
+                "INSERT INTO schedule_last(job, last_fire) VALUES (?1, ?2)
+                 ON CONFLICT(job) DO UPDATE SET last_fire = excluded.last_fire",
+                params![job, ms(at)],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records a run as started and creates its private log file at `runs/<job>/<start>-<id>.log` under the
+    /// state directory; returns the record id and the log path.
+    pub fn start_run(
+        &self,
+        job: &str,
+        scheduled: DateTime<Utc>,
+        started: DateTime<Utc>,
+        catchup: bool,
+        manual: bool,
+    ) -> Result<(i64, PathBuf), StateError> {
+        let record = RunRecord {
+            id: 0,
+            job: job.to_string(),
+            scheduled,
+            started: Some(started),
+            ended: None,
+            outcome: "running".into(),
+            error: None,
+            log: None,
+            catchup,
+            manual,
+        };
+        let id = self.insert_run(&record)?;
+        let safe: String = job
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let stamp = started.format("%Y%m%dT%H%M%S%.3fZ");
+        let log = self.state.file(format!("runs/{safe}/{stamp}-{id}.log"))?;
+        crate::core::state::create_private_file(&log).map_err(|source| StateError::Dir {
+            path: log.clone(),
+            source,
+        })?;
+        let text = log.to_string_lossy().into_owned();
+        self.state.with(|c| {
+            c.execute(
+                "UPDATE schedule_runs SET log = ?2 WHERE id = ?1",
+                params![id, text],
+            )
+        })?;
+        Ok((id, log))
+    }
+
+    /// Inserts a run record and returns its id.
+    pub fn insert_run(&self, r: &RunRecord) -> Result<i64, StateError> {
+        self.state.with(|c| {
+            c.execute(
+                "INSERT INTO schedule_runs(job, scheduled, started, ended, outcome, error, log, catchup, manual)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    r.job,
+                    ms(r.scheduled),
+                    r.started.map(ms),
+                    r.ended.map(ms),
+                    r.outcome,
+                    r.error,
+                    r.log.as_ref().map(|p| p.to_string_lossy().into_owned()),
+                    r.catchup,
+                    r.manual
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    pub fn finish_run(
+        &self,
+        id: i64,
+        ended: DateTime<Utc>,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.state.with(|c| {
+            c.execute(
+                "UPDATE schedule_runs SET ended = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
+                params![id, ms(ended), outcome, error],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Runs left `running` by a daemon that died are marked failed.
+    pub fn close_interrupted(&self, now: DateTime<Utc>) -> Result<usize, StateError> {
+        self.state.with(|c| {
+            c.execute(
+                "UPDATE schedule_runs SET outcome = 'failed', ended = ?1,
+                 error = 'interrupted: the daemon stopped before the run finished'
+                 WHERE outcome = 'running' AND manual = 0",
+                [ms(now)],
+            )
+        })
+    }
+
+    /// The newest runs first, of one job or all.
+    pub fn history(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        self.state.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, job, scheduled, started, ended, outcome, error, log, catchup, manual
+                 FROM schedule_runs WHERE ?1 IS NULL OR job = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![job, limit as i64], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    job: r.get(1)?,
+                    scheduled: time(r.get(2)?),
+                    started: r.get::<_, Option<i64>>(3)?.map(time),
+                    ended: r.get::<_, Option<i64>>(4)?.map(time),
+                    outcome: r.get(5)?,
+                    error: r.get(6)?,
+                    log: r.get::<_, Option<String>>(7)?.map(PathBuf::from),
+                    catchup: r.get(8)?,
+                    manual: r.get(9)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The latest finished (or running) run of `job`, skipped ones excluded.
+    pub fn last_run(&self, job: &str) -> Result<Option<RunRecord>, StateError> {
+        Ok(self
+            .history(Some(job), 50)?
+            .into_iter()
+            .find(|r| r.outcome != "skipped"))
+    }
+}
