@@ -26,7 +26,7 @@ ollama = {}
 ---@field options table? passed through: num_ctx, temperature, num_predict, seed, …
 ---@field keep_alive string|number? how long the model stays loaded ("5m", 0 unloads)
 ---@field on_token fun(chunk: string)? called with each streamed piece as it arrives; may yield
----@field timeout baton.Duration? longest wait for the first byte and between pieces (default: 300s / 120s)
+---@field timeout baton.Duration? longest wait for the first byte and between pieces (default: 120s)
 ---@field check boolean? raise on failure (default: true)
 
 ---@class ollama.GenerateRequest
@@ -37,7 +37,7 @@ ollama = {}
 ---@field options table?
 ---@field keep_alive string|number?
 ---@field on_token fun(chunk: string)?
----@field timeout baton.Duration? (default: 300s to the first byte, 120s between pieces)
+---@field timeout baton.Duration? (default: 120s)
 ---@field check boolean? (default: true)
 
 ---@class ollama.Result

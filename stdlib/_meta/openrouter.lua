@@ -22,7 +22,7 @@ openrouter = {}
 ---@field on_token fun(chunk: string)? called with each streamed piece as it arrives; may yield
 ---@field models string[]? OpenRouter fallback models
 ---@field provider table? OpenRouter provider preferences, passed through
----@field timeout baton.Duration? longest wait for the first byte and between pieces (default: 300s / 120s)
+---@field timeout baton.Duration? longest wait for the first byte and between pieces (default: 120s)
 ---@field check boolean? raise on failure (default: true)
 
 ---@class openrouter.Result

@@ -13,7 +13,7 @@ macro_rules! specs {
     };
 }
 
-specs!(runtime, stdlib_helpers);
+specs!(runtime, stdlib_helpers, llm_api);
 
 fn run_spec(name: &str) {
     let env = Env::new(&format!("spec-{name}"));

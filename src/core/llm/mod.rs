@@ -182,7 +182,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             connect: Duration::from_secs(5),
-            response: Duration::from_secs(300),
+            response: Duration::from_secs(120),
             idle: Duration::from_secs(120),
         }
     }
