@@ -1310,7 +1310,7 @@ async fn lua_route_pick_ask_escalate_accept_and_spend() {
         [
             "Text(\"cheap\")",
             "Text(\"openrouter\")",
-            "Null",
+            &format!("Text({:?})", format!("{}/v1", cloud.url)),
             "Text(\"anthropic/claude-sonnet-4.5\")",
             "Text(\"ok\")",
             "Text(\"provider\")"

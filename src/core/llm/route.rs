@@ -379,7 +379,11 @@ impl Router {
                 task: Some(spec.kind.clone()),
                 tier: Some(t.name.clone()),
                 provider: t.provider.name().to_string(),
-                host: t.host.clone(),
+                // The fleet host for Ollama; the endpoint (`openrouter` or its base URL) for the cloud.
+                host: t
+                    .host
+                    .clone()
+                    .or_else(|| Some(self.openai.name().to_string())),
                 model: model.clone(),
                 cost_source: "unknown".into(),
                 sent: false,
@@ -441,7 +445,9 @@ impl Router {
                         .map(|c| {
                             // Local models are free unless the fleet prices the tier (power, hardware).
                             let (cost, source) = match t.price {
-                                Some(p) => (openai::price_of(p, c.tokens_in, c.tokens_out), "pricing"),
+                                Some(p) => {
+                                    (openai::price_of(p, c.tokens_in, c.tokens_out), "pricing")
+                                }
                                 None => (0.0, "unknown"),
                             };
                             (c.text, c.tokens_in, c.tokens_out, cost, source)
