@@ -85,7 +85,12 @@ fn now(_: &Lua, (): ()) -> mlua::Result<f64> {
 /// `baton.sleep(dur)`.
 async fn sleep(_: Lua, d: Value) -> mlua::Result<()> {
     let d = conv::duration_arg("baton.sleep", 1, "dur", &d)?;
-    tokio::time::sleep(d).await;
+    if d.is_zero() {
+        // Zero means "let other coroutines run", not "wait for the timer's next 1 ms tick".
+        tokio::task::yield_now().await;
+    } else {
+        tokio::time::sleep(d).await;
+    }
     Ok(())
 }
 

@@ -148,6 +148,19 @@ pub fn opts<T: DeserializeOwned + Default>(
         Value::Table(t) => t,
         other => return Err(arg_error(func, pos, "options", "a table", &other)),
     };
+    let de_options = mlua::serde::de::Options::new().deny_unsupported_types(true);
+    // Fast path (every call pays it): no callbacks to take apart and no positional entries, so the caller's
+    // table is decoded as it is, without a copy or path tracking. Anything wrong takes the slow path below,
+    // which names the offending key.
+    let has_callbacks = fn_keys
+        .iter()
+        .any(|k| !matches!(t.raw_get::<Value>(*k), Ok(Value::Nil)));
+    if !has_callbacks && t.raw_len() == 0 {
+        let de = mlua::serde::Deserializer::new_with_options(Value::Table(t.clone()), de_options);
+        if let Ok(parsed) = T::deserialize(de) {
+            return Ok((parsed, Callbacks::default()));
+        }
+    }
     let mut callbacks = Callbacks::default();
     let plain = lua.create_table()?;
     for pair in t.pairs::<Value, Value>() {
@@ -177,10 +190,7 @@ pub fn opts<T: DeserializeOwned + Default>(
             plain.raw_set(k, val)?;
         }
     }
-    let de = mlua::serde::Deserializer::new_with_options(
-        Value::Table(plain),
-        mlua::serde::de::Options::new().deny_unsupported_types(true),
-    );
+    let de = mlua::serde::Deserializer::new_with_options(Value::Table(plain), de_options);
     let parsed: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let msg = crate::core::schema::describe(&e, "options");
         let msg = if msg.starts_with("options") {
@@ -311,6 +321,23 @@ pub fn hook<A: mlua::IntoLuaMulti + 'static>(
                 .map_err(|e| crate::lua::split_error(&e).0)
         })
     }
+}
+
+/// Runs `fut` as its own task on the current `LocalSet` and waits for it. The calling coroutine is then
+/// resumed once, when the work is done, instead of at every wake-up of a chatty future (an HTTP stream
+/// wakes for each chunk). Dropping the wait (a cancelled or timed-out call) aborts the task.
+pub async fn offload<T: 'static>(fut: impl Future<Output = T> + 'static) -> mlua::Result<T> {
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let handle = tokio::task::spawn_local(fut);
+    let _guard = AbortOnDrop(handle.abort_handle());
+    handle
+        .await
+        .map_err(|e| fail(format!("internal task failed: {e}")))
 }
 
 /// An operation's result: the value, or its failure raised; with `check = false` the failure comes back as

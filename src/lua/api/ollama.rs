@@ -173,16 +173,20 @@ async fn complete<A: IntoCall>(lua: Lua, func: &'static str, req: Value) -> mlua
     let (a, mut cbs) = request::<A>(&lua, func, req, &["on_token"])?;
     let (common, call) = a.into_call();
     let (client, ep) = target(&lua, func, common.host.as_deref())?;
-    let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
-    let cb = on_token
-        .as_mut()
-        .map(|f| f as crate::core::llm::OnToken<'_>);
+    let on_token = cbs.take("on_token").map(conv::hook::<String>);
     let wait = common.timeout.map(|d| d.0);
-    // Boxed: the request's state is large, and mlua moves the call's future around.
-    let out = match &call {
-        Call::Chat(r) => Box::pin(client.chat(&ep, r, wait, cb)).await,
-        Call::Generate(r) => Box::pin(client.generate(&ep, r, wait, cb)).await,
-    };
+    // Its own task: the coroutine wakes once per call, not once per streamed line.
+    let out = conv::offload(async move {
+        let mut on_token = on_token;
+        let cb = on_token
+            .as_mut()
+            .map(|f| f as crate::core::llm::OnToken<'_>);
+        match &call {
+            Call::Chat(r) => client.chat(&ep, r, wait, cb).await,
+            Call::Generate(r) => client.generate(&ep, r, wait, cb).await,
+        }
+    })
+    .await?;
     finish(&lua, func, common.check, out)
 }
 

@@ -51,7 +51,6 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     let (a, mut cbs) = conv::opts::<Option<ChatArgs>>(&lua, F, 1, req, &["on_token"])?;
     let a = a.ok_or_else(|| conv::fail(format!("{F}: argument 1 (request) must be a table")))?;
     let llm = llm(&lua);
-    let client = llm.openai();
     let price = llm.price_of(&a.model);
     let r = ChatRequest {
         model: a.model,
@@ -61,10 +60,15 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
         models: a.models,
         provider: a.provider,
     };
-    let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
-    let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
-    // Boxed: the request's state is large, and mlua moves the call's future around.
-    let out = Box::pin(client.chat(&r, price, a.timeout.map(|d| d.0), cb)).await;
+    let on_token = cbs.take("on_token").map(conv::hook::<String>);
+    let timeout = a.timeout.map(|d| d.0);
+    // Its own task: the coroutine wakes once per call, not once per streamed chunk.
+    let out = conv::offload(async move {
+        let mut on_token = on_token;
+        let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
+        llm.openai().chat(&r, price, timeout, cb).await
+    })
+    .await?;
     let out = match out {
         Ok(c) => Ok(conv::to_lua(&lua, &c)?),
         Err(e) => Err(e.raised_by(F)),
