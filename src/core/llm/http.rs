@@ -8,6 +8,9 @@ use super::{ErrorKind, Retry, Timeouts};
 
 /// A reqwest client with a connect timeout; per-request limits are applied around each step.
 pub fn client(timeouts: &Timeouts) -> reqwest::Client {
+    // reqwest is built without a default crypto provider; the first client installs ring (a second call,
+    // or a provider installed by the embedding program, is fine).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(timeouts.connect)
         .pool_idle_timeout(Duration::from_secs(60))
