@@ -28,6 +28,8 @@ const TOKENS: usize = 200_000;
 fn main() {
     // SAFETY: set before any other thread exists.
     unsafe { std::env::set_var(KEY_ENV, "sk-bench-not-a-real-key") };
+    // reqwest is built without a default TLS provider; the plain baseline client needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (url, _stub_thread) = start_stub();
     let dir = std::env::temp_dir().join(format!("baton-bench-llm-{}", std::process::id()));
     let fleet = Arc::new(

@@ -51,13 +51,14 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> i32 {
         args: Vec::new(),
     };
     crate::cli::block_on(async move {
-        let lua = match lua::new_runtime(ctx) {
-            Ok(lua) => lua,
-            Err(e) => {
-                eprintln!("baton: {}", lua::format_error(&e));
-                return 1;
-            }
-        };
+        let lua =
+            match lua::new_runtime(ctx).and_then(|lua| lua::load_all_globals(&lua).map(|()| lua)) {
+                Ok(lua) => lua,
+                Err(e) => {
+                    eprintln!("baton: {}", lua::format_error(&e));
+                    return 1;
+                }
+            };
         let (event_tx, mut events) = mpsc::unbounded_channel();
         let (completion_tx, mut completions) = mpsc::unbounded_channel();
         let (next_tx, next_rx) = std_mpsc::channel::<Next>();

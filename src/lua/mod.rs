@@ -68,13 +68,50 @@ pub fn new_runtime(ctx: Ctx) -> mlua::Result<Lua> {
     install_exit(&lua)?;
     install_error_tostring(&lua)?;
     api::baton::register(&lua)?;
-    api::ollama::register(&lua)?;
-    api::openrouter::register(&lua)?;
-    api::route::register(&lua)?;
-    api::ssh::register(&lua)?;
-    api::sync::register(&lua)?;
-    api::schedule::register(&lua)?;
+    install_lazy_globals(&lua)?;
     Ok(lua)
+}
+
+/// The module globals, each registered the first time a script names it: a playbook that never touches
+/// `ssh` does not pay for building it (most of start-up is creating async functions).
+type Register = fn(&Lua) -> mlua::Result<()>;
+
+const LAZY_GLOBALS: &[(&str, Register)] = &[
+    ("ollama", api::ollama::register),
+    ("openrouter", api::openrouter::register),
+    ("route", api::route::register),
+    ("ssh", api::ssh::register),
+    ("sync", api::sync::register),
+    ("schedule", api::schedule::register),
+];
+
+fn install_lazy_globals(lua: &Lua) -> mlua::Result<()> {
+    let loaders = lua.create_table()?;
+    for (name, register) in LAZY_GLOBALS {
+        loaders.raw_set(*name, lua.create_function(move |lua, ()| register(lua))?)?;
+    }
+    lua.load(
+        r#"local loaders = ...
+        setmetatable(_G, { __index = function(_, name)
+          local load = loaders[name]
+          if load then
+            loaders[name] = nil
+            load()
+            return rawget(_G, name)
+          end
+        end })"#,
+    )
+    .set_name("=baton.globals")
+    .call::<()>(loaders)
+}
+
+/// Registers every module global now (the REPL does, so Tab completion sees them all).
+pub fn load_all_globals(lua: &Lua) -> mlua::Result<()> {
+    let globals = lua.globals();
+    for (name, _) in LAZY_GLOBALS {
+        globals.get::<Value>(*name)?;
+    }
+    Ok(())
 }
 
 /// The `Ctx` of a runtime built by [`new_runtime`].

@@ -121,4 +121,14 @@ t.it("durations, env, json and the read-only fleet", function()
   t.raises("read-only", function() baton.fleet.hosts = {} end)
 end)
 
+t.it("module globals are built on first use and behave like plain globals", function()
+  t.eq(rawget(_G, "sync"), nil, "not built before use")
+  t.eq(type(sync.push), "function")
+  t.truthy(rawget(_G, "sync"), "built after first use")
+  t.eq(surely_undefined_global, nil)
+  for _, name in ipairs({ "ollama", "openrouter", "route", "ssh", "schedule" }) do
+    t.eq(type(_G[name]), "table", name)
+  end
+end)
+
 t.done()
