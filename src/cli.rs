@@ -541,15 +541,7 @@ fn write_stubs(dir: &Path) -> Result<usize, String> {
         .entry("diagnostics.globals")
         .or_insert_with(|| serde_json::json!([]));
     if let Some(list) = globals.as_array_mut() {
-        for g in [
-            "baton",
-            "ollama",
-            "openrouter",
-            "route",
-            "ssh",
-            "sync",
-            "schedule",
-        ] {
+        for g in lua::global_names() {
             if !list.iter().any(|v| v == g) {
                 list.push(g.into());
             }

@@ -105,6 +105,11 @@ fn install_lazy_globals(lua: &Lua) -> mlua::Result<()> {
     .call::<()>(loaders)
 }
 
+/// Every API global: `baton` and the module globals.
+pub fn global_names() -> impl Iterator<Item = &'static str> {
+    std::iter::once("baton").chain(LAZY_GLOBALS.iter().map(|(name, _)| *name))
+}
+
 /// Registers every module global now (the REPL does, so Tab completion sees them all).
 pub fn load_all_globals(lua: &Lua) -> mlua::Result<()> {
     let globals = lua.globals();

@@ -4,15 +4,9 @@ use std::collections::BTreeSet;
 
 use crate::common::Env;
 
-const GLOBALS: &[&str] = &[
-    "baton",
-    "ollama",
-    "openrouter",
-    "route",
-    "ssh",
-    "sync",
-    "schedule",
-];
+fn globals() -> Vec<&'static str> {
+    baton::lua::global_names().collect()
+}
 
 fn registered() -> BTreeSet<String> {
     let env = Env::new("stubs");
@@ -32,7 +26,7 @@ fn registered() -> BTreeSet<String> {
         for _, g in ipairs({{ {} }}) do
           if type(_G[g]) == "table" then walk(_G[g], g) end
         end"#,
-        GLOBALS
+        globals()
             .iter()
             .map(|g| format!("{g:?}"))
             .collect::<Vec<_>>()
@@ -58,7 +52,7 @@ fn declared() -> BTreeSet<String> {
             };
             let name = rest.split('(').next().unwrap().trim();
             // `function Task:wait()` documents a handle method, not a table function.
-            if !name.contains(':') && GLOBALS.iter().any(|g| name.starts_with(&format!("{g}."))) {
+            if !name.contains(':') && globals().iter().any(|g| name.starts_with(&format!("{g}."))) {
                 names.insert(name.to_string());
             }
         }

@@ -308,6 +308,11 @@ pub fn service<T: Clone + 'static>(lua: &Lua, init: impl FnOnce(&crate::lua::Ctx
     s
 }
 
+/// The remote-host service shared by `ssh` and `sync` (one ssh master per host for the whole runtime).
+pub fn remote(lua: &Lua) -> std::sync::Arc<crate::core::remote::Remote> {
+    service(lua, |_| crate::core::remote::Shared::default()).get(&crate::lua::ctx(lua).fleet)
+}
+
 /// A Lua function as a core hook (`on_token`, `on_alert`, …): called with `A` as it happens, may yield;
 /// a Lua error stops the operation and its message is kept.
 pub fn hook<A: mlua::IntoLuaMulti + 'static>(

@@ -3,7 +3,6 @@
 //! first use.
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 use mlua::{AnyUserData, Lua, Table, UserData, UserDataFields, UserDataMethods, Value};
@@ -13,12 +12,9 @@ use super::conv;
 use crate::core::duration::Dur;
 use crate::core::process::Spec;
 use crate::core::remote::jobs::{self, Job, Status};
-use crate::core::remote::{Remote, RemoteError, Shared};
+use crate::core::remote::{Remote, RemoteError};
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
-    if lua.app_data_ref::<Shared>().is_none() {
-        lua.set_app_data(Shared::default());
-    }
     let ssh = lua.create_table()?;
     ssh.set("run", lua.create_async_function(run)?)?;
     ssh.set("spawn", lua.create_async_function(spawn)?)?;
@@ -27,15 +23,6 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     ssh.set("wait_online", lua.create_async_function(wait_online)?)?;
     ssh.set("each", lua.create_async_function(each)?)?;
     lua.globals().set("ssh", ssh)
-}
-
-/// The shared remote service (masters stay open across calls; they close when the runtime is dropped).
-fn remote(lua: &Lua) -> Arc<Remote> {
-    let shared = lua
-        .app_data_ref::<Shared>()
-        .map(|s| s.clone())
-        .unwrap_or_default();
-    shared.get(&crate::lua::ctx(lua).fleet)
 }
 
 /// `ssh.run(brain): cause`; misuse (unknown host, bad env name) raises even with `check = false`.
@@ -72,7 +59,7 @@ async fn run(lua: Lua, (host, cmd, opts): (Value, Value, Value)) -> mlua::Result
     let cmd = conv::cmd(F, 2, &cmd)?;
     let (mut opts, mut cbs) = conv::opts::<conv::ProcessOpts>(&lua, F, 3, opts, &["on_line"])?;
     let spec = opts.spec();
-    let r = remote(&lua);
+    let r = conv::remote(&lua);
     let out = conv::with_lines(cbs.take("on_line"), |sink| r.run(&host, &cmd, &spec, sink)).await?;
     let out = match out {
         Ok(out) => out,
@@ -109,7 +96,7 @@ async fn spawn(lua: Lua, (host, cmd, opts): (Value, Value, Value)) -> mlua::Resu
         ..Spec::default()
     };
     let state = crate::lua::ctx(&lua).state.clone();
-    let job = jobs::spawn(&remote(&lua), &state, &host, &cmd, &spec)
+    let job = jobs::spawn(&conv::remote(&lua), &state, &host, &cmd, &spec)
         .await
         .map_err(|e| conv::fail(format!("{F}({host}): {e}")))?;
     lua.create_userdata(JobHandle(RefCell::new(job)))
@@ -140,7 +127,7 @@ impl JobHandle {
     ) -> mlua::Result<T> {
         let mut job = self.snapshot();
         let state = crate::lua::ctx(lua).state.clone();
-        let result = op(&remote(lua), &state, &mut job).await;
+        let result = op(&conv::remote(lua), &state, &mut job).await;
         let label = format!("job:{method}({} on {})", job.id, job.host);
         *self.0.borrow_mut() = job;
         result.map_err(|e| conv::fail(format!("{label}: {e}")))
@@ -273,7 +260,7 @@ async fn online(lua: Lua, (host, opts): (Value, Value)) -> mlua::Result<bool> {
     const F: &str = "ssh.online";
     let host = conv::string(F, 1, "host", &host)?;
     let (opts, _) = conv::opts::<OnlineOpts>(&lua, F, 2, opts, &[])?;
-    remote(&lua)
+    conv::remote(&lua)
         .online(&host, opts.timeout.0)
         .await
         .map_err(|e| conv::fail(format!("{F}({host}): {e}")))
@@ -310,7 +297,7 @@ async fn wait_online(lua: Lua, (host, opts): (Value, Value)) -> mlua::Result<()>
     const F: &str = "ssh.wait_online";
     let host = conv::string(F, 1, "host", &host)?;
     let (opts, _) = conv::opts::<WaitOnlineOpts>(&lua, F, 2, opts, &[])?;
-    remote(&lua)
+    conv::remote(&lua)
         .wait_online(
             &host,
             opts.timeout.0,

@@ -1,7 +1,6 @@
 //! The `sync` global: rsync push/pull over the fleet's ssh masters, and git sync (issue 5). The remote
 //! service (and so the ssh masters) is the one `ssh` uses, kept in app data and created on first use.
 use std::io::IsTerminal;
-use std::sync::Arc;
 
 use mlua::{Lua, Table, Value};
 use tokio::sync::mpsc;
@@ -9,26 +8,14 @@ use tokio::sync::mpsc;
 use super::conv;
 use crate::core::remote::git::{self, GitOpts};
 use crate::core::remote::rsync::{self, Endpoint, Progress, SyncOpts, SyncResult};
-use crate::core::remote::{Remote, Shared};
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
-    if lua.app_data_ref::<Shared>().is_none() {
-        lua.set_app_data(Shared::default());
-    }
     let sync = lua.create_table()?;
     sync.set("push", lua.create_async_function(push)?)?;
     sync.set("pull", lua.create_async_function(pull)?)?;
     sync.set("git", lua.create_async_function(git_local)?)?;
     sync.set("git_remote", lua.create_async_function(git_remote)?)?;
     lua.globals().set("sync", sync)
-}
-
-fn remote(lua: &Lua) -> Arc<Remote> {
-    let shared = lua
-        .app_data_ref::<Shared>()
-        .map(|s| s.clone())
-        .unwrap_or_default();
-    shared.get(&crate::lua::ctx(lua).fleet)
 }
 
 /// A `"host:path"` argument.
@@ -79,7 +66,7 @@ async fn transfer(
     let (host, path) = host_path(func, host_pos, &target)?;
     let (opts, mut cbs) = conv::opts::<SyncOpts>(&lua, func, 3, opts, &["on_progress"])?;
     let on_progress = cbs.take("on_progress");
-    let r = remote(&lua);
+    let r = conv::remote(&lua);
     let fail = |e| conv::fail(format!("{func}({host}): {e}"));
     let far = Endpoint::remote(&r, &host, &path).map_err(fail)?;
     let near = Endpoint::Local(crate::core::remote::expand_home(&local));
@@ -158,7 +145,7 @@ async fn git_steps(
 ) -> mlua::Result<Table> {
     let repo = conv::string(func, repo_pos, "repo_path", &repo)?;
     let (opts, _) = conv::opts::<GitOpts>(&lua, func, repo_pos + 1, opts, &[])?;
-    let res = git::sync(&remote(&lua), &host, &repo, &opts)
+    let res = git::sync(&conv::remote(&lua), &host, &repo, &opts)
         .await
         .map_err(|e| conv::fail(format!("{func}({host}): {e}")))?;
     let t = lua.create_table_with_capacity(0, 4)?;
