@@ -505,16 +505,19 @@ fn jobs(fleet: Arc<Fleet>, prune: bool) -> i32 {
     0
 }
 
-/// Writes `DIR/.baton/meta/*.lua` (the embedded LuaLS stubs) and a `.luarc.json` pointing at them. An
+/// Writes `DIR/.baton/meta/` (the embedded LuaLS stubs and stdlib modules) and a `.luarc.json` pointing at it. An
 /// existing `.luarc.json` is kept and only gains the library entry.
 fn write_stubs(dir: &Path) -> Result<usize, String> {
+    // The globals' stubs go to `.baton/meta/`, the stdlib modules (annotated sources) to
+    // `.baton/meta/baton/`, where the editor resolves `require("baton.args")`.
     let meta = dir.join(".baton/meta");
-    std::fs::create_dir_all(&meta).map_err(|e| format!("{}: {e}", meta.display()))?;
     let mut n = 0;
-    for (file, body) in crate::lua::stdlib::stubs() {
-        let name = file.trim_start_matches("_meta/");
-        std::fs::write(meta.join(name), body)
-            .map_err(|e| format!("{}: {e}", meta.join(name).display()))?;
+    for (file, body) in crate::lua::stdlib::FILES {
+        let target = meta.join(file.trim_start_matches("_meta/"));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&target, body).map_err(|e| format!("{}: {e}", target.display()))?;
         n += 1;
     }
     let rc = dir.join(".luarc.json");

@@ -19,14 +19,6 @@ pub fn find(name: &str) -> Option<(String, &'static str)> {
         })
 }
 
-/// The LuaLS stub files (`_meta/*.lua`).
-pub fn stubs() -> impl Iterator<Item = (&'static str, &'static str)> {
-    FILES
-        .iter()
-        .filter(|(f, _)| f.starts_with("_meta/"))
-        .copied()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +54,6 @@ mod tests {
         assert_eq!(find("baton.test").unwrap().0, "stdlib/baton/test.lua");
         assert!(find("_meta.baton").is_none());
         assert!(find("baton.nope").is_none());
-        assert!(stubs().any(|(f, _)| f == "_meta/baton.lua"));
+        assert!(FILES.iter().any(|(f, _)| *f == "_meta/baton.lua"));
     }
 }

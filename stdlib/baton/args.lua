@@ -10,6 +10,9 @@ local function key(name) return (name:gsub("-", "_")) end
 
 --- Parses `list` (default `baton.args`). `spec.flags`: names that take no value; `spec.options`: name →
 --- how many values it takes. `--` ends options. Unknown `--names` raise an error naming the usage.
+---@param list string[]? (default: baton.args)
+---@param spec {flags: string[]?, options: table<string, integer>?, usage: string?}?
+---@return table parsed positionals at [1..n], flags as true, options as a string or a list (dashes become underscores)
 function M.parse(list, spec)
   list = list or baton.args
   spec = spec or {}

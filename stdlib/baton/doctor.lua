@@ -16,6 +16,7 @@ local function sorted_keys(t)
 end
 
 --- Runs every check; returns the list of rows.
+---@return {check: string, status: "ok"|"FAIL"|"skip", detail: string, fix: string?}[]
 function M.checks()
   local fleet, paths, rows = baton.fleet, baton._paths(), {}
 
@@ -143,6 +144,8 @@ function M.checks()
 end
 
 --- Prints the checklist (`--json` for JSON); returns the exit code: 1 when a check failed.
+---@param argv string[]
+---@return integer exit_code
 function M.main(argv)
   local a = args.parse(argv, { flags = { "json" }, usage = "baton doctor [--json]" })
   local rows = M.checks()

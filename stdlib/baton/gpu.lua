@@ -20,6 +20,9 @@ local function num(s)
 end
 
 --- `{ {index, uuid, name, memory_used_mb, memory_total_mb, utilization, processes = {}} … }`.
+---@param gpus_csv string output of `M.NVIDIA_GPUS`
+---@param apps_csv string? output of `M.NVIDIA_APPS`
+---@return {index: integer, uuid: string, name: string, memory_used_mb: number?, memory_total_mb: number?, utilization: number?, processes: {pid: integer, name: string, memory_mb: number?}[]}[]
 function M.parse_nvidia(gpus_csv, apps_csv)
   local gpus, by_uuid = {}, {}
   for line in gpus_csv:gmatch("[^\r\n]+") do
@@ -46,6 +49,9 @@ end
 
 --- `{ {name, unified = true, memory_total_mb, memory_used_mb, utilization = nil, processes = {}} }` from the
 --- output of `M.APPLE`. Used = active + wired + compressed pages.
+---@param text string output of `M.APPLE`
+---@return {index: integer, name: string, unified: true, memory_total_mb: integer, memory_used_mb: integer, processes: table}[]? gpus
+---@return string? err why the output could not be read
 function M.parse_apple(text)
   local head, vm = text:match("^(.-)\n%-%-%-\n(.*)$")
   if not head then return nil, "unexpected output: " .. text:sub(1, 200) end

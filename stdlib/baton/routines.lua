@@ -53,6 +53,7 @@ end
 
 --- Where the routines file is looked for when no path is given: `$BATON_ROUTINES`, else `routines.lua` next
 --- to the fleet file (or in `$XDG_CONFIG_HOME/baton/` with the built-in fleet).
+---@return string
 function M.default_path()
   local env = baton.env("BATON_ROUTINES")
   if env and env ~= "" then return env end
@@ -67,6 +68,8 @@ end
 
 --- Loads and checks the routines file (`path`, else `M.default_path()`). Unknown keys are errors. Returns
 --- `{repos = { {name, path, branch, url, ci_path, test, timeout}… } sorted by name, ci = {…}, gpu = {…}, file}`.
+---@param path string? (default: M.default_path())
+---@return {repos: {name: string, path: string?, branch: string, url: string?, ci_path: string, test: string?, timeout: string}[], ci: {host: string?, dir: string, tail: integer}, gpu: table?, file: string}
 function M.load(path)
   local file = path or M.default_path()
   local chunk, err = loadfile(file, "t")
@@ -105,6 +108,8 @@ local function fleet_names()
 end
 
 --- The fleet hosts that have `role`, sorted by name.
+---@param role string
+---@return string[]
 function M.with_role(role)
   local out = {}
   for _, name in ipairs(fleet_names()) do
@@ -115,6 +120,9 @@ end
 
 --- The host to use for `role`: `override` when given (it must be a fleet host, or `local`), else the one
 --- fleet host with that role. Raises naming the role and the fix when there is none or several.
+---@param role string?
+---@param override string? a fleet host name, or "local"
+---@return string host
 function M.host(role, override)
   if override then
     if override ~= "local" and not baton.fleet.hosts[override] then
@@ -135,11 +143,15 @@ end
 -- ---------------------------------------------------------------------------------------------------------
 
 --- `s` quoted for a POSIX shell.
+---@param s any
+---@return string
 function M.quote(s)
   return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
 end
 
 --- A path for a POSIX shell: quoted, with a leading `~/` kept as `"$HOME"/…` so it still expands.
+---@param p string
+---@return string
 function M.path(p)
   local rest = p:match("^~/(.*)$")
   if rest then return '"$HOME"/' .. M.quote(rest) end
@@ -148,6 +160,8 @@ function M.path(p)
 end
 
 --- A local path with a leading `~/` expanded to `$HOME`.
+---@param p string
+---@return string
 function M.expand(p)
   local rest = p:match("^~/(.*)$")
   if rest then return (baton.env("HOME") or "") .. "/" .. rest end
@@ -156,6 +170,12 @@ end
 
 --- Runs `git -C path ARGS…` on `host` (`local` for this machine). Returns the result (`check = false`:
 --- look at `ok`); trimmed stdout as a second value.
+---@param host string fleet host, or "local"
+---@param path string
+---@param args string[] git arguments
+---@param opts baton.ExecOpts?
+---@return baton.Result result
+---@return string stdout trimmed
 function M.git(host, path, args, opts)
   -- argv words are not expanded by a shell: `~/` is this machine's home locally, the login folder remotely.
   local h = baton.fleet.hosts[host]
@@ -177,6 +197,10 @@ end
 
 --- Merges `rev` into the checked-out branch of `path` on `host`. On a conflict the merge is aborted (the
 --- tree is left as it was) and an error lists the conflicting files.
+---@param host string
+---@param path string
+---@param rev string
+---@param message string?
 function M.merge(host, path, rev, message)
   local r = M.git(host, path, { "merge", "--no-edit", "-m", message or ("Merge " .. rev), rev }, { check = false })
   if r.ok then return end
@@ -195,11 +219,13 @@ end
 -- ---------------------------------------------------------------------------------------------------------
 
 --- The timestamp used for run folders: `20261121-023000`.
+---@return string
 function M.stamp()
   return os.date("%Y%m%d-%H%M%S")
 end
 
 --- The log folder of one CI run of `repo` (under the routines `ci.dir`).
+---@return string
 function M.ci_logdir(cfg, repo, stamp)
   return ("%s/logs/%s/%s"):format(cfg.ci.dir, repo.name, stamp)
 end
@@ -228,6 +254,7 @@ M.seconds = seconds
 --- `commit`, `test.log`, `result` (`pass`, `fail (exit N)`, `timeout after Ns`, `error: …`). It also points
 --- `<ci.dir>/logs/<repo>/latest` at the run and appends `stamp repo commit result` to `<ci.dir>/results.tsv`.
 --- Exits with the test's code (3 when the checkout failed).
+---@return string script a POSIX shell script
 function M.ci_script(cfg, repo, stamp)
   local D = M.path(M.ci_logdir(cfg, repo, stamp))
   local P = M.path(repo.ci_path)
@@ -256,6 +283,8 @@ function M.ci_script(cfg, repo, stamp)
 end
 
 --- The repos of `cfg` that CI can run (they have a `test` command), restricted to `names` when given.
+---@param names string[]?
+---@return table[] repos
 function M.ci_repos(cfg, names)
   local out, wanted = {}, nil
   if names and #names > 0 then

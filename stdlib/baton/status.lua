@@ -8,6 +8,7 @@ local M = {}
 local LOAD = "cat /proc/loadavg 2>/dev/null || sysctl -n vm.loadavg 2>/dev/null"
 
 --- Everything the report shows, as data.
+---@return {hosts: table[], schedule: {name: string, next: string?, last: string?}[], schedule_error: string?, spend: {month: number, budget: number?, fraction: number?}}
 function M.collect()
   local fleet, paths = baton.fleet, baton._paths()
   local names = {}
@@ -73,6 +74,8 @@ function M.collect()
   }
 end
 
+---@param argv string[]
+---@return integer exit_code
 function M.main(argv)
   local a = args.parse(argv, { flags = { "json" }, usage = "baton status [--json]" })
   local s = M.collect()

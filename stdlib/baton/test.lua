@@ -13,6 +13,9 @@ local function show(v)
 end
 
 --- Raises unless `actual == expected`.
+---@param actual any
+---@param expected any
+---@param what string? what is compared, for the message
 function M.eq(actual, expected, what)
   if actual ~= expected then
     error(string.format("%sexpected %s, got %s", what and (what .. ": ") or "", show(expected), show(actual)), 2)
@@ -20,6 +23,10 @@ function M.eq(actual, expected, what)
 end
 
 --- Raises unless `v` is truthy.
+---@generic T
+---@param v T
+---@param what string?
+---@return T
 function M.truthy(v, what)
   if not v then
     error((what or "expected a truthy value") .. ", got " .. show(v), 2)
@@ -28,6 +35,9 @@ function M.truthy(v, what)
 end
 
 --- Runs `fn(...)`, raises unless it fails; returns the error text. With `needle`, the text must contain it.
+---@param needle string? text the error must contain
+---@param fn fun(...): any
+---@return string err the error text
 function M.raises(needle, fn, ...)
   local ok, err = pcall(fn, ...)
   if ok then
@@ -41,6 +51,8 @@ function M.raises(needle, fn, ...)
 end
 
 --- Runs one named case; a failure is reported and counted, and the next case still runs.
+---@param name string
+---@param fn fun()
 function M.it(name, fn)
   local ok, err = pcall(fn)
   if ok then

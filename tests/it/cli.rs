@@ -324,6 +324,11 @@ fn completions_and_stubs() {
     .unwrap();
     let out = env.baton(&["stubs", dir.to_str().unwrap()]);
     out.ok();
+    let module = std::fs::read_to_string(dir.join(".baton/meta/baton/args.lua")).unwrap();
+    assert!(
+        module.contains("---@param list string[]?"),
+        "stdlib modules are written with their annotations"
+    );
     let stub = std::fs::read_to_string(dir.join(".baton/meta/baton.lua")).unwrap();
     assert!(stub.starts_with("---@meta") && stub.contains("function baton.exec("));
     let rc: serde_json::Value =
