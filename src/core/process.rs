@@ -211,6 +211,22 @@ where
     Ok((out?, err?, status?))
 }
 
+/// Output piped, stdin piped only when `spec` has input, and the child killed if its handle is dropped:
+/// how every runner (local or over ssh) starts a process.
+pub fn piped<'a>(
+    cmd: &'a mut tokio::process::Command,
+    spec: &Spec,
+) -> &'a mut tokio::process::Command {
+    cmd.stdin(if spec.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true)
+}
+
 /// Kills the process group when dropped unless disarmed: a cancelled or timed-out run leaves nothing behind.
 struct GroupGuard {
     pgid: Option<i32>,
@@ -243,17 +259,7 @@ pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Outpu
         }
     };
     let mut command = tokio::process::Command::new(&program);
-    command
-        .args(&args)
-        .stdin(if spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    piped(command.args(&args), spec).process_group(0);
     if let Some(cwd) = &spec.cwd {
         command.current_dir(cwd);
     }

@@ -121,17 +121,8 @@ impl Master {
     ) -> Result<Exec, RemoteError> {
         let _permit = self.slot().await;
         let started = Instant::now();
-        let mut child = self
-            .client()
-            .arg(script)
-            .stdin(if spec.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
+        let mut client = self.client();
+        let mut child = crate::core::process::piped(client.arg(script), spec)
             .spawn()
             .map_err(|source| ProcessError::Spawn {
                 program: "ssh".into(),

@@ -198,7 +198,7 @@ fn spawn(lua: &Lua, (f, args): (Value, MultiValue)) -> mlua::Result<AnyUserData>
 #[serde(deny_unknown_fields)]
 struct GatherOpts {
     limit: Option<usize>,
-    #[serde(default = "yes")]
+    #[serde(default = "conv::yes")]
     check: bool,
 }
 
@@ -209,10 +209,6 @@ impl Default for GatherOpts {
             check: true,
         }
     }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// `baton.gather(list [, {limit, check}])`: runs functions (and awaits tasks) concurrently, results in order.

@@ -223,11 +223,12 @@ pub struct ProcessOpts {
     pub env: std::collections::BTreeMap<String, String>,
     pub stdin: Option<String>,
     pub timeout: Option<crate::core::duration::Dur>,
-    #[serde(default = "default_check")]
+    #[serde(default = "yes")]
     pub check: bool,
 }
 
-fn default_check() -> bool {
+/// `#[serde(default = "conv::yes")]`: options such as `check` that are on unless turned off.
+pub fn yes() -> bool {
     true
 }
 
@@ -311,6 +312,16 @@ pub fn service<T: Clone + 'static>(lua: &Lua, init: impl FnOnce(&crate::lua::Ctx
 /// The remote-host service shared by `ssh` and `sync` (one ssh master per host for the whole runtime).
 pub fn remote(lua: &Lua) -> std::sync::Arc<crate::core::remote::Remote> {
     service(lua, |_| crate::core::remote::Shared::default()).get(&crate::lua::ctx(lua).fleet)
+}
+
+/// The LLM services shared by `ollama`, `openrouter` and `route` (clients, limiter, router, ledger).
+pub fn llm(lua: &Lua) -> std::sync::Arc<crate::core::llm::Llm> {
+    service(lua, |ctx| {
+        std::sync::Arc::new(crate::core::llm::Llm::new(
+            ctx.fleet.clone(),
+            ctx.state.clone(),
+        ))
+    })
 }
 
 /// A Lua function as a core hook (`on_token`, `on_alert`, …): called with `A` as it happens, may yield;

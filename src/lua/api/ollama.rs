@@ -1,5 +1,4 @@
 //! The `ollama` global: Ollama's native API through `core::llm::ollama`.
-use std::sync::Arc;
 
 use mlua::{Lua, Table, Value};
 use serde::Deserialize;
@@ -7,7 +6,7 @@ use serde::Deserialize;
 use super::conv;
 use crate::core::duration::Dur;
 use crate::core::llm::ollama::{self, ChatRequest, Endpoint, GenerateRequest, Ollama, Progress};
-use crate::core::llm::{Llm, LlmError, Message};
+use crate::core::llm::{LlmError, Message};
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     let t = lua.create_table()?;
@@ -36,16 +35,9 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     lua.globals().set("ollama", t)
 }
 
-/// The shared LLM services (built on first use).
-fn llm(lua: &Lua) -> Arc<Llm> {
-    conv::service(lua, |ctx| {
-        Arc::new(Llm::new(ctx.fleet.clone(), ctx.state.clone()))
-    })
-}
-
 /// The client and the endpoint `host` names (fleet host, URL, or the default).
 fn target(lua: &Lua, func: &str, host: Option<&str>) -> mlua::Result<(Ollama, Endpoint)> {
-    let llm = llm(lua);
+    let llm = conv::llm(lua);
     let ep = ollama::resolve(llm.fleet(), host).map_err(|e| fail(func, e))?;
     Ok((llm.ollama().clone(), ep))
 }
@@ -69,10 +61,6 @@ fn finish<T: serde::Serialize>(
     conv::checked(lua, check, r)
 }
 
-fn yes() -> bool {
-    true
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChatArgs {
@@ -83,7 +71,7 @@ struct ChatArgs {
     options: Option<serde_json::Value>,
     keep_alive: Option<serde_json::Value>,
     timeout: Option<Dur>,
-    #[serde(default = "yes")]
+    #[serde(default = "conv::yes")]
     check: bool,
 }
 
@@ -97,7 +85,7 @@ struct GenerateArgs {
     options: Option<serde_json::Value>,
     keep_alive: Option<serde_json::Value>,
     timeout: Option<Dur>,
-    #[serde(default = "yes")]
+    #[serde(default = "conv::yes")]
     check: bool,
 }
 

@@ -1,6 +1,5 @@
 //! The `openrouter` global: OpenAI-compatible chat completions, models and credits through
 //! `core::llm::openai`.
-use std::sync::Arc;
 
 use mlua::{Lua, Table, Value};
 use serde::Deserialize;
@@ -8,7 +7,7 @@ use serde::Deserialize;
 use super::conv;
 use crate::core::duration::Dur;
 use crate::core::llm::openai::ChatRequest;
-use crate::core::llm::{Llm, Message, OnToken};
+use crate::core::llm::{Message, OnToken};
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     let t = lua.create_table()?;
@@ -16,17 +15,6 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     t.set("models", lua.create_async_function(models)?)?;
     t.set("credits", lua.create_async_function(credits)?)?;
     lua.globals().set("openrouter", t)
-}
-
-/// The shared LLM services (built on first use).
-fn llm(lua: &Lua) -> Arc<Llm> {
-    conv::service(lua, |ctx| {
-        Arc::new(Llm::new(ctx.fleet.clone(), ctx.state.clone()))
-    })
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Deserialize)]
@@ -39,7 +27,7 @@ struct ChatArgs {
     models: Option<Vec<String>>,
     provider: Option<serde_json::Value>,
     timeout: Option<Dur>,
-    #[serde(default = "yes")]
+    #[serde(default = "conv::yes")]
     check: bool,
 }
 
@@ -50,7 +38,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     conv::table(F, 1, "request", &req)?;
     let (a, mut cbs) = conv::opts::<Option<ChatArgs>>(&lua, F, 1, req, &["on_token"])?;
     let a = a.ok_or_else(|| conv::fail(format!("{F}: argument 1 (request) must be a table")))?;
-    let llm = llm(&lua);
+    let llm = conv::llm(&lua);
     let price = llm.price_of(&a.model);
     let r = ChatRequest {
         model: a.model,
@@ -78,7 +66,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
 
 /// `openrouter.models()` → the list of models with pricing.
 async fn models(lua: Lua, (): ()) -> mlua::Result<Value> {
-    let llm = llm(&lua);
+    let llm = conv::llm(&lua);
     let list = llm
         .openai()
         .models()
@@ -89,7 +77,7 @@ async fn models(lua: Lua, (): ()) -> mlua::Result<Value> {
 
 /// `openrouter.credits()` → `{limit, usage, remaining}` (USD; `limit`/`remaining` nil when unlimited).
 async fn credits(lua: Lua, (): ()) -> mlua::Result<Table> {
-    let llm = llm(&lua);
+    let llm = conv::llm(&lua);
     let c = llm
         .openai()
         .credits()

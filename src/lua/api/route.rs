@@ -1,6 +1,5 @@
 //! The `route` global: task → tier → model with escalation, budget and the cost ledger, through
 //! `core::llm::route`.
-use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use serde::Deserialize;
@@ -8,7 +7,7 @@ use serde::Deserialize;
 use super::conv;
 use crate::core::llm::ledger::{Alert, GroupBy, Period};
 use crate::core::llm::route::{Answer, AskOptions, Hooks, RouteError, TaskSpec, Verdict};
-use crate::core::llm::{Llm, LocalFuture, Message, OnToken};
+use crate::core::llm::{LocalFuture, Message, OnToken};
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     let t = lua.create_table()?;
@@ -16,13 +15,6 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     t.set("ask", lua.create_async_function(ask)?)?;
     t.set("spend", lua.create_async_function(spend)?)?;
     lua.globals().set("route", t)
-}
-
-/// The shared LLM services (built on first use).
-fn llm(lua: &Lua) -> Arc<Llm> {
-    conv::service(lua, |ctx| {
-        Arc::new(Llm::new(ctx.fleet.clone(), ctx.state.clone()))
-    })
 }
 
 #[derive(Default, Deserialize)]
@@ -64,7 +56,7 @@ fn route_error(func: &str, spec: &TaskSpec, e: RouteError) -> mlua::Error {
 fn pick(lua: &Lua, task: Value) -> mlua::Result<Table> {
     const F: &str = "route.pick";
     let spec = task_spec(lua, F, task)?;
-    let llm = llm(lua);
+    let llm = conv::llm(lua);
     let p = llm
         .router()
         .pick(&spec)
@@ -115,7 +107,7 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
         accept: accept.as_mut().map(|f| f as _),
         on_alert: Some(&mut on_alert),
     };
-    let llm = llm(&lua);
+    let llm = conv::llm(&lua);
     let answer = llm
         .router()
         .ask(&spec, messages, &options, &mut hooks)
@@ -215,7 +207,7 @@ async fn spend(lua: Lua, opts: Value) -> mlua::Result<Value> {
             o.by
         ))
     })?;
-    let llm = llm(&lua);
+    let llm = conv::llm(&lua);
     let ledger = llm.router().ledger().clone();
     let rows = tokio::task::spawn_blocking(move || ledger.spend(period, by))
         .await

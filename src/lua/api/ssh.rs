@@ -48,10 +48,6 @@ fn failure(
     Ok(t)
 }
 
-fn yes() -> bool {
-    true
-}
-
 /// `ssh.run(host, cmd [, opts])` → `{ok, code, signal, stdout, stderr, duration, host}`.
 async fn run(lua: Lua, (host, cmd, opts): (Value, Value, Value)) -> mlua::Result<Table> {
     const F: &str = "ssh.run";
@@ -312,7 +308,7 @@ async fn wait_online(lua: Lua, (host, opts): (Value, Value)) -> mlua::Result<()>
 struct EachOpts {
     #[serde(default = "eight")]
     limit: usize,
-    #[serde(default = "yes")]
+    #[serde(default = "conv::yes")]
     check: bool,
 }
 
