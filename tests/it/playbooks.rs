@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Env, Out, output_within};
+use crate::common::{Env, Out, git, output_within, write};
 use crate::llm_server::{self, Reply, Stub, refused_url};
 use crate::sshd::{SshFleet, require};
 
@@ -23,31 +23,6 @@ fn run(env: &Env, name: &str, args: &[&str]) -> Out {
     let mut cmd = env.cmd();
     cmd.arg("run").arg(script(name)).args(args);
     tokio::task::block_in_place(|| output_within(cmd, Duration::from_secs(90)))
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} in {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn write(root: &Path, files: &[(&str, &str)]) {
-    for (rel, content) in files {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
 }
 
 fn read(p: impl AsRef<Path>) -> String {

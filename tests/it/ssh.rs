@@ -270,26 +270,7 @@ fn fifty_concurrent_runs_share_one_master() {
 fn connection_errors_name_the_cause() {
     let mut fleet = SshFleet::start(2);
     // h1's known_hosts entry gets h0's key: a host key mismatch.
-    let known = std::fs::read_to_string(&fleet.known_hosts).unwrap();
-    let h0_key: String = known
-        .lines()
-        .next()
-        .unwrap()
-        .split_once(' ')
-        .unwrap()
-        .1
-        .to_string();
-    let known: String = known
-        .lines()
-        .map(|l| {
-            if l.starts_with("h1 ") {
-                format!("h1 {h0_key}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    std::fs::write(&fleet.known_hosts, known).unwrap();
+    fleet.give_host_key_of_h0("h1");
     fleet.stop_host(0);
     rt().block_on(async {
         let r = remote(
@@ -654,26 +635,7 @@ fn lua_wait_online_each_and_host_key_mismatch() {
     fleet.start_host(0);
     fleet.start_host(1);
     // h2's known_hosts entry gets h0's key.
-    let known = std::fs::read_to_string(&fleet.known_hosts).unwrap();
-    let h0_key = known
-        .lines()
-        .next()
-        .unwrap()
-        .split_once(' ')
-        .unwrap()
-        .1
-        .to_string();
-    let known: String = known
-        .lines()
-        .map(|l| {
-            if l.starts_with("h2 ") {
-                format!("h2 {h0_key}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    std::fs::write(&fleet.known_hosts, known).unwrap();
+    fleet.give_host_key_of_h0("h2");
     let env = lua_env(&fleet, "ssh-online");
     let script = env.dir.write(
         "t.lua",

@@ -237,6 +237,30 @@ impl SshFleet {
         }
     }
 
+    /// Rewrites `host`'s known_hosts entry with h0's key, so connecting to `host` is a host key mismatch.
+    pub fn give_host_key_of_h0(&self, host: &str) {
+        let known = std::fs::read_to_string(&self.known_hosts).unwrap();
+        let h0_key = known
+            .lines()
+            .next()
+            .unwrap()
+            .split_once(' ')
+            .unwrap()
+            .1
+            .to_string();
+        let known: String = known
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{host} ")) {
+                    format!("{host} {h0_key}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&self.known_hosts, known).unwrap();
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.hosts.iter().map(|h| h.name.clone()).collect()
     }

@@ -4,7 +4,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{Env, Out};
+use crate::common::{Env, Out, git, write};
 use crate::sshd::{SshFleet, require};
 
 /// A hash of a whole tree: every path, its kind and its content (`.baton-backup/` included).
@@ -28,14 +28,6 @@ fn tree_hash(root: &Path) -> u64 {
     let mut h = DefaultHasher::new();
     walk(root, root, &mut h);
     h.finish()
-}
-
-fn write(root: &Path, files: &[(&str, &str)]) {
-    for (rel, content) in files {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, content).unwrap();
-    }
 }
 
 fn env(fleet: &SshFleet, name: &str) -> Env {
@@ -374,22 +366,6 @@ fn hostile_names_and_a_large_tree() {
     out.ok();
     assert_eq!(out.stdout, "0\t0\n", "{}", out.stderr);
     assert_eq!(tree_hash(&big), tree_hash(&bigdst));
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A bare `origin` with one commit on `main`, and `n` clones with an identity configured.
