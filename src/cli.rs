@@ -240,39 +240,8 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 }
 
 fn run(cli: &Cli, file: &Path, args: Vec<String>) -> i32 {
-    with_fleet(cli, |fleet| {
-        let ctx = Ctx {
-            fleet,
-            state: default_state(),
-            script: file.display().to_string(),
-            args,
-        };
-        block_on(async {
-            let lua = match lua::new_runtime(ctx) {
-                Ok(lua) => lua,
-                Err(e) => {
-                    eprintln!("baton: {}", lua::format_error(&e));
-                    return 1;
-                }
-            };
-            let result = tokio::select! {
-                r = lua::run_file(&lua, file) => r,
-                _ = tokio::signal::ctrl_c() => {
-                    eprintln!("baton: interrupted");
-                    return 130;
-                }
-            };
-            match result {
-                Ok(()) => 0,
-                Err(e) => match lua::exit_code(&e) {
-                    Some(code) => code,
-                    None => {
-                        eprintln!("{}", lua::format_error(&e));
-                        1
-                    }
-                },
-            }
-        })
+    run_lua(cli, file.display().to_string(), args, |lua, _| async move {
+        lua::run_file(&lua, file).await.map(|()| 0)
     })
 }
 
@@ -283,33 +252,55 @@ fn run_module(cli: &Cli, module: &str, json: bool) -> i32 {
     } else {
         Vec::new()
     };
+    run_lua(
+        cli,
+        format!("baton {module}"),
+        args,
+        |lua, args| async move {
+            let main: mlua::Function = lua
+                .load(format!("return require({module:?}).main"))
+                .eval()?;
+            let code = main
+                .call_async::<Option<i32>>(lua.create_sequence_from(args)?)
+                .await?;
+            Ok(code.unwrap_or(0))
+        },
+    )
+}
+
+/// Loads the fleet, builds a runtime for `script` with `args` and drives `body` to an exit code: Ctrl-C
+/// gives 130, `os.exit(n)` gives n, an error is printed as `file:line: message` with its traceback and
+/// gives 1.
+fn run_lua<F, Fut>(cli: &Cli, script: String, args: Vec<String>, body: F) -> i32
+where
+    F: FnOnce(mlua::Lua, Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = mlua::Result<i32>>,
+{
     with_fleet(cli, |fleet| {
         let ctx = Ctx {
             fleet,
             state: default_state(),
-            script: format!("baton {module}"),
+            script,
             args: args.clone(),
         };
         block_on(async {
-            let result = async {
+            let work = async {
                 let lua = lua::new_runtime(ctx)?;
-                let main: mlua::Function = lua
-                    .load(format!("return require({module:?}).main"))
-                    .eval()?;
-                main.call_async::<Option<i32>>(lua.create_sequence_from(args)?)
-                    .await
+                body(lua, args).await
             };
             let result = tokio::select! {
-                r = result => r,
-                _ = tokio::signal::ctrl_c() => return 130,
+                r = work => r,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("baton: interrupted");
+                    return 130;
+                }
             };
-            match result {
-                Ok(code) => code.unwrap_or(0),
-                Err(e) => {
+            result.unwrap_or_else(|e| {
+                lua::exit_code(&e).unwrap_or_else(|| {
                     eprintln!("{}", lua::format_error(&e));
                     1
-                }
-            }
+                })
+            })
         })
     })
 }
