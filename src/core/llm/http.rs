@@ -1,10 +1,16 @@
 //! What the Ollama and OpenAI-compatible clients share: one reqwest client, timeouts on every step,
 //! retries with backoff that honour `Retry-After`, and line framing of streamed bodies with an idle timeout.
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 
 use super::{ErrorKind, Retry, Timeouts};
+
+/// `content-type: application/json`.
+pub const JSON: reqwest::header::HeaderValue =
+    reqwest::header::HeaderValue::from_static("application/json");
 
 /// A reqwest client with a connect timeout; per-request limits are applied around each step.
 pub fn client(timeouts: &Timeouts) -> reqwest::Client {
@@ -165,9 +171,38 @@ impl Lines {
     /// Reads what is left of the body (the chunked terminator after a final message), so the connection
     /// goes back to the pool instead of being closed. Bounded in size and time: a body that keeps going is
     /// dropped (and its connection closed) rather than waited on.
+    ///
+    /// The end normally arrives with the final message, and the connection task hands it over after one
+    /// turn of the scheduler. That turn is waited without a timer: arming a timer earlier than the runtime's
+    /// next one wakes its driver, a system call on every request.
     pub async fn drain(mut self) {
+        let mut left = 64 * 1024;
+        let mut spare_turns = 1;
+        let ended = std::future::poll_fn(|cx| {
+            loop {
+                let next = std::pin::pin!(self.resp.chunk());
+                match next.poll(cx) {
+                    Poll::Ready(Ok(Some(chunk))) => {
+                        left -= chunk.len().min(left);
+                        if left == 0 {
+                            return Poll::Ready(true);
+                        }
+                    }
+                    Poll::Ready(_) => return Poll::Ready(true),
+                    Poll::Pending if spare_turns > 0 => {
+                        spare_turns -= 1;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Poll::Pending => return Poll::Ready(false),
+                }
+            }
+        })
+        .await;
+        if ended {
+            return;
+        }
         let rest = async {
-            let mut left = 64 * 1024;
             while let Ok(Some(chunk)) = next_chunk(&mut self.resp, self.idle).await {
                 left -= chunk.len().min(left);
                 if left == 0 {
@@ -181,7 +216,7 @@ impl Lines {
     /// The next line, `Ok(None)` at a clean end of the body. A connection lost mid-body is `Truncated`.
     pub async fn next(&mut self) -> Result<Option<&[u8]>, ErrorKind> {
         loop {
-            if let Some(pos) = self.buf[self.start..].iter().position(|&b| b == b'\n') {
+            if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.start..]) {
                 let (s, e) = (self.start, self.start + pos);
                 self.start = e + 1;
                 let line = &self.buf[s..e];

@@ -74,14 +74,16 @@ pub struct Credits {
     pub remaining: Option<f64>,
 }
 
+/// One streamed event. Strings borrow from the event's bytes (they are copied only when they hold escapes),
+/// so a chunk costs one small allocation (its `choices`) however long its text.
 #[derive(Debug, Default, Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    choices: Vec<Choice>,
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    id: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    model: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    choices: Vec<Choice<'a>>,
     #[serde(default)]
     usage: Option<Usage>,
     #[serde(default)]
@@ -89,17 +91,43 @@ struct Chunk {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct Choice {
-    #[serde(default)]
-    delta: Option<Delta>,
-    #[serde(default)]
-    finish_reason: Option<String>,
+struct Choice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct Delta {
-    #[serde(default)]
-    content: Option<String>,
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Text<'a>>,
+}
+
+/// A JSON string borrowed from the input when it has no escapes, else owned.
+#[derive(Debug, Default)]
+struct Text<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
+                Ok(Text(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
+                Ok(Text(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +153,11 @@ struct ApiError {
 pub struct OpenAi {
     http: reqwest::Client,
     base_url: String,
+    /// `{base_url}/chat/completions`, parsed once (`None` if the base URL does not parse: each call then
+    /// fails with reqwest's own message).
+    chat_url: Option<reqwest::Url>,
+    /// `Bearer <key>`, marked sensitive (its `Debug` prints `Sensitive`).
+    auth: Option<reqwest::header::HeaderValue>,
     name: String,
     key: Option<Secret>,
     key_env: String,
@@ -149,8 +182,18 @@ impl OpenAi {
         } else {
             base_url.clone()
         };
+        let auth = key.as_ref().map(|k| {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", k.expose()))
+                .unwrap_or_else(|_| {
+                    reqwest::header::HeaderValue::from_static("Bearer invalid-key")
+                });
+            v.set_sensitive(true);
+            v
+        });
         OpenAi {
             http: http::client(&timeouts),
+            chat_url: reqwest::Url::parse(&format!("{base_url}/chat/completions")).ok(),
+            auth,
             base_url,
             name,
             key,
@@ -206,12 +249,17 @@ impl OpenAi {
         let key = self.key(Some(model))?;
         let err = |kind| LlmError::new(&self.name, Some(model), kind);
         let timeouts = wait.map_or(self.timeouts, |w| self.timeouts.with_wait(w));
-        let body = http::streamed(req, true);
+        let body = bytes::Bytes::from(http::streamed(req, true));
         let started = Instant::now();
-        let url = format!("{}/chat/completions", self.base_url);
         let build = || {
-            self.request(self.http.post(&url), key)
-                .header("content-type", "application/json")
+            let post = match &self.chat_url {
+                Some(url) => self.http.post(url.clone()),
+                None => self
+                    .http
+                    .post(format!("{}/chat/completions", self.base_url)),
+            };
+            self.authorized(post)
+                .header(reqwest::header::CONTENT_TYPE, http::JSON)
                 .body(body.clone())
         };
         let resp = http::send(build, &timeouts, &self.retry)
@@ -230,7 +278,8 @@ impl OpenAi {
             finish_reason: None,
         };
         let mut usage: Option<Usage> = None;
-        let mut data = String::new();
+        // The `data:` lines of the current event, joined by newlines.
+        let mut data: Vec<u8> = Vec::with_capacity(1024);
         loop {
             // One SSE event: `data:` lines up to a blank line; `:` lines are comments.
             match lines.next().await.map_err(err)? {
@@ -238,11 +287,9 @@ impl OpenAi {
                 Some(l) => {
                     if let Some(rest) = l.strip_prefix(b"data:") {
                         if !data.is_empty() {
-                            data.push('\n');
+                            data.push(b'\n');
                         }
-                        data.push_str(&String::from_utf8_lossy(
-                            rest.strip_prefix(b" ").unwrap_or(rest),
-                        ));
+                        data.extend_from_slice(rest.strip_prefix(b" ").unwrap_or(rest));
                     }
                     continue;
                 }
@@ -252,44 +299,50 @@ impl OpenAi {
             if data.is_empty() {
                 continue;
             }
-            if data.trim() == "[DONE]" {
+            if data.trim_ascii() == b"[DONE]" {
                 lines.drain().await;
                 break;
             }
-            let chunk: Chunk = serde_json::from_str(&data).map_err(|e| {
+            // One validation of the whole event, then a parse that borrows its strings.
+            let parsed = std::str::from_utf8(&data)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str::<Chunk>(text).map_err(|e| e.to_string()));
+            let chunk = parsed.map_err(|e| {
                 err(ErrorKind::Protocol(format!(
                     "{e} in {}",
-                    http::snippet(data.as_bytes())
+                    http::snippet(&data)
                 )))
             })?;
-            data.clear();
             if let Some(e) = chunk.error {
                 return Err(err(ErrorKind::Server(key.scrub(&api_error_text(&e)))));
             }
             if let Some(id) = chunk.id.filter(|_| out.id.is_empty()) {
-                out.id = id;
+                out.id = id.0.into_owned();
             }
-            if let Some(m) = chunk.model {
-                out.model = m;
+            if let Some(m) = chunk.model.filter(|m| m.0 != out.model) {
+                out.model = m.0.into_owned();
             }
             for choice in chunk.choices {
                 if let Some(piece) = choice
                     .delta
                     .and_then(|d| d.content)
-                    .filter(|c| !c.is_empty())
+                    .filter(|c| !c.0.is_empty())
                 {
-                    out.text.push_str(&piece);
+                    out.text.push_str(&piece.0);
                     if let Some(cb) = on_token.as_mut() {
-                        cb(piece).await.map_err(|e| err(ErrorKind::Callback(e)))?;
+                        cb(piece.0.into_owned())
+                            .await
+                            .map_err(|e| err(ErrorKind::Callback(e)))?;
                     }
                 }
-                if choice.finish_reason.is_some() {
-                    out.finish_reason = choice.finish_reason;
+                if let Some(reason) = choice.finish_reason {
+                    out.finish_reason = Some(reason.0.into_owned());
                 }
             }
             if chunk.usage.is_some() {
                 usage = chunk.usage;
             }
+            data.clear();
         }
         out.duration = started.elapsed().as_secs_f64();
         if let Some(u) = usage {
@@ -336,7 +389,7 @@ impl OpenAi {
         let err = |kind| LlmError::new(&self.name, None, kind);
         let url = format!("{}{path}", self.base_url);
         let build = || match key {
-            Some(k) => self.request(self.http.get(&url), k),
+            Some(_) => self.authorized(self.http.get(&url)),
             None => self.http.get(&url),
         };
         let resp = http::send(build, &self.timeouts, &self.retry)
@@ -345,12 +398,16 @@ impl OpenAi {
         http::read_json(resp, &self.timeouts).await.map_err(err)
     }
 
-    fn request(&self, rb: reqwest::RequestBuilder, key: &Secret) -> reqwest::RequestBuilder {
-        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer invalid-key"));
-        auth.set_sensitive(true);
-        rb.header(reqwest::header::AUTHORIZATION, auth)
-            .header("X-Title", "baton")
+    /// The key and the title header (callers have checked that there is a key).
+    fn authorized(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let rb = match &self.auth {
+            Some(auth) => rb.header(reqwest::header::AUTHORIZATION, auth.clone()),
+            None => rb,
+        };
+        rb.header(
+            "X-Title",
+            reqwest::header::HeaderValue::from_static("baton"),
+        )
     }
 
     /// `{"error": {"message", "code"}}` → a kind; 402 says "insufficient credits"; the key is scrubbed.

@@ -203,6 +203,86 @@ pub fn opts<T: DeserializeOwned + Default>(
     Ok((parsed, callbacks))
 }
 
+/// Walks a request table's string keys, calling `f(key, value)` for each, for bindings on a hot path that
+/// decode without serde. `false` when the table has positional entries or a non-string key, or when `f`
+/// returns `None`: the caller then takes the serde path, which words the error.
+pub fn fields(t: &Table, mut f: impl FnMut(&[u8], Value) -> Option<()>) -> bool {
+    let mut ok = true;
+    let walked = t.for_each::<Value, Value>(|k, v| {
+        ok = match &k {
+            Value::String(s) => f(&s.as_bytes(), v).is_some(),
+            _ => false,
+        };
+        // Stop at the first miss: an error ends the walk.
+        if ok {
+            Ok(())
+        } else {
+            Err(mlua::Error::runtime(""))
+        }
+    });
+    ok && walked.is_ok()
+}
+
+/// A sequence `{v1, v2, …}` decoded item by item without serde (`None`: a hole, another key, or an item `f`
+/// rejects).
+pub fn list<T>(t: &Table, mut f: impl FnMut(Value) -> Option<T>) -> Option<Vec<T>> {
+    let mut out = Vec::new();
+    let walked = t.for_each::<Value, Value>(|k, v| {
+        let item = match k {
+            Value::Integer(i) if i == out.len() as i64 + 1 => f(v),
+            _ => None,
+        };
+        match item {
+            Some(item) => {
+                out.push(item);
+                Ok(())
+            }
+            None => Err(mlua::Error::runtime("")),
+        }
+    });
+    walked.ok().map(|()| out)
+}
+
+/// A list of strings, decoded without serde.
+pub fn strings(t: &Table) -> Option<Vec<String>> {
+    list(t, |v| match v {
+        Value::String(s) => Some(s.to_str().ok()?.to_string()),
+        _ => None,
+    })
+}
+
+/// A list of `{role, content, images?}` messages, decoded without serde.
+pub fn messages(t: &Table) -> Option<Vec<crate::core::llm::Message>> {
+    list(t, |v| {
+        let Value::Table(m) = v else { return None };
+        let (mut role, mut content, mut images) = (None, None, None);
+        let ok = fields(&m, |key, v| {
+            match (key, v) {
+                (b"role", Value::String(s)) => role = Some(s.to_str().ok()?.to_string()),
+                (b"content", Value::String(s)) => content = Some(s.to_str().ok()?.to_string()),
+                (b"images", Value::Table(l)) => images = Some(strings(&l)?),
+                _ => return None,
+            }
+            Some(())
+        });
+        ok.then_some(())?;
+        Some(crate::core::llm::Message {
+            role: role?,
+            content: content?,
+            images,
+        })
+    })
+}
+
+/// An integer, also from a float with no fractional part.
+pub fn integer(v: &Value) -> Option<i64> {
+    match *v {
+        Value::Integer(i) => Some(i),
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 9e15 => Some(n as i64),
+        _ => None,
+    }
+}
+
 /// Any serde value to Lua (tables for structs and maps, `nil` for `None`).
 pub fn to_lua<T: serde::Serialize + ?Sized>(lua: &Lua, v: &T) -> mlua::Result<Value> {
     lua.to_value_with(
@@ -337,23 +417,6 @@ pub fn hook<A: mlua::IntoLuaMulti + 'static>(
                 .map_err(|e| crate::lua::split_error(&e).0)
         })
     }
-}
-
-/// Runs `fut` as its own task on the current `LocalSet` and waits for it. The calling coroutine is then
-/// resumed once, when the work is done, instead of at every wake-up of a chatty future (an HTTP stream
-/// wakes for each chunk). Dropping the wait (a cancelled or timed-out call) aborts the task.
-pub async fn offload<T: 'static>(fut: impl Future<Output = T> + 'static) -> mlua::Result<T> {
-    struct AbortOnDrop(tokio::task::AbortHandle);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let handle = tokio::task::spawn_local(fut);
-    let _guard = AbortOnDrop(handle.abort_handle());
-    handle
-        .await
-        .map_err(|e| fail(format!("internal task failed: {e}")))
 }
 
 /// An operation's result: the value, or its failure raised; with `check = false` the failure comes back as

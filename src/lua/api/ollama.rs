@@ -163,18 +163,14 @@ async fn complete<A: IntoCall>(lua: Lua, func: &'static str, req: Value) -> mlua
     let (client, ep) = target(&lua, func, common.host.as_deref())?;
     let on_token = cbs.take("on_token").map(conv::hook::<String>);
     let wait = common.timeout.map(|d| d.0);
-    // Its own task: the coroutine wakes once per call, not once per streamed line.
-    let out = conv::offload(async move {
-        let mut on_token = on_token;
-        let cb = on_token
-            .as_mut()
-            .map(|f| f as crate::core::llm::OnToken<'_>);
-        match &call {
-            Call::Chat(r) => client.chat(&ep, r, wait, cb).await,
-            Call::Generate(r) => client.generate(&ep, r, wait, cb).await,
-        }
-    })
-    .await?;
+    let mut on_token = on_token;
+    let cb = on_token
+        .as_mut()
+        .map(|f| f as crate::core::llm::OnToken<'_>);
+    let out = match &call {
+        Call::Chat(r) => client.chat(&ep, r, wait, cb).await,
+        Call::Generate(r) => client.generate(&ep, r, wait, cb).await,
+    };
     finish(&lua, func, common.check, out)
 }
 
