@@ -6,7 +6,8 @@
 //! - streamed tokens delivered to a Lua `on_token` per second (target ≥ 200 000).
 //!
 //! The stub runs on its own thread and runtime; Lua runs the way `baton run` drives it (current-thread
-//! runtime with a `LocalSet`).
+//! runtime with a `LocalSet`). `BATON_BENCH_PIN=same` runs both threads on CPU 0 (each request's cost is
+//! then CPU only), `BATON_BENCH_PIN=split` pins them to CPUs 0 and 1; unset, the scheduler places them.
 #[path = "../tests/it/llm_server.rs"]
 mod llm_server;
 
@@ -30,7 +31,17 @@ fn main() {
     unsafe { std::env::set_var(KEY_ENV, "sk-bench-not-a-real-key") };
     // reqwest is built without a default TLS provider; the plain baseline client needs one installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (url, _stub_thread) = start_stub();
+    // BATON_BENCH_PIN=split|same pins this thread to CPU 0 and the stub's thread to CPU 1 (or 0).
+    let pin = std::env::var("BATON_BENCH_PIN").unwrap_or_default();
+    let stub_cpu = match pin.as_str() {
+        "split" => Some(1),
+        "same" => Some(0),
+        _ => None,
+    };
+    if stub_cpu.is_some() {
+        pin_to(0);
+    }
+    let (url, _stub_thread) = start_stub(stub_cpu);
     let dir = std::env::temp_dir().join(format!("baton-bench-llm-{}", std::process::id()));
     let fleet = Arc::new(
         Fleet::from_deserializer(serde_json::json!({
@@ -241,7 +252,7 @@ fn verdict(ok: bool) -> &'static str {
 
 /// The stub: `bench/model` answers at once, `slow` after 200 ms (so all concurrent calls overlap), `many`
 /// streams `TOKENS` one-byte tokens.
-fn start_stub() -> (String, std::thread::JoinHandle<()>) {
+fn start_stub(cpu: Option<usize>) -> (String, std::thread::JoinHandle<()>) {
     let quick = llm_server::sse(
         "bench/model",
         &["Hello", " from", " the", " stub"],
@@ -254,6 +265,11 @@ fn start_stub() -> (String, std::thread::JoinHandle<()>) {
     let handle = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
+            .on_thread_start(move || {
+                if let Some(cpu) = cpu {
+                    pin_to(cpu);
+                }
+            })
             .enable_all()
             .build()
             .unwrap();
@@ -283,4 +299,14 @@ fn rss_mb(field: &str) -> f64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Pins the calling thread to one CPU.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; the set is passed by pointer with its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }

@@ -1429,3 +1429,84 @@ async fn lua_two_processes_share_one_budget() {
     assert!(spent <= 10.0 + 1e-9, "spent ${spent} of $10");
     assert_eq!((ok, cloud.count()), (10, 10));
 }
+
+/// `openrouter.chat` decodes the usual request straight off the Lua stack and leaves anything else to
+/// serde: both must send the same JSON, and mistakes must be worded by the serde path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_openrouter_requests_decode_the_same_on_both_paths() {
+    let body = llm_server::sse("m", &["ok"], 1, 1, Some(0.0));
+    let stub = Stub::start(move |_, _| Reply::sse(body.clone(), 64)).await;
+    let env = Env::new("lua-or-decode")
+        .with_fleet(&fleet_lua(&refused_url().await, &stub.url, None, 15.0))
+        .var("OPENROUTER_API_KEY", KEY);
+    let (_env, out) = run_lua(env, r#"
+        local msgs = { { role = "system", content = "be brief" },
+                       { role = "user", content = "é \"q\"\n", images = { "aGk=" } } }
+        local base = { model = "m", messages = msgs, max_tokens = 16, temperature = 0.5,
+                       models = { "a", "b" }, timeout = "30s", check = true }
+        local function with(extra)
+          local t = {}
+          for k, v in pairs(base) do t[k] = v end
+          for k, v in pairs(extra) do t[k] = v end
+          return t
+        end
+        -- fast path; serde path through provider; serde path through on_token; a list filled backwards
+        print(openrouter.chat(base).text)
+        print(openrouter.chat(with{ provider = { order = { "x" } } }).text)
+        print(openrouter.chat(with{ on_token = function() end }).text)
+        local backwards = {}
+        backwards[2] = msgs[2]
+        backwards[1] = msgs[1]
+        print(openrouter.chat(with{ messages = backwards }).text)
+        for _, bad in ipairs{
+          with{ tempature = 1 },
+          with{ max_tokens = "many" },
+          with{ max_tokens = 16.0 },
+          with{ messages = { { role = "user", content = "x", name = "n" } } },
+          with{ messages = { "just text" } },
+          with{ check = "yes" },
+          { messages = msgs },
+        } do
+          local ok, err = pcall(openrouter.chat, bad)
+          print(ok, err)
+        end
+    "#).await;
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(&lines[..4], ["ok", "ok", "ok", "ok"], "{}", out.stdout);
+    let sent: Vec<serde_json::Value> = stub.requests().iter().map(|r| r.json()).collect();
+    assert_eq!(sent.len(), 4, "{}", out.stdout);
+    for (i, req) in sent.iter().enumerate() {
+        assert_eq!(
+            req["messages"],
+            json!([{"role": "system", "content": "be brief"},
+                   {"role": "user", "content": "é \"q\"\n", "images": ["aGk="]}]),
+            "request {i}"
+        );
+        assert_eq!(
+            (&req["max_tokens"], &req["temperature"], &req["models"]),
+            (&json!(16), &json!(0.5), &json!(["a", "b"])),
+            "request {i}"
+        );
+    }
+    assert_eq!(sent[1]["provider"], json!({"order": ["x"]}));
+    assert!(sent[0].get("provider").is_none());
+    // Every mistake is refused before anything is sent, in the serde path's words.
+    let errors = &lines[4..];
+    assert_eq!(errors.len(), 7, "{}", out.stdout);
+    let expect = [
+        "tempature",
+        "max_tokens",
+        "max_tokens",
+        "name",
+        "messages",
+        "check",
+        "model",
+    ];
+    for (line, word) in errors.iter().zip(expect) {
+        assert!(
+            line.starts_with("false\t") && line.contains("openrouter.chat") && line.contains(word),
+            "{line} should name {word}"
+        );
+    }
+}

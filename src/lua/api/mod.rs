@@ -2,6 +2,7 @@
 //! contents. Binding files never import each other: shared conversion helpers live in `conv`.
 pub mod baton;
 pub mod conv;
+pub mod fast;
 pub mod ollama;
 pub mod openrouter;
 pub mod route;

@@ -1,11 +1,12 @@
 //! The `openrouter` global: OpenAI-compatible chat completions, models and credits through
 //! `core::llm::openai`.
 
-use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
+use mlua::{Lua, Table, Value};
 use serde::Deserialize;
 
 use super::conv;
-use crate::core::duration::Dur;
+use super::fast::{self, Item, Out};
+use crate::core::duration::{self, Dur};
 use crate::core::llm::openai::{ChatRequest, Completion};
 use crate::core::llm::{Message, OnToken};
 
@@ -39,7 +40,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     // The common request decodes straight from the table; anything unusual (an unknown key, a wrong type)
     // goes through serde, which words the error.
     let (a, on_token) = match fast_args(&lua, &t) {
-        Some(decoded) => decoded,
+        Some(decoded) => (decoded, None),
         None => {
             let (a, mut cbs) = conv::opts::<Option<ChatArgs>>(&lua, F, 1, req, &["on_token"])?;
             let a =
@@ -70,8 +71,9 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     conv::checked(&lua, a.check, out)
 }
 
-/// The request table decoded without serde, or `None` when it holds anything the serde path should judge.
-fn fast_args(lua: &Lua, t: &Table) -> Option<(ChatArgs, Option<Function>)> {
+/// The request table decoded straight off the Lua stack, or `None` when it holds anything the serde path
+/// should judge (`on_token` and `provider` included: they need handles or serde anyway).
+fn fast_args(lua: &Lua, t: &Table) -> Option<ChatArgs> {
     let mut a = ChatArgs {
         model: String::new(),
         messages: Vec::new(),
@@ -82,44 +84,65 @@ fn fast_args(lua: &Lua, t: &Table) -> Option<(ChatArgs, Option<Function>)> {
         timeout: None,
         check: true,
     };
-    let (mut model, mut messages, mut on_token) = (false, false, None);
-    let ok = conv::fields(t, |key, v| {
-        match (key, v) {
-            (b"model", Value::String(s)) => {
-                a.model = s.to_str().ok()?.to_string();
-                model = true;
-            }
-            (b"messages", Value::Table(list)) => {
-                a.messages = conv::messages(&list)?;
-                messages = true;
-            }
-            (b"max_tokens", v) => a.max_tokens = Some(u32::try_from(conv::integer(&v)?).ok()?),
-            (b"temperature", Value::Integer(i)) => a.temperature = Some(i as f64),
-            (b"temperature", Value::Number(n)) => a.temperature = Some(n),
-            (b"models", Value::Table(list)) => a.models = Some(conv::strings(&list)?),
-            (b"provider", v @ Value::Table(_)) => a.provider = Some(lua.from_value(v).ok()?),
-            (b"timeout", v) => a.timeout = Some(Dur(conv::duration_arg("", 0, "", &v).ok()?)),
-            (b"check", Value::Boolean(b)) => a.check = b,
-            (b"on_token", Value::Function(f)) => on_token = Some(f),
-            _ => return None,
+    let (mut model, mut messages) = (false, false);
+    let ok = fast::walk(lua, t, |state| {
+        // SAFETY: `walk` hands over a state with the request table at the top and room for the walk.
+        unsafe {
+            fast::fields(state, |key| {
+                let v = fast::item(state, -1);
+                let got = match key {
+                    b"model" => v.string().map(|m| a.model = m),
+                    b"messages" if matches!(v, Item::Table) => {
+                        fast::messages(state).map(|m| a.messages = m)
+                    }
+                    b"max_tokens" => v
+                        .integer()
+                        .and_then(|i| u32::try_from(i).ok())
+                        .map(|n| a.max_tokens = Some(n)),
+                    b"temperature" => v.number().map(|n| a.temperature = Some(n)),
+                    b"models" if matches!(v, Item::Table) => {
+                        fast::strings(state).map(|m| a.models = Some(m))
+                    }
+                    b"timeout" => match v {
+                        Item::Str(s) => std::str::from_utf8(s)
+                            .ok()
+                            .and_then(|s| duration::parse(s).ok()),
+                        other => other.number().and_then(|n| duration::from_secs(n).ok()),
+                    }
+                    .map(|d| a.timeout = Some(Dur(d))),
+                    b"check" => match v {
+                        Item::Bool(b) => {
+                            a.check = b;
+                            Some(())
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                model |= key == b"model";
+                messages |= key == b"messages";
+                got.is_some()
+            })
         }
-        Some(())
     });
-    (ok && model && messages).then_some((a, on_token))
+    (ok && model && messages).then_some(a)
 }
 
 /// The result table: `{text, model, id, tokens_in, tokens_out, cost, cost_source, duration}`.
 fn completion(lua: &Lua, c: &Completion) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(0, 9)?;
-    t.raw_set("text", c.text.as_str())?;
-    t.raw_set("model", c.model.as_str())?;
-    t.raw_set("id", c.id.as_str())?;
-    t.raw_set("tokens_in", c.tokens_in)?;
-    t.raw_set("tokens_out", c.tokens_out)?;
-    t.raw_set("cost", c.cost)?;
-    t.raw_set("cost_source", c.cost_source.name())?;
-    t.raw_set("duration", c.duration)?;
-    Ok(t)
+    fast::record(
+        lua,
+        &[
+            ("text", Out::Str(&c.text)),
+            ("model", Out::Str(&c.model)),
+            ("id", Out::Str(&c.id)),
+            ("tokens_in", Out::Int(c.tokens_in as i64)),
+            ("tokens_out", Out::Int(c.tokens_out as i64)),
+            ("cost", Out::Num(c.cost)),
+            ("cost_source", Out::Str(c.cost_source.name())),
+            ("duration", Out::Num(c.duration)),
+        ],
+    )
 }
 
 /// `openrouter.models()` → the list of models with pricing.
