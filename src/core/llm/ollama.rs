@@ -441,7 +441,7 @@ impl Ollama {
         let build = || {
             self.http
                 .post(&url)
-                .header("content-type", "application/json")
+                .header(reqwest::header::CONTENT_TYPE, http::JSON)
                 .body(body.clone())
         };
         http::send(build, timeouts, &self.retry)

@@ -149,17 +149,15 @@ pub unsafe fn messages(state: *mut ffi::lua_State) -> Option<Vec<Message>> {
             let (mut role, mut content, mut images) = (None, None, None);
             let ok = fields(state, |key| {
                 let v = item(state, -1);
-                match key {
-                    b"role" => role = v.string(),
-                    b"content" => content = v.string(),
-                    b"images" if matches!(v, Item::Table) => images = strings(state),
-                    _ => return false,
-                }
-                match key {
-                    b"role" => role.is_some(),
-                    b"content" => content.is_some(),
-                    _ => images.is_some(),
-                }
+                let got = match key {
+                    b"role" => v.string().map(|s| role = Some(s)),
+                    b"content" => v.string().map(|s| content = Some(s)),
+                    b"images" if matches!(v, Item::Table) => {
+                        strings(state).map(|l| images = Some(l))
+                    }
+                    _ => None,
+                };
+                got.is_some()
             });
             match (ok, role, content) {
                 (true, Some(role), Some(content)) => {

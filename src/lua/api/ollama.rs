@@ -161,9 +161,8 @@ async fn complete<A: IntoCall>(lua: Lua, func: &'static str, req: Value) -> mlua
     let (a, mut cbs) = request::<A>(&lua, func, req, &["on_token"])?;
     let (common, call) = a.into_call();
     let (client, ep) = target(&lua, func, common.host.as_deref())?;
-    let on_token = cbs.take("on_token").map(conv::hook::<String>);
+    let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
     let wait = common.timeout.map(|d| d.0);
-    let mut on_token = on_token;
     let cb = on_token
         .as_mut()
         .map(|f| f as crate::core::llm::OnToken<'_>);
