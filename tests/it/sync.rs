@@ -513,3 +513,74 @@ fn git_fast_forward_commit_conflict_and_remote() {
     assert_eq!(git(&b, &["status", "--porcelain"]), "");
     assert!(!b.join(".git/rebase-merge").exists() && !b.join(".git/rebase-apply").exists());
 }
+
+/// Pushes that replace some files and delete others, all backed up, several at a time: rsync's generator
+/// (backing up what it deletes) once raced its receiver (backing up what it replaces) to create the backup
+/// folder, and the push failed with "make_backup failed: File exists" (before the fix, with two busy CPUs,
+/// two runs in three failed here). Every push must succeed and keep every backup.
+#[test]
+fn delete_with_backups_never_races() {
+    const PUSHES: usize = 24;
+    const FILES: usize = 20;
+    let fleet = SshFleet::start(1);
+    let env = env(&fleet, "sync-backup-race");
+    for p in 0..PUSHES {
+        let (src, dst) = (
+            env.dir.join(format!("src{p}")),
+            fleet.hosts[0].home.join(format!("dst{p}")),
+        );
+        for k in 0..FILES {
+            write(&src, &[(format!("f{k}.txt").as_str(), "one, edited")]);
+            std::fs::create_dir_all(src.join(format!("d{k}"))).unwrap();
+            write(
+                &dst,
+                &[
+                    (format!("f{k}.txt").as_str(), "one"),
+                    (format!("d{k}/b.txt").as_str(), "b"),
+                ],
+            );
+        }
+    }
+    let out = lua(
+        &env,
+        &format!(
+            r#"
+            local jobs = {{}}
+            for p = 0, {PUSHES} - 1 do
+              jobs[#jobs + 1] = function()
+                return sync.push({:?} .. "/src" .. p, "h0:" .. {:?} .. "/dst" .. p, {{delete = true}})
+              end
+            end
+            local results = baton.gather(jobs, {{check = false, limit = 8}})
+            for p, r in ipairs(results) do
+              print(p - 1, r.ok, r.ok and #r.value.changes or r.err)
+            end"#,
+            env.dir.path().display().to_string(),
+            fleet.hosts[0].home.display().to_string()
+        ),
+    );
+    out.ok();
+    let expected: String = (0..PUSHES)
+        .map(|p| format!("{p}\ttrue\t{}\n", 2 * FILES))
+        .collect();
+    assert_eq!(out.stdout, expected, "{}", out.stderr);
+    for p in 0..PUSHES {
+        let dst = fleet.hosts[0].home.join(format!("dst{p}"));
+        let backups: Vec<PathBuf> = std::fs::read_dir(dst.join(".baton-backup"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(backups.len(), 1, "push {p}");
+        for k in 0..FILES {
+            assert_eq!(
+                std::fs::read_to_string(backups[0].join(format!("f{k}.txt"))).unwrap(),
+                "one"
+            );
+            assert_eq!(
+                std::fs::read_to_string(backups[0].join(format!("d{k}/b.txt"))).unwrap(),
+                "b"
+            );
+        }
+    }
+}

@@ -30,6 +30,19 @@ const IO_TIMEOUT_SECS: u32 = 120;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const BACKUP_DIR: &str = ".baton-backup";
 
+/// The backup folder of one sync: local time to the millisecond, then this process and a counter, so two
+/// syncs in the same second (or from two processes) never share a folder and overwrite each other's
+/// backups.
+fn backup_stamp() -> String {
+    static SYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "{}-{}-{n}",
+        chrono::Local::now().format("%Y%m%d-%H%M%S%.3f"),
+        std::process::id()
+    )
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncOpts {
@@ -543,7 +556,7 @@ pub async fn sync(
         },
         None => None,
     };
-    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    let stamp = backup_stamp();
     let argv = |dry_run: bool| {
         let mut a: Vec<String> = [
             "rsync",
@@ -560,7 +573,11 @@ pub async fn sync(
         a.push(format!("--exclude=/{BACKUP_DIR}/"));
         a.push(format!("--exclude-from={}", filter_file.path.display()));
         if opts.delete {
-            a.push("--delete".into());
+            // Deletions after the transfer: nothing is deleted when the transfer fails half-way, and
+            // rsync's generator (backing up what it deletes) no longer races its receiver (backing up what
+            // it replaces) to create the backup folder, which failed one run in five with "make_backup
+            // failed: File exists".
+            a.push("--delete-delay".into());
         }
         if opts.backup {
             a.push("--backup".into());
@@ -702,6 +719,18 @@ impl Drop for FilterFile {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn backup_stamps_never_repeat() {
+        let a = backup_stamp();
+        let b = backup_stamp();
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with(&chrono::Local::now().format("%Y%m%d-").to_string()),
+            "{a}"
+        );
+    }
+
     use super::*;
 
     #[test]
