@@ -17,13 +17,29 @@ pub fn client(timeouts: &Timeouts) -> reqwest::Client {
     // reqwest is built without a default crypto provider; the first client installs ring (a second call,
     // or a provider installed by the embedding program, is fine).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(timeouts.connect)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
         .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        // Retries are `send`'s (with backoff and `Retry-After`); reqwest's own layer would only copy each
+        // request in case it wanted one.
+        .retry(reqwest::retry::never().max_retries_per_request(0));
+    // With no proxy in the environment, skip reqwest's per-request proxy lookup (it finds none anyway).
+    let builder = if proxy_in_env(|k| std::env::var_os(k)) {
+        builder
+    } else {
+        builder.no_proxy()
+    };
+    builder.build().unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Whether any variable reqwest reads for a system proxy is set (and not empty).
+fn proxy_in_env(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY"]
+        .iter()
+        .flat_map(|k| [k.to_string(), k.to_ascii_lowercase()])
+        .any(|k| var(&k).is_some_and(|v| !v.is_empty()))
 }
 
 /// A request as JSON with `"stream": true` (and, for OpenAI-compatible servers, usage in the final chunk),
@@ -317,6 +333,25 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    #[test]
+    fn proxies_are_looked_for_in_both_spellings() {
+        let env = |set: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                set.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        assert!(!proxy_in_env(env(&[])));
+        assert!(!proxy_in_env(env(&[
+            ("HTTPS_PROXY", ""),
+            ("NO_PROXY", "*")
+        ])));
+        assert!(proxy_in_env(env(&[("https_proxy", "http://p:3128")])));
+        assert!(proxy_in_env(env(&[("ALL_PROXY", "socks5://p")])));
+        assert!(proxy_in_env(env(&[("http_proxy", "http://p")])));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod limiter;
 pub mod ollama;
 pub mod openai;
 pub mod route;
+pub mod scan;
 
 /// The LLM services of one runtime, each built on first use (building an HTTP client loads TLS roots, which
 /// a script that never calls a model should not pay for). The router shares the clients, so `route.ask`

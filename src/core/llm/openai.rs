@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http::{self, Lines};
+use super::scan::Scan;
 use super::{ErrorKind, LlmError, Message, OnToken, Retry, Secret, Timeouts};
 use crate::core::fleet::{DEFAULT_OPENROUTER_BASE, Fleet, Price};
 
@@ -76,7 +77,7 @@ pub struct Credits {
 
 /// One streamed event. Strings borrow from the event's bytes (they are copied only when they hold escapes),
 /// so a chunk costs one small allocation (its `choices`) however long its text.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 struct Chunk<'a> {
     #[serde(default, borrow)]
     id: Option<Text<'a>>,
@@ -90,7 +91,7 @@ struct Chunk<'a> {
     error: Option<ApiError>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 struct Choice<'a> {
     #[serde(default, borrow)]
     delta: Option<Delta<'a>>,
@@ -98,14 +99,120 @@ struct Choice<'a> {
     finish_reason: Option<Text<'a>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 struct Delta<'a> {
     #[serde(default, borrow)]
     content: Option<Text<'a>>,
 }
 
+impl<'a> Chunk<'a> {
+    /// One event's JSON: the fast reader for the usual shape, serde_json for anything else (an `error`
+    /// chunk, escapes in keys, malformed input: serde_json then words the error).
+    fn parse(data: &'a [u8]) -> Result<Chunk<'a>, String> {
+        let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+        if let Some(chunk) = Chunk::scan(text) {
+            return Ok(chunk);
+        }
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The fields baton reads, in one pass over the bytes; `None` hands the event to serde_json.
+    fn scan(data: &'a str) -> Option<Chunk<'a>> {
+        let mut s = Scan::new(data);
+        let mut chunk = Chunk::default();
+        let mut seen = [false; 4];
+        let mut once = |i: usize| (!std::mem::replace(&mut seen[i], true)).then_some(());
+        s.object(|s, key| {
+            match key {
+                "id" => {
+                    once(0)?;
+                    chunk.id = s.opt_string()?.map(Text);
+                }
+                "model" => {
+                    once(1)?;
+                    chunk.model = s.opt_string()?.map(Text);
+                }
+                "choices" => {
+                    once(2)?;
+                    s.array(|s| {
+                        chunk.choices.push(Choice::scan(s)?);
+                        Some(())
+                    })?;
+                }
+                "usage" => {
+                    once(3)?;
+                    if !s.null()? {
+                        chunk.usage = Some(Usage::scan(s)?);
+                    }
+                }
+                "error" => return None,
+                _ => s.skip()?,
+            }
+            Some(())
+        })?;
+        s.at_end().then_some(chunk)
+    }
+}
+
+impl<'a> Choice<'a> {
+    fn scan(s: &mut Scan<'a>) -> Option<Choice<'a>> {
+        let mut choice = Choice::default();
+        let mut seen = [false; 2];
+        s.object(|s, key| {
+            match key {
+                "delta" => {
+                    (!std::mem::replace(&mut seen[0], true)).then_some(())?;
+                    if !s.null()? {
+                        let mut content = None;
+                        let mut once = false;
+                        s.object(|s, key| {
+                            if key == "content" {
+                                (!std::mem::replace(&mut once, true)).then_some(())?;
+                                content = s.opt_string()?.map(Text);
+                                return Some(());
+                            }
+                            s.skip()
+                        })?;
+                        choice.delta = Some(Delta { content });
+                    }
+                }
+                "finish_reason" => {
+                    (!std::mem::replace(&mut seen[1], true)).then_some(())?;
+                    choice.finish_reason = s.opt_string()?.map(Text);
+                }
+                _ => s.skip()?,
+            }
+            Some(())
+        })?;
+        Some(choice)
+    }
+}
+
+impl Usage {
+    fn scan(s: &mut Scan) -> Option<Usage> {
+        let mut usage = Usage::default();
+        let mut seen = [false; 3];
+        s.object(|s, key| {
+            let i = match key {
+                "prompt_tokens" => 0,
+                "completion_tokens" => 1,
+                "cost" => 2,
+                _ => return s.skip(),
+            };
+            (!std::mem::replace(&mut seen[i], true)).then_some(())?;
+            match i {
+                0 => usage.prompt_tokens = s.u64()?,
+                1 => usage.completion_tokens = s.u64()?,
+                _ => usage.cost = if s.null()? { None } else { Some(s.f64()?) },
+            }
+            Some(())
+        })?;
+        Some(usage)
+    }
+}
+
 /// A JSON string borrowed from the input when it has no escapes, else owned.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct Text<'a>(std::borrow::Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
@@ -130,7 +237,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 struct Usage {
     #[serde(default)]
     prompt_tokens: u64,
@@ -140,7 +247,7 @@ struct Usage {
     cost: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 struct ApiError {
     #[serde(default)]
     message: String,
@@ -303,11 +410,7 @@ impl OpenAi {
                 lines.drain().await;
                 break;
             }
-            // One validation of the whole event, then a parse that borrows its strings.
-            let parsed = std::str::from_utf8(&data)
-                .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str::<Chunk>(text).map_err(|e| e.to_string()));
-            let chunk = parsed.map_err(|e| {
+            let chunk = Chunk::parse(&data).map_err(|e| {
                 err(ErrorKind::Protocol(format!(
                     "{e} in {}",
                     http::snippet(&data)
@@ -473,6 +576,108 @@ mod tests {
                 .abs()
                 < 1e-12
         );
+    }
+
+    /// Events as OpenRouter, OpenAI, Ollama's `/v1` and llama.cpp send them, and some odd but valid ones.
+    const EVENTS: &[&str] = &[
+        r#"{"id":"gen-1","provider":"Stub","model":"m/x","object":"chat.completion.chunk","created":1790000000,"choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"finish_reason":null}]}"#,
+        r#"{"id":"gen-1","model":"m/x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop","native_finish_reason":"end_turn","logprobs":null}],"usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9,"cost":0.00001,"is_byok":false,"prompt_tokens_details":{"cached_tokens":0},"cost_details":{"upstream_inference_cost":null}}}"#,
+        r#"{"id":"chatcmpl-9","object":"chat.completion.chunk","created":1,"model":"qwen2.5-coder:32b","system_fingerprint":"fp_ollama","choices":[{"index":0,"delta":{"role":"assistant","content":"line\none \"quoted\" \u00e9\ud83d\ude00"},"finish_reason":null}]}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":0,"completion_tokens":0,"cost":12}}"#,
+        r#"{"choices":[{"delta":null,"finish_reason":"length"},{"delta":{"content":null,"tool_calls":[{"id":"t","function":{"arguments":"{\"a\":[1,2]}"}}]}}],"usage":null,"id":null,"model":null}"#,
+        " \n{ \"choices\" : [ { \"delta\" : { \"content\" : \"spaced\" } } ] , \"usage\" : { \"cost\" : -0.5e-3 } }\r\n",
+        r#"{"model":"naïve ☃","choices":[{"delta":{"content":"ünïcödé"}}],"extra":{"deep":[[[{"a":true,"b":false,"c":null,"d":-0,"e":1E+2}]]]}}"#,
+        "{}",
+    ];
+
+    #[test]
+    fn events_read_fast_the_same_as_with_serde() {
+        for event in EVENTS {
+            let fast =
+                Chunk::scan(event).unwrap_or_else(|| panic!("the fast reader gave up on {event}"));
+            let serde: Chunk = serde_json::from_str(event).unwrap();
+            assert_eq!(fast, serde, "{event}");
+        }
+        let borrowed = Chunk::scan(EVENTS[0]).unwrap();
+        let content = borrowed.choices[0].delta.as_ref().unwrap().content.as_ref();
+        assert!(matches!(
+            content,
+            Some(Text(std::borrow::Cow::Borrowed("Hello")))
+        ));
+    }
+
+    #[test]
+    fn events_the_fast_reader_leaves_to_serde() {
+        let cases = [
+            r#"{"error":{"message":"upstream overloaded","code":502}}"#,
+            r#"{"\u0069d":"escaped key","choices":[]}"#,
+            r#"{"id":"a","id":"b","choices":[]}"#,
+            r#"{"choices":null}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":5.0}}"#,
+            r#"{"choices":[],"usage":{"completion_tokens":-1}}"#,
+            r#"{"choices":[{"delta":{"content":7}}]}"#,
+            r#"{"choices":[]} {}"#,
+            r#"{"choices":[{"delta":{"content":"cut"#,
+        ];
+        for event in cases {
+            assert!(Chunk::scan(event).is_none(), "{event}");
+        }
+        // What serde_json makes of them is what the caller gets: the same chunk or its error.
+        let parsed = Chunk::parse(cases[0].as_bytes()).unwrap();
+        assert_eq!(parsed.error.unwrap().message, "upstream overloaded");
+        assert_eq!(
+            Chunk::parse(cases[1].as_bytes()).unwrap().id.unwrap().0,
+            "escaped key"
+        );
+        let dup = Chunk::parse(cases[2].as_bytes()).unwrap_err();
+        assert!(dup.contains("duplicate field `id`"), "{dup}");
+        assert!(Chunk::parse(cases[8].as_bytes()).is_err());
+    }
+
+    /// Damaged events: whatever the fast reader accepts, serde_json reads the same way.
+    #[test]
+    fn damaged_events_never_read_differently() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let alphabet = br#"{}[]",:\ 0159.-eEnulltruefalsexu"#;
+        let (mut fast_taken, mut tried) = (0, 0);
+        for event in EVENTS {
+            for _ in 0..400 {
+                let mut bytes = event.as_bytes().to_vec();
+                for _ in 0..1 + next(3) {
+                    let at = next(bytes.len() + 1);
+                    let c = alphabet[next(alphabet.len())];
+                    match next(3) {
+                        0 if at < bytes.len() => bytes[at] = c,
+                        1 if at < bytes.len() => {
+                            bytes.remove(at);
+                        }
+                        _ => bytes.insert(at, c),
+                    }
+                }
+                tried += 1;
+                let Ok(text) = std::str::from_utf8(&bytes) else {
+                    continue;
+                };
+                if let Some(fast) = Chunk::scan(text) {
+                    fast_taken += 1;
+                    let serde = serde_json::from_slice::<Chunk>(&bytes).unwrap_or_else(|e| {
+                        panic!(
+                            "fast reader accepted what serde rejects ({e}): {}",
+                            String::from_utf8_lossy(&bytes)
+                        )
+                    });
+                    assert_eq!(fast, serde, "{}", String::from_utf8_lossy(&bytes));
+                }
+            }
+        }
+        // The damage must leave a fair share readable, or this test would prove nothing.
+        assert!(fast_taken * 10 > tried, "{fast_taken} of {tried}");
     }
 
     #[test]
