@@ -210,7 +210,7 @@ impl<'a> Scan<'a> {
     }
 
     /// A string's raw text between its quotes (escapes as written), and whether it holds escapes.
-    #[inline]
+    #[inline(always)]
     fn raw_string(&mut self) -> Option<(&'a str, bool)> {
         self.eat(b'"')?;
         let start = self.i;
