@@ -54,41 +54,38 @@ impl<'a> Scan<'a> {
         &mut self,
         mut member: impl FnMut(&mut Scan<'a>, &'a str) -> Option<()>,
     ) -> Option<()> {
-        self.eat(b'{')?;
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            let (key, escaped) = self.raw_string()?;
+        self.each(b'{', b'}', |s| {
+            let (key, escaped) = s.raw_string()?;
             if escaped {
                 return None;
             }
-            self.eat(b':')?;
-            member(self, key)?;
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+            s.eat(b':')?;
+            member(s, key)
+        })
     }
 
     /// Walks the items of an array.
-    pub fn array(&mut self, mut item: impl FnMut(&mut Scan<'a>) -> Option<()>) -> Option<()> {
-        self.eat(b'[')?;
-        if self.peek()? == b']' {
+    pub fn array(&mut self, item: impl FnMut(&mut Scan<'a>) -> Option<()>) -> Option<()> {
+        self.each(b'[', b']', item)
+    }
+
+    /// `open`, then `one` for each comma-separated element, then `close`.
+    fn each(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut one: impl FnMut(&mut Scan<'a>) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
+        if self.peek()? == close {
             self.i += 1;
             return Some(());
         }
         loop {
-            item(self)?;
+            one(self)?;
             match self.peek()? {
                 b',' => self.i += 1,
-                b']' => {
+                c if c == close => {
                     self.i += 1;
                     return Some(());
                 }
