@@ -109,7 +109,7 @@ impl<'a> Scan<'a> {
         let start = self.i;
         let (raw, escaped) = self.raw_string()?;
         if escaped {
-            // Escapes are rare in the few strings a client reads: serde_json decodes this one string.
+            // Model output often holds escapes (newlines, quotes): serde_json decodes this one string.
             return serde_json::from_str::<String>(&self.text[start..self.i])
                 .ok()
                 .map(Cow::Owned);
