@@ -1,6 +1,7 @@
 //! LLM figures against a local stub server, in one run (`cargo bench --bench llm`):
 //! - per-request overhead of 1 000 sequential `openrouter.chat` calls through baton's Lua API vs the same
-//!   requests from a plain reqwest loop (target ratio ≤ 1.10);
+//!   requests from a plain reqwest loop (target ratio ≤ 1.10); a plain loop that also parses the events is
+//!   reported beside it;
 //! - 256 concurrent `openrouter.chat` calls: peak RSS of the process (target ≤ 60 MB);
 //! - `route.pick` cost from Lua (target < 20 µs);
 //! - streamed tokens delivered to a Lua `on_token` per second (target ≥ 200 000).
@@ -69,7 +70,8 @@ fn main() {
         .await;
         // Warm-up: connections, TLS roots, first allocations.
         run("openrouter.chat(REQ)").await;
-        plain.send().await;
+        plain.send(false).await;
+        plain.send(true).await;
         core_block(&core, 1).await;
         // The three variants take turns in blocks of 50, three blocks back to back make a round. Each
         // round's ratios compare blocks run a few milliseconds apart, so a slow spell of the shared machine
@@ -79,16 +81,18 @@ fn main() {
         for placement in [Placement::Free, Placement::OneCpu] {
             placement.apply(&stub_threads);
             for _ in 0..3 {
-                plain.send().await;
+                plain.send(false).await;
+                plain.send(true).await;
                 core_block(&core, 1).await;
                 run("openrouter.chat(REQ)").await;
             }
             let mut rounds = Vec::new();
             for _ in 0..SEQUENTIAL / BLOCK {
-                let p = plain.block().await / BLOCK as f64;
+                let p = plain.block(false).await / BLOCK as f64;
+                let d = plain.block(true).await / BLOCK as f64;
                 let c = core_block(&core, BLOCK).await / BLOCK as f64;
                 let b = num(&run("local t0 = baton.clock() for _ = 1, N do openrouter.chat(REQ) end return baton.clock() - t0").await) / BLOCK as f64;
-                rounds.push([p, c, b]);
+                rounds.push([p, c, b, d]);
             }
             sequential.push((placement, rounds));
         }
@@ -137,10 +141,10 @@ fn main() {
     let rate = tokens as f64 / stream;
     println!("LLM figures (stub server on 127.0.0.1, one process)");
     println!(
-        "  sequential openrouter.chat vs a plain reqwest loop: {SEQUENTIAL} requests of each variant per placement, in rounds of three {BLOCK}-request blocks (plain, core client, Lua)"
+        "  sequential openrouter.chat vs a plain reqwest loop: {SEQUENTIAL} requests of each variant per placement, in rounds of four {BLOCK}-request blocks (plain, plain decoding the events, core client, Lua)"
     );
     for (placement, rounds) in &sequential {
-        let median = |f: &dyn Fn(&[f64; 3]) -> f64| {
+        let median = |f: &dyn Fn(&[f64; 4]) -> f64| {
             let mut v: Vec<f64> = rounds.iter().map(f).collect();
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
@@ -159,6 +163,11 @@ fn main() {
             best(0) * 1e6,
             best(1) * 1e6,
             best(2) * 1e6,
+        );
+        println!(
+            "      for reference, a plain loop that also parses each event with serde_json: {:.3} of plain; openrouter.chat {:.3} of it",
+            median(&|r| r[3] / r[0]),
+            median(&|r| r[2] / r[3]),
         );
     }
     println!(
@@ -233,7 +242,9 @@ impl PlainClient {
         }
     }
 
-    async fn send(&self) {
+    /// One request. `decode`: also read the answer the way a direct client would (each SSE `data:` line
+    /// parsed into a `serde_json::Value`, the text collected) — reported beside the figure, not its baseline.
+    async fn send(&self, decode: bool) {
         let mut resp = self
             .client
             .post(&self.endpoint)
@@ -243,17 +254,37 @@ impl PlainClient {
             .send()
             .await
             .unwrap();
-        let mut n = 0;
+        let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.unwrap() {
-            n += chunk.len();
+            if decode {
+                body.extend_from_slice(&chunk);
+            } else {
+                body.push(chunk.len() as u8);
+            }
         }
-        assert!(n > 0);
+        assert!(!body.is_empty());
+        if decode {
+            let mut text = String::new();
+            for line in body.split(|&b| b == b'\n') {
+                let Some(data) = line.strip_prefix(b"data: ") else {
+                    continue;
+                };
+                if data == b"[DONE]" {
+                    break;
+                }
+                let event: serde_json::Value = serde_json::from_slice(data).unwrap();
+                if let Some(piece) = event["choices"][0]["delta"]["content"].as_str() {
+                    text.push_str(piece);
+                }
+            }
+            assert_eq!(text, "Hello from the stub");
+        }
     }
 
-    async fn block(&self) -> f64 {
+    async fn block(&self, decode: bool) -> f64 {
         let t0 = Instant::now();
         for _ in 0..BLOCK {
-            self.send().await;
+            self.send(decode).await;
         }
         t0.elapsed().as_secs_f64()
     }
