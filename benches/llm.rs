@@ -372,10 +372,13 @@ impl Placement {
         // thread, the others are the stub's live threads.
         unsafe {
             let size = std::mem::size_of::<libc::cpu_set_t>();
-            let mut allowed: libc::cpu_set_t = std::mem::zeroed();
-            libc::sched_getaffinity(0, size, &mut allowed);
+            // The CPUs this process may use, read once, before anything is pinned.
             static ALL: std::sync::OnceLock<libc::cpu_set_t> = std::sync::OnceLock::new();
-            let all = *ALL.get_or_init(|| allowed);
+            let all = *ALL.get_or_init(|| {
+                let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+                libc::sched_getaffinity(0, size, &mut allowed);
+                allowed
+            });
             let set = match self {
                 Placement::Free => all,
                 Placement::OneCpu => {

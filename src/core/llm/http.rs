@@ -197,8 +197,7 @@ impl Lines {
                 let next = std::pin::pin!(self.resp.chunk());
                 match next.poll(cx) {
                     Poll::Ready(Ok(Some(chunk))) => {
-                        left -= chunk.len().min(left);
-                        if left == 0 {
+                        if Self::spend(&mut left, chunk.len()) {
                             return Poll::Ready(true);
                         }
                     }
@@ -218,13 +217,18 @@ impl Lines {
         }
         let rest = async {
             while let Ok(Some(chunk)) = next_chunk(&mut self.resp, self.idle).await {
-                left -= chunk.len().min(left);
-                if left == 0 {
+                if Self::spend(&mut left, chunk.len()) {
                     return;
                 }
             }
         };
         let _ = tokio::time::timeout(Duration::from_millis(250), rest).await;
+    }
+
+    /// Counts `n` bytes against what `drain` may still read; `true` once the allowance is used up.
+    fn spend(left: &mut usize, n: usize) -> bool {
+        *left -= n.min(*left);
+        *left == 0
     }
 
     /// The next line, `Ok(None)` at a clean end of the body. A connection lost mid-body is `Truncated`.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http::{self, Lines};
-use super::scan::Scan;
+use super::scan::{self, Scan};
 use super::{ErrorKind, LlmError, Message, OnToken, Retry, Secret, Timeouts};
 use crate::core::fleet::{DEFAULT_OPENROUTER_BASE, Fleet, Price};
 
@@ -121,26 +121,25 @@ impl<'a> Chunk<'a> {
         let mut s = Scan::new(data);
         let mut chunk = Chunk::default();
         let mut seen = [false; 4];
-        let mut once = |i: usize| (!std::mem::replace(&mut seen[i], true)).then_some(());
         s.object(|s, key| {
             match key {
                 "id" => {
-                    once(0)?;
+                    scan::first(&mut seen[0])?;
                     chunk.id = s.opt_string()?.map(Text);
                 }
                 "model" => {
-                    once(1)?;
+                    scan::first(&mut seen[1])?;
                     chunk.model = s.opt_string()?.map(Text);
                 }
                 "choices" => {
-                    once(2)?;
+                    scan::first(&mut seen[2])?;
                     s.array(|s| {
                         chunk.choices.push(Choice::scan(s)?);
                         Some(())
                     })?;
                 }
                 "usage" => {
-                    once(3)?;
+                    scan::first(&mut seen[3])?;
                     if !s.null()? {
                         chunk.usage = Some(Usage::scan(s)?);
                     }
@@ -161,23 +160,13 @@ impl<'a> Choice<'a> {
         s.object(|s, key| {
             match key {
                 "delta" => {
-                    (!std::mem::replace(&mut seen[0], true)).then_some(())?;
+                    scan::first(&mut seen[0])?;
                     if !s.null()? {
-                        let mut content = None;
-                        let mut once = false;
-                        s.object(|s, key| {
-                            if key == "content" {
-                                (!std::mem::replace(&mut once, true)).then_some(())?;
-                                content = s.opt_string()?.map(Text);
-                                return Some(());
-                            }
-                            s.skip()
-                        })?;
-                        choice.delta = Some(Delta { content });
+                        choice.delta = Some(Delta::scan(s)?);
                     }
                 }
                 "finish_reason" => {
-                    (!std::mem::replace(&mut seen[1], true)).then_some(())?;
+                    scan::first(&mut seen[1])?;
                     choice.finish_reason = s.opt_string()?.map(Text);
                 }
                 _ => s.skip()?,
@@ -185,6 +174,22 @@ impl<'a> Choice<'a> {
             Some(())
         })?;
         Some(choice)
+    }
+}
+
+impl<'a> Delta<'a> {
+    fn scan(s: &mut Scan<'a>) -> Option<Delta<'a>> {
+        let mut delta = Delta::default();
+        let mut seen = false;
+        s.object(|s, key| {
+            if key != "content" {
+                return s.skip();
+            }
+            scan::first(&mut seen)?;
+            delta.content = s.opt_string()?.map(Text);
+            Some(())
+        })?;
+        Some(delta)
     }
 }
 
@@ -199,7 +204,7 @@ impl Usage {
                 "cost" => 2,
                 _ => return s.skip(),
             };
-            (!std::mem::replace(&mut seen[i], true)).then_some(())?;
+            scan::first(&mut seen[i])?;
             match i {
                 0 => usage.prompt_tokens = s.u64()?,
                 1 => usage.completion_tokens = s.u64()?,

@@ -125,10 +125,11 @@ impl<'a> Scan<'a> {
         self.string().map(Some)
     }
 
-    /// A non-negative integer that fits a `u64` (anything else gives up).
+    /// A non-negative integer that fits a `u64` (anything else gives up). `number` has already refused
+    /// leading zeros, so digits alone are an integer.
     pub fn u64(&mut self) -> Option<u64> {
         let n = self.number()?;
-        if n.is_empty() || n.len() > 1 && n[0] == b'0' || !n.iter().all(u8::is_ascii_digit) {
+        if !n.iter().all(u8::is_ascii_digit) {
             return None;
         }
         std::str::from_utf8(n).ok()?.parse().ok()
@@ -252,6 +253,12 @@ impl<'a> Scan<'a> {
             self.i = plain_run(self.b, self.i);
         }
     }
+}
+
+/// The first sight of a member: `None` when it was seen before, because serde_json refuses a duplicate
+/// field and the fast reader must not read one differently.
+pub fn first(seen: &mut bool) -> Option<()> {
+    (!std::mem::replace(seen, true)).then_some(())
 }
 
 /// Where the run of plain string text from `i` ends: the first quote, backslash or control character, or
