@@ -2,6 +2,8 @@
 //! too). Always streamed over SSE: `data: {…}` events, `: comment` keep-alives (`: OPENROUTER PROCESSING`),
 //! `data: [DONE]` at the end, usage (and OpenRouter's `cost`) in the final chunk, errors mid-stream as a chunk
 //! with an `error` object. Plus OpenRouter's `/models` (with pricing) and `/key` (credits).
+use std::borrow::Cow;
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -116,6 +118,16 @@ impl<'a> Chunk<'a> {
         serde_json::from_str(text).map_err(|e| e.to_string())
     }
 
+    /// The next event of a stream: a repeat of the last one read in full (see [`Last`]), or read in full.
+    fn read(data: &'a [u8], last: &mut Last) -> Result<Chunk<'a>, String> {
+        if let Some(chunk) = last.repeat(data) {
+            return Ok(chunk);
+        }
+        let chunk = Chunk::parse(data)?;
+        last.keep(data, &chunk);
+        Ok(chunk)
+    }
+
     /// The fields baton reads, in one pass over the bytes; `None` hands the event to serde_json.
     fn scan(data: &'a str) -> Option<Chunk<'a>> {
         let mut s = Scan::new(data);
@@ -151,6 +163,105 @@ impl<'a> Chunk<'a> {
         })?;
         s.at_end().then_some(chunk)
     }
+}
+
+/// The last event read in full, kept so that the next one can be read cheaply when it repeats it byte for
+/// byte except for the content string. That is the usual case in a stream: `id`, `model`, `created`, the
+/// choice's index … come again in every event and only the token changes.
+#[derive(Default, Clone)]
+struct Last {
+    bytes: Vec<u8>,
+    /// The content string, quotes included, is `bytes[head..bytes.len() - tail]`; `head == 0`: nothing kept.
+    head: usize,
+    tail: usize,
+    /// Where `id` and `model` are in `bytes` (before or after the content string).
+    id: Option<Range<usize>>,
+    model: Option<Range<usize>>,
+}
+
+impl Last {
+    /// Keeps `data` when its chunk is one choice whose only news is its content, a string without escapes,
+    /// and `id` and `model` (if there) have no escapes either.
+    fn keep(&mut self, data: &[u8], chunk: &Chunk) {
+        self.head = 0;
+        let at = |t: &Option<Text>| match t {
+            None => Some(None),
+            Some(Text(Cow::Borrowed(s))) => Some(Some(range_in(data, s))),
+            Some(Text(Cow::Owned(_))) => None,
+        };
+        let [choice] = chunk.choices.as_slice() else {
+            return;
+        };
+        let Some(Delta {
+            content: Some(Text(Cow::Borrowed(content))),
+        }) = &choice.delta
+        else {
+            return;
+        };
+        if chunk.usage.is_some() || chunk.error.is_some() || choice.finish_reason.is_some() {
+            return;
+        }
+        let body = range_in(data, content);
+        // A borrowed string has no escapes: its quotes sit right around it.
+        let (head, end) = (body.start - 1, body.end + 1);
+        let (Some(id), Some(model)) = (at(&chunk.id), at(&chunk.model)) else {
+            return;
+        };
+        self.bytes.clear();
+        self.bytes.extend_from_slice(data);
+        (self.head, self.tail, self.id, self.model) = (head, data.len() - end, id, model);
+    }
+
+    /// `data` read as a repeat of the kept event, or `None`. Equal bytes around a JSON string put where a
+    /// JSON string was make a document serde_json reads the same way but for that string.
+    fn repeat<'a>(&self, data: &'a [u8]) -> Option<Chunk<'a>> {
+        let (head, tail) = (self.head, self.tail);
+        if head == 0 || data.len() < head + tail {
+            return None;
+        }
+        let end = data.len() - tail;
+        if data[..head] != self.bytes[..head]
+            || data[end..] != self.bytes[self.bytes.len() - tail..]
+        {
+            return None;
+        }
+        let mut s = Scan::new(std::str::from_utf8(&data[head..end]).ok()?);
+        let content = s.string()?;
+        if !s.at_end() {
+            return None;
+        }
+        let text = |r: &Option<Range<usize>>| {
+            let r = r.as_ref()?;
+            // A range after the content string moves with the end.
+            let moved = |i: usize| i + data.len() - self.bytes.len();
+            let r = if r.start < head {
+                r.clone()
+            } else {
+                moved(r.start)..moved(r.end)
+            };
+            // SAFETY: these bytes equal the kept ones at the same place, which were read as a `&str`.
+            let s = unsafe { std::str::from_utf8_unchecked(&data[r]) };
+            Some(Text(Cow::Borrowed(s)))
+        };
+        Some(Chunk {
+            id: text(&self.id),
+            model: text(&self.model),
+            choices: vec![Choice {
+                delta: Some(Delta {
+                    content: Some(Text(content)),
+                }),
+                finish_reason: None,
+            }],
+            usage: None,
+            error: None,
+        })
+    }
+}
+
+/// Where `part`, a slice of `whole`, starts and ends in it.
+fn range_in(whole: &[u8], part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+    start..start + part.len()
 }
 
 impl<'a> Choice<'a> {
@@ -218,7 +329,7 @@ impl Usage {
 
 /// A JSON string borrowed from the input when it has no escapes, else owned.
 #[derive(Debug, Default, PartialEq)]
-struct Text<'a>(std::borrow::Cow<'a, str>);
+struct Text<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -229,13 +340,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
                 f.write_str("a string")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(std::borrow::Cow::Borrowed(v)))
+                Ok(Text(Cow::Borrowed(v)))
             }
             fn visit_str<E>(self, v: &str) -> Result<Text<'a>, E> {
-                Ok(Text(std::borrow::Cow::Owned(v.to_owned())))
+                Ok(Text(Cow::Owned(v.to_owned())))
             }
             fn visit_string<E>(self, v: String) -> Result<Text<'a>, E> {
-                Ok(Text(std::borrow::Cow::Owned(v)))
+                Ok(Text(Cow::Owned(v)))
             }
         }
         d.deserialize_str(Visit(std::marker::PhantomData))
@@ -392,6 +503,7 @@ impl OpenAi {
         let mut usage: Option<Usage> = None;
         // The `data:` lines of the current event, joined by newlines.
         let mut data: Vec<u8> = Vec::with_capacity(1024);
+        let mut last = Last::default();
         loop {
             // One SSE event: `data:` lines up to a blank line; `:` lines are comments.
             match lines.next().await.map_err(err)? {
@@ -415,7 +527,7 @@ impl OpenAi {
                 lines.drain().await;
                 break;
             }
-            let chunk = Chunk::parse(&data).map_err(|e| {
+            let chunk = Chunk::read(&data, &mut last).map_err(|e| {
                 err(ErrorKind::Protocol(format!(
                     "{e} in {}",
                     http::snippet(&data)
@@ -605,10 +717,7 @@ mod tests {
         }
         let borrowed = Chunk::scan(EVENTS[0]).unwrap();
         let content = borrowed.choices[0].delta.as_ref().unwrap().content.as_ref();
-        assert!(matches!(
-            content,
-            Some(Text(std::borrow::Cow::Borrowed("Hello")))
-        ));
+        assert!(matches!(content, Some(Text(Cow::Borrowed("Hello")))));
     }
 
     #[test]
@@ -639,7 +748,83 @@ mod tests {
         assert!(Chunk::parse(cases[8].as_bytes()).is_err());
     }
 
-    /// Damaged events: whatever the fast reader accepts, serde_json reads the same way.
+    /// Reads `event` as the next of a stream after `last` and checks the outcome against serde_json's:
+    /// the same chunk, or an error for both. True when it was read as a repeat.
+    fn read_like_serde(event: &[u8], last: &mut Last) -> bool {
+        let repeat = last.repeat(event).is_some();
+        match (
+            Chunk::read(event, last),
+            serde_json::from_slice::<Chunk>(event),
+        ) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{}", String::from_utf8_lossy(event)),
+            (Err(_), Err(_)) => {}
+            (got, want) => panic!(
+                "{}: read {got:?}, serde_json {want:?}",
+                String::from_utf8_lossy(event)
+            ),
+        }
+        repeat
+    }
+
+    #[test]
+    fn repeated_events_read_the_same_as_with_serde() {
+        let base = r#"{"id":"gen-1","provider":"P","model":"m/x","object":"chat.completion.chunk","created":1,"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}]}"#;
+        let with =
+            |content: &str| base.replace(r#""content":"a""#, &format!(r#""content":{content}"#));
+        let gen2 = base.replace("gen-1", "gen-2");
+        let stream = [
+            // (event, read as a repeat of the last one read in full)
+            (with(r#""Hello""#), false),
+            (with(r#"" world""#), true),
+            (with(r#""""#), true),
+            (with(r#""line\nnext \"q\" \u00e9""#), true),
+            (with(r#" "spaced" "#), true),
+            (with(r#""ünï""#), true),
+            // Not a string where the string was: read in full, so an error where serde_json errs.
+            (with(r#""cut"#), false),
+            (with(r#""a","b""#), false),
+            (with("7"), false),
+            (with("null"), false),
+            // After an event without content nothing is kept.
+            (with(r#""after null""#), false),
+            (with(r#""again""#), true),
+            (gen2.clone(), false),
+            (gen2.replace(r#""a""#, r#""b""#), true),
+            (base.replace("null}]}", r#""stop"}]}"#), false),
+            (
+                r#"{"choices":[{"delta":{"content":"a"}}]}"#.to_string(),
+                false,
+            ),
+            (
+                r#"{"choices":[{"delta":{"content":"b"}}]}"#.to_string(),
+                true,
+            ),
+            // `id` and `model` after the content (serde_json's own key order).
+            (
+                r#"{"choices":[{"delta":{"content":"a"}}],"id":"x","model":"m"}"#.to_string(),
+                false,
+            ),
+            (
+                r#"{"choices":[{"delta":{"content":"bcd"}}],"id":"x","model":"m"}"#.to_string(),
+                true,
+            ),
+            (
+                r#"{"choices":[{"delta":{"content":""}}],"id":"x","model":"m"}"#.to_string(),
+                true,
+            ),
+        ];
+        let mut last = Last::default();
+        for (event, repeat) in &stream {
+            assert_eq!(
+                read_like_serde(event.as_bytes(), &mut last),
+                *repeat,
+                "{event}"
+            );
+        }
+    }
+
+    /// Damaged events: whatever the fast reader accepts, serde_json reads the same way; read as the next
+    /// event of a stream, they read as serde_json reads them too.
     #[test]
     fn damaged_events_never_read_differently() {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -650,12 +835,22 @@ mod tests {
             (seed % n as u64) as usize
         };
         let alphabet = br#"{}[]",:\ 0159.-eEnulltruefalsexu"#;
-        let (mut fast_taken, mut tried) = (0, 0);
+        let (mut fast_taken, mut tried, mut targeted, mut repeats) = (0, 0, 0, 0);
         for event in EVENTS {
-            for _ in 0..400 {
+            let mut kept = Last::default();
+            read_like_serde(event.as_bytes(), &mut kept);
+            for round in 0..400 {
                 let mut bytes = event.as_bytes().to_vec();
+                // Every other round damages the kept content string (or a byte next to it) only.
+                let aim = kept.head > 0 && round % 2 == 1;
+                targeted += aim as usize;
                 for _ in 0..1 + next(3) {
-                    let at = next(bytes.len() + 1);
+                    let at = if aim {
+                        let end = bytes.len().saturating_sub(kept.tail);
+                        (kept.head + next(end.saturating_sub(kept.head) + 2)).min(bytes.len())
+                    } else {
+                        next(bytes.len() + 1)
+                    };
                     let c = alphabet[next(alphabet.len())];
                     match next(3) {
                         0 if at < bytes.len() => bytes[at] = c,
@@ -666,6 +861,9 @@ mod tests {
                     }
                 }
                 tried += 1;
+                if read_like_serde(&bytes, &mut kept.clone()) {
+                    repeats += 1;
+                }
                 let Ok(text) = std::str::from_utf8(&bytes) else {
                     continue;
                 };
@@ -683,6 +881,7 @@ mod tests {
         }
         // The damage must leave a fair share readable, or this test would prove nothing.
         assert!(fast_taken * 10 > tried, "{fast_taken} of {tried}");
+        assert!(repeats * 10 > targeted, "{repeats} repeats of {targeted}");
     }
 
     #[test]

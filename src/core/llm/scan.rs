@@ -28,7 +28,18 @@ impl<'a> Scan<'a> {
     }
 
     /// The next byte after whitespace (not consumed).
+    #[inline(always)]
     pub fn peek(&mut self) -> Option<u8> {
+        // Servers send compact JSON: one comparison settles the usual case.
+        match self.b.get(self.i) {
+            Some(&c) if c > b' ' => Some(c),
+            _ => self.peek_past_space(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn peek_past_space(&mut self) -> Option<u8> {
         while let Some(&c) = self.b.get(self.i) {
             if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
                 return Some(c);
