@@ -6,6 +6,7 @@
 //! Safety rules every function here keeps: only `lua_type`-checked reads (`lua_tolstring` is called on
 //! strings only, so it never converts a value in place or allocates), no key is modified during
 //! `lua_next`, and each walk leaves the stack as it found it.
+use std::ffi::CStr;
 use std::os::raw::c_int;
 use std::ptr::null_mut;
 
@@ -192,30 +193,36 @@ pub fn walk(lua: &Lua, t: &Table, walk: impl FnOnce(*mut ffi::lua_State) -> bool
 /// A field of a flat result table.
 pub enum Out<'a> {
     Str(&'a str),
+    /// A constant string: found in Lua's cache of C strings (by address) without hashing.
+    Name(&'static CStr),
     Int(i64),
     Num(f64),
 }
 
-/// A new table with `fields`, built in one protected call.
-pub fn record(lua: &Lua, fields: &[(&str, Out<'_>)]) -> mlua::Result<Table> {
-    // SAFETY: a table and one key/value pair at a time are pushed (room checked), and the table is left
-    // as the call's only result.
+/// A new table with `fields`, built in one protected call. Keys are C strings so that Lua finds each in
+/// its cache of C-string keys (by address) instead of hashing it again for every table.
+pub fn record(lua: &Lua, fields: &[(&CStr, Out<'_>)]) -> mlua::Result<Table> {
+    // SAFETY: a table and one value at a time are pushed (room checked); each value is popped into the
+    // table, which is left as the call's only result. The table is new and has no metatable, so
+    // `lua_setfield` is a plain set.
     unsafe {
         lua.exec_raw::<Table>((), |state| {
-            if ffi::lua_checkstack(state, 4) == 0 {
+            if ffi::lua_checkstack(state, 3) == 0 {
                 return;
             }
             ffi::lua_createtable(state, 0, fields.len() as c_int);
             for (key, value) in fields {
-                ffi::lua_pushlstring(state, key.as_ptr().cast(), key.len());
                 match *value {
                     Out::Str(s) => {
                         ffi::lua_pushlstring(state, s.as_ptr().cast(), s.len());
                     }
+                    Out::Name(s) => {
+                        ffi::lua_pushstring(state, s.as_ptr());
+                    }
                     Out::Int(i) => ffi::lua_pushinteger(state, i),
                     Out::Num(n) => ffi::lua_pushnumber(state, n),
                 }
-                ffi::lua_rawset(state, -3);
+                ffi::lua_setfield(state, -2, key.as_ptr());
             }
         })
     }

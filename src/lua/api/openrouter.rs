@@ -133,14 +133,14 @@ fn completion(lua: &Lua, c: &Completion) -> mlua::Result<Table> {
     fast::record(
         lua,
         &[
-            ("text", Out::Str(&c.text)),
-            ("model", Out::Str(&c.model)),
-            ("id", Out::Str(&c.id)),
-            ("tokens_in", Out::Int(c.tokens_in as i64)),
-            ("tokens_out", Out::Int(c.tokens_out as i64)),
-            ("cost", Out::Num(c.cost)),
-            ("cost_source", Out::Str(c.cost_source.name())),
-            ("duration", Out::Num(c.duration)),
+            (c"text", Out::Str(&c.text)),
+            (c"model", Out::Str(&c.model)),
+            (c"id", Out::Str(&c.id)),
+            (c"tokens_in", Out::Int(c.tokens_in as i64)),
+            (c"tokens_out", Out::Int(c.tokens_out as i64)),
+            (c"cost", Out::Num(c.cost)),
+            (c"cost_source", Out::Name(c.cost_source.c_name())),
+            (c"duration", Out::Num(c.duration)),
         ],
     )
 }
