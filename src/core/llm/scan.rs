@@ -226,11 +226,19 @@ impl<'a> Scan<'a> {
         let end = plain_run(self.b, start);
         if self.b.get(end) == Some(&b'"') {
             self.i = end + 1;
-            // Quotes are ASCII, so both ends are character boundaries.
-            return Some((self.text.get(start..end)?, false));
+            return Some((self.between_quotes(start, end), false));
         }
         self.i = end;
         self.escaped_rest(start)
+    }
+
+    /// The text between an opening quote at `start - 1` and a closing one at `end`.
+    #[inline(always)]
+    fn between_quotes(&self, start: usize, end: usize) -> &'a str {
+        debug_assert!(self.b[start - 1] == b'"' && self.b[end] == b'"');
+        // SAFETY: `text` is a `&str` and both ends sit next to an ASCII quote, so they are character
+        // boundaries within it.
+        unsafe { self.text.get_unchecked(start..end) }
     }
 
     /// The rest of a string from its first backslash (or control character) on.
@@ -241,7 +249,7 @@ impl<'a> Scan<'a> {
             match *self.b.get(self.i)? {
                 b'"' => {
                     self.i += 1;
-                    return Some((self.text.get(start..self.i - 1)?, true));
+                    return Some((self.between_quotes(start, self.i - 1), true));
                 }
                 b'\\' => {
                     // A backslash and what it escapes: one of `"\/bfnrt` or `u` and four hex digits.
