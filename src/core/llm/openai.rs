@@ -44,14 +44,10 @@ pub enum CostSource {
 
 impl CostSource {
     pub fn name(self) -> &'static str {
-        self.c_name().to_str().unwrap_or_default()
-    }
-
-    pub fn c_name(self) -> &'static std::ffi::CStr {
         match self {
-            CostSource::Provider => c"provider",
-            CostSource::Pricing => c"pricing",
-            CostSource::Unknown => c"unknown",
+            CostSource::Provider => "provider",
+            CostSource::Pricing => "pricing",
+            CostSource::Unknown => "unknown",
         }
     }
 }

@@ -193,8 +193,6 @@ pub fn walk(lua: &Lua, t: &Table, walk: impl FnOnce(*mut ffi::lua_State) -> bool
 /// A field of a flat result table.
 pub enum Out<'a> {
     Str(&'a str),
-    /// A constant string: found in Lua's cache of C strings (by address) without hashing.
-    Name(&'static CStr),
     Int(i64),
     Num(f64),
 }
@@ -215,9 +213,6 @@ pub fn record(lua: &Lua, fields: &[(&CStr, Out<'_>)]) -> mlua::Result<Table> {
                 match *value {
                     Out::Str(s) => {
                         ffi::lua_pushlstring(state, s.as_ptr().cast(), s.len());
-                    }
-                    Out::Name(s) => {
-                        ffi::lua_pushstring(state, s.as_ptr());
                     }
                     Out::Int(i) => ffi::lua_pushinteger(state, i),
                     Out::Num(n) => ffi::lua_pushnumber(state, n),

@@ -139,7 +139,7 @@ fn completion(lua: &Lua, c: &Completion) -> mlua::Result<Table> {
             (c"tokens_in", Out::Int(c.tokens_in as i64)),
             (c"tokens_out", Out::Int(c.tokens_out as i64)),
             (c"cost", Out::Num(c.cost)),
-            (c"cost_source", Out::Name(c.cost_source.c_name())),
+            (c"cost_source", Out::Str(c.cost_source.name())),
             (c"duration", Out::Num(c.duration)),
         ],
     )
