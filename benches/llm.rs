@@ -13,6 +13,7 @@
 #[path = "../tests/it/llm_server.rs"]
 mod llm_server;
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,8 +52,9 @@ fn main() {
     };
 
     let lua = new_runtime(ctx).expect("runtime");
-    let plain = PlainClient::new(&url);
-    let core = core_client(&url);
+    let plain = Rc::new(PlainClient::new(&url));
+    let core = Rc::new(core_client(&url));
+    register_floors(&lua, &plain, &core);
     // Everything runs on one runtime, as `baton run` does (pooled connections belong to their runtime).
     let figures = baton::cli::block_on(async {
         let run = |src: &str| {
@@ -84,15 +86,22 @@ fn main() {
                 plain.send(false).await;
                 plain.send(true).await;
                 core_block(&core, 1).await;
-                run("openrouter.chat(REQ)").await;
+                run("openrouter.chat(REQ) bench_plain() bench_core()").await;
             }
             let mut rounds = Vec::new();
             for _ in 0..SEQUENTIAL / BLOCK {
                 let p = plain.block(false).await / BLOCK as f64;
                 let d = plain.block(true).await / BLOCK as f64;
                 let c = core_block(&core, BLOCK).await / BLOCK as f64;
-                let b = num(&run("local t0 = baton.clock() for _ = 1, N do openrouter.chat(REQ) end return baton.clock() - t0").await) / BLOCK as f64;
-                rounds.push([p, c, b, d]);
+                let lua_block = |call: &str| {
+                    run(&format!(
+                        "local t0 = baton.clock() for _ = 1, N do {call} end return baton.clock() - t0"
+                    ))
+                };
+                let b = num(&lua_block("openrouter.chat(REQ)").await) / BLOCK as f64;
+                let lp = num(&lua_block("bench_plain()").await) / BLOCK as f64;
+                let lc = num(&lua_block("bench_core()").await) / BLOCK as f64;
+                rounds.push([p, c, b, d, lp, lc]);
             }
             sequential.push((placement, rounds));
         }
@@ -141,10 +150,10 @@ fn main() {
     let rate = tokens as f64 / stream;
     println!("LLM figures (stub server on 127.0.0.1, one process)");
     println!(
-        "  sequential openrouter.chat vs a plain reqwest loop: {SEQUENTIAL} requests of each variant per placement, in rounds of four {BLOCK}-request blocks (plain, plain decoding the events, core client, Lua)"
+        "  sequential openrouter.chat vs a plain reqwest loop: {SEQUENTIAL} requests of each variant per placement, in rounds of six {BLOCK}-request blocks (plain, plain decoding the events, core client, openrouter.chat, and the two Lua floors below)"
     );
     for (placement, rounds) in &sequential {
-        let median = |f: &dyn Fn(&[f64; 4]) -> f64| {
+        let median = |f: &dyn Fn(&[f64; 6]) -> f64| {
             let mut v: Vec<f64> = rounds.iter().map(f).collect();
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
@@ -168,6 +177,12 @@ fn main() {
             "      for reference, a plain loop that also parses each event with serde_json: {:.3} of plain; openrouter.chat {:.3} of it",
             median(&|r| r[3] / r[0]),
             median(&|r| r[2] / r[3]),
+        );
+        println!(
+            "      floors from Lua: the plain request in a Lua async function {:.3} of plain; the core client from Lua, no argument or result conversion, {:.3}; conversion {:+.1} µs/req",
+            median(&|r| r[4] / r[0]),
+            median(&|r| r[5] / r[0]),
+            median(&|r| r[2] - r[5]) * 1e6,
         );
     }
     println!(
@@ -288,6 +303,46 @@ impl PlainClient {
         }
         t0.elapsed().as_secs_f64()
     }
+}
+
+/// Two bench-only Lua functions that bound what any binding of the same call can reach from Lua:
+/// `bench_plain()` sends the plain loop's request (reqwest, body read to the end) from a Lua async function,
+/// `bench_core()` makes the core client's request with a prebuilt `ChatRequest` and returns nothing. Both go
+/// through the same mlua async call as `openrouter.chat`; neither reads a Lua table nor builds one.
+fn register_floors(
+    lua: &mlua::Lua,
+    plain: &Rc<PlainClient>,
+    core: &Rc<baton::core::llm::openai::OpenAi>,
+) {
+    use baton::core::llm::{Message, openai};
+    let plain = plain.clone();
+    let send = lua
+        .create_async_function(move |_, ()| {
+            let plain = plain.clone();
+            async move {
+                plain.send(false).await;
+                Ok(())
+            }
+        })
+        .expect("bench_plain");
+    let req = Rc::new(openai::ChatRequest {
+        model: "bench/model".into(),
+        messages: vec![Message::new("user", "hello")],
+        max_tokens: Some(16),
+        ..Default::default()
+    });
+    let core = core.clone();
+    let chat = lua
+        .create_async_function(move |_, ()| {
+            let (core, req) = (core.clone(), req.clone());
+            async move {
+                core.chat(&req, None, None, None).await.expect("core chat");
+                Ok(())
+            }
+        })
+        .expect("bench_core");
+    lua.globals().set("bench_plain", send).expect("set");
+    lua.globals().set("bench_core", chat).expect("set");
 }
 
 fn verdict(ok: bool) -> &'static str {
