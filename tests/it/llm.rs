@@ -1430,6 +1430,28 @@ async fn lua_two_processes_share_one_budget() {
     assert_eq!((ok, cloud.count()), (10, 10));
 }
 
+/// The LLM bindings read arguments and push results on mlua's stack without a protected call, which is
+/// sound only while an allocation cannot raise a Lua error: mlua's allocator aborts instead when no memory
+/// limit is set. A runtime must come without one.
+#[test]
+fn lua_runtime_sets_no_memory_limit() {
+    let dir = std::env::temp_dir().join(format!("baton-memlimit-{}", std::process::id()));
+    let ctx = baton::lua::Ctx {
+        fleet: Arc::new(Fleet::from_deserializer(json!({})).unwrap()),
+        state: State::new(&dir),
+        script: "test".into(),
+        args: Vec::new(),
+    };
+    let lua = baton::lua::new_runtime(ctx).unwrap();
+    baton::lua::load_all_globals(&lua).unwrap();
+    assert_eq!(
+        lua.set_memory_limit(0).unwrap(),
+        0,
+        "no memory limit is set"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `openrouter.chat` decodes the usual request straight off the Lua stack and leaves anything else to
 /// serde: both must send the same JSON, and mistakes must be worded by the serde path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1458,6 +1480,10 @@ async fn lua_openrouter_requests_decode_the_same_on_both_paths() {
         backwards[2] = msgs[2]
         backwards[1] = msgs[1]
         print(openrouter.chat(with{ messages = backwards }).text)
+        -- check = false adds ok = true; a second argument is ignored, as on the serde path
+        local r = openrouter.chat(with{ check = false }, "extra")
+        print(r.ok, r.text, r.tokens_in, r.cost_source)
+        print(select('#', openrouter.chat(base)), openrouter.chat(base, 2).text)
         for _, bad in ipairs{
           with{ tempature = 1 },
           with{ max_tokens = "many" },
@@ -1466,16 +1492,24 @@ async fn lua_openrouter_requests_decode_the_same_on_both_paths() {
           with{ messages = { "just text" } },
           with{ check = "yes" },
           { messages = msgs },
+          "just text",
         } do
           local ok, err = pcall(openrouter.chat, bad)
           print(ok, err)
         end
+        print(pcall(openrouter.chat))
     "#).await;
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(&lines[..4], ["ok", "ok", "ok", "ok"], "{}", out.stdout);
+    assert_eq!(
+        &lines[4..6],
+        ["true\tok\t1\tprovider", "1\tok"],
+        "{}",
+        out.stdout
+    );
     let sent: Vec<serde_json::Value> = stub.requests().iter().map(|r| r.json()).collect();
-    assert_eq!(sent.len(), 4, "{}", out.stdout);
+    assert_eq!(sent.len(), 7, "{}", out.stdout);
     for (i, req) in sent.iter().enumerate() {
         assert_eq!(
             req["messages"],
@@ -1492,8 +1526,8 @@ async fn lua_openrouter_requests_decode_the_same_on_both_paths() {
     assert_eq!(sent[1]["provider"], json!({"order": ["x"]}));
     assert!(sent[0].get("provider").is_none());
     // Every mistake is refused before anything is sent, in the serde path's words.
-    let errors = &lines[4..];
-    assert_eq!(errors.len(), 7, "{}", out.stdout);
+    let errors = &lines[6..];
+    assert_eq!(errors.len(), 9, "{}", out.stdout);
     let expect = [
         "tempature",
         "max_tokens",
@@ -1502,6 +1536,8 @@ async fn lua_openrouter_requests_decode_the_same_on_both_paths() {
         "messages",
         "check",
         "model",
+        "argument 1 (request) must be a table",
+        "argument 1 (request) must be a table",
     ];
     for (line, word) in errors.iter().zip(expect) {
         assert!(
