@@ -1430,28 +1430,6 @@ async fn lua_two_processes_share_one_budget() {
     assert_eq!((ok, cloud.count()), (10, 10));
 }
 
-/// The LLM bindings read arguments and push results on mlua's stack without a protected call, which is
-/// sound only while an allocation cannot raise a Lua error: mlua's allocator aborts instead when no memory
-/// limit is set. A runtime must come without one.
-#[test]
-fn lua_runtime_sets_no_memory_limit() {
-    let dir = std::env::temp_dir().join(format!("baton-memlimit-{}", std::process::id()));
-    let ctx = baton::lua::Ctx {
-        fleet: Arc::new(Fleet::from_deserializer(json!({})).unwrap()),
-        state: State::new(&dir),
-        script: "test".into(),
-        args: Vec::new(),
-    };
-    let lua = baton::lua::new_runtime(ctx).unwrap();
-    baton::lua::load_all_globals(&lua).unwrap();
-    assert_eq!(
-        lua.set_memory_limit(0).unwrap(),
-        0,
-        "no memory limit is set"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
 /// `openrouter.chat` decodes the usual request straight off the Lua stack and leaves anything else to
 /// serde: both must send the same JSON, and mistakes must be worded by the serde path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

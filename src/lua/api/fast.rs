@@ -1,24 +1,16 @@
-//! Conversions on the hot path of the LLM bindings, over Lua's C API. A request table is read straight
-//! off the stack (no handle per value), and a flat result table is built straight onto it. Anything
-//! outside the common shape makes the reader give up, and the caller takes the serde path, which words
-//! the errors.
+//! Conversions on the hot path of the LLM bindings, over Lua's C API. A request table is walked in one
+//! protected call, reading keys and values straight off the stack (no handle per value), and a flat
+//! result table is built in another. Anything outside the common shape makes the walk give up, and the
+//! caller takes the serde path, which words the errors.
 //!
 //! Safety rules every function here keeps: only `lua_type`-checked reads (`lua_tolstring` is called on
 //! strings only, so it never converts a value in place or allocates), no key is modified during
 //! `lua_next`, and each walk leaves the stack as it found it.
-//!
-//! An async binding takes [`Arg`] and returns [`Ret`], whose stack conversions mlua calls in place of its
-//! own: the argument is read where mlua left it, and the result pushed where mlua expects it, with no
-//! protected call and no handle in between. Neither can raise a Lua error there: the reads above cannot,
-//! and the pushes could only fail to allocate, which with no memory limit set (baton never sets one, see
-//! the test `lua_runtime_sets_no_memory_limit`) aborts in mlua's allocator instead of raising. These two conversions are
-//! mlua's `#[doc(hidden)]` stack methods, pinned with the mlua version in Cargo.toml.
 use std::ffi::CStr;
 use std::os::raw::c_int;
 use std::ptr::null_mut;
 
-use mlua::state::RawLua;
-use mlua::{FromLuaMulti, IntoLuaMulti, Lua, MultiValue, Table, Value, ffi};
+use mlua::{Lua, Table, ffi};
 
 use crate::core::llm::Message;
 
@@ -184,65 +176,18 @@ pub unsafe fn messages(state: *mut ffi::lua_State) -> Option<Vec<Message>> {
     ok.then_some(out)
 }
 
-/// A request read off the stack by [`Arg`].
-pub trait FromTable: Sized {
-    /// Reads the table at the top of the stack; `None` to give up.
-    ///
-    /// # Safety
-    /// As for [`fields`], with room for the nested walks (16 slots).
-    unsafe fn read(state: *mut ffi::lua_State) -> Option<Self>;
-}
-
-/// An argument read as `T` when it is a table of the common shape, else kept as a value for the serde path.
-pub enum Arg<T> {
-    Read(T),
-    Value(Value),
-}
-
-impl<T: FromTable> FromLuaMulti for Arg<T> {
-    fn from_lua_multi(values: MultiValue, lua: &Lua) -> mlua::Result<Self> {
-        let v = values.into_iter().next().unwrap_or(Value::Nil);
-        let mut read = None;
-        if let Value::Table(t) = &v {
-            // SAFETY: the closure reads the table mlua pushed for it, after making room on the stack;
-            // mlua restores the stack afterwards.
-            let ran = unsafe {
-                lua.exec_raw::<()>(t, |state| {
-                    if ffi::lua_checkstack(state, 16) != 0 {
-                        read = T::read(state);
-                    }
-                })
-            };
-            ran?;
-        }
-        Ok(read.map_or(Arg::Value(v), Arg::Read))
-    }
-
-    unsafe fn from_stack_args(
-        nargs: c_int,
-        i: usize,
-        to: Option<&str>,
-        lua: &RawLua,
-    ) -> mlua::Result<Self> {
-        // SAFETY: mlua calls this with the `nargs` arguments at the top of the current state's stack. The
-        // first is copied to the top (room checked) for the reader, which cannot raise (module docs), and
-        // popped again.
-        unsafe {
-            let state = lua.state();
-            if nargs >= 1
-                && ffi::lua_type(state, -nargs) == ffi::LUA_TTABLE
-                && ffi::lua_checkstack(state, 17) != 0
-            {
-                ffi::lua_pushvalue(state, -nargs);
-                let read = T::read(state);
-                ffi::lua_pop(state, 1);
-                if let Some(read) = read {
-                    return Ok(Arg::Read(read));
-                }
-            }
-            <Value as FromLuaMulti>::from_stack_args(nargs, i, to, lua).map(Arg::Value)
-        }
-    }
+/// Runs `walk` with `t` at the top of the stack, in one protected call, with enough stack for nested
+/// walks. `walk` returns `false` to give up.
+pub fn walk(lua: &Lua, t: &Table, walk: impl FnOnce(*mut ffi::lua_State) -> bool) -> bool {
+    let mut ok = false;
+    // SAFETY: the closure only runs the walkers above on the table mlua pushed for it, after making room
+    // on the stack; mlua restores the stack afterwards.
+    let ran = unsafe {
+        lua.exec_raw::<()>(t, |state| {
+            ok = ffi::lua_checkstack(state, 16) != 0 && walk(state);
+        })
+    };
+    ran.is_ok() && ok
 }
 
 /// A field of a flat result table.
@@ -250,82 +195,30 @@ pub enum Out<'a> {
     Str(&'a str),
     Int(i64),
     Num(f64),
-    Bool(bool),
 }
 
-/// A result that is a flat table of fields.
-pub trait ToRecord {
-    /// How many fields [`ToRecord::fields`] gives (the table is made that size).
-    fn count(&self) -> usize;
-
-    /// Its fields, in order; keys are C strings so that Lua finds each in its cache of C-string keys (by
-    /// address) instead of hashing it again for every table.
-    fn fields(&self, put: &mut dyn FnMut(&CStr, Out<'_>));
-}
-
-/// A binding's result: a record pushed as a new table, or any value.
-pub enum Ret<R> {
-    Record(R),
-    Value(Value),
-}
-
-impl<R: ToRecord> IntoLuaMulti for Ret<R> {
-    fn into_lua_multi(self, lua: &Lua) -> mlua::Result<MultiValue> {
-        match self {
-            Ret::Record(r) => record(lua, &r)?.into_lua_multi(lua),
-            Ret::Value(v) => v.into_lua_multi(lua),
-        }
-    }
-
-    unsafe fn push_into_stack_multi(self, lua: &RawLua) -> mlua::Result<c_int> {
-        match self {
-            // SAFETY: pushes onto the current state's stack, where mlua takes its results; room is
-            // checked, and the pushes cannot raise (module docs).
-            Ret::Record(r) => unsafe {
-                let state = lua.state();
-                if ffi::lua_checkstack(state, 3) == 0 {
-                    return Err(mlua::Error::StackError);
-                }
-                push_record(state, &r);
-                Ok(1)
-            },
-            // SAFETY: mlua's own conversion, with the same contract.
-            Ret::Value(v) => unsafe { v.push_into_stack_multi(lua) },
-        }
-    }
-}
-
-/// A new table with `r`'s fields, built in one protected call (for callers that are not on mlua's stack
-/// conversions).
-pub fn record(lua: &Lua, r: &impl ToRecord) -> mlua::Result<Table> {
-    // SAFETY: room is checked and the table is left as the call's only result.
+/// A new table with `fields`, built in one protected call. Keys are C strings so that Lua finds each in
+/// its cache of C-string keys (by address) instead of hashing it again for every table.
+pub fn record(lua: &Lua, fields: &[(&CStr, Out<'_>)]) -> mlua::Result<Table> {
+    // SAFETY: a table and one value at a time are pushed (room checked); each value is popped into the
+    // table, which is left as the call's only result. The table is new and has no metatable, so
+    // `lua_setfield` is a plain set.
     unsafe {
         lua.exec_raw::<Table>((), |state| {
-            if ffi::lua_checkstack(state, 3) != 0 {
-                push_record(state, r);
+            if ffi::lua_checkstack(state, 3) == 0 {
+                return;
+            }
+            ffi::lua_createtable(state, 0, fields.len() as c_int);
+            for (key, value) in fields {
+                match *value {
+                    Out::Str(s) => {
+                        ffi::lua_pushlstring(state, s.as_ptr().cast(), s.len());
+                    }
+                    Out::Int(i) => ffi::lua_pushinteger(state, i),
+                    Out::Num(n) => ffi::lua_pushnumber(state, n),
+                }
+                ffi::lua_setfield(state, -2, key.as_ptr());
             }
         })
-    }
-}
-
-/// Pushes a new table with `r`'s fields.
-///
-/// # Safety
-/// Room for three slots. The table is new and has no metatable, so `lua_setfield` is a plain set; one
-/// value at a time is pushed and popped into it.
-unsafe fn push_record(state: *mut ffi::lua_State, r: &impl ToRecord) {
-    unsafe {
-        ffi::lua_createtable(state, 0, r.count() as c_int);
-        r.fields(&mut |key, value| {
-            match value {
-                Out::Str(s) => {
-                    ffi::lua_pushlstring(state, s.as_ptr().cast(), s.len());
-                }
-                Out::Int(i) => ffi::lua_pushinteger(state, i),
-                Out::Num(n) => ffi::lua_pushnumber(state, n),
-                Out::Bool(b) => ffi::lua_pushboolean(state, b as c_int),
-            }
-            ffi::lua_setfield(state, -2, key.as_ptr());
-        });
     }
 }

@@ -1,13 +1,11 @@
 //! The `openrouter` global: OpenAI-compatible chat completions, models and credits through
 //! `core::llm::openai`.
 
-use std::ffi::CStr;
-
-use mlua::{Lua, Table, Value, ffi};
+use mlua::{Lua, Table, Value};
 use serde::Deserialize;
 
 use super::conv;
-use super::fast::{self, Arg, FromTable, Item, Out, Ret, ToRecord};
+use super::fast::{self, Item, Out};
 use crate::core::duration::{self, Dur};
 use crate::core::llm::openai::{ChatRequest, Completion};
 use crate::core::llm::{Message, OnToken};
@@ -36,14 +34,14 @@ struct ChatArgs {
 
 /// `openrouter.chat{model, messages, max_tokens?, temperature?, on_token?, models?, provider?, timeout?,
 /// check?}` → `{text, model, id, tokens_in, tokens_out, cost, cost_source, duration}`.
-async fn chat(lua: Lua, req: Arg<ChatArgs>) -> mlua::Result<Ret<Chat>> {
+async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     const F: &str = "openrouter.chat";
-    // The common request is read straight off the stack; anything unusual (an unknown key, a wrong type,
-    // `on_token` or `provider`) goes through serde, which words the error.
-    let (a, on_token) = match req {
-        Arg::Read(a) => (a, None),
-        Arg::Value(req) => {
-            conv::table(F, 1, "request", &req)?;
+    let t = conv::table(F, 1, "request", &req)?;
+    // The common request decodes straight from the table; anything unusual (an unknown key, a wrong type)
+    // goes through serde, which words the error.
+    let (a, on_token) = match fast_args(&lua, &t) {
+        Some(decoded) => (decoded, None),
+        None => {
             let (a, mut cbs) = conv::opts::<Option<ChatArgs>>(&lua, F, 1, req, &["on_token"])?;
             let a =
                 a.ok_or_else(|| conv::fail(format!("{F}: argument 1 (request) must be a table")))?;
@@ -62,32 +60,34 @@ async fn chat(lua: Lua, req: Arg<ChatArgs>) -> mlua::Result<Ret<Chat>> {
     };
     let mut on_token = on_token.map(conv::hook::<String>);
     let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
-    match llm
+    let out = match llm
         .openai()
         .chat(&r, price, a.timeout.map(|d| d.0), cb)
         .await
     {
-        Ok(c) => Ok(Ret::Record(Chat { c, ok: !a.check })),
-        Err(e) => conv::checked(&lua, a.check, Err(e.raised_by(F))).map(Ret::Value),
-    }
+        Ok(c) => Ok(Value::Table(completion(&lua, &c)?)),
+        Err(e) => Err(e.raised_by(F)),
+    };
+    conv::checked(&lua, a.check, out)
 }
 
-impl FromTable for ChatArgs {
-    /// The request without `on_token` and `provider` (they need handles or serde anyway).
-    unsafe fn read(state: *mut ffi::lua_State) -> Option<ChatArgs> {
-        let mut a = ChatArgs {
-            model: String::new(),
-            messages: Vec::new(),
-            max_tokens: None,
-            temperature: None,
-            models: None,
-            provider: None,
-            timeout: None,
-            check: true,
-        };
-        let (mut model, mut messages) = (false, false);
-        // SAFETY: the caller's contract is `fields`'s.
-        let ok = unsafe {
+/// The request table decoded straight off the Lua stack, or `None` when it holds anything the serde path
+/// should judge (`on_token` and `provider` included: they need handles or serde anyway).
+fn fast_args(lua: &Lua, t: &Table) -> Option<ChatArgs> {
+    let mut a = ChatArgs {
+        model: String::new(),
+        messages: Vec::new(),
+        max_tokens: None,
+        temperature: None,
+        models: None,
+        provider: None,
+        timeout: None,
+        check: true,
+    };
+    let (mut model, mut messages) = (false, false);
+    let ok = fast::walk(lua, t, |state| {
+        // SAFETY: `walk` hands over a state with the request table at the top and room for the walk.
+        unsafe {
             fast::fields(state, |key| {
                 let v = fast::item(state, -1);
                 let got = match key {
@@ -123,37 +123,26 @@ impl FromTable for ChatArgs {
                 messages |= key == b"messages";
                 got.is_some()
             })
-        };
-        (ok && model && messages).then_some(a)
-    }
-}
-
-/// The result table: `{text, model, id, tokens_in, tokens_out, cost, cost_source, duration}`, and
-/// `ok = true` when the call was made with `check = false`.
-struct Chat {
-    c: Completion,
-    ok: bool,
-}
-
-impl ToRecord for Chat {
-    fn count(&self) -> usize {
-        8 + self.ok as usize
-    }
-
-    fn fields(&self, put: &mut dyn FnMut(&CStr, Out<'_>)) {
-        let c = &self.c;
-        put(c"text", Out::Str(&c.text));
-        put(c"model", Out::Str(&c.model));
-        put(c"id", Out::Str(&c.id));
-        put(c"tokens_in", Out::Int(c.tokens_in as i64));
-        put(c"tokens_out", Out::Int(c.tokens_out as i64));
-        put(c"cost", Out::Num(c.cost));
-        put(c"cost_source", Out::Str(c.cost_source.name()));
-        put(c"duration", Out::Num(c.duration));
-        if self.ok {
-            put(c"ok", Out::Bool(true));
         }
-    }
+    });
+    (ok && model && messages).then_some(a)
+}
+
+/// The result table: `{text, model, id, tokens_in, tokens_out, cost, cost_source, duration}`.
+fn completion(lua: &Lua, c: &Completion) -> mlua::Result<Table> {
+    fast::record(
+        lua,
+        &[
+            (c"text", Out::Str(&c.text)),
+            (c"model", Out::Str(&c.model)),
+            (c"id", Out::Str(&c.id)),
+            (c"tokens_in", Out::Int(c.tokens_in as i64)),
+            (c"tokens_out", Out::Int(c.tokens_out as i64)),
+            (c"cost", Out::Num(c.cost)),
+            (c"cost_source", Out::Str(c.cost_source.name())),
+            (c"duration", Out::Num(c.duration)),
+        ],
+    )
 }
 
 /// `openrouter.models()` → the list of models with pricing.
