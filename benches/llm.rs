@@ -103,6 +103,19 @@ fn main() {
                 let lc = num(&lua_block("bench_core()").await) / BLOCK as f64;
                 rounds.push([p, c, b, d, lp, lc]);
             }
+            // BENCH_ROUNDS=1 prints every round (µs per request: plain, core, openrouter.chat, plain
+            // decoding, Lua floors) to see how one run's median came about.
+            if std::env::var_os("BENCH_ROUNDS").is_some() {
+                for r in &rounds {
+                    let us: Vec<String> = r.iter().map(|s| format!("{:.1}", s * 1e6)).collect();
+                    eprintln!(
+                        "{}: {} ratio {:.3}",
+                        placement.name(),
+                        us.join(" "),
+                        r[2] / r[0]
+                    );
+                }
+            }
             sequential.push((placement, rounds));
         }
         Placement::Free.apply(&stub_threads);
