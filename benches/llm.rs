@@ -1,7 +1,8 @@
 //! LLM figures against a local stub server, in one run (`cargo bench --bench llm`):
 //! - per-request overhead of 1 000 sequential `openrouter.chat` calls through baton's Lua API vs the same
-//!   requests from a plain reqwest loop (target ratio ≤ 1.10); a plain loop that also parses the events is
-//!   reported beside it;
+//!   requests from a plain reqwest loop (target ratio ≤ 1.10); reported beside it: a plain loop that also
+//!   parses the events, and two floors from Lua (the plain request, and the core client without argument
+//!   or result conversion, each called from a Lua async function);
 //! - 256 concurrent `openrouter.chat` calls: peak RSS of the process (target ≤ 60 MB);
 //! - `route.pick` cost from Lua (target < 20 µs);
 //! - streamed tokens delivered to a Lua `on_token` per second (target ≥ 200 000).
@@ -234,14 +235,18 @@ fn core_client(url: &str) -> baton::core::llm::openai::OpenAi {
     )
 }
 
-async fn core_block(client: &baton::core::llm::openai::OpenAi, n: usize) -> f64 {
-    use baton::core::llm::{Message, openai};
-    let req = openai::ChatRequest {
+/// The request every sequential variant sends (the Lua script's `REQ`).
+fn bench_request() -> baton::core::llm::openai::ChatRequest {
+    baton::core::llm::openai::ChatRequest {
         model: "bench/model".into(),
-        messages: vec![Message::new("user", "hello")],
+        messages: vec![baton::core::llm::Message::new("user", "hello")],
         max_tokens: Some(16),
         ..Default::default()
-    };
+    }
+}
+
+async fn core_block(client: &baton::core::llm::openai::OpenAi, n: usize) -> f64 {
+    let req = bench_request();
     let t0 = Instant::now();
     for _ in 0..n {
         client.chat(&req, None, None, None).await.unwrap();
@@ -327,7 +332,6 @@ fn register_floors(
     plain: &Rc<PlainClient>,
     core: &Rc<baton::core::llm::openai::OpenAi>,
 ) {
-    use baton::core::llm::{Message, openai};
     let plain = plain.clone();
     let send = lua
         .create_async_function(move |_, ()| {
@@ -338,12 +342,7 @@ fn register_floors(
             }
         })
         .expect("bench_plain");
-    let req = Rc::new(openai::ChatRequest {
-        model: "bench/model".into(),
-        messages: vec![Message::new("user", "hello")],
-        max_tokens: Some(16),
-        ..Default::default()
-    });
+    let req = Rc::new(bench_request());
     let core = core.clone();
     let chat = lua
         .create_async_function(move |_, ()| {
