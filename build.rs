@@ -23,12 +23,6 @@ fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
 }
 
 fn main() {
-    // The `baton` executable is linked position-dependent: the loader then has no relocations to apply at
-    // start-up, so a playbook run touches far fewer pages (about 540 page faults otherwise, most of the
-    // ~3 ms start-up on a VM).
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        println!("cargo:rustc-link-arg-bins=-no-pie");
-    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib");
     println!("cargo:rerun-if-changed=stdlib");
     let mut files = Vec::new();

@@ -57,7 +57,7 @@ fn main() {
     let core = Rc::new(core_client(&url));
     register_floors(&lua, &plain, &core);
     // Everything runs on one runtime, as `baton run` does (pooled connections belong to their runtime).
-    let figures = baton::cli::block_on(async {
+    let figures = baton::lua::runtime::block_on(async {
         let run = |src: &str| {
             let chunk = lua.load(src.to_string()).set_name("=bench");
             async move {
@@ -156,7 +156,7 @@ fn main() {
             nums[2] as usize,
         )
     });
-    let (sequential, rss_before, conc, rss, pick, tokens, stream, text_len) = figures;
+    let (sequential, rss_before, conc, rss, pick, tokens, stream, text_len) = figures.expect("tokio runtime");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(tokens, TOKENS, "every token reached on_token");
     assert_eq!(text_len, TOKENS, "one byte per token");

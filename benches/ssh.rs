@@ -14,7 +14,7 @@ const N: usize = 100;
 fn main() {
     let fleet = SshFleet::start(8);
     let lua = support::runtime(&fleet);
-    baton::cli::block_on(async {
+    baton::lua::runtime::block_on(async {
         // Masters are opened outside the timings (baton opens one per host on first use).
         lua_time(&lua, r#"ssh.each({"h0","h1","h2","h3","h4","h5","h6","h7"}, function(h) return ssh.run(h, "true") end)"#).await;
         let baton_seq = lua_time(
@@ -93,7 +93,8 @@ fn main() {
             single_true,
             None,
         );
-    });
+    })
+    .expect("tokio runtime");
 }
 
 /// The same 100 commands as an Ansible play over the harness's ssh config; `None` without Ansible.

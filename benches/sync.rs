@@ -58,7 +58,7 @@ fn main() {
     let socket = fleet.dir.join("bench-master");
     support::open_master(&fleet, "h0", &socket);
 
-    baton::cli::block_on(async {
+    baton::lua::runtime::block_on(async {
         let (tree_baton, tree_plain) = (home.join("tree-baton"), home.join("tree-plain"));
         lua_time(&lua, &push(&tree, &tree_baton)).await;
         cmd_time(&mut plain_rsync(&socket, &tree, &tree_plain));
@@ -112,6 +112,7 @@ fn main() {
             first_plain,
             Some(1.05),
         );
-    });
+    })
+    .expect("tokio runtime");
     support::close_master(&fleet, "h0", &socket);
 }

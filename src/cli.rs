@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::core::fleet::Fleet;
 use crate::core::state::{self, State};
+use crate::lua::runtime::block_on;
 use crate::lua::{self, Ctx};
 
 #[derive(Parser, Debug)]
@@ -229,16 +230,6 @@ pub fn with_fleet(cli: &Cli, f: impl FnOnce(Arc<Fleet>) -> i32) -> i32 {
     }
 }
 
-/// A current-thread tokio runtime with a `LocalSet`, which is how every entry point drives Lua.
-pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, fut)
-}
-
 fn run(cli: &Cli, file: &Path, args: Vec<String>) -> i32 {
     run_lua(cli, file.display().to_string(), args, |lua, _| async move {
         lua::run_file(&lua, file).await.map(|()| 0)
@@ -301,6 +292,10 @@ where
                     1
                 })
             })
+        })
+        .unwrap_or_else(|e| {
+            eprintln!("baton: {e}");
+            1
         })
     })
 }
@@ -482,7 +477,11 @@ fn jobs(fleet: Arc<Fleet>, prune: bool) -> i32 {
         out
     });
     let refreshed = match refreshed {
-        Ok(list) => list,
+        Ok(Ok(list)) => list,
+        Ok(Err(e)) => {
+            eprintln!("baton jobs: {e}");
+            return 1;
+        }
         Err(e) => {
             eprintln!("baton jobs: {e}");
             return 1;

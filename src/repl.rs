@@ -50,7 +50,7 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> i32 {
         script: "repl".into(),
         args: Vec::new(),
     };
-    crate::cli::block_on(async move {
+    let ran = crate::lua::runtime::block_on(async move {
         let lua =
             match lua::new_runtime(ctx).and_then(|lua| lua::load_all_globals(&lua).map(|()| lua)) {
                 Ok(lua) => lua,
@@ -114,6 +114,10 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> i32 {
         drop(next_tx);
         let _ = editor.join();
         0
+    });
+    ran.unwrap_or_else(|e| {
+        eprintln!("baton: {e}");
+        1
     })
 }
 

@@ -27,6 +27,7 @@ use crate::core::schedule::{
 };
 use crate::core::state::State;
 use crate::lua::api::schedule::{JobTarget, registered};
+use crate::lua::runtime::block_on;
 use crate::lua::{Ctx, Printer};
 
 /// How many Lua instructions a job runs between chances for other jobs and timers.
@@ -83,7 +84,7 @@ pub fn run(fleet: Arc<Fleet>, state: State, file: Option<PathBuf>) -> anyhow::Re
             report.started, report.ok, report.failed, report.cancelled, report.skipped
         );
         Ok(0)
-    })
+    })?
 }
 
 /// `baton daemon --install [--print] [--platform linux|macos]`: write (or print) the service definition.
@@ -192,7 +193,7 @@ pub fn list(fleet: Arc<Fleet>, state: State, file: Option<PathBuf>) -> anyhow::R
             }
         }
         Ok(0)
-    })
+    })?
 }
 
 /// `baton schedule history [JOB] [--limit N]`: runs, newest first.
@@ -277,7 +278,7 @@ pub fn run_job(
             ),
         }
         Ok(if outcome == Outcome::Ok { 0 } else { 1 })
-    })
+    })?
 }
 
 fn describe_run(r: &crate::core::schedule::RunRecord, zone: &Zone) -> String {
@@ -542,6 +543,7 @@ fn run_playbook(
                 },
             }
         })
+        .map_err(|e| format!("cannot start a runtime for the playbook: {e}"))?
     })
 }
 
@@ -562,15 +564,6 @@ async fn stop_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// A current-thread runtime with a `LocalSet`, as every entry point drives Lua.
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    tokio::task::LocalSet::new().block_on(&rt, fut)
 }
 
 fn absolute(p: PathBuf) -> PathBuf {

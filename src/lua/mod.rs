@@ -1,9 +1,10 @@
 //! The Lua runtime: one place wires the fleet and the core services into a Lua state. Shared host state
 //! reaches bindings through app data ([`Ctx`]), never through globals.
-pub mod api;
+pub(crate) mod api;
 pub mod daemon;
 pub mod fleet;
 pub mod pretty;
+pub mod runtime;
 pub mod stdlib;
 
 use std::cell::RefCell;
