@@ -234,11 +234,9 @@ struct GroupGuard {
 
 impl GroupGuard {
     fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            // SAFETY: kill(2) with a negative pid signals the process group we created; no memory involved.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
+        if let Some(pgid) = self.pgid.take().and_then(rustix::process::Pid::from_raw) {
+            // The group may be gone already; there is nothing left to do then.
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
         }
     }
 }

@@ -115,9 +115,9 @@ fn spawn_script(id: &str, cmd: &Cmd, spec: &Spec) -> Result<String, RemoteError>
          nohup sh -c {runner} baton-job-{id} \"$d\" {cmd} >/dev/null 2>&1 </dev/null &\n\
          echo \"$!\" >\"$d/pid\"\necho \"{SPAWNED}$! $d\"\n",
         dir = job_dir_expr(id),
-        cmd = quote(&command),
+        cmd = quote(&command)?,
         setup = env_and_cwd(spec)?,
-        runner = quote(runner),
+        runner = quote(runner)?,
     ))
 }
 
@@ -547,9 +547,10 @@ mod tests {
         )
         .unwrap();
         assert!(s.contains("d=\"$HOME/.baton/jobs/x-1\""), "{s}");
+        let command = shell_text(&Cmd::Argv(vec!["echo".into(), "a'b; rm -rf /".into()])).unwrap();
         let expected = format!(
             "baton-job-x-1 \"$d\" {} >/dev/null",
-            quote("echo 'a'\\''b; rm -rf /'")
+            quote(&command).unwrap()
         );
         assert!(s.contains(&expected), "{s}");
     }

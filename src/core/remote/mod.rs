@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod rsync;
 pub mod ssh;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,25 +129,26 @@ pub fn target(fleet: &Fleet, name: &str) -> Result<Target, RemoteError> {
     }))
 }
 
-/// Quotes one word for a POSIX shell: no character inside can start shell syntax.
-pub fn quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
-    {
-        return word.to_string();
-    }
-    format!("'{}'", word.replace('\'', "'\\''"))
+/// Quotes one word for a POSIX shell (shlex): no character inside can start shell syntax. A NUL byte
+/// cannot travel through a shell command line, so a word holding one is refused.
+pub fn quote(word: &str) -> Result<Cow<'_, str>, RemoteError> {
+    shlex::try_quote(word).map_err(|_| {
+        RemoteError::Invalid(format!(
+            "{:?} contains a NUL byte, which no shell command line can carry",
+            word.replace('\0', "\\0")
+        ))
+    })
 }
 
 /// Quotes a remote path, keeping a leading `~` or `~/` meaningful (the remote home folder).
-pub fn quote_path(path: &str) -> String {
-    match path.strip_prefix('~') {
-        Some("") => "~".to_string(),
-        Some(rest) if rest.starts_with('/') => format!("~/{}", quote(rest.trim_start_matches('/'))),
-        _ => quote(path),
-    }
+pub fn quote_path(path: &str) -> Result<Cow<'_, str>, RemoteError> {
+    Ok(match path.strip_prefix('~') {
+        Some("") => Cow::Borrowed("~"),
+        Some(rest) if rest.starts_with('/') => {
+            format!("~/{}", quote(rest.trim_start_matches('/'))?).into()
+        }
+        _ => quote(path)?,
+    })
 }
 
 /// A path on this machine with a leading `~` expanded.
@@ -175,7 +177,11 @@ pub fn shell_text(cmd: &Cmd) -> Result<String, RemoteError> {
     match cmd {
         Cmd::Shell(s) => Ok(s.clone()),
         Cmd::Argv(v) if v.is_empty() => Err(RemoteError::Process(ProcessError::Empty)),
-        Cmd::Argv(v) => Ok(v.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")),
+        Cmd::Argv(v) => Ok(v
+            .iter()
+            .map(|a| quote(a))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(" ")),
     }
 }
 
@@ -191,12 +197,12 @@ pub fn env_and_cwd(spec: &Spec) -> Result<String, RemoteError> {
                 "env: {k:?} is not a valid environment variable name"
             )));
         }
-        out.push_str(&format!("export {k}={}\n", quote(v)));
+        out.push_str(&format!("export {k}={}\n", quote(v)?));
     }
     if let Some(cwd) = &spec.cwd {
         out.push_str(&format!(
             "cd {} || exit 1\n",
-            quote_path(&cwd.to_string_lossy())
+            quote_path(&cwd.to_string_lossy())?
         ));
     }
     Ok(out)
@@ -335,19 +341,44 @@ mod tests {
 
     #[test]
     fn quoting_neutralises_shell_syntax() {
-        assert_eq!(quote("plain-word_1.txt"), "plain-word_1.txt");
-        assert_eq!(quote(""), "''");
-        assert_eq!(quote("a b"), "'a b'");
-        assert_eq!(quote("it's; rm -rf /"), "'it'\\''s; rm -rf /'");
-        assert_eq!(quote("$(id)\n`x`"), "'$(id)\n`x`'");
-        assert_eq!(quote_path("~/my dir"), "~/'my dir'");
-        assert_eq!(quote_path("~"), "~");
-        assert_eq!(quote_path("~user"), "'~user'");
+        // What a real shell makes of each quoted word is the word itself.
+        let words = [
+            "plain-word_1.txt",
+            "",
+            "a b",
+            "it's; rm -rf /",
+            "$(id)\n`x`",
+            "~user",
+            "*",
+            "!x \"y\" \\z",
+            "é ü 数据",
+        ];
+        let line = words
+            .iter()
+            .map(|w| quote(w).unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("printf '%s\\0' {line}")])
+            .output()
+            .unwrap();
+        let got: Vec<&str> = std::str::from_utf8(&out.stdout)
+            .unwrap()
+            .split_terminator('\0')
+            .collect();
+        assert_eq!(got, words, "{line}");
+        assert_eq!(quote("plain-word_1.txt").unwrap(), "plain-word_1.txt");
+        let nul = quote("a\0b").unwrap_err().to_string();
+        assert!(nul.contains("NUL byte"), "{nul}");
+        assert_eq!(quote_path("~/my dir").unwrap(), "~/'my dir'");
+        assert_eq!(quote_path("~").unwrap(), "~");
+        assert_eq!(quote_path("~user").unwrap(), "'~user'");
         assert_eq!(
             shell_text(&Cmd::Argv(vec!["echo".into(), "a;b".into()])).unwrap(),
             "echo 'a;b'"
         );
         assert!(shell_text(&Cmd::Argv(vec![])).is_err());
+        assert!(shell_text(&Cmd::Argv(vec!["a\0".into()])).is_err());
     }
 
     #[test]

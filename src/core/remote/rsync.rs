@@ -176,9 +176,9 @@ async fn probe(remote: &Remote, endpoint: &Endpoint) -> Result<(Probe, bool), Re
         }
         Endpoint::Host { host, path } => {
             let p = if path.is_empty() {
-                "~".to_string()
+                "~".into()
             } else {
-                quote_path(path)
+                quote_path(path)?
             };
             let script = format!(
                 "p={p}\nif [ -d \"$p\" ]; then if [ -z \"$(ls -A \"$p\" 2>/dev/null)\" ]; then echo empty; else echo dir; fi\n\
@@ -222,16 +222,16 @@ async fn read_source_files(
         Endpoint::Host { host, path } => (host, path),
     };
     let dir = if path.is_empty() {
-        "~".to_string()
+        "~".into()
     } else {
-        quote_path(path)
+        quote_path(path)?
     };
     // Each file as its byte count on a line, then its bytes; -1 when absent.
     let mut script = format!("d={dir}\n");
     for name in names {
         script.push_str(&format!(
             "f=\"$d\"/{}; if [ -f \"$f\" ]; then wc -c <\"$f\" | tr -d ' '; cat \"$f\"; else echo -1; fi\n",
-            quote(name)
+            quote(name)?
         ));
     }
     let out = remote.script(host, &script, PROBE_TIMEOUT).await?;
@@ -557,6 +557,7 @@ pub async fn sync(
         None => None,
     };
     let stamp = backup_stamp();
+    let ssh_e = master.as_ref().map(|m| m.ssh_command_line()).transpose()?;
     let argv = |dry_run: bool| {
         let mut a: Vec<String> = [
             "rsync",
@@ -592,9 +593,9 @@ pub async fn sync(
         if dry_run {
             a.push("--dry-run".into());
         }
-        if let Some(m) = &master {
+        if let Some(e) = &ssh_e {
             a.push("-e".into());
-            a.push(m.ssh_command_line());
+            a.push(e.clone());
         }
         let side = |e: &Endpoint, is_src: bool| match e {
             Endpoint::Local(p) => {

@@ -75,11 +75,13 @@ impl Master {
     }
 
     /// `ssh <client args>` as one shell-quoted string (for rsync's `-e`).
-    pub fn ssh_command_line(&self) -> String {
-        std::iter::once("ssh".to_string())
-            .chain(self.client_args().iter().map(|a| super::quote(a)))
-            .collect::<Vec<_>>()
-            .join(" ")
+    pub fn ssh_command_line(&self) -> Result<String, RemoteError> {
+        let mut line = String::from("ssh");
+        for a in self.client_args() {
+            line.push(' ');
+            line.push_str(&super::quote(&a)?);
+        }
+        Ok(line)
     }
 
     /// Waits for a free session slot on this master (queueing beyond [`SESSIONS_PER_MASTER`]).
@@ -498,8 +500,7 @@ fn copy_connect_error(err: &RemoteError) -> RemoteError {
 /// The private directory holding control sockets (short path: sockets have a length limit).
 fn control_dir() -> Result<PathBuf, RemoteError> {
     use std::os::unix::fs::DirBuilderExt;
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     let dir = std::env::temp_dir().join(format!("baton-ssh-{uid}"));
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => Ok(dir),

@@ -392,9 +392,8 @@ pub async fn run_now(
     Ok((ctx, outcome))
 }
 
-/// An exclusive `flock` on `<state>/daemon.lock`, released when the file is dropped (or the process dies).
+/// An exclusive lock on `<state>/daemon.lock`, released when the file is dropped (or the process dies).
 fn lock(state: &State) -> Result<std::fs::File, ScheduleError> {
-    use std::os::unix::io::AsRawFd;
     let path = state.file("daemon.lock")?;
     crate::core::state::create_private_file(&path)
         .map_err(|e| ScheduleError::Io(format!("{}: {e}", path.display())))?;
@@ -402,12 +401,15 @@ fn lock(state: &State) -> Result<std::fs::File, ScheduleError> {
         .write(true)
         .open(&path)
         .map_err(|e| ScheduleError::Io(format!("{}: {e}", path.display())))?;
-    // SAFETY: flock on a file descriptor we own; no memory is shared with the call.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(ScheduleError::AlreadyRunning(state.dir().to_path_buf()));
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(ScheduleError::AlreadyRunning(state.dir().to_path_buf()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(ScheduleError::Io(format!("{}: {e}", path.display())))
+        }
     }
-    Ok(file)
 }
 
 #[cfg(test)]
