@@ -73,7 +73,7 @@ pub fn new_runtime(ctx: Ctx) -> mlua::Result<Lua> {
     Ok(lua)
 }
 
-/// The module globals, each registered the first time a script names it: a playbook that never touches
+/// The module globals, each registered the first time a script uses it: a playbook that never touches
 /// `ssh` does not pay for building it (most of start-up is creating async functions).
 type Register = fn(&Lua) -> mlua::Result<()>;
 
@@ -86,24 +86,56 @@ const LAZY_GLOBALS: &[(&str, Register)] = &[
     ("schedule", api::schedule::register),
 ];
 
+/// Where the loaders of the module globals are kept (Lua registry): name → function filling the global.
+const LOADERS: &str = "baton.global_loaders";
+
+/// Each module global is a real global from the start (and `package.loaded[name]`, so `require("ssh")`
+/// works), standing in for the module until its first use fills it. Nothing hangs on `_G`'s metatable, so a
+/// playbook that sets its own (strict mode) still sees every global.
 fn install_lazy_globals(lua: &Lua) -> mlua::Result<()> {
-    let loaders = lua.create_table()?;
+    let registers = lua.create_table()?;
     for (name, register) in LAZY_GLOBALS {
-        loaders.raw_set(*name, lua.create_function(move |lua, ()| register(lua))?)?;
+        registers.raw_set(*name, lua.create_function(move |lua, ()| register(lua))?)?;
     }
-    lua.load(
-        r#"local loaders = ...
-        setmetatable(_G, { __index = function(_, name)
-          local load = loaders[name]
-          if load then
+    let loaders: mlua::Table = lua
+        .load(
+            r#"local registers, loaded = ...
+        local loaders = {}
+        for name, register in pairs(registers) do
+          local proxy = {}
+          local function fill()
+            if loaders[name] == nil then return proxy end
             loaders[name] = nil
-            load()
-            return rawget(_G, name)
+            setmetatable(proxy, nil)
+            register()                       -- sets the global to the module's table
+            local module = rawget(_G, name)
+            for k, v in next, module do rawset(proxy, k, v) end
+            setmetatable(proxy, getmetatable(module))
+            rawset(_G, name, proxy)
+            return proxy
           end
-        end })"#,
-    )
-    .set_name("=baton.globals")
-    .call::<()>(loaders)
+          loaders[name] = fill
+          setmetatable(proxy, {
+            __index = function(_, k) return fill()[k] end,
+            __newindex = function(_, k, v) fill()[k] = v end,
+            __pairs = function() return next, fill(), nil end,
+          })
+          rawset(_G, name, proxy)
+          loaded[name] = proxy
+        end
+        return loaders"#,
+        )
+        .set_name("=baton.globals")
+        .call((
+            registers,
+            lua.globals()
+                .get::<mlua::Table>("package")?
+                .get::<mlua::Table>("loaded")?,
+        ))?;
+    lua.set_named_registry_value(LOADERS, loaders)?;
+    // `baton` is built eagerly; it is a module like the others for `require`.
+    let loaded: mlua::Table = lua.globals().get::<mlua::Table>("package")?.get("loaded")?;
+    loaded.set("baton", lua.globals().get::<Value>("baton")?)
 }
 
 /// Every API global: `baton` and the module globals.
@@ -111,11 +143,13 @@ pub fn global_names() -> impl Iterator<Item = &'static str> {
     std::iter::once("baton").chain(LAZY_GLOBALS.iter().map(|(name, _)| *name))
 }
 
-/// Registers every module global now (the REPL does, so Tab completion sees them all).
+/// Fills every module global now (the REPL does, so Tab completion sees them all).
 pub fn load_all_globals(lua: &Lua) -> mlua::Result<()> {
-    let globals = lua.globals();
+    let loaders: mlua::Table = lua.named_registry_value(LOADERS)?;
     for (name, _) in LAZY_GLOBALS {
-        globals.get::<Value>(*name)?;
+        if let Some(fill) = loaders.get::<Option<mlua::Function>>(*name)? {
+            fill.call::<()>(())?;
+        }
     }
     Ok(())
 }

@@ -122,13 +122,37 @@ t.it("durations, env, json and the read-only fleet", function()
 end)
 
 t.it("module globals are built on first use and behave like plain globals", function()
-  t.eq(rawget(_G, "sync"), nil, "not built before use")
+  t.eq(rawget(sync, "push"), nil, "not built before use")
   t.eq(type(sync.push), "function")
-  t.truthy(rawget(_G, "sync"), "built after first use")
+  t.eq(type(rawget(sync, "push")), "function", "built after first use")
   t.eq(surely_undefined_global, nil)
   for _, name in ipairs({ "ollama", "openrouter", "route", "ssh", "schedule" }) do
     t.eq(type(_G[name]), "table", name)
   end
+end)
+
+t.it("module globals are modules too, and survive a strict _G", function()
+  t.eq(require("ssh"), ssh)
+  t.eq(require("route"), route)
+  t.eq(require("baton"), baton)
+  t.eq(type(require("openrouter").chat), "function")
+  -- Strict mode: reading an undefined global raises. The API globals are still there.
+  local saved = getmetatable(_G)
+  setmetatable(_G, {
+    __index = function(_, k) error("undefined global " .. tostring(k), 2) end,
+    __newindex = function(_, k) error("new global " .. tostring(k), 2) end,
+  })
+  local ok, err = pcall(function()
+    t.eq(type(schedule.cron), "function")
+    t.eq(type(ollama.chat), "function")
+    local n = 0
+    for _ in pairs(ssh) do n = n + 1 end
+    t.truthy(n > 3, "pairs over a module global fills it")
+  end)
+  local strict_err = select(2, pcall(function() return surely_undefined_global end))
+  setmetatable(_G, saved)
+  t.truthy(ok, tostring(err))
+  t.truthy(tostring(strict_err):find("undefined global", 1, true), tostring(strict_err))
 end)
 
 t.done()
