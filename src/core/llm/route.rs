@@ -135,7 +135,15 @@ pub struct AskOptions {
     pub script: Option<String>,
 }
 
-pub type Accept<'a> = &'a mut dyn FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, String>>;
+/// Why `accept` could not judge an answer (it raised, or returned something that is no verdict). It stops
+/// the ask; the text is reported as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AcceptError(pub String);
+
+/// Judges each answer of `route.ask`; an `Err` stops the ask.
+pub type Accept<'a> =
+    &'a mut dyn FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, AcceptError>>;
 pub type OnAlert<'a> = Callback<'a, Alert>;
 
 /// The callbacks of one ask.
@@ -364,193 +372,319 @@ impl Router {
             spec.max_tier.clone_from(&opts.max_tier);
         }
         let (start, hi, role, _) = self.plan(&spec, false)?;
+        let mut ask = Ask::new(self, spec.kind, role, prompt, opts, hooks);
+        for tier in &self.tiers[start..=hi] {
+            if let Some(answer) = ask.try_tier(tier).await? {
+                return Ok(answer);
+            }
+        }
+        Err(RouteError::Exhausted(ask.attempts))
+    }
+}
+
+/// One `route.ask` under way: what it sends, the attempts so far and what they added up to.
+struct Ask<'r, 'h> {
+    router: &'r Router,
+    task: String,
+    /// The task's model role, if its rule names one.
+    role: Option<&'r str>,
+    opts: &'r AskOptions,
+    /// The prompt with the system message first.
+    messages: Vec<Message>,
+    /// Prompt tokens, estimated high, for budget reservations.
+    estimate: u64,
+    attempts: Vec<Attempt>,
+    cost: f64,
+    tokens_in: u64,
+    tokens_out: u64,
+    hooks: &'r mut Hooks<'h>,
+}
+
+/// One attempt on one tier until it is recorded: what `route.ask` reports, the ledger row it becomes and
+/// the budget reservation the row settles.
+struct Pending {
+    attempt: Attempt,
+    row: Row,
+    reservation: Option<i64>,
+}
+
+/// What the budget says about a call on one tier.
+enum Funds {
+    /// The worst case is reserved under this ledger id (`None`: a free tier or no budget).
+    Reserved(Option<i64>),
+    /// The worst case does not fit; why.
+    Refused(String),
+}
+
+/// What a tier answered and what it cost.
+struct Reply {
+    text: String,
+    tokens_in: u64,
+    tokens_out: u64,
+    cost: f64,
+    cost_source: &'static str,
+}
+
+impl<'r, 'h> Ask<'r, 'h> {
+    fn new(
+        router: &'r Router,
+        task: String,
+        role: Option<&'r str>,
+        prompt: Vec<Message>,
+        opts: &'r AskOptions,
+        hooks: &'r mut Hooks<'h>,
+    ) -> Self {
         let mut messages = Vec::with_capacity(prompt.len() + 1);
         if let Some(system) = &opts.system {
             messages.push(Message::new("system", system.clone()));
         }
         messages.extend(prompt);
-        let estimate = estimate_tokens(&messages);
-        let mut attempts: Vec<Attempt> = Vec::new();
-        let (mut cost, mut tokens_in, mut tokens_out) = (0.0, 0, 0);
-        for t in &self.tiers[start..=hi] {
-            let model = t.model_for(role).to_string();
-            let mut row = Row {
-                script: opts.script.clone(),
-                task: Some(spec.kind.clone()),
-                tier: Some(t.name.clone()),
-                provider: t.provider.name().to_string(),
-                // The fleet host for Ollama; the endpoint (`openrouter` or its base URL) for the cloud.
-                host: t
-                    .host
-                    .clone()
-                    .or_else(|| Some(self.openai.name().to_string())),
-                model: model.clone(),
-                cost_source: "unknown".into(),
-                sent: false,
-                ..Row::default()
-            };
-            let mut attempt = Attempt {
-                tier: t.name.clone(),
-                model: model.clone(),
-                outcome: Outcome::Offline,
-                err: None,
-            };
-            if let Some(why) = self.cooling(t) {
-                attempt.err = Some(why);
-                self.finish(&mut attempts, attempt, row, None, hooks)
-                    .await?;
-                continue;
-            }
-            // Reserve the worst case before a paid call.
-            let max_tokens = opts.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
-            let mut reservation = None;
-            if let (Provider::Openrouter, Some(b)) = (t.provider, self.budget) {
-                let worst = t
-                    .price
-                    .map_or(0.0, |p| openai::price_of(p, estimate, max_tokens as u64));
-                match self
-                    .ledger
-                    .reserve(&ledger::this_month(), worst, b.monthly_usd)
-                    .await?
-                {
-                    Some(id) => reservation = Some(id),
-                    None => {
-                        attempt.outcome = Outcome::Budget;
-                        attempt.err = Some(format!(
-                            "worst case ${worst:.4} does not fit what is left of ${} this month",
-                            b.monthly_usd
-                        ));
-                        self.finish(&mut attempts, attempt, row, None, hooks)
-                            .await?;
-                        continue;
-                    }
-                }
-            }
-            row.sent = true;
-            let started = Instant::now();
-            let result = match (t.provider, &t.endpoint) {
-                (Provider::Ollama, Some(ep)) => {
-                    let options = opts
-                        .max_tokens
-                        .map(|n| serde_json::json!({ "num_predict": n }));
-                    let req = ollama::ChatRequest {
-                        model: model.clone(),
-                        messages: messages.clone(),
-                        options,
-                        ..Default::default()
-                    };
-                    self.ollama
-                        .chat(ep, &req, None, super::lend(&mut hooks.on_token))
-                        .await
-                        .map(|c| {
-                            // Local models are free unless the fleet prices the tier (power, hardware).
-                            let (cost, source) = match t.price {
-                                Some(p) => {
-                                    (openai::price_of(p, c.tokens_in, c.tokens_out), "pricing")
-                                }
-                                None => (0.0, "unknown"),
-                            };
-                            (c.text, c.tokens_in, c.tokens_out, cost, source)
-                        })
-                }
-                (Provider::Ollama, None) => Err(super::LlmError::new(
-                    &t.name,
-                    Some(&model),
-                    super::ErrorKind::UnknownHost("the tier's host has no `ollama` URL".into()),
-                )),
-                (Provider::Openrouter, _) => {
-                    let req = openai::ChatRequest {
-                        model: model.clone(),
-                        messages: messages.clone(),
-                        max_tokens: Some(max_tokens),
-                        ..Default::default()
-                    };
-                    self.openai
-                        .chat(&req, t.price, None, super::lend(&mut hooks.on_token))
-                        .await
-                        .map(|c| {
-                            (
-                                c.text,
-                                c.tokens_in,
-                                c.tokens_out,
-                                c.cost,
-                                c.cost_source.name(),
-                            )
-                        })
-                }
-            };
-            row.duration = started.elapsed().as_secs_f64();
-            match result {
-                Err(e) if matches!(e.kind, super::ErrorKind::Callback(_)) => {
-                    attempt.outcome = Outcome::Error;
-                    attempt.err = Some(e.to_string());
-                    self.finish(&mut attempts, attempt, row, reservation, hooks)
-                        .await?;
-                    return Err(RouteError::Callback(e.to_string()));
-                }
-                Err(e) => {
-                    if e.kind.is_offline() {
-                        self.mark_down(t, &e.kind.to_string());
-                    } else {
-                        attempt.outcome = Outcome::Error;
-                    }
-                    attempt.err = Some(e.to_string());
-                    self.finish(&mut attempts, attempt, row, reservation, hooks)
-                        .await?;
-                }
-                Ok((text, t_in, t_out, c, source)) => {
-                    (row.tokens_in, row.tokens_out, row.cost, row.cost_source) =
-                        (t_in, t_out, c, source.to_string());
-                    cost += c;
-                    tokens_in += t_in;
-                    tokens_out += t_out;
-                    attempt.outcome = Outcome::Ok;
-                    let mut answer = Answer {
-                        text,
-                        tier: t.name.clone(),
-                        provider: t.provider.name(),
-                        model,
-                        cost,
-                        tokens_in,
-                        tokens_out,
-                        attempts: attempts.clone(),
-                    };
-                    answer.attempts.push(attempt.clone());
-                    let verdict = match hooks.accept.as_mut() {
-                        Some(accept) => accept(&answer).await.map_err(RouteError::Callback)?,
-                        None => Verdict::Accept,
-                    };
-                    if let Verdict::Reject(why) = verdict {
-                        attempt.outcome = Outcome::Rejected;
-                        attempt.err = why;
-                        self.finish(&mut attempts, attempt, row, reservation, hooks)
-                            .await?;
-                        continue;
-                    }
-                    self.finish(&mut attempts, attempt, row, reservation, hooks)
-                        .await?;
-                    answer.attempts = attempts;
-                    return Ok(answer);
-                }
-            }
+        Ask {
+            router,
+            task,
+            role,
+            opts,
+            estimate: estimate_tokens(&messages),
+            messages,
+            attempts: Vec::new(),
+            cost: 0.0,
+            tokens_in: 0,
+            tokens_out: 0,
+            hooks,
         }
-        Err(RouteError::Exhausted(attempts))
     }
 
-    /// Records the attempt (settling any reservation) and fires the budget alert when it is crossed.
-    async fn finish(
-        &self,
-        attempts: &mut Vec<Attempt>,
-        attempt: Attempt,
-        mut row: Row,
-        reservation: Option<i64>,
-        hooks: &mut Hooks<'_>,
+    /// `max_tokens` as sent to paid tiers and reserved against the budget.
+    fn max_tokens(&self) -> u32 {
+        self.opts.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)
+    }
+
+    /// One tier: skipped while cooling down or over budget, else asked and its answer judged. `Some` is
+    /// the accepted answer; `None` means go on to the next tier.
+    async fn try_tier(&mut self, t: &TierInfo) -> Result<Option<Answer>, RouteError> {
+        let mut p = self.begin(t);
+        if let Some(why) = self.router.cooling(t) {
+            self.record(p, Outcome::Offline, Some(why)).await?;
+            return Ok(None);
+        }
+        match self.reserve(t).await? {
+            Funds::Reserved(id) => p.reservation = id,
+            Funds::Refused(why) => {
+                self.record(p, Outcome::Budget, Some(why)).await?;
+                return Ok(None);
+            }
+        }
+        p.row.sent = true;
+        let started = Instant::now();
+        let reply = self.send(t, &p.attempt.model).await;
+        p.row.duration = started.elapsed().as_secs_f64();
+        match reply {
+            Ok(reply) => self.judge(t, p, reply).await,
+            Err(e) => self.failed(t, p, e).await.map(|()| None),
+        }
+    }
+
+    /// The attempt and its ledger row before anything is known about the outcome.
+    fn begin(&self, t: &TierInfo) -> Pending {
+        let model = t.model_for(self.role).to_string();
+        let row = Row {
+            script: self.opts.script.clone(),
+            task: Some(self.task.clone()),
+            tier: Some(t.name.clone()),
+            provider: t.provider.name().to_string(),
+            // The fleet host for Ollama; the endpoint (`openrouter` or its base URL) for the cloud.
+            host: t
+                .host
+                .clone()
+                .or_else(|| Some(self.router.openai.name().to_string())),
+            model: model.clone(),
+            cost_source: "unknown".into(),
+            sent: false,
+            ..Row::default()
+        };
+        Pending {
+            attempt: Attempt {
+                tier: t.name.clone(),
+                model,
+                outcome: Outcome::Offline,
+                err: None,
+            },
+            row,
+            reservation: None,
+        }
+    }
+
+    /// Reserves the worst case of a paid call (the prompt estimate plus `max_tokens` of answer) against the
+    /// monthly budget, before anything is sent.
+    async fn reserve(&self, t: &TierInfo) -> Result<Funds, RouteError> {
+        let (Provider::Openrouter, Some(b)) = (t.provider, self.router.budget) else {
+            return Ok(Funds::Reserved(None));
+        };
+        let worst = t.price.map_or(0.0, |p| {
+            openai::price_of(p, self.estimate, self.max_tokens() as u64)
+        });
+        let month = ledger::this_month();
+        Ok(
+            match self
+                .router
+                .ledger
+                .reserve(&month, worst, b.monthly_usd)
+                .await?
+            {
+                Some(id) => Funds::Reserved(Some(id)),
+                None => Funds::Refused(format!(
+                    "worst case ${worst:.4} does not fit what is left of ${} this month",
+                    b.monthly_usd
+                )),
+            },
+        )
+    }
+
+    /// Sends the prompt to the tier, streaming to `on_token`.
+    async fn send(&mut self, t: &TierInfo, model: &str) -> Result<Reply, super::LlmError> {
+        match (t.provider, &t.endpoint) {
+            (Provider::Ollama, Some(ep)) => {
+                let req = ollama::ChatRequest {
+                    model: model.to_string(),
+                    messages: self.messages.clone(),
+                    options: self
+                        .opts
+                        .max_tokens
+                        .map(|n| serde_json::json!({ "num_predict": n })),
+                    ..Default::default()
+                };
+                let on_token = super::lend(&mut self.hooks.on_token);
+                let c = self.router.ollama.chat(ep, &req, None, on_token).await?;
+                // Local models are free unless the fleet prices the tier (power, hardware).
+                let (cost, cost_source) = match t.price {
+                    Some(p) => (openai::price_of(p, c.tokens_in, c.tokens_out), "pricing"),
+                    None => (0.0, "unknown"),
+                };
+                Ok(Reply {
+                    text: c.text,
+                    tokens_in: c.tokens_in,
+                    tokens_out: c.tokens_out,
+                    cost,
+                    cost_source,
+                })
+            }
+            (Provider::Ollama, None) => Err(super::LlmError::new(
+                &t.name,
+                Some(model),
+                super::ErrorKind::UnknownHost("the tier's host has no `ollama` URL".into()),
+            )),
+            (Provider::Openrouter, _) => {
+                let req = openai::ChatRequest {
+                    model: model.to_string(),
+                    messages: self.messages.clone(),
+                    max_tokens: Some(self.max_tokens()),
+                    ..Default::default()
+                };
+                let on_token = super::lend(&mut self.hooks.on_token);
+                let c = self
+                    .router
+                    .openai
+                    .chat(&req, t.price, None, on_token)
+                    .await?;
+                Ok(Reply {
+                    text: c.text,
+                    tokens_in: c.tokens_in,
+                    tokens_out: c.tokens_out,
+                    cost: c.cost,
+                    cost_source: c.cost_source.name(),
+                })
+            }
+        }
+    }
+
+    /// A failed call: an offline endpoint cools down and the next tier is tried; a failing `on_token`
+    /// stops the ask.
+    async fn failed(
+        &mut self,
+        t: &TierInfo,
+        p: Pending,
+        e: super::LlmError,
     ) -> Result<(), RouteError> {
-        row.outcome = attempt.outcome.name().to_string();
+        if matches!(e.kind, super::ErrorKind::Callback(_)) {
+            self.record(p, Outcome::Error, Some(e.to_string())).await?;
+            return Err(RouteError::Callback(e.to_string()));
+        }
+        let outcome = if e.kind.is_offline() {
+            self.router.mark_down(t, &e.kind.to_string());
+            Outcome::Offline
+        } else {
+            Outcome::Error
+        };
+        self.record(p, outcome, Some(e.to_string())).await
+    }
+
+    /// An answer: counted, shown to `accept` with every attempt so far, and returned unless rejected.
+    async fn judge(
+        &mut self,
+        t: &TierInfo,
+        mut p: Pending,
+        reply: Reply,
+    ) -> Result<Option<Answer>, RouteError> {
+        p.row.tokens_in = reply.tokens_in;
+        p.row.tokens_out = reply.tokens_out;
+        p.row.cost = reply.cost;
+        p.row.cost_source = reply.cost_source.to_string();
+        self.cost += reply.cost;
+        self.tokens_in += reply.tokens_in;
+        self.tokens_out += reply.tokens_out;
+        let mut attempts = self.attempts.clone();
+        attempts.push(Attempt {
+            outcome: Outcome::Ok,
+            ..p.attempt.clone()
+        });
+        let answer = Answer {
+            text: reply.text,
+            tier: t.name.clone(),
+            provider: t.provider.name(),
+            model: p.attempt.model.clone(),
+            cost: self.cost,
+            tokens_in: self.tokens_in,
+            tokens_out: self.tokens_out,
+            attempts,
+        };
+        let verdict = match self.hooks.accept.as_mut() {
+            Some(accept) => accept(&answer)
+                .await
+                .map_err(|e| RouteError::Callback(e.to_string()))?,
+            None => Verdict::Accept,
+        };
+        match verdict {
+            Verdict::Accept => {
+                self.record(p, Outcome::Ok, None).await?;
+                Ok(Some(answer))
+            }
+            Verdict::Reject(why) => {
+                self.record(p, Outcome::Rejected, why).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Ends the attempt: lists it, writes its ledger row (settling any reservation) and fires the budget
+    /// alert when this row crosses it.
+    async fn record(
+        &mut self,
+        p: Pending,
+        outcome: Outcome,
+        err: Option<String>,
+    ) -> Result<(), RouteError> {
+        let Pending {
+            mut attempt,
+            mut row,
+            reservation,
+        } = p;
+        (attempt.outcome, attempt.err) = (outcome, err);
+        row.outcome = outcome.name().to_string();
         row.err.clone_from(&attempt.err);
-        attempts.push(attempt);
-        let budget = self.budget.map(|b| (b.monthly_usd, b.alert_at));
-        if let Some(alert) = self.ledger.settle(reservation, row, budget).await? {
+        self.attempts.push(attempt);
+        let budget = self.router.budget.map(|b| (b.monthly_usd, b.alert_at));
+        let alert = self.router.ledger.settle(reservation, row, budget).await?;
+        if let Some(alert) = alert {
             tracing::warn!(
                 spent = alert.spent,
                 limit = alert.limit,
@@ -558,7 +692,7 @@ impl Router {
                 alert.spent,
                 alert.limit
             );
-            if let Some(cb) = hooks.on_alert.as_mut() {
+            if let Some(cb) = self.hooks.on_alert.as_mut() {
                 cb(alert).await.map_err(RouteError::Callback)?;
             }
         }
@@ -671,17 +805,55 @@ mod tests {
         );
     }
 
-    #[test]
-    fn pick_is_fast() {
-        let r = router(default_fleet());
-        let spec = TaskSpec::kind("code_review");
-        let n = 20_000;
-        let t = Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(r.pick(std::hint::black_box(&spec)).unwrap());
-        }
-        let per = t.elapsed() / n;
-        assert!(per < Duration::from_micros(20), "route.pick took {per:?}");
+    /// Nothing is sent: `local` is cooling down, and the worst case of either paid tier exceeds the budget.
+    #[tokio::test]
+    async fn ask_skips_cooling_tiers_and_refuses_over_budget_without_sending() {
+        let mut fleet = default_fleet();
+        fleet["budget"] = json!({"monthly_usd": 0.05, "alert_at": 0.5});
+        let r = router(fleet);
+        r.mark_down(&r.tiers[0], "connection refused");
+        let e = r
+            .ask(
+                &TaskSpec::kind("lint"),
+                vec![Message::new("user", "x")],
+                &AskOptions::default(),
+                &mut Hooks::default(),
+            )
+            .await
+            .unwrap_err();
+        let RouteError::Exhausted(attempts) = &e else {
+            panic!("{e}")
+        };
+        let seen: Vec<_> = attempts
+            .iter()
+            .map(|a| (a.tier.as_str(), a.outcome))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("local", Outcome::Offline),
+                ("cheap", Outcome::Budget),
+                ("premium", Outcome::Budget)
+            ]
+        );
+        let why = |i: usize| attempts[i].err.as_deref().unwrap_or_default();
+        assert!(
+            why(0).starts_with("skipped for ") && why(0).ends_with("after: connection refused"),
+            "{}",
+            why(0)
+        );
+        assert!(
+            why(1).starts_with("worst case $0.06")
+                && why(1).ends_with("does not fit what is left of $0.05 this month"),
+            "{}",
+            why(1)
+        );
+        // The three rows are recorded as not sent, so the spend report has no call.
+        let spent = r
+            .ledger()
+            .spend(ledger::Period::All, ledger::GroupBy::Tier)
+            .unwrap();
+        assert!(spent.is_empty(), "{spent:?}");
     }
 
     #[test]
