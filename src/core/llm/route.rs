@@ -618,7 +618,8 @@ impl<'r, 'h> Ask<'r, 'h> {
         self.record(p, outcome, Some(e.to_string())).await
     }
 
-    /// An answer: counted, shown to `accept` with every attempt so far, and returned unless rejected.
+    /// An answer: counted, shown to `accept` with every attempt so far, and returned unless rejected. An
+    /// `accept` that fails stops the ask.
     async fn judge(
         &mut self,
         t: &TierInfo,
@@ -648,19 +649,22 @@ impl<'r, 'h> Ask<'r, 'h> {
             attempts,
         };
         let verdict = match self.hooks.accept.as_mut() {
-            Some(accept) => accept(&answer)
-                .await
-                .map_err(|e| RouteError::Callback(e.to_string()))?,
-            None => Verdict::Accept,
+            Some(accept) => accept(&answer).await,
+            None => Ok(Verdict::Accept),
         };
         match verdict {
-            Verdict::Accept => {
+            Ok(Verdict::Accept) => {
                 self.record(p, Outcome::Ok, None).await?;
                 Ok(Some(answer))
             }
-            Verdict::Reject(why) => {
+            Ok(Verdict::Reject(why)) => {
                 self.record(p, Outcome::Rejected, why).await?;
                 Ok(None)
+            }
+            // The call happened and may have cost money: it is booked before the ask stops.
+            Err(e) => {
+                self.record(p, Outcome::Error, Some(e.to_string())).await?;
+                Err(RouteError::Callback(e.0))
             }
         }
     }
@@ -854,6 +858,93 @@ mod tests {
             .spend(ledger::Period::All, ledger::GroupBy::Tier)
             .unwrap();
         assert!(spent.is_empty(), "{spent:?}");
+    }
+
+    /// A stand-in for Ollama that answers every chat with one NDJSON line: "hi", 3 tokens in, 2 out.
+    async fn ollama_stub() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = r#"{"model":"m","message":{"role":"assistant","content":"hi"},"done":true,"prompt_eval_count":3,"eval_count":2}"#;
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}\n",
+            body.len() + 1
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                // The whole request (headers and body) is read before answering, so closing does not reset it.
+                let mut request = Vec::new();
+                let mut buf = [0; 4096];
+                while !whole_request(&request) {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    fn whole_request(request: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(request);
+        let Some(end) = text.find("\r\n\r\n") else {
+            return false;
+        };
+        let body_len = text[..end]
+            .lines()
+            .find_map(|l| {
+                let l = l.to_ascii_lowercase();
+                l.strip_prefix("content-length:")
+                    .map(|n| n.trim().parse::<usize>().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        request.len() >= end + 4 + body_len
+    }
+
+    /// An `accept` that fails stops the ask (no escalation), and the call it judged is still booked.
+    #[tokio::test]
+    async fn a_failing_accept_stops_the_ask_and_the_call_is_booked() {
+        let r = router(json!({
+            "hosts": {"engine": {"ollama": ollama_stub().await}},
+            "tiers": [
+                {"name": "local", "provider": "ollama", "host": "engine", "models": {"code": "m", "reason": "m"},
+                 "price": {"input": 1e6, "output": 1e6}},
+                {"name": "cheap", "provider": "openrouter", "model": "c"},
+                {"name": "premium", "provider": "openrouter", "model": "p"}
+            ]
+        }));
+        let mut seen = Vec::new();
+        let mut accept = |a: &Answer| {
+            seen.push((a.tier.clone(), a.text.clone(), a.cost));
+            Box::pin(async { Err(AcceptError("accept: boom".into())) }) as LocalFuture<'static, _>
+        };
+        let mut hooks = Hooks {
+            accept: Some(&mut accept),
+            ..Hooks::default()
+        };
+        let e = r
+            .ask(
+                &TaskSpec::kind("lint"),
+                vec![Message::new("user", "x")],
+                &AskOptions::default(),
+                &mut hooks,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RouteError::Callback(_)), "{e:?}");
+        assert_eq!(e.to_string(), "accept: boom");
+        assert_eq!(seen, [("local".to_string(), "hi".to_string(), 5.0)]);
+        let spent = r
+            .ledger()
+            .spend(ledger::Period::All, ledger::GroupBy::Tier)
+            .unwrap();
+        let spent: Vec<_> = spent
+            .iter()
+            .map(|s| (s.key.as_str(), s.calls, s.cost))
+            .collect();
+        assert_eq!(spent, [("local", 1, 5.0)]);
     }
 
     #[test]
