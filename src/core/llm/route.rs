@@ -289,14 +289,10 @@ impl Router {
         );
     }
 
-    /// The first tier to try, the highest allowed, the task's model role and why.
+    /// The tiers a task goes to, in order, with its model role and why.
     /// With `skip_cooling`, tiers whose endpoint is cooling down are passed over (for `pick`; `ask` lists
     /// them as attempts instead).
-    fn plan(
-        &self,
-        spec: &TaskSpec,
-        skip_cooling: bool,
-    ) -> Result<(usize, usize, Option<&str>, String), RouteError> {
+    fn plan(&self, spec: &TaskSpec, skip_cooling: bool) -> Result<Plan<'_>, RouteError> {
         if self.tiers.is_empty() {
             return Err(RouteError::NoTiers(String::new()));
         }
@@ -341,20 +337,24 @@ impl Router {
             reason.push_str(&format!(", {} {why}", self.tiers[start].name));
             start += 1;
         }
-        Ok((start, hi, role, reason))
+        Ok(Plan {
+            tiers: &self.tiers[start..=hi],
+            role,
+            reason,
+        })
     }
 
     /// `route.pick`: where a task would go now, without calling anything.
     pub fn pick(&self, spec: &TaskSpec) -> Result<Pick, RouteError> {
-        let (start, _, role, reason) = self.plan(spec, true)?;
-        let t = &self.tiers[start];
+        let plan = self.plan(spec, true)?;
+        let t = &plan.tiers[0];
         Ok(Pick {
             task: spec.kind.clone(),
             tier: t.name.clone(),
             provider: t.provider.name(),
             host: t.host.clone(),
-            model: t.model_for(role).to_string(),
-            reason,
+            model: t.model_for(plan.role).to_string(),
+            reason: plan.reason,
         })
     }
 
@@ -371,15 +371,23 @@ impl Router {
         if opts.max_tier.is_some() {
             spec.max_tier.clone_from(&opts.max_tier);
         }
-        let (start, hi, role, _) = self.plan(&spec, false)?;
-        let mut ask = Ask::new(self, spec.kind, role, prompt, opts, hooks);
-        for tier in &self.tiers[start..=hi] {
+        let plan = self.plan(&spec, false)?;
+        let mut ask = Ask::new(self, spec.kind, plan.role, prompt, opts, hooks);
+        for tier in plan.tiers {
             if let Some(answer) = ask.try_tier(tier).await? {
                 return Ok(answer);
             }
         }
         Err(RouteError::Exhausted(ask.attempts))
     }
+}
+
+/// Where a task goes: the tiers to try in order (never empty; the first is the pick), the model role its
+/// rule names, and why.
+struct Plan<'r> {
+    tiers: &'r [TierInfo],
+    role: Option<&'r str>,
+    reason: String,
 }
 
 /// One `route.ask` under way: what it sends, the attempts so far and what they added up to.
