@@ -135,7 +135,15 @@ pub struct AskOptions {
     pub script: Option<String>,
 }
 
-pub type Accept<'a> = &'a mut dyn FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, String>>;
+/// Why `accept` could not judge an answer (it raised, or returned something that is no verdict). It stops
+/// the ask; the text is reported as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AcceptError(pub String);
+
+/// Judges each answer of `route.ask`; an `Err` stops the ask.
+pub type Accept<'a> =
+    &'a mut dyn FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, AcceptError>>;
 pub type OnAlert<'a> = Callback<'a, Alert>;
 
 /// The callbacks of one ask.
@@ -281,14 +289,10 @@ impl Router {
         );
     }
 
-    /// The first tier to try, the highest allowed, the task's model role and why.
+    /// The tiers a task goes to, in order, with its model role and why.
     /// With `skip_cooling`, tiers whose endpoint is cooling down are passed over (for `pick`; `ask` lists
     /// them as attempts instead).
-    fn plan(
-        &self,
-        spec: &TaskSpec,
-        skip_cooling: bool,
-    ) -> Result<(usize, usize, Option<&str>, String), RouteError> {
+    fn plan(&self, spec: &TaskSpec, skip_cooling: bool) -> Result<Plan<'_>, RouteError> {
         if self.tiers.is_empty() {
             return Err(RouteError::NoTiers(String::new()));
         }
@@ -333,20 +337,24 @@ impl Router {
             reason.push_str(&format!(", {} {why}", self.tiers[start].name));
             start += 1;
         }
-        Ok((start, hi, role, reason))
+        Ok(Plan {
+            tiers: &self.tiers[start..=hi],
+            role,
+            reason,
+        })
     }
 
     /// `route.pick`: where a task would go now, without calling anything.
     pub fn pick(&self, spec: &TaskSpec) -> Result<Pick, RouteError> {
-        let (start, _, role, reason) = self.plan(spec, true)?;
-        let t = &self.tiers[start];
+        let plan = self.plan(spec, true)?;
+        let t = &plan.tiers[0];
         Ok(Pick {
             task: spec.kind.clone(),
             tier: t.name.clone(),
             provider: t.provider.name(),
             host: t.host.clone(),
-            model: t.model_for(role).to_string(),
-            reason,
+            model: t.model_for(plan.role).to_string(),
+            reason: plan.reason,
         })
     }
 
@@ -363,194 +371,332 @@ impl Router {
         if opts.max_tier.is_some() {
             spec.max_tier.clone_from(&opts.max_tier);
         }
-        let (start, hi, role, _) = self.plan(&spec, false)?;
+        let plan = self.plan(&spec, false)?;
+        let mut ask = Ask::new(self, spec.kind, plan.role, prompt, opts, hooks);
+        for tier in plan.tiers {
+            if let Some(answer) = ask.try_tier(tier).await? {
+                return Ok(answer);
+            }
+        }
+        Err(RouteError::Exhausted(ask.attempts))
+    }
+}
+
+/// Where a task goes: the tiers to try in order (never empty; the first is the pick), the model role its
+/// rule names, and why.
+struct Plan<'r> {
+    tiers: &'r [TierInfo],
+    role: Option<&'r str>,
+    reason: String,
+}
+
+/// One `route.ask` under way: what it sends, the attempts so far and what they added up to.
+struct Ask<'r, 'h> {
+    router: &'r Router,
+    task: String,
+    /// The task's model role, if its rule names one.
+    role: Option<&'r str>,
+    opts: &'r AskOptions,
+    /// The prompt with the system message first.
+    messages: Vec<Message>,
+    /// Prompt tokens, estimated high, for budget reservations.
+    estimate: u64,
+    attempts: Vec<Attempt>,
+    cost: f64,
+    tokens_in: u64,
+    tokens_out: u64,
+    hooks: &'r mut Hooks<'h>,
+}
+
+/// One attempt on one tier until it is recorded: what `route.ask` reports, the ledger row it becomes and
+/// the budget reservation the row settles.
+struct Pending {
+    attempt: Attempt,
+    row: Row,
+    reservation: Option<i64>,
+}
+
+/// What the budget says about a call on one tier.
+enum Funds {
+    /// The worst case is reserved under this ledger id (`None`: a free tier or no budget).
+    Reserved(Option<i64>),
+    /// The worst case does not fit; why.
+    Refused(String),
+}
+
+/// What a tier answered and what it cost.
+struct Reply {
+    text: String,
+    tokens_in: u64,
+    tokens_out: u64,
+    cost: f64,
+    cost_source: &'static str,
+}
+
+impl<'r, 'h> Ask<'r, 'h> {
+    fn new(
+        router: &'r Router,
+        task: String,
+        role: Option<&'r str>,
+        prompt: Vec<Message>,
+        opts: &'r AskOptions,
+        hooks: &'r mut Hooks<'h>,
+    ) -> Self {
         let mut messages = Vec::with_capacity(prompt.len() + 1);
         if let Some(system) = &opts.system {
             messages.push(Message::new("system", system.clone()));
         }
         messages.extend(prompt);
-        let estimate = estimate_tokens(&messages);
-        let mut attempts: Vec<Attempt> = Vec::new();
-        let (mut cost, mut tokens_in, mut tokens_out) = (0.0, 0, 0);
-        for t in &self.tiers[start..=hi] {
-            let model = t.model_for(role).to_string();
-            let mut row = Row {
-                script: opts.script.clone(),
-                task: Some(spec.kind.clone()),
-                tier: Some(t.name.clone()),
-                provider: t.provider.name().to_string(),
-                // The fleet host for Ollama; the endpoint (`openrouter` or its base URL) for the cloud.
-                host: t
-                    .host
-                    .clone()
-                    .or_else(|| Some(self.openai.name().to_string())),
-                model: model.clone(),
-                cost_source: "unknown".into(),
-                sent: false,
-                ..Row::default()
-            };
-            let mut attempt = Attempt {
-                tier: t.name.clone(),
-                model: model.clone(),
-                outcome: Outcome::Offline,
-                err: None,
-            };
-            if let Some(why) = self.cooling(t) {
-                attempt.err = Some(why);
-                self.finish(&mut attempts, attempt, row, None, hooks)
-                    .await?;
-                continue;
-            }
-            // Reserve the worst case before a paid call.
-            let max_tokens = opts.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
-            let mut reservation = None;
-            if let (Provider::Openrouter, Some(b)) = (t.provider, self.budget) {
-                let worst = t
-                    .price
-                    .map_or(0.0, |p| openai::price_of(p, estimate, max_tokens as u64));
-                match self
-                    .ledger
-                    .reserve(&ledger::this_month(), worst, b.monthly_usd)
-                    .await?
-                {
-                    Some(id) => reservation = Some(id),
-                    None => {
-                        attempt.outcome = Outcome::Budget;
-                        attempt.err = Some(format!(
-                            "worst case ${worst:.4} does not fit what is left of ${} this month",
-                            b.monthly_usd
-                        ));
-                        self.finish(&mut attempts, attempt, row, None, hooks)
-                            .await?;
-                        continue;
-                    }
-                }
-            }
-            row.sent = true;
-            let started = Instant::now();
-            let result = match (t.provider, &t.endpoint) {
-                (Provider::Ollama, Some(ep)) => {
-                    let options = opts
-                        .max_tokens
-                        .map(|n| serde_json::json!({ "num_predict": n }));
-                    let req = ollama::ChatRequest {
-                        model: model.clone(),
-                        messages: messages.clone(),
-                        options,
-                        ..Default::default()
-                    };
-                    self.ollama
-                        .chat(ep, &req, None, super::lend(&mut hooks.on_token))
-                        .await
-                        .map(|c| {
-                            // Local models are free unless the fleet prices the tier (power, hardware).
-                            let (cost, source) = match t.price {
-                                Some(p) => {
-                                    (openai::price_of(p, c.tokens_in, c.tokens_out), "pricing")
-                                }
-                                None => (0.0, "unknown"),
-                            };
-                            (c.text, c.tokens_in, c.tokens_out, cost, source)
-                        })
-                }
-                (Provider::Ollama, None) => Err(super::LlmError::new(
-                    &t.name,
-                    Some(&model),
-                    super::ErrorKind::UnknownHost("the tier's host has no `ollama` URL".into()),
-                )),
-                (Provider::Openrouter, _) => {
-                    let req = openai::ChatRequest {
-                        model: model.clone(),
-                        messages: messages.clone(),
-                        max_tokens: Some(max_tokens),
-                        ..Default::default()
-                    };
-                    self.openai
-                        .chat(&req, t.price, None, super::lend(&mut hooks.on_token))
-                        .await
-                        .map(|c| {
-                            (
-                                c.text,
-                                c.tokens_in,
-                                c.tokens_out,
-                                c.cost,
-                                c.cost_source.name(),
-                            )
-                        })
-                }
-            };
-            row.duration = started.elapsed().as_secs_f64();
-            match result {
-                Err(e) if matches!(e.kind, super::ErrorKind::Callback(_)) => {
-                    attempt.outcome = Outcome::Error;
-                    attempt.err = Some(e.to_string());
-                    self.finish(&mut attempts, attempt, row, reservation, hooks)
-                        .await?;
-                    return Err(RouteError::Callback(e.to_string()));
-                }
-                Err(e) => {
-                    if e.kind.is_offline() {
-                        self.mark_down(t, &e.kind.to_string());
-                    } else {
-                        attempt.outcome = Outcome::Error;
-                    }
-                    attempt.err = Some(e.to_string());
-                    self.finish(&mut attempts, attempt, row, reservation, hooks)
-                        .await?;
-                }
-                Ok((text, t_in, t_out, c, source)) => {
-                    (row.tokens_in, row.tokens_out, row.cost, row.cost_source) =
-                        (t_in, t_out, c, source.to_string());
-                    cost += c;
-                    tokens_in += t_in;
-                    tokens_out += t_out;
-                    attempt.outcome = Outcome::Ok;
-                    let mut answer = Answer {
-                        text,
-                        tier: t.name.clone(),
-                        provider: t.provider.name(),
-                        model,
-                        cost,
-                        tokens_in,
-                        tokens_out,
-                        attempts: attempts.clone(),
-                    };
-                    answer.attempts.push(attempt.clone());
-                    let verdict = match hooks.accept.as_mut() {
-                        Some(accept) => accept(&answer).await.map_err(RouteError::Callback)?,
-                        None => Verdict::Accept,
-                    };
-                    if let Verdict::Reject(why) = verdict {
-                        attempt.outcome = Outcome::Rejected;
-                        attempt.err = why;
-                        self.finish(&mut attempts, attempt, row, reservation, hooks)
-                            .await?;
-                        continue;
-                    }
-                    self.finish(&mut attempts, attempt, row, reservation, hooks)
-                        .await?;
-                    answer.attempts = attempts;
-                    return Ok(answer);
-                }
-            }
+        Ask {
+            router,
+            task,
+            role,
+            opts,
+            estimate: estimate_tokens(&messages),
+            messages,
+            attempts: Vec::new(),
+            cost: 0.0,
+            tokens_in: 0,
+            tokens_out: 0,
+            hooks,
         }
-        Err(RouteError::Exhausted(attempts))
     }
 
-    /// Records the attempt (settling any reservation) and fires the budget alert when it is crossed.
-    async fn finish(
-        &self,
-        attempts: &mut Vec<Attempt>,
-        attempt: Attempt,
-        mut row: Row,
-        reservation: Option<i64>,
-        hooks: &mut Hooks<'_>,
+    /// `max_tokens` as sent to paid tiers and reserved against the budget.
+    fn max_tokens(&self) -> u32 {
+        self.opts.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)
+    }
+
+    /// One tier: skipped while cooling down or over budget, else asked and its answer judged. `Some` is
+    /// the accepted answer; `None` means go on to the next tier.
+    async fn try_tier(&mut self, t: &TierInfo) -> Result<Option<Answer>, RouteError> {
+        let mut p = self.begin(t);
+        if let Some(why) = self.router.cooling(t) {
+            self.record(p, Outcome::Offline, Some(why)).await?;
+            return Ok(None);
+        }
+        match self.reserve(t).await? {
+            Funds::Reserved(id) => p.reservation = id,
+            Funds::Refused(why) => {
+                self.record(p, Outcome::Budget, Some(why)).await?;
+                return Ok(None);
+            }
+        }
+        p.row.sent = true;
+        let started = Instant::now();
+        let reply = self.send(t, &p.attempt.model).await;
+        p.row.duration = started.elapsed().as_secs_f64();
+        match reply {
+            Ok(reply) => self.judge(t, p, reply).await,
+            Err(e) => self.failed(t, p, e).await.map(|()| None),
+        }
+    }
+
+    /// The attempt and its ledger row before anything is known about the outcome.
+    fn begin(&self, t: &TierInfo) -> Pending {
+        let model = t.model_for(self.role).to_string();
+        let row = Row {
+            script: self.opts.script.clone(),
+            task: Some(self.task.clone()),
+            tier: Some(t.name.clone()),
+            provider: t.provider.name().to_string(),
+            // The fleet host for Ollama; the endpoint (`openrouter` or its base URL) for the cloud.
+            host: t
+                .host
+                .clone()
+                .or_else(|| Some(self.router.openai.name().to_string())),
+            model: model.clone(),
+            cost_source: "unknown".into(),
+            sent: false,
+            ..Row::default()
+        };
+        Pending {
+            attempt: Attempt {
+                tier: t.name.clone(),
+                model,
+                outcome: Outcome::Offline,
+                err: None,
+            },
+            row,
+            reservation: None,
+        }
+    }
+
+    /// Reserves the worst case of a paid call (the prompt estimate plus `max_tokens` of answer) against the
+    /// monthly budget, before anything is sent.
+    async fn reserve(&self, t: &TierInfo) -> Result<Funds, RouteError> {
+        let (Provider::Openrouter, Some(b)) = (t.provider, self.router.budget) else {
+            return Ok(Funds::Reserved(None));
+        };
+        let worst = t.price.map_or(0.0, |p| {
+            openai::price_of(p, self.estimate, self.max_tokens() as u64)
+        });
+        let month = ledger::this_month();
+        Ok(
+            match self
+                .router
+                .ledger
+                .reserve(&month, worst, b.monthly_usd)
+                .await?
+            {
+                Some(id) => Funds::Reserved(Some(id)),
+                None => Funds::Refused(format!(
+                    "worst case ${worst:.4} does not fit what is left of ${} this month",
+                    b.monthly_usd
+                )),
+            },
+        )
+    }
+
+    /// Sends the prompt to the tier, streaming to `on_token`.
+    async fn send(&mut self, t: &TierInfo, model: &str) -> Result<Reply, super::LlmError> {
+        match (t.provider, &t.endpoint) {
+            (Provider::Ollama, Some(ep)) => {
+                let req = ollama::ChatRequest {
+                    model: model.to_string(),
+                    messages: self.messages.clone(),
+                    options: self
+                        .opts
+                        .max_tokens
+                        .map(|n| serde_json::json!({ "num_predict": n })),
+                    ..Default::default()
+                };
+                let on_token = super::lend(&mut self.hooks.on_token);
+                let c = self.router.ollama.chat(ep, &req, None, on_token).await?;
+                // Local models are free unless the fleet prices the tier (power, hardware).
+                let (cost, cost_source) = match t.price {
+                    Some(p) => (openai::price_of(p, c.tokens_in, c.tokens_out), "pricing"),
+                    None => (0.0, "unknown"),
+                };
+                Ok(Reply {
+                    text: c.text,
+                    tokens_in: c.tokens_in,
+                    tokens_out: c.tokens_out,
+                    cost,
+                    cost_source,
+                })
+            }
+            (Provider::Ollama, None) => Err(super::LlmError::new(
+                &t.name,
+                Some(model),
+                super::ErrorKind::UnknownHost("the tier's host has no `ollama` URL".into()),
+            )),
+            (Provider::Openrouter, _) => {
+                let req = openai::ChatRequest {
+                    model: model.to_string(),
+                    messages: self.messages.clone(),
+                    max_tokens: Some(self.max_tokens()),
+                    ..Default::default()
+                };
+                let on_token = super::lend(&mut self.hooks.on_token);
+                let c = self
+                    .router
+                    .openai
+                    .chat(&req, t.price, None, on_token)
+                    .await?;
+                Ok(Reply {
+                    text: c.text,
+                    tokens_in: c.tokens_in,
+                    tokens_out: c.tokens_out,
+                    cost: c.cost,
+                    cost_source: c.cost_source.name(),
+                })
+            }
+        }
+    }
+
+    /// A failed call: an offline endpoint cools down and the next tier is tried; a failing `on_token`
+    /// stops the ask.
+    async fn failed(
+        &mut self,
+        t: &TierInfo,
+        p: Pending,
+        e: super::LlmError,
     ) -> Result<(), RouteError> {
-        row.outcome = attempt.outcome.name().to_string();
+        if matches!(e.kind, super::ErrorKind::Callback(_)) {
+            self.record(p, Outcome::Error, Some(e.to_string())).await?;
+            return Err(RouteError::Callback(e.to_string()));
+        }
+        let outcome = if e.kind.is_offline() {
+            self.router.mark_down(t, &e.kind.to_string());
+            Outcome::Offline
+        } else {
+            Outcome::Error
+        };
+        self.record(p, outcome, Some(e.to_string())).await
+    }
+
+    /// An answer: counted, shown to `accept` with every attempt so far, and returned unless rejected. An
+    /// `accept` that fails stops the ask.
+    async fn judge(
+        &mut self,
+        t: &TierInfo,
+        mut p: Pending,
+        reply: Reply,
+    ) -> Result<Option<Answer>, RouteError> {
+        p.row.tokens_in = reply.tokens_in;
+        p.row.tokens_out = reply.tokens_out;
+        p.row.cost = reply.cost;
+        p.row.cost_source = reply.cost_source.to_string();
+        self.cost += reply.cost;
+        self.tokens_in += reply.tokens_in;
+        self.tokens_out += reply.tokens_out;
+        let mut attempts = self.attempts.clone();
+        attempts.push(Attempt {
+            outcome: Outcome::Ok,
+            ..p.attempt.clone()
+        });
+        let answer = Answer {
+            text: reply.text,
+            tier: t.name.clone(),
+            provider: t.provider.name(),
+            model: p.attempt.model.clone(),
+            cost: self.cost,
+            tokens_in: self.tokens_in,
+            tokens_out: self.tokens_out,
+            attempts,
+        };
+        let verdict = match self.hooks.accept.as_mut() {
+            Some(accept) => accept(&answer).await,
+            None => Ok(Verdict::Accept),
+        };
+        match verdict {
+            Ok(Verdict::Accept) => {
+                self.record(p, Outcome::Ok, None).await?;
+                Ok(Some(answer))
+            }
+            Ok(Verdict::Reject(why)) => {
+                self.record(p, Outcome::Rejected, why).await?;
+                Ok(None)
+            }
+            // The call happened and may have cost money: it is booked before the ask stops.
+            Err(e) => {
+                self.record(p, Outcome::Error, Some(e.to_string())).await?;
+                Err(RouteError::Callback(e.0))
+            }
+        }
+    }
+
+    /// Ends the attempt: lists it, writes its ledger row (settling any reservation) and fires the budget
+    /// alert when this row crosses it.
+    async fn record(
+        &mut self,
+        p: Pending,
+        outcome: Outcome,
+        err: Option<String>,
+    ) -> Result<(), RouteError> {
+        let Pending {
+            mut attempt,
+            mut row,
+            reservation,
+        } = p;
+        (attempt.outcome, attempt.err) = (outcome, err);
+        row.outcome = outcome.name().to_string();
         row.err.clone_from(&attempt.err);
-        attempts.push(attempt);
-        let budget = self.budget.map(|b| (b.monthly_usd, b.alert_at));
-        if let Some(alert) = self.ledger.settle(reservation, row, budget).await? {
+        self.attempts.push(attempt);
+        let budget = self.router.budget.map(|b| (b.monthly_usd, b.alert_at));
+        let alert = self.router.ledger.settle(reservation, row, budget).await?;
+        if let Some(alert) = alert {
             tracing::warn!(
                 spent = alert.spent,
                 limit = alert.limit,
@@ -558,7 +704,7 @@ impl Router {
                 alert.spent,
                 alert.limit
             );
-            if let Some(cb) = hooks.on_alert.as_mut() {
+            if let Some(cb) = self.hooks.on_alert.as_mut() {
                 cb(alert).await.map_err(RouteError::Callback)?;
             }
         }
@@ -671,17 +817,142 @@ mod tests {
         );
     }
 
-    #[test]
-    fn pick_is_fast() {
-        let r = router(default_fleet());
-        let spec = TaskSpec::kind("code_review");
-        let n = 20_000;
-        let t = Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(r.pick(std::hint::black_box(&spec)).unwrap());
-        }
-        let per = t.elapsed() / n;
-        assert!(per < Duration::from_micros(20), "route.pick took {per:?}");
+    /// Nothing is sent: `local` is cooling down, and the worst case of either paid tier exceeds the budget.
+    #[tokio::test]
+    async fn ask_skips_cooling_tiers_and_refuses_over_budget_without_sending() {
+        let mut fleet = default_fleet();
+        fleet["budget"] = json!({"monthly_usd": 0.05, "alert_at": 0.5});
+        let r = router(fleet);
+        r.mark_down(&r.tiers[0], "connection refused");
+        let e = r
+            .ask(
+                &TaskSpec::kind("lint"),
+                vec![Message::new("user", "x")],
+                &AskOptions::default(),
+                &mut Hooks::default(),
+            )
+            .await
+            .unwrap_err();
+        let RouteError::Exhausted(attempts) = &e else {
+            panic!("{e}")
+        };
+        let seen: Vec<_> = attempts
+            .iter()
+            .map(|a| (a.tier.as_str(), a.outcome))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("local", Outcome::Offline),
+                ("cheap", Outcome::Budget),
+                ("premium", Outcome::Budget)
+            ]
+        );
+        let why = |i: usize| attempts[i].err.as_deref().unwrap_or_default();
+        assert!(
+            why(0).starts_with("skipped for ") && why(0).ends_with("after: connection refused"),
+            "{}",
+            why(0)
+        );
+        assert!(
+            why(1).starts_with("worst case $0.06")
+                && why(1).ends_with("does not fit what is left of $0.05 this month"),
+            "{}",
+            why(1)
+        );
+        // The three rows are recorded as not sent, so the spend report has no call.
+        let spent = r
+            .ledger()
+            .spend(ledger::Period::All, ledger::GroupBy::Tier)
+            .unwrap();
+        assert!(spent.is_empty(), "{spent:?}");
+    }
+
+    /// A stand-in for Ollama that answers every chat with one NDJSON line: "hi", 3 tokens in, 2 out.
+    async fn ollama_stub() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let body = r#"{"model":"m","message":{"role":"assistant","content":"hi"},"done":true,"prompt_eval_count":3,"eval_count":2}"#;
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}\n",
+            body.len() + 1
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                // The whole request (headers and body) is read before answering, so closing does not reset it.
+                let mut request = Vec::new();
+                let mut buf = [0; 4096];
+                while !whole_request(&request) {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    fn whole_request(request: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(request);
+        let Some(end) = text.find("\r\n\r\n") else {
+            return false;
+        };
+        let body_len = text[..end]
+            .lines()
+            .find_map(|l| {
+                let l = l.to_ascii_lowercase();
+                l.strip_prefix("content-length:")
+                    .map(|n| n.trim().parse::<usize>().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        request.len() >= end + 4 + body_len
+    }
+
+    /// An `accept` that fails stops the ask (no escalation), and the call it judged is still booked.
+    #[tokio::test]
+    async fn a_failing_accept_stops_the_ask_and_the_call_is_booked() {
+        let r = router(json!({
+            "hosts": {"engine": {"ollama": ollama_stub().await}},
+            "tiers": [
+                {"name": "local", "provider": "ollama", "host": "engine", "models": {"code": "m", "reason": "m"},
+                 "price": {"input": 1e6, "output": 1e6}},
+                {"name": "cheap", "provider": "openrouter", "model": "c"},
+                {"name": "premium", "provider": "openrouter", "model": "p"}
+            ]
+        }));
+        let mut seen = Vec::new();
+        let mut accept = |a: &Answer| {
+            seen.push((a.tier.clone(), a.text.clone(), a.cost));
+            Box::pin(async { Err(AcceptError("accept: boom".into())) }) as LocalFuture<'static, _>
+        };
+        let mut hooks = Hooks {
+            accept: Some(&mut accept),
+            ..Hooks::default()
+        };
+        let e = r
+            .ask(
+                &TaskSpec::kind("lint"),
+                vec![Message::new("user", "x")],
+                &AskOptions::default(),
+                &mut hooks,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RouteError::Callback(_)), "{e:?}");
+        assert_eq!(e.to_string(), "accept: boom");
+        assert_eq!(seen, [("local".to_string(), "hi".to_string(), 5.0)]);
+        let spent = r
+            .ledger()
+            .spend(ledger::Period::All, ledger::GroupBy::Tier)
+            .unwrap();
+        let spent: Vec<_> = spent
+            .iter()
+            .map(|s| (s.key.as_str(), s.calls, s.cost))
+            .collect();
+        assert_eq!(spent, [("local", 1, 5.0)]);
     }
 
     #[test]

@@ -27,6 +27,30 @@ pub struct ExprError {
     pub reason: String,
 }
 
+/// What is wrong with one field of a cron expression ([`ExprError`] adds the field's name and text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum FieldError {
+    #[error("empty list item")]
+    EmptyItem,
+    #[error("step {0:?} is not a number")]
+    StepNotANumber(String),
+    #[error("step must be at least 1")]
+    ZeroStep,
+    #[error("range {0} goes backwards")]
+    Backwards(String),
+    #[error("{value} is out of range (expected {expected})")]
+    OutOfRange { value: u32, expected: String },
+    #[error("{token:?} is not a value (expected {expected})")]
+    NotAValue { token: String, expected: String },
+}
+
+/// A time zone name that is neither `local`, `UTC` nor an IANA name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown time zone {0:?} (expected \"local\", \"UTC\" or an IANA name such as \"Europe/Berlin\")"
+)]
+pub struct UnknownZone(pub String);
+
 struct Field {
     name: &'static str,
     min: u32,
@@ -307,22 +331,22 @@ impl Expr {
 }
 
 /// Parses one field into its set of values, or `None` for "every value".
-fn parse_field(text: &str, spec: &Field) -> Result<Option<BTreeSet<u32>>, String> {
+fn parse_field(text: &str, spec: &Field) -> Result<Option<BTreeSet<u32>>, FieldError> {
     let is_dow = spec.name == DAY_OF_WEEK.name;
     // `*` in day-of-week means Sunday to Saturday once (7 is only an alias for 0).
     let full_max = if is_dow { 6 } else { spec.max };
     let mut set = BTreeSet::new();
     for item in text.split(',') {
         if item.is_empty() {
-            return Err("empty list item".into());
+            return Err(FieldError::EmptyItem);
         }
         let (base, step) = match item.split_once('/') {
             Some((base, step)) => {
                 let step: u32 = step
                     .parse()
-                    .map_err(|_| format!("step {step:?} is not a number"))?;
+                    .map_err(|_| FieldError::StepNotANumber(step.to_string()))?;
                 if step == 0 {
-                    return Err("step must be at least 1".into());
+                    return Err(FieldError::ZeroStep);
                 }
                 (base, Some(step))
             }
@@ -334,7 +358,7 @@ fn parse_field(text: &str, spec: &Field) -> Result<Option<BTreeSet<u32>>, String
         } else if let Some((a, b)) = base.split_once('-') {
             let (a, b) = (value(a, spec)?, value(b, spec)?);
             if a > b {
-                return Err(format!("range {base} goes backwards"));
+                return Err(FieldError::Backwards(base.to_string()));
             }
             (a, b)
         } else {
@@ -351,7 +375,7 @@ fn parse_field(text: &str, spec: &Field) -> Result<Option<BTreeSet<u32>>, String
     Ok(if all { None } else { Some(set) })
 }
 
-fn value(token: &str, spec: &Field) -> Result<u32, String> {
+fn value(token: &str, spec: &Field) -> Result<u32, FieldError> {
     let range = || {
         let names = if spec.names.is_empty() {
             String::new()
@@ -364,7 +388,10 @@ fn value(token: &str, spec: &Field) -> Result<u32, String> {
         return if (spec.min..=spec.max).contains(&v) {
             Ok(v)
         } else {
-            Err(format!("{v} is out of range (expected {})", range()))
+            Err(FieldError::OutOfRange {
+                value: v,
+                expected: range(),
+            })
         };
     }
     let upper = token.to_ascii_uppercase();
@@ -372,7 +399,10 @@ fn value(token: &str, spec: &Field) -> Result<u32, String> {
         .iter()
         .position(|n| upper.len() >= 3 && n.starts_with(&upper[..3]) && is_name_of(&upper, n))
         .map(|i| i as u32 + spec.min)
-        .ok_or_else(|| format!("{token:?} is not a value (expected {})", range()))
+        .ok_or_else(|| FieldError::NotAValue {
+            token: token.to_string(),
+            expected: range(),
+        })
 }
 
 /// `MON`, `MONDAY`; `JAN`, `JANUARY` (full names checked loosely: three-letter prefix and letters only).
@@ -391,13 +421,14 @@ pub enum Zone {
 
 impl Zone {
     /// `"local"`, `"UTC"` or an IANA name such as `"Europe/Berlin"`.
-    pub fn parse(text: &str) -> Result<Zone, String> {
+    pub fn parse(text: &str) -> Result<Zone, UnknownZone> {
         match text {
             "local" | "Local" => Ok(Zone::Local),
             "UTC" | "utc" | "Z" => Ok(Zone::Utc),
-            name => name.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
-                format!("unknown time zone {name:?} (expected \"local\", \"UTC\" or an IANA name such as \"Europe/Berlin\")")
-            }),
+            name => name
+                .parse::<chrono_tz::Tz>()
+                .map(Zone::Named)
+                .map_err(|_| UnknownZone(name.to_string())),
         }
     }
 
@@ -683,7 +714,12 @@ mod tests {
         assert!(
             Zone::parse("Mars/Olympus")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown time zone \"Mars/Olympus\"")
+        );
+        assert_eq!(
+            Zone::parse("Mars/Olympus").unwrap_err().to_string(),
+            "unknown time zone \"Mars/Olympus\" (expected \"local\", \"UTC\" or an IANA name such as \"Europe/Berlin\")"
         );
     }
 }

@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 pub const SYSTEMD_UNIT: &str = "baton-daemon.service";
 pub const LAUNCHD_LABEL: &str = "dev.baton.daemon";
 
+/// A `--platform` that is neither Linux nor macOS.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown platform {0:?} (expected \"linux\" or \"macos\")")]
+pub struct UnknownPlatform(pub String);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
     Systemd,
@@ -22,13 +27,11 @@ impl Platform {
     }
 
     /// `linux`/`systemd` or `macos`/`launchd`.
-    pub fn parse(text: &str) -> Result<Platform, String> {
+    pub fn parse(text: &str) -> Result<Platform, UnknownPlatform> {
         match text.to_ascii_lowercase().as_str() {
             "linux" | "systemd" => Ok(Platform::Systemd),
             "macos" | "darwin" | "launchd" => Ok(Platform::Launchd),
-            other => Err(format!(
-                "unknown platform {other:?} (expected \"linux\" or \"macos\")"
-            )),
+            other => Err(UnknownPlatform(other.to_string())),
         }
     }
 
@@ -220,7 +223,12 @@ mod tests {
         assert!(
             Platform::parse("windows")
                 .unwrap_err()
+                .to_string()
                 .contains("\"windows\"")
+        );
+        assert_eq!(
+            Platform::parse("Windows").unwrap_err().to_string(),
+            "unknown platform \"windows\" (expected \"linux\" or \"macos\")"
         );
         let home = Path::new("/home/ann");
         assert_eq!(

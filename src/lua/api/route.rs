@@ -6,7 +6,9 @@ use serde::Deserialize;
 
 use super::conv;
 use crate::core::llm::ledger::{Alert, GroupBy, Period};
-use crate::core::llm::route::{Answer, AskOptions, Hooks, RouteError, TaskSpec, Verdict};
+use crate::core::llm::route::{
+    AcceptError, Answer, AskOptions, Hooks, RouteError, TaskSpec, Verdict,
+};
 use crate::core::llm::{LocalFuture, Message, OnToken};
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
@@ -120,25 +122,25 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
 fn accepter(
     lua: &Lua,
     f: Function,
-) -> impl FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, String>> {
+) -> impl FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, AcceptError>> {
     let lua = lua.clone();
     move |answer: &Answer| {
         let table = conv::to_lua(&lua, answer);
         let f = f.clone();
         Box::pin(async move {
-            let table = table.map_err(|e| e.to_string())?;
+            let table = table.map_err(|e| AcceptError(e.to_string()))?;
             let verdict = f
                 .call_async::<Value>(table)
                 .await
-                .map_err(|e| format!("accept: {}", crate::lua::split_error(&e).0))?;
+                .map_err(|e| AcceptError(format!("accept: {}", crate::lua::split_error(&e).0)))?;
             match verdict {
                 Value::Boolean(true) => Ok(Verdict::Accept),
                 Value::Boolean(false) | Value::Nil => Ok(Verdict::Reject(None)),
                 Value::String(s) => Ok(Verdict::Reject(Some(s.to_string_lossy()))),
-                other => Err(format!(
+                other => Err(AcceptError(format!(
                     "accept must return true, false or a reason string, got {}",
                     conv::type_name(&other)
-                )),
+                ))),
             }
         })
     }
