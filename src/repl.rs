@@ -1,6 +1,6 @@
 //! `baton repl`: the whole API at a prompt. rustyline reads lines on its own thread, so coroutines spawned
 //! at the prompt keep running while the user types; the Lua state stays on the main thread and answers Tab
-//! completion over a channel. Lines typed ahead wait their turn. Ctrl-C while
+//! completion over a channel (a second Tab lists the candidates). Lines typed ahead wait their turn. Ctrl-C while
 //! a chunk runs cancels it (its processes are killed); Ctrl-C at the prompt clears the input; Ctrl-D exits.
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
-use rustyline::{Context, Editor};
+use rustyline::{CompletionType, Context, Editor};
 use tokio::sync::mpsc;
 
 use crate::core::fleet::Fleet;
@@ -324,6 +324,7 @@ fn new_editor(
     // hands that buffer on to the next call, so every line is read, in order, when the main thread asks.
     let config = rustyline::Config::builder()
         .auto_add_history(false)
+        .completion_type(CompletionType::List)
         .max_history_size(10_000)?
         .build();
     let mut editor = Editor::with_config(config)?;

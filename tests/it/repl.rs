@@ -158,6 +158,36 @@ fn lines_typed_ahead_all_run_in_order() {
 }
 
 #[test]
+fn second_tab_lists_the_candidates() {
+    let env = Env::new("repl-tab");
+    let t = Tmux::start(&env, "tab");
+    t.keys(&["-l", "ssh."]);
+    t.keys(&["Tab", "Tab"]);
+    let listed = Instant::now() + Duration::from_secs(10);
+    loop {
+        let screen = t.screen();
+        let lines: Vec<&str> = screen.lines().filter(|l| !l.starts_with('>')).collect();
+        let shown = |name: &str| {
+            lines
+                .iter()
+                .any(|l| l.split_whitespace().any(|w| w == name))
+        };
+        if ["run", "spawn", "job", "each"].iter().all(|n| shown(n)) {
+            break;
+        }
+        assert!(
+            Instant::now() < listed,
+            "no list of candidates after Tab Tab:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The input is still there below the list, and completes further.
+    t.keys(&["-l", "sp"]);
+    t.keys(&["Tab"]);
+    t.wait_for("> ssh.spawn", Duration::from_secs(5));
+}
+
+#[test]
 fn ctrl_c_drops_the_lines_typed_after_the_cancelled_chunk() {
     let env = Env::new("repl-cancel");
     let t = Tmux::start(&env, "cancel");
