@@ -1,7 +1,7 @@
 //! `baton repl`: the whole API at a prompt. rustyline reads lines on its own thread, so coroutines spawned
 //! at the prompt keep running while the user types; the Lua state stays on the main thread and answers Tab
-//! completion over a channel. Ctrl-C while a chunk runs cancels it (its processes are killed); Ctrl-C at the
-//! prompt clears the input; Ctrl-D exits.
+//! completion over a channel (a second Tab lists the candidates). Lines typed ahead wait their turn. Ctrl-C while
+//! a chunk runs cancels it (its processes are killed); Ctrl-C at the prompt clears the input; Ctrl-D exits.
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -14,7 +14,7 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
-use rustyline::{Context, Editor};
+use rustyline::{CompletionType, Context, Editor};
 use tokio::sync::mpsc;
 
 use crate::core::fleet::Fleet;
@@ -27,10 +27,22 @@ enum Event {
     Eof,
 }
 
-/// What the main thread tells the editor thread: the next prompt, and an entry to record in history.
+/// What the main thread tells the editor thread: the next prompt, an entry to record in history, and whether
+/// to drop the lines typed ahead (after Ctrl-C cancelled a chunk, as a terminal does).
 struct Next {
     prompt: &'static str,
     history: Option<String>,
+    drop_typed_ahead: bool,
+}
+
+impl Next {
+    fn prompt() -> Next {
+        Next {
+            prompt: "> ",
+            history: None,
+            drop_typed_ahead: false,
+        }
+    }
 }
 
 struct CompletionRequest {
@@ -69,18 +81,12 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> i32 {
             env!("CARGO_PKG_VERSION")
         );
         let mut buffer = String::new();
-        let mut next = Next {
-            prompt: "> ",
-            history: None,
-        };
+        let mut next = Next::prompt();
         loop {
             if next_tx.send(next).is_err() {
                 break;
             }
-            next = Next {
-                prompt: "> ",
-                history: None,
-            };
+            next = Next::prompt();
             let event = loop {
                 tokio::select! {
                     Some(req) = completions.recv() => {
@@ -105,7 +111,7 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> i32 {
                         }
                         Compiled::Ready(func) => {
                             next.history = Some(std::mem::take(&mut buffer));
-                            evaluate(func).await;
+                            next.drop_typed_ahead = !evaluate(func).await;
                         }
                     }
                 }
@@ -146,12 +152,13 @@ fn compile(lua: &Lua, input: &str) -> Compiled {
     }
 }
 
-async fn evaluate(func: mlua::Function) {
+/// Runs a chunk and prints what it returns; false when Ctrl-C cancelled it.
+async fn evaluate(func: mlua::Function) -> bool {
     let result = tokio::select! {
         r = func.call_async::<MultiValue>(()) => r,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted");
-            return;
+            return false;
         }
     };
     match result {
@@ -162,6 +169,7 @@ async fn evaluate(func: mlua::Function) {
         Ok(_) => {}
         Err(e) => eprintln!("{}", lua::format_error(&e)),
     }
+    true
 }
 
 /// Completes the dotted name before the cursor (`ssh.ru` → `ssh.run`) from globals and table fields.
@@ -268,33 +276,29 @@ fn editor_thread(
     events: mpsc::UnboundedSender<Event>,
     completions: mpsc::UnboundedSender<CompletionRequest>,
 ) {
-    let config = rustyline::Config::builder()
-        .auto_add_history(false)
-        .max_history_size(10_000)
-        .ok();
-    let mut editor: Editor<LuaHelper, FileHistory> =
-        match config.map(|c| c.build()).map(Editor::with_config) {
-            Some(Ok(e)) => e,
-            _ => match Editor::new() {
-                Ok(e) => e,
-                Err(e) => {
-                    eprintln!("baton repl: cannot start the line editor: {e}");
-                    let _ = events.send(Event::Eof);
-                    return;
-                }
-            },
-        };
-    editor.set_helper(Some(LuaHelper {
-        requests: completions,
-    }));
+    let mut editor = match new_editor(&completions) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("baton repl: cannot start the line editor: {e}");
+            let _ = events.send(Event::Eof);
+            return;
+        }
+    };
     if let Some(h) = &history {
         let _ = editor.load_history(h);
     }
     while let Ok(Next {
         prompt,
         history: entry,
+        drop_typed_ahead,
     }) = next.recv()
     {
+        // The kernel drops what was typed ahead when Ctrl-C cancels a chunk; the lines rustyline already
+        // holds go too, with the editor that holds them (the history moves to the new one).
+        if drop_typed_ahead && let Ok(mut fresh) = new_editor(&completions) {
+            std::mem::swap(fresh.history_mut(), editor.history_mut());
+            editor = fresh;
+        }
         if let Some(entry) = entry.filter(|e| !e.trim().is_empty()) {
             let _ = editor.add_history_entry(entry);
             if let Some(h) = &history {
@@ -310,4 +314,22 @@ fn editor_thread(
             break;
         }
     }
+}
+
+fn new_editor(
+    completions: &mpsc::UnboundedSender<CompletionRequest>,
+) -> rustyline::Result<Editor<LuaHelper, FileHistory>> {
+    // rustyline reads the terminal through a buffer that each `readline` call makes anew, so lines typed ahead
+    // or pasted in the same read as an Enter were dropped with it; its `buffer-redux` feature (Cargo.toml)
+    // hands that buffer on to the next call, so every line is read, in order, when the main thread asks.
+    let config = rustyline::Config::builder()
+        .auto_add_history(false)
+        .completion_type(CompletionType::List)
+        .max_history_size(10_000)?
+        .build();
+    let mut editor = Editor::with_config(config)?;
+    editor.set_helper(Some(LuaHelper {
+        requests: completions.clone(),
+    }));
+    Ok(editor)
 }
