@@ -9,7 +9,7 @@ use baton::core::llm::openai::{self, CostSource, OpenAi};
 use baton::core::llm::route::{
     Answer, AskOptions, Hooks, Outcome, RouteError, Router, TaskSpec, Verdict,
 };
-use baton::core::llm::{ErrorKind, LocalFuture, Message, Retry, Secret, Timeouts};
+use baton::core::llm::{ErrorKind, HookError, LocalFuture, Message, Retry, Secret, Timeouts};
 use baton::core::state::State;
 use serde_json::json;
 
@@ -75,7 +75,7 @@ type Seen = Arc<Mutex<Vec<String>>>;
 
 fn collector() -> (
     Seen,
-    impl FnMut(String) -> LocalFuture<'static, Result<(), String>>,
+    impl FnMut(String) -> LocalFuture<'static, Result<(), HookError>>,
 ) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();

@@ -559,7 +559,7 @@ impl Router {
                 alert.limit
             );
             if let Some(cb) = hooks.on_alert.as_mut() {
-                cb(alert).await.map_err(RouteError::Callback)?;
+                cb(alert).await.map_err(|e| RouteError::Callback(e.0))?;
             }
         }
         Ok(())
