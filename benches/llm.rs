@@ -11,7 +11,7 @@
 //! runtime with a `LocalSet`). The sequential figure is measured twice in the same run: with the threads
 //! where the scheduler puts them, and with the client and the stub on one CPU (a request then costs CPU
 //! time only; on a VM the first also pays for waking the other idle vCPU on every request).
-#[path = "../tests/it/llm_server.rs"]
+#[path = "../tests/it/llm/server.rs"]
 mod llm_server;
 
 use std::rc::Rc;

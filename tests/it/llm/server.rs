@@ -324,8 +324,6 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-// ---- protocol bodies ----
-
 /// Ollama `/api/chat` lines: one per piece, then the final `done: true` object with counts and nanosecond
 /// durations (total 2.5 s, eval 0.5 s).
 pub fn ollama_chat(
