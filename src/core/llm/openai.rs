@@ -115,9 +115,6 @@ struct ApiError {
 pub struct OpenAi {
     http: reqwest::Client,
     base_url: String,
-    /// `{base_url}/chat/completions`, parsed once (`None` if the base URL does not parse: each call then
-    /// fails with reqwest's own message).
-    chat_url: Option<reqwest::Url>,
     /// `Bearer <key>`, marked sensitive (its `Debug` prints `Sensitive`).
     auth: Option<reqwest::header::HeaderValue>,
     name: String,
@@ -154,7 +151,6 @@ impl OpenAi {
         });
         OpenAi {
             http: http::client(&timeouts),
-            chat_url: reqwest::Url::parse(&format!("{base_url}/chat/completions")).ok(),
             auth,
             base_url,
             name,
@@ -213,14 +209,9 @@ impl OpenAi {
         let timeouts = wait.map_or(self.timeouts, |w| self.timeouts.with_wait(w));
         let body = bytes::Bytes::from(http::streamed(req, true));
         let started = Instant::now();
+        let url = format!("{}/chat/completions", self.base_url);
         let build = || {
-            let post = match &self.chat_url {
-                Some(url) => self.http.post(url.clone()),
-                None => self
-                    .http
-                    .post(format!("{}/chat/completions", self.base_url)),
-            };
-            self.authorized(post)
+            self.authorized(self.http.post(&url))
                 .header(reqwest::header::CONTENT_TYPE, http::JSON)
                 .body(body.clone())
         };
