@@ -383,7 +383,7 @@ pub fn sse(
         usage["cost"] = serde_json::json!(c);
     }
     let last = serde_json::json!({"id": "gen-123", "model": model, "object": "chat.completion.chunk",
-        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}], "usage": usage});
+        "created": 1_790_000_000u64, "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}], "usage": usage});
     out.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
     out
 }
