@@ -242,7 +242,7 @@ fn install_exit(lua: &Lua) -> mlua::Result<()> {
                 Value::Integer(i) => i as i32,
                 Value::Number(n) => n as i32,
                 other => {
-                    return Err(api::conv::arg_error(
+                    return Err(api::args::arg_error(
                         "os.exit",
                         1,
                         "code",

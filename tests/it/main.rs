@@ -2,7 +2,6 @@
 mod cli;
 mod common;
 mod llm;
-mod llm_server;
 mod lua_specs;
 mod ops;
 mod playbooks;

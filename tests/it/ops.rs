@@ -2,7 +2,7 @@
 use serde_json::json;
 
 use crate::common::Env;
-use crate::llm_server::{Reply, Stub};
+use crate::llm::server::{Reply, Stub};
 use crate::sshd::SshFleet;
 
 /// Ollama has qwen2.5-coder (loaded) but not deepseek-r1; OpenRouter's key has $8.50 left.

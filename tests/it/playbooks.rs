@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::{Env, Out, git, output_within, write};
-use crate::llm_server::{self, Reply, Stub, refused_url};
+use crate::llm::server::{self as llm_server, Reply, Stub, refused_url};
 use crate::sshd::{SshFleet, require};
 
 fn root() -> PathBuf {

@@ -1,10 +1,9 @@
 //! What the Ollama and OpenAI-compatible clients share: one reqwest client, timeouts on every step,
 //! retries with backoff that honour `Retry-After`, and line framing of streamed bodies with an idle timeout.
-use std::future::Future;
-use std::task::Poll;
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
+use serde::Serialize;
 
 use super::{ErrorKind, Retry, Timeouts};
 
@@ -17,52 +16,43 @@ pub fn client(timeouts: &Timeouts) -> reqwest::Client {
     // reqwest is built without a default crypto provider; the first client installs ring (a second call,
     // or a provider installed by the embedding program, is fine).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let builder = reqwest::Client::builder()
+    reqwest::Client::builder()
         .connect_timeout(timeouts.connect)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
         .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
-        // Retries are `send`'s (with backoff and `Retry-After`); reqwest's own layer would only copy each
-        // request in case it wanted one.
-        .retry(reqwest::retry::never().max_retries_per_request(0));
-    // With no proxy in the environment, skip reqwest's per-request proxy lookup (it finds none anyway).
-    let builder = if proxy_in_env(|k| std::env::var_os(k)) {
-        builder
-    } else {
-        builder.no_proxy()
-    };
-    builder.build().unwrap_or_else(|_| reqwest::Client::new())
+        // Retries are `send`'s (with backoff and `Retry-After`), so reqwest's own layer is off.
+        .retry(reqwest::retry::never().max_retries_per_request(0))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
 }
 
-/// Whether any variable reqwest reads for a system proxy is set (and not empty).
-fn proxy_in_env(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
-    ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY"]
-        .iter()
-        .flat_map(|k| [k.to_string(), k.to_ascii_lowercase()])
-        .any(|k| var(&k).is_some_and(|v| !v.is_empty()))
+/// A request with `"stream": true` added (and, for OpenAI-compatible servers, usage in the final chunk).
+#[derive(Serialize)]
+struct Streamed<'a, T> {
+    #[serde(flatten)]
+    req: &'a T,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
 }
 
-/// A request as JSON with `"stream": true` (and, for OpenAI-compatible servers, usage in the final chunk):
-/// the request's own object with the extra members written before its closing brace (cheaper than
-/// serde's `flatten`, which goes through a map). A request that is not a JSON object is sent as it is.
-pub fn streamed<T: serde::Serialize>(req: &T, include_usage: bool) -> Vec<u8> {
-    let extra: &[u8] = if include_usage {
-        br#""stream":true,"stream_options":{"include_usage":true}}"#
-    } else {
-        br#""stream":true}"#
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// A request as a JSON body asking for a streamed answer.
+pub fn streamed<T: Serialize>(req: &T, include_usage: bool) -> Vec<u8> {
+    let body = Streamed {
+        req,
+        stream: true,
+        stream_options: include_usage.then_some(StreamOptions {
+            include_usage: true,
+        }),
     };
-    let mut body = Vec::with_capacity(256);
-    if serde_json::to_writer(&mut body, req).is_err() {
-        return Vec::new();
-    }
-    if body.last() == Some(&b'}') {
-        body.pop();
-        if body.len() > 1 {
-            body.push(b',');
-        }
-        body.extend_from_slice(extra);
-    }
-    body
+    // Requests are structs of strings, numbers and JSON values: they always serialize.
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// A non-2xx answer: its status, its `Retry-After` and its body text.
@@ -73,18 +63,27 @@ pub struct Failed {
     pub body: String,
 }
 
+/// Why [`send`] got no 2xx response.
+#[derive(Debug)]
+pub enum SendError {
+    /// The server answered with an error status.
+    Status(Failed),
+    /// No answer: refused, unreachable, timed out.
+    Transport(ErrorKind),
+}
+
 /// Sends the request built by `build` (called again for each retry) and returns a 2xx response, or the
 /// failure. Retries 429, 5xx and (if `retry.on_connect`) connection errors; never 4xx otherwise.
 pub async fn send(
     build: impl Fn() -> reqwest::RequestBuilder,
     timeouts: &Timeouts,
     retry: &Retry,
-) -> Result<Response, Result<Failed, ErrorKind>> {
+) -> Result<Response, SendError> {
     let mut attempt = 0;
     loop {
         let outcome = match tokio::time::timeout(timeouts.response, build().send()).await {
-            Err(_) => Err(Err(ErrorKind::Timeout(timeouts.response))),
-            Ok(Err(e)) => Err(Err(classify(&e, timeouts))),
+            Err(_) => Err(SendError::Transport(ErrorKind::Timeout(timeouts.response))),
+            Ok(Err(e)) => Err(SendError::Transport(classify(&e, timeouts))),
             Ok(Ok(resp)) if resp.status().is_success() => return Ok(resp),
             Ok(Ok(resp)) => {
                 let status = resp.status();
@@ -94,7 +93,7 @@ pub async fn send(
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
                 let body = read_small(resp, timeouts).await;
-                Err(Ok(Failed {
+                Err(SendError::Status(Failed {
                     status,
                     retry_after,
                     body,
@@ -102,12 +101,16 @@ pub async fn send(
             }
         };
         let wait = match &outcome {
-            Err(Ok(f))
+            Err(SendError::Status(f))
                 if f.status == StatusCode::TOO_MANY_REQUESTS || f.status.is_server_error() =>
             {
                 f.retry_after.map(|d| d.min(retry.max_wait))
             }
-            Err(Err(ErrorKind::Refused | ErrorKind::Connect(_))) if retry.on_connect => None,
+            Err(SendError::Transport(ErrorKind::Refused | ErrorKind::Connect(_)))
+                if retry.on_connect =>
+            {
+                None
+            }
             _ => return outcome,
         };
         attempt += 1;
@@ -185,50 +188,17 @@ impl Lines {
     /// Reads what is left of the body (the chunked terminator after a final message), so the connection
     /// goes back to the pool instead of being closed. Bounded in size and time: a body that keeps going is
     /// dropped (and its connection closed) rather than waited on.
-    ///
-    /// The end normally arrives with the final message, and the connection task hands it over after one
-    /// turn of the scheduler. That turn is waited without a timer: arming a timer earlier than the runtime's
-    /// next one wakes its driver, a system call on every request.
     pub async fn drain(mut self) {
-        let mut left = 64 * 1024;
-        let mut spare_turns = 1;
-        let ended = std::future::poll_fn(|cx| {
-            loop {
-                let next = std::pin::pin!(self.resp.chunk());
-                match next.poll(cx) {
-                    Poll::Ready(Ok(Some(chunk))) => {
-                        if Self::spend(&mut left, chunk.len()) {
-                            return Poll::Ready(true);
-                        }
-                    }
-                    Poll::Ready(_) => return Poll::Ready(true),
-                    Poll::Pending if spare_turns > 0 => {
-                        spare_turns -= 1;
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
-                    }
-                    Poll::Pending => return Poll::Ready(false),
-                }
-            }
-        })
-        .await;
-        if ended {
-            return;
-        }
+        let mut left = 64 * 1024_usize;
         let rest = async {
-            while let Ok(Some(chunk)) = next_chunk(&mut self.resp, self.idle).await {
-                if Self::spend(&mut left, chunk.len()) {
+            while let Ok(Some(chunk)) = self.resp.chunk().await {
+                left = left.saturating_sub(chunk.len());
+                if left == 0 {
                     return;
                 }
             }
         };
         let _ = tokio::time::timeout(Duration::from_millis(250), rest).await;
-    }
-
-    /// Counts `n` bytes against what `drain` may still read; `true` once the allowance is used up.
-    fn spend(left: &mut usize, n: usize) -> bool {
-        *left -= n.min(*left);
-        *left == 0
     }
 
     /// The next line, `Ok(None)` at a clean end of the body. A connection lost mid-body is `Truncated`.
@@ -255,6 +225,49 @@ impl Lines {
                 Some(chunk) => self.buf.extend_from_slice(&chunk),
             }
         }
+    }
+}
+
+/// Server-sent events over [`Lines`]: each event's `data:` lines joined by newlines. Comment lines
+/// (`: OPENROUTER PROCESSING`) and the other fields (`event:`, `id:`, `retry:`) are skipped. Hand-written
+/// because it is these few lines over the line reader Ollama's NDJSON needs anyway.
+pub struct Events {
+    lines: Lines,
+    data: Vec<u8>,
+}
+
+impl Events {
+    pub fn new(lines: Lines) -> Events {
+        Events {
+            lines,
+            data: Vec::new(),
+        }
+    }
+
+    /// The next event's data, `Ok(None)` at the end of the body (an event cut off by the end counts).
+    pub async fn next(&mut self) -> Result<Option<&[u8]>, ErrorKind> {
+        self.data.clear();
+        loop {
+            match self.lines.next().await? {
+                Some([]) if !self.data.is_empty() => return Ok(Some(&self.data)),
+                Some(line) => {
+                    if let Some(value) = line.strip_prefix(b"data:") {
+                        if !self.data.is_empty() {
+                            self.data.push(b'\n');
+                        }
+                        self.data
+                            .extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
+                    }
+                }
+                None if self.data.is_empty() => return Ok(None),
+                None => return Ok(Some(&self.data)),
+            }
+        }
+    }
+
+    /// See [`Lines::drain`].
+    pub async fn drain(self) {
+        self.lines.drain().await;
     }
 }
 
@@ -335,25 +348,6 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-1"), None);
-    }
-
-    #[test]
-    fn proxies_are_looked_for_in_both_spellings() {
-        let env = |set: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                set.iter()
-                    .find(|(name, _)| *name == k)
-                    .map(|(_, v)| std::ffi::OsString::from(v))
-            }
-        };
-        assert!(!proxy_in_env(env(&[])));
-        assert!(!proxy_in_env(env(&[
-            ("HTTPS_PROXY", ""),
-            ("NO_PROXY", "*")
-        ])));
-        assert!(proxy_in_env(env(&[("https_proxy", "http://p:3128")])));
-        assert!(proxy_in_env(env(&[("ALL_PROXY", "socks5://p")])));
-        assert!(proxy_in_env(env(&[("http_proxy", "http://p")])));
     }
 
     #[test]

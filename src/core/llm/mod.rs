@@ -22,7 +22,6 @@ pub mod limiter;
 pub mod ollama;
 pub mod openai;
 pub mod route;
-pub mod scan;
 
 /// The LLM services of one runtime, each built on first use (building an HTTP client loads TLS roots, which
 /// a script that never calls a model should not pay for). The router shares the clients, so `route.ask`
@@ -120,7 +119,13 @@ pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// A caller's hook: gets a value, may wait (a Lua callback that yields). An `Err` stops the operation and
 /// its text is reported. The future owns what it needs, so the hook can be called again while borrowed.
-pub type Callback<'a, A, R = ()> = &'a mut dyn FnMut(A) -> LocalFuture<'static, Result<R, String>>;
+pub type Callback<'a, A, R = ()> =
+    &'a mut dyn FnMut(A) -> LocalFuture<'static, Result<R, HookError>>;
+
+/// Why a caller's hook stopped an operation (a Lua callback's error message, say).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct HookError(pub String);
 
 /// Called with each streamed piece of text as it arrives.
 pub type OnToken<'a> = Callback<'a, String>;
@@ -256,7 +261,7 @@ pub enum ErrorKind {
     #[error("unknown host {0}")]
     UnknownHost(String),
     #[error("on_token: {0}")]
-    Callback(String),
+    Callback(HookError),
 }
 
 impl ErrorKind {

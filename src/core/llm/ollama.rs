@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::http::{self, Lines};
+use super::http::{self, Lines, SendError};
 use super::limiter::{Limiter, Queue};
 use super::{Callback, ErrorKind, LlmError, Message, OnToken, Retry, Timeouts, ns_to_secs};
 use crate::core::fleet::{self, Fleet};
@@ -451,10 +451,10 @@ impl Ollama {
 }
 
 /// A failed answer → its kind: the server's `{"error": …}` text, 404 "not found" as model-not-found.
-fn status_error(f: Result<http::Failed, ErrorKind>) -> ErrorKind {
-    let f = match f {
-        Ok(f) => f,
-        Err(kind) => return kind,
+fn status_error(e: SendError) -> ErrorKind {
+    let f = match e {
+        SendError::Status(f) => f,
+        SendError::Transport(kind) => return kind,
     };
     let message = serde_json::from_str::<Value>(&f.body)
         .ok()
@@ -512,7 +512,7 @@ mod tests {
     #[test]
     fn error_bodies_become_kinds() {
         let failed = |status: u16, body: &str| {
-            Ok(http::Failed {
+            SendError::Status(http::Failed {
                 status: reqwest::StatusCode::from_u16(status).unwrap(),
                 retry_after: None,
                 body: body.into(),

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::ledger::{self, Alert, Ledger, Row};
 use super::ollama::{self, Ollama};
 use super::openai::{self, OpenAi};
-use super::{Callback, LocalFuture, Message, OnToken};
+use super::{Callback, HookError, LocalFuture, Message, OnToken};
 use crate::core::fleet::{Budget, Fleet, Price, Provider};
 use crate::core::schema::suggest;
 use crate::core::state::StateError;
@@ -135,15 +135,10 @@ pub struct AskOptions {
     pub script: Option<String>,
 }
 
-/// Why `accept` could not judge an answer (it raised, or returned something that is no verdict). It stops
-/// the ask; the text is reported as is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct AcceptError(pub String);
-
-/// Judges each answer of `route.ask`; an `Err` stops the ask.
+/// Judges each answer of `route.ask`; an `Err` (it raised, or returned something that is no verdict) stops
+/// the ask and its text is reported as is.
 pub type Accept<'a> =
-    &'a mut dyn FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, AcceptError>>;
+    &'a mut dyn FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, HookError>>;
 pub type OnAlert<'a> = Callback<'a, Alert>;
 
 /// The callbacks of one ask.
@@ -705,7 +700,7 @@ impl<'r, 'h> Ask<'r, 'h> {
                 alert.limit
             );
             if let Some(cb) = self.hooks.on_alert.as_mut() {
-                cb(alert).await.map_err(RouteError::Callback)?;
+                cb(alert).await.map_err(|e| RouteError::Callback(e.0))?;
             }
         }
         Ok(())
@@ -926,7 +921,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut accept = |a: &Answer| {
             seen.push((a.tier.clone(), a.text.clone(), a.cost));
-            Box::pin(async { Err(AcceptError("accept: boom".into())) }) as LocalFuture<'static, _>
+            Box::pin(async { Err(HookError("accept: boom".into())) }) as LocalFuture<'static, _>
         };
         let mut hooks = Hooks {
             accept: Some(&mut accept),

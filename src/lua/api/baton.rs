@@ -9,7 +9,7 @@ use mlua::{
 };
 use serde::Deserialize;
 
-use super::conv;
+use super::args;
 use crate::core::duration;
 use crate::core::process;
 
@@ -38,13 +38,13 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
 
 /// `baton.env(name [, default])`.
 fn env(_: &Lua, (name, default): (Value, Option<String>)) -> mlua::Result<Option<String>> {
-    let name = conv::string("baton.env", 1, "name", &name)?;
+    let name = args::string("baton.env", 1, "name", &name)?;
     Ok(std::env::var(&name).ok().or(default))
 }
 
 /// A read-only view of the fleet with defaults applied (tiers and tasks filled in).
 fn fleet_view(lua: &Lua) -> mlua::Result<Value> {
-    let view = conv::to_lua(lua, &crate::lua::ctx(lua).fleet.view())?;
+    let view = args::to_lua(lua, &crate::lua::ctx(lua).fleet.view())?;
     let readonly: Function = lua
         .load(
             r#"
@@ -84,7 +84,7 @@ fn now(_: &Lua, (): ()) -> mlua::Result<f64> {
 
 /// `baton.sleep(dur)`.
 async fn sleep(_: Lua, d: Value) -> mlua::Result<()> {
-    let d = conv::duration_arg("baton.sleep", 1, "dur", &d)?;
+    let d = args::duration_arg("baton.sleep", 1, "dur", &d)?;
     if d.is_zero() {
         // Zero means "let other coroutines run", not "wait for the timer's next 1 ms tick".
         tokio::task::yield_now().await;
@@ -155,7 +155,7 @@ fn status_name(s: TaskStatus) -> &'static str {
 
 /// `baton.spawn(fn, …)` → task handle; the function starts at once as its own coroutine.
 fn spawn(lua: &Lua, (f, args): (Value, MultiValue)) -> mlua::Result<AnyUserData> {
-    let f = conv::function("baton.spawn", 1, "fn", &f)?;
+    let f = args::function("baton.spawn", 1, "fn", &f)?;
     let thread = lua.create_thread(f)?;
     let run = thread.into_async::<MultiValue>(args)?;
     let status = Rc::new(Cell::new(TaskStatus::Running));
@@ -198,7 +198,7 @@ fn spawn(lua: &Lua, (f, args): (Value, MultiValue)) -> mlua::Result<AnyUserData>
 #[serde(deny_unknown_fields)]
 struct GatherOpts {
     limit: Option<usize>,
-    #[serde(default = "conv::yes")]
+    #[serde(default = "args::yes")]
     check: bool,
 }
 
@@ -214,10 +214,10 @@ impl Default for GatherOpts {
 /// `baton.gather(list [, {limit, check}])`: runs functions (and awaits tasks) concurrently, results in order.
 async fn gather(lua: Lua, (list, opts): (Value, Value)) -> mlua::Result<Table> {
     const F: &str = "baton.gather";
-    let list = conv::table(F, 1, "list", &list)?;
-    let (opts, _) = conv::opts::<GatherOpts>(&lua, F, 2, opts, &[])?;
+    let list = args::table(F, 1, "list", &list)?;
+    let (opts, _) = args::opts::<GatherOpts>(&lua, F, 2, opts, &[])?;
     if opts.limit == Some(0) {
-        return Err(conv::fail(format!(
+        return Err(args::fail(format!(
             "{F}: options.limit must be at least 1, got 0"
         )));
     }
@@ -231,9 +231,9 @@ async fn gather(lua: Lua, (list, opts): (Value, Value)) -> mlua::Result<Table> {
                 futs.push(task.result.clone().boxed_local());
             }
             other => {
-                return Err(conv::fail(format!(
+                return Err(args::fail(format!(
                     "{F}: argument 1 (list) must hold functions or tasks, got a {} at index {}",
-                    conv::type_name(other),
+                    args::type_name(other),
                     i + 1
                 )));
             }
@@ -247,7 +247,7 @@ async fn gather(lua: Lua, (list, opts): (Value, Value)) -> mlua::Result<Table> {
         let entry = match (r, opts.check) {
             (Ok(values), true) => values.into_iter().next().unwrap_or(Value::Nil),
             (Err(e), true) => {
-                return Err(conv::fail(format!(
+                return Err(args::fail(format!(
                     "{F}: entry {} failed: {}",
                     i + 1,
                     crate::lua::split_error(&e).0
@@ -274,11 +274,11 @@ async fn gather(lua: Lua, (list, opts): (Value, Value)) -> mlua::Result<Table> {
 
 /// `baton.timeout(dur, fn, …)`: raises `timed out after 5s` and cancels fn's work (its processes included).
 async fn timeout(_: Lua, (d, f, args): (Value, Value, MultiValue)) -> mlua::Result<MultiValue> {
-    let d = conv::duration_arg("baton.timeout", 1, "dur", &d)?;
-    let f = conv::function("baton.timeout", 2, "fn", &f)?;
+    let d = args::duration_arg("baton.timeout", 1, "dur", &d)?;
+    let f = args::function("baton.timeout", 2, "fn", &f)?;
     match tokio::time::timeout(d, f.call_async::<MultiValue>(args)).await {
         Ok(r) => r,
-        Err(_) => Err(conv::fail(format!(
+        Err(_) => Err(args::fail(format!(
             "timed out after {}",
             duration::format(d)
         ))),
@@ -288,13 +288,13 @@ async fn timeout(_: Lua, (d, f, args): (Value, Value, MultiValue)) -> mlua::Resu
 /// `baton.exec(cmd [, opts])` → `{ok, code, signal, stdout, stderr, duration}`.
 async fn exec(lua: Lua, (cmd, opts): (Value, Value)) -> mlua::Result<Table> {
     const F: &str = "baton.exec";
-    let cmd = conv::cmd(F, 1, &cmd)?;
-    let (mut opts, mut cbs) = conv::opts::<conv::ProcessOpts>(&lua, F, 2, opts, &["on_line"])?;
+    let cmd = args::cmd(F, 1, &cmd)?;
+    let (mut opts, mut cbs) = args::opts::<args::ProcessOpts>(&lua, F, 2, opts, &["on_line"])?;
     let spec = opts.spec();
-    let out = conv::with_lines(cbs.take("on_line"), |sink| process::run(&cmd, &spec, sink)).await?;
+    let out = args::with_lines(cbs.take("on_line"), |sink| process::run(&cmd, &spec, sink)).await?;
     let out = match out {
         Ok(out) => out,
-        Err(e) if opts.check => return Err(conv::fail(format!("{F}: {e}"))),
+        Err(e) if opts.check => return Err(args::fail(format!("{F}: {e}"))),
         Err(e) => {
             let t = lua.create_table()?;
             t.set("ok", false)?;
@@ -303,9 +303,9 @@ async fn exec(lua: Lua, (cmd, opts): (Value, Value)) -> mlua::Result<Table> {
         }
     };
     if opts.check && !out.ok() {
-        return Err(conv::fail(format!("{F}: {}", out.failure_summary())));
+        return Err(args::fail(format!("{F}: {}", out.failure_summary())));
     }
-    conv::process_result(&lua, &out)
+    args::process_result(&lua, &out)
 }
 
 /// `baton._paths()` (private, for `baton doctor` / `baton status`): where baton keeps things on this machine.
@@ -340,7 +340,7 @@ fn paths(lua: &Lua, (): ()) -> mlua::Result<Table> {
 fn jobs(lua: &Lua, (): ()) -> mlua::Result<Table> {
     let state = crate::lua::ctx(lua).state.clone();
     let list = crate::core::remote::jobs::list(&state)
-        .map_err(|e| conv::fail(format!("baton._jobs: {e}")))?;
+        .map_err(|e| args::fail(format!("baton._jobs: {e}")))?;
     let out = lua.create_table()?;
     for job in list {
         let t = lua.create_table()?;
@@ -369,7 +369,7 @@ fn log_table(lua: &Lua) -> mlua::Result<Table> {
             lua.create_function(move |lua, (msg, fields): (Value, Value)| {
                 let msg = match &msg {
                     Value::String(s) => s.to_string_lossy(),
-                    Value::Nil => return Err(conv::arg_error(&name, 1, "msg", "a string", &msg)),
+                    Value::Nil => return Err(args::arg_error(&name, 1, "msg", "a string", &msg)),
                     other => other.to_string()?,
                 };
                 let fields = match &fields {
@@ -378,7 +378,7 @@ fn log_table(lua: &Lua) -> mlua::Result<Table> {
                         let j: serde_json::Value = lua.from_value(fields.clone())?;
                         j.to_string()
                     }
-                    other => return Err(conv::arg_error(&name, 2, "fields", "a table", other)),
+                    other => return Err(args::arg_error(&name, 2, "fields", "a table", other)),
                 };
                 let script = crate::lua::ctx(lua).script.clone();
                 match level {
@@ -406,9 +406,9 @@ fn json_table(lua: &Lua) -> mlua::Result<Table> {
     json.set(
         "encode",
         lua.create_function(|lua, (v, opts): (Value, Value)| {
-            let (opts, _) = conv::opts::<EncodeOpts>(lua, "baton.json.encode", 2, opts, &[])?;
+            let (opts, _) = args::opts::<EncodeOpts>(lua, "baton.json.encode", 2, opts, &[])?;
             let j: serde_json::Value = lua.from_value(v).map_err(|e| {
-                conv::fail(format!(
+                args::fail(format!(
                     "baton.json.encode: argument 1 (value) cannot be encoded: {e}"
                 ))
             })?;
@@ -417,15 +417,15 @@ fn json_table(lua: &Lua) -> mlua::Result<Table> {
             } else {
                 serde_json::to_string(&j)
             };
-            text.map_err(|e| conv::fail(format!("baton.json.encode: {e}")))
+            text.map_err(|e| args::fail(format!("baton.json.encode: {e}")))
         })?,
     )?;
     json.set(
         "decode",
         lua.create_function(|lua, text: Value| {
-            let text = conv::string("baton.json.decode", 1, "text", &text)?;
+            let text = args::string("baton.json.decode", 1, "text", &text)?;
             let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                conv::fail(format!(
+                args::fail(format!(
                     "baton.json.decode: argument 1 (text) is not valid JSON: {e}"
                 ))
             })?;

@@ -3,10 +3,10 @@
 use mlua::{Lua, Table, Value};
 use serde::Deserialize;
 
-use super::conv;
+use super::{args, services};
 use crate::core::duration::Dur;
 use crate::core::llm::ollama::{self, ChatRequest, Endpoint, GenerateRequest, Ollama, Progress};
-use crate::core::llm::{LlmError, Message};
+use crate::core::llm::{Callback, HookError, LlmError, LocalFuture, Message, OnToken};
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     let t = lua.create_table()?;
@@ -37,28 +37,14 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
 
 /// The client and the endpoint `host` names (fleet host, URL, or the default).
 fn target(lua: &Lua, func: &str, host: Option<&str>) -> mlua::Result<(Ollama, Endpoint)> {
-    let llm = conv::llm(lua);
+    let llm = services::llm(lua);
     let ep = ollama::resolve(llm.fleet(), host).map_err(|e| fail(func, e))?;
     Ok((llm.ollama().clone(), ep))
 }
 
 /// `ollama.chat(engine, qwen2.5-coder:32b): connection refused`.
 fn fail(func: &str, e: LlmError) -> mlua::Error {
-    conv::fail(e.raised_by(func))
-}
-
-/// The result as a table, honouring `check`.
-fn finish<T: serde::Serialize>(
-    lua: &Lua,
-    func: &str,
-    check: bool,
-    r: Result<T, LlmError>,
-) -> mlua::Result<Value> {
-    let r = match r {
-        Ok(v) => Ok(conv::to_lua(lua, &v)?),
-        Err(e) => Err(e.raised_by(func)),
-    };
-    conv::checked(lua, check, r)
+    args::fail(e.raised_by(func))
 }
 
 #[derive(Deserialize)]
@@ -71,7 +57,7 @@ struct ChatArgs {
     options: Option<serde_json::Value>,
     keep_alive: Option<serde_json::Value>,
     timeout: Option<Dur>,
-    #[serde(default = "conv::yes")]
+    #[serde(default = "args::yes")]
     check: bool,
 }
 
@@ -85,7 +71,7 @@ struct GenerateArgs {
     options: Option<serde_json::Value>,
     keep_alive: Option<serde_json::Value>,
     timeout: Option<Dur>,
-    #[serde(default = "conv::yes")]
+    #[serde(default = "args::yes")]
     check: bool,
 }
 
@@ -95,11 +81,11 @@ fn request<T: serde::de::DeserializeOwned>(
     func: &str,
     v: Value,
     fn_keys: &[&'static str],
-) -> mlua::Result<(T, conv::Callbacks)> {
-    conv::table(func, 1, "request", &v)?;
-    let (parsed, cbs) = conv::opts::<Option<T>>(lua, func, 1, v, fn_keys)?;
+) -> mlua::Result<(T, args::Callbacks)> {
+    args::table(func, 1, "request", &v)?;
+    let (parsed, cbs) = args::opts::<Option<T>>(lua, func, 1, v, fn_keys)?;
     let parsed = parsed
-        .ok_or_else(|| conv::fail(format!("{func}: argument 1 (request) must be a table")))?;
+        .ok_or_else(|| args::fail(format!("{func}: argument 1 (request) must be a table")))?;
     Ok((parsed, cbs))
 }
 
@@ -161,16 +147,14 @@ async fn complete<A: IntoCall>(lua: Lua, func: &'static str, req: Value) -> mlua
     let (a, mut cbs) = request::<A>(&lua, func, req, &["on_token"])?;
     let (common, call) = a.into_call();
     let (client, ep) = target(&lua, func, common.host.as_deref())?;
-    let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
+    let mut on_token = cbs.take("on_token").map(args::hook::<String>);
     let wait = common.timeout.map(|d| d.0);
-    let cb = on_token
-        .as_mut()
-        .map(|f| f as crate::core::llm::OnToken<'_>);
+    let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
     let out = match &call {
         Call::Chat(r) => client.chat(&ep, r, wait, cb).await,
         Call::Generate(r) => client.generate(&ep, r, wait, cb).await,
     };
-    finish(&lua, func, common.check, out)
+    args::checked(&lua, func, common.check, out)
 }
 
 #[derive(Deserialize)]
@@ -190,7 +174,7 @@ async fn embed(lua: Lua, req: Value) -> mlua::Result<Table> {
             .as_array()
             .is_some_and(|v| v.iter().all(serde_json::Value::is_string)))
     {
-        return Err(conv::fail(format!(
+        return Err(args::fail(format!(
             "{F}: request.input must be a string or a list of strings"
         )));
     }
@@ -208,7 +192,7 @@ async fn embed(lua: Lua, req: Value) -> mlua::Result<Table> {
     )?;
     t.set(
         "embeddings",
-        conv::to_lua(
+        args::to_lua(
             &lua,
             doc.get("embeddings").unwrap_or(&serde_json::Value::Null),
         )?,
@@ -229,26 +213,26 @@ async fn list(
     func: &'static str,
     path: &'static str,
 ) -> mlua::Result<Value> {
-    let (o, _) = conv::opts::<HostOpts>(&lua, func, 1, opts, &[])?;
+    let (o, _) = args::opts::<HostOpts>(&lua, func, 1, opts, &[])?;
     let (client, ep) = target(&lua, func, o.host.as_deref())?;
     let models = client.list(&ep, path).await.map_err(|e| fail(func, e))?;
-    conv::to_lua(&lua, &models)
+    args::to_lua(&lua, &models)
 }
 
 /// `ollama.show(model, {host?})` → the server's description of the model.
 async fn show(lua: Lua, (model, opts): (Value, Value)) -> mlua::Result<Value> {
     const F: &str = "ollama.show";
-    let model = conv::string(F, 1, "model", &model)?;
-    let (o, _) = conv::opts::<HostOpts>(&lua, F, 2, opts, &[])?;
+    let model = args::string(F, 1, "model", &model)?;
+    let (o, _) = args::opts::<HostOpts>(&lua, F, 2, opts, &[])?;
     let (client, ep) = target(&lua, F, o.host.as_deref())?;
     let doc = client.show(&ep, &model).await.map_err(|e| fail(F, e))?;
-    conv::to_lua(&lua, &doc)
+    args::to_lua(&lua, &doc)
 }
 
 /// `ollama.version{host?}` → version string.
 async fn version(lua: Lua, opts: Value) -> mlua::Result<String> {
     const F: &str = "ollama.version";
-    let (o, _) = conv::opts::<HostOpts>(&lua, F, 1, opts, &[])?;
+    let (o, _) = args::opts::<HostOpts>(&lua, F, 1, opts, &[])?;
     let (client, ep) = target(&lua, F, o.host.as_deref())?;
     client.version(&ep).await.map_err(|e| fail(F, e))
 }
@@ -256,7 +240,7 @@ async fn version(lua: Lua, opts: Value) -> mlua::Result<String> {
 /// `ollama.online{host?}` → whether the server answers within 2 s.
 async fn online(lua: Lua, opts: Value) -> mlua::Result<bool> {
     const F: &str = "ollama.online";
-    let (o, _) = conv::opts::<HostOpts>(&lua, F, 1, opts, &[])?;
+    let (o, _) = args::opts::<HostOpts>(&lua, F, 1, opts, &[])?;
     let (client, ep) = target(&lua, F, o.host.as_deref())?;
     Ok(client.online(&ep).await)
 }
@@ -265,18 +249,20 @@ async fn online(lua: Lua, opts: Value) -> mlua::Result<bool> {
 /// terminal's stderr.
 async fn pull(lua: Lua, (model, opts): (Value, Value)) -> mlua::Result<String> {
     const F: &str = "ollama.pull";
-    let model = conv::string(F, 1, "model", &model)?;
-    let (o, mut cbs) = conv::opts::<HostOpts>(&lua, F, 2, opts, &["on_progress"])?;
+    let model = args::string(F, 1, "model", &model)?;
+    let (o, mut cbs) = args::opts::<HostOpts>(&lua, F, 2, opts, &["on_progress"])?;
     let (client, ep) = target(&lua, F, o.host.as_deref())?;
     let callback = cbs.take("on_progress");
     let drawing = callback.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut on_progress: Option<ProgressFn> = match callback {
         Some(f) => {
             let lua = lua.clone();
-            let mut call = conv::hook::<Table>(f);
-            Some(Box::new(move |p: Progress| match conv::to_lua(&lua, &p) {
-                Ok(Value::Table(t)) => call(t),
-                _ => Box::pin(async { Err("cannot convert a progress line".to_string()) }),
+            let mut call = args::hook::<Value>(f);
+            Some(Box::new(move |p: Progress| match args::to_lua(&lua, &p) {
+                Ok(t) => call(t),
+                Err(e) => Box::pin(async move {
+                    Err(HookError(format!("cannot convert a progress line: {e}")))
+                }),
             }))
         }
         None if drawing => Some(Box::new(draw_progress)),
@@ -284,7 +270,7 @@ async fn pull(lua: Lua, (model, opts): (Value, Value)) -> mlua::Result<String> {
     };
     let cb = on_progress
         .as_deref_mut()
-        .map(|f| f as crate::core::llm::Callback<'_, Progress>);
+        .map(|f| f as Callback<'_, Progress>);
     let out = client.pull(&ep, &model, cb).await;
     if drawing {
         eprintln!();
@@ -292,11 +278,10 @@ async fn pull(lua: Lua, (model, opts): (Value, Value)) -> mlua::Result<String> {
     out.map_err(|e| fail(F, e))
 }
 
-type ProgressFn =
-    Box<dyn FnMut(Progress) -> crate::core::llm::LocalFuture<'static, Result<(), String>>>;
+type ProgressFn = Box<dyn FnMut(Progress) -> LocalFuture<'static, Result<(), HookError>>>;
 
 /// One line of a terminal progress bar, redrawn in place.
-fn draw_progress(p: Progress) -> crate::core::llm::LocalFuture<'static, Result<(), String>> {
+fn draw_progress(p: Progress) -> LocalFuture<'static, Result<(), HookError>> {
     let line = match (p.total, p.completed) {
         (Some(total), Some(done)) if total > 0 => {
             let frac = (done as f64 / total as f64).clamp(0.0, 1.0);
@@ -318,7 +303,7 @@ fn draw_progress(p: Progress) -> crate::core::llm::LocalFuture<'static, Result<(
 /// `ollama.queue{host?}` → `{running, waiting}` in baton's queue for that endpoint.
 fn queue(lua: &Lua, opts: Value) -> mlua::Result<Table> {
     const F: &str = "ollama.queue";
-    let (o, _) = conv::opts::<HostOpts>(lua, F, 1, opts, &[])?;
+    let (o, _) = args::opts::<HostOpts>(lua, F, 1, opts, &[])?;
     let (client, ep) = target(lua, F, o.host.as_deref())?;
     let q = client.queue(&ep);
     let t = lua.create_table()?;

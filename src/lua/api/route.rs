@@ -4,12 +4,10 @@
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use serde::Deserialize;
 
-use super::conv;
+use super::{args, services};
 use crate::core::llm::ledger::{Alert, GroupBy, Period};
-use crate::core::llm::route::{
-    AcceptError, Answer, AskOptions, Hooks, RouteError, TaskSpec, Verdict,
-};
-use crate::core::llm::{LocalFuture, Message, OnToken};
+use crate::core::llm::route::{Answer, AskOptions, Hooks, RouteError, TaskSpec, Verdict};
+use crate::core::llm::{HookError, LocalFuture, Message, OnToken};
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     let t = lua.create_table()?;
@@ -32,7 +30,7 @@ fn task_spec(lua: &Lua, func: &str, v: Value) -> mlua::Result<TaskSpec> {
     match v {
         Value::String(s) => Ok(TaskSpec::kind(&s.to_str()?)),
         Value::Table(_) => {
-            let (t, _) = conv::opts::<Option<TaskTable>>(lua, func, 1, v, &[])?;
+            let (t, _) = args::opts::<Option<TaskTable>>(lua, func, 1, v, &[])?;
             let t = t.unwrap_or_default();
             Ok(TaskSpec {
                 kind: t.kind,
@@ -40,7 +38,7 @@ fn task_spec(lua: &Lua, func: &str, v: Value) -> mlua::Result<TaskSpec> {
                 max_tier: t.max_tier,
             })
         }
-        other => Err(conv::arg_error(
+        other => Err(args::arg_error(
             func,
             1,
             "task",
@@ -51,14 +49,14 @@ fn task_spec(lua: &Lua, func: &str, v: Value) -> mlua::Result<TaskSpec> {
 }
 
 fn route_error(func: &str, spec: &TaskSpec, e: RouteError) -> mlua::Error {
-    conv::fail(format!("{func}({}): {e}", spec.kind))
+    args::fail(format!("{func}({}): {e}", spec.kind))
 }
 
 /// `route.pick(task)` → `{task, tier, provider, host, model, reason}`, without calling anything.
 fn pick(lua: &Lua, task: Value) -> mlua::Result<Table> {
     const F: &str = "route.pick";
     let spec = task_spec(lua, F, task)?;
-    let llm = conv::llm(lua);
+    let llm = services::llm(lua);
     let p = llm
         .router()
         .pick(&spec)
@@ -89,11 +87,11 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
     let messages = match &prompt {
         Value::String(s) => vec![Message::new("user", s.to_str()?.to_string())],
         Value::Table(_) => lua.from_value::<Vec<Message>>(prompt.clone()).map_err(|e| {
-            conv::fail(format!("{F}: argument 2 (prompt) must be a string or a list of {{role, content}} messages: {e}"))
+            args::fail(format!("{F}: argument 2 (prompt) must be a string or a list of {{role, content}} messages: {e}"))
         })?,
-        other => return Err(conv::arg_error(F, 2, "prompt", "a string or a list of messages", other)),
+        other => return Err(args::arg_error(F, 2, "prompt", "a string or a list of messages", other)),
     };
-    let (o, mut cbs) = conv::opts::<AskOpts>(&lua, F, 3, opts, &["accept", "on_token"])?;
+    let (o, mut cbs) = args::opts::<AskOpts>(&lua, F, 3, opts, &["accept", "on_token"])?;
     let script = Some(crate::lua::ctx(&lua).script.clone());
     let options = AskOptions {
         system: o.system,
@@ -101,7 +99,7 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
         max_tokens: o.max_tokens,
         script,
     };
-    let mut on_token = cbs.take("on_token").map(conv::hook::<String>);
+    let mut on_token = cbs.take("on_token").map(args::hook::<String>);
     let mut accept = cbs.take("accept").map(|f| accepter(&lua, f));
     let mut on_alert = alerter(&lua);
     let mut hooks = Hooks {
@@ -109,37 +107,37 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
         accept: accept.as_mut().map(|f| f as _),
         on_alert: Some(&mut on_alert),
     };
-    let llm = conv::llm(&lua);
+    let llm = services::llm(&lua);
     let answer = llm
         .router()
         .ask(&spec, messages, &options, &mut hooks)
         .await
         .map_err(|e| route_error(F, &spec, e))?;
-    conv::to_lua(&lua, &answer)
+    args::to_lua(&lua, &answer)
 }
 
 /// `accept(result)` → `true` accepts; `false`/`nil` or a reason string rejects.
 fn accepter(
     lua: &Lua,
     f: Function,
-) -> impl FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, AcceptError>> {
+) -> impl FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, HookError>> {
     let lua = lua.clone();
     move |answer: &Answer| {
-        let table = conv::to_lua(&lua, answer);
+        let table = args::to_lua(&lua, answer);
         let f = f.clone();
         Box::pin(async move {
-            let table = table.map_err(|e| AcceptError(e.to_string()))?;
+            let table = table.map_err(|e| HookError(e.to_string()))?;
             let verdict = f
                 .call_async::<Value>(table)
                 .await
-                .map_err(|e| AcceptError(format!("accept: {}", crate::lua::split_error(&e).0)))?;
+                .map_err(|e| HookError(format!("accept: {}", crate::lua::split_error(&e).0)))?;
             match verdict {
                 Value::Boolean(true) => Ok(Verdict::Accept),
                 Value::Boolean(false) | Value::Nil => Ok(Verdict::Reject(None)),
                 Value::String(s) => Ok(Verdict::Reject(Some(s.to_string_lossy()))),
-                other => Err(AcceptError(format!(
+                other => Err(HookError(format!(
                     "accept must return true, false or a reason string, got {}",
-                    conv::type_name(&other)
+                    args::type_name(&other)
                 ))),
             }
         })
@@ -147,7 +145,7 @@ fn accepter(
 }
 
 /// Calls `route.on_alert(spent, limit)` if the script set it.
-fn alerter(lua: &Lua) -> impl FnMut(Alert) -> LocalFuture<'static, Result<(), String>> {
+fn alerter(lua: &Lua) -> impl FnMut(Alert) -> LocalFuture<'static, Result<(), HookError>> {
     let lua = lua.clone();
     move |alert: Alert| {
         let f = lua
@@ -159,7 +157,9 @@ fn alerter(lua: &Lua) -> impl FnMut(Alert) -> LocalFuture<'static, Result<(), St
                 Ok(Some(f)) => f
                     .call_async::<()>((alert.spent, alert.limit))
                     .await
-                    .map_err(|e| format!("route.on_alert: {}", crate::lua::split_error(&e).0)),
+                    .map_err(|e| {
+                        HookError(format!("route.on_alert: {}", crate::lua::split_error(&e).0))
+                    }),
                 _ => Ok(()),
             }
         })
@@ -196,24 +196,24 @@ impl Default for SpendOpts {
 /// `{key, calls, tokens_in, tokens_out, cost}`, costliest first.
 async fn spend(lua: Lua, opts: Value) -> mlua::Result<Value> {
     const F: &str = "route.spend";
-    let (o, _) = conv::opts::<SpendOpts>(&lua, F, 1, opts, &[])?;
+    let (o, _) = args::opts::<SpendOpts>(&lua, F, 1, opts, &[])?;
     let period = Period::parse(&o.period).ok_or_else(|| {
-        conv::fail(format!(
+        args::fail(format!(
             "{F}: options.period must be \"day\", \"month\" or \"all\", got {:?}",
             o.period
         ))
     })?;
     let by = GroupBy::parse(&o.by).ok_or_else(|| {
-        conv::fail(format!(
+        args::fail(format!(
             "{F}: options.by must be \"tier\", \"model\" or \"task\", got {:?}",
             o.by
         ))
     })?;
-    let llm = conv::llm(&lua);
+    let llm = services::llm(&lua);
     let ledger = llm.router().ledger().clone();
     let rows = tokio::task::spawn_blocking(move || ledger.spend(period, by))
         .await
-        .map_err(|e| conv::fail(format!("{F}: {e}")))?
-        .map_err(|e| conv::fail(format!("{F}: {e}")))?;
-    conv::to_lua(&lua, &rows)
+        .map_err(|e| args::fail(format!("{F}: {e}")))?
+        .map_err(|e| args::fail(format!("{F}: {e}")))?;
+    args::to_lua(&lua, &rows)
 }

@@ -6,7 +6,7 @@ use chrono::Utc;
 use mlua::{Function, Lua, Table, Value};
 use serde::Deserialize;
 
-use super::conv;
+use super::args;
 use crate::core::duration::Dur;
 use crate::core::schedule::{Expr, JobSpec, Missed, Overlap, Store, Zone};
 
@@ -58,9 +58,9 @@ fn cron(
     lua: &Lua,
     (name, expr, target, opts): (Value, Value, Value, Value),
 ) -> mlua::Result<Table> {
-    let name = conv::string(CRON, 1, "name", &name)?;
+    let name = args::string(CRON, 1, "name", &name)?;
     if name.trim().is_empty() {
-        return Err(conv::arg_error(
+        return Err(args::arg_error(
             CRON,
             1,
             "name",
@@ -68,14 +68,14 @@ fn cron(
             &Value::String(lua.create_string(&name)?),
         ));
     }
-    let expr = Expr::parse(&conv::string(CRON, 2, "expr", &expr)?)
-        .map_err(|e| conv::fail(format!("{CRON}: {e}")))?;
+    let expr = Expr::parse(&args::string(CRON, 2, "expr", &expr)?)
+        .map_err(|e| args::fail(format!("{CRON}: {e}")))?;
     let target = match &target {
         Value::Function(f) => JobTarget::Function(f.clone()),
         Value::String(s) => {
             let path = resolve(lua, Path::new(&*s.to_str()?));
             if !path.is_file() {
-                return Err(conv::fail(format!(
+                return Err(args::fail(format!(
                     "{CRON}: argument 3 (target): playbook {} not found",
                     path.display()
                 )));
@@ -83,7 +83,7 @@ fn cron(
             JobTarget::Playbook(path)
         }
         other => {
-            return Err(conv::arg_error(
+            return Err(args::arg_error(
                 CRON,
                 3,
                 "target",
@@ -92,10 +92,10 @@ fn cron(
             ));
         }
     };
-    let (o, _) = conv::opts::<CronOpts>(lua, CRON, 4, opts, &[])?;
+    let (o, _) = args::opts::<CronOpts>(lua, CRON, 4, opts, &[])?;
     let zone = match o.tz.as_deref() {
         None => Zone::Local,
-        Some(tz) => Zone::parse(tz).map_err(|e| conv::fail(format!("{CRON}: options.tz: {e}")))?,
+        Some(tz) => Zone::parse(tz).map_err(|e| args::fail(format!("{CRON}: options.tz: {e}")))?,
     };
     let mut spec = JobSpec::new(&name, expr)
         .with_zone(zone)
@@ -110,10 +110,10 @@ fn cron(
     {
         let registry = lua
             .app_data_ref::<Registry>()
-            .ok_or_else(|| conv::fail("schedule: not initialised"))?;
+            .ok_or_else(|| args::fail("schedule: not initialised"))?;
         let mut jobs = registry.0.borrow_mut();
         if jobs.iter().any(|(s, _)| s.name == name) {
-            return Err(conv::fail(format!(
+            return Err(args::fail(format!(
                 "{CRON}: a job named {name:?} is already registered"
             )));
         }
@@ -137,13 +137,13 @@ fn resolve(lua: &Lua, path: &Path) -> PathBuf {
 /// `schedule.next(expr [, n])` → the next `n` (default 5) fire times, ISO 8601 in local time.
 fn next(lua: &Lua, (expr, n): (Value, Value)) -> mlua::Result<Table> {
     const NEXT: &str = "schedule.next";
-    let expr = Expr::parse(&conv::string(NEXT, 1, "expr", &expr)?)
-        .map_err(|e| conv::fail(format!("{NEXT}: {e}")))?;
+    let expr = Expr::parse(&args::string(NEXT, 1, "expr", &expr)?)
+        .map_err(|e| args::fail(format!("{NEXT}: {e}")))?;
     let n = match n {
         Value::Nil => 5,
         Value::Integer(i) if (1..=1000).contains(&i) => i as usize,
         other => {
-            return Err(conv::arg_error(
+            return Err(args::arg_error(
                 NEXT,
                 2,
                 "n",
@@ -163,7 +163,7 @@ fn next(lua: &Lua, (expr, n): (Value, Value)) -> mlua::Result<Table> {
 /// `schedule.jobs()` → `{ {name, expr, tz, missed, overlap, timeout, jitter, target, next, last}, … }`.
 fn jobs(lua: &Lua, (): ()) -> mlua::Result<Table> {
     let store = Store::open(&crate::lua::ctx(lua).state)
-        .map_err(|e| conv::fail(format!("schedule.jobs: {e}")))?;
+        .map_err(|e| args::fail(format!("schedule.jobs: {e}")))?;
     let out = lua.create_table()?;
     for (spec, _) in registered(lua) {
         out.push(job_table(lua, &spec, Some(&store))?)?;
@@ -190,7 +190,7 @@ fn job_table(lua: &Lua, spec: &JobSpec, store: Option<&Store>) -> mlua::Result<T
     let last = match store {
         Some(store) => store
             .last_run(&spec.name)
-            .map_err(|e| conv::fail(format!("schedule.jobs: {e}")))?,
+            .map_err(|e| args::fail(format!("schedule.jobs: {e}")))?,
         None => None,
     };
     if let Some(run) = last {

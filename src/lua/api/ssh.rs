@@ -8,7 +8,7 @@ use futures_util::stream::{self, StreamExt};
 use mlua::{AnyUserData, Lua, Table, UserData, UserDataFields, UserDataMethods, Value};
 use serde::Deserialize;
 
-use super::conv;
+use super::{args, services};
 use crate::core::duration::Dur;
 use crate::core::process::Spec;
 use crate::core::remote::jobs::{self, Job, Status};
@@ -39,7 +39,7 @@ fn failure(
             RemoteError::UnknownHost { .. } | RemoteError::Invalid(_)
         )
     {
-        return Err(conv::fail(format!("{func}({host}): {err}")));
+        return Err(args::fail(format!("{func}({host}): {err}")));
     }
     let t = lua.create_table()?;
     t.set("ok", false)?;
@@ -51,23 +51,23 @@ fn failure(
 /// `ssh.run(host, cmd [, opts])` → `{ok, code, signal, stdout, stderr, duration, host}`.
 async fn run(lua: Lua, (host, cmd, opts): (Value, Value, Value)) -> mlua::Result<Table> {
     const F: &str = "ssh.run";
-    let host = conv::string(F, 1, "host", &host)?;
-    let cmd = conv::cmd(F, 2, &cmd)?;
-    let (mut opts, mut cbs) = conv::opts::<conv::ProcessOpts>(&lua, F, 3, opts, &["on_line"])?;
+    let host = args::string(F, 1, "host", &host)?;
+    let cmd = args::cmd(F, 2, &cmd)?;
+    let (mut opts, mut cbs) = args::opts::<args::ProcessOpts>(&lua, F, 3, opts, &["on_line"])?;
     let spec = opts.spec();
-    let r = conv::remote(&lua);
-    let out = conv::with_lines(cbs.take("on_line"), |sink| r.run(&host, &cmd, &spec, sink)).await?;
+    let r = services::remote(&lua);
+    let out = args::with_lines(cbs.take("on_line"), |sink| r.run(&host, &cmd, &spec, sink)).await?;
     let out = match out {
         Ok(out) => out,
         Err(e) => return failure(&lua, F, &host, e, opts.check),
     };
     if opts.check && !out.ok() {
-        return Err(conv::fail(format!(
+        return Err(args::fail(format!(
             "{F}({host}): {}",
             out.failure_summary()
         )));
     }
-    let t = conv::process_result(&lua, &out)?;
+    let t = args::process_result(&lua, &out)?;
     t.set("host", host)?;
     Ok(t)
 }
@@ -83,26 +83,26 @@ struct SpawnOpts {
 /// `ssh.spawn(host, cmd [, opts])` → job handle.
 async fn spawn(lua: Lua, (host, cmd, opts): (Value, Value, Value)) -> mlua::Result<AnyUserData> {
     const F: &str = "ssh.spawn";
-    let host = conv::string(F, 1, "host", &host)?;
-    let cmd = conv::cmd(F, 2, &cmd)?;
-    let (opts, _) = conv::opts::<SpawnOpts>(&lua, F, 3, opts, &[])?;
+    let host = args::string(F, 1, "host", &host)?;
+    let cmd = args::cmd(F, 2, &cmd)?;
+    let (opts, _) = args::opts::<SpawnOpts>(&lua, F, 3, opts, &[])?;
     let spec = Spec {
         cwd: opts.cwd.map(Into::into),
         env: opts.env.into_iter().collect(),
         ..Spec::default()
     };
     let state = crate::lua::ctx(&lua).state.clone();
-    let job = jobs::spawn(&conv::remote(&lua), &state, &host, &cmd, &spec)
+    let job = jobs::spawn(&services::remote(&lua), &state, &host, &cmd, &spec)
         .await
-        .map_err(|e| conv::fail(format!("{F}({host}): {e}")))?;
+        .map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
     lua.create_userdata(JobHandle(RefCell::new(job)))
 }
 
 /// `ssh.job(id)` → the handle of a registered job.
 fn job(lua: &Lua, id: Value) -> mlua::Result<AnyUserData> {
-    let id = conv::string("ssh.job", 1, "id", &id)?;
+    let id = args::string("ssh.job", 1, "id", &id)?;
     let job = jobs::get(&crate::lua::ctx(lua).state, &id)
-        .map_err(|e| conv::fail(format!("ssh.job: {e}")))?;
+        .map_err(|e| args::fail(format!("ssh.job: {e}")))?;
     lua.create_userdata(JobHandle(RefCell::new(job)))
 }
 
@@ -123,10 +123,10 @@ impl JobHandle {
     ) -> mlua::Result<T> {
         let mut job = self.snapshot();
         let state = crate::lua::ctx(lua).state.clone();
-        let result = op(&conv::remote(lua), &state, &mut job).await;
+        let result = op(&services::remote(lua), &state, &mut job).await;
         let label = format!("job:{method}({} on {})", job.id, job.host);
         *self.0.borrow_mut() = job;
-        result.map_err(|e| conv::fail(format!("{label}: {e}")))
+        result.map_err(|e| args::fail(format!("{label}: {e}")))
     }
 }
 
@@ -175,9 +175,9 @@ impl UserData for JobHandle {
             status_table(&lua, status)
         });
         methods.add_async_method("wait", |lua, this, opts: Value| async move {
-            let (opts, mut cbs) = conv::opts::<WaitOpts>(&lua, "job:wait", 1, opts, &["on_line"])?;
+            let (opts, mut cbs) = args::opts::<WaitOpts>(&lua, "job:wait", 1, opts, &["on_line"])?;
             let on_line = cbs.take("on_line");
-            let status = conv::with_lines(on_line, |sink| {
+            let status = args::with_lines(on_line, |sink| {
                 this.update(&lua, "wait", async |r, s, j| {
                     jobs::wait(
                         r,
@@ -198,7 +198,7 @@ impl UserData for JobHandle {
                 Value::Nil => 10,
                 Value::Integer(i) if i >= 0 => i as usize,
                 other => {
-                    return Err(conv::arg_error(
+                    return Err(args::arg_error(
                         "job:tail",
                         1,
                         "n",
@@ -254,12 +254,12 @@ impl Default for OnlineOpts {
 /// `ssh.online(host [, {timeout = "3s"}])` → boolean.
 async fn online(lua: Lua, (host, opts): (Value, Value)) -> mlua::Result<bool> {
     const F: &str = "ssh.online";
-    let host = conv::string(F, 1, "host", &host)?;
-    let (opts, _) = conv::opts::<OnlineOpts>(&lua, F, 2, opts, &[])?;
-    conv::remote(&lua)
+    let host = args::string(F, 1, "host", &host)?;
+    let (opts, _) = args::opts::<OnlineOpts>(&lua, F, 2, opts, &[])?;
+    services::remote(&lua)
         .online(&host, opts.timeout.0)
         .await
-        .map_err(|e| conv::fail(format!("{F}({host}): {e}")))
+        .map_err(|e| args::fail(format!("{F}({host}): {e}")))
 }
 
 #[derive(Deserialize)]
@@ -291,16 +291,16 @@ impl Default for WaitOnlineOpts {
 /// `ssh.wait_online(host [, {timeout = "5m", interval = "2s"}])`.
 async fn wait_online(lua: Lua, (host, opts): (Value, Value)) -> mlua::Result<()> {
     const F: &str = "ssh.wait_online";
-    let host = conv::string(F, 1, "host", &host)?;
-    let (opts, _) = conv::opts::<WaitOnlineOpts>(&lua, F, 2, opts, &[])?;
-    conv::remote(&lua)
+    let host = args::string(F, 1, "host", &host)?;
+    let (opts, _) = args::opts::<WaitOnlineOpts>(&lua, F, 2, opts, &[])?;
+    services::remote(&lua)
         .wait_online(
             &host,
             opts.timeout.0,
             opts.interval.0.max(std::time::Duration::from_millis(50)),
         )
         .await
-        .map_err(|e| conv::fail(format!("{F}({host}): {e}")))
+        .map_err(|e| args::fail(format!("{F}({host}): {e}")))
 }
 
 #[derive(Deserialize)]
@@ -308,7 +308,7 @@ async fn wait_online(lua: Lua, (host, opts): (Value, Value)) -> mlua::Result<()>
 struct EachOpts {
     #[serde(default = "eight")]
     limit: usize,
-    #[serde(default = "conv::yes")]
+    #[serde(default = "args::yes")]
     check: bool,
 }
 
@@ -328,11 +328,11 @@ impl Default for EachOpts {
 /// `ssh.each(hosts, fn [, {limit = 8, check = true}])` → results in host order.
 async fn each(lua: Lua, (hosts, f, opts): (Value, Value, Value)) -> mlua::Result<Table> {
     const F: &str = "ssh.each";
-    let list = conv::table(F, 1, "hosts", &hosts)?;
-    let f = conv::function(F, 2, "fn", &f)?;
-    let (opts, _) = conv::opts::<EachOpts>(&lua, F, 3, opts, &[])?;
+    let list = args::table(F, 1, "hosts", &hosts)?;
+    let f = args::function(F, 2, "fn", &f)?;
+    let (opts, _) = args::opts::<EachOpts>(&lua, F, 3, opts, &[])?;
     if opts.limit == 0 {
-        return Err(conv::fail(format!(
+        return Err(args::fail(format!(
             "{F}: options.limit must be at least 1, got 0"
         )));
     }
@@ -341,9 +341,9 @@ async fn each(lua: Lua, (hosts, f, opts): (Value, Value, Value)) -> mlua::Result
         match item? {
             Value::String(s) => hosts.push(s.to_str()?.to_string()),
             other => {
-                return Err(conv::fail(format!(
+                return Err(args::fail(format!(
                     "{F}: argument 1 (hosts) must be a list of host names, got a {} at index {}",
-                    conv::type_name(&other),
+                    args::type_name(&other),
                     i + 1
                 )));
             }
@@ -356,7 +356,7 @@ async fn each(lua: Lua, (hosts, f, opts): (Value, Value, Value)) -> mlua::Result
         let value = match result {
             Ok(v) => v,
             Err(e) if opts.check => {
-                return Err(conv::fail(format!(
+                return Err(args::fail(format!(
                     "{F}({host}): {}",
                     crate::lua::split_error(&e).0
                 )));

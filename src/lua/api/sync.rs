@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use mlua::{Lua, Table, Value};
 use tokio::sync::mpsc;
 
-use super::conv;
+use super::{args, services};
 use crate::core::remote::git::{self, GitOpts};
 use crate::core::remote::rsync::{self, Endpoint, Progress, SyncOpts, SyncResult};
 
@@ -20,10 +20,10 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
 
 /// A `"host:path"` argument.
 fn host_path(func: &str, pos: usize, v: &Value) -> mlua::Result<(String, String)> {
-    let s = conv::string(func, pos, "remote", v)?;
+    let s = args::string(func, pos, "remote", v)?;
     match rsync::split_host_path(&s) {
         Some((h, p)) => Ok((h.to_string(), p.to_string())),
-        None => Err(conv::arg_error(
+        None => Err(args::arg_error(
             func,
             pos,
             "remote",
@@ -62,12 +62,12 @@ async fn transfer(
     to_host: bool,
 ) -> mlua::Result<Table> {
     let (local_pos, host_pos) = if to_host { (1, 2) } else { (2, 1) };
-    let local = conv::string(func, local_pos, "local_path", &local)?;
+    let local = args::string(func, local_pos, "local_path", &local)?;
     let (host, path) = host_path(func, host_pos, &target)?;
-    let (opts, mut cbs) = conv::opts::<SyncOpts>(&lua, func, 3, opts, &["on_progress"])?;
+    let (opts, mut cbs) = args::opts::<SyncOpts>(&lua, func, 3, opts, &["on_progress"])?;
     let on_progress = cbs.take("on_progress");
-    let r = conv::remote(&lua);
-    let fail = |e| conv::fail(format!("{func}({host}): {e}"));
+    let r = services::remote(&lua);
+    let fail = |e| args::fail(format!("{func}({host}): {e}"));
     let far = Endpoint::remote(&r, &host, &path).map_err(fail)?;
     let near = Endpoint::Local(crate::core::remote::expand_home(&local));
     let (src, dst) = if to_host { (near, far) } else { (far, near) };
@@ -143,11 +143,11 @@ async fn git_steps(
     repo_pos: usize,
     opts: Value,
 ) -> mlua::Result<Table> {
-    let repo = conv::string(func, repo_pos, "repo_path", &repo)?;
-    let (opts, _) = conv::opts::<GitOpts>(&lua, func, repo_pos + 1, opts, &[])?;
-    let res = git::sync(&conv::remote(&lua), &host, &repo, &opts)
+    let repo = args::string(func, repo_pos, "repo_path", &repo)?;
+    let (opts, _) = args::opts::<GitOpts>(&lua, func, repo_pos + 1, opts, &[])?;
+    let res = git::sync(&services::remote(&lua), &host, &repo, &opts)
         .await
-        .map_err(|e| conv::fail(format!("{func}({host}): {e}")))?;
+        .map_err(|e| args::fail(format!("{func}({host}): {e}")))?;
     let t = lua.create_table_with_capacity(0, 4)?;
     t.set("committed", res.committed)?;
     t.set("pulled", res.pulled)?;
@@ -163,6 +163,6 @@ async fn git_local(lua: Lua, (repo, opts): (Value, Value)) -> mlua::Result<Table
 
 /// `sync.git_remote(host, repo_path [, opts])`: the same steps on a fleet host over ssh.
 async fn git_remote(lua: Lua, (host, repo, opts): (Value, Value, Value)) -> mlua::Result<Table> {
-    let host = conv::string("sync.git_remote", 1, "host", &host)?;
+    let host = args::string("sync.git_remote", 1, "host", &host)?;
     git_steps(lua, "sync.git_remote", host, repo, 2, opts).await
 }

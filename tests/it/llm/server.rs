@@ -324,8 +324,6 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-// ---- protocol bodies ----
-
 /// Ollama `/api/chat` lines: one per piece, then the final `done: true` object with counts and nanosecond
 /// durations (total 2.5 s, eval 0.5 s).
 pub fn ollama_chat(
@@ -385,7 +383,7 @@ pub fn sse(
         usage["cost"] = serde_json::json!(c);
     }
     let last = serde_json::json!({"id": "gen-123", "model": model, "object": "chat.completion.chunk",
-        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}], "usage": usage});
+        "created": 1_790_000_000u64, "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}], "usage": usage});
     out.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
     out
 }

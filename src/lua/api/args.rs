@@ -1,6 +1,7 @@
-//! Conversions shared by every binding: argument checks with messages that name the function, the argument
+//! Argument checks and conversions shared by every binding: messages that name the function, the argument
 //! and what was expected; option tables decoded with serde (unknown keys rejected, with a did-you-mean);
-//! durations; the one process-result table; live line callbacks.
+//! durations; results to Lua through serde; the one process-result table; Lua functions as core hooks and
+//! live line callbacks.
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use crate::core::duration;
+use crate::core::llm::{HookError, LlmError, LocalFuture};
 use crate::core::process::{Cmd, LineSink, Output, Stream};
 
 /// A Lua type name as `type()` gives it (`nil`, `number`, `string`, `table`, …).
@@ -148,19 +150,6 @@ pub fn opts<T: DeserializeOwned + Default>(
         Value::Table(t) => t,
         other => return Err(arg_error(func, pos, "options", "a table", &other)),
     };
-    let de_options = mlua::serde::de::Options::new().deny_unsupported_types(true);
-    // Fast path (every call pays it): no callbacks to take apart and no positional entries, so the caller's
-    // table is decoded as it is, without a copy or path tracking. Anything wrong takes the slow path below,
-    // which names the offending key.
-    let has_callbacks = fn_keys
-        .iter()
-        .any(|k| !matches!(t.raw_get::<Value>(*k), Ok(Value::Nil)));
-    if !has_callbacks && t.raw_len() == 0 {
-        let de = mlua::serde::Deserializer::new_with_options(Value::Table(t.clone()), de_options);
-        if let Ok(parsed) = T::deserialize(de) {
-            return Ok((parsed, Callbacks::default()));
-        }
-    }
     let mut callbacks = Callbacks::default();
     let plain = lua.create_table()?;
     for pair in t.pairs::<Value, Value>() {
@@ -190,7 +179,10 @@ pub fn opts<T: DeserializeOwned + Default>(
             plain.raw_set(k, val)?;
         }
     }
-    let de = mlua::serde::Deserializer::new_with_options(Value::Table(plain), de_options);
+    let de = mlua::serde::Deserializer::new_with_options(
+        Value::Table(plain),
+        mlua::serde::de::Options::new().deny_unsupported_types(true),
+    );
     let parsed: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let msg = crate::core::schema::describe(&e, "options");
         let msg = if msg.starts_with("options") {
@@ -227,7 +219,7 @@ pub struct ProcessOpts {
     pub check: bool,
 }
 
-/// `#[serde(default = "conv::yes")]`: options such as `check` that are on unless turned off.
+/// `#[serde(default = "args::yes")]`: options such as `check` that are on unless turned off.
 pub fn yes() -> bool {
     true
 }
@@ -298,62 +290,42 @@ where
     Ok(result)
 }
 
-/// A service kept in app data and built on first use (HTTP clients, pools), so start-up stays cheap and
-/// every binding asking for the same type shares one instance. `init` reads the runtime context.
-pub fn service<T: Clone + 'static>(lua: &Lua, init: impl FnOnce(&crate::lua::Ctx) -> T) -> T {
-    if let Some(s) = lua.app_data_ref::<T>() {
-        return s.clone();
-    }
-    let s = init(&crate::lua::ctx(lua));
-    lua.set_app_data(s.clone());
-    s
-}
-
-/// The remote-host service shared by `ssh` and `sync` (one ssh master per host for the whole runtime).
-pub fn remote(lua: &Lua) -> std::sync::Arc<crate::core::remote::Remote> {
-    service(lua, |_| crate::core::remote::Shared::default()).get(&crate::lua::ctx(lua).fleet)
-}
-
-/// The LLM services shared by `ollama`, `openrouter` and `route` (clients, limiter, router, ledger).
-pub fn llm(lua: &Lua) -> std::sync::Arc<crate::core::llm::Llm> {
-    service(lua, |ctx| {
-        std::sync::Arc::new(crate::core::llm::Llm::new(
-            ctx.fleet.clone(),
-            ctx.state.clone(),
-        ))
-    })
-}
-
-/// A Lua function as a core hook (`on_token`, `on_alert`, …): called with `A` as it happens, may yield;
+/// A Lua function as a core hook (`on_token`, `on_progress`, …): called with `A` as it happens, may yield;
 /// a Lua error stops the operation and its message is kept.
 pub fn hook<A: mlua::IntoLuaMulti + 'static>(
     f: Function,
-) -> impl FnMut(A) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>>>> {
+) -> impl FnMut(A) -> LocalFuture<'static, Result<(), HookError>> {
     move |a| {
         let f = f.clone();
         Box::pin(async move {
             f.call_async::<()>(a)
                 .await
-                .map_err(|e| crate::lua::split_error(&e).0)
+                .map_err(|e| HookError(crate::lua::split_error(&e).0))
         })
     }
 }
 
-/// An operation's result: the value, or its failure raised; with `check = false` the failure comes back as
-/// `{ok = false, err}` instead (and a table result gets `ok = true`).
-pub fn checked(lua: &Lua, check: bool, r: Result<Value, String>) -> mlua::Result<Value> {
+/// An LLM call's result as a table, or its failure raised (`ollama.chat(engine, m): connection refused`);
+/// with `check = false` the failure comes back as `{ok = false, err}` instead, and a success gets `ok = true`.
+pub fn checked<T: serde::Serialize>(
+    lua: &Lua,
+    func: &str,
+    check: bool,
+    r: Result<T, LlmError>,
+) -> mlua::Result<Value> {
     match r {
         Ok(v) => {
+            let v = to_lua(lua, &v)?;
             if let (false, Value::Table(t)) = (check, &v) {
                 t.set("ok", true)?;
             }
             Ok(v)
         }
-        Err(e) if check => Err(fail(e)),
+        Err(e) if check => Err(fail(e.raised_by(func))),
         Err(e) => {
             let t = lua.create_table()?;
             t.set("ok", false)?;
-            t.set("err", e)?;
+            t.set("err", e.raised_by(func))?;
             Ok(Value::Table(t))
         }
     }
