@@ -251,7 +251,7 @@ pub fn run(fleet: Arc<Fleet>, name: &str, file: Option<PathBuf>) -> anyhow::Resu
         anyhow::Ok((ctx.run_id, ctx.log, outcome))
     })
     .context("cannot start the async runtime")??;
-    match &outcome {
+    match outcome {
         Outcome::Ok => {
             writeln!(
                 Out::new(),
@@ -260,18 +260,12 @@ pub fn run(fleet: Arc<Fleet>, name: &str, file: Option<PathBuf>) -> anyhow::Resu
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        other => {
-            eprintln!(
-                "{name}: run {run_id} {}: {} (log: {})",
-                other.name(),
-                match other {
-                    Outcome::Failed(e) => e.as_str(),
-                    _ => "",
-                },
-                log.display()
-            );
-            Ok(ExitCode::FAILURE)
-        }
+        Outcome::Failed(e) => bail!("{name}: run {run_id} failed: {e} (log: {})", log.display()),
+        other => bail!(
+            "{name}: run {run_id} {} (log: {})",
+            other.name(),
+            log.display()
+        ),
     }
 }
 
@@ -312,4 +306,52 @@ async fn stop_signal() {
 
 fn absolute(p: PathBuf) -> PathBuf {
     std::path::absolute(&p).unwrap_or(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: i64, job: &str, outcome: &str) -> RunRecord {
+        RunRecord {
+            id,
+            job: job.into(),
+            scheduled: Utc::now(),
+            started: None,
+            ended: None,
+            outcome: outcome.into(),
+            error: None,
+            log: None,
+            catchup: false,
+            manual: false,
+        }
+    }
+
+    #[test]
+    fn history_is_one_row_per_run() {
+        let start = Utc::now();
+        let runs = [
+            RunRecord {
+                started: Some(start),
+                ended: Some(start + chrono::Duration::seconds(90)),
+                error: Some("nightly.lua:3: boom\nstack traceback:\n...".into()),
+                log: Some("/state/runs/nightly/12.log".into()),
+                catchup: true,
+                ..record(12, "nightly", "failed")
+            },
+            record(9, "eod", "ok"),
+        ];
+        let text = history_table(&runs);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("RUN  JOB      STARTED"), "{text}");
+        assert!(
+            lines[1].starts_with(" 12  nightly  ")
+                && lines[1]
+                    .contains("  1m30s  failed*  /state/runs/nightly/12.log  nightly.lua:3: boom"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("  9  eod      "), "{text}");
+        assert!(lines[2].ends_with("  -  ok"), "{text}");
+    }
 }
