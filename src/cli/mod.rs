@@ -201,41 +201,20 @@ fn report(e: &anyhow::Error) -> ExitCode {
     }
 }
 
-/// A playbook (or schedule file) raised a Lua error; the text is `file:line: message` and its traceback.
-#[derive(Debug)]
+/// A playbook raised a Lua error; the text is `file:line: message` and its traceback, printed as is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 struct ScriptFailed(String);
 
-impl fmt::Display for ScriptFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ScriptFailed {}
-
-/// Ctrl-C stopped the running work.
-#[derive(Debug)]
+/// Ctrl-C stopped the running work (exit 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
 struct Interrupted;
 
-impl fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("interrupted")
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
-/// The reader of stdout went away (`baton spend | head -1`): nothing is left to say.
-#[derive(Debug)]
+/// The reader of stdout went away (`baton spend | head -1`): nothing is left to say (exit 0).
+#[derive(Debug, thiserror::Error)]
+#[error("stdout closed")]
 struct StdoutClosed;
-
-impl fmt::Display for StdoutClosed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("stdout closed")
-    }
-}
-
-impl std::error::Error for StdoutClosed {}
 
 /// Command output on stdout, written with `write!`/`writeln!` (`writeln!(out, "…")?`). A write error is an
 /// `anyhow::Error`; a closed pipe is [`StdoutClosed`], which [`main`] ends with exit 0.
