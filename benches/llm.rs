@@ -156,8 +156,7 @@ fn main() {
             nums[2] as usize,
         )
     });
-    let (sequential, rss_before, conc, rss, pick, tokens, stream, text_len) =
-        figures.expect("tokio runtime");
+    let (sequential, rss_before, conc, rss, pick, tokens, stream, text_len) = figures.expect("tokio runtime");
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(tokens, TOKENS, "every token reached on_token");
     assert_eq!(text_len, TOKENS, "one byte per token");
