@@ -557,3 +557,35 @@ fn closed_stdout_ends_spend_quietly() {
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     assert_eq!(out.stderr, "");
 }
+
+#[test]
+fn closed_stdout_ends_schedule_history_quietly() {
+    use baton::core::schedule::{RunRecord, Store};
+    let env = Env::new("cli-pipe-history");
+    let store = Store::open(&baton::core::state::State::new(env.state_dir())).unwrap();
+    let now = chrono::Utc::now();
+    for i in 0..1000 {
+        store
+            .insert_run(&RunRecord {
+                id: 0,
+                job: format!("job-{i:04}"),
+                scheduled: now,
+                started: Some(now),
+                ended: Some(now),
+                outcome: "ok".into(),
+                error: None,
+                log: Some(
+                    env.state_dir()
+                        .join(format!("runs/job-{i:04}/{}.log", "x".repeat(80))),
+                ),
+                catchup: false,
+                manual: true,
+            })
+            .unwrap();
+    }
+    let (first, out) = first_line_then_close(&env, &["schedule", "history", "--limit", "1000"]);
+    assert!(first.starts_with(" RUN  JOB "), "{first}");
+    out.ok();
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+}
