@@ -117,8 +117,7 @@ pub fn status(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
         }
         Ended::Exit(code) => return Ok(code),
     };
-    let mut out = Out::new();
-    write!(out, "{}", status_text(&report))?;
+    write!(Out::new(), "{}", status_text(&report))?;
     Ok(ExitCode::SUCCESS)
 }
 
