@@ -1,3 +1,3 @@
-fn main() {
-    std::process::exit(baton::cli::main());
+fn main() -> std::process::ExitCode {
+    baton::cli::main()
 }

@@ -1,5 +1,6 @@
-//! `baton daemon` and `baton schedule list|history|run`: load a schedule file (Lua that calls
-//! `schedule.cron`), turn its jobs into core scheduler jobs, and run them.
+//! The Lua side of `baton daemon` and `baton schedule`: load a schedule file (Lua that calls
+//! `schedule.cron`) and turn its jobs into core scheduler jobs whose targets run Lua. The CLI
+//! (`cli::schedule`) drives the scheduler and prints.
 //!
 //! - A function target runs as a coroutine of the daemon's Lua state, so other jobs go on while it waits.
 //!   Its `print` output goes to the run's log file (output of coroutines it spawns itself goes to the
@@ -15,16 +16,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::{Context, anyhow, bail};
-use chrono::Utc;
 use mlua::{Function, HookTriggers, Lua, VmState};
 
-use crate::core::duration;
 use crate::core::fleet::Fleet;
-use crate::core::schedule::unit::{self, Platform, UnitSpec};
-use crate::core::schedule::{
-    Daemon, DaemonOptions, Job, Outcome, RunContext, RunFuture, Store, SystemClock, Target, Zone,
-};
+use crate::core::schedule::{Job, RunContext, RunFuture, Target, Zone};
 use crate::core::state::State;
 use crate::lua::api::schedule::{JobTarget, registered};
 use crate::lua::runtime::block_on;
@@ -41,272 +36,33 @@ pub fn default_file(fleet: &Fleet) -> PathBuf {
     }
 }
 
-/// `baton daemon [FILE]`: fire the jobs of FILE until SIGTERM/SIGINT, then exit 0 after running jobs finish
-/// (or are cancelled after the grace period). Exit 1 when FILE fails or registers no jobs.
-pub fn run(fleet: Arc<Fleet>, state: State, file: Option<PathBuf>) -> anyhow::Result<i32> {
-    let file = file.unwrap_or_else(|| default_file(&fleet));
-    block_on(async move {
-        let Some((_lua, jobs)) = load_jobs(&fleet, &state, &file).await? else {
-            return Ok(1);
-        };
-        let opts = DaemonOptions::default();
-        eprintln!(
-            "baton daemon: {} job(s) from {}",
-            jobs.len(),
-            file.display()
-        );
-        for job in &jobs {
-            let next = job
-                .spec
-                .expr
-                .next_after(Utc::now(), &job.spec.zone)
-                .map(|t| job.spec.zone.format(t));
-            eprintln!(
-                "  {}  {}  next {}",
-                job.spec.name,
-                job.spec.expr.source(),
-                next.as_deref().unwrap_or("never")
-            );
-        }
-        let grace = opts.grace;
-        let daemon = Daemon::new(jobs, &state, SystemClock::default(), opts)?;
-        let report = daemon
-            .run(async move {
-                stop_signal().await;
-                eprintln!(
-                    "baton daemon: stopping; running jobs get {} to finish",
-                    duration::format(grace)
-                );
-            })
-            .await?;
-        eprintln!(
-            "baton daemon: stopped ({} run(s): {} ok, {} failed, {} cancelled; {} skipped)",
-            report.started, report.ok, report.failed, report.cancelled, report.skipped
-        );
-        Ok(0)
-    })?
+/// Why a schedule file gives no jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleFileError {
+    #[error("schedule file {} not found (create it, or pass FILE)", .0.display())]
+    NotFound(PathBuf),
+    /// The file raised: `file:line: message` and the traceback.
+    #[error("{0}")]
+    Lua(String),
+    #[error("{} registered no jobs (call schedule.cron(name, expr, target) in it)", .0.display())]
+    NoJobs(PathBuf),
 }
 
-/// `baton daemon --install [--print] [--platform linux|macos]`: write (or print) the service definition.
-/// `--platform` picks the other system's format and needs `--print`.
-pub fn install(
-    fleet: Arc<Fleet>,
-    state: State,
-    file: Option<PathBuf>,
-    print: bool,
-    platform: Option<&str>,
-) -> anyhow::Result<i32> {
-    let current = Platform::current();
-    let platform = platform
-        .map(Platform::parse)
-        .transpose()
-        .map_err(|e| anyhow!("--platform: {e}"))?
-        .unwrap_or(current);
-    if platform != current && !print {
-        bail!("--platform {platform:?} can only be printed on this system: add --print");
-    }
-    let file = absolute(file.unwrap_or_else(|| default_file(&fleet)));
-    let exe = std::env::current_exe().context("cannot find the baton executable")?;
-    let mut env = vec![(
-        "BATON_STATE_DIR".to_string(),
-        absolute(state.dir().to_path_buf()).display().to_string(),
-    )];
-    if let Some(source) = &fleet.source {
-        env.push((
-            "BATON_FLEET".into(),
-            absolute(source.clone()).display().to_string(),
-        ));
-    }
-    if let Ok(path) = std::env::var("PATH") {
-        env.push(("PATH".into(), path));
-    }
-    let spec = UnitSpec {
-        exe,
-        file: file.clone(),
-        env,
-        log: absolute(state.dir().join("daemon.log")),
-    };
-    let text = unit::render(platform, &spec);
-    if print {
-        print!("{text}");
-        return Ok(0);
-    }
-    let home = crate::core::state::home_dir();
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    let path = platform.install_path(&home, config.as_deref());
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("wrote {}", path.display());
-    if !file.is_file() {
-        println!(
-            "note: the schedule file {} does not exist yet; create it before enabling",
-            file.display()
-        );
-    }
-    println!(
-        "enable it with:\n  {}",
-        platform.enable_hint(&path).replace('\n', "\n  ")
-    );
-    Ok(0)
+/// A schedule file's jobs, ready for the core scheduler, and the Lua state their function targets run in
+/// (it must outlive them).
+pub struct Schedule {
+    pub lua: Lua,
+    pub jobs: Vec<Job>,
 }
 
-/// `baton schedule list [FILE]`: each job with its expression, next three fire times and last outcome.
-pub fn list(fleet: Arc<Fleet>, state: State, file: Option<PathBuf>) -> anyhow::Result<i32> {
-    let file = file.unwrap_or_else(|| default_file(&fleet));
-    block_on(async move {
-        let Some((_lua, jobs)) = load_jobs(&fleet, &state, &file).await? else {
-            return Ok(1);
-        };
-        let store = Store::open(&state)?;
-        for job in &jobs {
-            let s = &job.spec;
-            println!(
-                "{}  {}  (tz {}, missed {}, overlap {})  {}",
-                s.name,
-                s.expr.source(),
-                s.zone.name(),
-                s.missed.name(),
-                s.overlap.name(),
-                s.target
-            );
-            let next: Vec<String> = s
-                .expr
-                .upcoming(Utc::now(), &s.zone, 3)
-                .into_iter()
-                .map(|t| s.zone.format(t))
-                .collect();
-            println!(
-                "  next: {}",
-                if next.is_empty() {
-                    "never".into()
-                } else {
-                    next.join(", ")
-                }
-            );
-            match store.last_run(&s.name)? {
-                Some(r) => println!("  last: {}", describe_run(&r, &s.zone)),
-                None => println!("  last: never ran"),
-            }
-        }
-        Ok(0)
-    })?
-}
-
-/// `baton schedule history [JOB] [--limit N]`: runs, newest first.
-pub fn history(state: State, job: Option<&str>, limit: usize) -> anyhow::Result<i32> {
-    let runs = Store::open(&state)?.history(job, limit)?;
-    if runs.is_empty() {
-        println!(
-            "no runs recorded{}",
-            job.map(|j| format!(" for {j:?}")).unwrap_or_default()
-        );
-        return Ok(0);
-    }
-    println!(
-        "{:>5}  {:<16} {:<25} {:>8}  {:<9} LOG / ERROR",
-        "RUN", "JOB", "STARTED", "TOOK", "OUTCOME"
-    );
-    for r in &runs {
-        let started = r
-            .started
-            .or(r.ended)
-            .map(|t| Zone::Local.format(t))
-            .unwrap_or_default();
-        let took = match (r.started, r.ended) {
-            (Some(s), Some(e)) => duration::format((e - s).to_std().unwrap_or_default()),
-            _ => "-".into(),
-        };
-        let mut outcome = r.outcome.clone();
-        if r.catchup {
-            outcome.push('*');
-        }
-        let error = r
-            .error
-            .as_deref()
-            .map(|e| e.lines().next().unwrap_or_default().to_string());
-        let detail = match (&error, &r.log) {
-            (Some(e), Some(log)) => format!("{}  {e}", log.display()),
-            (Some(e), None) => e.clone(),
-            (None, Some(log)) => log.display().to_string(),
-            (None, None) => String::new(),
-        };
-        println!(
-            "{:>5}  {:<16} {:<25} {:>8}  {:<9} {}",
-            r.id, r.job, started, took, outcome, detail
-        );
-    }
-    if runs.iter().any(|r| r.catchup) {
-        println!("(* catch-up run for a time missed while asleep or stopped)");
-    }
-    Ok(0)
-}
-
-/// `baton schedule run JOB [FILE]`: run one job now, as the daemon would (record, log file, timeout).
-pub fn run_job(
-    fleet: Arc<Fleet>,
-    state: State,
-    name: &str,
-    file: Option<PathBuf>,
-) -> anyhow::Result<i32> {
-    let file = file.unwrap_or_else(|| default_file(&fleet));
-    block_on(async move {
-        let Some((_lua, jobs)) = load_jobs(&fleet, &state, &file).await? else {
-            return Ok(1);
-        };
-        let Some(job) = jobs.iter().find(|j| j.spec.name == name) else {
-            let hint =
-                crate::core::schema::suggest(name, jobs.iter().map(|j| j.spec.name.as_str()));
-            bail!("{}: no job named {name:?}{hint}", file.display());
-        };
-        let (ctx, outcome) =
-            crate::core::schedule::run_now(job, &state, &SystemClock::default()).await?;
-        match &outcome {
-            Outcome::Ok => println!("{name}: run {} ok (log: {})", ctx.run_id, ctx.log.display()),
-            other => eprintln!(
-                "{name}: run {} {}: {} (log: {})",
-                ctx.run_id,
-                other.name(),
-                match other {
-                    Outcome::Failed(e) => e.as_str(),
-                    _ => "",
-                },
-                ctx.log.display()
-            ),
-        }
-        Ok(if outcome == Outcome::Ok { 0 } else { 1 })
-    })?
-}
-
-fn describe_run(r: &crate::core::schedule::RunRecord, zone: &Zone) -> String {
-    let when = r.started.map(|t| zone.format(t)).unwrap_or_default();
-    let mut out = format!("{} at {when}", r.outcome);
-    if let (Some(s), Some(e)) = (r.started, r.ended) {
-        out.push_str(&format!(
-            " ({})",
-            duration::format((e - s).to_std().unwrap_or_default())
-        ));
-    }
-    if let Some(e) = r.error.as_deref().and_then(|e| e.lines().next()) {
-        out.push_str(&format!(": {e}"));
-    }
-    out
-}
-
-/// Runs the schedule file and builds its jobs; `None` (after saying why) when it registers none.
-async fn load_jobs(
+/// Runs the schedule file and builds its jobs. Must run inside [`crate::lua::runtime::block_on`].
+pub async fn load(
     fleet: &Arc<Fleet>,
     state: &State,
     file: &Path,
-) -> anyhow::Result<Option<(Lua, Vec<Job>)>> {
+) -> Result<Schedule, ScheduleFileError> {
     if !file.is_file() {
-        bail!(
-            "schedule file {} not found (create it, or pass FILE)",
-            file.display()
-        );
+        return Err(ScheduleFileError::NotFound(file.to_path_buf()));
     }
     let ctx = Ctx {
         fleet: fleet.clone(),
@@ -314,17 +70,12 @@ async fn load_jobs(
         script: file.display().to_string(),
         args: Vec::new(),
     };
-    let lua = crate::lua::new_runtime(ctx).map_err(|e| anyhow!(crate::lua::format_error(&e)))?;
-    crate::lua::run_file(&lua, file)
-        .await
-        .map_err(|e| anyhow!(crate::lua::format_error(&e)))?;
+    let lua_err = |e: mlua::Error| ScheduleFileError::Lua(crate::lua::format_error(&e));
+    let lua = crate::lua::new_runtime(ctx).map_err(lua_err)?;
+    crate::lua::run_file(&lua, file).await.map_err(lua_err)?;
     let registered = registered(&lua);
     if registered.is_empty() {
-        eprintln!(
-            "baton: {} registered no jobs (call schedule.cron(name, expr, target) in it)",
-            file.display()
-        );
-        return Ok(None);
+        return Err(ScheduleFileError::NoJobs(file.to_path_buf()));
     }
     let routes = Routes::default();
     lua.set_app_data(Printer::to(RoutedOutput {
@@ -343,7 +94,7 @@ async fn load_jobs(
             Job { spec, target }
         })
         .collect();
-    Ok(Some((lua, jobs)))
+    Ok(Schedule { lua, jobs })
 }
 
 /// Open log files of running function jobs, by the address of their Lua thread.
@@ -545,27 +296,4 @@ fn run_playbook(
         })
         .map_err(|e| format!("cannot start a runtime for the playbook: {e}"))?
     })
-}
-
-/// SIGTERM or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-fn absolute(p: PathBuf) -> PathBuf {
-    std::path::absolute(&p).unwrap_or(p)
 }

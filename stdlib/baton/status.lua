@@ -1,8 +1,7 @@
---- `baton status`: one table for the fleet — host, role, online, load, Ollama models loaded, running baton
---- jobs — then the next scheduled runs and this month's spend against the budget. Hosts are probed
---- concurrently with short timeouts; an offline host shows as such, it does not stop the report.
-local args = require("baton.args")
-
+--- What `baton status` shows: per host its role, whether it is online, its load, the Ollama models loaded and
+--- the running baton jobs; then the next scheduled runs and this month's spend against the budget. Hosts are
+--- probed concurrently with short timeouts; an offline host shows as such, it does not stop the report. The
+--- CLI renders the table (`src/cli/run.rs`).
 local M = {}
 
 local LOAD = "cat /proc/loadavg 2>/dev/null || sysctl -n vm.loadavg 2>/dev/null"
@@ -72,46 +71,6 @@ function M.collect()
     schedule_error = schedule_err,
     spend = { month = spent, budget = budget, fraction = budget and budget > 0 and spent / budget or nil },
   }
-end
-
----@param argv string[]
----@return integer exit_code
-function M.main(argv)
-  local a = args.parse(argv, { flags = { "json" }, usage = "baton status [--json]" })
-  local s = M.collect()
-  if a.json then
-    print(baton.json.encode(s, { pretty = true }))
-    return 0
-  end
-  local rows = { { "HOST", "ROLE", "ONLINE", "LOAD", "OLLAMA", "JOBS" } }
-  for _, h in ipairs(s.hosts) do
-    rows[#rows + 1] = { h.host, h.role, h.online and "yes" or "no", h.load and ("%.2f"):format(h.load) or "-",
-      h.ollama or "-", tostring(h.jobs) }
-  end
-  local widths = {}
-  for _, r in ipairs(rows) do for c, v in ipairs(r) do widths[c] = math.max(widths[c] or 0, #v) end end
-  for _, r in ipairs(rows) do
-    local cells = {}
-    for c, v in ipairs(r) do cells[c] = v .. (" "):rep(widths[c] - #v) end
-    print((table.concat(cells, "  "):gsub("%s+$", "")))
-  end
-  print()
-  if s.schedule_error then
-    print("schedule: " .. s.schedule_error)
-  elseif #s.schedule == 0 then
-    print("schedule: no jobs")
-  else
-    for i, j in ipairs(s.schedule) do
-      if i > 5 then break end
-      print(("next: %-25s %s%s"):format(j.next or "never", j.name, j.last and ("  (last: " .. j.last .. ")") or ""))
-    end
-  end
-  if s.spend.budget then
-    print(("spend: $%.2f of $%.2f this month (%.0f%%)"):format(s.spend.month, s.spend.budget, (s.spend.fraction or 0) * 100))
-  else
-    print(("spend: $%.2f this month (no budget)"):format(s.spend.month))
-  end
-  return 0
 end
 
 return M

@@ -1,5 +1,9 @@
-//! The command line with real processes: exit codes, error text with file:line, `check`, `fleet`.
-use crate::common::Env;
+//! The command line with real processes: exit codes, error text with file:line, `check`, `fleet`, and
+//! output into a pipe whose reader goes away.
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::{Env, Out};
 
 #[test]
 fn run_passes_args_and_exits_zero() {
@@ -459,4 +463,129 @@ fn hosts_without_ssh_use_their_name() {
     let out = env.baton(&["fleet"]);
     out.ok();
     assert!(out.stdout.contains("brain  brain"), "{}", out.stdout);
+}
+
+/// Runs `baton ARGS…` with its stdout read by a reader that takes the first line and closes the pipe, as
+/// `| head -1` does. Returns that line and the finished process (stderr collected).
+fn first_line_then_close(env: &Env, args: &[&str]) -> (String, Out) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is gone: every later write of baton meets a closed pipe.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("baton {args:?} did not end after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = Out {
+        code: status.code(),
+        stdout: first.clone(),
+        stderr: errors.join().unwrap(),
+    };
+    (first, out)
+}
+
+#[test]
+fn closed_stdout_ends_fleet_quietly() {
+    // Far more output than a pipe holds (64 KiB), so baton is still writing when the reader leaves.
+    let env = Env::new("cli-pipe-fleet").with_fleet(
+        r#"local hosts = {}
+        for i = 1, 3000 do
+          hosts[("host-%04d"):format(i)] = { ssh = false, role = ("inference-"):rep(8) }
+        end
+        return { hosts = hosts }"#,
+    );
+    let (first, out) = first_line_then_close(&env, &["fleet"]);
+    assert!(first.starts_with("fleet: "), "{first}");
+    out.ok();
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert_eq!(out.stderr, "", "a closed pipe is not an error to report");
+}
+
+#[test]
+fn closed_stdout_ends_spend_quietly() {
+    use baton::core::llm::ledger::{Ledger, Row};
+    let env = Env::new("cli-pipe-spend");
+    let ledger = Ledger::new(baton::core::state::State::new(env.state_dir()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for i in 0..1500 {
+            let row = Row {
+                task: Some(format!("task-{i:04}-{}", "x".repeat(30))),
+                provider: "test".into(),
+                model: "m".into(),
+                tokens_in: 1000,
+                cost: 0.001 * f64::from(i),
+                cost_source: "provider".into(),
+                outcome: "ok".into(),
+                sent: true,
+                ..Row::default()
+            };
+            ledger.settle(None, row, None).await.unwrap();
+        }
+    });
+    let full = env.baton(&["spend", "--by", "task"]);
+    full.ok();
+    assert!(full.stdout.len() > 128 * 1024, "{}", full.stdout.len());
+    let (first, out) = first_line_then_close(&env, &["spend", "--by", "task"]);
+    assert!(first.starts_with("TASK "), "{first}");
+    out.ok();
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn closed_stdout_ends_schedule_history_quietly() {
+    use baton::core::schedule::{RunRecord, Store};
+    let env = Env::new("cli-pipe-history");
+    let store = Store::open(&baton::core::state::State::new(env.state_dir())).unwrap();
+    let now = chrono::Utc::now();
+    for i in 0..1000 {
+        store
+            .insert_run(&RunRecord {
+                id: 0,
+                job: format!("job-{i:04}"),
+                scheduled: now,
+                started: Some(now),
+                ended: Some(now),
+                outcome: "ok".into(),
+                error: None,
+                log: Some(
+                    env.state_dir()
+                        .join(format!("runs/job-{i:04}/{}.log", "x".repeat(80))),
+                ),
+                catchup: false,
+                manual: true,
+            })
+            .unwrap();
+    }
+    let (first, out) = first_line_then_close(&env, &["schedule", "history", "--limit", "1000"]);
+    assert!(first.starts_with(" RUN  JOB "), "{first}");
+    out.ok();
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
 }

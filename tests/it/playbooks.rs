@@ -176,10 +176,33 @@ fn every_playbook_and_example_passes_check() {
         root().join("examples/schedule.lua").to_str().unwrap(),
     ]);
     out.ok();
+    // A table row per job: name, then the expression two or more blanks later.
+    let schedule_of = |job: &str| {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{job} ")));
+        line.and_then(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .nth(1)
+        })
+    };
+    assert_eq!(
+        schedule_of("end_of_day"),
+        Some("0 18 * * MON-FRI"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        schedule_of("nightly_ci"),
+        Some("30 2 * * *"),
+        "{}",
+        out.stdout
+    );
     assert!(
-        out.stdout.contains("end_of_day  0 18 * * MON-FRI")
-            && out.stdout.contains("nightly_ci  30 2 * * *")
-            && out.stdout.contains("scripts/nightly_ci.lua"),
+        out.stdout.contains("scripts/nightly_ci.lua"),
         "{}",
         out.stdout
     );

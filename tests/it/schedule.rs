@@ -286,19 +286,31 @@ fn list_run_and_history_without_the_daemon() {
     );
     let out = env.baton(&["schedule", "list"]);
     out.ok();
-    assert!(
-        out.stdout
-            .contains("eod  0 18 * * MON-FRI  (tz UTC, missed once, overlap skip)"),
+    // One table row per job (the NEXT cell holds three lines); cells are two or more blanks apart.
+    let row = |stdout: &str| -> Vec<String> {
+        let line = stdout.lines().find(|l| l.starts_with("eod ")).unwrap();
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    assert!(out.stdout.starts_with("JOB  SCHEDULE  "), "{}", out.stdout);
+    let cells = row(&out.stdout);
+    assert_eq!(
+        cells[..6],
+        ["eod", "0 18 * * MON-FRI", "UTC", "once", "skip", "function"],
         "{}",
         out.stdout
     );
-    let next = out
-        .stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("next:"))
-        .unwrap();
-    assert_eq!(next.matches("T18:00:00Z").count(), 3, "{next}");
-    assert!(out.stdout.contains("last: never ran"));
+    assert!(cells[6].ends_with("T18:00:00Z"), "{}", out.stdout);
+    assert_eq!(
+        out.stdout.matches("T18:00:00Z").count(),
+        3,
+        "{}",
+        out.stdout
+    );
+    assert_eq!(cells[7], "never ran", "{}", out.stdout);
     let out = env.baton(&["schedule", "run", "eod", file.to_str().unwrap()]);
     out.ok();
     assert!(out.stdout.contains("eod: run 1 ok"), "{}", out.stdout);
@@ -320,7 +332,8 @@ fn list_run_and_history_without_the_daemon() {
     let log = runs(&env, Some("eod"))[0].log.clone().unwrap();
     assert_eq!(std::fs::read_to_string(log).unwrap(), "end of day\ttrue\n");
     let out = env.baton(&["schedule", "list"]);
-    assert!(out.stdout.contains("last: ok at"), "{}", out.stdout);
+    out.ok();
+    assert!(row(&out.stdout)[7].starts_with("ok at "), "{}", out.stdout);
 }
 
 #[test]

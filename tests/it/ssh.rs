@@ -598,7 +598,7 @@ fn lua_job_lost_and_killed() {
     );
     out.ok();
     assert_eq!(out.stdout, "lost\ttrue\n", "{}", out.stderr);
-    let table = jobs::render_table(&jobs, chrono::Utc::now().timestamp());
+    let table = baton::cli::jobs::table(&jobs, chrono::Utc::now().timestamp());
     assert!(table.starts_with("ID "), "{table}");
     assert!(
         table

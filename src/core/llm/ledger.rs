@@ -310,58 +310,6 @@ impl Ledger {
     }
 }
 
-/// `baton spend`: a table with a bar per row scaled to the costliest, fitting `width` columns.
-pub fn render_spend_table(rows: &[SpendRow], width: usize) -> String {
-    if rows.is_empty() {
-        return "no LLM calls recorded in this period\n".to_string();
-    }
-    let key_w = rows
-        .iter()
-        .map(|r| r.key.chars().count())
-        .max()
-        .unwrap_or(0)
-        .clamp(3, 40);
-    let head = format!(
-        "{:<key_w$}  {:>6}  {:>10}  {:>10}  {:>10}",
-        "key", "calls", "tokens in", "tokens out", "cost"
-    );
-    let bar_w = width.saturating_sub(head.chars().count() + 2).min(40);
-    let max = rows.iter().map(|r| r.cost).fold(0.0, f64::max);
-    let mut out = format!("{head}\n");
-    for r in rows {
-        let key: String = r.key.chars().take(key_w).collect();
-        let mut line = format!(
-            "{key:<key_w$}  {:>6}  {:>10}  {:>10}  {:>10}",
-            r.calls,
-            r.tokens_in,
-            r.tokens_out,
-            format!("${:.4}", r.cost)
-        );
-        if bar_w > 0 {
-            let n = if max > 0.0 {
-                ((r.cost / max) * bar_w as f64).round() as usize
-            } else {
-                0
-            };
-            let n = if r.cost > 0.0 { n.max(1) } else { n };
-            line.push_str("  ");
-            line.push_str(&"█".repeat(n));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    let total: f64 = rows.iter().map(|r| r.cost).sum();
-    let calls: u64 = rows.iter().map(|r| r.calls).sum();
-    out.push_str(&format!(
-        "{:<key_w$}  {calls:>6}  {:>10}  {:>10}  {:>10}\n",
-        "total",
-        "",
-        "",
-        format!("${total:.4}")
-    ));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,27 +441,6 @@ mod tests {
             ["sonnet", "qwen"]
         );
         assert_eq!(l.spend(Period::All, GroupBy::Task).unwrap()[0].key, "-");
-        let table = render_spend_table(&l.spend(Period::Month, GroupBy::Tier).unwrap(), 100);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 4, "{table}");
-        assert!(
-            lines[1].starts_with("cheap")
-                && lines[1].contains("$0.7500")
-                && lines[1].ends_with(&"█".repeat(40)),
-            "{table}"
-        );
-        assert!(
-            lines[2].starts_with("local") && !lines[2].contains('█'),
-            "{table}"
-        );
-        assert!(
-            lines[3].starts_with("total") && lines[3].contains("$0.7500"),
-            "{table}"
-        );
-        assert_eq!(
-            render_spend_table(&[], 80),
-            "no LLM calls recorded in this period\n"
-        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

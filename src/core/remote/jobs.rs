@@ -434,69 +434,6 @@ pub async fn refresh(
     Ok(all)
 }
 
-/// `baton jobs`: one line per job (id, host, state, age, command).
-pub fn render_table(jobs: &[Job], now_unix: i64) -> String {
-    if jobs.is_empty() {
-        return "no jobs\n".to_string();
-    }
-    let rows: Vec<[String; 5]> = jobs
-        .iter()
-        .map(|j| {
-            let state = match (j.status.state, j.status.code) {
-                (JobState::Exited, Some(code)) => format!("exited {code}"),
-                (s, _) => s.name().to_string(),
-            };
-            let mut command = j.command.replace('\n', " ");
-            if command.chars().count() > 60 {
-                command = format!("{}…", command.chars().take(59).collect::<String>());
-            }
-            [
-                j.id.clone(),
-                j.host.clone(),
-                state,
-                age(now_unix - j.started_at),
-                command,
-            ]
-        })
-        .collect();
-    let header = ["ID", "HOST", "STATE", "AGE", "COMMAND"];
-    let widths: Vec<usize> = (0..5)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    let line = |cells: Vec<&str>, out: &mut String| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(padded.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(header.to_vec(), &mut out);
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect(), &mut out);
-    }
-    out
-}
-
-/// `45s`, `12m`, `3h`, `2d`.
-fn age(secs: i64) -> String {
-    let secs = secs.max(0);
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,7 +493,7 @@ mod tests {
     }
 
     #[test]
-    fn registry_round_trip_and_table() {
+    fn registry_round_trip() {
         let dir = std::env::temp_dir().join(format!("baton-jobs-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let state = State::new(&dir);
@@ -591,12 +528,16 @@ mod tests {
                 .to_string()
                 .contains("no job with id \"zz\"")
         );
-        let table = render_table(&list(&state).unwrap(), 3700);
+        let listed = list(&state).unwrap();
         assert_eq!(
-            table,
-            "ID  HOST   STATE     AGE  COMMAND\n\
-             a   brain  running   1h   python train.py --epochs 3\n\
-             b   brain  exited 0  1h   python train.py --epochs 3\n"
+            listed
+                .iter()
+                .map(|j| (j.id.as_str(), j.status.state, j.status.code))
+                .collect::<Vec<_>>(),
+            [
+                ("a", JobState::Running, None),
+                ("b", JobState::Exited, Some(0))
+            ]
         );
         assert_eq!(prune(&state).unwrap(), 1);
         assert_eq!(list(&state).unwrap().len(), 1);

@@ -1,0 +1,124 @@
+//! `baton jobs [--prune]`: detached remote jobs started with `ssh.spawn`, running ones re-read from their
+//! hosts.
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::table::Table;
+use super::{Out, default_state, now_unix};
+use crate::core::fleet::Fleet;
+use crate::core::remote::Remote;
+use crate::core::remote::jobs::{self, Job, JobState};
+
+/// How long each running job's host gets to answer.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Commands longer than this (display columns) are cut with `…`.
+const COMMAND_MAX: u16 = 60;
+
+/// Lists registered jobs, refreshing the state of running ones from their hosts (concurrently); with
+/// `prune`, forgets ended ones first.
+pub fn show(fleet: Arc<Fleet>, prune: bool) -> anyhow::Result<ExitCode> {
+    let state = default_state();
+    let mut out = Out::new();
+    if prune {
+        writeln!(out, "forgot {} ended job(s)", jobs::prune(&state)?)?;
+    }
+    let remote = Remote::new(fleet);
+    let list = crate::lua::runtime::block_on(async {
+        let list = jobs::refresh(&remote, &state, REFRESH_TIMEOUT).await;
+        remote.pool().close_all().await;
+        list
+    })
+    .context("cannot start the async runtime")??;
+    out.write_all(table(&list, now_unix()).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per job: id, host, state, age, command; `no jobs` when there are none.
+pub fn table(list: &[Job], now_unix: i64) -> String {
+    if list.is_empty() {
+        return "no jobs\n".to_string();
+    }
+    let mut table = Table::new(["ID", "HOST", "STATE", "AGE", "COMMAND"]).limit(4, COMMAND_MAX);
+    for j in list {
+        let state = match (j.status.state, j.status.code) {
+            (JobState::Exited, Some(code)) => format!("exited {code}"),
+            (s, _) => s.name().to_string(),
+        };
+        table.row([
+            j.id.clone(),
+            j.host.clone(),
+            state,
+            age(now_unix - j.started_at),
+            j.command.replace('\n', " "),
+        ]);
+    }
+    table.to_string()
+}
+
+/// `45s`, `12m`, `3h`, `2d`.
+fn age(secs: i64) -> String {
+    match secs.max(0) {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::remote::jobs::Status;
+
+    fn job(id: &str, state: JobState, code: Option<i32>, started_at: i64, command: &str) -> Job {
+        Job {
+            id: id.into(),
+            host: "brain".into(),
+            command: command.into(),
+            pid: 42,
+            dir: format!("/home/u/.baton/jobs/{id}"),
+            started_at,
+            status: Status { state, code },
+        }
+    }
+
+    #[test]
+    fn one_line_per_job() {
+        let cmd = "python train.py --epochs 3";
+        let list = [
+            job("a", JobState::Running, None, 100, cmd),
+            job("b", JobState::Exited, Some(0), 50, cmd),
+            job("c", JobState::Lost, None, 3690, "sleep\n5"),
+        ];
+        assert_eq!(
+            table(&list, 3700),
+            "ID  HOST   STATE     AGE  COMMAND\n\
+             a   brain  running   1h   python train.py --epochs 3\n\
+             b   brain  exited 0  1h   python train.py --epochs 3\n\
+             c   brain  lost      10s  sleep 5\n"
+        );
+        assert_eq!(table(&[], 0), "no jobs\n");
+    }
+
+    #[test]
+    fn long_commands_are_cut() {
+        let long = format!("echo {}", "x".repeat(100));
+        let text = table(&[job("a", JobState::Running, None, 0, &long)], 0);
+        let line = text.lines().nth(1).unwrap();
+        assert!(
+            line.ends_with('…') && line.chars().count() < 60 + 30,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(
+            [-5, 45, 720, 3 * 3600, 2 * 86400].map(age),
+            ["0s", "45s", "12m", "3h", "2d"]
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! The command line: clap definitions, logging, and the one place where errors are printed. One module per
+//! command group; every command returns `anyhow::Result<ExitCode>` and writes its output through [`Out`].
+//! `main.rs` only calls [`main`].
+mod fleet;
+pub mod jobs;
+mod run;
+mod schedule;
+mod spend;
+mod stubs;
+mod table;
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::core::fleet::{Fleet, FleetError};
+use crate::core::state::{self, State};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "baton",
+    version,
+    about = "Run your fleet of machines from Lua playbooks"
+)]
+pub struct Cli {
+    /// Fleet file (default: $BATON_FLEET, else $XDG_CONFIG_HOME/baton/fleet.lua, else the built-in fleet)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub fleet: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace); $BATON_LOG takes a full filter
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Log line format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a Lua playbook; ARGS are in `baton.args`
+    /// (Everything after FILE goes to the script, flags included: `baton -v run x.lua --dry-run`.)
+    Run {
+        #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true, value_name = "FILE [ARGS]")]
+        script: Vec<String>,
+    },
+    /// Interactive Lua prompt with the whole API
+    Repl,
+    /// Compile playbooks without running them and report every syntax error
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show the loaded fleet: hosts, roles, endpoints, tiers, tasks, budget
+    Fleet {
+        #[arg(long)]
+        json: bool,
+    },
+    /// LLM spend from the ledger, a bar per row
+    Spend {
+        /// day, month or all
+        #[arg(long, default_value = "month", value_parser = ["day", "month", "all"])]
+        period: String,
+        /// tier, model or task
+        #[arg(long, default_value = "tier", value_parser = ["tier", "model", "task"])]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detached remote jobs started with ssh.spawn (state refreshed from their hosts)
+    Jobs {
+        /// Forget jobs that have ended (exited or lost)
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Check the setup for real: hosts, Ollama endpoints and models, OpenRouter key and credits, budget, daemon
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One table for the fleet: hosts, load, loaded models, jobs, next runs, spend against the budget
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script
+    Completions { shell: clap_complete::Shell },
+    /// Write the LuaLS stubs and a .luarc.json into DIR, so an editor completes the API in your playbooks
+    Stubs { dir: PathBuf },
+    /// Fire the jobs of a schedule file until SIGTERM/SIGINT (FILE default: schedule.lua next to the fleet file)
+    Daemon {
+        file: Option<PathBuf>,
+        /// Write a systemd user unit (Linux) or launchd agent (macOS) that starts the daemon at login
+        #[arg(long)]
+        install: bool,
+        /// With --install: print the service definition instead of writing it
+        #[arg(long, requires = "install")]
+        print: bool,
+        /// With --install --print: which system's format (linux or macos; default: this one)
+        #[arg(long, requires = "print", value_name = "linux|macos")]
+        platform: Option<String>,
+    },
+    /// Scheduled jobs: list them, show run history, run one now
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleCommand {
+    /// Each job with its expression, next three fire times and last outcome (the daemon need not run)
+    List { file: Option<PathBuf> },
+    /// Recorded runs, newest first: start, duration, outcome, log file
+    History {
+        job: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Run one job now, as the daemon would
+    Run { job: String, file: Option<PathBuf> },
+}
+
+/// Parses the command line, runs the command and returns the process exit code. Every error ends here:
+/// printed once as `baton: …` with its context chain, exit 1 (2 for a fleet file that does not load, 130
+/// for Ctrl-C); a playbook's Lua error is printed as `file:line: message` with its traceback; a closed
+/// stdout ends quietly with 0.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_format);
+    match dispatch(&cli) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Run { script } => run::run(cli, &script[0], script[1..].to_vec()),
+        Command::Repl => Ok(exit_code(crate::repl::run(
+            load_fleet(cli)?,
+            default_state(),
+        ))),
+        Command::Check { files } => run::check(files),
+        Command::Doctor { json } => run::doctor(cli, *json),
+        Command::Status { json } => run::status(cli, *json),
+        Command::Fleet { json } => fleet::show(&*load_fleet(cli)?, *json),
+        Command::Spend { period, by, json } => spend::show(period, by, *json),
+        Command::Jobs { prune } => jobs::show(load_fleet(cli)?, *prune),
+        Command::Completions { shell } => stubs::completions(*shell),
+        Command::Stubs { dir } => stubs::write(dir),
+        Command::Daemon {
+            file,
+            install,
+            print,
+            platform,
+        } => {
+            let fleet = load_fleet(cli)?;
+            if *install {
+                schedule::install(&fleet, file.clone(), *print, platform.as_deref())
+            } else {
+                schedule::daemon(fleet, file.clone())
+            }
+        }
+        Command::Schedule(ScheduleCommand::List { file }) => {
+            schedule::list(load_fleet(cli)?, file.clone())
+        }
+        Command::Schedule(ScheduleCommand::History { job, limit }) => {
+            schedule::history(job.as_deref(), *limit)
+        }
+        Command::Schedule(ScheduleCommand::Run { job, file }) => {
+            schedule::run(load_fleet(cli)?, job, file.clone())
+        }
+    }
+}
+
+/// The one error path: what the user reads and the exit code, by the kind of error.
+fn report(e: &anyhow::Error) -> ExitCode {
+    if e.is::<StdoutClosed>() {
+        return ExitCode::SUCCESS;
+    }
+    if let Some(ScriptFailed(text)) = e.downcast_ref() {
+        eprintln!("{text}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("baton: {e:#}");
+    if e.is::<FleetError>() {
+        ExitCode::from(2)
+    } else if e.is::<Interrupted>() {
+        ExitCode::from(130)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A playbook raised a Lua error; the text is `file:line: message` and its traceback, printed as is.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct ScriptFailed(String);
+
+/// Ctrl-C stopped the running work (exit 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+struct Interrupted;
+
+/// The reader of stdout went away (`baton spend | head -1`): nothing is left to say (exit 0).
+#[derive(Debug, thiserror::Error)]
+#[error("stdout closed")]
+struct StdoutClosed;
+
+/// Command output on stdout, written with `write!`/`writeln!` (`writeln!(out, "…")?`). A write error is an
+/// `anyhow::Error`; a closed pipe is [`StdoutClosed`], which [`main`] ends with exit 0.
+struct Out(io::Stdout);
+
+impl Out {
+    fn new() -> Out {
+        Out(io::stdout())
+    }
+
+    fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> anyhow::Result<()> {
+        self.0.write_fmt(args).map_err(write_error)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.0.write_all(bytes).map_err(write_error)
+    }
+}
+
+fn write_error(e: io::Error) -> anyhow::Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(e).context("cannot write to stdout")
+    }
+}
+
+/// `os.exit(n)` and the REPL give an `i32`; the process keeps its low 8 bits, as `exit(3)` does.
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(code as u8)
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var("BATON_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Pretty => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The state directory in effect (`$BATON_STATE_DIR`, `$XDG_STATE_HOME/baton`, `~/.local/state/baton`).
+fn default_state() -> State {
+    State::new(state::default_dir())
+}
+
+/// The fleet of `--fleet`, `$BATON_FLEET`, the config folder or the built-in one; an error is a
+/// [`FleetError`] (exit 2).
+fn load_fleet(cli: &Cli) -> anyhow::Result<Arc<Fleet>> {
+    Ok(Arc::new(crate::lua::fleet::load(cli.fleet.as_deref())?))
+}
+
+/// Seconds since the Unix epoch, for ages.
+fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}

@@ -1,0 +1,280 @@
+//! The commands that drive a Lua runtime: `run`, `check`, `doctor` and `status`.
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use mlua::LuaSerdeExt;
+use serde::Deserialize;
+
+use super::table::Table;
+use super::{Cli, Interrupted, Out, ScriptFailed, default_state, exit_code, load_fleet};
+use crate::lua::{self, Ctx};
+
+/// How a Lua entry point ended when it raised nothing: with its value, or with the code of `os.exit`.
+enum Ended<T> {
+    Value(T),
+    Exit(ExitCode),
+}
+
+/// `baton run FILE [ARGS…]`.
+pub fn run(cli: &Cli, file: &str, args: Vec<String>) -> anyhow::Result<ExitCode> {
+    let path = Path::new(file);
+    let ended = drive(cli, file.to_string(), args, |lua, _| async move {
+        lua::run_file(&lua, path).await
+    })?;
+    Ok(match ended {
+        Ended::Value(()) => ExitCode::SUCCESS,
+        Ended::Exit(code) => code,
+    })
+}
+
+/// `baton doctor [--json]`: the embedded module's `main(args)` prints the report; its return value is the
+/// exit code.
+pub fn doctor(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let args = if json { vec!["--json".into()] } else { vec![] };
+    let ended = drive(
+        cli,
+        "baton baton.doctor".into(),
+        args,
+        |lua, args| async move {
+            let main: mlua::Function = lua.load("return require('baton.doctor').main").eval()?;
+            main.call_async::<Option<i32>>(lua.create_sequence_from(args)?)
+                .await
+        },
+    )?;
+    Ok(match ended {
+        Ended::Value(code) => exit_code(code.unwrap_or(0)),
+        Ended::Exit(code) => code,
+    })
+}
+
+/// What `require("baton.status").collect()` returns.
+#[derive(Debug, Deserialize)]
+struct StatusReport {
+    hosts: Vec<HostStatus>,
+    #[serde(default)]
+    schedule: Vec<NextRun>,
+    schedule_error: Option<String>,
+    spend: MonthSpend,
+}
+
+#[derive(Debug, Deserialize)]
+struct HostStatus {
+    host: String,
+    role: String,
+    online: bool,
+    load: Option<f64>,
+    ollama: Option<String>,
+    jobs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct NextRun {
+    name: String,
+    next: Option<String>,
+    last: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MonthSpend {
+    month: f64,
+    budget: Option<f64>,
+    fraction: Option<f64>,
+}
+
+/// What `status` prints, collected in Lua.
+enum Status {
+    Json(String),
+    Report(StatusReport),
+}
+
+/// `baton status [--json]`: the data comes from `baton.status.collect()` (Lua, so it probes hosts with the
+/// same primitives playbooks use); the CLI renders it.
+pub fn status(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let ended = drive(
+        cli,
+        "baton baton.status".into(),
+        vec![],
+        |lua, _| async move {
+            let collect: mlua::Function =
+                lua.load("return require('baton.status').collect").eval()?;
+            let data: mlua::Value = collect.call_async(()).await?;
+            if json {
+                let encode: mlua::Function = lua.load("return baton.json.encode").eval()?;
+                let opts = lua.create_table_from([("pretty", true)])?;
+                Ok(Status::Json(encode.call((data, opts))?))
+            } else {
+                Ok(Status::Report(lua.from_value(data)?))
+            }
+        },
+    )?;
+    let report = match ended {
+        Ended::Value(Status::Report(report)) => report,
+        Ended::Value(Status::Json(text)) => {
+            writeln!(Out::new(), "{text}")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ended::Exit(code) => return Ok(code),
+    };
+    write!(Out::new(), "{}", status_text(&report))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Hosts, then up to five next runs, then the month's spend.
+fn status_text(s: &StatusReport) -> String {
+    let mut hosts =
+        Table::new(["HOST", "ROLE", "ONLINE", "LOAD", "OLLAMA", "JOBS"]).align_right(&[3, 5]);
+    for h in &s.hosts {
+        hosts.row([
+            h.host.clone(),
+            h.role.clone(),
+            if h.online { "yes" } else { "no" }.into(),
+            h.load.map_or("-".into(), |l| format!("{l:.2}")),
+            h.ollama.clone().unwrap_or_else(|| "-".into()),
+            h.jobs.to_string(),
+        ]);
+    }
+    let mut text = format!("{hosts}\n");
+    if let Some(e) = &s.schedule_error {
+        text.push_str(&format!("schedule: {e}\n"));
+    } else if s.schedule.is_empty() {
+        text.push_str("schedule: no jobs\n");
+    } else {
+        let mut next = Table::new(["NEXT RUN", "JOB", "LAST"]);
+        for j in s.schedule.iter().take(5) {
+            next.row([
+                j.next.clone().unwrap_or_else(|| "never".into()),
+                j.name.clone(),
+                j.last.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        text.push_str(&format!("{next}\n"));
+    }
+    text.push_str(&match s.spend.budget {
+        Some(budget) => format!(
+            "spend: ${:.2} of ${budget:.2} this month ({:.0}%)\n",
+            s.spend.month,
+            s.spend.fraction.unwrap_or(0.0) * 100.0
+        ),
+        None => format!("spend: ${:.2} this month (no budget)\n", s.spend.month),
+    });
+    text
+}
+
+/// Loads the fleet, builds a runtime for `script` with `args` and drives `body` to its end. Ctrl-C is
+/// [`Interrupted`] (exit 130), `os.exit(n)` is [`Ended::Exit`], a Lua error is [`ScriptFailed`] with the
+/// error as `file:line: message` and its traceback.
+fn drive<T, F, Fut>(
+    cli: &Cli,
+    script: String,
+    args: Vec<String>,
+    body: F,
+) -> anyhow::Result<Ended<T>>
+where
+    F: FnOnce(mlua::Lua, Vec<String>) -> Fut,
+    Fut: Future<Output = mlua::Result<T>>,
+{
+    let ctx = Ctx {
+        fleet: load_fleet(cli)?,
+        state: default_state(),
+        script,
+        args: args.clone(),
+    };
+    crate::lua::runtime::block_on(async {
+        let work = async {
+            let lua = lua::new_runtime(ctx)?;
+            body(lua, args).await
+        };
+        let result = tokio::select! {
+            r = work => r,
+            _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
+        };
+        match result {
+            Ok(value) => Ok(Ended::Value(value)),
+            Err(e) => match lua::exit_code(&e) {
+                Some(code) => Ok(Ended::Exit(exit_code(code))),
+                None => Err(ScriptFailed(lua::format_error(&e)).into()),
+            },
+        }
+    })
+    .context("cannot start the async runtime")?
+}
+
+/// `baton check FILE…`: compiles each file and prints every syntax error; fails when any file did.
+pub fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let lua = mlua::Lua::new();
+    let mut failed = 0;
+    for file in files {
+        let result = std::fs::read(file)
+            .map_err(|e| format!("{}: cannot read: {e}", file.display()))
+            .and_then(|src| {
+                lua.load(src)
+                    .set_name(format!("@{}", file.display()))
+                    .into_function()
+                    .map(drop)
+                    .map_err(|e| lua::format_error(&e))
+            });
+        if let Err(msg) = result {
+            // The report itself, like a compiler's: one error per broken file.
+            eprintln!("{msg}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("check: {failed} of {} file(s) failed", files.len());
+    }
+    writeln!(Out::new(), "baton check: {} file(s) ok", files.len())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_renders_hosts_next_runs_and_spend() {
+        let report = StatusReport {
+            hosts: vec![
+                HostStatus {
+                    host: "brain".into(),
+                    role: "inference".into(),
+                    online: true,
+                    load: Some(0.5),
+                    ollama: Some("qwen2.5-coder:32b".into()),
+                    jobs: 2,
+                },
+                HostStatus {
+                    host: "pc".into(),
+                    role: String::new(),
+                    online: false,
+                    load: None,
+                    ollama: None,
+                    jobs: 0,
+                },
+            ],
+            schedule: vec![NextRun {
+                name: "nightly".into(),
+                next: Some("2026-12-04 02:30".into()),
+                last: Some("ok".into()),
+            }],
+            schedule_error: None,
+            spend: MonthSpend {
+                month: 1.5,
+                budget: Some(25.0),
+                fraction: Some(0.06),
+            },
+        };
+        assert_eq!(
+            status_text(&report),
+            "HOST   ROLE       ONLINE  LOAD  OLLAMA             JOBS\n\
+             brain  inference  yes     0.50  qwen2.5-coder:32b     2\n\
+             pc                no         -  -                     0\n\
+             \n\
+             NEXT RUN          JOB      LAST\n\
+             2026-12-04 02:30  nightly  ok\n\
+             \n\
+             spend: $1.50 of $25.00 this month (6%)\n"
+        );
+    }
+}

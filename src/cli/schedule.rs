@@ -1,0 +1,357 @@
+//! `baton daemon [FILE] [--install [--print] [--platform P]]` and `baton schedule list|history|run`: the
+//! jobs come from [`crate::lua::daemon::load`]; the core scheduler runs them; this module prints.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use chrono::Utc;
+
+use super::table::Table;
+use super::{Out, default_state};
+use crate::core::duration;
+use crate::core::fleet::Fleet;
+use crate::core::schedule::unit::{self, Platform, UnitSpec};
+use crate::core::schedule::{Daemon, DaemonOptions, Outcome, RunRecord, Store, SystemClock, Zone};
+use crate::lua::daemon::{self as lua_daemon, default_file};
+use crate::lua::runtime::block_on;
+
+/// `baton daemon [FILE]`: fire the jobs of FILE until SIGTERM/SIGINT, then exit 0 after running jobs finish
+/// (or are cancelled after the grace period). Fails when FILE fails or registers no jobs.
+pub fn daemon(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let state = default_state();
+    let file = file.unwrap_or_else(|| default_file(&fleet));
+    block_on(async move {
+        let schedule = lua_daemon::load(&fleet, &state, &file).await?;
+        let opts = DaemonOptions::default();
+        eprintln!(
+            "baton daemon: {} job(s) from {}",
+            schedule.jobs.len(),
+            file.display()
+        );
+        for job in &schedule.jobs {
+            let next = job
+                .spec
+                .expr
+                .next_after(Utc::now(), &job.spec.zone)
+                .map(|t| job.spec.zone.format(t));
+            eprintln!(
+                "  {}  {}  next {}",
+                job.spec.name,
+                job.spec.expr.source(),
+                next.as_deref().unwrap_or("never")
+            );
+        }
+        let grace = opts.grace;
+        let daemon = Daemon::new(schedule.jobs, &state, SystemClock::default(), opts)?;
+        let report = daemon
+            .run(async move {
+                stop_signal().await;
+                eprintln!(
+                    "baton daemon: stopping; running jobs get {} to finish",
+                    duration::format(grace)
+                );
+            })
+            .await?;
+        eprintln!(
+            "baton daemon: stopped ({} run(s): {} ok, {} failed, {} cancelled; {} skipped)",
+            report.started, report.ok, report.failed, report.cancelled, report.skipped
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+    .context("cannot start the async runtime")?
+}
+
+/// `baton daemon --install [--print] [--platform linux|macos]`: write (or print) the service definition.
+/// `--platform` picks the other system's format and needs `--print`.
+pub fn install(
+    fleet: &Fleet,
+    file: Option<PathBuf>,
+    print: bool,
+    platform: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let state = default_state();
+    let current = Platform::current();
+    let platform = platform
+        .map(Platform::parse)
+        .transpose()
+        .map_err(|e| anyhow!("--platform: {e}"))?
+        .unwrap_or(current);
+    if platform != current && !print {
+        bail!("--platform {platform:?} can only be printed on this system: add --print");
+    }
+    let file = absolute(file.unwrap_or_else(|| default_file(fleet)));
+    let exe = std::env::current_exe().context("cannot find the baton executable")?;
+    let mut env = vec![(
+        "BATON_STATE_DIR".to_string(),
+        absolute(state.dir().to_path_buf()).display().to_string(),
+    )];
+    if let Some(source) = &fleet.source {
+        env.push((
+            "BATON_FLEET".into(),
+            absolute(source.clone()).display().to_string(),
+        ));
+    }
+    if let Ok(path) = std::env::var("PATH") {
+        env.push(("PATH".into(), path));
+    }
+    let spec = UnitSpec {
+        exe,
+        file: file.clone(),
+        env,
+        log: absolute(state.dir().join("daemon.log")),
+    };
+    let text = unit::render(platform, &spec);
+    let mut out = Out::new();
+    if print {
+        write!(out, "{text}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let home = crate::core::state::home_dir();
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let path = platform.install_path(&home, config.as_deref());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(out, "wrote {}", path.display())?;
+    if !file.is_file() {
+        writeln!(
+            out,
+            "note: the schedule file {} does not exist yet; create it before enabling",
+            file.display()
+        )?;
+    }
+    writeln!(
+        out,
+        "enable it with:\n  {}",
+        platform.enable_hint(&path).replace('\n', "\n  ")
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `baton schedule list [FILE]`: each job with its expression, options, target, next three fire times and
+/// last outcome.
+pub fn list(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let state = default_state();
+    let file = file.unwrap_or_else(|| default_file(&fleet));
+    let text = block_on(async move {
+        let schedule = lua_daemon::load(&fleet, &state, &file).await?;
+        let store = Store::open(&state)?;
+        let mut table = Table::new([
+            "JOB", "SCHEDULE", "TZ", "MISSED", "OVERLAP", "TARGET", "NEXT", "LAST",
+        ]);
+        for job in &schedule.jobs {
+            let s = &job.spec;
+            let next: Vec<String> = s
+                .expr
+                .upcoming(Utc::now(), &s.zone, 3)
+                .into_iter()
+                .map(|t| s.zone.format(t))
+                .collect();
+            let last = match store.last_run(&s.name)? {
+                Some(r) => describe_run(&r, &s.zone),
+                None => "never ran".into(),
+            };
+            table.row([
+                s.name.clone(),
+                s.expr.source().to_string(),
+                s.zone.name(),
+                s.missed.name().to_string(),
+                s.overlap.name().to_string(),
+                s.target.to_string(),
+                if next.is_empty() {
+                    "never".into()
+                } else {
+                    next.join("\n")
+                },
+                last,
+            ]);
+        }
+        anyhow::Ok(table.to_string())
+    })
+    .context("cannot start the async runtime")??;
+    Out::new().write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `baton schedule history [JOB] [--limit N]`: runs, newest first.
+pub fn history(job: Option<&str>, limit: usize) -> anyhow::Result<ExitCode> {
+    let runs = Store::open(&default_state())?.history(job, limit)?;
+    let mut out = Out::new();
+    if runs.is_empty() {
+        writeln!(
+            out,
+            "no runs recorded{}",
+            job.map(|j| format!(" for {j:?}")).unwrap_or_default()
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    out.write_all(history_table(&runs).as_bytes())?;
+    if runs.iter().any(|r| r.catchup) {
+        writeln!(
+            out,
+            "(* catch-up run for a time missed while asleep or stopped)"
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history_table(runs: &[RunRecord]) -> String {
+    let mut table = Table::new(["RUN", "JOB", "STARTED", "TOOK", "OUTCOME", "LOG / ERROR"])
+        .align_right(&[0, 3]);
+    for r in runs {
+        let started = r
+            .started
+            .or(r.ended)
+            .map(|t| Zone::Local.format(t))
+            .unwrap_or_default();
+        let took = match (r.started, r.ended) {
+            (Some(s), Some(e)) => duration::format((e - s).to_std().unwrap_or_default()),
+            _ => "-".into(),
+        };
+        let mut outcome = r.outcome.clone();
+        if r.catchup {
+            outcome.push('*');
+        }
+        let error = r.error.as_deref().and_then(|e| e.lines().next());
+        let detail = match (error, &r.log) {
+            (Some(e), Some(log)) => format!("{}  {e}", log.display()),
+            (Some(e), None) => e.to_string(),
+            (None, Some(log)) => log.display().to_string(),
+            (None, None) => String::new(),
+        };
+        table.row([
+            r.id.to_string(),
+            r.job.clone(),
+            started,
+            took,
+            outcome,
+            detail,
+        ]);
+    }
+    table.to_string()
+}
+
+/// `baton schedule run JOB [FILE]`: run one job now, as the daemon would (record, log file, timeout).
+pub fn run(fleet: Arc<Fleet>, name: &str, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let state = default_state();
+    let file = file.unwrap_or_else(|| default_file(&fleet));
+    let (run_id, log, outcome) = block_on(async move {
+        let schedule = lua_daemon::load(&fleet, &state, &file).await?;
+        let Some(job) = schedule.jobs.iter().find(|j| j.spec.name == name) else {
+            let names = schedule.jobs.iter().map(|j| j.spec.name.as_str());
+            let hint = crate::core::schema::suggest(name, names);
+            bail!("{}: no job named {name:?}{hint}", file.display());
+        };
+        let (ctx, outcome) =
+            crate::core::schedule::run_now(job, &state, &SystemClock::default()).await?;
+        anyhow::Ok((ctx.run_id, ctx.log, outcome))
+    })
+    .context("cannot start the async runtime")??;
+    match outcome {
+        Outcome::Ok => {
+            writeln!(
+                Out::new(),
+                "{name}: run {run_id} ok (log: {})",
+                log.display()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Failed(e) => bail!("{name}: run {run_id} failed: {e} (log: {})", log.display()),
+        other => bail!(
+            "{name}: run {run_id} {} (log: {})",
+            other.name(),
+            log.display()
+        ),
+    }
+}
+
+/// `ok at 2026-12-03T18:00:00Z (1.2s): first line of the error`.
+fn describe_run(r: &RunRecord, zone: &Zone) -> String {
+    let when = r.started.map(|t| zone.format(t)).unwrap_or_default();
+    let mut out = format!("{} at {when}", r.outcome);
+    if let (Some(s), Some(e)) = (r.started, r.ended) {
+        out.push_str(&format!(
+            " ({})",
+            duration::format((e - s).to_std().unwrap_or_default())
+        ));
+    }
+    if let Some(e) = r.error.as_deref().and_then(|e| e.lines().next()) {
+        out.push_str(&format!(": {e}"));
+    }
+    out
+}
+
+/// SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: i64, job: &str, outcome: &str) -> RunRecord {
+        RunRecord {
+            id,
+            job: job.into(),
+            scheduled: Utc::now(),
+            started: None,
+            ended: None,
+            outcome: outcome.into(),
+            error: None,
+            log: None,
+            catchup: false,
+            manual: false,
+        }
+    }
+
+    #[test]
+    fn history_is_one_row_per_run() {
+        let start = Utc::now();
+        let runs = [
+            RunRecord {
+                started: Some(start),
+                ended: Some(start + chrono::Duration::seconds(90)),
+                error: Some("nightly.lua:3: boom\nstack traceback:\n...".into()),
+                log: Some("/state/runs/nightly/12.log".into()),
+                catchup: true,
+                ..record(12, "nightly", "failed")
+            },
+            record(9, "eod", "ok"),
+        ];
+        let text = history_table(&runs);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].starts_with("RUN  JOB      STARTED"), "{text}");
+        assert!(
+            lines[1].starts_with(" 12  nightly  ")
+                && lines[1]
+                    .contains("  1m30s  failed*  /state/runs/nightly/12.log  nightly.lua:3: boom"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("  9  eod      "), "{text}");
+        assert!(lines[2].ends_with("  -  ok"), "{text}");
+    }
+}
