@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mlua::{Function, HookTriggers, Lua, VmState};
 
 use crate::core::fleet::Fleet;
-use crate::core::schedule::{Job, RunContext, RunFuture, Target, Zone};
+use crate::core::schedule::{Job, RunContext, RunError, RunFuture, Target, Zone};
 use crate::core::state::State;
 use crate::lua::api::schedule::{JobTarget, registered};
 use crate::lua::runtime::block_on;
@@ -134,11 +134,11 @@ impl Drop for RunGuard {
     }
 }
 
-fn open_log(ctx: &RunContext) -> Result<std::fs::File, String> {
+fn open_log(ctx: &RunContext) -> Result<std::fs::File, RunError> {
     std::fs::OpenOptions::new()
         .append(true)
         .open(&ctx.log)
-        .map_err(|e| format!("cannot open log {}: {e}", ctx.log.display()))
+        .map_err(|e| RunError(format!("cannot open log {}: {e}", ctx.log.display())))
 }
 
 /// The run as the job function receives it: `{job, run, scheduled, catchup, manual, log}`.
@@ -158,7 +158,7 @@ fn function_target(lua: &Lua, f: Function, routes: Routes) -> Target {
     Rc::new(move |ctx: RunContext| -> RunFuture {
         let (lua, f, routes) = (lua.clone(), f.clone(), routes.clone());
         Box::pin(async move {
-            let lua_err = |e: mlua::Error| crate::lua::format_error(&e);
+            let lua_err = |e: mlua::Error| RunError(crate::lua::format_error(&e));
             let log = open_log(&ctx)?;
             let thread = lua.create_thread(f).map_err(lua_err)?;
             let key = thread.to_pointer() as usize;
@@ -226,14 +226,16 @@ fn playbook_target(path: PathBuf, fleet: Arc<Fleet>, state_dir: PathBuf) -> Targ
                             .map(|s| s.to_string())
                             .or_else(|| p.downcast_ref::<String>().cloned())
                             .unwrap_or_default();
-                        Err(format!("panicked: {msg}"))
+                        Err(RunError(format!("panicked: {msg}")))
                     });
                     let _ = done_tx.send(res);
                 })
                 .map_err(|e| format!("cannot start a thread for the playbook: {e}"))?;
-            done_rx
-                .await
-                .unwrap_or_else(|_| Err("the playbook thread ended without a result".into()))
+            done_rx.await.unwrap_or_else(|_| {
+                Err(RunError(
+                    "the playbook thread ended without a result".into(),
+                ))
+            })
         })
     })
 }
@@ -246,7 +248,7 @@ fn run_playbook(
     log: std::fs::File,
     cancelled: Arc<AtomicBool>,
     stop: tokio::sync::oneshot::Receiver<()>,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let log_for_tracing = log.try_clone().map_err(|e| e.to_string())?;
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::sync::Mutex::new(log_for_tracing))
@@ -283,14 +285,14 @@ fn run_playbook(
                 .map_err(|e| e.to_string())?;
             let result = tokio::select! {
                 r = crate::lua::run_file(&lua, path) => r,
-                _ = stop => return Err("cancelled (timeout or daemon stopping)".to_string()),
+                _ = stop => return Err(RunError("cancelled (timeout or daemon stopping)".into())),
             };
             match result {
                 Ok(()) => Ok(()),
                 Err(e) => match crate::lua::exit_code(&e) {
                     Some(0) => Ok(()),
-                    Some(code) => Err(format!("os.exit({code})")),
-                    None => Err(crate::lua::format_error(&e)),
+                    Some(code) => Err(RunError(format!("os.exit({code})"))),
+                    None => Err(RunError(crate::lua::format_error(&e))),
                 },
             }
         })

@@ -20,8 +20,8 @@ fn start_daemon(env: &Env, file: &Path) -> Child {
 
 /// SIGTERM, then the finished process (at most 15 s later).
 fn stop(child: Child) -> Out {
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a child's pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     wait_within(child, Duration::from_secs(15))
 }
 

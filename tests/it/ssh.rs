@@ -578,10 +578,8 @@ fn lua_job_lost_and_killed() {
         .unwrap()
         .parse()
         .unwrap();
-    // SAFETY: kill(2) on the process group of the job runner this test started.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
+    let group = rustix::process::Pid::from_raw(pgid).expect("a job runner's process group");
+    rustix::process::kill_process_group(group, rustix::process::Signal::KILL).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     // What `baton jobs` shows: running jobs re-read from their hosts.
     let state = baton::core::state::State::new(env.state_dir());

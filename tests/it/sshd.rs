@@ -180,8 +180,7 @@ impl SshFleet {
             return;
         }
         // sshd run as root needs its privilege-separation directory (normally created by the service unit).
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             let _ = std::fs::create_dir_all("/run/sshd");
         }
         let host = &mut self.hosts[i];
@@ -228,11 +227,11 @@ impl SshFleet {
             let sessions = children_of(child.id());
             let _ = child.kill();
             let _ = child.wait();
-            for pid in sessions {
-                // SAFETY: kill(2) on a pid we just read as a child of our own sshd.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGKILL);
-                }
+            for pid in sessions
+                .into_iter()
+                .filter_map(|p| rustix::process::Pid::from_raw(p as i32))
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
         }
     }

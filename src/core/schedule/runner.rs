@@ -38,7 +38,18 @@ pub struct RunContext {
     pub log: PathBuf,
 }
 
-pub type RunFuture = Pin<Box<dyn Future<Output = Result<(), String>>>>;
+/// Why a run failed, as its record and `baton schedule history` show it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RunError(pub String);
+
+impl From<String> for RunError {
+    fn from(message: String) -> RunError {
+        RunError(message)
+    }
+}
+
+pub type RunFuture = Pin<Box<dyn Future<Output = Result<(), RunError>>>>;
 
 /// What a job runs: in baton, a Lua function or a playbook; in tests, any closure.
 pub type Target = Rc<dyn Fn(RunContext) -> RunFuture>;
@@ -342,14 +353,14 @@ fn prepare(
     let fut = async move {
         let run = target(ctx2);
         let res = match timeout {
-            Some(t) => tokio::time::timeout(t, run)
-                .await
-                .unwrap_or_else(|_| Err(format!("timed out after {}", duration::format(t)))),
+            Some(t) => tokio::time::timeout(t, run).await.unwrap_or_else(|_| {
+                Err(RunError(format!("timed out after {}", duration::format(t))))
+            }),
             None => run.await,
         };
         match res {
             Ok(()) => Outcome::Ok,
-            Err(e) => Outcome::Failed(e),
+            Err(e) => Outcome::Failed(e.0),
         }
     };
     Ok((ctx, fut))
@@ -675,7 +686,7 @@ mod tests {
             },
             Job {
                 spec: spec("fails", "* * * * * *"),
-                target: Rc::new(|_| Box::pin(async { Err("boom: disk full".to_string()) })),
+                target: Rc::new(|_| Box::pin(async { Err(RunError("boom: disk full".into())) })),
             },
             Job {
                 spec: spec("panics", "* * * * * *"),
@@ -752,9 +763,9 @@ mod tests {
         let job = Job {
             spec: spec("manual", "0 0 1 1 *"),
             target: Rc::new(|ctx: RunContext| {
-                Box::pin(
-                    async move { std::fs::write(&ctx.log, "hello\n").map_err(|e| e.to_string()) },
-                )
+                Box::pin(async move {
+                    std::fs::write(&ctx.log, "hello\n").map_err(|e| RunError(e.to_string()))
+                })
             }),
         };
         let (ctx, outcome) = run_now(&job, &state, &clock).await.unwrap();
