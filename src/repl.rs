@@ -51,7 +51,8 @@ struct CompletionRequest {
     reply: std_mpsc::Sender<(usize, Vec<String>)>,
 }
 
-pub fn run(fleet: Arc<Fleet>, state: State) -> i32 {
+/// Runs the REPL until Ctrl-D. An error is one that stops it from starting (the runtime, the Lua state).
+pub fn run(fleet: Arc<Fleet>, state: State) -> anyhow::Result<()> {
     let history = state.file("repl_history").ok();
     if let Some(h) = &history {
         let _ = crate::core::state::create_private_file(h);
@@ -62,15 +63,10 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> i32 {
         script: "repl".into(),
         args: Vec::new(),
     };
-    let ran = crate::lua::runtime::block_on(async move {
-        let lua =
-            match lua::new_runtime(ctx).and_then(|lua| lua::load_all_globals(&lua).map(|()| lua)) {
-                Ok(lua) => lua,
-                Err(e) => {
-                    eprintln!("baton: {}", lua::format_error(&e));
-                    return 1;
-                }
-            };
+    crate::lua::runtime::block_on(async move {
+        let lua = lua::new_runtime(ctx)
+            .and_then(|lua| lua::load_all_globals(&lua).map(|()| lua))
+            .map_err(|e| anyhow::anyhow!("{}", lua::format_error(&e)))?;
         let (event_tx, mut events) = mpsc::unbounded_channel();
         let (completion_tx, mut completions) = mpsc::unbounded_channel();
         let (next_tx, next_rx) = std_mpsc::channel::<Next>();
@@ -119,12 +115,8 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> i32 {
         }
         drop(next_tx);
         let _ = editor.join();
-        0
-    });
-    ran.unwrap_or_else(|e| {
-        eprintln!("baton: {e}");
-        1
-    })
+        Ok(())
+    })?
 }
 
 enum Compiled {

@@ -145,10 +145,10 @@ pub fn main() -> ExitCode {
 fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run { script } => run::run(cli, &script[0], script[1..].to_vec()),
-        Command::Repl => Ok(exit_code(crate::repl::run(
-            load_fleet(cli)?,
-            default_state(),
-        ))),
+        Command::Repl => {
+            crate::repl::run(load_fleet(cli)?, default_state())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { files } => run::check(files),
         Command::Doctor { json } => run::doctor(cli, *json),
         Command::Status { json } => run::status(cli, *json),

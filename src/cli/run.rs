@@ -105,7 +105,12 @@ pub fn status(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 let opts = lua.create_table_from([("pretty", true)])?;
                 Ok(Status::Json(encode.call((data, opts))?))
             } else {
-                Ok(Status::Report(lua.from_value(data)?))
+                let report = lua.from_value(data).map_err(|e| {
+                    mlua::Error::runtime(format!(
+                        "baton: status: baton.status.collect() gave a report that does not decode: {e}"
+                    ))
+                })?;
+                Ok(Status::Report(report))
             }
         },
     )?;

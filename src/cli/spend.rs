@@ -61,7 +61,8 @@ fn text(rows: &[SpendRow], by: &str, width: usize) -> String {
         String::new(),
         format!("${total:.4}"),
     ]);
-    let bar_w = width.saturating_sub(table.width() + 2).min(BAR_MAX);
+    // The bar column adds its gap before it and its own padding after it.
+    let bar_w = width.saturating_sub(table.width() + 4).min(BAR_MAX);
     if bar_w > 0 {
         let max = rows.iter().map(|r| r.cost).fold(0.0, f64::max);
         table.append_column(rows.iter().map(|r| "█".repeat(bar_len(r.cost, max, bar_w))));
@@ -138,7 +139,8 @@ mod tests {
         let wide = text(&rows, "model", 110);
         assert_eq!(
             wide.lines().nth(1).unwrap().matches('█').count(),
-            110 - 79 - 2,
+            // The table with its padding (the bar column's too) fills the width exactly.
+            110 - 79 - 4,
             "{wide}"
         );
     }

@@ -114,21 +114,20 @@ pub fn tail_lines(bytes: &[u8], n: usize) -> String {
     out
 }
 
+/// Messages carry their cause in full (it is not also a `source()`, which `{:#}` would print again).
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("cannot start {program}: {source}")]
+    #[error("cannot start {program}: {cause}")]
     Spawn {
         program: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("empty command")]
     Empty,
-    #[error("i/o error while running {program}: {source}")]
+    #[error("i/o error while running {program}: {cause}")]
     Io {
         program: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -267,7 +266,7 @@ pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Outpu
     let started = Instant::now();
     let mut child = command.spawn().map_err(|source| ProcessError::Spawn {
         program: program.clone(),
-        source,
+        cause: source,
     })?;
     let mut guard = GroupGuard {
         pgid: child.id().map(|p| p as i32),
@@ -306,7 +305,7 @@ pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Outpu
         Some(status) => {
             let status = status.map_err(|source| ProcessError::Io {
                 program: program.clone(),
-                source,
+                cause: source,
             })?;
             output.set_status(status);
             // The leader is gone; stray background children of a finished command are not ours to kill.

@@ -7,24 +7,30 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+/// Each message carries its cause in full, so the cause is not also a `source()` (an error chain printed
+/// with `{:#}` would repeat it).
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {path}: {cause}")]
     Dir {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("state database {path}: {source}")]
+    #[error("state database {path}: {cause}")]
     Db {
         path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     #[error("state database: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
     #[error("state database task failed: {0}")]
     Join(String),
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> StateError {
+        StateError::Sql(e)
+    }
 }
 
 /// Where state lives: `$BATON_STATE_DIR`, else `$XDG_STATE_HOME/baton`, else `~/.local/state/baton`.
@@ -98,13 +104,13 @@ impl State {
         }
         self.ensure_dir()?;
         let path = self.db_path();
-        create_private_file(&path).map_err(|source| StateError::Dir {
+        create_private_file(&path).map_err(|cause| StateError::Dir {
             path: path.clone(),
-            source,
+            cause,
         })?;
-        let db_err = |source| StateError::Db {
+        let db_err = |cause| StateError::Db {
             path: path.clone(),
-            source,
+            cause,
         };
         let conn = Connection::open(&path).map_err(db_err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
@@ -185,9 +191,9 @@ fn create_private_dir(path: &Path) -> Result<(), StateError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|source| StateError::Dir {
+        .map_err(|cause| StateError::Dir {
             path: path.to_path_buf(),
-            source,
+            cause,
         })
 }
 

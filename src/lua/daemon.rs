@@ -230,7 +230,7 @@ fn playbook_target(path: PathBuf, fleet: Arc<Fleet>, state_dir: PathBuf) -> Targ
                     });
                     let _ = done_tx.send(res);
                 })
-                .map_err(|e| format!("cannot start a thread for the playbook: {e}"))?;
+                .map_err(|e| RunError(format!("cannot start a thread for the playbook: {e}")))?;
             done_rx.await.unwrap_or_else(|_| {
                 Err(RunError(
                     "the playbook thread ended without a result".into(),
@@ -249,7 +249,11 @@ fn run_playbook(
     cancelled: Arc<AtomicBool>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), RunError> {
-    let log_for_tracing = log.try_clone().map_err(|e| e.to_string())?;
+    let log_for_tracing = log.try_clone().map_err(|e| {
+        RunError(format!(
+            "cannot share the run's log with its log lines: {e}"
+        ))
+    })?;
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::sync::Mutex::new(log_for_tracing))
         .with_ansi(false)
@@ -265,7 +269,8 @@ fn run_playbook(
                 script,
                 args: Vec::new(),
             };
-            let lua = crate::lua::new_runtime(rt_ctx).map_err(|e| crate::lua::format_error(&e))?;
+            let lua_err = |e: mlua::Error| RunError(crate::lua::format_error(&e));
+            let lua = crate::lua::new_runtime(rt_ctx).map_err(lua_err)?;
             lua.set_app_data(Printer::to(log));
             lua.set_global_hook(
                 HookTriggers::new().every_nth_instruction(PREEMPT_EVERY),
@@ -279,10 +284,10 @@ fn run_playbook(
                     }
                 },
             )
-            .map_err(|e| crate::lua::format_error(&e))?;
+            .map_err(lua_err)?;
             lua.globals()
-                .set("RUN", run_info(&lua, ctx).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+                .set("RUN", run_info(&lua, ctx).map_err(lua_err)?)
+                .map_err(lua_err)?;
             let result = tokio::select! {
                 r = crate::lua::run_file(&lua, path) => r,
                 _ = stop => return Err(RunError("cancelled (timeout or daemon stopping)".into())),
@@ -296,6 +301,6 @@ fn run_playbook(
                 },
             }
         })
-        .map_err(|e| format!("cannot start a runtime for the playbook: {e}"))?
+        .map_err(|e| RunError(format!("cannot start a runtime for the playbook: {e}")))?
     })
 }

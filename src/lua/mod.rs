@@ -68,14 +68,13 @@ pub fn new_runtime(ctx: Ctx) -> mlua::Result<Lua> {
     install_print(&lua)?;
     install_exit(&lua)?;
     install_error_tostring(&lua)?;
-    api::baton::register(&lua)?;
-    install_lazy_globals(&lua)?;
+    install_globals(&lua)?;
     Ok(lua)
 }
 
-/// The module globals, each registered the first time a script uses it: a playbook that never touches
-/// `ssh` does not pay for building it (most of start-up is creating async functions).
-type Register = fn(&Lua) -> mlua::Result<()>;
+/// The module globals, each built the first time a script uses it: a playbook that never touches `ssh`
+/// does not pay for building it (most of start-up is creating async functions).
+type Register = fn(&Lua) -> mlua::Result<mlua::Table>;
 
 const LAZY_GLOBALS: &[(&str, Register)] = &[
     ("ollama", api::ollama::register),
@@ -86,17 +85,22 @@ const LAZY_GLOBALS: &[(&str, Register)] = &[
     ("schedule", api::schedule::register),
 ];
 
-/// Where the loaders of the module globals are kept (Lua registry): name → function filling the global.
+/// Where the loaders of the module globals are kept (Lua registry): name → function filling the module.
 const LOADERS: &str = "baton.global_loaders";
 
-/// Each module global is a real global from the start (and `package.loaded[name]`, so `require("ssh")`
-/// works), standing in for the module until its first use fills it. Nothing hangs on `_G`'s metatable, so a
-/// playbook that sets its own (strict mode) still sees every global.
-fn install_lazy_globals(lua: &Lua) -> mlua::Result<()> {
+/// `baton` now; every module global as a real global from the start (and `package.loaded[name]`, so
+/// `require("ssh")` works) standing in for its module until its first use fills it in place. Nothing hangs on
+/// `_G`'s metatable and filling never writes `_G`, so a playbook that sets its own metatable (strict mode) or
+/// replaces a global keeps what it did.
+fn install_globals(lua: &Lua) -> mlua::Result<()> {
     let registers = lua.create_table()?;
     for (name, register) in LAZY_GLOBALS {
         registers.raw_set(*name, lua.create_function(move |lua, ()| register(lua))?)?;
     }
+    let loaded: mlua::Table = lua.globals().get::<mlua::Table>("package")?.get("loaded")?;
+    let baton = api::baton::register(lua)?;
+    lua.globals().raw_set("baton", &baton)?;
+    loaded.raw_set("baton", baton)?;
     let loaders: mlua::Table = lua
         .load(
             r#"local registers, loaded = ...
@@ -104,14 +108,13 @@ fn install_lazy_globals(lua: &Lua) -> mlua::Result<()> {
         for name, register in pairs(registers) do
           local proxy = {}
           local function fill()
-            if loaders[name] == nil then return proxy end
-            loaders[name] = nil
-            setmetatable(proxy, nil)
-            register()                       -- sets the global to the module's table
-            local module = rawget(_G, name)
-            for k, v in next, module do rawset(proxy, k, v) end
-            setmetatable(proxy, getmetatable(module))
-            rawset(_G, name, proxy)
+            if loaders[name] then
+              local module = register()        -- raises before anything changes if it fails
+              loaders[name] = nil
+              setmetatable(proxy, nil)
+              for k, v in next, module do rawset(proxy, k, v) end
+              setmetatable(proxy, getmetatable(module))
+            end
             return proxy
           end
           loaders[name] = fill
@@ -126,16 +129,8 @@ fn install_lazy_globals(lua: &Lua) -> mlua::Result<()> {
         return loaders"#,
         )
         .set_name("=baton.globals")
-        .call((
-            registers,
-            lua.globals()
-                .get::<mlua::Table>("package")?
-                .get::<mlua::Table>("loaded")?,
-        ))?;
-    lua.set_named_registry_value(LOADERS, loaders)?;
-    // `baton` is built eagerly; it is a module like the others for `require`.
-    let loaded: mlua::Table = lua.globals().get::<mlua::Table>("package")?.get("loaded")?;
-    loaded.set("baton", lua.globals().get::<Value>("baton")?)
+        .call((registers, loaded))?;
+    lua.set_named_registry_value(LOADERS, loaders)
 }
 
 /// Every API global: `baton` and the module globals.

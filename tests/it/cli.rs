@@ -589,3 +589,29 @@ fn closed_stdout_ends_schedule_history_quietly() {
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     assert_eq!(out.stderr, "");
 }
+
+#[test]
+fn an_unusable_state_dir_is_reported_once_naming_the_path() {
+    let env = Env::new("cli-bad-state");
+    let not_a_dir = env.dir.write("state-is-a-file", "x");
+    let env = env.var("BATON_STATE_DIR", not_a_dir.to_str().unwrap());
+    for args in [&["spend"][..], &["schedule", "history"][..]] {
+        let out = env.baton(args);
+        out.expect_code(1);
+        let first = out.stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("baton: "), "{args:?}: {}", out.stderr);
+        assert!(
+            first.contains("state-is-a-file"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        // The OS's words once: the cause is in the message, not also a chained source.
+        let cause = first.rsplit(": ").next().unwrap();
+        assert_eq!(
+            out.stderr.matches(cause).count(),
+            1,
+            "{args:?}: the cause repeats: {}",
+            out.stderr
+        );
+    }
+}

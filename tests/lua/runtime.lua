@@ -131,6 +131,14 @@ t.it("module globals are built on first use and behave like plain globals", func
   end
 end)
 
+t.it("a module global replaced before its first use stays replaced", function()
+  local real = route
+  route = { wrapped = true }
+  t.eq(type(real.pick), "function", "the module fills in place")
+  t.eq(route.wrapped, true, "the script's own global is kept")
+  route = real
+end)
+
 t.it("module globals are modules too, and survive a strict _G", function()
   t.eq(require("ssh"), ssh)
   t.eq(require("route"), route)

@@ -484,12 +484,9 @@ mod tests {
         )
         .unwrap();
         assert!(s.contains("d=\"$HOME/.baton/jobs/x-1\""), "{s}");
-        let command = shell_text(&Cmd::Argv(vec!["echo".into(), "a'b; rm -rf /".into()])).unwrap();
-        let expected = format!(
-            "baton-job-x-1 \"$d\" {} >/dev/null",
-            quote(&command).unwrap()
-        );
-        assert!(s.contains(&expected), "{s}");
+        // The argv is quoted word by word, then the whole command once more for `sh -c`.
+        let expected = r#"baton-job-x-1 "$d" "echo \"a'b; rm -rf /\"" >/dev/null"#;
+        assert!(s.contains(expected), "{s}");
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub enum RemoteError {
     Process(#[from] ProcessError),
     #[error("{0}")]
     Invalid(String),
-    #[error("{0}")]
+    #[error(transparent)]
     State(#[from] crate::core::state::StateError),
     #[error("{0}")]
     Job(String),

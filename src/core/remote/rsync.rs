@@ -277,8 +277,16 @@ pub fn batonignore_rules(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// A `.stignore` line rsync cannot express.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(".stignore line {line}: {reason}")]
+pub struct StignoreError {
+    pub line: usize,
+    pub reason: &'static str,
+}
+
 /// Syncthing `.stignore` lines as rsync filter rules.
-pub fn stignore_rules(text: &str) -> Result<Vec<String>, String> {
+pub fn stignore_rules(text: &str) -> Result<Vec<String>, StignoreError> {
     let mut rules = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -286,20 +294,20 @@ pub fn stignore_rules(text: &str) -> Result<Vec<String>, String> {
             continue;
         }
         if line.starts_with("#include") {
-            return Err(format!(
-                ".stignore line {}: #include is not supported; list the patterns directly",
-                n + 1
-            ));
+            return Err(StignoreError {
+                line: n + 1,
+                reason: "#include is not supported; list the patterns directly",
+            });
         }
         let mut pat = line;
         loop {
             if let Some(rest) = pat.strip_prefix("(?d)") {
                 pat = rest;
             } else if pat.starts_with("(?i)") {
-                return Err(format!(
-                    ".stignore line {}: (?i) (case-insensitive) has no rsync equivalent",
-                    n + 1
-                ));
+                return Err(StignoreError {
+                    line: n + 1,
+                    reason: "(?i) (case-insensitive) has no rsync equivalent",
+                });
             } else {
                 break;
             }
@@ -389,7 +397,7 @@ async fn run_rsync(
     let started = Instant::now();
     let io_err = |source| ProcessError::Io {
         program: "rsync".into(),
-        source,
+        cause: source,
     };
     let mut child = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
@@ -400,7 +408,7 @@ async fn run_rsync(
         .spawn()
         .map_err(|source| ProcessError::Spawn {
             program: "rsync".into(),
-            source,
+            cause: source,
         })?;
     let stdout = child.stdout.take().expect("stdout piped");
     let stderr = child.stderr.take().expect("stderr piped");
@@ -675,7 +683,7 @@ async fn filter_rules(
     for (name, text) in names.iter().zip(files) {
         let Some(text) = text else { continue };
         if *name == ".stignore" {
-            rules.extend(stignore_rules(&text).map_err(RemoteError::Sync)?);
+            rules.extend(stignore_rules(&text).map_err(|e| RemoteError::Sync(e.to_string()))?);
         } else {
             rules.extend(batonignore_rules(&text));
         }
@@ -794,11 +802,13 @@ mod tests {
         assert!(
             stignore_rules("(?i)foo")
                 .unwrap_err()
+                .to_string()
                 .contains("line 1: (?i)")
         );
         assert!(
             stignore_rules("a\n#include other")
                 .unwrap_err()
+                .to_string()
                 .contains("line 2: #include")
         );
     }

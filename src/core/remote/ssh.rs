@@ -128,7 +128,7 @@ impl Master {
             .spawn()
             .map_err(|source| ProcessError::Spawn {
                 program: "ssh".into(),
-                source,
+                cause: source,
             })?;
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = child.stderr.take().expect("stderr piped");
@@ -189,7 +189,7 @@ impl Master {
             Some(Err(source)) => {
                 return Err(ProcessError::Io {
                     program: "ssh".into(),
-                    source,
+                    cause: source,
                 }
                 .into());
             }

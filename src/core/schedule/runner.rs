@@ -43,12 +43,6 @@ pub struct RunContext {
 #[error("{0}")]
 pub struct RunError(pub String);
 
-impl From<String> for RunError {
-    fn from(message: String) -> RunError {
-        RunError(message)
-    }
-}
-
 pub type RunFuture = Pin<Box<dyn Future<Output = Result<(), RunError>>>>;
 
 /// What a job runs: in baton, a Lua function or a playbook; in tests, any closure.

@@ -128,9 +128,9 @@ impl Store {
             .collect();
         let stamp = started.format("%Y%m%dT%H%M%S%.3fZ");
         let log = self.state.file(format!("runs/{safe}/{stamp}-{id}.log"))?;
-        crate::core::state::create_private_file(&log).map_err(|source| StateError::Dir {
+        crate::core::state::create_private_file(&log).map_err(|cause| StateError::Dir {
             path: log.clone(),
-            source,
+            cause,
         })?;
         let text = log.to_string_lossy().into_owned();
         self.state.with(|c| {

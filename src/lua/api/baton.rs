@@ -13,7 +13,7 @@ use super::args;
 use crate::core::duration;
 use crate::core::process;
 
-pub fn register(lua: &Lua) -> mlua::Result<()> {
+pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let baton = lua.create_table()?;
     baton.set(
         "args",
@@ -33,7 +33,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     baton.set("json", json_table(lua)?)?;
     baton.set("_paths", lua.create_function(paths)?)?;
     baton.set("_jobs", lua.create_function(jobs)?)?;
-    lua.globals().set("baton", baton)
+    Ok(baton)
 }
 
 /// `baton.env(name [, default])`.

@@ -8,7 +8,7 @@ use crate::core::duration::Dur;
 use crate::core::llm::ollama::{self, ChatRequest, Endpoint, GenerateRequest, Ollama, Progress};
 use crate::core::llm::{Callback, HookError, LlmError, LocalFuture, Message, OnToken};
 
-pub fn register(lua: &Lua) -> mlua::Result<()> {
+pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
         "chat",
@@ -32,7 +32,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     t.set("online", lua.create_async_function(online)?)?;
     t.set("pull", lua.create_async_function(pull)?)?;
     t.set("queue", lua.create_function(queue)?)?;
-    lua.globals().set("ollama", t)
+    Ok(t)
 }
 
 /// The client and the endpoint `host` names (fleet host, URL, or the default).

@@ -9,12 +9,12 @@ use crate::core::duration::Dur;
 use crate::core::llm::openai::ChatRequest;
 use crate::core::llm::{Message, OnToken};
 
-pub fn register(lua: &Lua) -> mlua::Result<()> {
+pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("chat", lua.create_async_function(chat)?)?;
     t.set("models", lua.create_async_function(models)?)?;
     t.set("credits", lua.create_async_function(credits)?)?;
-    lua.globals().set("openrouter", t)
+    Ok(t)
 }
 
 #[derive(Deserialize)]

@@ -9,12 +9,12 @@ use crate::core::llm::ledger::{Alert, GroupBy, Period};
 use crate::core::llm::route::{Answer, AskOptions, Hooks, RouteError, TaskSpec, Verdict};
 use crate::core::llm::{HookError, LocalFuture, Message, OnToken};
 
-pub fn register(lua: &Lua) -> mlua::Result<()> {
+pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("pick", lua.create_function(pick)?)?;
     t.set("ask", lua.create_async_function(ask)?)?;
     t.set("spend", lua.create_async_function(spend)?)?;
-    lua.globals().set("route", t)
+    Ok(t)
 }
 
 #[derive(Default, Deserialize)]

@@ -10,13 +10,13 @@ use super::args;
 use crate::core::duration::Dur;
 use crate::core::schedule::{Expr, JobSpec, Missed, Overlap, Store, Zone};
 
-pub fn register(lua: &Lua) -> mlua::Result<()> {
+pub fn register(lua: &Lua) -> mlua::Result<Table> {
     lua.set_app_data(Registry::default());
     let schedule = lua.create_table()?;
     schedule.set("cron", lua.create_function(cron)?)?;
     schedule.set("next", lua.create_function(next)?)?;
     schedule.set("jobs", lua.create_function(jobs)?)?;
-    lua.globals().set("schedule", schedule)
+    Ok(schedule)
 }
 
 /// What a job runs.

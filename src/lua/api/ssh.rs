@@ -14,7 +14,7 @@ use crate::core::process::Spec;
 use crate::core::remote::jobs::{self, Job, Status};
 use crate::core::remote::{Remote, RemoteError};
 
-pub fn register(lua: &Lua) -> mlua::Result<()> {
+pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let ssh = lua.create_table()?;
     ssh.set("run", lua.create_async_function(run)?)?;
     ssh.set("spawn", lua.create_async_function(spawn)?)?;
@@ -22,7 +22,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     ssh.set("online", lua.create_async_function(online)?)?;
     ssh.set("wait_online", lua.create_async_function(wait_online)?)?;
     ssh.set("each", lua.create_async_function(each)?)?;
-    lua.globals().set("ssh", ssh)
+    Ok(ssh)
 }
 
 /// `ssh.run(brain): cause`; misuse (unknown host, bad env name) raises even with `check = false`.

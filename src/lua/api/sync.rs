@@ -9,13 +9,13 @@ use super::{args, services};
 use crate::core::remote::git::{self, GitOpts};
 use crate::core::remote::rsync::{self, Endpoint, Progress, SyncOpts, SyncResult};
 
-pub fn register(lua: &Lua) -> mlua::Result<()> {
+pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let sync = lua.create_table()?;
     sync.set("push", lua.create_async_function(push)?)?;
     sync.set("pull", lua.create_async_function(pull)?)?;
     sync.set("git", lua.create_async_function(git_local)?)?;
     sync.set("git_remote", lua.create_async_function(git_remote)?)?;
-    lua.globals().set("sync", sync)
+    Ok(sync)
 }
 
 /// A `"host:path"` argument.
