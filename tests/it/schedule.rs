@@ -8,7 +8,7 @@ use baton::core::schedule::{Expr, RunRecord, Store, Zone};
 use baton::core::state::State;
 use chrono::Utc;
 
-use crate::common::{Env, Out, wait_within};
+use crate::common::{Env, Out, output_within, wait_within};
 
 fn start_daemon(env: &Env, file: &Path) -> Child {
     let mut cmd = env.cmd();
@@ -377,4 +377,35 @@ fn lua_api_validates_arguments_and_previews_times() {
         assert!(line.contains(want), "got {line:?}, want {want:?}");
     }
     assert!(lines[3].contains("did you mean overlap?"), "{}", lines[3]);
+}
+
+/// A relative playbook path in a schedule file is relative to that file, for every command that reads it.
+#[test]
+fn relative_playbooks_resolve_next_to_the_schedule_file_everywhere() {
+    let env = Env::new("sched-relative");
+    env.dir
+        .write("config/baton/jobs/tidy.lua", "print('tidy')\n");
+    env.dir.write(
+        "config/baton/schedule.lua",
+        "schedule.cron('tidy', '0 3 * * *', 'jobs/tidy.lua')\n",
+    );
+    let elsewhere = env.dir.join("home");
+    let run = |args: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.args(args).current_dir(&elsewhere);
+        output_within(cmd, Duration::from_secs(60))
+    };
+    let out = run(&["status", "--json"]);
+    out.ok();
+    let s: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(s["schedule_error"].is_null(), "{}", out.stdout);
+    assert_eq!(s["schedule"][0]["name"], "tidy", "{}", out.stdout);
+    let out = run(&["schedule", "list"]);
+    out.ok();
+    let target = env.dir.join("config/baton/jobs/tidy.lua");
+    assert!(
+        out.stdout.contains(target.to_str().unwrap()),
+        "{}",
+        out.stdout
+    );
 }

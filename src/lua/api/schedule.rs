@@ -122,12 +122,19 @@ fn cron(
     job_table(lua, &spec, None)
 }
 
-/// A relative playbook path is relative to the file that registers it.
+/// A relative playbook path is relative to the file whose code calls `schedule.cron` (the schedule file,
+/// whoever runs it: `baton daemon`, `schedule list`, `status`'s `dofile`), else to the running script, else
+/// to the current folder. This is the one place such paths are resolved.
 fn resolve(lua: &Lua, path: &Path) -> PathBuf {
     if path.is_absolute() {
         return path.to_path_buf();
     }
-    let script = PathBuf::from(&crate::lua::ctx(lua).script);
+    let caller = (1..16)
+        .map_while(|level| lua.inspect_stack(level, |d| d.source().source.map(|s| s.into_owned())))
+        .flatten()
+        .find_map(|source| source.strip_prefix('@').map(PathBuf::from))
+        .filter(|file| file.is_file());
+    let script = caller.unwrap_or_else(|| PathBuf::from(&crate::lua::ctx(lua).script));
     match script.parent() {
         Some(dir) if script.is_file() => dir.join(path),
         _ => path.to_path_buf(),
