@@ -345,6 +345,34 @@ impl Fleet {
             .collect()
     }
 
+    /// Task kinds of the default table whose tier this fleet does not define, each with that tier and why
+    /// it is missing (`no $OPENROUTER_API_KEY` for the cloud tiers of the built-in fleet).
+    pub fn tasks_without_tier(&self) -> BTreeMap<String, (String, String)> {
+        if self.tasks.is_some() {
+            return BTreeMap::new();
+        }
+        let tiers = self.tiers();
+        let key_env = self.openrouter_key_env();
+        let cloud = self
+            .default_tiers()
+            .into_iter()
+            .filter(|t| t.provider == Provider::Openrouter)
+            .map(|t| t.name)
+            .collect::<Vec<_>>();
+        DEFAULT_TASKS
+            .iter()
+            .filter(|(_, tier, _)| !tiers.iter().any(|t| t.name == *tier))
+            .map(|(kind, tier, _)| {
+                let why = if self.is_builtin() && cloud.iter().any(|c| c == tier) {
+                    format!("no ${key_env}")
+                } else {
+                    "not among the fleet's tiers".to_string()
+                };
+                (kind.to_string(), (tier.to_string(), why))
+            })
+            .collect()
+    }
+
     /// Whether this came from the built-in default rather than a file.
     pub fn is_builtin(&self) -> bool {
         self.source.is_none()

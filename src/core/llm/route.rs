@@ -184,6 +184,8 @@ pub struct Router {
     tiers: Vec<TierInfo>,
     tier_index: HashMap<String, usize>,
     tasks: HashMap<String, (usize, Option<String>)>,
+    /// Known task kinds whose tier the fleet lacks: kind → (tier, why).
+    unconfigured: BTreeMap<String, (String, String)>,
     budget: Option<Budget>,
     /// Endpoint key → (skip until, why).
     health: Mutex<HashMap<String, (Instant, String)>>,
@@ -236,6 +238,7 @@ impl Router {
             tiers,
             tier_index,
             tasks,
+            unconfigured: fleet.tasks_without_tier(),
             budget: fleet.budget,
             health: Mutex::new(HashMap::new()),
             cooldown: DEFAULT_COOLDOWN,
@@ -284,6 +287,17 @@ impl Router {
         );
     }
 
+    /// Why a task kind without a tier goes to the lowest tier that is up: a known kind whose tier is not
+    /// configured says what to set; any other kind is unknown.
+    fn unmapped(&self, kind: &str) -> String {
+        match self.unconfigured.get(kind) {
+            Some((tier, why)) => {
+                format!("task {kind} → tier {tier}, not configured ({why}): lowest tier that is up")
+            }
+            None => format!("unknown task kind {kind:?}: lowest tier that is up"),
+        }
+    }
+
     /// The tiers a task goes to, in order, with its model role and why.
     /// With `skip_cooling`, tiers whose endpoint is cooling down are passed over (for `pick`; `ask` lists
     /// them as attempts instead).
@@ -315,11 +329,7 @@ impl Router {
                 role.as_deref(),
                 format!("task {} → tier {}", spec.kind, self.tiers[*i].name),
             ),
-            None => (
-                lo,
-                None,
-                format!("unknown task kind {:?}: lowest tier that is up", spec.kind),
-            ),
+            None => (lo, None, self.unmapped(&spec.kind)),
         };
         let mut start = want.clamp(lo, hi);
         if start != want {
@@ -768,6 +778,50 @@ mod tests {
         let p = r.pick(&TaskSpec::kind("haiku")).unwrap();
         assert_eq!(p.tier, "local");
         assert!(p.reason.contains("unknown task kind"), "{}", p.reason);
+    }
+
+    #[test]
+    fn a_known_kind_without_its_tier_says_what_is_missing() {
+        let local_only = |source: Option<&str>| {
+            let mut fleet = Fleet::from_deserializer(json!({
+                "hosts": {"engine": {"ollama": "http://engine:11434"}},
+                "tiers": [{"name": "local", "provider": "ollama", "host": "engine",
+                           "models": {"code": "c", "reason": "r"}}]
+            }))
+            .unwrap();
+            fleet.source = source.map(Into::into);
+            let dir = std::env::temp_dir().join(format!("baton-route-{}", fastrand::u64(..)));
+            Router::new(
+                &fleet,
+                Ollama::default(),
+                OpenAi::new("http://127.0.0.1:9/v1", "K", None, Timeouts::default()),
+                Ledger::new(State::new(dir)),
+            )
+        };
+        let p = local_only(None)
+            .pick(&TaskSpec::kind("code_review"))
+            .unwrap();
+        assert_eq!(p.tier, "local");
+        assert_eq!(
+            p.reason,
+            "task code_review → tier cheap, not configured (no $OPENROUTER_API_KEY): lowest tier that is up"
+        );
+        let p = local_only(Some("/x/fleet.lua"))
+            .pick(&TaskSpec::kind("architecture"))
+            .unwrap();
+        assert!(
+            p.reason.starts_with(
+                "task architecture → tier premium, not configured (not among the fleet's tiers)"
+            ),
+            "{}",
+            p.reason
+        );
+        let p = local_only(None).pick(&TaskSpec::kind("haiku")).unwrap();
+        assert!(
+            p.reason.starts_with("unknown task kind \"haiku\""),
+            "{}",
+            p.reason
+        );
     }
 
     #[test]
