@@ -12,6 +12,10 @@ t.it("route.pick follows the default task table", function()
   local u = route.pick({ kind = "limerick" })
   t.eq(u.tier, "local")
   t.truthy(u.reason:find("unknown task kind", 1, true), "unknown kinds say so")
+  -- The built-in fleet without a key has no cloud tiers: a known kind of theirs says what to set.
+  local c = route.pick("code_review")
+  t.eq(c.tier, "local")
+  t.eq(c.reason, "task code_review → tier cheap, not configured (no $OPENROUTER_API_KEY): lowest tier that is up")
 end)
 
 t.it("misuse raises at once, naming function and argument", function()
