@@ -363,10 +363,7 @@ fn spend_reads_the_ledger() {
     out.ok();
     assert!(out.stdout.contains("no LLM calls"), "{}", out.stdout);
     let ledger = Ledger::new(baton::core::state::State::new(env.state_dir()));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread_rt();
     rt.block_on(async {
         for (tier, model, cost, tokens) in [
             ("local", "qwen", 0.0, 100),
@@ -529,10 +526,7 @@ fn closed_stdout_ends_spend_quietly() {
     use baton::core::llm::ledger::{Ledger, Row};
     let env = Env::new("cli-pipe-spend");
     let ledger = Ledger::new(baton::core::state::State::new(env.state_dir()));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread_rt();
     rt.block_on(async {
         for i in 0..1500 {
             let row = Row {
@@ -609,4 +603,12 @@ fn an_unusable_state_dir_is_reported_once_naming_the_path() {
             out.stderr
         );
     }
+}
+
+/// A runtime for the core calls a test makes itself (filling a ledger, say).
+fn current_thread_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
