@@ -20,10 +20,7 @@ pub fn show(period: &str, by: &str, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
     } else {
-        let width = std::env::var("COLUMNS")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(100);
+        let width = super::table::terminal_width().map_or(100, usize::from);
         out.write_all(text(&rows, by, width).as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)

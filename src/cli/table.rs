@@ -1,7 +1,7 @@
 //! The one table renderer of the CLI (`fleet`, `spend`, `jobs`, `status`, `schedule list|history`), on
 //! `comfy-table`: no borders, a header row, two spaces between columns, widths by display width (so `数据`
-//! counts two columns), trailing blanks trimmed. Cells wrap only when stdout is a terminal whose width is
-//! known (`$COLUMNS`); piped output keeps one line per row.
+//! counts two columns), trailing blanks trimmed. Cells wrap only when stdout is a terminal (to `$COLUMNS`,
+//! else the terminal's own width); piped output keeps one line per row.
 use std::fmt;
 use std::io::IsTerminal;
 
@@ -10,6 +10,19 @@ use comfy_table::{Cell, CellAlignment, ColumnConstraint, ContentArrangement, Wid
 
 /// Blanks between two columns.
 const GAP: u16 = 2;
+
+/// The width output should fit: `$COLUMNS` when set, else the width of the terminal on stdout, if it is one.
+pub fn terminal_width() -> Option<u16> {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<u16>().ok())
+        .or_else(|| {
+            rustix::termios::tcgetwinsize(std::io::stdout())
+                .ok()
+                .map(|size| size.ws_col)
+        })
+        .filter(|&w| w > 0)
+}
 
 pub struct Table {
     inner: comfy_table::Table,
@@ -29,9 +42,7 @@ impl Table {
             .load_style(NOTHING)
             .set_header(header.into_iter().map(|s| Cell::new(s.into())));
         if std::io::stdout().is_terminal()
-            && let Some(width) = std::env::var("COLUMNS")
-                .ok()
-                .and_then(|c| c.parse::<u16>().ok())
+            && let Some(width) = terminal_width()
         {
             inner
                 .set_content_arrangement(ContentArrangement::Dynamic)
