@@ -208,16 +208,12 @@ fn history_table(runs: &[RunRecord]) -> String {
             .or(r.ended)
             .map(|t| Zone::Local.format(t))
             .unwrap_or_default();
-        let took = match (r.started, r.ended) {
-            (Some(s), Some(e)) => duration::format((e - s).to_std().unwrap_or_default()),
-            _ => "-".into(),
-        };
+        let took = took(r).unwrap_or_else(|| "-".into());
         let mut outcome = r.outcome.clone();
         if r.catchup {
             outcome.push('*');
         }
-        let error = r.error.as_deref().and_then(|e| e.lines().next());
-        let detail = match (error, &r.log) {
+        let detail = match (first_error_line(r), &r.log) {
             (Some(e), Some(log)) => format!("{}  {e}", log.display()),
             (Some(e), None) => e.to_string(),
             (None, Some(log)) => log.display().to_string(),
@@ -273,16 +269,24 @@ pub fn run(fleet: Arc<Fleet>, name: &str, file: Option<PathBuf>) -> anyhow::Resu
 fn describe_run(r: &RunRecord, zone: &Zone) -> String {
     let when = r.started.map(|t| zone.format(t)).unwrap_or_default();
     let mut out = format!("{} at {when}", r.outcome);
-    if let (Some(s), Some(e)) = (r.started, r.ended) {
-        out.push_str(&format!(
-            " ({})",
-            duration::format((e - s).to_std().unwrap_or_default())
-        ));
+    if let Some(took) = took(r) {
+        out.push_str(&format!(" ({took})"));
     }
-    if let Some(e) = r.error.as_deref().and_then(|e| e.lines().next()) {
+    if let Some(e) = first_error_line(r) {
         out.push_str(&format!(": {e}"));
     }
     out
+}
+
+/// How long a finished run took, `1.2s`.
+fn took(r: &RunRecord) -> Option<String> {
+    let (start, end) = (r.started?, r.ended?);
+    Some(duration::format((end - start).to_std().unwrap_or_default()))
+}
+
+/// The first line of a failed run's error: tables and summaries show one line a run.
+fn first_error_line(r: &RunRecord) -> Option<&str> {
+    r.error.as_deref().and_then(|e| e.lines().next())
 }
 
 /// SIGTERM or SIGINT.
