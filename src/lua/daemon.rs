@@ -134,6 +134,11 @@ impl Drop for RunGuard {
     }
 }
 
+/// A Lua error ending a run, as its record shows it (`file:line: message` and the traceback).
+fn run_error(e: mlua::Error) -> RunError {
+    RunError(crate::lua::format_error(&e))
+}
+
 fn open_log(ctx: &RunContext) -> Result<std::fs::File, RunError> {
     std::fs::OpenOptions::new()
         .append(true)
@@ -158,9 +163,8 @@ fn function_target(lua: &Lua, f: Function, routes: Routes) -> Target {
     Rc::new(move |ctx: RunContext| -> RunFuture {
         let (lua, f, routes) = (lua.clone(), f.clone(), routes.clone());
         Box::pin(async move {
-            let lua_err = |e: mlua::Error| RunError(crate::lua::format_error(&e));
             let log = open_log(&ctx)?;
-            let thread = lua.create_thread(f).map_err(lua_err)?;
+            let thread = lua.create_thread(f).map_err(run_error)?;
             let key = thread.to_pointer() as usize;
             routes.borrow_mut().insert(key, log);
             let _guard = RunGuard(routes, key, thread.clone());
@@ -176,13 +180,13 @@ fn function_target(lua: &Lua, f: Function, routes: Routes) -> Target {
                         })
                     },
                 )
-                .map_err(lua_err)?;
-            let info = run_info(&lua, &ctx).map_err(lua_err)?;
+                .map_err(run_error)?;
+            let info = run_info(&lua, &ctx).map_err(run_error)?;
             thread
                 .into_async::<()>(info)
-                .map_err(lua_err)?
+                .map_err(run_error)?
                 .await
-                .map_err(lua_err)
+                .map_err(run_error)
         })
     })
 }
@@ -269,8 +273,7 @@ fn run_playbook(
                 script,
                 args: Vec::new(),
             };
-            let lua_err = |e: mlua::Error| RunError(crate::lua::format_error(&e));
-            let lua = crate::lua::new_runtime(rt_ctx).map_err(lua_err)?;
+            let lua = crate::lua::new_runtime(rt_ctx).map_err(run_error)?;
             lua.set_app_data(Printer::to(log));
             lua.set_global_hook(
                 HookTriggers::new().every_nth_instruction(PREEMPT_EVERY),
@@ -284,10 +287,10 @@ fn run_playbook(
                     }
                 },
             )
-            .map_err(lua_err)?;
+            .map_err(run_error)?;
             lua.globals()
-                .set("RUN", run_info(&lua, ctx).map_err(lua_err)?)
-                .map_err(lua_err)?;
+                .set("RUN", run_info(&lua, ctx).map_err(run_error)?)
+                .map_err(run_error)?;
             let result = tokio::select! {
                 r = crate::lua::run_file(&lua, path) => r,
                 _ = stop => return Err(RunError("cancelled (timeout or daemon stopping)".into())),
@@ -297,7 +300,7 @@ fn run_playbook(
                 Err(e) => match crate::lua::exit_code(&e) {
                     Some(0) => Ok(()),
                     Some(code) => Err(RunError(format!("os.exit({code})"))),
-                    None => Err(RunError(crate::lua::format_error(&e))),
+                    None => Err(run_error(e)),
                 },
             }
         })
