@@ -351,7 +351,8 @@ impl Fleet {
         if self.tasks.is_some() {
             return BTreeMap::new();
         }
-        let tiers = self.tiers();
+        // The default table's kinds that `tasks` left out for want of their tier.
+        let routed = self.tasks();
         let key_env = self.openrouter_key_env();
         let cloud = self
             .default_tiers()
@@ -361,7 +362,7 @@ impl Fleet {
             .collect::<Vec<_>>();
         DEFAULT_TASKS
             .iter()
-            .filter(|(_, tier, _)| !tiers.iter().any(|t| t.name == *tier))
+            .filter(|(kind, _, _)| !routed.contains_key(*kind))
             .map(|(kind, tier, _)| {
                 let why = if self.is_builtin() && cloud.iter().any(|c| c == tier) {
                     format!("no ${key_env}")
