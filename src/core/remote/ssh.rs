@@ -115,10 +115,12 @@ impl Master {
     }
 
     /// Runs one prepared script; `None` when the remote shell never started (the master is unusable).
+    /// `left` is what remains of `spec.timeout` once connected (a timeout still reports `spec.timeout`).
     async fn exec(
         &self,
         script: &str,
         spec: &Spec,
+        left: Option<Duration>,
         sink: Option<LineSink>,
     ) -> Result<Exec, RemoteError> {
         let _permit = self.slot().await;
@@ -151,9 +153,9 @@ impl Master {
                 collected
             };
             tokio::pin!(work);
-            match spec.timeout {
+            match left.zip(spec.timeout) {
                 None => Some(work.as_mut().await),
-                Some(limit) => match tokio::time::timeout(limit, work.as_mut()).await {
+                Some((left, limit)) => match tokio::time::timeout(left, work.as_mut()).await {
                     Ok(done) => Some(done),
                     Err(_) => {
                         timed_out = Some(limit);
@@ -430,7 +432,7 @@ impl Pool {
     }
 
     /// Runs a command over the host's master; a master that died is reopened once if the command had not
-    /// started.
+    /// started. Connecting counts against `spec.timeout` (and takes at most [`CONNECT_TIMEOUT`]).
     pub async fn run(
         &self,
         dest: &SshDest,
@@ -439,10 +441,19 @@ impl Pool {
         sink: Option<LineSink>,
     ) -> Result<Output, RemoteError> {
         let script = remote_script(cmd, spec)?;
+        let started = Instant::now();
+        let left = || spec.timeout.map(|t| t.saturating_sub(started.elapsed()));
         let mut retried = false;
         loop {
-            let master = self.master(dest, CONNECT_TIMEOUT).await?;
-            match master.exec(&script, spec, sink.clone()).await? {
+            let connect = left().map_or(CONNECT_TIMEOUT, |l| l.min(CONNECT_TIMEOUT));
+            // Also bounds the wait behind another caller's connect to the same host.
+            let master = tokio::time::timeout(connect, self.master(dest, connect))
+                .await
+                .map_err(|_| RemoteError::ConnectTimeout {
+                    after: connect,
+                    detail: dest.dest.clone(),
+                })??;
+            match master.exec(&script, spec, left(), sink.clone()).await? {
                 Exec::Done(output) => return Ok(output),
                 Exec::NotStarted(why) => {
                     let alive = master.alive().await;
@@ -530,8 +541,9 @@ async fn connect(dest: &SshDest, timeout: Duration) -> Result<Master, RemoteErro
     if let Some(config) = &dest.config {
         builder.config_file(config);
     }
+    // ssh's ConnectTimeout (whole seconds, at least 1) also bounds the banner exchange; this bounds the rest.
     let session = match tokio::time::timeout(
-        timeout + Duration::from_secs(2),
+        timeout.max(Duration::from_secs(1)),
         builder.connect(&dest.dest),
     )
     .await
