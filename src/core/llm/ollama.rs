@@ -66,8 +66,10 @@ pub fn resolve(fleet: &Fleet, host: Option<&str>) -> Result<Endpoint, LlmError> 
                     .map(|(n, _)| n.as_str());
                 let hint = crate::core::schema::suggest(h, with.clone());
                 let known: Vec<&str> = with.collect();
+                // A huge name is not echoed in full (twice).
+                let h = crate::core::text::truncate(h, 100);
                 Err(LlmError::new(
-                    h,
+                    h.as_ref(),
                     None,
                     ErrorKind::UnknownHost(format!(
                         "{h:?}{hint} (fleet hosts with ollama: {}; or pass a URL)",
