@@ -49,3 +49,39 @@ impl Drop for Mute {
         }
     }
 }
+
+/// Remote text (a command's stderr) reaches error messages and the terminal escaped; `stdout` the script
+/// asked for stays as it is.
+#[test]
+fn control_characters_in_errors_are_escaped() {
+    let env = crate::common::Env::new("escape");
+    let out = env.run_lua(
+        "esc.lua",
+        r#"
+        local r = ssh.run("local", { "sh", "-c", "printf '\\033[2Jout'; printf '\\033]0;pwned\\007boom' >&2; exit 1" }, { check = false })
+        print(r.stdout == "\27[2Jout", r.err)
+        local ok, e = pcall(ssh.run, "local", { "sh", "-c", "printf '\\033[2Jboom' >&2; exit 3" })
+        print(e)
+        error("script says \27[31mred")
+        "#,
+        &[],
+    );
+    out.expect_code(1);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[0], "true\texit 1: \\u{1b}]0;pwned\\u{7}boom",
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        lines[1], "ssh.run(local): exit 3: \\u{1b}[2Jboom",
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stderr.contains('\u{1b}'), "{:?}", out.stderr);
+    assert!(
+        out.stderr.contains("script says \\u{1b}[31mred"),
+        "{}",
+        out.stderr
+    );
+}

@@ -207,10 +207,10 @@ impl Master {
         }
         if output.code == Some(255) || output.signal.is_some() {
             if !started_remote {
-                return Ok(Exec::NotStarted(process::tail_lines(&output.stderr, 3)));
+                return Ok(Exec::NotStarted(remote_tail(&output.stderr)));
             }
             if !self.alive().await {
-                let tail = process::tail_lines(&output.stderr, 3);
+                let tail = remote_tail(&output.stderr);
                 return Err(RemoteError::Disconnected(if tail.is_empty() {
                     "the ssh connection closed".into()
                 } else {
@@ -220,6 +220,11 @@ impl Master {
         }
         Ok(Exec::Done(output))
     }
+}
+
+/// The last lines of a remote stderr for an error, control characters escaped.
+fn remote_tail(stderr: &[u8]) -> String {
+    crate::core::text::escape(&process::tail_lines(stderr, 3)).into_owned()
 }
 
 enum Exec {
@@ -582,7 +587,7 @@ fn classify(err: &openssh::Error, timeout: Duration) -> RemoteError {
             text
         }
     };
-    classify_text(&text, timeout)
+    classify_text(&crate::core::text::escape(&text), timeout)
 }
 
 fn classify_text(text: &str, timeout: Duration) -> RemoteError {
