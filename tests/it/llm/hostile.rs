@@ -174,6 +174,13 @@ async fn the_deadline_bounds_a_call_whatever_the_server_sends() {
     for e in [&a, &b] {
         has(e, "deadline: the call did not finish within 1s");
     }
+    // Tokens as fast as the connection goes: the body is always ready, the deadline still ends it (long
+    // before 16 MiB of four-byte tokens).
+    let s = stub(Reply::endless_ndjson("tok "), Reply::endless_sse("tok ")).await;
+    let (a, b) = both(&s, None, Wait::new(None, secs(1.0))).await;
+    for e in [&a, &b] {
+        has(e, "deadline: the call did not finish within 1s");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,6 +205,13 @@ async fn silent_after_headers_ends_at_the_timeout_or_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_before_headers_ends_at_the_deadline() {
     let s = stub(Reply::Silent, Reply::Silent).await;
+    let (a, b) = both(&s, None, Wait::new(None, secs(1.0))).await;
+    for e in [&a, &b] {
+        has(e, "deadline: the call did not finish within 1s");
+    }
+    // Tokens as fast as the connection goes: the body is always ready, the deadline still ends it (long
+    // before 16 MiB of four-byte tokens).
+    let s = stub(Reply::endless_ndjson("tok "), Reply::endless_sse("tok ")).await;
     let (a, b) = both(&s, None, Wait::new(None, secs(1.0))).await;
     for e in [&a, &b] {
         has(e, "deadline: the call did not finish within 1s");
