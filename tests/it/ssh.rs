@@ -751,3 +751,22 @@ fn connect_counts_against_the_timeout() {
         out.stdout
     );
 }
+
+/// A destination that looks like an option never reaches ssh, even from a fleet built without loading.
+#[test]
+fn option_like_destinations_never_reach_ssh() {
+    use baton::core::fleet::SshTarget;
+    let mut fleet =
+        Fleet::from_deserializer(serde_json::json!({"hosts": {"evil": {"ssh": "x"}}})).unwrap();
+    fleet.hosts.get_mut("evil").unwrap().ssh =
+        SshTarget::Dest("-oProxyCommand=touch /tmp/pwned".into());
+    let r = Remote::new(Arc::new(fleet));
+    rt().block_on(async {
+        let e = r
+            .run("evil", &sh("true"), &Spec::default(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RemoteError::Invalid(_)), "{e}");
+        assert!(e.to_string().contains("cannot contain whitespace"), "{e}");
+    });
+}

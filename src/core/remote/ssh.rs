@@ -530,6 +530,11 @@ fn control_dir() -> Result<PathBuf, RemoteError> {
 
 /// Opens a master connection to `dest`.
 async fn connect(dest: &SshDest, timeout: Duration) -> Result<Master, RemoteError> {
+    // The fleet refuses such destinations at load; this guards any other way in (the openssh crate puts
+    // the destination on ssh's command line without a `--`).
+    if let Some(why) = crate::core::fleet::destination_problem(&dest.dest) {
+        return Err(RemoteError::Invalid(why));
+    }
     let mut builder = SessionBuilder::default();
     builder
         .known_hosts_check(if dest.accept_new {

@@ -234,7 +234,7 @@ async fn a_retry_after_past_the_deadline_fails_at_once_with_the_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_when_the_deadline_leaves_no_room() {
-    // Each 429 asks for 0.6 s: the second wait no longer fits a 1 s deadline.
+    // Each 429 asks for 1 s: after one wait, the next no longer fits a 1.5 s deadline.
     let s = stub(Reply::retry_after(1), Reply::retry_after(1)).await;
     let or = openai_client(&s.url);
     let e = ends(or.chat(&or_req("m"), None, Wait::new(None, secs(1.5)), None)).await;
