@@ -231,15 +231,11 @@ impl Clock {
     /// How long the next read may wait, and what it is if that runs out.
     fn limit(&self) -> (Duration, ErrorKind) {
         let idle_left = self.idle.saturating_sub(self.heard.elapsed());
-        match self.ends {
-            Some(ends)
-                if ends.saturating_duration_since(tokio::time::Instant::now()) < idle_left =>
-            {
-                (
-                    ends.saturating_duration_since(tokio::time::Instant::now()),
-                    ErrorKind::Deadline(self.deadline),
-                )
-            }
+        let deadline_left = self
+            .ends
+            .map(|e| e.saturating_duration_since(tokio::time::Instant::now()));
+        match deadline_left {
+            Some(left) if left < idle_left => (left, ErrorKind::Deadline(self.deadline)),
             _ => (idle_left, ErrorKind::Timeout(self.idle)),
         }
     }
