@@ -321,3 +321,46 @@ async fn refused_connections_still_fail_fast_within_a_deadline() {
     .await;
     has(&e, "connection refused");
 }
+
+/// The real binary against endless streams: each call ends with the bound that stopped it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_endless_streams_end_at_their_bounds() {
+    let s = stub(Reply::endless_ndjson("tok "), Reply::endless_sse("tok ")).await;
+    let bytes = stub(
+        Reply::endless_bytes(NDJSON, "{"),
+        Reply::endless_bytes(SSE, "data: "),
+    )
+    .await;
+    let fleet = format!(
+        r#"return {{ hosts = {{ engine = {{ ssh = false, ollama = "{url}" }} }}, openrouter = {{ base_url = "{url}/v1" }} }}"#,
+        url = s.url
+    );
+    let env = Env::new("lua-endless")
+        .with_fleet(&fleet)
+        .var("OPENROUTER_API_KEY", super::KEY)
+        .var("BYTES", &bytes.url);
+    let script = r#"
+        local msgs = { { role = "user", content = "hi" } }
+        print(pcall(ollama.chat, { model = "m", messages = msgs, options = { num_predict = 50 } }))
+        print(pcall(openrouter.chat, { model = "m", messages = msgs, max_tokens = 50 }))
+        print(pcall(ollama.chat, { host = os.getenv("BYTES"), model = "m", messages = msgs }))
+    "#;
+    let out: Out = tokio::task::spawn_blocking(move || env.run_lua("endless.lua", script, &[]))
+        .await
+        .unwrap();
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "false\tollama.chat(engine, m): stopped: the server sent more than 256 pieces for max_tokens = 50 (at most 4 per token, 256 at least)"
+    );
+    has(lines[1], "false\topenrouter.chat(");
+    has(
+        lines[1],
+        "stopped: the server sent more than 256 pieces for max_tokens = 50",
+    );
+    has(
+        lines[2],
+        "stopped: a line of the stream passed 1 MiB without ending",
+    );
+}
