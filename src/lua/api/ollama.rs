@@ -302,7 +302,8 @@ fn draw_progress(p: Progress) -> LocalFuture<'static, Result<(), HookError>> {
         }
         _ => p.status,
     };
-    eprint!("\r\x1b[2K{line}");
+    // The status is the server's text: its control characters are shown escaped.
+    eprint!("\r\x1b[2K{}", crate::core::text::escape_line(&line));
     Box::pin(async { Ok(()) })
 }
 
