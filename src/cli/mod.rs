@@ -187,11 +187,13 @@ fn report(e: &anyhow::Error) -> ExitCode {
     if e.is::<StdoutClosed>() {
         return ExitCode::SUCCESS;
     }
+    // Errors carry remote text (a host's stderr, a server's message): control characters are escaped.
+    let escape = |text: &str| crate::core::text::escape(text).into_owned();
     if let Some(ScriptFailed(text)) = e.downcast_ref() {
-        eprintln!("{text}");
+        eprintln!("{}", escape(text));
         return ExitCode::FAILURE;
     }
-    eprintln!("baton: {e:#}");
+    eprintln!("baton: {}", escape(&format!("{e:#}")));
     if e.is::<FleetError>() {
         ExitCode::from(2)
     } else if e.is::<Interrupted>() {

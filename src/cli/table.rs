@@ -75,13 +75,14 @@ impl Table {
         self
     }
 
-    /// Adds a row; a cell may hold several lines.
+    /// Adds a row; a cell may hold several lines. Control characters (remote text: a host's stderr, a
+    /// server's error) are shown escaped, never sent to the terminal.
     pub fn row<I, S>(&mut self, cells: I)
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut row = comfy_table::Row::from(cells.into_iter().map(|s| Cell::new(s.into())));
+        let mut row = comfy_table::Row::from(cells.into_iter().map(|s| safe_cell(s.into())));
         if self.limited {
             row.max_height(1);
         }
@@ -96,7 +97,7 @@ impl Table {
         S: Into<String>,
     {
         for (row, cell) in self.inner.row_iter_mut().zip(cells) {
-            row.add_cell(Cell::new(cell.into()));
+            row.add_cell(safe_cell(cell.into()));
         }
         self.inner.discover_columns();
         self.pad_columns();
@@ -133,6 +134,14 @@ impl fmt::Display for Table {
             writeln!(f, "{}", line.trim_end())?;
         }
         Ok(())
+    }
+}
+
+/// A cell with control characters escaped (newlines kept: a cell may hold several lines).
+fn safe_cell(text: String) -> Cell {
+    match crate::core::text::escape(&text) {
+        std::borrow::Cow::Borrowed(_) => Cell::new(text),
+        std::borrow::Cow::Owned(safe) => Cell::new(safe),
     }
 }
 
@@ -193,5 +202,22 @@ mod tests {
              a-lon…      7  ██\n\
              ok       1234\n"
         );
+    }
+
+    #[test]
+    fn control_characters_in_cells_are_escaped() {
+        let mut t = Table::new(["HOST", "ERROR"]);
+        t.row(["h0", "boom\x1b]0;pwned\x07\x1b[2J"]);
+        t.append_column(["\u{9b}31m"]);
+        let text = t.to_string();
+        assert!(
+            !text.contains('\x1b') && !text.contains('\u{9b}'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("boom\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"),
+            "{text}"
+        );
+        assert!(text.contains("\\u{9b}31m"), "{text}");
     }
 }

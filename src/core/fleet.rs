@@ -423,6 +423,24 @@ impl Fleet {
                     "expected a destination string, or false, got \"\"",
                 );
             }
+            match &host.ssh {
+                SshTarget::Dest(d) => {
+                    if let Some(why) = destination_problem(d) {
+                        return err(format!("hosts.{name}.ssh"), &why);
+                    }
+                }
+                SshTarget::HostName | SshTarget::Flag(true) => {
+                    if let Some(why) = destination_problem(name) {
+                        return err(
+                            format!("hosts.{}", crate::core::text::escape_line(name)),
+                            &format!(
+                                "the host name is its ssh destination (ssh = true), and {why}"
+                            ),
+                        );
+                    }
+                }
+                SshTarget::Flag(false) => {}
+            }
             if let Some(url) = &host.ollama
                 && !(url.starts_with("http://") || url.starts_with("https://"))
             {
@@ -653,6 +671,27 @@ pub fn normalize_ollama_url(raw: &str) -> String {
     }
 }
 
+/// Why `dest` cannot be given to ssh as a destination, if it cannot: ssh would read a leading `-` as an
+/// option (`-oProxyCommand=…`), and whitespace or control characters make no host name. The openssh crate
+/// puts the destination last on ssh's command line without a `--` before it, so this check is the guard.
+pub fn destination_problem(dest: &str) -> Option<String> {
+    let shown =
+        crate::core::text::escape_line(&crate::core::text::truncate(dest, 100)).into_owned();
+    if let Some(c) = dest.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Some(format!(
+            "an ssh destination cannot contain whitespace or control characters ({c:?} in {shown:?})"
+        ));
+    }
+    let rest = dest.strip_prefix("ssh://").unwrap_or(dest);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    if dest.starts_with('-') || rest.starts_with('-') || host.starts_with('-') {
+        return Some(format!(
+            "an ssh destination cannot start with '-' (ssh would read it as an option), got {shown:?}"
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -764,5 +803,53 @@ mod tests {
             normalize_ollama_url("https://x.example/"),
             "https://x.example"
         );
+    }
+
+    #[test]
+    fn ssh_destinations_that_look_like_options_are_refused() {
+        for (dest, why) in [
+            ("-V", "cannot start with '-'"),
+            ("-oProxyCommand=touch /tmp/x", "cannot contain whitespace"),
+            ("-oProxyCommand=id", "cannot start with '-'"),
+            ("ssh://-oProxyCommand=id", "cannot start with '-'"),
+            ("user@-oProxyCommand=id", "cannot start with '-'"),
+            ("ssh://me@-p:22", "cannot start with '-'"),
+            ("host; rm -rf ~", "cannot contain whitespace"),
+            (
+                "host\u{1b}[2J",
+                "control characters ('\\u{1b}' in \"host\\\\u{1b}[2J\")",
+            ),
+        ] {
+            let e = parse(json!({"hosts": {"h": {"ssh": dest}}})).unwrap_err();
+            assert!(
+                e.0.starts_with("hosts.h.ssh: an ssh destination "),
+                "{dest}: {e}"
+            );
+            assert!(e.0.contains(why), "{dest}: {e}");
+        }
+        let e = parse(json!({"hosts": {"-V": {}}})).unwrap_err();
+        assert_eq!(
+            e.0,
+            "hosts.-V: the host name is its ssh destination (ssh = true), and an ssh destination cannot start with '-' (ssh would read it as an option), got \"-V\""
+        );
+        assert!(parse(json!({"hosts": {"-V": {"ssh": false}}})).is_ok());
+        for ok in [
+            "brain",
+            "me@10.0.0.5",
+            "ssh://me@host-1:2222",
+            "a-b.lan",
+            "[::1]",
+        ] {
+            assert!(parse(json!({"hosts": {"h": {"ssh": ok}}})).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn paths_in_errors_count_from_one() {
+        let e = parse(json!({"tiers": [{"name": "x", "provider": "nope"}]})).unwrap_err();
+        assert!(e.0.starts_with("tiers[1].provider: unknown variant"), "{e}");
+        let e = parse(json!({"tiers": [{"name": "x", "provider": "ollama"}, {"name": "y", "provider": "ollama", "hots": 1}]}))
+            .unwrap_err();
+        assert_eq!(e.0, "tiers[2].hots: unknown key, did you mean host?");
     }
 }

@@ -7,3 +7,4 @@ pub mod remote;
 pub mod schedule;
 pub mod schema;
 pub mod state;
+pub mod text;

@@ -89,7 +89,8 @@ impl Output {
         } else {
             format!("exit {}", self.code.unwrap_or(-1))
         };
-        let tail = tail_lines(&self.stderr, 5);
+        // The stderr may come from another machine: control characters are escaped.
+        let tail = crate::core::text::escape(&tail_lines(&self.stderr, 5)).into_owned();
         if tail.is_empty() {
             head
         } else {

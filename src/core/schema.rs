@@ -4,7 +4,7 @@
 /// `hosts.engine.olama: unknown key, did you mean ollama?` from a serde error with its path. `root` names
 /// the whole value when the error has no path (`fleet: …`, `options: …`).
 pub fn describe<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, root: &str) -> String {
-    let path = e.path().to_string();
+    let path = lua_path(e.path());
     let path = if path == "." || path.is_empty() {
         None
     } else {
@@ -44,6 +44,22 @@ pub fn describe<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, root: &
         Some(p) => format!("{p}: {inner}"),
         None => format!("{root}: {inner}"),
     }
+}
+
+/// The path as a Lua user counts: `tiers[1].provider` for the first tier (serde counts from 0).
+fn lua_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        if !matches!(segment, Segment::Seq { .. }) && !out.is_empty() {
+            out.push('.');
+        }
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{}]", index + 1)),
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    out
 }
 
 /// `, did you mean X?` when a candidate is within a small edit distance, else empty.

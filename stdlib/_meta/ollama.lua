@@ -26,7 +26,8 @@ ollama = {}
 ---@field options table? passed through: num_ctx, temperature, num_predict, seed, …
 ---@field keep_alive string|number? how long the model stays loaded ("5m", 0 unloads)
 ---@field on_token fun(chunk: string)? called with each streamed piece as it arrives; may yield
----@field timeout baton.Duration? longest wait for the first byte and between pieces (default: 120s)
+---@field timeout baton.Duration? longest wait for the first byte and between pieces; keep-alive blank lines do not count as pieces (default: 120s)
+---@field deadline baton.Duration? the whole call: queueing, retries, Retry-After waits and the stream (default: 10m)
 ---@field check boolean? raise on failure (default: true)
 
 ---@class ollama.GenerateRequest
@@ -38,6 +39,7 @@ ollama = {}
 ---@field keep_alive string|number?
 ---@field on_token fun(chunk: string)?
 ---@field timeout baton.Duration? (default: 120s)
+---@field deadline baton.Duration? (default: 10m)
 ---@field check boolean? (default: true)
 
 ---@class ollama.Result

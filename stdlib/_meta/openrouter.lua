@@ -22,7 +22,8 @@ openrouter = {}
 ---@field on_token fun(chunk: string)? called with each streamed piece as it arrives; may yield
 ---@field models string[]? OpenRouter fallback models
 ---@field provider table? OpenRouter provider preferences, passed through
----@field timeout baton.Duration? longest wait for the first byte and between pieces (default: 120s)
+---@field timeout baton.Duration? longest wait for the first byte and between pieces; keep-alive comments do not count as pieces (default: 120s)
+---@field deadline baton.Duration? the whole call: retries, Retry-After waits and the stream; a Retry-After past it fails at once (default: 10m)
 ---@field check boolean? raise on failure (default: true)
 
 ---@class openrouter.Result

@@ -56,6 +56,8 @@ function route.pick(task) end
 ---@field max_tier string? highest tier to try (default: the highest)
 ---@field max_tokens integer? answer cap; for paid tiers also the reserved worst case (default: 4096 for paid tiers, the model's own for Ollama)
 ---@field on_token fun(chunk: string)? streamed pieces of every attempt, as they arrive
+---@field timeout baton.Duration? each attempt's longest wait for the first byte and between pieces (default: 120s)
+---@field deadline baton.Duration? each attempt's whole call, per tier (default: 10m)
 
 ---Asks the chosen tier, moving up one tier on offline, error or rejection. Raises, listing every
 ---attempt, when no tier is left.

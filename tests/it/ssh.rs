@@ -707,3 +707,66 @@ fn lua_wait_online_each_and_host_key_mismatch() {
         out.stderr
     );
 }
+
+/// A port that accepts TCP but never sends an SSH banner: connecting counts against the run's timeout.
+#[test]
+fn connect_counts_against_the_timeout() {
+    let mute = crate::hostile::Mute::start();
+    let fleet = Fleet::from_deserializer(serde_json::json!({
+        "ssh_config": "/dev/null",
+        "hosts": {"mute": {"ssh": format!("ssh://nobody@127.0.0.1:{}", mute.addr.port())}}
+    }))
+    .unwrap();
+    let r = Remote::new(Arc::new(fleet));
+    rt().block_on(async {
+        let spec = Spec {
+            timeout: Some(Duration::from_secs(2)),
+            ..Spec::default()
+        };
+        let cmd = sh("true");
+        let run = r.run("mute", &cmd, &spec, None);
+        let e = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("ssh.run ends")
+            .unwrap_err();
+        assert!(matches!(e, RemoteError::ConnectTimeout { .. }), "{e}");
+        assert!(
+            e.to_string().starts_with("connection timed out after 2s"),
+            "{e}"
+        );
+    });
+    let env = Env::new("ssh-mute").with_fleet(&format!(
+        "return {{ ssh_config = '/dev/null', hosts = {{ mute = {{ ssh = 'ssh://nobody@127.0.0.1:{}' }} }} }}",
+        mute.addr.port()
+    ));
+    let out = lua(
+        &env,
+        r#"print(pcall(ssh.run, "mute", "true", { timeout = 1.5 }))"#,
+    );
+    out.ok();
+    assert!(
+        out.stdout
+            .starts_with("false\tssh.run(mute): connection timed out after 1.5s"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A destination that looks like an option never reaches ssh, even from a fleet built without loading.
+#[test]
+fn option_like_destinations_never_reach_ssh() {
+    use baton::core::fleet::SshTarget;
+    let mut fleet =
+        Fleet::from_deserializer(serde_json::json!({"hosts": {"evil": {"ssh": "x"}}})).unwrap();
+    fleet.hosts.get_mut("evil").unwrap().ssh =
+        SshTarget::Dest("-oProxyCommand=touch /tmp/pwned".into());
+    let r = Remote::new(Arc::new(fleet));
+    rt().block_on(async {
+        let e = r
+            .run("evil", &sh("true"), &Spec::default(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RemoteError::Invalid(_)), "{e}");
+        assert!(e.to_string().contains("cannot contain whitespace"), "{e}");
+    });
+}

@@ -72,8 +72,18 @@ pub enum SendError {
     Transport(ErrorKind),
 }
 
+/// The longest line (or SSE event) a stream may send; past it the call stops.
+pub const MAX_LINE: usize = 1 << 20;
+/// The most text one answer may add up to; past it the call stops.
+pub const MAX_ANSWER: usize = 16 << 20;
+/// The largest whole body read (JSON documents such as `/models`).
+pub const MAX_BODY: usize = 16 << 20;
+/// The part of an error body kept (the message is in its first bytes).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
 /// Sends the request built by `build` (called again for each retry) and returns a 2xx response, or the
-/// failure. Retries 429, 5xx and (if `retry.on_connect`) connection errors; never 4xx otherwise.
+/// failure. Retries 429, 5xx and (if `retry.on_connect`) connection errors; never 4xx otherwise. Every
+/// attempt and every wait fits in the deadline: a `Retry-After` past it fails at once, naming the wait.
 pub async fn send(
     build: impl Fn() -> reqwest::RequestBuilder,
     timeouts: &Timeouts,
@@ -81,7 +91,15 @@ pub async fn send(
 ) -> Result<Response, SendError> {
     let mut attempt = 0;
     loop {
-        let outcome = match tokio::time::timeout(timeouts.response, build().send()).await {
+        let left = timeouts.left();
+        if left.is_zero() {
+            return Err(SendError::Transport(ErrorKind::Deadline(timeouts.deadline)));
+        }
+        let limit = timeouts.response.min(left);
+        let outcome = match tokio::time::timeout(limit, build().send()).await {
+            Err(_) if limit < timeouts.response => {
+                Err(SendError::Transport(ErrorKind::Deadline(timeouts.deadline)))
+            }
             Err(_) => Err(SendError::Transport(ErrorKind::Timeout(timeouts.response))),
             Ok(Err(e)) => Err(SendError::Transport(classify(&e, timeouts))),
             Ok(Ok(resp)) if resp.status().is_success() => return Ok(resp),
@@ -104,7 +122,7 @@ pub async fn send(
             Err(SendError::Status(f))
                 if f.status == StatusCode::TOO_MANY_REQUESTS || f.status.is_server_error() =>
             {
-                f.retry_after.map(|d| d.min(retry.max_wait))
+                f.retry_after
             }
             Err(SendError::Transport(ErrorKind::Refused | ErrorKind::Connect(_)))
                 if retry.on_connect =>
@@ -117,7 +135,21 @@ pub async fn send(
         if attempt > retry.retries {
             return outcome;
         }
-        let wait = wait.unwrap_or_else(|| retry.backoff(attempt));
+        let left = timeouts.left();
+        if let (Some(asked), Err(SendError::Status(f))) = (wait, &outcome)
+            && asked >= left
+        {
+            return Err(SendError::Transport(ErrorKind::RetryBeyondDeadline {
+                status: f.status.as_u16(),
+                wait: asked,
+                left,
+            }));
+        }
+        let wait = wait.map_or_else(|| retry.backoff(attempt), |d| d.min(retry.max_wait));
+        if wait >= left {
+            // Waiting would leave no time for the retry: the last failure is the better message.
+            return outcome;
+        }
         tracing::debug!(
             attempt,
             wait_ms = wait.as_millis() as u64,
@@ -127,50 +159,156 @@ pub async fn send(
     }
 }
 
-/// Reads a whole (small) body within the idle timeout; used for JSON answers and error bodies.
+/// Reads the start of a (small) body within the idle timeout and the deadline; used for error bodies.
 pub async fn read_small(mut resp: Response, timeouts: &Timeouts) -> String {
     let mut buf = Vec::new();
-    while let Ok(Ok(Some(chunk))) = tokio::time::timeout(timeouts.idle, resp.chunk()).await {
-        buf.extend_from_slice(&chunk);
-        if buf.len() > 64 << 20 {
-            break;
+    let read = async {
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout(timeouts.idle, resp.chunk()).await {
+            let room = MAX_ERROR_BODY - buf.len();
+            buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if buf.len() >= MAX_ERROR_BODY {
+                break;
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(timeouts.left(), read).await;
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// Reads a whole JSON body (with the idle timeout between pieces).
+/// Reads a whole JSON body (with the idle timeout between pieces, at most [`MAX_BODY`]).
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     mut resp: Response,
     timeouts: &Timeouts,
 ) -> Result<T, ErrorKind> {
     let mut buf = Vec::new();
-    while let Some(chunk) = next_chunk(&mut resp, timeouts.idle).await? {
+    let mut clock = Clock::new(timeouts);
+    while let Some(chunk) = next_chunk(&mut resp, &clock).await? {
+        clock.heard();
         buf.extend_from_slice(&chunk);
+        if buf.len() > MAX_BODY {
+            return Err(ErrorKind::Overflow(format!(
+                "the answer passed {} (the most baton reads of one document)",
+                size(MAX_BODY)
+            )));
+        }
     }
     serde_json::from_slice(&buf)
         .map_err(|e| ErrorKind::Protocol(format!("{e} in {}", snippet(&buf))))
 }
 
-/// The next piece of a body, waiting at most `idle`; a connection lost mid-body is `Truncated`.
-async fn next_chunk(
-    resp: &mut Response,
+/// `16 MiB`, `1 MiB`, `64 KiB`.
+fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
+}
+
+/// The idle limit (restarted when real data arrives) and the deadline of one body being read.
+struct Clock {
     idle: Duration,
-) -> Result<Option<impl std::ops::Deref<Target = [u8]>>, ErrorKind> {
-    match tokio::time::timeout(idle, resp.chunk()).await {
-        Err(_) => Err(ErrorKind::Timeout(idle)),
-        Ok(Err(e)) if e.is_timeout() => Err(ErrorKind::Timeout(idle)),
+    deadline: Duration,
+    ends: Option<tokio::time::Instant>,
+    heard: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new(timeouts: &Timeouts) -> Clock {
+        Clock {
+            idle: timeouts.idle,
+            deadline: timeouts.deadline,
+            ends: timeouts.ends,
+            heard: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Real data arrived: the idle limit starts again.
+    fn heard(&mut self) {
+        self.heard = tokio::time::Instant::now();
+    }
+
+    /// How long the next read may wait, and what it is if that runs out.
+    fn limit(&self) -> (Duration, ErrorKind) {
+        let idle_left = self.idle.saturating_sub(self.heard.elapsed());
+        let deadline_left = self
+            .ends
+            .map(|e| e.saturating_duration_since(tokio::time::Instant::now()));
+        match deadline_left {
+            Some(left) if left < idle_left => (left, ErrorKind::Deadline(self.deadline)),
+            _ => (idle_left, ErrorKind::Timeout(self.idle)),
+        }
+    }
+}
+
+/// The next piece of a body within the clock's limits; a connection lost mid-body is `Truncated`.
+async fn next_chunk(resp: &mut Response, clock: &Clock) -> Result<Option<bytes::Bytes>, ErrorKind> {
+    let (limit, expired) = clock.limit();
+    // Checked first: a body that is always ready would otherwise never let the timer fire.
+    if limit.is_zero() {
+        return Err(expired);
+    }
+    match tokio::time::timeout(limit, resp.chunk()).await {
+        Err(_) => Err(expired),
+        Ok(Err(e)) if e.is_timeout() => Err(expired),
         Ok(Err(_)) => Err(ErrorKind::Truncated),
         Ok(Ok(c)) => Ok(c),
     }
 }
 
-/// Splits a streamed body into lines (without `\r\n`), waiting at most `idle` for each piece.
+/// Bounds on what one streamed answer adds up to: its size ([`MAX_ANSWER`]) and, when the request set
+/// `max_tokens`, the pieces a server may send for it (a generous multiple: a piece is at most a few tokens,
+/// usually one), so a server streaming forever is stopped instead of filling memory.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    pieces: u64,
+    bytes: usize,
+    max_tokens: Option<u64>,
+}
+
+/// Pieces allowed per token of `max_tokens`, plus a floor for tiny limits.
+const PIECES_PER_TOKEN: u64 = 4;
+const PIECES_FLOOR: u64 = 256;
+
+impl Tally {
+    pub fn new(max_tokens: Option<u64>) -> Tally {
+        Tally {
+            pieces: 0,
+            bytes: 0,
+            max_tokens,
+        }
+    }
+
+    /// Counts one piece of the answer; an error once a bound is passed.
+    pub fn add(&mut self, piece: &str) -> Result<(), ErrorKind> {
+        self.pieces += 1;
+        self.bytes += piece.len();
+        if self.bytes > MAX_ANSWER {
+            return Err(ErrorKind::Overflow(format!(
+                "the answer passed {} (the most baton keeps of one answer)",
+                size(MAX_ANSWER)
+            )));
+        }
+        if let Some(max) = self.max_tokens {
+            let limit = max.saturating_mul(PIECES_PER_TOKEN).max(PIECES_FLOOR);
+            if self.pieces > limit {
+                return Err(ErrorKind::Overflow(format!(
+                    "the server sent more than {limit} pieces for max_tokens = {max} (at most {PIECES_PER_TOKEN} per token, {PIECES_FLOOR} at least)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits a streamed body into lines (without `\r\n`), each at most [`MAX_LINE`]. The idle limit restarts
+/// only on real data: blank lines and SSE comments (`:` lines) are keep-alives, so a server sending only
+/// those is silent as far as `timeout` goes; the deadline bounds everything.
 pub struct Lines {
     resp: Response,
     buf: Vec<u8>,
     start: usize,
-    idle: Duration,
+    clock: Clock,
     eof: bool,
 }
 
@@ -180,7 +318,7 @@ impl Lines {
             resp,
             buf: Vec::with_capacity(8192),
             start: 0,
-            idle: timeouts.idle,
+            clock: Clock::new(timeouts),
             eof: false,
         }
     }
@@ -208,7 +346,14 @@ impl Lines {
                 let (s, e) = (self.start, self.start + pos);
                 self.start = e + 1;
                 let line = &self.buf[s..e];
-                return Ok(Some(line.strip_suffix(b"\r").unwrap_or(line)));
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if !(line.starts_with(b":") || line.iter().all(u8::is_ascii_whitespace)) {
+                    self.clock.heard();
+                }
+                return Ok(Some(line));
+            }
+            if self.buf.len() - self.start > MAX_LINE {
+                return Err(line_too_long());
             }
             if self.eof {
                 if self.start < self.buf.len() {
@@ -220,7 +365,7 @@ impl Lines {
             }
             self.buf.drain(..self.start);
             self.start = 0;
-            match next_chunk(&mut self.resp, self.idle).await? {
+            match next_chunk(&mut self.resp, &self.clock).await? {
                 None => self.eof = true,
                 Some(chunk) => self.buf.extend_from_slice(&chunk),
             }
@@ -228,9 +373,16 @@ impl Lines {
     }
 }
 
-/// Server-sent events over [`Lines`]: each event's `data:` lines joined by newlines. Comment lines
-/// (`: OPENROUTER PROCESSING`) and the other fields (`event:`, `id:`, `retry:`) are skipped. Hand-written
-/// because it is these few lines over the line reader Ollama's NDJSON needs anyway.
+fn line_too_long() -> ErrorKind {
+    ErrorKind::Overflow(format!(
+        "a line of the stream passed {} without ending",
+        size(MAX_LINE)
+    ))
+}
+
+/// Server-sent events over [`Lines`]: each event's `data:` lines joined by newlines (at most [`MAX_LINE`]
+/// in all). Comment lines (`: OPENROUTER PROCESSING`) and the other fields (`event:`, `id:`, `retry:`) are
+/// skipped. Hand-written because it is these few lines over the line reader Ollama's NDJSON needs anyway.
 pub struct Events {
     lines: Lines,
     data: Vec<u8>,
@@ -257,6 +409,9 @@ impl Events {
                         }
                         self.data
                             .extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
+                        if self.data.len() > MAX_LINE {
+                            return Err(line_too_long());
+                        }
                     }
                 }
                 None if self.data.is_empty() => return Ok(None),
@@ -269,6 +424,17 @@ impl Events {
     pub async fn drain(self) {
         self.lines.drain().await;
     }
+}
+
+/// Runs `work` within what is left of the call's deadline (for waits outside the body reads, such as a
+/// queue slot).
+pub async fn within<T>(
+    timeouts: &Timeouts,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, ErrorKind> {
+    tokio::time::timeout(timeouts.left(), work)
+        .await
+        .map_err(|_| ErrorKind::Deadline(timeouts.deadline))
 }
 
 /// Maps a reqwest error to refused / unreachable / timeout / truncated.

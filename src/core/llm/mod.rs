@@ -180,8 +180,13 @@ pub struct Timeouts {
     pub connect: Duration,
     /// From sending the request to the response headers (Ollama may load a model meanwhile).
     pub response: Duration,
-    /// Longest silence between two pieces of a streamed body.
+    /// Longest silence between two pieces of a streamed body. Keep-alives (blank lines, SSE comments) do
+    /// not count as speaking: only real data restarts this clock.
     pub idle: Duration,
+    /// The whole call, queueing, retries and `Retry-After` waits included.
+    pub deadline: Duration,
+    /// When the call under way must end (set by [`Timeouts::start`]); `None` before it starts.
+    pub ends: Option<tokio::time::Instant>,
 }
 
 impl Default for Timeouts {
@@ -190,11 +195,57 @@ impl Default for Timeouts {
             connect: Duration::from_secs(5),
             response: Duration::from_secs(120),
             idle: Duration::from_secs(120),
+            deadline: DEFAULT_DEADLINE,
+            ends: None,
         }
     }
 }
 
+/// How long one LLM call may take in all unless the caller says otherwise.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
+
+/// A caller's limits for one call: `timeout` (the wait for headers and the idle limit) and `deadline`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Wait {
+    pub idle: Option<Duration>,
+    pub deadline: Option<Duration>,
+}
+
+/// A plain `timeout` (or `None`) as callers passed it before deadlines existed.
+impl From<Option<Duration>> for Wait {
+    fn from(idle: Option<Duration>) -> Wait {
+        Wait {
+            idle,
+            deadline: None,
+        }
+    }
+}
+
+impl Wait {
+    pub fn new(idle: Option<Duration>, deadline: Option<Duration>) -> Wait {
+        Wait { idle, deadline }
+    }
+}
+
 impl Timeouts {
+    /// These limits with the caller's, the deadline clock started now.
+    pub fn start(self, wait: Wait) -> Timeouts {
+        let t = wait.idle.map_or(self, |w| self.with_wait(w));
+        let deadline = wait.deadline.unwrap_or(t.deadline);
+        Timeouts {
+            deadline,
+            ends: Some(tokio::time::Instant::now() + deadline),
+            ..t
+        }
+    }
+
+    /// What is left of the deadline (all of it before [`Timeouts::start`]).
+    pub fn left(&self) -> Duration {
+        self.ends.map_or(self.deadline, |e| {
+            e.saturating_duration_since(tokio::time::Instant::now())
+        })
+    }
+
     /// The same limit for waiting on headers and between chunks.
     pub fn with_wait(self, wait: Duration) -> Timeouts {
         Timeouts {
@@ -262,6 +313,20 @@ pub enum ErrorKind {
     UnknownHost(String),
     #[error("on_token: {0}")]
     Callback(HookError),
+    /// The call's overall deadline passed.
+    #[error("deadline: the call did not finish within {}", crate::core::duration::format(*.0))]
+    Deadline(Duration),
+    /// The server asked to retry later than the deadline allows.
+    #[error("HTTP {status}: the server asks to retry after {}, past the call's deadline ({} left)",
+        crate::core::duration::format(*wait), crate::core::duration::format(*left))]
+    RetryBeyondDeadline {
+        status: u16,
+        wait: Duration,
+        left: Duration,
+    },
+    /// The stream passed one of its bounds (a line, an answer's size, pieces for `max_tokens`).
+    #[error("stopped: {0}")]
+    Overflow(String),
 }
 
 impl ErrorKind {
@@ -277,7 +342,7 @@ impl ErrorKind {
 /// An operational failure naming where it happened: `engine, qwen2.5-coder:32b: connection refused`.
 /// Bindings put the function in front: `ollama.chat(engine, qwen2.5-coder:32b): connection refused`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}: {kind}", self.target())]
+#[error("{}: {}", self.target(), crate::core::text::escape(&self.kind.to_string()))]
 pub struct LlmError {
     /// The fleet host name (or URL) the request went to.
     pub host: String,
@@ -295,7 +360,12 @@ impl LlmError {
     }
     /// The message a binding raises: `ollama.chat(engine, qwen2.5-coder:32b): connection refused`.
     pub fn raised_by(&self, func: &str) -> String {
-        format!("{func}({}): {}", self.target(), self.kind)
+        let kind = self.kind.to_string();
+        format!(
+            "{func}({}): {}",
+            self.target(),
+            crate::core::text::escape(&kind)
+        )
     }
 
     /// `host, model` or just `host`.

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::http::{self, Lines, SendError};
 use super::limiter::{Limiter, Queue};
-use super::{Callback, ErrorKind, LlmError, Message, OnToken, Retry, Timeouts, ns_to_secs};
+use super::{Callback, ErrorKind, LlmError, Message, OnToken, Retry, Timeouts, Wait, ns_to_secs};
 use crate::core::fleet::{self, Fleet};
 
 /// One Ollama server: the name errors use (fleet host or URL), its base URL and its parallel limit.
@@ -66,8 +66,10 @@ pub fn resolve(fleet: &Fleet, host: Option<&str>) -> Result<Endpoint, LlmError> 
                     .map(|(n, _)| n.as_str());
                 let hint = crate::core::schema::suggest(h, with.clone());
                 let known: Vec<&str> = with.collect();
+                // A huge name is not echoed in full (twice).
+                let h = crate::core::text::truncate(h, 100);
                 Err(LlmError::new(
-                    h,
+                    h.as_ref(),
                     None,
                     ErrorKind::UnknownHost(format!(
                         "{h:?}{hint} (fleet hosts with ollama: {}; or pass a URL)",
@@ -224,12 +226,21 @@ impl Ollama {
         &self,
         ep: &Endpoint,
         req: &ChatRequest,
-        wait: Option<Duration>,
+        wait: impl Into<Wait>,
         on_token: Option<OnToken<'_>>,
     ) -> Result<Completion, LlmError> {
         let body = http::streamed(req, false);
-        self.complete(ep, "/api/chat", &req.model, body, wait, on_token)
-            .await
+        let tally = http::Tally::new(num_predict(&req.options));
+        self.complete(
+            ep,
+            "/api/chat",
+            &req.model,
+            body,
+            wait.into(),
+            on_token,
+            tally,
+        )
+        .await
     }
 
     /// `/api/generate`, streamed.
@@ -237,26 +248,39 @@ impl Ollama {
         &self,
         ep: &Endpoint,
         req: &GenerateRequest,
-        wait: Option<Duration>,
+        wait: impl Into<Wait>,
         on_token: Option<OnToken<'_>>,
     ) -> Result<Completion, LlmError> {
         let body = http::streamed(req, false);
-        self.complete(ep, "/api/generate", &req.model, body, wait, on_token)
-            .await
+        let tally = http::Tally::new(num_predict(&req.options));
+        self.complete(
+            ep,
+            "/api/generate",
+            &req.model,
+            body,
+            wait.into(),
+            on_token,
+            tally,
+        )
+        .await
     }
 
+    // Each argument is one plain part of the call; a struct for them would only move the list.
+    #[allow(clippy::too_many_arguments)]
     async fn complete(
         &self,
         ep: &Endpoint,
         path: &str,
         model: &str,
         body: Vec<u8>,
-        wait: Option<Duration>,
+        wait: impl Into<Wait>,
         mut on_token: Option<OnToken<'_>>,
+        mut tally: http::Tally,
     ) -> Result<Completion, LlmError> {
         let err = |kind| LlmError::new(&ep.name, Some(model), kind);
-        let timeouts = wait.map_or(self.timeouts, |w| self.timeouts.with_wait(w));
-        let _slot = self.limiter.acquire(&ep.url, ep.parallel).await;
+        let timeouts = self.timeouts.start(wait.into());
+        let slot = self.limiter.acquire(&ep.url, ep.parallel);
+        let _slot = http::within(&timeouts, slot).await.map_err(err)?;
         let started = Instant::now();
         let resp = self.post(ep, path, Some(model), body, &timeouts).await?;
         let mut lines = Lines::new(resp, &timeouts);
@@ -282,6 +306,7 @@ impl Ollama {
                 .or(line.response)
                 .unwrap_or_default();
             if !piece.is_empty() {
+                tally.add(&piece).map_err(err)?;
                 text.push_str(&piece);
                 if let Some(cb) = on_token.as_mut() {
                     cb(piece).await.map_err(|e| err(ErrorKind::Callback(e)))?;
@@ -321,11 +346,15 @@ impl Ollama {
     ) -> Result<Value, LlmError> {
         let body = serde_json::to_vec(&serde_json::json!({ "model": model, "input": input }))
             .unwrap_or_default();
-        let _slot = self.limiter.acquire(&ep.url, ep.parallel).await;
+        let timeouts = self.timeouts.start(Wait::default());
+        let slot = self.limiter.acquire(&ep.url, ep.parallel);
+        let _slot = http::within(&timeouts, slot)
+            .await
+            .map_err(|k| LlmError::new(&ep.name, Some(model), k))?;
         let resp = self
-            .post(ep, "/api/embed", Some(model), body, &self.timeouts)
+            .post(ep, "/api/embed", Some(model), body, &timeouts)
             .await?;
-        http::read_json(resp, &self.timeouts)
+        http::read_json(resp, &timeouts)
             .await
             .map_err(|k| LlmError::new(&ep.name, Some(model), k))
     }
@@ -333,10 +362,11 @@ impl Ollama {
     /// `/api/show` for `model`.
     pub async fn show(&self, ep: &Endpoint, model: &str) -> Result<Value, LlmError> {
         let body = serde_json::to_vec(&serde_json::json!({ "model": model })).unwrap_or_default();
+        let timeouts = self.timeouts.start(Wait::default());
         let resp = self
-            .post(ep, "/api/show", Some(model), body, &self.timeouts)
+            .post(ep, "/api/show", Some(model), body, &timeouts)
             .await?;
-        http::read_json(resp, &self.timeouts)
+        http::read_json(resp, &timeouts)
             .await
             .map_err(|k| LlmError::new(&ep.name, Some(model), k))
     }
@@ -345,10 +375,11 @@ impl Ollama {
     pub async fn get(&self, ep: &Endpoint, path: &str) -> Result<Value, LlmError> {
         let err = |kind| LlmError::new(&ep.name, None, kind);
         let url = format!("{}{path}", ep.url);
-        let resp = http::send(|| self.http.get(&url), &self.timeouts, &Retry::NONE)
+        let timeouts = self.timeouts.start(Wait::default());
+        let resp = http::send(|| self.http.get(&url), &timeouts, &Retry::NONE)
             .await
             .map_err(|f| err(status_error(f)))?;
-        http::read_json(resp, &self.timeouts).await.map_err(err)
+        http::read_json(resp, &timeouts).await.map_err(err)
     }
 
     /// The `models` list of `/api/tags` (installed) or `/api/ps` (loaded).
@@ -448,6 +479,11 @@ impl Ollama {
             .await
             .map_err(|f| LlmError::new(&ep.name, model, status_error(f)))
     }
+}
+
+/// `options.num_predict`, Ollama's `max_tokens`, when the request sets one.
+fn num_predict(options: &Option<Value>) -> Option<u64> {
+    options.as_ref()?.get("num_predict")?.as_u64()
 }
 
 /// A failed answer → its kind: the server's `{"error": …}` text, 404 "not found" as model-not-found.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http::{self, Events, Lines, SendError};
-use super::{ErrorKind, LlmError, Message, OnToken, Retry, Secret, Timeouts};
+use super::{ErrorKind, LlmError, Message, OnToken, Retry, Secret, Timeouts, Wait};
 use crate::core::fleet::{DEFAULT_OPENROUTER_BASE, Fleet, Price};
 
 /// `openrouter.chat{…}`.
@@ -200,13 +200,14 @@ impl OpenAi {
         &self,
         req: &ChatRequest,
         price: Option<Price>,
-        wait: Option<Duration>,
+        wait: impl Into<Wait>,
         mut on_token: Option<OnToken<'_>>,
     ) -> Result<Completion, LlmError> {
         let model = req.model.as_str();
         let key = self.key(Some(model))?;
         let err = |kind| LlmError::new(&self.name, Some(model), kind);
-        let timeouts = wait.map_or(self.timeouts, |w| self.timeouts.with_wait(w));
+        let timeouts = self.timeouts.start(wait.into());
+        let mut tally = http::Tally::new(req.max_tokens.map(u64::from));
         let body = bytes::Bytes::from(http::streamed(req, true));
         let started = Instant::now();
         let url = format!("{}/chat/completions", self.base_url);
@@ -260,6 +261,7 @@ impl OpenAi {
                     .and_then(|d| d.content)
                     .filter(|c| !c.is_empty())
                 {
+                    tally.add(&piece).map_err(err)?;
                     out.text.push_str(&piece);
                     if let Some(cb) = on_token.as_mut() {
                         cb(piece).await.map_err(|e| err(ErrorKind::Callback(e)))?;
@@ -321,10 +323,11 @@ impl OpenAi {
             Some(_) => self.authorized(self.http.get(&url)),
             None => self.http.get(&url),
         };
-        let resp = http::send(build, &self.timeouts, &self.retry)
+        let timeouts = self.timeouts.start(Wait::default());
+        let resp = http::send(build, &timeouts, &self.retry)
             .await
             .map_err(|f| err(self.status_error(f)))?;
-        http::read_json(resp, &self.timeouts).await.map_err(err)
+        http::read_json(resp, &timeouts).await.map_err(err)
     }
 
     /// The key and the title header (callers have checked that there is a key).

@@ -133,6 +133,8 @@ pub struct AskOptions {
     pub max_tokens: Option<u32>,
     /// The script, for the ledger.
     pub script: Option<String>,
+    /// `timeout` and `deadline` of each attempt (each tier's call).
+    pub wait: super::Wait,
 }
 
 /// Judges each answer of `route.ask`; an `Err` (it raised, or returned something that is no verdict) stops
@@ -567,7 +569,11 @@ impl<'r, 'h> Ask<'r, 'h> {
                     ..Default::default()
                 };
                 let on_token = super::lend(&mut self.hooks.on_token);
-                let c = self.router.ollama.chat(ep, &req, None, on_token).await?;
+                let c = self
+                    .router
+                    .ollama
+                    .chat(ep, &req, self.opts.wait, on_token)
+                    .await?;
                 // Local models are free unless the fleet prices the tier (power, hardware).
                 let (cost, cost_source) = match t.price {
                     Some(p) => (openai::price_of(p, c.tokens_in, c.tokens_out), "pricing"),
@@ -597,7 +603,7 @@ impl<'r, 'h> Ask<'r, 'h> {
                 let c = self
                     .router
                     .openai
-                    .chat(&req, t.price, None, on_token)
+                    .chat(&req, t.price, self.opts.wait, on_token)
                     .await?;
                 Ok(Reply {
                     text: c.text,

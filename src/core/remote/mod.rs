@@ -94,6 +94,9 @@ pub struct SshDest {
     pub accept_new: bool,
 }
 
+/// The most characters of an unknown host name an error repeats.
+pub const MAX_NAME_SHOWN: usize = 100;
+
 /// Resolves a fleet host name. `local` is always this machine unless the fleet defines a host by that name.
 pub fn target(fleet: &Fleet, name: &str) -> Result<Target, RemoteError> {
     let Some(host) = fleet.hosts.get(name) else {
@@ -107,12 +110,18 @@ pub fn target(fleet: &Fleet, name: &str) -> Result<Target, RemoteError> {
             .chain(["local"])
             .collect();
         names.sort_unstable();
-        let mut hint = suggest(name, names.iter().copied());
+        names.dedup();
+        // A name far longer than any host name gets no suggestion (and is not echoed in full).
+        let mut hint = if name.len() > 4 * MAX_NAME_SHOWN {
+            String::new()
+        } else {
+            suggest(name, names.iter().copied())
+        };
         if hint.is_empty() {
             hint = format!(" (fleet hosts: {})", names.join(", "));
         }
         return Err(RemoteError::UnknownHost {
-            name: name.to_string(),
+            name: crate::core::text::truncate(name, MAX_NAME_SHOWN).into_owned(),
             hint,
         });
     };
@@ -451,5 +460,19 @@ mod tests {
             e.to_string(),
             "unknown fleet host \"zzz\" (fleet hosts: brain, gpu, local, pc)"
         );
+        // A fleet host named `local` is listed once; a huge name is cut short.
+        fleet
+            .hosts
+            .insert("local".into(), host(SshTarget::Flag(false)));
+        let e = target(&fleet, "zzz").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown fleet host \"zzz\" (fleet hosts: brain, gpu, local, pc)"
+        );
+        let e = target(&fleet, &"a".repeat(1 << 20))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 300, "{} bytes", e.len());
+        assert!(e.contains("… (1048476 more characters)"), "{e}");
     }
 }

@@ -115,10 +115,12 @@ impl Master {
     }
 
     /// Runs one prepared script; `None` when the remote shell never started (the master is unusable).
+    /// `left` is what remains of `spec.timeout` once connected (a timeout still reports `spec.timeout`).
     async fn exec(
         &self,
         script: &str,
         spec: &Spec,
+        left: Option<Duration>,
         sink: Option<LineSink>,
     ) -> Result<Exec, RemoteError> {
         let _permit = self.slot().await;
@@ -151,9 +153,9 @@ impl Master {
                 collected
             };
             tokio::pin!(work);
-            match spec.timeout {
+            match left.zip(spec.timeout) {
                 None => Some(work.as_mut().await),
-                Some(limit) => match tokio::time::timeout(limit, work.as_mut()).await {
+                Some((left, limit)) => match tokio::time::timeout(left, work.as_mut()).await {
                     Ok(done) => Some(done),
                     Err(_) => {
                         timed_out = Some(limit);
@@ -205,10 +207,10 @@ impl Master {
         }
         if output.code == Some(255) || output.signal.is_some() {
             if !started_remote {
-                return Ok(Exec::NotStarted(process::tail_lines(&output.stderr, 3)));
+                return Ok(Exec::NotStarted(remote_tail(&output.stderr)));
             }
             if !self.alive().await {
-                let tail = process::tail_lines(&output.stderr, 3);
+                let tail = remote_tail(&output.stderr);
                 return Err(RemoteError::Disconnected(if tail.is_empty() {
                     "the ssh connection closed".into()
                 } else {
@@ -218,6 +220,11 @@ impl Master {
         }
         Ok(Exec::Done(output))
     }
+}
+
+/// The last lines of a remote stderr for an error, control characters escaped.
+fn remote_tail(stderr: &[u8]) -> String {
+    crate::core::text::escape(&process::tail_lines(stderr, 3)).into_owned()
 }
 
 enum Exec {
@@ -430,7 +437,7 @@ impl Pool {
     }
 
     /// Runs a command over the host's master; a master that died is reopened once if the command had not
-    /// started.
+    /// started. Connecting counts against `spec.timeout` (and takes at most [`CONNECT_TIMEOUT`]).
     pub async fn run(
         &self,
         dest: &SshDest,
@@ -439,10 +446,19 @@ impl Pool {
         sink: Option<LineSink>,
     ) -> Result<Output, RemoteError> {
         let script = remote_script(cmd, spec)?;
+        let started = Instant::now();
+        let left = || spec.timeout.map(|t| t.saturating_sub(started.elapsed()));
         let mut retried = false;
         loop {
-            let master = self.master(dest, CONNECT_TIMEOUT).await?;
-            match master.exec(&script, spec, sink.clone()).await? {
+            let connect = left().map_or(CONNECT_TIMEOUT, |l| l.min(CONNECT_TIMEOUT));
+            // Also bounds the wait behind another caller's connect to the same host.
+            let master = tokio::time::timeout(connect, self.master(dest, connect))
+                .await
+                .map_err(|_| RemoteError::ConnectTimeout {
+                    after: connect,
+                    detail: dest.dest.clone(),
+                })??;
+            match master.exec(&script, spec, left(), sink.clone()).await? {
                 Exec::Done(output) => return Ok(output),
                 Exec::NotStarted(why) => {
                     let alive = master.alive().await;
@@ -514,6 +530,11 @@ fn control_dir() -> Result<PathBuf, RemoteError> {
 
 /// Opens a master connection to `dest`.
 async fn connect(dest: &SshDest, timeout: Duration) -> Result<Master, RemoteError> {
+    // The fleet refuses such destinations at load; this guards any other way in (the openssh crate puts
+    // the destination on ssh's command line without a `--`).
+    if let Some(why) = crate::core::fleet::destination_problem(&dest.dest) {
+        return Err(RemoteError::Invalid(why));
+    }
     let mut builder = SessionBuilder::default();
     builder
         .known_hosts_check(if dest.accept_new {
@@ -530,8 +551,9 @@ async fn connect(dest: &SshDest, timeout: Duration) -> Result<Master, RemoteErro
     if let Some(config) = &dest.config {
         builder.config_file(config);
     }
+    // ssh's ConnectTimeout (whole seconds, at least 1) also bounds the banner exchange; this bounds the rest.
     let session = match tokio::time::timeout(
-        timeout + Duration::from_secs(2),
+        timeout.max(Duration::from_secs(1)),
         builder.connect(&dest.dest),
     )
     .await
@@ -570,7 +592,7 @@ fn classify(err: &openssh::Error, timeout: Duration) -> RemoteError {
             text
         }
     };
-    classify_text(&text, timeout)
+    classify_text(&crate::core::text::escape(&text), timeout)
 }
 
 fn classify_text(text: &str, timeout: Duration) -> RemoteError {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::{args, services};
 use crate::core::duration::Dur;
 use crate::core::llm::ollama::{self, ChatRequest, Endpoint, GenerateRequest, Ollama, Progress};
-use crate::core::llm::{Callback, HookError, LlmError, LocalFuture, Message, OnToken};
+use crate::core::llm::{Callback, HookError, LlmError, LocalFuture, Message, OnToken, Wait};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
@@ -57,6 +57,7 @@ struct ChatArgs {
     options: Option<serde_json::Value>,
     keep_alive: Option<serde_json::Value>,
     timeout: Option<Dur>,
+    deadline: Option<Dur>,
     #[serde(default = "args::yes")]
     check: bool,
 }
@@ -71,6 +72,7 @@ struct GenerateArgs {
     options: Option<serde_json::Value>,
     keep_alive: Option<serde_json::Value>,
     timeout: Option<Dur>,
+    deadline: Option<Dur>,
     #[serde(default = "args::yes")]
     check: bool,
 }
@@ -93,6 +95,7 @@ fn request<T: serde::de::DeserializeOwned>(
 struct Common {
     host: Option<String>,
     timeout: Option<Dur>,
+    deadline: Option<Dur>,
     check: bool,
 }
 
@@ -110,6 +113,7 @@ impl IntoCall for ChatArgs {
         let common = Common {
             host: self.host,
             timeout: self.timeout,
+            deadline: self.deadline,
             check: self.check,
         };
         let r = ChatRequest {
@@ -128,6 +132,7 @@ impl IntoCall for GenerateArgs {
         let common = Common {
             host: self.host,
             timeout: self.timeout,
+            deadline: self.deadline,
             check: self.check,
         };
         let r = GenerateRequest {
@@ -141,14 +146,15 @@ impl IntoCall for GenerateArgs {
     }
 }
 
-/// `ollama.chat{model, messages, host?, format?, options?, keep_alive?, on_token?, timeout?, check?}` and
-/// `ollama.generate{model, prompt, system?, host?, options?, keep_alive?, on_token?, timeout?, check?}`.
+/// `ollama.chat{model, messages, host?, format?, options?, keep_alive?, on_token?, timeout?, deadline?,
+/// check?}` and `ollama.generate{model, prompt, system?, host?, options?, keep_alive?, on_token?, timeout?,
+/// deadline?, check?}`.
 async fn complete<A: IntoCall>(lua: Lua, func: &'static str, req: Value) -> mlua::Result<Value> {
     let (a, mut cbs) = request::<A>(&lua, func, req, &["on_token"])?;
     let (common, call) = a.into_call();
     let (client, ep) = target(&lua, func, common.host.as_deref())?;
     let mut on_token = cbs.take("on_token").map(args::hook::<String>);
-    let wait = common.timeout.map(|d| d.0);
+    let wait = Wait::new(common.timeout.map(|d| d.0), common.deadline.map(|d| d.0));
     let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
     let out = match &call {
         Call::Chat(r) => client.chat(&ep, r, wait, cb).await,
@@ -296,7 +302,8 @@ fn draw_progress(p: Progress) -> LocalFuture<'static, Result<(), HookError>> {
         }
         _ => p.status,
     };
-    eprint!("\r\x1b[2K{line}");
+    // The status is the server's text: its control characters are shown escaped.
+    eprint!("\r\x1b[2K{}", crate::core::text::escape_line(&line));
     Box::pin(async { Ok(()) })
 }
 

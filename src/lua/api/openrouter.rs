@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::{args, services};
 use crate::core::duration::Dur;
 use crate::core::llm::openai::ChatRequest;
-use crate::core::llm::{Message, OnToken};
+use crate::core::llm::{Message, OnToken, Wait};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
@@ -27,12 +27,13 @@ struct ChatArgs {
     models: Option<Vec<String>>,
     provider: Option<serde_json::Value>,
     timeout: Option<Dur>,
+    deadline: Option<Dur>,
     #[serde(default = "args::yes")]
     check: bool,
 }
 
 /// `openrouter.chat{model, messages, max_tokens?, temperature?, on_token?, models?, provider?, timeout?,
-/// check?}` → `{text, model, id, tokens_in, tokens_out, cost, cost_source, duration}`.
+/// deadline?, check?}` → `{text, model, id, tokens_in, tokens_out, cost, cost_source, duration}`.
 async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     const F: &str = "openrouter.chat";
     args::table(F, 1, "request", &req)?;
@@ -52,7 +53,12 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
     let out = llm
         .openai()
-        .chat(&r, price, a.timeout.map(|d| d.0), cb)
+        .chat(
+            &r,
+            price,
+            Wait::new(a.timeout.map(|d| d.0), a.deadline.map(|d| d.0)),
+            cb,
+        )
         .await;
     args::checked(&lua, F, a.check, out)
 }

@@ -5,9 +5,10 @@ use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use serde::Deserialize;
 
 use super::{args, services};
+use crate::core::duration::Dur;
 use crate::core::llm::ledger::{Alert, GroupBy, Period};
 use crate::core::llm::route::{Answer, AskOptions, Hooks, RouteError, TaskSpec, Verdict};
-use crate::core::llm::{HookError, LocalFuture, Message, OnToken};
+use crate::core::llm::{HookError, LocalFuture, Message, OnToken, Wait};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
@@ -77,9 +78,12 @@ struct AskOpts {
     system: Option<String>,
     max_tier: Option<String>,
     max_tokens: Option<u32>,
+    timeout: Option<Dur>,
+    deadline: Option<Dur>,
 }
 
-/// `route.ask(task, prompt_or_messages [, {system, accept, max_tier, max_tokens, on_token}])` →
+/// `route.ask(task, prompt_or_messages [, {system, accept, max_tier, max_tokens, on_token, timeout,
+/// deadline}])` →
 /// `{text, tier, provider, model, cost, tokens_in, tokens_out, attempts}`.
 async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Result<Value> {
     const F: &str = "route.ask";
@@ -98,6 +102,7 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
         max_tier: o.max_tier,
         max_tokens: o.max_tokens,
         script,
+        wait: Wait::new(o.timeout.map(|d| d.0), o.deadline.map(|d| d.0)),
     };
     let mut on_token = cbs.take("on_token").map(args::hook::<String>);
     let mut accept = cbs.take("accept").map(|f| accepter(&lua, f));

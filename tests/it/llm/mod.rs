@@ -1,5 +1,6 @@
 //! Integration tests: the LLM clients and router against in-test servers speaking the real protocols
 //! (`server`), and the Lua API over them through the real binary.
+mod hostile;
 mod lua;
 mod ollama;
 mod openrouter;
@@ -30,6 +31,7 @@ fn fast() -> Timeouts {
         connect: Duration::from_secs(2),
         response: Duration::from_secs(5),
         idle: Duration::from_secs(5),
+        ..Timeouts::default()
     }
 }
 

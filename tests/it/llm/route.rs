@@ -68,6 +68,7 @@ fn rig(ollama_url: &str, or_url: &str, budget: Option<f64>, prices: (f64, f64)) 
         connect: Duration::from_secs(1),
         response: Duration::from_millis(400),
         idle: Duration::from_millis(400),
+        ..Timeouts::default()
     });
     let router = Router::new(
         &fleet,

@@ -52,6 +52,15 @@ pub enum Reply {
     Silent,
     /// Close the connection right after reading the request.
     Reset,
+    /// Hostile: a 200 chunked body repeating `piece` forever (endless tokens, endless bytes without a
+    /// newline, keep-alive comments forever), `delay` between pieces.
+    Endless {
+        content_type: &'static str,
+        piece: Vec<u8>,
+        delay: Duration,
+    },
+    /// Hostile: 200 headers of a stream, then nothing ever.
+    SilentAfterHeaders { content_type: &'static str },
 }
 
 impl Reply {
@@ -99,6 +108,65 @@ impl Reply {
         }
         self
     }
+}
+
+/// The hostile modes of the fault-injection list.
+impl Reply {
+    /// Ollama NDJSON lines with `content` as each token, forever (never `done`).
+    pub fn endless_ndjson(content: &str) -> Reply {
+        let line = serde_json::json!({"model": "m", "message": {"role": "assistant", "content": content}, "done": false});
+        Reply::Endless {
+            content_type: "application/x-ndjson",
+            piece: repeat(format!("{line}\n").as_bytes()),
+            delay: Duration::ZERO,
+        }
+    }
+    /// OpenAI SSE chunks with `content` as each token, forever (never `[DONE]`).
+    pub fn endless_sse(content: &str) -> Reply {
+        let chunk = serde_json::json!({"id": "gen-1", "model": "m", "choices": [{"index": 0, "delta": {"content": content}}]});
+        Reply::Endless {
+            content_type: "text/event-stream",
+            piece: repeat(format!("data: {chunk}\n\n").as_bytes()),
+            delay: Duration::ZERO,
+        }
+    }
+    /// Bytes that never contain a newline, forever, after `prefix` (`data: ` for SSE, `{"a":"` for NDJSON).
+    pub fn endless_bytes(content_type: &'static str, prefix: &str) -> Reply {
+        let mut piece = prefix.as_bytes().to_vec();
+        piece.extend(std::iter::repeat_n(b'x', 64 << 10));
+        Reply::Endless {
+            content_type,
+            piece,
+            delay: Duration::ZERO,
+        }
+    }
+    /// A keep-alive (`: OPENROUTER PROCESSING` for SSE, a blank line for NDJSON) every `every`, forever.
+    pub fn keepalive_forever(content_type: &'static str, every: Duration) -> Reply {
+        let piece = if content_type == "text/event-stream" {
+            b": OPENROUTER PROCESSING\n\n".to_vec()
+        } else {
+            b"\n".to_vec()
+        };
+        Reply::Endless {
+            content_type,
+            piece,
+            delay: every,
+        }
+    }
+    /// 429 asking to come back in `secs` seconds.
+    pub fn retry_after(secs: u64) -> Reply {
+        Reply::json(
+            429,
+            serde_json::json!({"error": {"message": "rate limited", "code": 429}}),
+        )
+        .with_header("Retry-After", &secs.to_string())
+    }
+}
+
+/// `line` repeated to about 64 KiB, so an endless stream is written in large pieces.
+fn repeat(line: &[u8]) -> Vec<u8> {
+    let n = (64 << 10) / line.len().max(1) + 1;
+    line.repeat(n)
 }
 
 fn cut(bytes: &[u8], piece: usize) -> Vec<Vec<u8>> {
@@ -301,6 +369,36 @@ async fn serve(
                 wr.write_all(b"0\r\n\r\n").await?;
             }
             Reply::Silent => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return Ok(());
+            }
+            Reply::Endless {
+                content_type,
+                piece,
+                delay,
+            } => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
+                );
+                wr.write_all(head.as_bytes()).await?;
+                let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+                framed.extend_from_slice(&piece);
+                framed.extend_from_slice(b"\r\n");
+                // Until the client goes away (the write fails).
+                loop {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    wr.write_all(&framed).await?;
+                    wr.flush().await?;
+                }
+            }
+            Reply::SilentAfterHeaders { content_type } => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
+                );
+                wr.write_all(head.as_bytes()).await?;
+                wr.flush().await?;
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return Ok(());
             }

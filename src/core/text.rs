@@ -1,0 +1,82 @@
+//! Remote text made safe to show: control characters escaped (so a server's error body or a host's stderr
+//! cannot move the cursor, clear the screen or retitle the terminal) and long names cut short.
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// Whether `c` must not reach a terminal as is: C0 controls other than newline and tab, DEL, C1 controls
+/// (`U+009B` is a one-character CSI) and the bidirectional overrides that make text read other than it is.
+fn unsafe_char(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with each unsafe character written as `\u{1b}` (newlines and tabs kept, for multi-line errors).
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`escape`], with newlines and tabs escaped too (for one table cell or one line).
+pub fn escape_line(text: &str) -> Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| unsafe_char(c) || c == '\n' || c == '\t')
+    {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// At most `max` characters of `text`, with `…` and the number of characters left out when cut.
+pub fn truncate(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => Cow::Borrowed(text),
+        Some((i, _)) => {
+            let rest = text[i..].chars().count();
+            Cow::Owned(format!("{}… ({rest} more characters)", &text[..i]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_escaped_but_lines_kept() {
+        assert_eq!(escape("plain é ☃"), "plain é ☃");
+        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape("a\x1b]0;owned\x07b\x1b[2J\r\nc\td\u{9b}e\u{202e}f\x7f"),
+            "a\\u{1b}]0;owned\\u{7}b\\u{1b}[2J\\u{d}\nc\td\\u{9b}e\\u{202e}f\\u{7f}"
+        );
+        assert_eq!(escape_line("a\nb\tc\x1b"), "a\\nb\\tc\\u{1b}");
+    }
+
+    #[test]
+    fn long_text_is_cut() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("ééééé", 2), "éé… (3 more characters)");
+    }
+}
