@@ -1,0 +1,1 @@
+//! Syncthing REST client (issue 19).
