@@ -82,6 +82,8 @@ mod tests {
             dir: format!("/home/u/.baton/jobs/{id}"),
             started_at,
             status: Status { state, code },
+            notify: false,
+            tmux: false,
         }
     }
 

@@ -25,7 +25,12 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
         state TEXT NOT NULL,
         code INTEGER,
         checked_at INTEGER NOT NULL
-    )"];
+    )",
+    // Issue 19: notify when the job ends (the daemon watches), run inside tmux, and whether its end was told.
+    "ALTER TABLE jobs ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN tmux INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN notified INTEGER NOT NULL DEFAULT 0;",
+];
 
 /// Bound on each job housekeeping command (spawn, status, tail, kill).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,11 +49,27 @@ pub struct Job {
     pub started_at: i64,
     /// Last known status (as recorded in the registry).
     pub status: Status,
+    /// Notify (fleet `notify`) when the job ends; the daemon watches it.
+    pub notify: bool,
+    /// Runs inside the tmux session [`Job::tmux_session`] on its host.
+    pub tmux: bool,
+}
+
+/// How a job is started (`ssh.spawn` options beyond cwd and env).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobOpts {
+    pub notify: bool,
+    pub tmux: bool,
 }
 
 impl Job {
     pub fn log(&self) -> String {
         format!("{}/log", self.dir)
+    }
+
+    /// The tmux session of a `tmux = true` job: `baton-<id>`.
+    pub fn tmux_session(&self) -> String {
+        format!("baton-{}", self.id)
     }
 }
 
@@ -105,8 +126,36 @@ fn new_id() -> String {
     )
 }
 
+const NO_TMUX: &str = "__baton_no_tmux";
+
 /// The script that starts the runner in the background and reports its pid and folder.
+#[cfg(test)]
 fn spawn_script(id: &str, cmd: &Cmd, spec: &Spec) -> Result<String, RemoteError> {
+    spawn_script_with(id, cmd, spec, JobOpts::default())
+}
+
+/// The runner inside tmux: the output goes to the pane and to the log (`tee`), the exit code through a file
+/// (a POSIX pipeline gives only the last command's status).
+const TMUX_RUNNER: &str = "d=$1; { \"${SHELL:-/bin/sh}\" -c \"$2\" 2>&1; echo \"$?\" >\"$d/code\"; } | tee -a \"$d/log\"; \
+                           c=$(cat \"$d/code\" 2>/dev/null || echo 1); \
+                           echo \"$c\" >\"$d/exit.tmp\" && mv \"$d/exit.tmp\" \"$d/exit\"";
+
+fn spawn_script_with(id: &str, cmd: &Cmd, spec: &Spec, opts: JobOpts) -> Result<String, RemoteError> {
+    if opts.tmux {
+        let command = shell_text(cmd)?;
+        return Ok(format!(
+            "d={dir}\nmkdir -p \"$d\" || exit 1\n: >\"$d/log\"\nprintf '%s\\n' {cmd} >\"$d/cmd\"\n{setup}\
+             command -v tmux >/dev/null 2>&1 || {{ echo {NO_TMUX}; exit 3; }}\n\
+             tmux new-session -d -s baton-{id} sh -c {runner} baton-job-{id} \"$d\" {cmd} || exit 1\n\
+             p=$(tmux display-message -p -t baton-{id} '#{{pane_pid}}' 2>/dev/null)\n\
+             [ -n \"$p\" ] || p=0\n\
+             echo \"$p\" >\"$d/pid\"\necho \"{SPAWNED}$p $d\"\n",
+            dir = job_dir_expr(id),
+            cmd = quote(&command)?,
+            setup = env_and_cwd(spec)?,
+            runner = quote(TMUX_RUNNER)?,
+        ));
+    }
     let command = shell_text(cmd)?;
     let runner = "d=$1; \"${SHELL:-/bin/sh}\" -c \"$2\" >>\"$d/log\" 2>&1 </dev/null; c=$?; \
                   echo \"$c\" >\"$d/exit.tmp\" && mv \"$d/exit.tmp\" \"$d/exit\"";
@@ -204,19 +253,39 @@ pub async fn spawn(
     cmd: &Cmd,
     spec: &Spec,
 ) -> Result<Job, RemoteError> {
+    spawn_with(remote, state, host, cmd, spec, JobOpts::default()).await
+}
+
+/// [`spawn`] with `notify` (the daemon tells when it ends) and `tmux` (a tmux session on the host).
+pub async fn spawn_with(
+    remote: &Remote,
+    state: &State,
+    host: &str,
+    cmd: &Cmd,
+    spec: &Spec,
+    opts: JobOpts,
+) -> Result<Job, RemoteError> {
     if spec.stdin.is_some() || spec.timeout.is_some() {
         return Err(RemoteError::Invalid(
             "a detached job takes no stdin or timeout".into(),
         ));
     }
     let id = new_id();
-    let stdout = step(
-        remote,
-        host,
-        &spawn_script(&id, cmd, spec)?,
-        "cannot start the job",
-    )
-    .await?;
+    let out = remote
+        .script(host, &spawn_script_with(&id, cmd, spec, opts)?, STEP_TIMEOUT)
+        .await?;
+    if String::from_utf8_lossy(&out.stdout).contains(NO_TMUX) {
+        return Err(RemoteError::Job(format!(
+            "tmux is not installed on host {host} (needed by tmux = true; install it there, or spawn without tmux)"
+        )));
+    }
+    if !out.ok() {
+        return Err(RemoteError::Job(format!(
+            "cannot start the job: {}",
+            out.failure_summary()
+        )));
+    }
+    let stdout = out.stdout;
     let text = String::from_utf8_lossy(&stdout);
     let (pid, dir) = text
         .lines()
@@ -240,20 +309,24 @@ pub async fn spawn(
             state: JobState::Running,
             code: None,
         },
+        notify: opts.notify,
+        tmux: opts.tmux,
     };
     let row = job.clone();
     registry(state)?
         .call(move |c| {
             c.execute(
-                "INSERT INTO jobs(id, host, command, pid, dir, started_at, state, code, checked_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, ?6)",
+                "INSERT INTO jobs(id, host, command, pid, dir, started_at, state, code, checked_at, notify, tmux)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, ?6, ?7, ?8)",
                 params![
                     row.id,
                     row.host,
                     row.command,
                     row.pid,
                     row.dir,
-                    row.started_at
+                    row.started_at,
+                    row.notify,
+                    row.tmux
                 ],
             )
         })
@@ -274,10 +347,13 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
             state: JobState::parse(&state),
             code: r.get(7)?,
         },
+        notify: r.get(8)?,
+        tmux: r.get(9)?,
     })
 }
 
-const SELECT: &str = "SELECT id, host, command, pid, dir, started_at, state, code FROM jobs";
+const SELECT: &str =
+    "SELECT id, host, command, pid, dir, started_at, state, code, notify, tmux FROM jobs";
 
 /// A registered job by id.
 pub fn get(state: &State, id: &str) -> Result<Job, RemoteError> {
@@ -447,6 +523,8 @@ mod tests {
             dir: format!("/home/u/.baton/jobs/{id}"),
             started_at,
             status: Status { state, code },
+            notify: false,
+            tmux: false,
         }
     }
 
@@ -540,4 +618,67 @@ mod tests {
         assert_eq!(list(&state).unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// Running jobs with `notify` whose end has not been told yet (the daemon's watch list).
+pub fn to_watch(state: &State) -> Result<Vec<Job>, RemoteError> {
+    Ok(registry(state)?.with(|c| {
+        let mut stmt = c.prepare(&format!(
+            "{SELECT} WHERE notify = 1 AND notified = 0 ORDER BY started_at, id"
+        ))?;
+        stmt.query_map([], from_row)?.collect()
+    })?)
+}
+
+/// Marks a job's end as told (so it is notified once, whoever noticed it).
+pub fn mark_notified(state: &State, id: &str) -> Result<bool, RemoteError> {
+    Ok(registry(state)?.with(|c| {
+        c.execute(
+            "UPDATE jobs SET notified = 1 WHERE id = ?1 AND notified = 0",
+            [id],
+        )
+    })? == 1)
+}
+
+/// A job that ended, as the watcher tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub status: Status,
+    /// Unix seconds when the exit was recorded on the host (its `exit` file), if known.
+    pub ended_at: Option<i64>,
+    pub tail: Vec<String>,
+}
+
+/// One round trip: the job's state and, when it ended, when and the last `n` lines of its log.
+pub async fn check_ended(
+    remote: &Remote,
+    state: &State,
+    job: &mut Job,
+    n: usize,
+) -> Result<Option<Ended>, RemoteError> {
+    let script = format!(
+        "{}e=\"$d/exit\"\n[ -f \"$e\" ] && {{ date -r \"$e\" +%s 2>/dev/null || stat -f %m \"$e\" 2>/dev/null || echo; }}\n\
+         [ -f \"$d/log\" ] && tail -n {n} \"$d/log\"\nexit 0\n",
+        status_script(job, None).trim_end_matches("exit 0\n"),
+    );
+    let out = step(remote, &job.host, &script, "cannot read the job's status").await?;
+    let text = String::from_utf8_lossy(&out);
+    let mut lines = text.lines();
+    let status = parse_status(lines.next().unwrap_or(""));
+    record(state, job, status).await?;
+    if status.state == JobState::Running {
+        return Ok(None);
+    }
+    let mut rest: Vec<&str> = lines.collect();
+    let ended_at = if status.state == JobState::Exited && !rest.is_empty() {
+        let first = rest.remove(0);
+        first.trim().parse().ok()
+    } else {
+        None
+    };
+    Ok(Some(Ended {
+        status,
+        ended_at,
+        tail: rest.into_iter().map(str::to_string).collect(),
+    }))
 }
