@@ -120,6 +120,9 @@ pub struct NotifyConf {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub command: Vec<String>,
+    /// How often `baton daemon` looks at running `ssh.spawn(…, {notify = true})` jobs (default: 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_poll: Option<crate::core::duration::Dur>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

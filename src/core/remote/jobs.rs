@@ -15,7 +15,8 @@ use crate::core::process::{Cmd, LineSink, Spec, Stream};
 use crate::core::state::State;
 
 /// Schema of the job registry (`state.migrate("jobs", MIGRATIONS)`).
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE jobs (
         id TEXT PRIMARY KEY,
         host TEXT NOT NULL,
         command TEXT NOT NULL,
@@ -140,7 +141,12 @@ const TMUX_RUNNER: &str = "d=$1; { \"${SHELL:-/bin/sh}\" -c \"$2\" 2>&1; echo \"
                            c=$(cat \"$d/code\" 2>/dev/null || echo 1); \
                            echo \"$c\" >\"$d/exit.tmp\" && mv \"$d/exit.tmp\" \"$d/exit\"";
 
-fn spawn_script_with(id: &str, cmd: &Cmd, spec: &Spec, opts: JobOpts) -> Result<String, RemoteError> {
+fn spawn_script_with(
+    id: &str,
+    cmd: &Cmd,
+    spec: &Spec,
+    opts: JobOpts,
+) -> Result<String, RemoteError> {
     if opts.tmux {
         let command = shell_text(cmd)?;
         return Ok(format!(
@@ -272,7 +278,11 @@ pub async fn spawn_with(
     }
     let id = new_id();
     let out = remote
-        .script(host, &spawn_script_with(&id, cmd, spec, opts)?, STEP_TIMEOUT)
+        .script(
+            host,
+            &spawn_script_with(&id, cmd, spec, opts)?,
+            STEP_TIMEOUT,
+        )
         .await?;
     if String::from_utf8_lossy(&out.stdout).contains(NO_TMUX) {
         return Err(RemoteError::Job(format!(
@@ -681,4 +691,89 @@ pub async fn check_ended(
         ended_at,
         tail: rest.into_iter().map(str::to_string).collect(),
     }))
+}
+
+/// How often the daemon looks at watched jobs unless the fleet says otherwise (`notify.job_poll`).
+pub const WATCH_POLL: Duration = Duration::from_secs(30);
+
+/// The notification for a job that ended.
+pub fn ended_message(job: &Job, ended: &Ended, now_unix: i64) -> crate::core::notify::Message {
+    let (outcome, ok) = match (ended.status.state, ended.status.code) {
+        (JobState::Exited, Some(code)) => (format!("exit {code}"), code == 0),
+        (JobState::Exited, None) => ("exited (no code)".to_string(), false),
+        _ => (
+            "lost (its process is gone without an exit record)".to_string(),
+            false,
+        ),
+    };
+    let end = ended.ended_at.unwrap_or(now_unix);
+    let took = Duration::from_secs(end.saturating_sub(job.started_at).max(0) as u64);
+    let mut msg = crate::core::notify::ended_message(
+        &format!("job {} on {}", job.id, job.host),
+        &outcome,
+        ok,
+        took,
+        &ended.tail,
+    );
+    msg.body = format!("$ {}\n{}", job.command.replace('\n', " "), msg.body);
+    msg
+}
+
+/// One pass of the daemon's watch: every running job with `notify` is looked at on its host (concurrently,
+/// each within `timeout`); those that ended are notified, once. Returns the ids notified. An unreachable
+/// host is tried again on the next pass.
+pub async fn watch_once(
+    remote: &Remote,
+    state: &State,
+    notifier: &crate::core::notify::Notifier,
+    timeout: Duration,
+) -> Result<Vec<String>, RemoteError> {
+    let jobs = to_watch(state)?;
+    let checks = jobs.into_iter().map(|mut job| async move {
+        let ended = match tokio::time::timeout(
+            timeout,
+            check_ended(remote, state, &mut job, crate::core::notify::TAIL_LINES),
+        )
+        .await
+        {
+            Ok(Ok(Some(ended))) => ended,
+            Ok(Err(e)) => {
+                tracing::debug!("watch: job {} on {}: {e}", job.id, job.host);
+                return None;
+            }
+            _ => return None,
+        };
+        if !mark_notified(state, &job.id).ok()? {
+            return None;
+        }
+        let msg = ended_message(&job, &ended, now());
+        notifier
+            .send(&msg, None, crate::core::notify::DEFAULT_TIMEOUT)
+            .await
+            .ok()?;
+        Some(job.id)
+    });
+    Ok(futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// The daemon's watch loop: [`watch_once`] every `poll`, for as long as the future is polled.
+pub async fn watch(
+    remote: &Remote,
+    state: &State,
+    notifier: &crate::core::notify::Notifier,
+    poll: Duration,
+) {
+    if notifier.channels().is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        if let Err(e) = watch_once(remote, state, notifier, STEP_TIMEOUT).await {
+            tracing::warn!("watching notified jobs: {e}");
+        }
+        tokio::time::sleep(poll).await;
+    }
 }

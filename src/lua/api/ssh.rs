@@ -110,7 +110,7 @@ async fn spawn(lua: Lua, (host, cmd, opts): (Value, Value, Value)) -> mlua::Resu
         job_opts,
     )
     .await
-        .map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
+    .map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
     lua.create_userdata(JobHandle(RefCell::new(job)))
 }
 
@@ -332,14 +332,13 @@ async fn wait_online(lua: Lua, (host, opts): (Value, Value)) -> mlua::Result<()>
                 .map_err(|e| args::fail(format!("{F}({host}): wake: {e}")))?;
         }
     }
-    r
-        .wait_online(
-            &host,
-            opts.timeout.0,
-            opts.interval.0.max(std::time::Duration::from_millis(50)),
-        )
-        .await
-        .map_err(|e| args::fail(format!("{F}({host}): {e}")))
+    r.wait_online(
+        &host,
+        opts.timeout.0,
+        opts.interval.0.max(std::time::Duration::from_millis(50)),
+    )
+    .await
+    .map_err(|e| args::fail(format!("{F}({host}): {e}")))
 }
 
 #[derive(Deserialize)]
