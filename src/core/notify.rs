@@ -479,7 +479,7 @@ pub fn ended_message(
 ) -> Message {
     let mut body = format!(
         "{outcome} after {}",
-        crate::core::duration::format(Duration::from_secs(took.as_secs()))
+        crate::core::duration::format(Duration::from_millis(took.as_millis() as u64 / 100 * 100))
     );
     let start = tail.len().saturating_sub(TAIL_LINES);
     if start < tail.len() {

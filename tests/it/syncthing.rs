@@ -1,0 +1,1 @@
+//! Integration tests: Syncthing (two real instances on loopback).
