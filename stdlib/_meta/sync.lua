@@ -130,6 +130,10 @@ function sync.git_remote(host, repo_path, opts) end
 ---@class sync.Syncthing
 local Syncthing = {}
 
+--- This instance's device ID (use it as another instance's `wait_synced` device).
+---@return string
+function Syncthing:id() end
+
 ---@return sync.SyncthingFolder[]
 function Syncthing:folders() end
 

@@ -256,6 +256,10 @@ fn folder_arg(method: &str, v: &Value) -> mlua::Result<String> {
 
 impl mlua::UserData for Syncthing {
     fn add_methods<M: mlua::UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_async_method("id", |_, this, ()| async move {
+            let c = this.client.clone();
+            c.my_id().await.map_err(|e| this.fail("id", e))
+        });
         methods.add_async_method("folders", |lua, this, ()| async move {
             let c = this.client.clone();
             let list = c.folders().await.map_err(|e| this.fail("folders", e))?;
