@@ -313,3 +313,64 @@ print(pcall(sync.syncthing, "nohost"))
         assert!(!text.contains(WRONG_KEY), "{text}");
     }
 }
+
+#[test]
+fn heavy_ai_task_moves_files_with_syncthing_and_notifies_the_end() {
+    let p = pair();
+    std::fs::write(p.beta_dir.join("input.txt"), "weights v7\n").unwrap();
+    let (notes, cmd) = {
+        let file = p.env.dir.join("notes.txt");
+        let script = p.env.dir.write(
+            "note.sh",
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$BATON_NOTIFY_TITLE\" >>'{}'\n",
+                file.display()
+            ),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (file, script)
+    };
+    // The same hosts, plus a command notification channel.
+    let fleet = std::fs::read_to_string(p.env.fleet.as_ref().unwrap()).unwrap();
+    let fleet = fleet.replacen(
+        "return {",
+        &format!(
+            "return {{ notify = {{ command = {{ \"{}\" }} }},",
+            cmd.display()
+        ),
+        1,
+    );
+    p.env.dir.write("fleet.lua", fleet);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/heavy_ai_task.lua");
+    let out = p.env.baton(&[
+        "run",
+        script.to_str().unwrap(),
+        "h0",
+        "--via-syncthing",
+        "shared",
+        "--wait",
+        "--notify",
+        "--poll",
+        "200ms",
+        "--",
+        "tr a-z A-Z <input.txt >output.txt; echo converted",
+    ]);
+    out.ok();
+    assert!(out.stdout.contains("converted\n"), "{}", out.stdout);
+    assert_eq!(
+        std::fs::read_to_string(p.alpha_dir.join("input.txt")).unwrap(),
+        "weights v7\n",
+        "delivered before the job started"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.beta_dir.join("output.txt")).unwrap(),
+        "WEIGHTS V7\n",
+        "the results came back by Syncthing"
+    );
+    let notes = std::fs::read_to_string(notes).unwrap();
+    assert!(
+        notes.starts_with("baton: job ") && notes.contains(" on h0 succeeded"),
+        "{notes}"
+    );
+}
