@@ -596,8 +596,9 @@ mod tests {
                 state
                     .call(move |c| {
                         c.execute(
-                            "INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, 0)",
-                            params![j.id, j.host, j.command, j.pid, j.dir, j.started_at],
+                            "INSERT INTO jobs(id, host, command, pid, dir, started_at, state, code, checked_at, notify)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, 0, ?7)",
+                            params![j.id, j.host, j.command, j.pid, j.dir, j.started_at, j.id == "a"],
                         )
                     })
                     .await
@@ -607,6 +608,17 @@ mod tests {
             }
         });
         assert_eq!(get(&state, "a").unwrap().status.state, JobState::Running);
+        // Watched: running jobs with notify, until their end is told (once).
+        let watched: Vec<String> = to_watch(&state)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(watched, ["a"]);
+        assert!(get(&state, "a").unwrap().notify && !get(&state, "b").unwrap().notify);
+        assert!(mark_notified(&state, "a").unwrap());
+        assert!(!mark_notified(&state, "a").unwrap(), "told once");
+        assert!(to_watch(&state).unwrap().is_empty());
         assert!(
             get(&state, "zz")
                 .unwrap_err()
