@@ -55,8 +55,6 @@ fn generate(home: &Path) -> String {
 }
 
 struct Instance {
-    home: PathBuf,
-    gui: u16,
     child: Child,
 }
 
@@ -128,11 +126,7 @@ fn start(home: &Path, gui: u16, key: &str) -> Instance {
         .stderr(log)
         .spawn()
         .expect("start syncthing");
-    let inst = Instance {
-        home: home.to_path_buf(),
-        gui,
-        child,
-    };
+    let inst = Instance { child };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ping(gui, key) {
         assert!(
