@@ -369,8 +369,17 @@ async fn post(
     if status.is_success() {
         return Ok(());
     }
-    let text = res.text().await.unwrap_or_default();
-    let mut text = text.trim().to_string();
+    // Only the start of an error answer is kept; the rest is not read into memory.
+    let mut res = res;
+    let mut bytes = Vec::new();
+    while bytes.len() < 4 * ANSWER_MAX {
+        match res.chunk().await {
+            Ok(Some(c)) => bytes.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    bytes.truncate(4 * ANSWER_MAX);
+    let mut text = String::from_utf8_lossy(&bytes).trim().to_string();
     if text.len() > ANSWER_MAX {
         let mut cut = ANSWER_MAX;
         while !text.is_char_boundary(cut) {

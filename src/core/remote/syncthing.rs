@@ -16,6 +16,8 @@ use crate::core::llm::Secret;
 
 /// Bound on each API request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bound on a rescan (the request returns when the scan is done; a large folder takes a while).
+const SCAN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Bound on reading config.xml and setting up the forward.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on the bytes of one API answer.
@@ -338,11 +340,21 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, RemoteError> {
+        self.call_within(method, path, body, REQUEST_TIMEOUT).await
+    }
+
+    async fn call_within(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, RemoteError> {
         let url = format!("{}{path}", self.url);
         let mut req = self
             .http
             .request(method.clone(), &url)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(timeout)
             .header("X-API-Key", self.key.expose());
         if let Some(b) = body {
             req = req
@@ -523,10 +535,11 @@ impl Client {
     /// Rescans the folder (returns when the scan is done).
     pub async fn scan(&self, name: &str) -> Result<(), RemoteError> {
         let folder = self.folder(name).await?;
-        self.call(
+        self.call_within(
             reqwest::Method::POST,
             &format!("/rest/db/scan?folder={}", enc(&folder.id)),
             None,
+            SCAN_TIMEOUT,
         )
         .await?;
         Ok(())
