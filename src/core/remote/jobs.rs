@@ -680,7 +680,7 @@ pub async fn check_ended(
 ) -> Result<Option<Ended>, RemoteError> {
     let script = format!(
         "{}e=\"$d/exit\"\n[ -f \"$e\" ] && {{ date -r \"$e\" +%s 2>/dev/null || stat -f %m \"$e\" 2>/dev/null || echo; }}\n\
-         [ -f \"$d/log\" ] && tail -n {n} \"$d/log\"\nexit 0\n",
+         [ -f \"$d/log\" ] && tail -n {n} \"$d/log\" | cut -c1-400\nexit 0\n",
         status_script(job, None).trim_end_matches("exit 0\n"),
     );
     let out = step(remote, &job.host, &script, "cannot read the job's status").await?;
