@@ -106,7 +106,7 @@ function ssh.online(host, opts) end
 ---@class ssh.WaitOnlineOpts
 ---@field timeout number|string|nil give up after this long (default: "5m")
 ---@field interval number|string|nil pause between attempts (default: "2s")
----@field wake boolean|nil send the Wake-on-LAN packet first when the host does not answer (needs `hosts.X.mac`) (default: false)
+---@field wake boolean|nil send the Wake-on-LAN packet when the host does not answer, and again every 30 s while waiting (needs `hosts.X.mac`) (default: false)
 
 --- Returns once `host` answers; raises `ssh.wait_online(<host>): not online after 5m: <last cause>` after the
 --- timeout, and at once for causes waiting cannot fix (authentication, host key).

@@ -178,6 +178,45 @@ pub async fn wake(remote: &Remote, host: &str) -> Result<Sent, RemoteError> {
     }
 }
 
+/// How often the packet is sent again while waiting (a NIC or switch may miss one).
+pub const RESEND_EVERY: Duration = Duration::from_secs(30);
+
+/// Wakes `host` unless it answers within a short probe, then waits until it answers, sending the packet
+/// again every [`RESEND_EVERY`]; the errors of [`Remote::wait_online`] after `timeout`.
+pub async fn wake_and_wait(
+    remote: &Remote,
+    host: &str,
+    timeout: Duration,
+    interval: Duration,
+) -> Result<Option<Sent>, RemoteError> {
+    // Checked first, so a host without `mac` is misuse even when it happens to be up.
+    plan(remote.fleet(), host)?;
+    if remote.online(host, Duration::from_secs(2)).await? {
+        return Ok(None);
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let sent = wake(remote, host).await?;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match remote
+            .wait_online(host, left.min(RESEND_EVERY), interval)
+            .await
+        {
+            Ok(()) => return Ok(Some(sent)),
+            Err(RemoteError::NotOnline { cause, .. }) if left > RESEND_EVERY => {
+                tracing::debug!("{host} not up yet ({cause}); sending the magic packet again");
+            }
+            Err(RemoteError::NotOnline { cause, .. }) => {
+                return Err(RemoteError::NotOnline {
+                    after: timeout,
+                    cause,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,26 +319,16 @@ async fn wait_online(lua: Lua, (host, opts): (Value, Value)) -> mlua::Result<()>
     let host = args::string(F, 1, "host", &host)?;
     let (opts, _) = args::opts::<WaitOnlineOpts>(&lua, F, 2, opts, &[])?;
     let r = services::remote(&lua);
+    let interval = opts.interval.0.max(std::time::Duration::from_millis(50));
     if opts.wake {
-        // Checked first, so a host without `mac` is misuse even when it happens to be up.
-        wake::plan(r.fleet(), &host).map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
-        let up = r
-            .online(&host, std::time::Duration::from_secs(2))
+        return wake::wake_and_wait(&r, &host, opts.timeout.0, interval)
             .await
-            .map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
-        if !up {
-            wake::wake(&r, &host)
-                .await
-                .map_err(|e| args::fail(format!("{F}({host}): wake: {e}")))?;
-        }
+            .map(|_| ())
+            .map_err(|e| args::fail(format!("{F}({host}): {e}")));
     }
-    r.wait_online(
-        &host,
-        opts.timeout.0,
-        opts.interval.0.max(std::time::Duration::from_millis(50)),
-    )
-    .await
-    .map_err(|e| args::fail(format!("{F}({host}): {e}")))
+    r.wait_online(&host, opts.timeout.0, interval)
+        .await
+        .map_err(|e| args::fail(format!("{F}({host}): {e}")))
 }
 
 #[derive(Deserialize)]
