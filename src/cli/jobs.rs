@@ -192,6 +192,40 @@ mod tests {
     }
 
     #[test]
+    fn attach_commands() {
+        let fleet = Fleet::from_deserializer(serde_json::json!({
+            "ssh_config": "/f/ssh_config",
+            "hosts": {"gpu": {"ssh": "me@gpu", "known_hosts": "accept-new"}, "here": {"ssh": false}}
+        }))
+        .unwrap();
+        let mut j = job("20261203-101500-ab12", JobState::Running, None, 0, "train");
+        j.host = "gpu".into();
+        assert!(attach_argv(&fleet, &j).is_err(), "not a tmux job");
+        j.tmux = true;
+        assert_eq!(
+            attach_argv(&fleet, &j).unwrap(),
+            [
+                "ssh",
+                "-t",
+                "-F",
+                "/f/ssh_config",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "me@gpu",
+                "tmux",
+                "attach-session",
+                "-t",
+                "baton-20261203-101500-ab12"
+            ]
+        );
+        j.host = "here".into();
+        assert_eq!(
+            attach_argv(&fleet, &j).unwrap(),
+            ["tmux", "attach-session", "-t", "baton-20261203-101500-ab12"]
+        );
+    }
+
+    #[test]
     fn ages() {
         assert_eq!(
             [-5, 45, 720, 3 * 3600, 2 * 86400].map(age),
