@@ -11,7 +11,19 @@ return {
 
     -- The always-on home server: CI, Docker, Syncthing, a small GPU. `ssh` is any OpenSSH destination;
     -- it defaults to the host's name, so a `Host brain` entry in ~/.ssh/config just works.
-    brain = { ssh = "brain", role = "server", tags = { "ci", "docker" } },
+    -- It is also the Syncthing hub: `sync.syncthing("brain")` reads the GUI address and API key from its
+    -- config.xml over ssh (or give them: `syncthing = { url = "http://brain:8384", api_key_env = "ST_KEY" }`).
+    brain = { ssh = "brain", role = "server", tags = { "ci", "docker" }, syncthing = {} },
+
+    -- The gaming PC with the big GPU sleeps between sessions. `mac` lets `ssh.wake("gpu")` and
+    -- `ssh.wait_online("gpu", {wake = true})` wake it; the packet is sent from the always-on server (`via`),
+    -- so waking works from outside the LAN too.
+    -- gpu = {
+    --   ssh = "me@gpu.local",
+    --   role = "gpu",
+    --   mac = "a8:a1:59:12:34:56",
+    --   wake = { broadcast = "192.168.1.255", port = 9, via = "brain" },
+    -- },
 
     -- The headless Mac Studio running Ollama with two 32B models loaded. `ollama_parallel` matches the
     -- server's OLLAMA_NUM_PARALLEL: baton queues extra requests instead of overloading it.
@@ -47,6 +59,15 @@ return {
 
   -- The key itself stays in the environment; only the variable's name is here.
   openrouter = { key_env = "OPENROUTER_API_KEY" },
+
+  -- Where `baton.notify`, failing scheduled jobs and `ssh.spawn(…, {notify = true})` jobs report (any subset).
+  -- Tokens stay in the environment; webhook header values are never printed.
+  notify = {
+    ntfy = { url = "https://ntfy.sh", topic = "baton-me-7f3a", token_env = "NTFY_TOKEN" },
+    desktop = true,
+    -- webhook = { url = "https://hooks.example.com/baton", headers = { Authorization = "Bearer …" } },
+    -- command = { "/usr/local/bin/my-notifier" },  -- gets the title and body as its last two arguments
+  },
 
   -- Paid calls reserve their worst case before they are sent, so spend never passes this.
   budget = { monthly_usd = 100, alert_at = 0.8 },

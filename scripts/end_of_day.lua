@@ -7,6 +7,8 @@
 -- reported and the others still go. Then CI is started as a detached job on the server host for the repos
 -- that were pushed and have a `test` command (the same steps and log layout as nightly_ci.lua), and the
 -- script prints the job id and where the results will be. Ends with an error when any step failed.
+-- The CI job is started with `notify = true`: `baton daemon` watches it and sends its result (exit code,
+-- duration, log tail) to the fleet's `notify` channels when it arrives — walk away, read it on the phone.
 --
 -- Fleet: the CI host is `ci.host` from the routines file, else the one host with role "server".
 -- Config: routines.lua next to the fleet file (or $BATON_ROUTINES, or --config FILE):
@@ -99,7 +101,7 @@ else
       parts[#parts + 1] = "(\n" .. routines.ci_script(cfg, r, stamp) .. "\n) || rc=1"
     end
     parts[#parts + 1] = "exit $rc"
-    local job = ssh.spawn(host, table.concat(parts, "\n"))
+    local job = ssh.spawn(host, table.concat(parts, "\n"), { notify = true })
     print(("CI started on %s: job %s (baton jobs; log %s:%s)"):format(host, job.id, host, job.log))
     for _, r in ipairs(ci) do
       print(("  %s: results in %s:%s/ (result, test.log)"):format(r.name, host, routines.ci_logdir(cfg, r, stamp)))

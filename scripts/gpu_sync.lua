@@ -11,7 +11,8 @@
 -- the error names the host, the repo and the conflicting files. A failed validation still commits and pushes
 -- its results (the commit says so) but is not merged back, and the script ends with an error.
 --
--- Fleet: the GPU host is `gpu.host` from the routines file, else the one host with role "gpu".
+-- Fleet: the GPU host is `gpu.host` from the routines file, else the one host with role "gpu". When the fleet
+-- gives it a `mac`, it is woken (Wake-on-LAN) if it does not answer.
 -- Config: the `gpu` section of routines.lua next to the fleet file (or $BATON_ROUTINES, or --config FILE):
 --   gpu = { local_path = "~/code/model", remote_path = "~/code/model", main = "main", branch = "validation",
 --           validate = "python validate.py --out results/", timeout = "2h", host = "gpu" },
@@ -43,8 +44,9 @@ local r = sync.git(here, { message = a.message or ("Work in progress before GPU 
 print(("local: %s, %s"):format(r.committed and "committed" or "clean", r.pushed and "pushed" or "nothing to push"))
 
 -- 2. The validation branch on the GPU host, up to date with main.
-print(("waiting for %s …"):format(host))
-ssh.wait_online(host, { timeout = a.online_timeout or "10m" })
+local wakeable = baton.fleet.hosts[host].mac ~= nil
+print(("waiting for %s%s …"):format(host, wakeable and " (waking it)" or ""))
+ssh.wait_online(host, { timeout = a.online_timeout or "10m", wake = wakeable })
 local _, dirty = routines.git(host, there, { "status", "--porcelain" })
 if dirty ~= "" then
   error(("%s: %s has uncommitted changes; commit or discard them first:\n%s"):format(host, there, dirty), 0)

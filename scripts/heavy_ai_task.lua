@@ -7,6 +7,12 @@
 -- sharing the state dir); give --sync-back again to fetch the results.
 --
 -- Fleet: HOST is any fleet host (e.g. the one with role "gpu" or "inference"); it may be asleep or booting.
+-- A HOST with `mac` in the fleet is woken (Wake-on-LAN) when it does not answer.
+--
+-- With --via-syncthing FOLDER the tree is not pushed: Syncthing already shares FOLDER between this machine
+-- and HOST. The script rescans it here and waits until HOST has all of it, runs COMMAND in the folder's path
+-- on HOST, and (with --wait) waits until the results have come back here. Needs Syncthing on both sides
+-- (see `sync.syncthing`).
 --
 -- Arguments:
 --   HOST [--] COMMAND…          one word is run by the host's shell; several are an argv (no shell)
@@ -18,15 +24,19 @@
 --   --remote-dir DIR            where it goes on HOST (default: ~/baton-work/<name of DIR>)
 --   --online-timeout DURATION   how long to wait for HOST to come online (default: 10m)
 --   --poll DURATION             how often to look at the job while waiting (default: 5s)
+--   --notify                    tell the fleet's `notify` channels when the job ends (`baton daemon` watches it
+--                               without --wait; with --wait this script notifies)
+--   --via-syncthing FOLDER      move files with Syncthing (FOLDER id or label) instead of rsync
 -- Example: baton run heavy_ai_task.lua studio --wait --sync-back out ./out -- python train.py --epochs 3
 local args = require("baton.args")
 local routines = require("baton.routines")
 
-local usage = "heavy_ai_task.lua HOST [--wait] [--job ID] [--sync-back REMOTE LOCAL] [--dir DIR] "
-  .. "[--remote-dir DIR] [--online-timeout DUR] [--poll DUR] [--] COMMAND…"
+local usage = "heavy_ai_task.lua HOST [--wait] [--notify] [--job ID] [--sync-back REMOTE LOCAL] [--dir DIR] "
+  .. "[--remote-dir DIR] [--via-syncthing FOLDER] [--online-timeout DUR] [--poll DUR] [--] COMMAND…"
 local a = args.parse(baton.args, {
-  flags = { "wait" },
-  options = { job = 1, ["sync-back"] = 2, dir = 1, ["remote-dir"] = 1, ["online-timeout"] = 1, poll = 1 },
+  flags = { "wait", "notify" },
+  options = { job = 1, ["sync-back"] = 2, dir = 1, ["remote-dir"] = 1, ["online-timeout"] = 1, poll = 1,
+    ["via-syncthing"] = 1 },
   usage = usage,
 })
 
@@ -46,12 +56,26 @@ else
   routines.host(nil, host) -- a fleet host, or an error listing them
   local cmd = { table.unpack(a, 2) }
   if #cmd == 1 then cmd = cmd[1] end
-  print(("waiting for %s to be online …"):format(host))
-  ssh.wait_online(host, { timeout = a.online_timeout or "10m" })
-  ssh.run(host, "mkdir -p " .. routines.path(remote_dir))
-  local pushed = sync.push(dir, ("%s:%s"):format(host, remote_dir))
-  print(("pushed %s to %s:%s (%d files, %d bytes)"):format(dir, host, remote_dir, pushed.files, pushed.bytes))
-  job = ssh.spawn(host, cmd, { cwd = remote_dir })
+  local wakeable = baton.fleet.hosts[host].mac ~= nil
+  print(("waiting for %s to be online%s …"):format(host, wakeable and " (waking it)" or ""))
+  ssh.wait_online(host, { timeout = a.online_timeout or "10m", wake = wakeable })
+  if a.via_syncthing then
+    local here, there = sync.syncthing(), sync.syncthing(host)
+    local folder = a.via_syncthing
+    here:scan(folder)
+    print(("waiting for Syncthing to deliver %s to %s …"):format(folder, host))
+    here:wait_synced(folder, { device = there:id(), timeout = a.online_timeout or "10m" })
+    for _, f in ipairs(there:folders()) do
+      if f.id == folder or f.label == folder then remote_dir = f.path end
+    end
+    print(("%s has %s at %s"):format(host, folder, remote_dir))
+  else
+    ssh.run(host, "mkdir -p " .. routines.path(remote_dir))
+    local pushed = sync.push(dir, ("%s:%s"):format(host, remote_dir))
+    print(("pushed %s to %s:%s (%d files, %d bytes)"):format(dir, host, remote_dir, pushed.files, pushed.bytes))
+  end
+  -- With --wait this script tells the end itself; without, `baton daemon` watches the job.
+  job = ssh.spawn(host, cmd, { cwd = remote_dir, notify = a.notify and not a.wait })
   print(("started job %s on %s (log %s)"):format(job.id, host, job.log))
   if not a.wait then
     local back = a.sync_back and (" --sync-back %s %s"):format(a.sync_back[1], a.sync_back[2]) or ""
@@ -62,6 +86,20 @@ end
 
 local status = job:wait({ poll = a.poll or "5s", on_line = function(_, line) print(line) end })
 print(("job %s on %s: %s%s"):format(job.id, job.host, status.state, status.code and (", exit " .. status.code) or ""))
+
+if a.via_syncthing then
+  local here, there = sync.syncthing(), sync.syncthing(job.host)
+  there:scan(a.via_syncthing)
+  print(("waiting for Syncthing to bring the results of %s back …"):format(a.via_syncthing))
+  there:wait_synced(a.via_syncthing, { device = here:id(), timeout = a.online_timeout or "10m" })
+end
+
+if a.notify then
+  local ok = status.state == "exited" and status.code == 0
+  baton.notify(("baton: job %s on %s %s"):format(job.id, job.host, ok and "succeeded" or "failed"),
+    ("%s%s\n\n%s"):format(status.state, status.code and (" " .. status.code) or "", table.concat(job:tail(10), "\n")),
+    { priority = ok and "default" or "high", tags = { ok and "white_check_mark" or "x" } })
+end
 
 if a.sync_back then
   local from, to = a.sync_back[1], a.sync_back[2]

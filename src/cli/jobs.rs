@@ -9,8 +9,83 @@ use anyhow::Context;
 use super::table::Table;
 use super::{Out, default_state, now_unix};
 use crate::core::fleet::Fleet;
-use crate::core::remote::Remote;
 use crate::core::remote::jobs::{self, Job, JobState};
+use crate::core::remote::{Remote, Target};
+
+/// `baton jobs attach ID`.
+#[derive(clap::Subcommand, Debug)]
+pub enum JobsCommand {
+    /// Open the tmux session of a job started with `ssh.spawn(…, {tmux = true})` (`ssh -t HOST tmux attach`)
+    Attach {
+        id: String,
+        /// Print the command instead of running it
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+/// Runs a `baton jobs` subcommand.
+pub fn action(fleet: Arc<Fleet>, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        JobsCommand::Attach { id, print } => attach(&fleet, id, *print),
+    }
+}
+
+/// `baton jobs attach ID [--print]`: runs (or prints) the command that attaches this terminal to the job's
+/// tmux session; exits with its code.
+fn attach(fleet: &Fleet, id: &str, print: bool) -> anyhow::Result<ExitCode> {
+    let state = default_state();
+    let job = jobs::get(&state, id)?;
+    let argv = attach_argv(fleet, &job)?;
+    if print {
+        let line: Vec<String> = argv
+            .iter()
+            .map(|a| shlex::try_quote(a).map_or_else(|_| a.clone(), |q| q.into_owned()))
+            .collect();
+        writeln!(Out::new(), "{}", line.join(" "))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .status()
+        .with_context(|| format!("cannot run {}", argv[0]))?;
+    Ok(ExitCode::from(
+        status.code().unwrap_or(1).clamp(0, 255) as u8
+    ))
+}
+
+/// The command attaching a terminal to a tmux job: `ssh [-F config] -t DEST tmux attach -t baton-<id>`, or
+/// `tmux attach …` for a job on this machine.
+pub fn attach_argv(fleet: &Fleet, job: &Job) -> anyhow::Result<Vec<String>> {
+    if !job.tmux {
+        anyhow::bail!(
+            "job {} on {} was not started with tmux = true; follow its log with `ssh.job({:?}):wait({{on_line = print}})`",
+            job.id,
+            job.host,
+            job.id
+        );
+    }
+    let tmux = ["tmux", "attach-session", "-t"]
+        .into_iter()
+        .map(String::from)
+        .chain([job.tmux_session()]);
+    Ok(match crate::core::remote::target(fleet, &job.host)? {
+        Target::Local => tmux.collect(),
+        Target::Ssh(dest) => {
+            let mut argv = vec!["ssh".to_string(), "-t".to_string()];
+            if let Some(config) = &dest.config {
+                argv.push("-F".into());
+                argv.push(config.display().to_string());
+            }
+            if dest.accept_new {
+                argv.extend(["-o".into(), "StrictHostKeyChecking=accept-new".into()]);
+            }
+            argv.push(dest.dest.clone());
+            argv.extend(tmux);
+            argv
+        }
+    })
+}
 
 /// How long each running job's host gets to answer.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,6 +157,8 @@ mod tests {
             dir: format!("/home/u/.baton/jobs/{id}"),
             started_at,
             status: Status { state, code },
+            notify: false,
+            tmux: false,
         }
     }
 
@@ -111,6 +188,40 @@ mod tests {
         assert!(
             line.ends_with('…') && line.chars().count() < 60 + 30,
             "{text}"
+        );
+    }
+
+    #[test]
+    fn attach_commands() {
+        let fleet = Fleet::from_deserializer(serde_json::json!({
+            "ssh_config": "/f/ssh_config",
+            "hosts": {"gpu": {"ssh": "me@gpu", "known_hosts": "accept-new"}, "here": {"ssh": false}}
+        }))
+        .unwrap();
+        let mut j = job("20261203-101500-ab12", JobState::Running, None, 0, "train");
+        j.host = "gpu".into();
+        assert!(attach_argv(&fleet, &j).is_err(), "not a tmux job");
+        j.tmux = true;
+        assert_eq!(
+            attach_argv(&fleet, &j).unwrap(),
+            [
+                "ssh",
+                "-t",
+                "-F",
+                "/f/ssh_config",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "me@gpu",
+                "tmux",
+                "attach-session",
+                "-t",
+                "baton-20261203-101500-ab12"
+            ]
+        );
+        j.host = "here".into();
+        assert_eq!(
+            attach_argv(&fleet, &j).unwrap(),
+            ["tmux", "attach-session", "-t", "baton-20261203-101500-ab12"]
         );
     }
 

@@ -82,6 +82,8 @@ pub enum Command {
         /// Forget jobs that have ended (exited or lost)
         #[arg(long)]
         prune: bool,
+        #[command(subcommand)]
+        action: Option<jobs::JobsCommand>,
     },
     /// Check the setup for real: hosts, Ollama endpoints and models, OpenRouter key and credits, budget, daemon
     Doctor {
@@ -154,7 +156,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => run::status(cli, *json),
         Command::Fleet { json } => fleet::show(&*load_fleet(cli)?, *json),
         Command::Spend { period, by, json } => spend::show(period, by, *json),
-        Command::Jobs { prune } => jobs::show(load_fleet(cli)?, *prune),
+        Command::Jobs { prune, action } => match action {
+            Some(a) => jobs::action(load_fleet(cli)?, a),
+            None => jobs::show(load_fleet(cli)?, *prune),
+        },
         Command::Completions { shell } => stubs::completions(*shell),
         Command::Stubs { dir } => stubs::write(dir),
         Command::Daemon {

@@ -64,6 +64,9 @@ struct HostStatus {
     host: String,
     role: String,
     online: bool,
+    /// Offline but has a `mac` (issue 19): shown as `asleep (wakeable)`.
+    #[serde(default)]
+    wakeable: bool,
     load: Option<f64>,
     ollama: Option<String>,
     jobs: u64,
@@ -134,7 +137,12 @@ fn status_text(s: &StatusReport) -> String {
         hosts.row([
             h.host.clone(),
             h.role.clone(),
-            if h.online { "yes" } else { "no" }.into(),
+            match (h.online, h.wakeable) {
+                (true, _) => "yes",
+                (false, true) => "asleep (wakeable)",
+                (false, false) => "no",
+            }
+            .into(),
             h.load.map_or("-".into(), |l| format!("{l:.2}")),
             h.ollama.clone().unwrap_or_else(|| "-".into()),
             h.jobs.to_string(),
@@ -245,6 +253,7 @@ mod tests {
                     host: "brain".into(),
                     role: "inference".into(),
                     online: true,
+                    wakeable: false,
                     load: Some(0.5),
                     ollama: Some("qwen2.5-coder:32b".into()),
                     jobs: 2,
@@ -253,6 +262,7 @@ mod tests {
                     host: "pc".into(),
                     role: String::new(),
                     online: false,
+                    wakeable: false,
                     load: None,
                     ollama: None,
                     jobs: 0,

@@ -43,16 +43,29 @@ pub fn daemon(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCo
             );
         }
         let grace = opts.grace;
-        let daemon = Daemon::new(schedule.jobs, &state, SystemClock::default(), opts)?;
-        let report = daemon
-            .run(async move {
-                stop_signal().await;
-                eprintln!(
-                    "baton daemon: stopping; running jobs get {} to finish",
-                    duration::format(grace)
-                );
-            })
-            .await?;
+        let notifier = crate::core::notify::Notifier::from_fleet(&fleet);
+        let daemon = Daemon::new(schedule.jobs, &state, SystemClock::default(), opts)?
+            .with_notifier(notifier.clone());
+        // Detached jobs started with `notify = true` are watched while the daemon runs (issue 19).
+        let remote = crate::core::remote::Remote::new(fleet.clone());
+        let poll = fleet
+            .notify
+            .as_ref()
+            .and_then(|n| n.job_poll)
+            .map_or(crate::core::remote::jobs::WATCH_POLL, |d| d.0);
+        let watch = crate::core::remote::jobs::watch(&remote, &state, &notifier, poll);
+        let run = daemon.run(async move {
+            stop_signal().await;
+            eprintln!(
+                "baton daemon: stopping; running jobs get {} to finish",
+                duration::format(grace)
+            );
+        });
+        let report = tokio::select! {
+            report = run => report?,
+            () = watch => unreachable!("the job watch never ends"),
+        };
+        remote.close().await;
         eprintln!(
             "baton daemon: stopped ({} run(s): {} ok, {} failed, {} cancelled; {} skipped)",
             report.started, report.ok, report.failed, report.cancelled, report.skipped

@@ -33,6 +33,9 @@ pub struct Fleet {
     pub openrouter: OpenRouter,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+    /// Notification channels for `baton.notify`, scheduled jobs and detached jobs (issue 19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyConf>,
     /// Where the fleet came from; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -60,6 +63,109 @@ pub struct Host {
     pub ollama: Option<String>,
     #[serde(default = "default_parallel")]
     pub ollama_parallel: u32,
+    /// Wake-on-LAN: the host's MAC address (`aa:bb:cc:dd:ee:ff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Wake-on-LAN: where the magic packet goes and which host sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake: Option<Wake>,
+    /// The host's Syncthing REST API (default: read from its config.xml over ssh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syncthing: Option<SyncthingConf>,
+}
+
+/// `hosts.X.wake = {broadcast, port, via}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wake {
+    /// IPv4 broadcast address (default: 255.255.255.255).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<String>,
+    /// UDP port (default: 9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// A fleet host that sends the packet (over ssh) instead of this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+/// `hosts.X.syncthing = {url, api_key_env}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncthingConf {
+    /// The REST API as this machine reaches it (default: the GUI address in the host's config.xml, through
+    /// an ssh port forward when it listens on loopback there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The variable holding the API key (default: the key in the host's config.xml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+}
+
+/// Top-level `notify = {ntfy, desktop, webhook, command}` (any subset).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConf {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntfy: Option<Ntfy>,
+    /// `notify-send` on Linux, `osascript` on macOS.
+    #[serde(default)]
+    pub desktop: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+    /// A program run with the title and body (argv; see `baton.notify`).
+    #[serde(
+        default,
+        deserialize_with = "list_or_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub command: Vec<String>,
+    /// How often `baton daemon` looks at running `ssh.spawn(…, {notify = true})` jobs (default: 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_poll: Option<crate::core::duration::Dur>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ntfy {
+    /// The ntfy server (default: https://ntfy.sh).
+    #[serde(default = "default_ntfy_url")]
+    pub url: String,
+    pub topic: String,
+    /// The variable holding an access token (sent as `Authorization: Bearer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+fn default_ntfy_url() -> String {
+    "https://ntfy.sh".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    /// Sent with every post; values are secrets (shown as `***`).
+    #[serde(
+        default,
+        deserialize_with = "map_or_empty",
+        serialize_with = "hidden_values",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Header values may hold tokens: written back as `***`.
+fn hidden_values<S: serde::Serializer>(
+    m: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(m.len()))?;
+    for k in m.keys() {
+        map.serialize_entry(k, "***")?;
+    }
+    map.end()
 }
 
 fn default_parallel() -> u32 {
@@ -267,6 +373,9 @@ impl Fleet {
                 tags: Vec::new(),
                 ollama: Some(ollama),
                 ollama_parallel: DEFAULT_OLLAMA_PARALLEL,
+                mac: None,
+                wake: None,
+                syncthing: None,
             },
         );
         let mut fleet = Fleet {
@@ -455,7 +564,9 @@ impl Fleet {
                     "expected a whole number of at least 1, got 0",
                 );
             }
+            self.validate_wake_sync(name, host)?;
         }
+        self.validate_notify()?;
         let tiers = self.tiers();
         let mut seen = Vec::new();
         for (i, tier) in tiers.iter().enumerate() {
@@ -556,6 +667,113 @@ impl Fleet {
                     "expected a fraction of the budget in (0, 1], such as 0.8",
                 );
             }
+        }
+        Ok(())
+    }
+}
+
+impl Fleet {
+    /// `hosts.X.mac`, `hosts.X.wake` and `hosts.X.syncthing`.
+    fn validate_wake_sync(&self, name: &str, host: &Host) -> Result<(), FleetError> {
+        let err = |key: &str, msg: String| Err(FleetError(format!("hosts.{name}.{key}: {msg}")));
+        if let Some(mac) = &host.mac
+            && let Err(e) = crate::core::remote::wake::parse_mac(mac)
+        {
+            return err("mac", e);
+        }
+        if let Some(wake) = &host.wake {
+            if host.mac.is_none() {
+                return err("wake", "needs `mac` (the address to wake)".into());
+            }
+            if let Some(b) = &wake.broadcast
+                && b.parse::<std::net::Ipv4Addr>().is_err()
+            {
+                return err(
+                    "wake.broadcast",
+                    format!("expected an IPv4 address such as \"192.168.1.255\", got {b:?}"),
+                );
+            }
+            if wake.port == Some(0) {
+                return err("wake.port", "expected a UDP port (1-65535), got 0".into());
+            }
+            if let Some(via) = &wake.via {
+                if !self.hosts.contains_key(via) {
+                    return err(
+                        "wake.via",
+                        format!(
+                            "unknown host {via:?}{}",
+                            suggest(via, self.hosts.keys().map(String::as_str))
+                        ),
+                    );
+                }
+                if via == name {
+                    return err(
+                        "wake.via",
+                        "a host cannot wake itself (name an always-on host)".into(),
+                    );
+                }
+            }
+        }
+        if let Some(st) = &host.syncthing {
+            if let Some(url) = &st.url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return err(
+                    "syncthing.url",
+                    format!("expected an http:// or https:// URL, got {url:?}"),
+                );
+            }
+            if st.api_key_env.as_deref().is_some_and(str::is_empty) {
+                return err(
+                    "syncthing.api_key_env",
+                    "expected the name of an environment variable, got \"\"".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The top-level `notify` table.
+    fn validate_notify(&self) -> Result<(), FleetError> {
+        let Some(n) = &self.notify else {
+            return Ok(());
+        };
+        let http = |path: &str, url: &str| {
+            if url.starts_with("http://") || url.starts_with("https://") {
+                Ok(())
+            } else {
+                Err(FleetError(format!(
+                    "{path}: expected an http:// or https:// URL, got {url:?}"
+                )))
+            }
+        };
+        if let Some(ntfy) = &n.ntfy {
+            http("notify.ntfy.url", &ntfy.url)?;
+            let t = &ntfy.topic;
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(FleetError(format!(
+                    "notify.ntfy.topic: expected letters, digits, '-' or '_', got {t:?}"
+                )));
+            }
+        }
+        if let Some(w) = &n.webhook {
+            http("notify.webhook.url", &w.url)?;
+            for k in w.headers.keys() {
+                if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                    return Err(FleetError(format!(
+                        "notify.webhook.headers: {k:?} is not a valid header name"
+                    )));
+                }
+            }
+        }
+        if n.command.first().is_some_and(|p| p.is_empty()) {
+            return Err(FleetError(
+                "notify.command: expected a program and its arguments, got an empty program".into(),
+            ));
         }
         Ok(())
     }
@@ -790,6 +1008,42 @@ mod tests {
         let f = parse(json!({"hosts": {"a": {"tags": {}}}, "tiers": [{"name": "c", "provider": "openrouter", "model": "x", "models": []}]}))
             .unwrap();
         assert!(f.hosts["a"].tags.is_empty());
+    }
+
+    #[test]
+    fn wake_and_notify_settings_parse_and_hide_header_values() {
+        let f = parse(json!({
+            "hosts": {"brain": {"syncthing": {}},
+                      "pc": {"mac": "AA-BB-CC-DD-EE-FF", "wake": {"broadcast": "192.168.1.255", "via": "brain"}}},
+            "notify": {"ntfy": {"topic": "t-1"}, "webhook": {"url": "https://h.example/x", "headers": {"Authorization": "Bearer s3cret"}},
+                       "desktop": true, "command": ["notify-me", "--loud"], "job_poll": "5s"}
+        }))
+        .unwrap();
+        assert_eq!(
+            f.hosts["pc"].wake.as_ref().unwrap().via.as_deref(),
+            Some("brain")
+        );
+        let n = f.notify.as_ref().unwrap();
+        assert_eq!(n.ntfy.as_ref().unwrap().url, "https://ntfy.sh");
+        assert_eq!(n.command, ["notify-me", "--loud"]);
+        let raw = serde_json::to_string(&f).unwrap();
+        assert!(
+            !raw.contains("s3cret") && raw.contains("\"Authorization\":\"***\""),
+            "{raw}"
+        );
+        let e =
+            parse(json!({"hosts": {"pc": {"mac": "aa:bb:cc:dd:ee:ff", "wake": {"via": "pc"}}}}))
+                .unwrap_err();
+        assert_eq!(
+            e.0,
+            "hosts.pc.wake.via: a host cannot wake itself (name an always-on host)"
+        );
+        let e = parse(json!({"notify": {"webhook": {"url": "http://x", "headers": {"a b": "v"}}}}))
+            .unwrap_err();
+        assert_eq!(
+            e.0,
+            "notify.webhook.headers: \"a b\" is not a valid header name"
+        );
     }
 
     #[test]

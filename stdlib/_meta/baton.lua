@@ -156,3 +156,27 @@ function baton.json.encode(value, opts) end
 ---@param text string
 ---@return any
 function baton.json.decode(text) end
+
+---@class baton.NotifyOpts
+---@field priority "min"|"low"|"default"|"high"|"urgent"|integer|nil ntfy priority 1-5; desktop urgency follows it (default: "default")
+---@field tags string[]|nil ntfy tags (emoji short codes such as "warning") (default: none)
+---@field click string|nil URL opened when the notification is clicked (default: none)
+---@field to string[]|nil only these channels: "ntfy", "webhook", "desktop", "command" (default: every configured channel)
+---@field check boolean|nil raise when any channel fails (default: false: failures are logged and returned)
+---@field timeout number|string|nil time each channel gets (default: "10s")
+
+---@class baton.NotifyDelivery
+---@field channel string
+---@field ok boolean
+---@field err string|nil why the channel failed (never holds a token)
+
+--- Sends a notification to every channel of the fleet's `notify` table at once: ntfy (`POST url/topic`,
+--- Title/Priority/Tags/Click headers, bearer token from `token_env`), webhook (JSON `{title, body, priority,
+--- tags, click}` with the fleet's headers), desktop (`notify-send` / `osascript`), command (argv + title and
+--- body as the two last arguments, and `BATON_NOTIFY_TITLE`/`_BODY`/`_PRIORITY`/`_TAGS`/`_CLICK`).
+--- With no channel configured it logs a warning and returns `{}` (raises with `check = true`).
+---@param title string
+---@param body string|nil (default: "")
+---@param opts baton.NotifyOpts|nil
+---@return baton.NotifyDelivery[]
+function baton.notify(title, body, opts) end

@@ -21,6 +21,10 @@ schedule = {}
 ---Whose wall clock the expression reads: `"local"`, `"UTC"` or an IANA name such as `"Europe/Berlin"`.
 ---(default: "local")
 ---@field tz? string
+---When to tell the fleet's `notify` channels how a run ended (job name, outcome, duration, last log
+---lines): `"failure"` (failed, timed out or cancelled), `"always"` or `"never"`. Sent by `baton daemon`.
+---(default: "failure")
+---@field notify? "failure"|"always"|"never"
 
 ---What a job function receives.
 ---@class schedule.Run

@@ -40,6 +40,8 @@ function ssh.run(host, cmd, opts) end
 ---@class ssh.SpawnOpts
 ---@field cwd string|nil working directory on the host (default: the login directory)
 ---@field env table<string,string>|nil variables exported for the job (default: none)
+---@field notify boolean|nil tell the fleet's `notify` channels when the job ends (exit code, duration, log tail); `baton daemon` watches such jobs (default: false)
+---@field tmux boolean|nil run inside the tmux session `baton-<id>` on the host, so `baton jobs attach ID` can watch it live; output still goes to the log; raises naming the host when it has no tmux (default: false)
 
 ---@class ssh.Job
 ---@field id string job id (use with `ssh.job(id)` from another script)
@@ -47,6 +49,8 @@ function ssh.run(host, cmd, opts) end
 ---@field pid integer pid of the job's runner on the host
 ---@field log string path of the log file on the host (stdout and stderr, `~/.baton/jobs/<id>/log`)
 ---@field command string
+---@field notify boolean whether its end is notified
+---@field tmux string|nil its tmux session (`baton-<id>`) when started with `tmux = true`
 local Job = {}
 
 ---@class ssh.JobStatus
@@ -102,6 +106,7 @@ function ssh.online(host, opts) end
 ---@class ssh.WaitOnlineOpts
 ---@field timeout number|string|nil give up after this long (default: "5m")
 ---@field interval number|string|nil pause between attempts (default: "2s")
+---@field wake boolean|nil send the Wake-on-LAN packet when the host does not answer, and again every 30 s while waiting (needs `hosts.X.mac`) (default: false)
 
 --- Returns once `host` answers; raises `ssh.wait_online(<host>): not online after 5m: <last cause>` after the
 --- timeout, and at once for causes waiting cannot fix (authentication, host key).
@@ -120,3 +125,16 @@ function ssh.wait_online(host, opts) end
 ---@param opts ssh.EachOpts|nil
 ---@return T[]
 function ssh.each(hosts, fn, opts) end
+
+---@class ssh.WakeResult
+---@field to string the address the packet went to (`ip:port`)
+---@field via string|nil the fleet host that sent it (`hosts.X.wake.via`), nil when sent from this machine
+---@field program string|nil the program that sent it on `via` (`python3`, `socat` or `bash`)
+
+--- Sends the Wake-on-LAN magic packet for `host` (`hosts.X.mac`) to its `wake.broadcast`
+--- (default: "255.255.255.255") and `wake.port` (default: 9), from this machine or from the always-on host
+--- `wake.via` over ssh (which needs python3, socat or bash there). Does not wait: see `ssh.wait_online(host, {wake = true})`.
+--- Raises `ssh.wake(<host>): cannot wake "<host>": the fleet gives it no `mac` …` for a host without `mac`.
+---@param host string
+---@return ssh.WakeResult
+function ssh.wake(host) end

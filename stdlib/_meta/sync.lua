@@ -89,3 +89,83 @@ function sync.git(repo_path, opts) end
 ---@param opts sync.GitOpts|nil
 ---@return sync.GitResult
 function sync.git_remote(host, repo_path, opts) end
+
+---@class sync.SyncthingFolder
+---@field id string
+---@field label string
+---@field path string path on the Syncthing host
+---@field paused boolean
+---@field devices string[] device IDs it is shared with (this device included)
+
+---@class sync.SyncthingCompletion
+---@field device string device ID
+---@field name string device name (or the first group of its ID)
+---@field completion number percent of the folder that device has, as this instance sees it
+---@field need_bytes integer
+---@field need_items integer
+---@field connected boolean
+---@field synced boolean connected, 100 %, nothing needed, and its index known
+
+---@class sync.SyncthingStatus
+---@field state string "idle", "scanning", "syncing", "error", "paused", …
+---@field paused boolean
+---@field need_bytes integer bytes this instance still needs
+---@field need_files integer files this instance still needs
+---@field global_bytes integer
+---@field local_bytes integer
+---@field errors integer
+---@field completion table<string, sync.SyncthingCompletion> per remote device, by name
+
+---@class sync.SyncthingError
+---@field folder string|nil nil for a system error
+---@field path string|nil
+---@field message string
+
+---@class sync.WaitSyncedOpts
+---@field device string|nil also wait until this device (name or ID) has 100 % of the folder ("results synced back") (default: none, only this instance)
+---@field timeout number|string|nil raise `syncthing:wait_synced(<host>): folder "<id>" not synced after …` with the last state (default: "10m")
+---@field interval number|string|nil pause between looks (default: "1s")
+
+--- A Syncthing REST API client (`sync.syncthing(host)`). Folder arguments are IDs or labels.
+---@class sync.Syncthing
+local Syncthing = {}
+
+--- This instance's device ID (use it as another instance's `wait_synced` device).
+---@return string
+function Syncthing:id() end
+
+---@return sync.SyncthingFolder[]
+function Syncthing:folders() end
+
+---@param folder string
+---@return sync.SyncthingStatus
+function Syncthing:status(folder) end
+
+--- Rescans the folder; returns when the scan is done.
+---@param folder string
+function Syncthing:scan(folder) end
+
+--- Returns once the folder is idle with nothing needed here and, with `device`, synced on that device.
+---@param folder string
+---@param opts sync.WaitSyncedOpts|nil
+---@return sync.SyncthingStatus
+function Syncthing:wait_synced(folder, opts) end
+
+---@param folder string
+function Syncthing:pause(folder) end
+
+---@param folder string
+function Syncthing:resume(folder) end
+
+--- Files that failed to sync (per folder), then Syncthing's system errors.
+---@return sync.SyncthingError[]
+function Syncthing:errors() end
+
+--- A client of the Syncthing REST API on `host` (default: this machine). URL and API key come from the fleet's
+--- `hosts.X.syncthing = {url, api_key_env}` when given, else from the host's config.xml (read over ssh from
+--- ~/.local/state/syncthing, ~/.config/syncthing or ~/Library/Application Support/Syncthing); a remote host's
+--- API is reached through a local port forward on its ssh master, so a GUI listening on 127.0.0.1 works.
+--- The API key is never printed. A wrong key raises `syncthing:<method>(<host>): Syncthing at <url> refused the API key (HTTP 403)`.
+---@param host string|nil (default: this machine)
+---@return sync.Syncthing
+function sync.syncthing(host) end

@@ -25,6 +25,8 @@ function M.collect()
     probes[i] = function()
       local info = { host = name, role = host.role or "", jobs = running[name] or 0 }
       info.online = host.ssh == false or ssh.online(name, { timeout = "3s" })
+      -- Offline with a MAC: asleep, and `ssh.wake` can bring it up; without one it is simply down.
+      info.wakeable = not info.online and host.mac ~= nil
       if info.online then
         local r = ssh.run(name, LOAD, { timeout = "5s", check = false })
         info.load = r.ok and tonumber(r.stdout:match("([%d%.]+)")) or nil

@@ -15,7 +15,8 @@ use crate::core::process::{Cmd, LineSink, Spec, Stream};
 use crate::core::state::State;
 
 /// Schema of the job registry (`state.migrate("jobs", MIGRATIONS)`).
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE jobs (
         id TEXT PRIMARY KEY,
         host TEXT NOT NULL,
         command TEXT NOT NULL,
@@ -25,7 +26,12 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
         state TEXT NOT NULL,
         code INTEGER,
         checked_at INTEGER NOT NULL
-    )"];
+    )",
+    // Issue 19: notify when the job ends (the daemon watches), run inside tmux, and whether its end was told.
+    "ALTER TABLE jobs ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN tmux INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN notified INTEGER NOT NULL DEFAULT 0;",
+];
 
 /// Bound on each job housekeeping command (spawn, status, tail, kill).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,11 +50,27 @@ pub struct Job {
     pub started_at: i64,
     /// Last known status (as recorded in the registry).
     pub status: Status,
+    /// Notify (fleet `notify`) when the job ends; the daemon watches it.
+    pub notify: bool,
+    /// Runs inside the tmux session [`Job::tmux_session`] on its host.
+    pub tmux: bool,
+}
+
+/// How a job is started (`ssh.spawn` options beyond cwd and env).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobOpts {
+    pub notify: bool,
+    pub tmux: bool,
 }
 
 impl Job {
     pub fn log(&self) -> String {
         format!("{}/log", self.dir)
+    }
+
+    /// The tmux session of a `tmux = true` job: `baton-<id>`.
+    pub fn tmux_session(&self) -> String {
+        format!("baton-{}", self.id)
     }
 }
 
@@ -105,8 +127,41 @@ fn new_id() -> String {
     )
 }
 
+const NO_TMUX: &str = "__baton_no_tmux";
+
 /// The script that starts the runner in the background and reports its pid and folder.
+#[cfg(test)]
 fn spawn_script(id: &str, cmd: &Cmd, spec: &Spec) -> Result<String, RemoteError> {
+    spawn_script_with(id, cmd, spec, JobOpts::default())
+}
+
+/// The runner inside tmux: the output goes to the pane and to the log (`tee`), the exit code through a file
+/// (a POSIX pipeline gives only the last command's status).
+const TMUX_RUNNER: &str = "d=$1; { \"${SHELL:-/bin/sh}\" -c \"$2\" 2>&1; echo \"$?\" >\"$d/code\"; } | tee -a \"$d/log\"; \
+                           c=$(cat \"$d/code\" 2>/dev/null || echo 1); \
+                           echo \"$c\" >\"$d/exit.tmp\" && mv \"$d/exit.tmp\" \"$d/exit\"";
+
+fn spawn_script_with(
+    id: &str,
+    cmd: &Cmd,
+    spec: &Spec,
+    opts: JobOpts,
+) -> Result<String, RemoteError> {
+    if opts.tmux {
+        let command = shell_text(cmd)?;
+        return Ok(format!(
+            "d={dir}\nmkdir -p \"$d\" || exit 1\n: >\"$d/log\"\nprintf '%s\\n' {cmd} >\"$d/cmd\"\n{setup}\
+             command -v tmux >/dev/null 2>&1 || {{ echo {NO_TMUX}; exit 3; }}\n\
+             tmux new-session -d -s baton-{id} sh -c {runner} baton-job-{id} \"$d\" {cmd} || exit 1\n\
+             p=$(tmux display-message -p -t baton-{id} '#{{pane_pid}}' 2>/dev/null)\n\
+             [ -n \"$p\" ] || p=0\n\
+             echo \"$p\" >\"$d/pid\"\necho \"{SPAWNED}$p $d\"\n",
+            dir = job_dir_expr(id),
+            cmd = quote(&command)?,
+            setup = env_and_cwd(spec)?,
+            runner = quote(TMUX_RUNNER)?,
+        ));
+    }
     let command = shell_text(cmd)?;
     let runner = "d=$1; \"${SHELL:-/bin/sh}\" -c \"$2\" >>\"$d/log\" 2>&1 </dev/null; c=$?; \
                   echo \"$c\" >\"$d/exit.tmp\" && mv \"$d/exit.tmp\" \"$d/exit\"";
@@ -204,19 +259,43 @@ pub async fn spawn(
     cmd: &Cmd,
     spec: &Spec,
 ) -> Result<Job, RemoteError> {
+    spawn_with(remote, state, host, cmd, spec, JobOpts::default()).await
+}
+
+/// [`spawn`] with `notify` (the daemon tells when it ends) and `tmux` (a tmux session on the host).
+pub async fn spawn_with(
+    remote: &Remote,
+    state: &State,
+    host: &str,
+    cmd: &Cmd,
+    spec: &Spec,
+    opts: JobOpts,
+) -> Result<Job, RemoteError> {
     if spec.stdin.is_some() || spec.timeout.is_some() {
         return Err(RemoteError::Invalid(
             "a detached job takes no stdin or timeout".into(),
         ));
     }
     let id = new_id();
-    let stdout = step(
-        remote,
-        host,
-        &spawn_script(&id, cmd, spec)?,
-        "cannot start the job",
-    )
-    .await?;
+    let out = remote
+        .script(
+            host,
+            &spawn_script_with(&id, cmd, spec, opts)?,
+            STEP_TIMEOUT,
+        )
+        .await?;
+    if String::from_utf8_lossy(&out.stdout).contains(NO_TMUX) {
+        return Err(RemoteError::Job(format!(
+            "tmux is not installed on host {host} (needed by tmux = true; install it there, or spawn without tmux)"
+        )));
+    }
+    if !out.ok() {
+        return Err(RemoteError::Job(format!(
+            "cannot start the job: {}",
+            out.failure_summary()
+        )));
+    }
+    let stdout = out.stdout;
     let text = String::from_utf8_lossy(&stdout);
     let (pid, dir) = text
         .lines()
@@ -240,20 +319,24 @@ pub async fn spawn(
             state: JobState::Running,
             code: None,
         },
+        notify: opts.notify,
+        tmux: opts.tmux,
     };
     let row = job.clone();
     registry(state)?
         .call(move |c| {
             c.execute(
-                "INSERT INTO jobs(id, host, command, pid, dir, started_at, state, code, checked_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, ?6)",
+                "INSERT INTO jobs(id, host, command, pid, dir, started_at, state, code, checked_at, notify, tmux)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, ?6, ?7, ?8)",
                 params![
                     row.id,
                     row.host,
                     row.command,
                     row.pid,
                     row.dir,
-                    row.started_at
+                    row.started_at,
+                    row.notify,
+                    row.tmux
                 ],
             )
         })
@@ -274,10 +357,13 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
             state: JobState::parse(&state),
             code: r.get(7)?,
         },
+        notify: r.get(8)?,
+        tmux: r.get(9)?,
     })
 }
 
-const SELECT: &str = "SELECT id, host, command, pid, dir, started_at, state, code FROM jobs";
+const SELECT: &str =
+    "SELECT id, host, command, pid, dir, started_at, state, code, notify, tmux FROM jobs";
 
 /// A registered job by id.
 pub fn get(state: &State, id: &str) -> Result<Job, RemoteError> {
@@ -447,6 +533,8 @@ mod tests {
             dir: format!("/home/u/.baton/jobs/{id}"),
             started_at,
             status: Status { state, code },
+            notify: false,
+            tmux: false,
         }
     }
 
@@ -508,8 +596,9 @@ mod tests {
                 state
                     .call(move |c| {
                         c.execute(
-                            "INSERT INTO jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, 0)",
-                            params![j.id, j.host, j.command, j.pid, j.dir, j.started_at],
+                            "INSERT INTO jobs(id, host, command, pid, dir, started_at, state, code, checked_at, notify)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, 0, ?7)",
+                            params![j.id, j.host, j.command, j.pid, j.dir, j.started_at, j.id == "a"],
                         )
                     })
                     .await
@@ -519,6 +608,17 @@ mod tests {
             }
         });
         assert_eq!(get(&state, "a").unwrap().status.state, JobState::Running);
+        // Watched: running jobs with notify, until their end is told (once).
+        let watched: Vec<String> = to_watch(&state)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(watched, ["a"]);
+        assert!(get(&state, "a").unwrap().notify && !get(&state, "b").unwrap().notify);
+        assert!(mark_notified(&state, "a").unwrap());
+        assert!(!mark_notified(&state, "a").unwrap(), "told once");
+        assert!(to_watch(&state).unwrap().is_empty());
         assert!(
             get(&state, "zz")
                 .unwrap_err()
@@ -539,5 +639,153 @@ mod tests {
         assert_eq!(prune(&state).unwrap(), 1);
         assert_eq!(list(&state).unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Running jobs with `notify` whose end has not been told yet (the daemon's watch list).
+pub fn to_watch(state: &State) -> Result<Vec<Job>, RemoteError> {
+    Ok(registry(state)?.with(|c| {
+        let mut stmt = c.prepare(&format!(
+            "{SELECT} WHERE notify = 1 AND notified = 0 ORDER BY started_at, id"
+        ))?;
+        stmt.query_map([], from_row)?.collect()
+    })?)
+}
+
+/// Marks a job's end as told (so it is notified once, whoever noticed it).
+pub fn mark_notified(state: &State, id: &str) -> Result<bool, RemoteError> {
+    Ok(registry(state)?.with(|c| {
+        c.execute(
+            "UPDATE jobs SET notified = 1 WHERE id = ?1 AND notified = 0",
+            [id],
+        )
+    })? == 1)
+}
+
+/// A job that ended, as the watcher tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    pub status: Status,
+    /// Unix seconds when the exit was recorded on the host (its `exit` file), if known.
+    pub ended_at: Option<i64>,
+    pub tail: Vec<String>,
+}
+
+/// One round trip: the job's state and, when it ended, when and the last `n` lines of its log.
+pub async fn check_ended(
+    remote: &Remote,
+    state: &State,
+    job: &mut Job,
+    n: usize,
+) -> Result<Option<Ended>, RemoteError> {
+    let script = format!(
+        "{}e=\"$d/exit\"\n[ -f \"$e\" ] && {{ date -r \"$e\" +%s 2>/dev/null || stat -f %m \"$e\" 2>/dev/null || echo; }}\n\
+         [ -f \"$d/log\" ] && tail -n {n} \"$d/log\" | cut -c1-400\nexit 0\n",
+        status_script(job, None).trim_end_matches("exit 0\n"),
+    );
+    let out = step(remote, &job.host, &script, "cannot read the job's status").await?;
+    let text = String::from_utf8_lossy(&out);
+    let mut lines = text.lines();
+    let status = parse_status(lines.next().unwrap_or(""));
+    record(state, job, status).await?;
+    if status.state == JobState::Running {
+        return Ok(None);
+    }
+    let mut rest: Vec<&str> = lines.collect();
+    let ended_at = if status.state == JobState::Exited && !rest.is_empty() {
+        let first = rest.remove(0);
+        first.trim().parse().ok()
+    } else {
+        None
+    };
+    Ok(Some(Ended {
+        status,
+        ended_at,
+        tail: rest.into_iter().map(str::to_string).collect(),
+    }))
+}
+
+/// How often the daemon looks at watched jobs unless the fleet says otherwise (`notify.job_poll`).
+pub const WATCH_POLL: Duration = Duration::from_secs(30);
+
+/// The notification for a job that ended.
+pub fn ended_message(job: &Job, ended: &Ended, now_unix: i64) -> crate::core::notify::Message {
+    let (outcome, ok) = match (ended.status.state, ended.status.code) {
+        (JobState::Exited, Some(code)) => (format!("exit {code}"), code == 0),
+        (JobState::Exited, None) => ("exited (no code)".to_string(), false),
+        _ => (
+            "lost (its process is gone without an exit record)".to_string(),
+            false,
+        ),
+    };
+    let end = ended.ended_at.unwrap_or(now_unix);
+    let took = Duration::from_secs(end.saturating_sub(job.started_at).max(0) as u64);
+    let mut msg = crate::core::notify::ended_message(
+        &format!("job {} on {}", job.id, job.host),
+        &outcome,
+        ok,
+        took,
+        &ended.tail,
+    );
+    msg.body = format!("$ {}\n{}", job.command.replace('\n', " "), msg.body);
+    msg
+}
+
+/// One pass of the daemon's watch: every running job with `notify` is looked at on its host (concurrently,
+/// each within `timeout`); those that ended are notified, once. Returns the ids notified. An unreachable
+/// host is tried again on the next pass.
+pub async fn watch_once(
+    remote: &Remote,
+    state: &State,
+    notifier: &crate::core::notify::Notifier,
+    timeout: Duration,
+) -> Result<Vec<String>, RemoteError> {
+    let jobs = to_watch(state)?;
+    let checks = jobs.into_iter().map(|mut job| async move {
+        let ended = match tokio::time::timeout(
+            timeout,
+            check_ended(remote, state, &mut job, crate::core::notify::TAIL_LINES),
+        )
+        .await
+        {
+            Ok(Ok(Some(ended))) => ended,
+            Ok(Err(e)) => {
+                tracing::debug!("watch: job {} on {}: {e}", job.id, job.host);
+                return None;
+            }
+            _ => return None,
+        };
+        if !mark_notified(state, &job.id).ok()? {
+            return None;
+        }
+        let msg = ended_message(&job, &ended, now());
+        notifier
+            .send(&msg, None, crate::core::notify::DEFAULT_TIMEOUT)
+            .await
+            .ok()?;
+        Some(job.id)
+    });
+    Ok(futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// The daemon's watch loop: [`watch_once`] every `poll`, for as long as the future is polled.
+pub async fn watch(
+    remote: &Remote,
+    state: &State,
+    notifier: &crate::core::notify::Notifier,
+    poll: Duration,
+) {
+    if notifier.channels().is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        if let Err(e) = watch_once(remote, state, notifier, STEP_TIMEOUT).await {
+            tracing::warn!("watching notified jobs: {e}");
+        }
+        tokio::time::sleep(poll).await;
     }
 }

@@ -9,6 +9,8 @@ pub mod git;
 pub mod jobs;
 pub mod rsync;
 pub mod ssh;
+pub mod syncthing;
+pub mod wake;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -423,6 +425,9 @@ mod tests {
             tags: vec![],
             ollama: None,
             ollama_parallel: 1,
+            mac: None,
+            wake: None,
+            syncthing: None,
         };
         let mut fleet = Fleet {
             ssh_config: Some("/f/config".into()),

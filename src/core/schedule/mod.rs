@@ -76,6 +76,8 @@ pub struct JobSpec {
     pub jitter: Duration,
     /// What runs, for display: `function` or a playbook path.
     pub target: String,
+    /// When the run's end is sent to the fleet's `notify` channels.
+    pub notify: crate::core::notify::When,
 }
 
 impl JobSpec {
@@ -89,7 +91,12 @@ impl JobSpec {
             timeout: None,
             jitter: Duration::ZERO,
             target: "function".into(),
+            notify: crate::core::notify::When::Failure,
         }
+    }
+    pub fn with_notify(mut self, notify: crate::core::notify::When) -> Self {
+        self.notify = notify;
+        self
     }
     pub fn with_zone(mut self, zone: Zone) -> Self {
         self.zone = zone;

@@ -148,6 +148,7 @@ pub struct Daemon<C: Clock> {
     store: Store,
     clock: C,
     opts: DaemonOptions,
+    notifier: Option<crate::core::notify::Notifier>,
 }
 
 type Running = JoinSet<Outcome>;
@@ -164,7 +165,49 @@ impl<C: Clock> Daemon<C> {
             store: Store::open(state)?,
             clock,
             opts,
+            notifier: None,
         })
+    }
+
+    /// Sends the end of runs to `notifier`'s channels, as each job's `notify` policy asks.
+    pub fn with_notifier(mut self, notifier: crate::core::notify::Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// Tells the fleet's channels how a run ended (in the background, so a slow channel holds up nothing).
+    fn notify_end(&self, job: usize, log: &std::path::Path, outcome: &Outcome) {
+        use crate::core::notify;
+        let spec = &self.jobs[job].spec;
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        if !spec.notify.wants(*outcome == Outcome::Ok) || notifier.channels().is_empty() {
+            return;
+        }
+        let took = match self.store.last_run(&spec.name) {
+            Ok(Some(r)) => r
+                .started
+                .zip(r.ended)
+                .and_then(|(s, e)| (e - s).to_std().ok())
+                .unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        let what = match outcome.error() {
+            Some(e) => format!("{}: {}", outcome.name(), e.lines().next().unwrap_or("")),
+            None => outcome.name().to_string(),
+        };
+        let msg = notify::ended_message(
+            &format!("job {}", spec.name),
+            &what,
+            *outcome == Outcome::Ok,
+            took,
+            &notify::file_tail(log, notify::TAIL_LINES),
+        );
+        let notifier = notifier.clone();
+        tokio::spawn(async move {
+            let _ = notifier.send(&msg, None, notify::DEFAULT_TIMEOUT).await;
+        });
     }
 
     /// Runs until `shutdown` completes, then lets running jobs finish within the grace period, cancels the
@@ -293,6 +336,7 @@ impl<C: Clock> Daemon<C> {
             .expect("every run task is registered when spawned");
         let outcome = Outcome::from_join(res.map(|(_, o)| o));
         record_end(&self.store, run_id, &log, &outcome, self.clock.now())?;
+        self.notify_end(job, &log, &outcome);
         match outcome {
             Outcome::Ok => report.ok += 1,
             Outcome::Failed(ref e) => {

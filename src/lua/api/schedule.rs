@@ -49,6 +49,8 @@ struct CronOpts {
     timeout: Option<Dur>,
     jitter: Option<Dur>,
     tz: Option<String>,
+    #[serde(default)]
+    notify: crate::core::notify::When,
 }
 
 const CRON: &str = "schedule.cron";
@@ -102,7 +104,8 @@ fn cron(
         .with_missed(o.missed)
         .with_overlap(o.overlap)
         .with_timeout(o.timeout.map(|d| d.0))
-        .with_jitter(o.jitter.map(|d| d.0).unwrap_or_default());
+        .with_jitter(o.jitter.map(|d| d.0).unwrap_or_default())
+        .with_notify(o.notify);
     spec.target = match &target {
         JobTarget::Function(_) => "function".into(),
         JobTarget::Playbook(p) => p.display().to_string(),

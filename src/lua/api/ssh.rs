@@ -12,7 +12,7 @@ use super::{args, services};
 use crate::core::duration::Dur;
 use crate::core::process::Spec;
 use crate::core::remote::jobs::{self, Job, Status};
-use crate::core::remote::{Remote, RemoteError};
+use crate::core::remote::{Remote, RemoteError, wake};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let ssh = lua.create_table()?;
@@ -21,6 +21,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     ssh.set("job", lua.create_function(job)?)?;
     ssh.set("online", lua.create_async_function(online)?)?;
     ssh.set("wait_online", lua.create_async_function(wait_online)?)?;
+    ssh.set("wake", lua.create_async_function(wake)?)?;
     ssh.set("each", lua.create_async_function(each)?)?;
     Ok(ssh)
 }
@@ -78,6 +79,10 @@ struct SpawnOpts {
     cwd: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    notify: bool,
+    #[serde(default)]
+    tmux: bool,
 }
 
 /// `ssh.spawn(host, cmd [, opts])` → job handle.
@@ -92,9 +97,20 @@ async fn spawn(lua: Lua, (host, cmd, opts): (Value, Value, Value)) -> mlua::Resu
         ..Spec::default()
     };
     let state = crate::lua::ctx(&lua).state.clone();
-    let job = jobs::spawn(&services::remote(&lua), &state, &host, &cmd, &spec)
-        .await
-        .map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
+    let job_opts = jobs::JobOpts {
+        notify: opts.notify,
+        tmux: opts.tmux,
+    };
+    let job = jobs::spawn_with(
+        &services::remote(&lua),
+        &state,
+        &host,
+        &cmd,
+        &spec,
+        job_opts,
+    )
+    .await
+    .map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
     lua.create_userdata(JobHandle(RefCell::new(job)))
 }
 
@@ -165,6 +181,11 @@ impl UserData for JobHandle {
         fields.add_field_method_get("pid", |_, this| Ok(this.0.borrow().pid));
         fields.add_field_method_get("log", |_, this| Ok(this.0.borrow().log()));
         fields.add_field_method_get("command", |_, this| Ok(this.0.borrow().command.clone()));
+        fields.add_field_method_get("notify", |_, this| Ok(this.0.borrow().notify));
+        fields.add_field_method_get("tmux", |_, this| {
+            let job = this.0.borrow();
+            Ok(job.tmux.then(|| job.tmux_session()))
+        });
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
@@ -269,6 +290,8 @@ struct WaitOnlineOpts {
     timeout: Dur,
     #[serde(default = "two_seconds")]
     interval: Dur,
+    #[serde(default)]
+    wake: bool,
 }
 
 fn five_minutes() -> Dur {
@@ -284,21 +307,26 @@ impl Default for WaitOnlineOpts {
         WaitOnlineOpts {
             timeout: five_minutes(),
             interval: two_seconds(),
+            wake: false,
         }
     }
 }
 
-/// `ssh.wait_online(host [, {timeout = "5m", interval = "2s"}])`.
+/// `ssh.wait_online(host [, {timeout = "5m", interval = "2s", wake = false}])`; with `wake`, a host that
+/// does not answer at once is sent the magic packet first.
 async fn wait_online(lua: Lua, (host, opts): (Value, Value)) -> mlua::Result<()> {
     const F: &str = "ssh.wait_online";
     let host = args::string(F, 1, "host", &host)?;
     let (opts, _) = args::opts::<WaitOnlineOpts>(&lua, F, 2, opts, &[])?;
-    services::remote(&lua)
-        .wait_online(
-            &host,
-            opts.timeout.0,
-            opts.interval.0.max(std::time::Duration::from_millis(50)),
-        )
+    let r = services::remote(&lua);
+    let interval = opts.interval.0.max(std::time::Duration::from_millis(50));
+    if opts.wake {
+        return wake::wake_and_wait(&r, &host, opts.timeout.0, interval)
+            .await
+            .map(|_| ())
+            .map_err(|e| args::fail(format!("{F}({host}): {e}")));
+    }
+    r.wait_online(&host, opts.timeout.0, interval)
         .await
         .map_err(|e| args::fail(format!("{F}({host}): {e}")))
 }
@@ -372,4 +400,19 @@ async fn each(lua: Lua, (hosts, f, opts): (Value, Value, Value)) -> mlua::Result
         out.raw_set(i + 1, value)?;
     }
     Ok(out)
+}
+
+/// `ssh.wake(host)` → `{to = "ip:port", via = host|nil, program = name|nil}`: sends the Wake-on-LAN magic
+/// packet (it does not wait; see `ssh.wait_online(host, {wake = true})`).
+async fn wake(lua: Lua, host: Value) -> mlua::Result<Table> {
+    const F: &str = "ssh.wake";
+    let host = args::string(F, 1, "host", &host)?;
+    let sent = wake::wake(&services::remote(&lua), &host)
+        .await
+        .map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
+    let t = lua.create_table()?;
+    t.set("to", sent.to.to_string())?;
+    t.set("via", sent.via)?;
+    t.set("program", sent.program)?;
+    Ok(t)
 }

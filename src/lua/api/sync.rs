@@ -6,8 +6,10 @@ use mlua::{Lua, Table, Value};
 use tokio::sync::mpsc;
 
 use super::{args, services};
+use crate::core::duration::Dur;
 use crate::core::remote::git::{self, GitOpts};
 use crate::core::remote::rsync::{self, Endpoint, Progress, SyncOpts, SyncResult};
+use crate::core::remote::syncthing;
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let sync = lua.create_table()?;
@@ -15,6 +17,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     sync.set("pull", lua.create_async_function(pull)?)?;
     sync.set("git", lua.create_async_function(git_local)?)?;
     sync.set("git_remote", lua.create_async_function(git_remote)?)?;
+    sync.set("syncthing", lua.create_async_function(syncthing)?)?;
     Ok(sync)
 }
 
@@ -165,4 +168,182 @@ async fn git_local(lua: Lua, (repo, opts): (Value, Value)) -> mlua::Result<Table
 async fn git_remote(lua: Lua, (host, repo, opts): (Value, Value, Value)) -> mlua::Result<Table> {
     let host = args::string("sync.git_remote", 1, "host", &host)?;
     git_steps(lua, "sync.git_remote", host, repo, 2, opts).await
+}
+
+/// `sync.syncthing([host])` → a handle on that host's Syncthing REST API (default host: this machine).
+async fn syncthing(lua: Lua, host: Value) -> mlua::Result<mlua::AnyUserData> {
+    const F: &str = "sync.syncthing";
+    let host = match &host {
+        Value::Nil => "local".to_string(),
+        other => args::string(F, 1, "host", other)?,
+    };
+    let client = syncthing::connect(&services::remote(&lua), &host)
+        .await
+        .map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
+    lua.create_userdata(Syncthing {
+        host,
+        client: std::sync::Arc::new(client),
+    })
+}
+
+struct Syncthing {
+    host: String,
+    client: std::sync::Arc<syncthing::Client>,
+}
+
+impl Syncthing {
+    fn fail(&self, method: &str, e: crate::core::remote::RemoteError) -> mlua::Error {
+        args::fail(format!("syncthing:{method}({}): {e}", self.host))
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitSyncedOpts {
+    device: Option<String>,
+    #[serde(default = "ten_minutes")]
+    timeout: Dur,
+    #[serde(default = "one_second")]
+    interval: Dur,
+}
+
+fn ten_minutes() -> Dur {
+    Dur(std::time::Duration::from_secs(600))
+}
+
+fn one_second() -> Dur {
+    Dur(std::time::Duration::from_secs(1))
+}
+
+impl Default for WaitSyncedOpts {
+    fn default() -> Self {
+        WaitSyncedOpts {
+            device: None,
+            timeout: ten_minutes(),
+            interval: one_second(),
+        }
+    }
+}
+
+fn folder_status_table(lua: &Lua, s: &syncthing::FolderStatus) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set("state", s.state.as_str())?;
+    t.set("paused", s.paused)?;
+    t.set("need_bytes", s.need_bytes)?;
+    t.set("need_files", s.need_files)?;
+    t.set("global_bytes", s.global_bytes)?;
+    t.set("local_bytes", s.local_bytes)?;
+    t.set("errors", s.errors)?;
+    let devices = lua.create_table()?;
+    for c in &s.completion {
+        let d = lua.create_table()?;
+        d.set("device", c.device.as_str())?;
+        d.set("name", c.name.as_str())?;
+        d.set("completion", c.completion)?;
+        d.set("need_bytes", c.need_bytes)?;
+        d.set("need_items", c.need_items)?;
+        d.set("connected", c.connected)?;
+        d.set("synced", c.synced())?;
+        devices.set(c.name.as_str(), d)?;
+    }
+    t.set("completion", devices)?;
+    Ok(t)
+}
+
+fn folder_arg(method: &str, v: &Value) -> mlua::Result<String> {
+    args::string(&format!("syncthing:{method}"), 1, "folder", v)
+}
+
+impl mlua::UserData for Syncthing {
+    fn add_methods<M: mlua::UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_async_method("id", |_, this, ()| async move {
+            let c = this.client.clone();
+            c.my_id().await.map_err(|e| this.fail("id", e))
+        });
+        methods.add_async_method("folders", |lua, this, ()| async move {
+            let c = this.client.clone();
+            let list = c.folders().await.map_err(|e| this.fail("folders", e))?;
+            let out = lua.create_table_with_capacity(list.len(), 0)?;
+            for (i, f) in list.iter().enumerate() {
+                let t = lua.create_table()?;
+                t.set("id", f.id.as_str())?;
+                t.set("label", f.label.as_str())?;
+                t.set("path", f.path.as_str())?;
+                t.set("paused", f.paused)?;
+                t.set(
+                    "devices",
+                    lua.create_sequence_from(f.devices.iter().map(String::as_str))?,
+                )?;
+                out.raw_set(i + 1, t)?;
+            }
+            Ok(out)
+        });
+        methods.add_async_method("status", |lua, this, folder: Value| async move {
+            let folder = folder_arg("status", &folder)?;
+            let c = this.client.clone();
+            let s = c
+                .status(&folder)
+                .await
+                .map_err(|e| this.fail("status", e))?;
+            folder_status_table(&lua, &s)
+        });
+        methods.add_async_method("scan", |_, this, folder: Value| async move {
+            let folder = folder_arg("scan", &folder)?;
+            let c = this.client.clone();
+            c.scan(&folder).await.map_err(|e| this.fail("scan", e))
+        });
+        methods.add_async_method("pause", |_, this, folder: Value| async move {
+            let folder = folder_arg("pause", &folder)?;
+            let c = this.client.clone();
+            c.set_paused(&folder, true)
+                .await
+                .map_err(|e| this.fail("pause", e))
+        });
+        methods.add_async_method("resume", |_, this, folder: Value| async move {
+            let folder = folder_arg("resume", &folder)?;
+            let c = this.client.clone();
+            c.set_paused(&folder, false)
+                .await
+                .map_err(|e| this.fail("resume", e))
+        });
+        methods.add_async_method("errors", |lua, this, ()| async move {
+            let c = this.client.clone();
+            let list = c.errors().await.map_err(|e| this.fail("errors", e))?;
+            let out = lua.create_table_with_capacity(list.len(), 0)?;
+            for (i, e) in list.iter().enumerate() {
+                let t = lua.create_table()?;
+                t.set("folder", e.folder.as_deref())?;
+                t.set("path", e.path.as_deref())?;
+                t.set("message", e.message.as_str())?;
+                out.raw_set(i + 1, t)?;
+            }
+            Ok(out)
+        });
+        methods.add_async_method(
+            "wait_synced",
+            |lua, this, (folder, opts): (Value, Value)| async move {
+                let folder = folder_arg("wait_synced", &folder)?;
+                let (opts, _) =
+                    args::opts::<WaitSyncedOpts>(&lua, "syncthing:wait_synced", 2, opts, &[])?;
+                let c = this.client.clone();
+                let s = c
+                    .wait_synced(
+                        &folder,
+                        opts.device.as_deref(),
+                        opts.timeout.0,
+                        opts.interval.0,
+                    )
+                    .await
+                    .map_err(|e| this.fail("wait_synced", e))?;
+                folder_status_table(&lua, &s)
+            },
+        );
+        methods.add_meta_method("__tostring", |_, this, ()| {
+            Ok(format!(
+                "syncthing on {} ({})",
+                this.host,
+                this.client.url()
+            ))
+        });
+    }
 }
