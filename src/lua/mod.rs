@@ -62,6 +62,12 @@ pub fn new_runtime(ctx: Ctx) -> mlua::Result<Lua> {
         )
     };
     let module_dirs = module_dirs(&ctx);
+    let memory = ctx
+        .fleet
+        .limits
+        .memory
+        .map_or(runtime::DEFAULT_MEMORY, |b| b.0);
+    runtime::install_guard(&lua, memory)?;
     lua.set_app_data(ctx);
     lua.set_app_data(Printer::stdout());
     install_require(&lua, &module_dirs)?;

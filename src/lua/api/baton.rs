@@ -108,6 +108,8 @@ enum TaskStatus {
 /// stops it at its next wait.
 pub struct Task {
     id: u64,
+    /// The task's own coroutine, to refuse `t:wait()` from inside `t`.
+    thread: usize,
     result: Shared<LocalBoxFuture<'static, TaskResult>>,
     abort: tokio::task::AbortHandle,
     status: Rc<Cell<TaskStatus>>,
@@ -125,7 +127,19 @@ impl Task {
 
 impl UserData for Task {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_async_method("wait", |_, this, ()| async move { this.wait().await });
+        methods.add_async_method("wait", |lua, this, ()| {
+            let own = this.status.get() == TaskStatus::Running
+                && lua.current_thread().to_pointer() as usize == this.thread;
+            async move {
+                if own {
+                    return Err(args::fail(format!(
+                        "task#{}:wait: task waits on itself (it would never finish)",
+                        this.id
+                    )));
+                }
+                this.wait().await
+            }
+        });
         methods.add_method("cancel", |_, this, ()| {
             if this.status.get() == TaskStatus::Running {
                 this.abort.abort();
@@ -157,6 +171,7 @@ fn status_name(s: TaskStatus) -> &'static str {
 fn spawn(lua: &Lua, (f, args): (Value, MultiValue)) -> mlua::Result<AnyUserData> {
     let f = args::function("baton.spawn", 1, "fn", &f)?;
     let thread = lua.create_thread(f)?;
+    let thread_ptr = thread.to_pointer() as usize;
     let run = thread.into_async::<MultiValue>(args)?;
     let status = Rc::new(Cell::new(TaskStatus::Running));
     let st = status.clone();
@@ -188,6 +203,7 @@ fn spawn(lua: &Lua, (f, args): (Value, MultiValue)) -> mlua::Result<AnyUserData>
     .shared();
     lua.create_userdata(Task {
         id,
+        thread: thread_ptr,
         result,
         abort,
         status,
@@ -273,16 +289,20 @@ async fn gather(lua: Lua, (list, opts): (Value, Value)) -> mlua::Result<Table> {
 }
 
 /// `baton.timeout(dur, fn, …)`: raises `timed out after 5s` and cancels fn's work (its processes included).
-async fn timeout(_: Lua, (d, f, args): (Value, Value, MultiValue)) -> mlua::Result<MultiValue> {
+/// A loop that never waits is stopped too: the instruction hook raises the same error once the time is up.
+async fn timeout(lua: Lua, (d, f, args): (Value, Value, MultiValue)) -> mlua::Result<MultiValue> {
     let d = args::duration_arg("baton.timeout", 1, "dur", &d)?;
     let f = args::function("baton.timeout", 2, "fn", &f)?;
-    match tokio::time::timeout(d, f.call_async::<MultiValue>(args)).await {
-        Ok(r) => r,
-        Err(_) => Err(args::fail(format!(
-            "timed out after {}",
-            duration::format(d)
-        ))),
-    }
+    let msg = format!("timed out after {}", duration::format(d));
+    let call = f.call_async::<MultiValue>(args);
+    let r = match std::time::Instant::now().checked_add(d) {
+        Some(deadline) => {
+            let call = crate::lua::runtime::with_deadline(&lua, deadline, msg.clone(), call);
+            tokio::time::timeout(d, call).await
+        }
+        None => tokio::time::timeout(d, call).await,
+    };
+    r.unwrap_or_else(|_| Err(args::fail(msg)))
 }
 
 /// `baton.exec(cmd [, opts])` → `{ok, code, signal, stdout, stderr, duration}`.
