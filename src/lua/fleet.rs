@@ -48,6 +48,8 @@ pub fn load_file(path: &Path) -> Result<Fleet, FleetError> {
             value.type_name()
         )));
     }
+    super::api::args::check_depth("fleet file", 1, "table", &value)
+        .map_err(|e| FleetError(format!("{shown}: {}", super::split_error(&e).0)))?;
     let de = mlua::serde::Deserializer::new_with_options(
         value,
         mlua::serde::de::Options::new().deny_unsupported_types(true),

@@ -150,6 +150,7 @@ pub fn opts<T: DeserializeOwned + Default>(
         Value::Table(t) => t,
         other => return Err(arg_error(func, pos, "options", "a table", &other)),
     };
+    check_depth(func, pos, "options", &Value::Table(t.clone()))?;
     let mut callbacks = Callbacks::default();
     let plain = lua.create_table()?;
     for pair in t.pairs::<Value, Value>() {
@@ -329,4 +330,38 @@ pub fn checked<T: serde::Serialize>(
             Ok(Value::Table(t))
         }
     }
+}
+
+/// The deepest nesting of tables a walk over Lua values goes: JSON encoding, option tables, log fields and
+/// the fleet are refused past it (a clean error, not a stack overflow), `baton.inspect` shows `{…}` there.
+pub const MAX_DEPTH: usize = 128;
+
+/// Fails when `v` nests tables more than [`MAX_DEPTH`] deep: `baton.json.encode: argument 1 (value) nests
+/// tables more than 128 deep`. Walks without recursion; a table reached twice (shared or a cycle) is walked
+/// once.
+pub fn check_depth(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<()> {
+    let Value::Table(root) = v else {
+        return Ok(());
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![(root.clone(), 1usize)];
+    while let Some((t, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Err(fail(format!(
+                "{func}: argument {pos} ({name}) nests tables more than {MAX_DEPTH} deep"
+            )));
+        }
+        if !seen.insert(t.to_pointer() as usize) {
+            continue;
+        }
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            for x in [k, v] {
+                if let Value::Table(child) = x {
+                    stack.push((child, depth + 1));
+                }
+            }
+        }
+    }
+    Ok(())
 }

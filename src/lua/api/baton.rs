@@ -376,8 +376,23 @@ fn jobs(lua: &Lua, (): ()) -> mlua::Result<Table> {
 }
 
 /// `baton.inspect(value [, depth])` → the REPL's rendering of a value.
-fn inspect(_: &Lua, (v, depth): (Value, Option<usize>)) -> mlua::Result<String> {
-    Ok(crate::lua::pretty::inspect(&v, depth.unwrap_or(4)))
+/// Tables nested deeper than `depth` (at most [`args::MAX_DEPTH`]) show as `{…}`.
+fn inspect(_: &Lua, (v, depth): (Value, Value)) -> mlua::Result<String> {
+    let depth = match depth {
+        Value::Nil => 4,
+        Value::Integer(d) if d >= 0 => (d as u64).min(args::MAX_DEPTH as u64) as usize,
+        Value::Number(d) if d >= 0.0 && d.fract() == 0.0 => d.min(args::MAX_DEPTH as f64) as usize,
+        other => {
+            return Err(args::arg_error(
+                "baton.inspect",
+                2,
+                "depth",
+                "a whole number of at least 0",
+                &other,
+            ));
+        }
+    };
+    Ok(crate::lua::pretty::inspect(&v, depth))
 }
 
 fn log_table(lua: &Lua) -> mlua::Result<Table> {
@@ -395,7 +410,12 @@ fn log_table(lua: &Lua) -> mlua::Result<Table> {
                 let fields = match &fields {
                     Value::Nil => String::new(),
                     Value::Table(_) => {
-                        let j: serde_json::Value = lua.from_value(fields.clone())?;
+                        args::check_depth(&name, 2, "fields", &fields)?;
+                        let j: serde_json::Value = lua.from_value(fields.clone()).map_err(|e| {
+                            args::fail(format!(
+                                "{name}: argument 2 (fields) cannot be logged as JSON: {e}"
+                            ))
+                        })?;
                         j.to_string()
                     }
                     other => return Err(args::arg_error(&name, 2, "fields", "a table", other)),
@@ -427,6 +447,7 @@ fn json_table(lua: &Lua) -> mlua::Result<Table> {
         "encode",
         lua.create_function(|lua, (v, opts): (Value, Value)| {
             let (opts, _) = args::opts::<EncodeOpts>(lua, "baton.json.encode", 2, opts, &[])?;
+            args::check_depth("baton.json.encode", 1, "value", &v)?;
             let j: serde_json::Value = lua.from_value(v).map_err(|e| {
                 args::fail(format!(
                     "baton.json.encode: argument 1 (value) cannot be encoded: {e}"
