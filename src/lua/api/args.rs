@@ -51,8 +51,31 @@ pub fn fail(message: impl std::fmt::Display) -> mlua::Error {
 /// A required string argument.
 pub fn string(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<String> {
     match v {
-        Value::String(s) => Ok(s.to_str()?.to_string()),
+        Value::String(s) => utf8(func, pos, name, s),
         other => Err(arg_error(func, pos, name, "a string", other)),
+    }
+}
+
+/// A Lua string as Rust text, or `ssh.run: argument 2 (cmd) must be a UTF-8 string, got invalid UTF-8
+/// (byte 0xff at 3)`.
+pub fn utf8(func: &str, pos: usize, name: &str, s: &mlua::LuaString) -> mlua::Result<String> {
+    let bytes = s.as_bytes();
+    std::str::from_utf8(&bytes).map(str::to_string).map_err(|e| {
+        let at = e.valid_up_to();
+        fail(format!(
+            "{func}: argument {pos} ({name}) must be a UTF-8 string, got invalid UTF-8 (byte {:#04x} at {})",
+            bytes[at],
+            at + 1
+        ))
+    })
+}
+
+/// An optional string argument (`nil` gives `None`).
+pub fn opt_string(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<Option<String>> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::String(s) => utf8(func, pos, name, s).map(Some),
+        other => Err(arg_error(func, pos, name, "a string or nil", other)),
     }
 }
 
@@ -92,12 +115,17 @@ pub fn duration_arg(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Resu
 pub fn cmd(func: &str, pos: usize, v: &Value) -> mlua::Result<Cmd> {
     let expected = "a string or a list of strings";
     match v {
-        Value::String(s) => Ok(Cmd::Shell(s.to_str()?.to_string())),
+        Value::String(s) => Ok(Cmd::Shell(utf8(func, pos, "cmd", s)?)),
         Value::Table(t) => {
             let mut argv = Vec::with_capacity(t.raw_len());
             for (i, item) in t.clone().sequence_values::<Value>().enumerate() {
                 match item? {
-                    Value::String(s) => argv.push(s.to_str()?.to_string()),
+                    Value::String(s) => argv.push(s.to_str().map(|s| s.to_string()).map_err(|_| {
+                        fail(format!(
+                            "{func}: argument {pos} (cmd) must be a list of UTF-8 strings, got invalid UTF-8 at index {}",
+                            i + 1
+                        ))
+                    })?),
                     Value::Integer(n) => argv.push(n.to_string()),
                     Value::Number(n) => argv.push(n.to_string()),
                     other => {

@@ -37,8 +37,9 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
 }
 
 /// `baton.env(name [, default])`.
-fn env(_: &Lua, (name, default): (Value, Option<String>)) -> mlua::Result<Option<String>> {
+fn env(_: &Lua, (name, default): (Value, Value)) -> mlua::Result<Option<String>> {
     let name = args::string("baton.env", 1, "name", &name)?;
+    let default = args::opt_string("baton.env", 2, "default", &default)?;
     Ok(std::env::var(&name).ok().or(default))
 }
 

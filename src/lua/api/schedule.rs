@@ -74,7 +74,7 @@ fn cron(
     let target = match &target {
         Value::Function(f) => JobTarget::Function(f.clone()),
         Value::String(s) => {
-            let path = resolve(lua, Path::new(&*s.to_str()?));
+            let path = resolve(lua, Path::new(&args::utf8(CRON, 3, "target", s)?));
             if !path.is_file() {
                 return Err(args::fail(format!(
                     "{CRON}: argument 3 (target): playbook {} not found",
