@@ -268,6 +268,7 @@ fn run_job(
             let work = async {
                 match &spec.what {
                     What::Playbook(path) => {
+                        lua.set_app_data(Printer::to(log));
                         lua.globals().set("RUN", info)?;
                         set_timeout(&lua, spec.timeout);
                         crate::lua::run_file(&lua, path).await
