@@ -194,11 +194,14 @@ impl<F: Future> Future for Scoped<F> {
 }
 
 /// Triggers `interrupt` with `interrupted` on each SIGINT (Ctrl-C), from a thread of its own, so the signal
-/// is seen even while Lua spins on the runtime's thread. The watcher lives as long as the process.
+/// is seen even while Lua spins on the runtime's thread. The watcher lives as long as the process. Returns
+/// once the handler is installed (a line editor started later saves and restores it, not the default).
 pub fn interrupt_on_sigint(interrupt: Interrupt) {
-    let _ = std::thread::Builder::new()
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
         .name("baton sigint".into())
         .spawn(move || {
+            use tokio::signal::unix::{SignalKind, signal};
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -206,9 +209,16 @@ pub fn interrupt_on_sigint(interrupt: Interrupt) {
                 return;
             };
             rt.block_on(async move {
-                while tokio::signal::ctrl_c().await.is_ok() {
+                let Ok(mut sigint) = signal(SignalKind::interrupt()) else {
+                    return;
+                };
+                let _ = ready_tx.send(());
+                while sigint.recv().await.is_some() {
                     interrupt.trigger("interrupted");
                 }
             });
         });
+    if spawned.is_ok() {
+        let _ = ready_rx.recv_timeout(Duration::from_secs(2));
+    }
 }
