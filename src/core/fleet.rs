@@ -848,4 +848,31 @@ mod tests {
             "https://x.example"
         );
     }
+
+    #[test]
+    fn limits_take_sizes_and_durations() {
+        let f = parse(json!({"limits": {"memory": "512MiB", "job_timeout": "2h"}})).unwrap();
+        assert_eq!(f.limits.memory, Some(Bytes(512 << 20)));
+        assert_eq!(
+            f.limits.job_timeout.map(|d| d.0),
+            Some(std::time::Duration::from_secs(7200))
+        );
+        assert_eq!(Bytes::parse("1GiB"), Ok(Bytes(1 << 30)));
+        assert_eq!(Bytes::parse("64 MB"), Ok(Bytes(64_000_000)));
+        assert_eq!(Bytes::parse("1.5GiB"), Ok(Bytes(3 << 29)));
+        let f = parse(json!({"limits": {"memory": 2097152}})).unwrap();
+        assert_eq!(f.limits.memory, Some(Bytes(2 << 20)));
+        for bad in ["lots", "12 parsecs", "", "-1GiB"] {
+            assert!(Bytes::parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            Bytes::parse("100KiB")
+                .unwrap_err()
+                .contains("at least 1MiB")
+        );
+        let e = parse(json!({"limits": {"memory": "lots"}})).unwrap_err();
+        assert!(e.0.starts_with("limits.memory"), "{}", e.0);
+        let e = parse(json!({"limits": {"memroy": 1}})).unwrap_err();
+        assert!(e.0.contains("did you mean memory"), "{}", e.0);
+    }
 }

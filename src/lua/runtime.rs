@@ -222,3 +222,63 @@ pub fn interrupt_on_sigint(interrupt: Interrupt) {
         let _ = ready_rx.recv_timeout(Duration::from_secs(2));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guarded() -> Lua {
+        let lua = Lua::new();
+        install_guard(&lua, 64 << 20).unwrap();
+        lua
+    }
+
+    #[test]
+    fn an_interrupt_stops_a_loop_also_inside_a_c_called_callback() {
+        let lua = guarded();
+        let interrupt = interrupt(&lua);
+        let trigger = interrupt.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            trigger.trigger("interrupted");
+        });
+        let e = lua
+            .load("table.sort({3, 2, 1, 5, 4}, function() while true do end end)")
+            .exec()
+            .unwrap_err();
+        t.join().unwrap();
+        assert!(e.to_string().contains("interrupted"), "{e}");
+        // Until cleared, every Lua that runs stops; afterwards all is well.
+        assert!(lua.load("for i = 1, 1e6 do end").exec().is_err());
+        interrupt.clear();
+        lua.load("for i = 1, 1e6 do end").exec().unwrap();
+    }
+
+    #[test]
+    fn a_deadline_stops_a_loop_and_can_be_removed() {
+        let lua = guarded();
+        set_deadline(
+            &lua,
+            Some(Duration::from_millis(50)),
+            "f.lua: did not finish within 50ms",
+        );
+        let e = lua.load("while true do end").exec().unwrap_err();
+        assert!(e.to_string().contains("did not finish within 50ms"), "{e}");
+        set_deadline(&lua, None, "");
+        lua.load("for i = 1, 1e6 do end").exec().unwrap();
+    }
+
+    #[test]
+    fn the_memory_limit_raises_not_enough_memory() {
+        let lua = guarded();
+        let e = lua
+            .load("local t, s = {}, 'x' while true do s = s .. 'y' t[#t + 1] = s end")
+            .exec()
+            .unwrap_err();
+        assert!(e.to_string().contains("not enough memory"), "{e}");
+        // The state is still usable after the failed allocation.
+        lua.load("collectgarbage() local t = {1, 2, 3}")
+            .exec()
+            .unwrap();
+    }
+}
