@@ -181,6 +181,8 @@ fn run_info(lua: &Lua, ctx: &RunContext) -> mlua::Result<mlua::Table> {
     Ok(t)
 }
 
+const RUN_STACK: usize = 8 << 20;
+
 const STOPPED: &str = "cancelled (timeout or daemon stopping)";
 
 /// Interrupts a run's Lua when the run's future is dropped (timeout, or the daemon stopping).
@@ -204,6 +206,8 @@ fn threaded_target(spec: Arc<RunSpec>) -> Target {
             let log = open_log(&ctx)?;
             std::thread::Builder::new()
                 .name(format!("job {}", ctx.job))
+                // As much stack as a main thread gets: deep Lua ↔ Rust call chains run here too.
+                .stack_size(RUN_STACK)
                 .spawn(move || {
                     let run = std::panic::AssertUnwindSafe(|| {
                         run_job(&spec, &ctx, log, interrupt, stop_rx)

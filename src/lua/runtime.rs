@@ -28,7 +28,7 @@ pub const DEFAULT_MEMORY: u64 = 1 << 30;
 
 /// How many Lua instructions run between two checks of the [`Guard`] (a check reads one atomic flag and,
 /// when a deadline is set, the monotonic clock).
-const CHECK_EVERY: u32 = 1000;
+const CHECK_EVERY: u32 = 10_000;
 
 /// A request to stop whatever Lua runs, from any thread (a signal watcher, the daemon's scheduler): the
 /// instruction hook raises `why` in the running Lua, also inside a callback called by C (a `table.sort`
