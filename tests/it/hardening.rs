@@ -221,6 +221,13 @@ fn fleet_and_schedule_files_that_never_finish_or_allocate_give_errors() {
         "{}",
         out.stderr
     );
+    let out = env.baton(&["status"]);
+    out.ok();
+    assert!(
+        out.stdout.contains("schedule: timed out after 5s"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
