@@ -584,7 +584,7 @@ impl Bytes {
             "tib" => 1 << 40,
             _ => return Err(expected()),
         };
-        Bytes::from_f64(n * mult as f64).map_err(|e| format!("{e} (got {s:?})"))
+        Bytes::from_f64(n * mult as f64).map_err(|e| format!("{e}, got {s:?}"))
     }
 
     fn from_f64(n: f64) -> Result<Bytes, String> {
@@ -604,7 +604,7 @@ impl<'de> Deserialize<'de> for Bytes {
                 f.write_str("a size (a number of bytes, or a string like \"512MiB\" or \"1GiB\")")
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Bytes, E> {
-                Bytes::from_f64(v).map_err(E::custom)
+                Bytes::from_f64(v).map_err(|e| E::custom(format!("{e}, got {v}")))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Bytes, E> {
                 self.visit_f64(v as f64)

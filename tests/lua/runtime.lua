@@ -266,6 +266,16 @@ t.it("every baton function names itself and the argument on bad input", function
   t.truthy(errors > 50, "most bad calls raise (" .. errors .. " of " .. calls .. ")")
 end)
 
+t.it("schedule.cron checks its target's text and its memory option", function()
+  t.raises("schedule.cron: argument 3 (target) must be a UTF-8 string, got invalid UTF-8 (byte 0xff at 1)",
+    schedule.cron, "bad-target", "* * * * *", "\xff")
+  t.raises('schedule.cron: options.memory: expected a size such as "512MiB" or "1GiB", got "lots"',
+    schedule.cron, "bad-memory", "* * * * *", function() end, { memory = "lots" })
+  t.raises("schedule.cron: options.memory: expected a size of at least 1MiB, got 10",
+    schedule.cron, "tiny-memory", "* * * * *", function() end, { memory = 10 })
+  t.eq(schedule.cron("fine-memory", "* * * * *", function() end, { memory = "64MiB" }).name, "fine-memory")
+end)
+
 t.it("exec waits for a background child holding its output open, not for one that let go", function()
   -- The shell exits at once; the child keeps stdout open, so its late line is part of the result.
   t.eq(baton.exec("(sleep 0.2; echo late) & echo now").stdout, "now\nlate\n")
