@@ -67,6 +67,8 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> anyhow::Result<()> {
         let lua = lua::new_runtime(ctx)
             .and_then(|lua| lua::load_all_globals(&lua).map(|()| lua))
             .map_err(|e| anyhow::anyhow!("{}", lua::format_error(&e)))?;
+        let interrupt = lua::runtime::interrupt(&lua);
+        lua::runtime::interrupt_on_sigint(interrupt.clone());
         let (event_tx, mut events) = mpsc::unbounded_channel();
         let (completion_tx, mut completions) = mpsc::unbounded_channel();
         let (next_tx, next_rx) = std_mpsc::channel::<Next>();
@@ -107,7 +109,7 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> anyhow::Result<()> {
                         }
                         Compiled::Ready(func) => {
                             next.history = Some(std::mem::take(&mut buffer));
-                            next.drop_typed_ahead = !evaluate(func).await;
+                            next.drop_typed_ahead = !evaluate(func, &interrupt).await;
                         }
                     }
                 }
@@ -145,7 +147,9 @@ fn compile(lua: &Lua, input: &str) -> Compiled {
 }
 
 /// Runs a chunk and prints what it returns; false when Ctrl-C cancelled it.
-async fn evaluate(func: mlua::Function) -> bool {
+async fn evaluate(func: mlua::Function, interrupt: &lua::runtime::Interrupt) -> bool {
+    // A Ctrl-C that stopped the previous chunk is handled; this chunk starts clean.
+    interrupt.clear();
     let result = tokio::select! {
         r = func.call_async::<MultiValue>(()) => r,
         _ = tokio::signal::ctrl_c() => {
@@ -153,6 +157,11 @@ async fn evaluate(func: mlua::Function) -> bool {
             return false;
         }
     };
+    // A chunk that never waits is stopped by the instruction hook raising `interrupted`.
+    if interrupt.is_set() {
+        eprintln!("interrupted");
+        return false;
+    }
     match result {
         Ok(values) if !values.is_empty() => {
             let shown: Vec<String> = values.iter().map(|v| lua::pretty::inspect(v, 4)).collect();

@@ -195,14 +195,21 @@ where
         args: args.clone(),
     };
     crate::lua::runtime::block_on(async {
+        let interrupt = lua::runtime::Interrupt::new();
         let work = async {
             let lua = lua::new_runtime(ctx)?;
+            // Ctrl-C also stops Lua that never waits (the hook raises), where the select below cannot run.
+            lua::runtime::share_interrupt(&lua, interrupt.clone());
+            lua::runtime::interrupt_on_sigint(interrupt.clone());
             body(lua, args).await
         };
         let result = tokio::select! {
             r = work => r,
             _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
         };
+        if interrupt.is_set() {
+            return Err(Interrupted.into());
+        }
         match result {
             Ok(value) => Ok(Ended::Value(value)),
             Err(e) => match lua::exit_code(&e) {

@@ -60,6 +60,7 @@ pub fn daemon(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCo
                 "baton daemon: stopping; running jobs get {} to finish",
                 duration::format(grace)
             );
+            watchdog(grace + WATCHDOG_MARGIN);
         });
         let report = tokio::select! {
             report = run => report?,
@@ -300,6 +301,24 @@ fn took(r: &RunRecord) -> Option<String> {
 /// The first line of a failed run's error: tables and summaries show one line a run.
 fn first_error_line(r: &RunRecord) -> Option<&str> {
     r.error.as_deref().and_then(|e| e.lines().next())
+}
+
+/// How long after the grace period the watchdog waits for the daemon to finish its records.
+const WATCHDOG_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ends the process `after` from now if it is still running: the daemon stops within its grace period even
+/// if something it waits for never returns.
+fn watchdog(after: std::time::Duration) {
+    let _ = std::thread::Builder::new()
+        .name("baton watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(after);
+            eprintln!(
+                "baton daemon: still running {} after the stop request; exiting",
+                duration::format(after)
+            );
+            std::process::exit(1);
+        });
 }
 
 /// SIGTERM or SIGINT.

@@ -2,31 +2,27 @@
 //! `schedule.cron`) and turn its jobs into core scheduler jobs whose targets run Lua. The CLI
 //! (`cli::schedule`) drives the scheduler and prints.
 //!
-//! - A function target runs as a coroutine of the daemon's Lua state, so other jobs go on while it waits.
-//!   Its `print` output goes to the run's log file (output of coroutines it spawns itself goes to the
-//!   daemon's stdout). A hook yields it every few thousand instructions, so even a busy loop cannot stall
-//!   the daemon and its timeout still applies.
-//! - A playbook target runs in a fresh Lua state on its own thread for each run: `print` and `baton.log`
-//!   output go to the run's log file, and a timeout or stop cancels it (at its next wait or instruction hook).
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::io::Write;
+//! Every run of a job, a function or a playbook, runs in a fresh Lua state on a thread of its own, so the
+//! scheduler's thread never runs job code: a job spinning in Lua, in a callback called by C (a `table.sort`
+//! comparator) or in one long C call (a pathological `string.find`) cannot delay the other jobs. A function
+//! job's state evaluates the schedule file again (as it was read at start, its output discarded) and calls
+//! the job's function, so values kept at the file's top level do not carry from one run to the next.
+//! `print` and `baton.log` go to the run's log file. Each state has the job's memory limit; past its timeout
+//! or when the daemon stops, the instruction hook raises wherever the job's Lua is. A thread stuck in one C
+//! call is left behind (the process ends with the daemon).
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use mlua::{Function, HookTriggers, Lua, VmState};
+use mlua::Lua;
 
 use crate::core::fleet::Fleet;
 use crate::core::schedule::{Job, RunContext, RunError, RunFuture, Target, Zone};
 use crate::core::state::State;
 use crate::lua::api::schedule::{JobTarget, registered};
-use crate::lua::runtime::block_on;
+use crate::lua::runtime::{self, Interrupt, block_on};
 use crate::lua::{Ctx, Printer};
-
-/// How many Lua instructions a job runs between chances for other jobs and timers.
-const PREEMPT_EVERY: u32 = 10_000;
 
 /// `schedule.lua` next to the fleet file, or in the config folder with the built-in fleet.
 pub fn default_file(fleet: &Fleet) -> PathBuf {
@@ -48,11 +44,34 @@ pub enum ScheduleFileError {
     NoJobs(PathBuf),
 }
 
-/// A schedule file's jobs, ready for the core scheduler, and the Lua state their function targets run in
-/// (it must outlive them).
+/// A schedule file's jobs, ready for the core scheduler, and the Lua state that evaluated the file.
 pub struct Schedule {
     pub lua: Lua,
     pub jobs: Vec<Job>,
+}
+
+/// How long evaluating a fleet or schedule file may take.
+pub const LOAD_TIME_LIMIT: Duration = Duration::from_secs(5);
+
+/// Evaluates `src` as the file `file` in `lua` within [`LOAD_TIME_LIMIT`]: a file that never finishes
+/// raises `did not finish within 5s`.
+pub async fn eval_file(lua: &Lua, file: &Path, src: &[u8]) -> mlua::Result<()> {
+    runtime::set_deadline(
+        lua,
+        Some(LOAD_TIME_LIMIT),
+        &format!(
+            "{}: did not finish within {}",
+            file.display(),
+            crate::core::duration::format(LOAD_TIME_LIMIT)
+        ),
+    );
+    let r = lua
+        .load(src)
+        .set_name(format!("@{}", file.display()))
+        .exec_async()
+        .await;
+    runtime::set_deadline(lua, None, "");
+    r
 }
 
 /// Runs the schedule file and builds its jobs. Must run inside [`crate::lua::runtime::block_on`].
@@ -64,74 +83,77 @@ pub async fn load(
     if !file.is_file() {
         return Err(ScheduleFileError::NotFound(file.to_path_buf()));
     }
-    let ctx = Ctx {
-        fleet: fleet.clone(),
-        state: state.clone(),
-        script: file.display().to_string(),
-        args: Vec::new(),
-    };
     let lua_err = |e: mlua::Error| ScheduleFileError::Lua(crate::lua::format_error(&e));
-    let lua = crate::lua::new_runtime(ctx).map_err(lua_err)?;
-    crate::lua::run_file(&lua, file).await.map_err(lua_err)?;
+    let src = std::fs::read(file)
+        .map_err(|e| ScheduleFileError::Lua(format!("cannot read {}: {e}", file.display())))?;
+    let lua = crate::lua::new_runtime(schedule_ctx(fleet, state, file)).map_err(lua_err)?;
+    eval_file(&lua, file, &src).await.map_err(lua_err)?;
     let registered = registered(&lua);
     if registered.is_empty() {
         return Err(ScheduleFileError::NoJobs(file.to_path_buf()));
     }
-    let routes = Routes::default();
-    lua.set_app_data(Printer::to(RoutedOutput {
-        lua: lua.weak(),
-        routes: routes.clone(),
-    }));
+    let src: Arc<[u8]> = src.into();
+    let default_timeout = fleet
+        .limits
+        .job_timeout
+        .map_or(DEFAULT_JOB_TIMEOUT, |d| d.0);
     let jobs = registered
         .into_iter()
-        .map(|(spec, target)| {
-            let target = match target {
-                JobTarget::Function(f) => function_target(&lua, f, routes.clone()),
-                JobTarget::Playbook(path) => {
-                    playbook_target(path, fleet.clone(), state.dir().to_path_buf())
-                }
+        .map(|(mut spec, target)| {
+            if spec.timeout.is_none() {
+                spec.timeout = Some(default_timeout);
+            }
+            let what = match target {
+                JobTarget::Function(_) => What::Function {
+                    file: file.to_path_buf(),
+                    src: src.clone(),
+                },
+                JobTarget::Playbook(path) => What::Playbook(path),
             };
+            let target = threaded_target(Arc::new(RunSpec {
+                what,
+                job: spec.name.clone(),
+                memory: spec.memory,
+                timeout: spec.timeout,
+                fleet: fleet.clone(),
+                state_dir: state.dir().to_path_buf(),
+            }));
             Job { spec, target }
         })
         .collect();
     Ok(Schedule { lua, jobs })
 }
 
-/// Open log files of running function jobs, by the address of their Lua thread.
-type Routes = Rc<RefCell<HashMap<usize, std::fs::File>>>;
+/// A scheduled job's timeout when neither it nor the fleet (`limits.job_timeout`) sets one.
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// `print` in the daemon's state: to the log of the job whose coroutine is printing, else to stdout.
-struct RoutedOutput {
-    lua: mlua::WeakLua,
-    routes: Routes,
-}
-
-impl Write for RoutedOutput {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let key = self
-            .lua
-            .try_upgrade()
-            .map(|lua| lua.current_thread().to_pointer() as usize);
-        if let Some(file) =
-            key.and_then(|k| self.routes.borrow_mut().get_mut(&k).map(|f| f.write(buf)))
-        {
-            return file;
-        }
-        std::io::stdout().write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stdout().flush()
+fn schedule_ctx(fleet: &Arc<Fleet>, state: &State, file: &Path) -> Ctx {
+    Ctx {
+        fleet: fleet.clone(),
+        state: state.clone(),
+        script: file.display().to_string(),
+        args: Vec::new(),
     }
 }
 
-/// Ends a function run's output route and preemption hook, however the run ends (mlua reuses threads).
-struct RunGuard(Routes, usize, mlua::Thread);
+/// What a run executes.
+enum What {
+    /// A function of the schedule file `file` (whose text was `src` when the daemon started).
+    Function {
+        file: PathBuf,
+        src: Arc<[u8]>,
+    },
+    Playbook(PathBuf),
+}
 
-impl Drop for RunGuard {
-    fn drop(&mut self) {
-        self.0.borrow_mut().remove(&self.1);
-        self.2.remove_hook();
-    }
+/// Everything a run's thread needs (shared by every run of the job).
+struct RunSpec {
+    what: What,
+    job: String,
+    memory: Option<u64>,
+    timeout: Option<Duration>,
+    fleet: Arc<Fleet>,
+    state_dir: PathBuf,
 }
 
 /// A Lua error ending a run, as its record shows it (`file:line: message` and the traceback).
@@ -146,7 +168,8 @@ fn open_log(ctx: &RunContext) -> Result<std::fs::File, RunError> {
         .map_err(|e| RunError(format!("cannot open log {}: {e}", ctx.log.display())))
 }
 
-/// The run as the job function receives it: `{job, run, scheduled, catchup, manual, log}`.
+/// The run as the job receives it: `{job, run, scheduled, catchup, manual, log}` (the function's argument,
+/// a playbook's global `RUN`).
 fn run_info(lua: &Lua, ctx: &RunContext) -> mlua::Result<mlua::Table> {
     let t = lua.create_table()?;
     t.set("job", ctx.job.as_str())?;
@@ -158,71 +181,36 @@ fn run_info(lua: &Lua, ctx: &RunContext) -> mlua::Result<mlua::Table> {
     Ok(t)
 }
 
-fn function_target(lua: &Lua, f: Function, routes: Routes) -> Target {
-    let lua = lua.clone();
-    Rc::new(move |ctx: RunContext| -> RunFuture {
-        let (lua, f, routes) = (lua.clone(), f.clone(), routes.clone());
-        Box::pin(async move {
-            let log = open_log(&ctx)?;
-            let thread = lua.create_thread(f).map_err(run_error)?;
-            let key = thread.to_pointer() as usize;
-            routes.borrow_mut().insert(key, log);
-            let _guard = RunGuard(routes, key, thread.clone());
-            thread
-                .set_hook(
-                    HookTriggers::new().every_nth_instruction(PREEMPT_EVERY),
-                    move |lua, _| {
-                        let own = lua.current_thread().to_pointer() as usize == key;
-                        Ok(if own {
-                            VmState::Yield
-                        } else {
-                            VmState::Continue
-                        })
-                    },
-                )
-                .map_err(run_error)?;
-            let info = run_info(&lua, &ctx).map_err(run_error)?;
-            thread
-                .into_async::<()>(info)
-                .map_err(run_error)?
-                .await
-                .map_err(run_error)
-        })
-    })
-}
+const RUN_STACK: usize = 8 << 20;
 
-/// Cancels a playbook thread when the run's future is dropped (timeout, or the daemon stopping).
-struct CancelOnDrop(Arc<AtomicBool>, Option<tokio::sync::oneshot::Sender<()>>);
+const STOPPED: &str = "cancelled (timeout or daemon stopping)";
+
+/// Interrupts a run's Lua when the run's future is dropped (timeout, or the daemon stopping).
+struct CancelOnDrop(Interrupt, Option<tokio::sync::oneshot::Sender<()>>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.trigger(STOPPED);
         self.1.take();
     }
 }
 
-fn playbook_target(path: PathBuf, fleet: Arc<Fleet>, state_dir: PathBuf) -> Target {
+fn threaded_target(spec: Arc<RunSpec>) -> Target {
     Rc::new(move |ctx: RunContext| -> RunFuture {
-        let (path, fleet, state_dir) = (path.clone(), fleet.clone(), state_dir.clone());
+        let spec = spec.clone();
         Box::pin(async move {
-            let cancelled = Arc::new(AtomicBool::new(false));
+            let interrupt = Interrupt::new();
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let _cancel = CancelOnDrop(cancelled.clone(), Some(stop_tx));
+            let _cancel = CancelOnDrop(interrupt.clone(), Some(stop_tx));
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
             let log = open_log(&ctx)?;
             std::thread::Builder::new()
                 .name(format!("job {}", ctx.job))
+                // As much stack as a main thread gets: deep Lua ↔ Rust call chains run here too.
+                .stack_size(RUN_STACK)
                 .spawn(move || {
                     let run = std::panic::AssertUnwindSafe(|| {
-                        run_playbook(
-                            &path,
-                            fleet,
-                            State::new(state_dir),
-                            &ctx,
-                            log,
-                            cancelled,
-                            stop_rx,
-                        )
+                        run_job(&spec, &ctx, log, interrupt, stop_rx)
                     });
                     let res = std::panic::catch_unwind(run).unwrap_or_else(|p| {
                         let msg = p
@@ -234,23 +222,21 @@ fn playbook_target(path: PathBuf, fleet: Arc<Fleet>, state_dir: PathBuf) -> Targ
                     });
                     let _ = done_tx.send(res);
                 })
-                .map_err(|e| RunError(format!("cannot start a thread for the playbook: {e}")))?;
-            done_rx.await.unwrap_or_else(|_| {
-                Err(RunError(
-                    "the playbook thread ended without a result".into(),
-                ))
-            })
+                .map_err(|e| RunError(format!("cannot start a thread for the run: {e}")))?;
+            done_rx
+                .await
+                .unwrap_or_else(|_| Err(RunError("the run's thread ended without a result".into())))
         })
     })
 }
 
-fn run_playbook(
-    path: &Path,
-    fleet: Arc<Fleet>,
-    state: State,
+/// One run on its own thread: a fresh runtime with the job's limits, then the playbook, or the schedule file
+/// evaluated again and the job's function called.
+fn run_job(
+    spec: &RunSpec,
     ctx: &RunContext,
     log: std::fs::File,
-    cancelled: Arc<AtomicBool>,
+    interrupt: Interrupt,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), RunError> {
     let log_for_tracing = log.try_clone().map_err(|e| {
@@ -266,34 +252,56 @@ fn run_playbook(
         .finish();
     tracing::subscriber::with_default(subscriber, || {
         block_on(async move {
-            let script = ctx.job.clone();
+            let state = State::new(spec.state_dir.clone());
+            let script = match &spec.what {
+                What::Function { file, .. } => file.display().to_string(),
+                What::Playbook(_) => ctx.job.clone(),
+            };
             let rt_ctx = Ctx {
-                fleet,
+                fleet: spec.fleet.clone(),
                 state,
                 script,
                 args: Vec::new(),
             };
             let lua = crate::lua::new_runtime(rt_ctx).map_err(run_error)?;
-            lua.set_app_data(Printer::to(log));
-            lua.set_global_hook(
-                HookTriggers::new().every_nth_instruction(PREEMPT_EVERY),
-                move |_, _| {
-                    if cancelled.load(Ordering::SeqCst) {
-                        Err(mlua::Error::runtime(
-                            "cancelled (timeout or daemon stopping)",
-                        ))
-                    } else {
-                        Ok(VmState::Continue)
+            runtime::share_interrupt(&lua, interrupt);
+            if let Some(bytes) = spec.memory {
+                runtime::set_memory_limit(&lua, bytes).map_err(run_error)?;
+            }
+            let info = run_info(&lua, ctx).map_err(run_error)?;
+            let work = async {
+                match &spec.what {
+                    What::Playbook(path) => {
+                        lua.set_app_data(Printer::to(log));
+                        lua.globals().set("RUN", info)?;
+                        set_timeout(&lua, spec.timeout);
+                        crate::lua::run_file(&lua, path).await
                     }
-                },
-            )
-            .map_err(run_error)?;
-            lua.globals()
-                .set("RUN", run_info(&lua, ctx).map_err(run_error)?)
-                .map_err(run_error)?;
+                    What::Function { file, src } => {
+                        lua.set_app_data(Printer::to(std::io::sink()));
+                        eval_file(&lua, file, src).await?;
+                        let f = registered(&lua)
+                            .into_iter()
+                            .find_map(|(s, t)| match t {
+                                JobTarget::Function(f) if s.name == spec.job => Some(f),
+                                _ => None,
+                            })
+                            .ok_or_else(|| {
+                                mlua::Error::runtime(format!(
+                                    "{}: the schedule file no longer registers function job {:?}",
+                                    file.display(),
+                                    spec.job
+                                ))
+                            })?;
+                        lua.set_app_data(Printer::to(log));
+                        set_timeout(&lua, spec.timeout);
+                        f.call_async::<()>(info).await
+                    }
+                }
+            };
             let result = tokio::select! {
-                r = crate::lua::run_file(&lua, path) => r,
-                _ = stop => return Err(RunError("cancelled (timeout or daemon stopping)".into())),
+                r = work => r,
+                _ = stop => return Err(RunError(STOPPED.into())),
             };
             match result {
                 Ok(()) => Ok(()),
@@ -304,6 +312,14 @@ fn run_playbook(
                 },
             }
         })
-        .map_err(|e| RunError(format!("cannot start a runtime for the playbook: {e}")))?
+        .map_err(|e| RunError(format!("cannot start a runtime for the run: {e}")))?
     })
+}
+
+/// The run's own deadline, so its Lua stops at its timeout even when the scheduler's timer cannot reach it.
+fn set_timeout(lua: &Lua, timeout: Option<Duration>) {
+    if let Some(t) = timeout {
+        let msg = format!("timed out after {}", crate::core::duration::format(t));
+        runtime::set_deadline(lua, Some(t), &msg);
+    }
 }

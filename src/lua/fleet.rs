@@ -11,23 +11,45 @@ pub fn load(cli: Option<&Path>) -> Result<Fleet, FleetError> {
     }
 }
 
+/// The memory limit of evaluating a fleet file.
+const FLEET_MEMORY: u64 = 256 << 20;
+
 /// Evaluates a fleet file in a plain Lua state (no baton globals) and validates the table it returns.
 pub fn load_file(path: &Path) -> Result<Fleet, FleetError> {
     let shown = path.display();
     let src = std::fs::read(path)
         .map_err(|e| FleetError(format!("cannot read fleet file {shown}: {e}")))?;
     let lua = mlua::Lua::new();
-    let value: mlua::Value = lua
-        .load(src)
-        .set_name(format!("@{shown}"))
-        .eval()
-        .map_err(|e| FleetError(format!("fleet file {}", super::format_error(&e))))?;
+    // A fleet file that never finishes or allocates without bound gives an error, not a hang or an abort.
+    let limited = super::runtime::install_guard(&lua, FLEET_MEMORY).map(|()| {
+        super::runtime::set_deadline(
+            &lua,
+            Some(super::daemon::LOAD_TIME_LIMIT),
+            &format!(
+                "{shown}: did not finish within {}",
+                crate::core::duration::format(super::daemon::LOAD_TIME_LIMIT)
+            ),
+        )
+    });
+    let value: mlua::Value = limited
+        .and_then(|()| lua.load(src).set_name(format!("@{shown}")).eval())
+        .map_err(|e| {
+            let msg = super::format_error(&e);
+            if msg.contains(&*shown.to_string()) {
+                FleetError(format!("fleet file {msg}"))
+            } else {
+                FleetError(format!("fleet file {shown}: {msg}"))
+            }
+        })?;
+    super::runtime::set_deadline(&lua, None, "");
     if !value.is_table() {
         return Err(FleetError(format!(
             "fleet file {shown} must return a table, got {}",
             value.type_name()
         )));
     }
+    super::api::args::check_depth("fleet file", 1, "table", &value)
+        .map_err(|e| FleetError(format!("{shown}: {}", super::split_error(&e).0)))?;
     let de = mlua::serde::Deserializer::new_with_options(
         value,
         mlua::serde::de::Options::new().deny_unsupported_types(true),

@@ -62,12 +62,19 @@ pub fn new_runtime(ctx: Ctx) -> mlua::Result<Lua> {
         )
     };
     let module_dirs = module_dirs(&ctx);
+    let memory = ctx
+        .fleet
+        .limits
+        .memory
+        .map_or(runtime::DEFAULT_MEMORY, |b| b.0);
+    runtime::install_guard(&lua, memory)?;
     lua.set_app_data(ctx);
     lua.set_app_data(Printer::stdout());
     install_require(&lua, &module_dirs)?;
     install_print(&lua)?;
     install_exit(&lua)?;
     install_error_tostring(&lua)?;
+    install_coroutines(&lua)?;
     install_globals(&lua)?;
     Ok(lua)
 }
@@ -267,6 +274,66 @@ fn install_error_tostring(lua: &Lua) -> mlua::Result<()> {
     )
     .set_name("=baton.errors")
     .call::<()>((clean, sample))
+}
+
+/// `coroutine.resume` and `coroutine.wrap` that let baton's waiting calls work inside a user's coroutine: when
+/// the coroutine is suspended by a call that waits (`baton.exec`, `baton.sleep`, `ssh.run`, …), the wait is
+/// passed on to whoever runs the resuming code (the playbook's driver), and the coroutine is resumed when the
+/// call can go on; other yields reach the resumer as usual. Where the resumer cannot yield (inside a
+/// `table.sort` comparator, a metamethod called by C), the call fails naming itself and `baton.spawn`.
+fn install_coroutines(lua: &Lua) -> mlua::Result<()> {
+    let names = global_names().collect::<Vec<_>>().join(" ");
+    lua.load(
+        r##"local pending, names = ...
+        local create, resume, yield, status, close, isyieldable =
+          coroutine.create, coroutine.resume, coroutine.yield, coroutine.status, coroutine.close,
+          coroutine.isyieldable
+        local getinfo, rawget, type, pairs, select, error = debug.getinfo, rawget, type, pairs, select, error
+        local function call_name(co)
+          for level = 1, 3 do
+            local info = getinfo(co, level, "f")
+            local f = info and info.func
+            for name in names:gmatch("%S+") do
+              local m = rawget(_G, name)
+              if type(m) == "table" then
+                for k, v in pairs(m) do
+                  if v == f then return name .. "." .. tostring(k) end
+                end
+              end
+            end
+          end
+          return "a baton call"
+        end
+        local function pass(co, ok, first, ...)
+          if ok and first == pending and select("#", ...) == 0 and status(co) == "suspended" then
+            if not isyieldable() then
+              error(call_name(co) .. ": cannot wait inside this coroutine: whatever resumes it cannot " ..
+                "yield here (a C function such as table.sort or a metamethod is in between); run the " ..
+                "work with baton.spawn instead", 0)
+            end
+            return pass(co, resume(co, yield(pending)))
+          end
+          return ok, first, ...
+        end
+        coroutine.resume = function(co, ...)
+          return pass(co, resume(co, ...))
+        end
+        coroutine.wrap = function(f)
+          local co = create(f)
+          local function finish(ok, ...)
+            if ok then return ... end
+            local e = ...
+            close(co)
+            if type(e) == "string" then error(e, 2) end
+            error(e, 0)
+          end
+          return function(...)
+            return finish(pass(co, resume(co, ...)))
+          end
+        end"##,
+    )
+    .set_name("=baton.coroutine")
+    .call::<()>((Value::LightUserData(Lua::poll_pending()), names))
 }
 
 /// The code a script asked for with `os.exit`, if that is what ended it.

@@ -5,6 +5,8 @@ use mlua::{Table, Value};
 /// Renders `v`; tables deeper than `max_depth` show as `{…}`.
 pub fn inspect(v: &Value, max_depth: usize) -> String {
     let mut seen = Vec::new();
+    // The walk recurses: its depth is bounded whatever the caller asks.
+    let max_depth = max_depth.min(crate::lua::api::args::MAX_DEPTH);
     render(v, 0, max_depth, &mut seen)
 }
 

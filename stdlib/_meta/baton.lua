@@ -64,7 +64,8 @@ function baton.now() end
 ---@class baton.Task
 local Task = {}
 
----Waits for the task; returns its values or re-raises its error.
+---Waits for the task; returns its values or re-raises its error. Inside the task itself it raises
+---`task waits on itself` (it would never finish).
 ---@return any ...
 function Task:wait() end
 
@@ -75,6 +76,11 @@ function Task:cancel() end
 function Task:status() end
 
 ---Starts `fn(...)` as its own coroutine at once.
+---
+---Calls that wait (`baton.exec`, `baton.sleep`, `ssh.run`, …) also work inside your own coroutines
+---(`coroutine.wrap`, `coroutine.resume`): the wait passes through to baton's driver and the coroutine goes
+---on when the call is done. Where the code resuming the coroutine cannot yield (a `table.sort` comparator,
+---a metamethod called by C), the call raises an error naming itself; use `baton.spawn` there.
 ---@param fn fun(...): any
 ---@param ... any
 ---@return baton.Task
@@ -90,7 +96,8 @@ function baton.spawn(fn, ...) end
 ---@return table results
 function baton.gather(list, opts) end
 
----Calls `fn(...)`; if it is not done within `dur`, cancels it and raises `timed out after 5s`.
+---Calls `fn(...)`; if it is not done within `dur`, cancels it and raises `timed out after 5s`. A loop that
+---never waits (`while true do end`, a spinning `table.sort` comparator) is stopped too.
 ---@param dur baton.Duration
 ---@param fn fun(...): any
 ---@return any ...
@@ -113,7 +120,10 @@ function baton.timeout(dur, fn, ...) end
 ---@field duration number seconds
 ---@field err string? why it failed, when ok is false
 
----Runs a local process: a string runs through `sh -c`, a list is argv (no shell).
+---Runs a local process: a string runs through `sh -c`, a list is argv (no shell). The call returns when
+---the process has exited and its output pipes are closed, so a background child that keeps them open
+---(`"sleep 30 & echo hi"`) is waited for; redirect its output (`"sleep 30 >/dev/null 2>&1 & echo hi"`) to
+---return at once and leave it running. A timeout kills the whole process group, background children too.
 ---@param cmd string|string[]
 ---@param opts baton.ExecOpts?
 ---@return baton.Result
@@ -121,7 +131,7 @@ function baton.exec(cmd, opts) end
 
 ---A value rendered as the REPL shows it.
 ---@param value any
----@param depth integer? nesting shown before `{…}` (default: 4)
+---@param depth integer? nesting shown before `{…}`, at most 128 (default: 4)
 ---@return string
 function baton.inspect(value, depth) end
 
@@ -148,6 +158,7 @@ baton.json = {}
 ---JSON null as decoded values show it.
 baton.json.null = nil
 
+---Encodes a value as JSON; tables nested more than 128 deep raise an error.
 ---@param value any
 ---@param opts {pretty: boolean?}? (default: compact)
 ---@return string

@@ -13,9 +13,13 @@ schedule = {}
 ---What to do when a run is due while the previous one still runs: `"skip"` records it as skipped,
 ---`"queue"` runs it right after (at most one waits). (default: "skip")
 ---@field overlap? "skip"|"queue"
----Longest a run may take (seconds or "30s", "5m"); past it the run is cancelled and recorded as failed.
----(default: no limit)
+---Longest a run may take (seconds or "30s", "5m"); past it the run is stopped wherever its Lua is (also
+---in a loop that never waits, or a callback called by C such as a `table.sort` comparator) and recorded as
+---failed `timed out after …`. (default: the fleet's `limits.job_timeout`, else "1h")
 ---@field timeout? number|string
+---Memory limit of the run's Lua state (bytes, or "256MiB", "1GiB"); past it the run fails with
+---`not enough memory` and the daemon goes on. (default: the fleet's `limits.memory`, else "1GiB")
+---@field memory? number|string
 ---A random delay up to this duration before each run, to spread load. (default: 0)
 ---@field jitter? number|string
 ---Whose wall clock the expression reads: `"local"`, `"UTC"` or an IANA name such as `"Europe/Berlin"`.
@@ -61,9 +65,12 @@ schedule = {}
 ---either may match), 6 fields with seconds first (`"*/10 * * * * *"`), or `@hourly`, `@daily`, `@weekly`,
 ---`@monthly`, `@yearly`. A bad expression raises an error naming the field and what is wrong.
 ---
----`target` is a function (run as a coroutine in the daemon's Lua state; it receives a `schedule.Run`) or
----a playbook path (relative to this file; run in a fresh Lua state each time, with the global `RUN`).
----A run that raises, panics or passes its timeout is recorded as failed; other jobs go on.
+---`target` is a function (it receives a `schedule.Run`) or a playbook path (relative to this file; it gets
+---the global `RUN`). Every run runs in a fresh Lua state on a thread of its own, so a job that spins, even
+---inside one long C call, cannot delay the other jobs: a function job's state evaluates this file again (as
+---it was when the daemon started; its output is discarded) and calls the job's function, so values kept at
+---the file's top level do not carry from one run to the next.
+---A run that raises, panics, runs out of memory or passes its timeout is recorded as failed; other jobs go on.
 ---
 ---Daylight-saving time: a job at fixed hours fires once per day (a time skipped by spring-forward runs one
 ---hour later, e.g. 02:30 at 03:30; a repeated fall-back time runs the first time only); a job that runs

@@ -79,7 +79,7 @@ function M.load(path)
     end
     error(err, 0)
   end
-  local ok, raw = pcall(chunk)
+  local ok, raw = pcall(baton.timeout, 5, chunk)   -- a file that never finishes is an error, not a hang
   if not ok then error(("%s: %s"):format(file, tostring(raw)), 0) end
   if type(raw) ~= "table" then error(("%s: must return a table, got %s"):format(file, type(raw)), 0) end
   local cfg = check_table(file, "routines", raw, { repos = {}, ci = {}, gpu = {} })

@@ -53,7 +53,7 @@ function M.collect()
   local f = io.open(paths.schedule_file)
   if f then
     f:close()
-    local ok, err = pcall(dofile, paths.schedule_file)
+    local ok, err = pcall(baton.timeout, 5, dofile, paths.schedule_file)   -- a file that never finishes: an error
     if ok then
       for _, job in ipairs(schedule.jobs()) do
         schedule_jobs[#schedule_jobs + 1] = { name = job.name, next = job.next, last = job.last and job.last.outcome }

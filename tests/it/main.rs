@@ -1,6 +1,7 @@
 //! The one integration-test binary: shared helpers in `common`, one module per area.
 mod cli;
 mod common;
+mod hardening;
 mod hostile;
 mod llm;
 mod lua_specs;

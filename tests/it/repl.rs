@@ -203,3 +203,40 @@ fn ctrl_c_drops_the_lines_typed_after_the_cancelled_chunk() {
     t.wait_for("\"still here\"", Duration::from_secs(5));
     assert!(!t.screen().contains("afterwards"), "{}", t.screen());
 }
+
+#[test]
+fn ctrl_c_stops_a_loop_that_never_waits() {
+    let env = Env::new("repl-spin");
+    let t = Tmux::start(&env, "spin");
+    for (i, chunk) in [
+        "print('spin' .. 'ning') while true do end",
+        "print('sort' .. 'ing') table.sort({3, 2, 1, 5, 4}, function() while true do end end)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        t.burst(&[chunk]);
+        t.wait_for(
+            if i == 0 {
+                "\nspinning\n"
+            } else {
+                "\nsorting\n"
+            },
+            Duration::from_secs(10),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        t.keys(&["C-c"]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while t.screen().matches("interrupted").count() <= i {
+            assert!(
+                Instant::now() < deadline,
+                "not interrupted:\n{}",
+                t.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Back at the prompt, and the next chunk runs normally (the interrupt does not stick).
+        t.line(&format!("'alive ' .. {i}"));
+        t.wait_for(&format!("\"alive {i}\""), Duration::from_secs(5));
+    }
+}

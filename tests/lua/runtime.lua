@@ -163,4 +163,126 @@ t.it("module globals are modules too, and survive a strict _G", function()
   t.truthy(tostring(strict_err):find("undefined global", 1, true), tostring(strict_err))
 end)
 
+-- Hardening (issue 15): loops that never wait, self-waits, user coroutines, deep tables, bad arguments.
+
+t.it("baton.timeout stops a loop that never waits, also inside a C-called callback", function()
+  t.raises("timed out after 200ms", baton.timeout, 0.2, function() while true do end end)
+  t.raises("timed out after 200ms", baton.timeout, 0.2, function()
+    table.sort({ 3, 2, 1, 5, 4 }, function() while true do end end)
+  end)
+  t.raises("timed out after 200ms", baton.timeout, 0.2, function()
+    string.gsub("abc", "%w", function() while true do end end)
+  end)
+  -- The outer deadline stops an inner loop even when the inner timeout is longer.
+  t.raises("timed out after 200ms", baton.timeout, 0.2, function()
+    return baton.timeout(60, function() while true do end end)
+  end)
+  -- Work that finishes in time is untouched.
+  t.eq(baton.timeout(5, function() local n = 0 for i = 1, 1e5 do n = n + i end return n end), 5000050000)
+end)
+
+t.it("a task that waits on itself raises instead of hanging", function()
+  local task
+  task = baton.spawn(function() baton.sleep(0) return task:wait() end)
+  t.raises("task waits on itself", task.wait, task)
+end)
+
+t.it("baton calls that wait work inside user coroutines", function()
+  local out = coroutine.wrap(function() return baton.exec("echo hi").stdout end)()
+  t.eq(out, "hi\n")
+  local co = coroutine.create(function(a)
+    local b = coroutine.yield(a + 1)
+    baton.sleep(0.01)
+    return b, baton.exec({ "echo", "there" }).stdout
+  end)
+  local ok, v = coroutine.resume(co, 1)
+  t.eq(ok, true) t.eq(v, 2)
+  local ok2, b, text = coroutine.resume(co, 10)
+  t.eq(ok2, true) t.eq(b, 10) t.eq(text, "there\n")
+  t.eq(coroutine.status(co), "dead")
+  local gen = coroutine.wrap(function() for i = 1, 3 do baton.sleep(0) coroutine.yield(i) end end)
+  t.eq(gen() + gen() + gen(), 6, "a generator that waits between values")
+  t.raises("boom", coroutine.wrap(function() error("boom") end))
+  -- Where the resumer cannot yield, the call names itself and points to baton.spawn.
+  t.raises("baton.sleep: cannot wait inside this coroutine", table.sort, { 3, 2, 1 }, function(a, b)
+    return coroutine.wrap(function() baton.sleep(0.01) return a < b end)()
+  end)
+end)
+
+t.it("deep tables give errors or {…}, not a crash", function()
+  local deep = {}
+  local c = deep
+  for _ = 1, 30000 do c[1] = {} c = c[1] end
+  local shown = baton.inspect(deep, math.maxinteger)
+  t.truthy(shown:find("{…}", 1, true), "inspect stops at its bound")
+  t.raises("baton.json.encode: argument 1 (value) nests tables more than 128 deep", baton.json.encode, deep)
+  t.raises("baton.log.info: argument 2 (fields) nests tables more than 128 deep", baton.log.info, "m", deep)
+  t.raises("baton.gather: argument 2 (options) nests tables more than 128 deep", baton.gather, {}, { x = deep })
+  local self_nested = {}
+  self_nested.me = self_nested
+  t.raises("baton.json.encode: argument 1 (value) cannot be encoded", baton.json.encode, self_nested)
+  t.eq(baton.inspect(self_nested), "{ me = <cycle> }")
+  t.raises("baton.inspect: argument 2 (depth) must be a whole number of at least 0, got number -1",
+    baton.inspect, {}, -1)
+end)
+
+t.it("every baton function names itself and the argument on bad input", function()
+  local bad = { true, -1, 0 / 0, math.huge, "x", "\xff\xfe", {}, { 1, { 2 } }, print,
+    coroutine.create(print), baton.spawn(function() end) }
+  local fns = {
+    ["baton.env"] = { baton.env, { "HOME", "d" } },
+    ["baton.sleep"] = { baton.sleep, { 0 } },
+    ["baton.spawn"] = { baton.spawn, { function() end } },
+    ["baton.gather"] = { baton.gather, { {}, {} } },
+    ["baton.timeout"] = { baton.timeout, { 1, function() end } },
+    ["baton.exec"] = { baton.exec, { { "true" }, {} } },
+    ["baton.inspect"] = { baton.inspect, { 1, 2 } },
+    ["baton.log.debug"] = { baton.log.debug, { "m", {} } },
+    ["baton.log.info"] = { baton.log.info, { "m", {} } },
+    ["baton.log.warn"] = { baton.log.warn, { "m", {} } },
+    ["baton.log.error"] = { baton.log.error, { "m", {} } },
+    ["baton.json.encode"] = { baton.json.encode, { 1, {} } },
+    ["baton.json.decode"] = { baton.json.decode, { "1" } },
+  }
+  local calls, errors = 0, 0
+  for name, spec in pairs(fns) do
+    for pos = 1, 3 do
+      for i = 0, #bad do
+        local args = { table.unpack(spec[2]) }
+        args[pos] = bad[i]  -- bad[0] is nil
+        calls = calls + 1
+        local ok, err = pcall(spec[1], table.unpack(args, 1, 3))
+        if not ok then
+          errors = errors + 1
+          local msg = tostring(err)
+          local operational = msg:find("^baton%.exec: exit %d+")
+          local names_arg = msg:find("argument " .. pos, 1, true) or msg:find(name .. ": options", 1, true)
+          t.truthy(msg:find(name, 1, true) and (operational or names_arg),
+            ("%s with a bad argument %d (%s) gave %q"):format(name, pos, type(bad[i]), msg))
+        end
+      end
+    end
+  end
+  t.truthy(errors > 50, "most bad calls raise (" .. errors .. " of " .. calls .. ")")
+end)
+
+t.it("schedule.cron checks its target's text and its memory option", function()
+  t.raises("schedule.cron: argument 3 (target) must be a UTF-8 string, got invalid UTF-8 (byte 0xff at 1)",
+    schedule.cron, "bad-target", "* * * * *", "\xff")
+  t.raises('schedule.cron: options.memory: expected a size such as "512MiB" or "1GiB", got "lots"',
+    schedule.cron, "bad-memory", "* * * * *", function() end, { memory = "lots" })
+  t.raises("schedule.cron: options.memory: expected a size of at least 1MiB, got 10",
+    schedule.cron, "tiny-memory", "* * * * *", function() end, { memory = 10 })
+  t.eq(schedule.cron("fine-memory", "* * * * *", function() end, { memory = "64MiB" }).name, "fine-memory")
+end)
+
+t.it("exec waits for a background child holding its output open, not for one that let go", function()
+  -- The shell exits at once; the child keeps stdout open, so its late line is part of the result.
+  t.eq(baton.exec("(sleep 0.2; echo late) & echo now").stdout, "now\nlate\n")
+  -- With its output redirected the child does not hold the pipes: the call returns while it still runs.
+  local pid = baton.exec("sleep 30 >/dev/null 2>&1 & echo $!").stdout:gsub("%s+", "")
+  t.eq(baton.exec({ "kill", "-0", pid }, { check = false }).code, 0, "the background child still runs")
+  baton.exec({ "kill", pid })
+end)
+
 t.done()

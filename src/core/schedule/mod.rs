@@ -72,6 +72,8 @@ pub struct JobSpec {
     pub missed: Missed,
     pub overlap: Overlap,
     pub timeout: Option<Duration>,
+    /// The memory limit of the run's Lua state in bytes (`None`: the fleet's, else 1 GiB).
+    pub memory: Option<u64>,
     /// A random delay in `0..=jitter` before each run.
     pub jitter: Duration,
     /// What runs, for display: `function` or a playbook path.
@@ -89,6 +91,7 @@ impl JobSpec {
             missed: Missed::Once,
             overlap: Overlap::Skip,
             timeout: None,
+            memory: None,
             jitter: Duration::ZERO,
             target: "function".into(),
             notify: crate::core::notify::When::Failure,
@@ -112,6 +115,10 @@ impl JobSpec {
     }
     pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
+        self
+    }
+    pub fn with_memory(mut self, bytes: Option<u64>) -> Self {
+        self.memory = bytes;
         self
     }
     pub fn with_jitter(mut self, jitter: Duration) -> Self {

@@ -51,8 +51,31 @@ pub fn fail(message: impl std::fmt::Display) -> mlua::Error {
 /// A required string argument.
 pub fn string(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<String> {
     match v {
-        Value::String(s) => Ok(s.to_str()?.to_string()),
+        Value::String(s) => utf8(func, pos, name, s),
         other => Err(arg_error(func, pos, name, "a string", other)),
+    }
+}
+
+/// A Lua string as Rust text, or `ssh.run: argument 2 (cmd) must be a UTF-8 string, got invalid UTF-8
+/// (byte 0xff at 3)`.
+pub fn utf8(func: &str, pos: usize, name: &str, s: &mlua::LuaString) -> mlua::Result<String> {
+    let bytes = s.as_bytes();
+    std::str::from_utf8(&bytes).map(str::to_string).map_err(|e| {
+        let at = e.valid_up_to();
+        fail(format!(
+            "{func}: argument {pos} ({name}) must be a UTF-8 string, got invalid UTF-8 (byte {:#04x} at {})",
+            bytes[at],
+            at + 1
+        ))
+    })
+}
+
+/// An optional string argument (`nil` gives `None`).
+pub fn opt_string(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<Option<String>> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::String(s) => utf8(func, pos, name, s).map(Some),
+        other => Err(arg_error(func, pos, name, "a string or nil", other)),
     }
 }
 
@@ -92,12 +115,17 @@ pub fn duration_arg(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Resu
 pub fn cmd(func: &str, pos: usize, v: &Value) -> mlua::Result<Cmd> {
     let expected = "a string or a list of strings";
     match v {
-        Value::String(s) => Ok(Cmd::Shell(s.to_str()?.to_string())),
+        Value::String(s) => Ok(Cmd::Shell(utf8(func, pos, "cmd", s)?)),
         Value::Table(t) => {
             let mut argv = Vec::with_capacity(t.raw_len());
             for (i, item) in t.clone().sequence_values::<Value>().enumerate() {
                 match item? {
-                    Value::String(s) => argv.push(s.to_str()?.to_string()),
+                    Value::String(s) => argv.push(s.to_str().map(|s| s.to_string()).map_err(|_| {
+                        fail(format!(
+                            "{func}: argument {pos} (cmd) must be a list of UTF-8 strings, got invalid UTF-8 at index {}",
+                            i + 1
+                        ))
+                    })?),
                     Value::Integer(n) => argv.push(n.to_string()),
                     Value::Number(n) => argv.push(n.to_string()),
                     other => {
@@ -150,6 +178,7 @@ pub fn opts<T: DeserializeOwned + Default>(
         Value::Table(t) => t,
         other => return Err(arg_error(func, pos, "options", "a table", &other)),
     };
+    check_depth(func, pos, "options", &Value::Table(t.clone()))?;
     let mut callbacks = Callbacks::default();
     let plain = lua.create_table()?;
     for pair in t.pairs::<Value, Value>() {
@@ -329,4 +358,38 @@ pub fn checked<T: serde::Serialize>(
             Ok(Value::Table(t))
         }
     }
+}
+
+/// The deepest nesting of tables a walk over Lua values goes: JSON encoding, option tables, log fields and
+/// the fleet are refused past it (a clean error, not a stack overflow), `baton.inspect` shows `{…}` there.
+pub const MAX_DEPTH: usize = 128;
+
+/// Fails when `v` nests tables more than [`MAX_DEPTH`] deep: `baton.json.encode: argument 1 (value) nests
+/// tables more than 128 deep`. Walks without recursion; a table reached twice (shared or a cycle) is walked
+/// once.
+pub fn check_depth(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<()> {
+    let Value::Table(root) = v else {
+        return Ok(());
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![(root.clone(), 1usize)];
+    while let Some((t, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Err(fail(format!(
+                "{func}: argument {pos} ({name}) nests tables more than {MAX_DEPTH} deep"
+            )));
+        }
+        if !seen.insert(t.to_pointer() as usize) {
+            continue;
+        }
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            for x in [k, v] {
+                if let Value::Table(child) = x {
+                    stack.push((child, depth + 1));
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -38,8 +38,9 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
 }
 
 /// `baton.env(name [, default])`.
-fn env(_: &Lua, (name, default): (Value, Option<String>)) -> mlua::Result<Option<String>> {
+fn env(_: &Lua, (name, default): (Value, Value)) -> mlua::Result<Option<String>> {
     let name = args::string("baton.env", 1, "name", &name)?;
+    let default = args::opt_string("baton.env", 2, "default", &default)?;
     Ok(std::env::var(&name).ok().or(default))
 }
 
@@ -109,6 +110,8 @@ enum TaskStatus {
 /// stops it at its next wait.
 pub struct Task {
     id: u64,
+    /// The task's own coroutine, to refuse `t:wait()` from inside `t`.
+    thread: usize,
     result: Shared<LocalBoxFuture<'static, TaskResult>>,
     abort: tokio::task::AbortHandle,
     status: Rc<Cell<TaskStatus>>,
@@ -126,7 +129,19 @@ impl Task {
 
 impl UserData for Task {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_async_method("wait", |_, this, ()| async move { this.wait().await });
+        methods.add_async_method("wait", |lua, this, ()| {
+            let own = this.status.get() == TaskStatus::Running
+                && lua.current_thread().to_pointer() as usize == this.thread;
+            async move {
+                if own {
+                    return Err(args::fail(format!(
+                        "task#{}:wait: task waits on itself (it would never finish)",
+                        this.id
+                    )));
+                }
+                this.wait().await
+            }
+        });
         methods.add_method("cancel", |_, this, ()| {
             if this.status.get() == TaskStatus::Running {
                 this.abort.abort();
@@ -158,6 +173,7 @@ fn status_name(s: TaskStatus) -> &'static str {
 fn spawn(lua: &Lua, (f, args): (Value, MultiValue)) -> mlua::Result<AnyUserData> {
     let f = args::function("baton.spawn", 1, "fn", &f)?;
     let thread = lua.create_thread(f)?;
+    let thread_ptr = thread.to_pointer() as usize;
     let run = thread.into_async::<MultiValue>(args)?;
     let status = Rc::new(Cell::new(TaskStatus::Running));
     let st = status.clone();
@@ -189,6 +205,7 @@ fn spawn(lua: &Lua, (f, args): (Value, MultiValue)) -> mlua::Result<AnyUserData>
     .shared();
     lua.create_userdata(Task {
         id,
+        thread: thread_ptr,
         result,
         abort,
         status,
@@ -274,16 +291,20 @@ async fn gather(lua: Lua, (list, opts): (Value, Value)) -> mlua::Result<Table> {
 }
 
 /// `baton.timeout(dur, fn, …)`: raises `timed out after 5s` and cancels fn's work (its processes included).
-async fn timeout(_: Lua, (d, f, args): (Value, Value, MultiValue)) -> mlua::Result<MultiValue> {
+/// A loop that never waits is stopped too: the instruction hook raises the same error once the time is up.
+async fn timeout(lua: Lua, (d, f, args): (Value, Value, MultiValue)) -> mlua::Result<MultiValue> {
     let d = args::duration_arg("baton.timeout", 1, "dur", &d)?;
     let f = args::function("baton.timeout", 2, "fn", &f)?;
-    match tokio::time::timeout(d, f.call_async::<MultiValue>(args)).await {
-        Ok(r) => r,
-        Err(_) => Err(args::fail(format!(
-            "timed out after {}",
-            duration::format(d)
-        ))),
-    }
+    let msg = format!("timed out after {}", duration::format(d));
+    let call = f.call_async::<MultiValue>(args);
+    let r = match std::time::Instant::now().checked_add(d) {
+        Some(deadline) => {
+            let call = crate::lua::runtime::with_deadline(&lua, deadline, msg.clone(), call);
+            tokio::time::timeout(d, call).await
+        }
+        None => tokio::time::timeout(d, call).await,
+    };
+    r.unwrap_or_else(|_| Err(args::fail(msg)))
 }
 
 /// `baton.exec(cmd [, opts])` → `{ok, code, signal, stdout, stderr, duration}`.
@@ -357,8 +378,23 @@ fn jobs(lua: &Lua, (): ()) -> mlua::Result<Table> {
 }
 
 /// `baton.inspect(value [, depth])` → the REPL's rendering of a value.
-fn inspect(_: &Lua, (v, depth): (Value, Option<usize>)) -> mlua::Result<String> {
-    Ok(crate::lua::pretty::inspect(&v, depth.unwrap_or(4)))
+/// Tables nested deeper than `depth` (at most [`args::MAX_DEPTH`]) show as `{…}`.
+fn inspect(_: &Lua, (v, depth): (Value, Value)) -> mlua::Result<String> {
+    let depth = match depth {
+        Value::Nil => 4,
+        Value::Integer(d) if d >= 0 => (d as u64).min(args::MAX_DEPTH as u64) as usize,
+        Value::Number(d) if d >= 0.0 && d.fract() == 0.0 => d.min(args::MAX_DEPTH as f64) as usize,
+        other => {
+            return Err(args::arg_error(
+                "baton.inspect",
+                2,
+                "depth",
+                "a whole number of at least 0",
+                &other,
+            ));
+        }
+    };
+    Ok(crate::lua::pretty::inspect(&v, depth))
 }
 
 fn log_table(lua: &Lua) -> mlua::Result<Table> {
@@ -376,7 +412,12 @@ fn log_table(lua: &Lua) -> mlua::Result<Table> {
                 let fields = match &fields {
                     Value::Nil => String::new(),
                     Value::Table(_) => {
-                        let j: serde_json::Value = lua.from_value(fields.clone())?;
+                        args::check_depth(&name, 2, "fields", &fields)?;
+                        let j: serde_json::Value = lua.from_value(fields.clone()).map_err(|e| {
+                            args::fail(format!(
+                                "{name}: argument 2 (fields) cannot be logged as JSON: {e}"
+                            ))
+                        })?;
                         j.to_string()
                     }
                     other => return Err(args::arg_error(&name, 2, "fields", "a table", other)),
@@ -408,6 +449,7 @@ fn json_table(lua: &Lua) -> mlua::Result<Table> {
         "encode",
         lua.create_function(|lua, (v, opts): (Value, Value)| {
             let (opts, _) = args::opts::<EncodeOpts>(lua, "baton.json.encode", 2, opts, &[])?;
+            args::check_depth("baton.json.encode", 1, "value", &v)?;
             let j: serde_json::Value = lua.from_value(v).map_err(|e| {
                 args::fail(format!(
                     "baton.json.encode: argument 1 (value) cannot be encoded: {e}"

@@ -22,7 +22,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
 /// What a job runs.
 #[derive(Clone)]
 pub enum JobTarget {
-    /// A function of the schedule file, run as a coroutine in the daemon's Lua state.
+    /// A function of the schedule file, run in a fresh Lua state (that evaluates the file again) per run.
     Function(Function),
     /// A playbook, run in a fresh Lua state for each run.
     Playbook(PathBuf),
@@ -47,6 +47,7 @@ struct CronOpts {
     #[serde(default)]
     overlap: Overlap,
     timeout: Option<Dur>,
+    memory: Option<crate::core::fleet::Bytes>,
     jitter: Option<Dur>,
     tz: Option<String>,
     #[serde(default)]
@@ -75,7 +76,7 @@ fn cron(
     let target = match &target {
         Value::Function(f) => JobTarget::Function(f.clone()),
         Value::String(s) => {
-            let path = resolve(lua, Path::new(&*s.to_str()?));
+            let path = resolve(lua, Path::new(&args::utf8(CRON, 3, "target", s)?));
             if !path.is_file() {
                 return Err(args::fail(format!(
                     "{CRON}: argument 3 (target): playbook {} not found",
@@ -104,6 +105,7 @@ fn cron(
         .with_missed(o.missed)
         .with_overlap(o.overlap)
         .with_timeout(o.timeout.map(|d| d.0))
+        .with_memory(o.memory.map(|b| b.0))
         .with_jitter(o.jitter.map(|d| d.0).unwrap_or_default())
         .with_notify(o.notify);
     spec.target = match &target {
