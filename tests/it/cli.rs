@@ -383,7 +383,7 @@ fn spend_reads_the_ledger() {
                 sent: true,
                 ..Row::default()
             };
-            ledger.settle(None, row, None).await.unwrap();
+            ledger.record(row, None).await.unwrap();
         }
     });
     let out = env.baton(&["spend", "--json"]);
@@ -540,7 +540,7 @@ fn closed_stdout_ends_spend_quietly() {
                 sent: true,
                 ..Row::default()
             };
-            ledger.settle(None, row, None).await.unwrap();
+            ledger.record(row, None).await.unwrap();
         }
     });
     let full = env.baton(&["spend", "--by", "task"]);
