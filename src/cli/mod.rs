@@ -66,13 +66,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// LLM spend from the ledger, a bar per row
+    /// LLM spend: ledger and provider side by side, held and interrupted amounts, budget, a bar per row, a chart per day
     Spend {
         /// day, month or all
         #[arg(long, default_value = "month", value_parser = ["day", "month", "all"])]
         period: String,
-        /// tier, model or task
-        #[arg(long, default_value = "tier", value_parser = ["tier", "model", "task"])]
+        /// tier, model, task or script
+        #[arg(long, default_value = "tier", value_parser = ["tier", "model", "task", "script"])]
         by: String,
         #[arg(long)]
         json: bool,
@@ -153,7 +153,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor { json } => run::doctor(cli, *json),
         Command::Status { json } => run::status(cli, *json),
         Command::Fleet { json } => fleet::show(&*load_fleet(cli)?, *json),
-        Command::Spend { period, by, json } => spend::show(period, by, *json),
+        Command::Spend { period, by, json } => spend::show(cli, period, by, *json),
         Command::Jobs { prune } => jobs::show(load_fleet(cli)?, *prune),
         Command::Completions { shell } => stubs::completions(*shell),
         Command::Stubs { dir } => stubs::write(dir),

@@ -16,7 +16,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::ledger::{Alert, Ledger, Open, Opened, ProviderUsage, Refusal, Row};
+use super::ledger::{
+    self, Alert, DayCost, GroupBy, Ledger, MonthTotals, Open, Opened, Period, ProviderUsage,
+    Refusal, Row, SpendRow,
+};
 use super::ollama::{self, Endpoint};
 use super::openai::{self, OpenAi};
 use super::{ErrorKind, Llm, LlmError, Message, OnToken};
@@ -416,5 +419,58 @@ pub fn outcome_of(kind: &ErrorKind) -> &'static str {
         ErrorKind::KeyLimit(_) | ErrorKind::OverBudget(_) => "budget",
         k if k.is_offline() => "offline",
         _ => "error",
+    }
+}
+
+/// What `baton spend` shows: this month from the ledger and from the provider side by side, what calls
+/// under way hold, the budget, the grouped rows of the period and the month's days.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Report {
+    /// The budget month (UTC), `YYYY-MM`.
+    pub month: String,
+    pub period: String,
+    pub by: String,
+    /// This state directory's ledger: settled spend (interrupted calls included), held, interrupted.
+    pub ledger: MonthTotals,
+    /// The provider's accounting for the key (`None`: the endpoint has no `/key`, or it could not be read).
+    pub provider: Option<ProviderUsage>,
+    /// What the budget counts as spent: the larger of the ledger's and the provider's month.
+    pub spent: f64,
+    pub budget: Option<fleet::Budget>,
+    /// `budget × alert_at`, USD.
+    pub alert_line: Option<f64>,
+    pub rows: Vec<SpendRow>,
+    pub days: Vec<DayCost>,
+}
+
+impl Budget {
+    /// The spend report for `period` grouped `by`.
+    pub async fn report(&self, period: Period, by: GroupBy) -> Result<Report, StateError> {
+        let provider = self.provider_usage().await;
+        let ledger = self.ledger.clone();
+        let (totals, rows, days) = tokio::task::spawn_blocking(move || {
+            Ok::<_, StateError>((
+                ledger.month_now()?,
+                ledger.spend(period, by)?,
+                ledger.days(by)?,
+            ))
+        })
+        .await
+        .map_err(|e| StateError::Join(e.to_string()))??;
+        let spent = provider
+            .and_then(|p| p.usage_monthly)
+            .map_or(totals.spent, |p| p.max(totals.spent));
+        Ok(Report {
+            month: ledger::this_month(),
+            period: period.name().into(),
+            by: by.name().into(),
+            ledger: totals,
+            provider,
+            spent,
+            budget: self.limit,
+            alert_line: self.limit.map(|b| b.monthly_usd * b.alert_at),
+            rows,
+            days,
+        })
     }
 }

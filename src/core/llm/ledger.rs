@@ -201,6 +201,14 @@ impl Period {
             _ => None,
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Month => "month",
+            Period::All => "all",
+        }
+    }
 }
 
 impl GroupBy {
@@ -212,6 +220,10 @@ impl GroupBy {
             "script" => Some(GroupBy::Script),
             _ => None,
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.column()
     }
 
     fn column(self) -> &'static str {
