@@ -799,6 +799,42 @@ impl Ledger {
         })
     }
 
+    /// Adds `n` settled calls of `cost` each to this month (spread over its days so far, three tiers and
+    /// models, ten tasks, five scripts) in one transaction, then rebuilds the totals. For benches and tests
+    /// that need a big ledger.
+    pub fn seed_month(&self, n: u64, cost: f64) -> Result<(), StateError> {
+        self.ready()?;
+        let (month, last_day) = (this_month(), today()[8..10].parse::<u64>().unwrap_or(1));
+        self.state.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare(
+                    "INSERT INTO llm_ledger(ts, month, day, script, task, tier, provider, host, model, tokens_in,
+                         tokens_out, cost, cost_source, outcome, sent)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'openrouter', 'openrouter', ?7, 100, 20, ?8, 'provider', 'ok', 1)",
+                )?;
+                let tiers = ["local", "cheap", "premium"];
+                let models = ["qwen2.5-coder:32b", "anthropic/claude-sonnet-4.5", "anthropic/claude-opus-4.6"];
+                for i in 0..n {
+                    let day = format!("{month}-{:02}", 1 + i % last_day);
+                    let k = (i % 3) as usize;
+                    stmt.execute(params![
+                        format!("{day}T12:00:00.000Z"),
+                        month,
+                        day,
+                        format!("script-{}.lua", i % 5),
+                        format!("task-{}", i % 10),
+                        tiers[k],
+                        models[k],
+                        cost
+                    ])?;
+                }
+            }
+            tx.execute_batch(REBUILD_TOTALS)?;
+            tx.commit()
+        })
+    }
+
     /// The provider usage cached for `base` (an endpoint's base URL), if any.
     pub fn provider_usage(&self, base: &str) -> Result<Option<ProviderUsage>, StateError> {
         self.ready()?;

@@ -703,10 +703,10 @@ impl<'r, 'h> Ask<'r, 'h> {
                 None
             }
         };
-        if let Some(alert) = alert {
-            if let Some(cb) = self.hooks.on_alert.as_mut() {
-                cb(alert).await.map_err(|e| RouteError::Callback(e.0))?;
-            }
+        if let Some(alert) = alert
+            && let Some(cb) = self.hooks.on_alert.as_mut()
+        {
+            cb(alert).await.map_err(|e| RouteError::Callback(e.0))?;
         }
         Ok(())
     }
