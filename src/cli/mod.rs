@@ -1,6 +1,7 @@
 //! The command line: clap definitions, logging, and the one place where errors are printed. One module per
 //! command group; every command returns `anyhow::Result<ExitCode>` and writes its output through [`Out`].
 //! `main.rs` only calls [`main`].
+mod budget;
 mod fleet;
 pub mod jobs;
 mod run;
@@ -113,6 +114,21 @@ pub enum Command {
     /// Scheduled jobs: list them, show run history, run one now
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// The budget on the provider: `sync` sets the OpenRouter key's own monthly limit to the fleet's budget
+    Budget {
+        #[command(subcommand)]
+        action: BudgetCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BudgetCommand {
+    /// Set the key's limit on OpenRouter to budget.monthly_usd, reset monthly ($OPENROUTER_MANAGEMENT_KEY)
+    Sync {
+        /// The key's hash (default: the key baton uses, found by its label)
+        #[arg(long)]
+        hash: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +195,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Schedule(ScheduleCommand::Run { job, file }) => {
             schedule::run(load_fleet(cli)?, job, file.clone())
         }
+        Command::Budget {
+            action: BudgetCommand::Sync { hash },
+        } => budget::sync(cli, hash.as_deref()),
     }
 }
 

@@ -465,6 +465,91 @@ impl OpenAi {
     }
 }
 
+/// OpenRouter's key management (`baton budget sync`): needs a management key, which never reaches the
+/// completion endpoints.
+impl OpenAi {
+    /// The masked label of this client's key (`sk-or-v1-abc...xyz`), from `GET /key`.
+    pub async fn key_label(&self) -> Result<String, LlmError> {
+        let key = self.key(None)?;
+        let doc = self.get("/key", Some(key)).await?;
+        doc.pointer("/data/label")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                LlmError::new(
+                    &self.name,
+                    None,
+                    ErrorKind::Protocol("no data.label in the /key answer".into()),
+                )
+            })
+    }
+
+    /// The hash of the key labelled `label`, from `GET /keys` (management key).
+    pub async fn key_hash(&self, management: &Secret, label: &str) -> Result<String, LlmError> {
+        let err = |kind| LlmError::new(&self.name, None, kind);
+        let url = format!("{}/keys", self.base_url);
+        let build = || self.managed(self.http.get(&url), management);
+        let resp = http::send(build, &self.timeouts, &self.retry)
+            .await
+            .map_err(|f| err(self.status_error(f)))?;
+        let doc: Value = http::read_json(resp, &self.timeouts).await.map_err(err)?;
+        doc.get("data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|k| k.get("label").and_then(Value::as_str) == Some(label))
+            .and_then(|k| k.get("hash").and_then(Value::as_str))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                err(ErrorKind::Protocol(format!(
+                    "no key labelled {label} among the management key's keys"
+                )))
+            })
+    }
+
+    /// `PATCH /keys/{hash}`: the key's own spending limit, reset every UTC month (management key).
+    pub async fn set_monthly_limit(
+        &self,
+        management: &Secret,
+        hash: &str,
+        limit: f64,
+    ) -> Result<(), LlmError> {
+        let err = |kind| LlmError::new(&self.name, None, kind);
+        let url = format!("{}/keys/{hash}", self.base_url);
+        let body = bytes::Bytes::from(
+            serde_json::json!({"limit": limit, "limit_reset": "monthly"}).to_string(),
+        );
+        let build = || {
+            self.managed(self.http.patch(&url), management)
+                .header(reqwest::header::CONTENT_TYPE, http::JSON)
+                .body(body.clone())
+        };
+        http::send(build, &self.timeouts, &self.retry)
+            .await
+            .map(|_| ())
+            .map_err(|f| {
+                let kind = self.status_error(f);
+                err(match kind {
+                    ErrorKind::Status { status, message } => ErrorKind::Status {
+                        status,
+                        message: management.scrub(&message),
+                    },
+                    other => other,
+                })
+            })
+    }
+
+    fn managed(&self, rb: reqwest::RequestBuilder, management: &Secret) -> reqwest::RequestBuilder {
+        let mut v =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", management.expose()))
+                .unwrap_or_else(|_| {
+                    reqwest::header::HeaderValue::from_static("Bearer invalid-key")
+                });
+        v.set_sensitive(true);
+        rb.header(reqwest::header::AUTHORIZATION, v)
+    }
+}
+
 fn api_error_text(e: &ApiError) -> String {
     match &e.code {
         Some(code) if !code.is_null() => format!(

@@ -509,3 +509,61 @@ async fn implausible_costs_are_replaced_and_overruns_counted() {
     );
     assert_eq!(booked, [["1", "reserved"], ["2.5", "provider"]]);
 }
+
+/// `baton budget sync`: the key baton uses is found by its label among the management key's keys and
+/// gets the fleet's budget as its own monthly limit; neither key is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_sync_sets_the_keys_monthly_limit() {
+    const MANAGEMENT: &str = "sk-or-v1-management-secret-987654321";
+    let provider = Stub::start(|req, _| match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/api/v1/key") => Reply::json(200, server::key_info(1.0, 0.5, None)),
+        ("GET", "/api/v1/keys") if req.header("authorization") == Some(&format!("Bearer {MANAGEMENT}")) => {
+            Reply::json(
+                200,
+                json!({"data": [
+                    {"hash": "other-hash", "label": "sk-or-v1-zzz...zzz", "name": "ci", "limit": null},
+                    {"hash": "f01d-hash", "label": "sk-or-v1-abc...xyz", "name": "baton", "limit": null}
+                ]}),
+            )
+        }
+        ("PATCH", "/api/v1/keys/f01d-hash") => Reply::json(200, json!({"data": {"hash": "f01d-hash"}})),
+        _ => Reply::json(401, json!({"error": {"message": "wrong key or path", "code": 401}})),
+    })
+    .await;
+    let env = Env::new("budget-sync")
+        .with_fleet(&fleet_lua(&format!("{}/api", provider.url)))
+        .var("OPENROUTER_API_KEY", KEY);
+    let no_key = env.baton(&["budget", "sync"]);
+    no_key.expect_code(1);
+    assert!(
+        no_key.stderr.contains("OPENROUTER_MANAGEMENT_KEY"),
+        "{}",
+        no_key.stderr
+    );
+    let env = env.var("OPENROUTER_MANAGEMENT_KEY", MANAGEMENT);
+    let out = tokio::task::spawn_blocking(move || env.baton(&["budget", "sync"]))
+        .await
+        .unwrap();
+    out.ok();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "key sk-or-v1-abc...xyz: limit $2.00 per month (resets monthly, UTC), enforced by {}/api/v1\n",
+            provider.url
+        )
+    );
+    assert!(!out.stdout.contains(KEY) && !out.stderr.contains(MANAGEMENT));
+    let patch = provider
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "PATCH")
+        .expect("a PATCH");
+    assert_eq!(
+        patch.json(),
+        json!({"limit": 2.0, "limit_reset": "monthly"})
+    );
+    assert_eq!(
+        patch.header("authorization"),
+        Some(format!("Bearer {MANAGEMENT}").as_str())
+    );
+}
