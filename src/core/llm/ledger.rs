@@ -54,7 +54,9 @@ CREATE TABLE llm_alerts (month TEXT PRIMARY KEY, spent REAL NOT NULL, at TEXT NO
 
 /// Rows written before the request (outcome `sent`) with the process that sent them; running totals per
 /// month and per day; the provider's usage as last fetched. Existing rows are summed into the totals once.
+/// Nothing reads rows by month any more (the totals do), so that index goes: one B-tree less per call.
 const V2_TOTALS: &str = "
+DROP INDEX llm_ledger_month;
 ALTER TABLE llm_ledger ADD COLUMN reserved REAL NOT NULL DEFAULT 0;
 ALTER TABLE llm_ledger ADD COLUMN pid INTEGER;
 ALTER TABLE llm_ledger ADD COLUMN proc TEXT;
