@@ -1,6 +1,7 @@
 //! The command line: clap definitions, logging, and the one place where errors are printed. One module per
 //! command group; every command returns `anyhow::Result<ExitCode>` and writes its output through [`Out`].
 //! `main.rs` only calls [`main`].
+mod budget;
 mod fleet;
 pub mod jobs;
 mod run;
@@ -66,13 +67,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// LLM spend from the ledger, a bar per row
+    /// LLM spend: ledger and provider side by side, held and interrupted amounts, budget, a bar per row, a chart per day
     Spend {
         /// day, month or all
         #[arg(long, default_value = "month", value_parser = ["day", "month", "all"])]
         period: String,
-        /// tier, model or task
-        #[arg(long, default_value = "tier", value_parser = ["tier", "model", "task"])]
+        /// tier, model, task or script
+        #[arg(long, default_value = "tier", value_parser = ["tier", "model", "task", "script"])]
         by: String,
         #[arg(long)]
         json: bool,
@@ -115,6 +116,21 @@ pub enum Command {
     /// Scheduled jobs: list them, show run history, run one now
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// The budget on the provider: `sync` sets the OpenRouter key's own monthly limit to the fleet's budget
+    Budget {
+        #[command(subcommand)]
+        action: BudgetCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BudgetCommand {
+    /// Set the key's limit on OpenRouter to budget.monthly_usd, reset monthly ($OPENROUTER_MANAGEMENT_KEY)
+    Sync {
+        /// The key's hash (default: the key baton uses, found by its label)
+        #[arg(long)]
+        hash: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,7 +171,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor { json } => run::doctor(cli, *json),
         Command::Status { json } => run::status(cli, *json),
         Command::Fleet { json } => fleet::show(&*load_fleet(cli)?, *json),
-        Command::Spend { period, by, json } => spend::show(period, by, *json),
+        Command::Spend { period, by, json } => spend::show(cli, period, by, *json),
         Command::Jobs { prune, action } => match action {
             Some(a) => jobs::action(load_fleet(cli)?, a),
             None => jobs::show(load_fleet(cli)?, *prune),
@@ -184,6 +200,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Schedule(ScheduleCommand::Run { job, file }) => {
             schedule::run(load_fleet(cli)?, job, file.clone())
         }
+        Command::Budget {
+            action: BudgetCommand::Sync { hash },
+        } => budget::sync(cli, hash.as_deref()),
     }
 }
 

@@ -82,6 +82,10 @@ struct NextRun {
 #[derive(Debug, Deserialize)]
 struct MonthSpend {
     month: f64,
+    #[serde(default)]
+    held: f64,
+    #[serde(default)]
+    interrupted: f64,
     budget: Option<f64>,
     fraction: Option<f64>,
 }
@@ -172,6 +176,12 @@ fn status_text(s: &StatusReport) -> String {
         ),
         None => format!("spend: ${:.2} this month (no budget)\n", s.spend.month),
     });
+    if s.spend.held > 0.0 || s.spend.interrupted > 0.0 {
+        text.push_str(&format!(
+            "       ${:.2} held by calls under way, ${:.2} interrupted calls (at their worst case)\n",
+            s.spend.held, s.spend.interrupted
+        ));
+    }
     text
 }
 
@@ -283,6 +293,8 @@ mod tests {
             schedule_error: None,
             spend: MonthSpend {
                 month: 1.5,
+                held: 0.0,
+                interrupted: 0.0,
                 budget: Some(25.0),
                 fraction: Some(0.06),
             },
@@ -297,6 +309,17 @@ mod tests {
              2026-12-04 02:30  nightly  ok\n\
              \n\
              spend: $1.50 of $25.00 this month (6%)\n"
+        );
+        // Held and interrupted amounts show when there are any.
+        let mut report = report;
+        (report.spend.held, report.spend.interrupted) = (0.12, 0.44);
+        assert!(
+            status_text(&report).ends_with(
+                "spend: $1.50 of $25.00 this month (6%)\n       \
+                 $0.12 held by calls under way, $0.44 interrupted calls (at their worst case)\n"
+            ),
+            "{}",
+            status_text(&report)
         );
     }
 }

@@ -112,6 +112,9 @@ impl State {
             path: path.clone(),
             cause,
         };
+        // Creating the database and switching it to WAL is done by one process at a time: two processes
+        // racing on a fresh file would otherwise see "database is locked".
+        let _setup = self.lock()?;
         let conn = Connection::open(&path).map_err(db_err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -155,7 +158,27 @@ impl State {
     /// Applies `steps[version..]` for `component`, each in its own transaction, recording the new version.
     /// Safe to call on every use and from several processes at once.
     pub fn migrate(&self, component: &str, steps: &[&str]) -> Result<(), StateError> {
-        self.with(|conn| migrate(conn, component, steps))
+        let conn = self.connection()?;
+        let _one = self.lock()?;
+        let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(migrate(&mut guard, component, steps)?)
+    }
+
+    /// An exclusive lock on `baton.db.lock` (held until dropped), taken around creation and migrations so
+    /// that concurrent first use by several processes never fails.
+    fn lock(&self) -> Result<std::fs::File, StateError> {
+        let path = self.dir.join("baton.db.lock");
+        let err = |cause| StateError::Dir {
+            path: path.clone(),
+            cause,
+        };
+        create_private_file(&path).map_err(err)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        file.lock().map_err(err)?;
+        Ok(file)
     }
 }
 
@@ -239,6 +262,31 @@ mod tests {
         assert_eq!(perms, 0o600);
         let perms = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(perms, 0o700);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Five handles on a fresh directory, each on its own thread (as five processes would be), create and
+    /// migrate the database at once: none fails. (Across real processes: tests/it/llm/budget.rs.)
+    #[test]
+    fn concurrent_first_use_never_fails() {
+        let dir = temp_dir("race");
+        let threads: Vec<_> = (0..5)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    let state = State::new(&dir);
+                    state.migrate("race", &["CREATE TABLE r (a INTEGER)"])?;
+                    state.with(|c| c.execute("INSERT INTO r(a) VALUES (1)", []))
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let n: i64 = State::new(&dir)
+            .with(|c| c.query_row("SELECT count(*) FROM r", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(n, 5);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

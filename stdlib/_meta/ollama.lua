@@ -9,6 +9,8 @@
 -- Failures raise `ollama.chat(engine, qwen2.5-coder:32b): connection refused` (the server's `{"error": …}`
 -- text, also mid-stream; "model not found … (try ollama.pull)"; timeout). With `check = false`, chat and
 -- generate return `{ok = false, err}` instead (and `ok = true` on success).
+-- Each chat/generate call is a ledger row (task and tier nil), written before the request; it costs
+-- nothing unless a fleet tier serving the model has a `price`, and is never refused for budget.
 
 ---@class ollama
 ollama = {}

@@ -8,8 +8,11 @@
 -- `openrouter.key_env`); a missing key raises an error naming the variable. The key never appears in any
 -- output, error or log.
 -- Retries 429, 5xx and connection errors (3 more tries, backoff from 0.5 s doubling with jitter, honouring
--- `Retry-After`); 400/401/402/403 are not retried; 402 says "insufficient credits".
--- Calls made directly here are not budgeted or written to the ledger; `route.ask` does both.
+-- `Retry-After`); 400/401/402/403 are not retried; 402 says "insufficient credits"; a key over its own
+-- limit (402 from the key limit, 403 "Key limit exceeded") says "key limit reached".
+-- Calls made directly here are budgeted like `route.ask`: each one is a ledger row (task and tier nil),
+-- written before the request with its worst case reserved; one whose worst case does not fit the fleet's
+-- monthly budget is refused before sending ("over budget: …").
 
 ---@class openrouter
 openrouter = {}
@@ -17,7 +20,7 @@ openrouter = {}
 ---@class openrouter.ChatRequest
 ---@field model string e.g. "anthropic/claude-sonnet-4.5"
 ---@field messages {role: string, content: string}[]
----@field max_tokens integer? (default: the provider's)
+---@field max_tokens integer? (default: 4096 when the fleet has a budget, so the worst case is bounded; else the provider's)
 ---@field temperature number?
 ---@field on_token fun(chunk: string)? called with each streamed piece as it arrives; may yield
 ---@field models string[]? OpenRouter fallback models
@@ -33,7 +36,7 @@ openrouter = {}
 ---@field tokens_in integer
 ---@field tokens_out integer
 ---@field cost number USD (0 when `cost_source` is "unknown")
----@field cost_source "provider"|"pricing"|"unknown" reported by the API, computed from the fleet tier's price, or neither
+---@field cost_source "provider"|"pricing"|"estimate"|"reserved"|"unknown" reported by the API, computed from the fleet tier's price, estimated from the text when the stream reported no usage, the reserved worst case when the reported cost was implausible, or none
 ---@field duration number seconds
 ---@field ok boolean? only with `check = false`
 ---@field err string? only with `check = false`, on failure

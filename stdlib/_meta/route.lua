@@ -75,6 +75,18 @@ function route.ask(task, prompt, opts) end
 ---@field cost number USD
 
 ---Spend from the ledger, costliest first.
----@param opts {period: "day"|"month"|"all"?, by: "tier"|"model"|"task"?}? (default: period "month", by "tier")
+---@param opts {period: "day"|"month"|"all"?, by: "tier"|"model"|"task"|"script"?}? (default: period "month", by "tier")
 ---@return route.SpendRow[]
 function route.spend(opts) end
+
+---@class route.Budget
+---@field month string the budget month, "YYYY-MM" (UTC, like the provider's)
+---@field spent number USD the budget counts: the larger of this ledger's month and the provider's `usage_monthly`
+---@field ledger {spent: number, held: number, interrupted: number} this state directory: settled spend (interrupted calls included, at their worst case), held by calls under way, interrupted
+---@field provider {fetched: integer, usage_monthly: number?, usage_daily: number?, limit: number?, limit_remaining: number?}? OpenRouter's `/key` (nil when the endpoint has none or it could not be read)
+---@field budget {monthly_usd: number, alert_at: number}? the fleet's budget
+---@field alert_line number? `monthly_usd × alert_at`
+
+---This month against the budget, from the ledger and the provider (fetched at most once a minute).
+---@return route.Budget
+function route.budget() end

@@ -1,5 +1,6 @@
 --- What `baton status` shows: per host its role, whether it is online, its load, the Ollama models loaded and
---- the running baton jobs; then the next scheduled runs and this month's spend against the budget. Hosts are
+--- the running baton jobs; then the next scheduled runs and this month's spend against the budget (the larger
+--- of the ledger's and the provider's, with what calls under way hold and what interrupted calls cost). Hosts are
 --- probed concurrently with short timeouts; an offline host shows as such, it does not stop the report. The
 --- CLI renders the table (`src/cli/run.rs`).
 local M = {}
@@ -7,7 +8,7 @@ local M = {}
 local LOAD = "cat /proc/loadavg 2>/dev/null || sysctl -n vm.loadavg 2>/dev/null"
 
 --- Everything the report shows, as data.
----@return {hosts: table[], schedule: {name: string, next: string?, last: string?}[], schedule_error: string?, spend: {month: number, budget: number?, fraction: number?}}
+---@return {hosts: table[], schedule: {name: string, next: string?, last: string?}[], schedule_error: string?, spend: {month: number, held: number, interrupted: number, provider: number?, budget: number?, fraction: number?}}
 function M.collect()
   local fleet, paths = baton.fleet, baton._paths()
   local names = {}
@@ -64,14 +65,20 @@ function M.collect()
     end
   end
 
-  local spent = 0
-  for _, row in ipairs(route.spend({ period = "month" })) do spent = spent + row.cost end
-  local budget = fleet.budget and fleet.budget.monthly_usd
+  local b = route.budget()
+  local budget = b.budget and b.budget.monthly_usd
   return {
     hosts = hosts,
     schedule = schedule_jobs,
     schedule_error = schedule_err,
-    spend = { month = spent, budget = budget, fraction = budget and budget > 0 and spent / budget or nil },
+    spend = {
+      month = b.spent,
+      held = b.ledger.held,
+      interrupted = b.ledger.interrupted,
+      provider = b.provider and b.provider.usage_monthly,
+      budget = budget,
+      fraction = budget and budget > 0 and b.spent / budget or nil,
+    },
   }
 end
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::fleet::Fleet;
 use crate::core::state::State;
 
+pub mod budget;
 pub mod http;
 pub mod ledger;
 pub mod limiter;
@@ -327,6 +328,15 @@ pub enum ErrorKind {
     /// The stream passed one of its bounds (a line, an answer's size, pieces for `max_tokens`).
     #[error("stopped: {0}")]
     Overflow(String),
+    /// The provider refused the key: it has reached its own spending limit (not retried).
+    #[error("key limit reached: {0}")]
+    KeyLimit(String),
+    /// Not sent: the call's worst case does not fit the month's budget.
+    #[error("over budget: {0}")]
+    OverBudget(String),
+    /// The ledger could not book the call (so it was not sent, or its cost not recorded).
+    #[error("ledger: {0}")]
+    Ledger(String),
 }
 
 impl ErrorKind {

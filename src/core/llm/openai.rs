@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::http::{self, Events, Lines, SendError};
+use super::ledger::ProviderUsage;
 use super::{ErrorKind, LlmError, Message, OnToken, Retry, Secret, Timeouts, Wait};
 use crate::core::fleet::{DEFAULT_OPENROUTER_BASE, Fleet, Price};
 
@@ -36,6 +37,10 @@ pub enum CostSource {
     Provider,
     /// Computed from the tier's price table and the reported token counts.
     Pricing,
+    /// The stream reported no usage: tokens estimated from the prompt and the answer, priced by the tier.
+    Estimate,
+    /// The reported cost was implausible; the call's reserved worst case was booked instead.
+    Reserved,
     Unknown,
 }
 
@@ -44,6 +49,8 @@ impl CostSource {
         match self {
             CostSource::Provider => "provider",
             CostSource::Pricing => "pricing",
+            CostSource::Estimate => "estimate",
+            CostSource::Reserved => "reserved",
             CostSource::Unknown => "unknown",
         }
     }
@@ -276,18 +283,44 @@ impl OpenAi {
             }
         }
         out.duration = started.elapsed().as_secs_f64();
-        if let Some(u) = usage {
-            out.tokens_in = u.prompt_tokens.unwrap_or(0);
-            out.tokens_out = u.completion_tokens.unwrap_or(0);
-            (out.cost, out.cost_source) = match (u.cost, price) {
-                (Some(c), _) if c.is_finite() && c >= 0.0 => (c, CostSource::Provider),
-                (_, Some(p)) => (
-                    price_of(p, out.tokens_in, out.tokens_out),
-                    CostSource::Pricing,
-                ),
-                _ => (0.0, CostSource::Unknown),
-            };
-        }
+        // The provider's cost is passed on as reported; the budget checks it is plausible.
+        let counted = usage
+            .as_ref()
+            .filter(|u| u.prompt_tokens.is_some() || u.completion_tokens.is_some());
+        (out.cost, out.cost_source) = match (usage.as_ref().and_then(|u| u.cost), counted) {
+            (Some(c), _) => {
+                (out.tokens_in, out.tokens_out) = counted.map_or((0, 0), |u| {
+                    (
+                        u.prompt_tokens.unwrap_or(0),
+                        u.completion_tokens.unwrap_or(0),
+                    )
+                });
+                (c, CostSource::Provider)
+            }
+            (None, Some(u)) => {
+                out.tokens_in = u.prompt_tokens.unwrap_or(0);
+                out.tokens_out = u.completion_tokens.unwrap_or(0);
+                match price {
+                    Some(p) => (
+                        price_of(p, out.tokens_in, out.tokens_out),
+                        CostSource::Pricing,
+                    ),
+                    None => (0.0, CostSource::Unknown),
+                }
+            }
+            // No usage at the end of the stream (a server that ignores `stream_options`): estimate.
+            (None, None) => {
+                out.tokens_in = super::route::estimate_tokens(&req.messages);
+                out.tokens_out = (out.text.len() as u64).div_ceil(3);
+                match price {
+                    Some(p) => (
+                        price_of(p, out.tokens_in, out.tokens_out),
+                        CostSource::Estimate,
+                    ),
+                    None => (0.0, CostSource::Unknown),
+                }
+            }
+        };
         Ok(out)
     }
 
@@ -316,15 +349,68 @@ impl OpenAi {
         })
     }
 
+    /// Whether the endpoint reports the key's usage at `GET /key` (OpenRouter: its base URL ends in
+    /// `/api/v1`, which OpenAI, vLLM, llama.cpp and Ollama's `/v1` do not).
+    pub fn reports_usage(&self) -> bool {
+        self.key.is_some() && self.base_url.ends_with("/api/v1")
+    }
+
+    /// `GET /key` → the key's usage this UTC month and day, its limit and what remains (USD), within
+    /// `wait` and without retries (a budget check does not wait long for it).
+    pub async fn key_info(&self, wait: Duration) -> Result<ProviderUsage, LlmError> {
+        let key = self.key(None)?;
+        let timeouts = Timeouts {
+            connect: self.timeouts.connect.min(wait),
+            ..self.timeouts.with_wait(wait)
+        };
+        let doc = self
+            .get_with("/key", Some(key), &timeouts, &Retry::NONE)
+            .await?;
+        let data = doc.get("data").unwrap_or(&doc);
+        let num = |k: &str| {
+            data.get(k)
+                .and_then(Value::as_f64)
+                .filter(|v| v.is_finite() && *v >= 0.0)
+        };
+        let usage = ProviderUsage {
+            fetched: 0,
+            usage_monthly: num("usage_monthly"),
+            usage_daily: num("usage_daily"),
+            limit: num("limit"),
+            limit_remaining: num("limit_remaining"),
+        };
+        if usage.usage_monthly.is_none() {
+            return Err(LlmError::new(
+                &self.name,
+                None,
+                ErrorKind::Protocol(format!(
+                    "no data.usage_monthly in {}",
+                    http::snippet(doc.to_string().as_bytes())
+                )),
+            ));
+        }
+        Ok(usage)
+    }
+
     async fn get(&self, path: &str, key: Option<&Secret>) -> Result<Value, LlmError> {
+        self.get_with(path, key, &self.timeouts, &self.retry).await
+    }
+
+    async fn get_with(
+        &self,
+        path: &str,
+        key: Option<&Secret>,
+        timeouts: &Timeouts,
+        retry: &Retry,
+    ) -> Result<Value, LlmError> {
         let err = |kind| LlmError::new(&self.name, None, kind);
         let url = format!("{}{path}", self.base_url);
         let build = || match key {
             Some(_) => self.authorized(self.http.get(&url)),
             None => self.http.get(&url),
         };
-        let timeouts = self.timeouts.start(Wait::default());
-        let resp = http::send(build, &timeouts, &self.retry)
+        let timeouts = timeouts.start(Wait::default());
+        let resp = http::send(build, &timeouts, retry)
             .await
             .map_err(|f| err(self.status_error(f)))?;
         http::read_json(resp, &timeouts).await.map_err(err)
@@ -348,8 +434,13 @@ impl OpenAi {
             SendError::Status(f) => f,
             SendError::Transport(kind) => return kind,
         };
-        let message = serde_json::from_str::<Value>(&f.body)
-            .ok()
+        let doc = serde_json::from_str::<Value>(&f.body).ok();
+        let limit_source = doc
+            .as_ref()
+            .and_then(|v| v.pointer("/error/metadata/limit_source"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let message = doc
             .and_then(|v| match v.get("error") {
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(e) => serde_json::from_value::<ApiError>(e.clone())
@@ -364,9 +455,101 @@ impl OpenAi {
             .as_ref()
             .map_or(message.clone(), |k| k.scrub(&message));
         match f.status.as_u16() {
+            // OpenRouter: the key's own spending limit (402 with its source, or 403), never retried.
+            402 if limit_source.as_deref() == Some("openrouter_key_limit") => {
+                ErrorKind::KeyLimit(message)
+            }
+            403 if message.to_ascii_lowercase().contains("key limit exceeded") => {
+                ErrorKind::KeyLimit(message)
+            }
             402 => ErrorKind::InsufficientCredits(message),
             status => ErrorKind::Status { status, message },
         }
+    }
+}
+
+/// OpenRouter's key management (`baton budget sync`): needs a management key, which never reaches the
+/// completion endpoints.
+impl OpenAi {
+    /// The masked label of this client's key (`sk-or-v1-abc...xyz`), from `GET /key`.
+    pub async fn key_label(&self) -> Result<String, LlmError> {
+        let key = self.key(None)?;
+        let doc = self.get("/key", Some(key)).await?;
+        doc.pointer("/data/label")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                LlmError::new(
+                    &self.name,
+                    None,
+                    ErrorKind::Protocol("no data.label in the /key answer".into()),
+                )
+            })
+    }
+
+    /// The hash of the key labelled `label`, from `GET /keys` (management key).
+    pub async fn key_hash(&self, management: &Secret, label: &str) -> Result<String, LlmError> {
+        let err = |kind| LlmError::new(&self.name, None, kind);
+        let url = format!("{}/keys", self.base_url);
+        let build = || self.managed(self.http.get(&url), management);
+        let resp = http::send(build, &self.timeouts, &self.retry)
+            .await
+            .map_err(|f| err(self.status_error(f)))?;
+        let doc: Value = http::read_json(resp, &self.timeouts).await.map_err(err)?;
+        doc.get("data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|k| k.get("label").and_then(Value::as_str) == Some(label))
+            .and_then(|k| k.get("hash").and_then(Value::as_str))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                err(ErrorKind::Protocol(format!(
+                    "no key labelled {label} among the management key's keys"
+                )))
+            })
+    }
+
+    /// `PATCH /keys/{hash}`: the key's own spending limit, reset every UTC month (management key).
+    pub async fn set_monthly_limit(
+        &self,
+        management: &Secret,
+        hash: &str,
+        limit: f64,
+    ) -> Result<(), LlmError> {
+        let err = |kind| LlmError::new(&self.name, None, kind);
+        let url = format!("{}/keys/{hash}", self.base_url);
+        let body = bytes::Bytes::from(
+            serde_json::json!({"limit": limit, "limit_reset": "monthly"}).to_string(),
+        );
+        let build = || {
+            self.managed(self.http.patch(&url), management)
+                .header(reqwest::header::CONTENT_TYPE, http::JSON)
+                .body(body.clone())
+        };
+        http::send(build, &self.timeouts, &self.retry)
+            .await
+            .map(|_| ())
+            .map_err(|f| {
+                let kind = self.status_error(f);
+                err(match kind {
+                    ErrorKind::Status { status, message } => ErrorKind::Status {
+                        status,
+                        message: management.scrub(&message),
+                    },
+                    other => other,
+                })
+            })
+    }
+
+    fn managed(&self, rb: reqwest::RequestBuilder, management: &Secret) -> reqwest::RequestBuilder {
+        let mut v =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", management.expose()))
+                .unwrap_or_else(|_| {
+                    reqwest::header::HeaderValue::from_static("Bearer invalid-key")
+                });
+        v.set_sensitive(true);
+        rb.header(reqwest::header::AUTHORIZATION, v)
     }
 }
 
@@ -527,6 +710,22 @@ mod tests {
             e.to_string(),
             "insufficient credits (HTTP 402): Insufficient credits"
         );
+        // The key's own limit, as OpenRouter says it (402 with its source, or 403): "key limit reached".
+        let e = c.status_error(failed(
+            402,
+            r#"{"error":{"code":402,"message":"Key limit exceeded (monthly limit)","metadata":{"limit_source":"openrouter_key_limit"}}}"#,
+        ));
+        assert_eq!(
+            e.to_string(),
+            "key limit reached: Key limit exceeded (monthly limit)"
+        );
+        let e = c.status_error(failed(
+            403,
+            r#"{"error":{"code":403,"message":"Key limit exceeded"}}"#,
+        ));
+        assert!(matches!(e, ErrorKind::KeyLimit(_)), "{e:?}");
+        let e = c.status_error(failed(403, r#"{"error":{"message":"Forbidden"}}"#));
+        assert!(matches!(e, ErrorKind::Status { status: 403, .. }), "{e:?}");
         assert_eq!(c.name(), "http://x/v1");
         assert!(!format!("{c:?}").contains("sk-secret-123"));
     }

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::ledger::{self, Alert, Ledger, Row};
+use super::budget::{Budget as Books, BudgetError};
+use super::ledger::{Alert, Ledger, Open, Row};
 use super::ollama::{self, Ollama};
 use super::openai::{self, OpenAi};
 use super::{Callback, HookError, LocalFuture, Message, OnToken};
-use crate::core::fleet::{Budget, Fleet, Price, Provider};
+use crate::core::fleet::{Fleet, Price, Provider};
 use crate::core::schema::suggest;
 use crate::core::state::StateError;
 
@@ -188,13 +189,13 @@ pub struct Router {
     tasks: HashMap<String, (usize, Option<String>)>,
     /// Known task kinds whose tier the fleet lacks: kind → (tier, why).
     unconfigured: BTreeMap<String, (String, String)>,
-    budget: Option<Budget>,
     /// Endpoint key → (skip until, why).
     health: Mutex<HashMap<String, (Instant, String)>>,
     pub cooldown: Duration,
     ollama: Ollama,
     openai: OpenAi,
-    ledger: Ledger,
+    /// The ledger and the budget checks, shared with the direct calls.
+    books: Books,
 }
 
 impl Router {
@@ -241,17 +242,21 @@ impl Router {
             tier_index,
             tasks,
             unconfigured: fleet.tasks_without_tier(),
-            budget: fleet.budget,
             health: Mutex::new(HashMap::new()),
             cooldown: DEFAULT_COOLDOWN,
             ollama,
+            books: Books::new(ledger, openai.clone(), fleet.budget),
             openai,
-            ledger,
         }
     }
 
     pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+        self.books.ledger()
+    }
+
+    /// The budget every call books through (also the direct `openrouter`/`ollama` calls).
+    pub fn budget(&self) -> &Books {
+        &self.books
     }
 
     fn tier(&self, name: &str) -> Result<usize, RouteError> {
@@ -420,15 +425,8 @@ struct Ask<'r, 'h> {
 struct Pending {
     attempt: Attempt,
     row: Row,
-    reservation: Option<i64>,
-}
-
-/// What the budget says about a call on one tier.
-enum Funds {
-    /// The worst case is reserved under this ledger id (`None`: a free tier or no budget).
-    Reserved(Option<i64>),
-    /// The worst case does not fit; why.
-    Refused(String),
+    /// The row as written before sending (`None` until then: a skipped tier is written at the end).
+    open: Option<Open>,
 }
 
 /// What a tier answered and what it cost.
@@ -482,10 +480,13 @@ impl<'r, 'h> Ask<'r, 'h> {
             self.record(p, Outcome::Offline, Some(why)).await?;
             return Ok(None);
         }
-        match self.reserve(t).await? {
-            Funds::Reserved(id) => p.reservation = id,
-            Funds::Refused(why) => {
-                self.record(p, Outcome::Budget, Some(why)).await?;
+        match self.reserve(t, p.row.clone()).await? {
+            Ok(open) => p.open = Some(open),
+            Err(why) => {
+                // The refusal is already a ledger row (written by the budget check).
+                p.attempt.outcome = Outcome::Budget;
+                p.attempt.err = Some(why);
+                self.attempts.push(p.attempt);
                 return Ok(None);
             }
         }
@@ -525,34 +526,27 @@ impl<'r, 'h> Ask<'r, 'h> {
                 err: None,
             },
             row,
-            reservation: None,
+            open: None,
         }
     }
 
-    /// Reserves the worst case of a paid call (the prompt estimate plus `max_tokens` of answer) against the
-    /// monthly budget, before anything is sent.
-    async fn reserve(&self, t: &TierInfo) -> Result<Funds, RouteError> {
-        let (Provider::Openrouter, Some(b)) = (t.provider, self.router.budget) else {
-            return Ok(Funds::Reserved(None));
+    /// Writes the attempt's row before anything is sent; for a paid tier, reserves the worst case (the
+    /// prompt estimate plus `max_tokens` of answer) against the monthly budget first. `Err` is why the
+    /// budget refused it.
+    async fn reserve(&self, t: &TierInfo, row: Row) -> Result<Result<Open, String>, RouteError> {
+        let paid = t.provider == Provider::Openrouter;
+        let worst = if paid {
+            t.price.map_or(0.0, |p| {
+                openai::price_of(p, self.estimate, self.max_tokens() as u64)
+            })
+        } else {
+            0.0
         };
-        let worst = t.price.map_or(0.0, |p| {
-            openai::price_of(p, self.estimate, self.max_tokens() as u64)
-        });
-        let month = ledger::this_month();
-        Ok(
-            match self
-                .router
-                .ledger
-                .reserve(&month, worst, b.monthly_usd)
-                .await?
-            {
-                Some(id) => Funds::Reserved(Some(id)),
-                None => Funds::Refused(format!(
-                    "worst case ${worst:.4} does not fit what is left of ${} this month",
-                    b.monthly_usd
-                )),
-            },
-        )
+        match self.router.books.open(row, worst, paid).await {
+            Ok(open) => Ok(Ok(open)),
+            Err(BudgetError::Refused(why)) => Ok(Err(why.to_string())),
+            Err(BudgetError::State(e)) => Err(e.into()),
+        }
     }
 
     /// Sends the prompt to the tier, streaming to `on_token`.
@@ -628,7 +622,9 @@ impl<'r, 'h> Ask<'r, 'h> {
             self.record(p, Outcome::Error, Some(e.to_string())).await?;
             return Err(RouteError::Callback(e.to_string()));
         }
-        let outcome = if e.kind.is_offline() {
+        let outcome = if matches!(e.kind, super::ErrorKind::KeyLimit(_)) {
+            Outcome::Budget
+        } else if e.kind.is_offline() {
             self.router.mark_down(t, &e.kind.to_string());
             Outcome::Offline
         } else {
@@ -649,7 +645,8 @@ impl<'r, 'h> Ask<'r, 'h> {
         p.row.tokens_out = reply.tokens_out;
         p.row.cost = reply.cost;
         p.row.cost_source = reply.cost_source.to_string();
-        self.cost += reply.cost;
+        Books::check_cost(&mut p.row, p.open.as_ref().map_or(0.0, |o| o.reserved));
+        self.cost += p.row.cost;
         self.tokens_in += reply.tokens_in;
         self.tokens_out += reply.tokens_out;
         let mut attempts = self.attempts.clone();
@@ -699,25 +696,23 @@ impl<'r, 'h> Ask<'r, 'h> {
         let Pending {
             mut attempt,
             mut row,
-            reservation,
+            open,
         } = p;
         (attempt.outcome, attempt.err) = (outcome, err);
         row.outcome = outcome.name().to_string();
         row.err.clone_from(&attempt.err);
         self.attempts.push(attempt);
-        let budget = self.router.budget.map(|b| (b.monthly_usd, b.alert_at));
-        let alert = self.router.ledger.settle(reservation, row, budget).await?;
-        if let Some(alert) = alert {
-            tracing::warn!(
-                spent = alert.spent,
-                limit = alert.limit,
-                "LLM spend this month has reached ${:.2} of ${:.2}",
-                alert.spent,
-                alert.limit
-            );
-            if let Some(cb) = self.hooks.on_alert.as_mut() {
-                cb(alert).await.map_err(|e| RouteError::Callback(e.0))?;
+        let alert = match open {
+            Some(open) => self.router.books.close(&open, row).await?.alert,
+            None => {
+                self.router.books.skip(row).await?;
+                None
             }
+        };
+        if let Some(alert) = alert
+            && let Some(cb) = self.hooks.on_alert.as_mut()
+        {
+            cb(alert).await.map_err(|e| RouteError::Callback(e.0))?;
         }
         Ok(())
     }
@@ -911,14 +906,17 @@ mod tests {
         );
         assert!(
             why(1).starts_with("worst case $0.06")
-                && why(1).ends_with("does not fit what is left of $0.05 this month"),
+                && why(1).contains("does not fit what is left of $0.05 this month"),
             "{}",
             why(1)
         );
         // The three rows are recorded as not sent, so the spend report has no call.
         let spent = r
             .ledger()
-            .spend(ledger::Period::All, ledger::GroupBy::Tier)
+            .spend(
+                crate::core::llm::ledger::Period::All,
+                crate::core::llm::ledger::GroupBy::Tier,
+            )
             .unwrap();
         assert!(spent.is_empty(), "{spent:?}");
     }
@@ -1001,7 +999,10 @@ mod tests {
         assert_eq!(seen, [("local".to_string(), "hi".to_string(), 5.0)]);
         let spent = r
             .ledger()
-            .spend(ledger::Period::All, ledger::GroupBy::Tier)
+            .spend(
+                crate::core::llm::ledger::Period::All,
+                crate::core::llm::ledger::GroupBy::Tier,
+            )
             .unwrap();
         let spent: Vec<_> = spent
             .iter()

@@ -152,13 +152,18 @@ impl IntoCall for GenerateArgs {
 async fn complete<A: IntoCall>(lua: Lua, func: &'static str, req: Value) -> mlua::Result<Value> {
     let (a, mut cbs) = request::<A>(&lua, func, req, &["on_token"])?;
     let (common, call) = a.into_call();
-    let (client, ep) = target(&lua, func, common.host.as_deref())?;
+    let (_, ep) = target(&lua, func, common.host.as_deref())?;
     let mut on_token = cbs.take("on_token").map(args::hook::<String>);
     let wait = Wait::new(common.timeout.map(|d| d.0), common.deadline.map(|d| d.0));
     let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
+    // Each call is a ledger row (booked through the same budget as `route.ask`).
+    let (llm, script) = (
+        services::llm(&lua),
+        Some(crate::lua::ctx(&lua).script.clone()),
+    );
     let out = match &call {
-        Call::Chat(r) => client.chat(&ep, r, wait, cb).await,
-        Call::Generate(r) => client.generate(&ep, r, wait, cb).await,
+        Call::Chat(r) => llm.ollama_chat(&ep, r, wait, cb, script).await,
+        Call::Generate(r) => llm.ollama_generate(&ep, r, wait, cb, script).await,
     };
     args::checked(&lua, func, common.check, out)
 }

@@ -40,7 +40,6 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     let (a, mut cbs) = args::opts::<Option<ChatArgs>>(&lua, F, 1, req, &["on_token"])?;
     let a = a.ok_or_else(|| args::fail(format!("{F}: argument 1 (request) must be a table")))?;
     let llm = services::llm(&lua);
-    let price = llm.price_of(&a.model);
     let r = ChatRequest {
         model: a.model,
         messages: a.messages,
@@ -51,13 +50,14 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     };
     let mut on_token = cbs.take("on_token").map(args::hook::<String>);
     let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
+    // Booked like `route.ask`: a ledger row, the worst case reserved against the budget first.
+    let script = Some(crate::lua::ctx(&lua).script.clone());
     let out = llm
-        .openai()
-        .chat(
+        .openrouter_chat(
             &r,
-            price,
             Wait::new(a.timeout.map(|d| d.0), a.deadline.map(|d| d.0)),
             cb,
+            script,
         )
         .await;
     args::checked(&lua, F, a.check, out)

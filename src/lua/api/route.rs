@@ -15,6 +15,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     t.set("pick", lua.create_function(pick)?)?;
     t.set("ask", lua.create_async_function(ask)?)?;
     t.set("spend", lua.create_async_function(spend)?)?;
+    t.set("budget", lua.create_async_function(budget)?)?;
     Ok(t)
 }
 
@@ -210,7 +211,7 @@ async fn spend(lua: Lua, opts: Value) -> mlua::Result<Value> {
     })?;
     let by = GroupBy::parse(&o.by).ok_or_else(|| {
         args::fail(format!(
-            "{F}: options.by must be \"tier\", \"model\" or \"task\", got {:?}",
+            "{F}: options.by must be \"tier\", \"model\", \"task\" or \"script\", got {:?}",
             o.by
         ))
     })?;
@@ -221,4 +222,23 @@ async fn spend(lua: Lua, opts: Value) -> mlua::Result<Value> {
         .map_err(|e| args::fail(format!("{F}: {e}")))?
         .map_err(|e| args::fail(format!("{F}: {e}")))?;
     args::to_lua(&lua, &rows)
+}
+
+/// `route.budget()` → `{month, spent, ledger = {spent, held, interrupted}, provider?, budget?, alert_line?}`:
+/// this month against the budget, from the ledger and the provider.
+async fn budget(lua: Lua, (): ()) -> mlua::Result<Value> {
+    let llm = services::llm(&lua);
+    let mut r = llm
+        .budget()
+        .report(Period::Month, GroupBy::Tier)
+        .await
+        .map_err(|e| args::fail(format!("route.budget: {e}")))?;
+    (r.rows, r.days) = (Vec::new(), Vec::new());
+    let v = args::to_lua(&lua, &r)?;
+    if let Value::Table(t) = &v {
+        for k in ["rows", "days", "period", "by"] {
+            t.raw_set(k, Value::Nil)?;
+        }
+    }
+    Ok(v)
 }

@@ -368,7 +368,10 @@ async fn lua_50_concurrent_asks_never_overspend() {
     let (spent, ok) = spent_and_ok(&env);
     assert!(spent <= 10.0 + 1e-9, "spent ${spent} of $10");
     assert_eq!((ok, cloud.count()), (10, 10));
-    let reservations = db_rows(&env, "SELECT COUNT(*) FROM llm_reservations");
+    let reservations = db_rows(
+        &env,
+        "SELECT COUNT(*) FROM llm_ledger WHERE outcome = 'sent'",
+    );
     assert_eq!(
         reservations,
         [["Integer(0)"]],

@@ -485,3 +485,42 @@ pub fn sse(
     out.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
     out
 }
+
+/// An OpenAI-compatible SSE stream as llama.cpp, vLLM and OpenAI send it: usage (tokens, no cost) in a final
+/// chunk only when the request asked for it with `stream_options.include_usage`.
+pub fn sse_usage_if_asked(
+    req: &Request,
+    pieces: &[&str],
+    tokens_in: u64,
+    tokens_out: u64,
+) -> String {
+    let asked = req.json()["stream_options"]["include_usage"] == serde_json::json!(true);
+    let model = req.json()["model"].as_str().unwrap_or("?").to_string();
+    let mut out = String::new();
+    for p in pieces {
+        let chunk = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model,
+            "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]});
+        out.push_str(&format!("data: {chunk}\n\n"));
+    }
+    let last = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+    out.push_str(&format!("data: {last}\n\n"));
+    if asked {
+        let usage = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model, "choices": [],
+            "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}});
+        out.push_str(&format!("data: {usage}\n\n"));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
+}
+
+/// OpenRouter's `GET /api/v1/key` answer.
+pub fn key_info(usage_monthly: f64, usage_daily: f64, limit: Option<f64>) -> serde_json::Value {
+    serde_json::json!({"data": {
+        "label": "sk-or-v1-abc...xyz", "limit": limit, "limit_reset": "monthly",
+        "limit_remaining": limit.map(|l| (l - usage_monthly).max(0.0)), "include_byok_in_limit": false,
+        "usage": usage_monthly + 10.0, "usage_daily": usage_daily, "usage_weekly": usage_monthly,
+        "usage_monthly": usage_monthly, "byok_usage": 0, "byok_usage_daily": 0, "byok_usage_weekly": 0,
+        "byok_usage_monthly": 0, "is_free_tier": false
+    }})
+}
