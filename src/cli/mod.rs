@@ -3,6 +3,7 @@
 //! `main.rs` only calls [`main`].
 mod fleet;
 pub mod jobs;
+mod mcp;
 mod run;
 mod schedule;
 mod spend;
@@ -113,6 +114,15 @@ pub enum Command {
     /// Scheduled jobs: list them, show run history, run one now
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// MCP: offer the fleet to agents (Claude Code …) as tools
+    #[command(subcommand)]
+    Mcp(McpCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum McpCommand {
+    /// Serve the tools FILE registers with mcp.tool{…} on stdin/stdout (FILE default: tools.lua next to the fleet file)
+    Serve { file: Option<PathBuf> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -179,6 +189,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Schedule(ScheduleCommand::Run { job, file }) => {
             schedule::run(load_fleet(cli)?, job, file.clone())
         }
+        Command::Mcp(McpCommand::Serve { file }) => mcp::serve(load_fleet(cli)?, file.clone()),
     }
 }
 

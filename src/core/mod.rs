@@ -2,6 +2,7 @@
 pub mod duration;
 pub mod fleet;
 pub mod llm;
+pub mod mcp;
 pub mod process;
 pub mod remote;
 pub mod schedule;
