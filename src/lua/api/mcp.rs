@@ -81,8 +81,19 @@ async fn connect(lua: Lua, (target, opts): (Value, Value)) -> mlua::Result<mlua:
                 .map_err(|e| args::fail(e.to_string().replace("options", "spec")))?;
             spec.check("spec", &fleet)
                 .map_err(|e| args::fail(format!("{F}: {e}")))?;
-            let transport = Transport::from_fleet(&spec);
-            (transport.describe(), transport)
+            // An unnamed server is called by its program (`mcp-server-git`) or its URL's host.
+            let name = match (&spec.url, spec.command.first()) {
+                (Some(url), _) => url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|rest| rest.split(['/', '?', '#']).next())
+                    .and_then(|host| host.rsplit('@').next())
+                    .unwrap_or("mcp")
+                    .to_string(),
+                (None, Some(program)) => program.rsplit('/').next().unwrap_or(program).to_string(),
+                (None, None) => "mcp".into(),
+            };
+            (name, Transport::from_fleet(&spec))
         }
         other => {
             return Err(args::arg_error(
