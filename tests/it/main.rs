@@ -3,6 +3,7 @@ mod cli;
 mod common;
 mod llm;
 mod lua_specs;
+mod mcp;
 mod ops;
 mod playbooks;
 mod repl;

@@ -192,13 +192,11 @@ fn json_args(
 impl Handle {
     async fn call(
         &self,
-        lua: &Lua,
         func: &str,
         tool: &str,
         args: serde_json::Map<String, Json>,
         timeout: Duration,
     ) -> mlua::Result<client::CallResult> {
-        let _ = lua;
         self.client
             .call(tool, args, timeout)
             .await
@@ -258,7 +256,7 @@ impl UserData for Handle {
                         let func = format!("mcp tool {tool}");
                         let a = json_args(&lua, &func, 1, a)?;
                         let r = handle
-                            .call(&lua, "mcp.run", &tool, a, client::CALL_TIMEOUT)
+                            .call("mcp.run", &tool, a, client::CALL_TIMEOUT)
                             .await?;
                         if r.is_error {
                             return Err(args::fail(format!(
@@ -286,7 +284,7 @@ impl UserData for Handle {
                 let tool = args::string(F, 1, "name", &tool)?;
                 let a = json_args(&lua, F, 2, a)?;
                 let (opts, _) = args::opts::<CallOpts>(&lua, F, 3, opts, &[])?;
-                let r = this.call(&lua, F, &tool, a, opts.timeout.0).await?;
+                let r = this.call(F, &tool, a, opts.timeout.0).await?;
                 args::to_lua(&lua, &r)
             },
         );
@@ -313,7 +311,7 @@ impl UserData for Handle {
 #[derive(Clone, Default)]
 struct Registry(Rc<RefCell<Vec<(ToolDef, Function)>>>);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ToolSpec {
     name: String,
@@ -322,17 +320,6 @@ struct ToolSpec {
     #[serde(default)]
     parameters: Option<Json>,
     timeout: Option<Dur>,
-}
-
-impl Default for ToolSpec {
-    fn default() -> Self {
-        ToolSpec {
-            name: String::new(),
-            description: String::new(),
-            parameters: None,
-            timeout: None,
-        }
-    }
 }
 
 /// `mcp.tool{name, description, parameters, run, timeout}`: registers a tool for `baton mcp serve`.
