@@ -533,3 +533,55 @@ fn serve_refuses_a_missing_or_empty_tools_file() {
         out.stderr
     );
 }
+
+#[test]
+fn the_example_tools_file_serves_its_tools_to_baton_itself() {
+    let env = Env::new("mcp-example").with_fleet("return { hosts = { brain = { ssh = false } } }");
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tools.lua");
+    let out = env.run_lua(
+        "example.lua",
+        &format!(
+            r#"
+            local h = mcp.connect({{command = {}}})
+            local names = {{}}
+            for _, t in ipairs(h:tools()) do names[#names + 1] = t.name end
+            table.sort(names)
+            print("tools", table.concat(names, ","))
+            local r = h:call("run_on", {{host = "elsewhere", argv = {{"uptime"}}}})
+            print("host refused", r.is_error, r.text)
+            r = h:call("run_on", {{host = "brain", argv = {{"rm", "-rf", "/tmp/x"}}}})
+            print("program refused", r.is_error, r.text)
+            r = h:call("run_on", {{host = "brain", argv = {{"ls", "/"}}}})
+            print("allowed", r.is_error, r.data.ok)
+            r = h:call("sync_push", {{path = "/etc", host = "brain", remote_path = "/tmp/x"}})
+            print("sync refused", r.is_error, r.text)
+            r = h:call("spend", {{}})
+            print("spend", r.is_error, #r.data.rows)
+            "#,
+            lua_list(&[
+                bin().to_str().unwrap(),
+                "mcp",
+                "serve",
+                tools.to_str().unwrap()
+            ])
+        ),
+        &[],
+    );
+    out.ok();
+    let s = &out.stdout;
+    assert!(
+        s.contains("tools\task,fleet_status,gpu_status,job_spawn,job_status,job_tail,run_on,spend,sync_pull,sync_push"),
+        "{s}"
+    );
+    assert!(
+        s.contains("host refused\ttrue\t") && s.contains("run_on: host elsewhere is not allowed"),
+        "{s}"
+    );
+    assert!(s.contains("run_on: program rm is not allowed"), "{s}");
+    assert!(s.contains("allowed\tfalse\ttrue"), "{s}");
+    assert!(
+        s.contains("sync_push: /etc is outside the allowed roots"),
+        "{s}"
+    );
+    assert!(s.contains("spend\tfalse\t0"), "{s}");
+}
