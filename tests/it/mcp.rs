@@ -481,6 +481,45 @@ fn serve_answers_each_initialize_version_and_keeps_stdout_to_the_protocol() {
 }
 
 #[test]
+fn serve_answers_the_2026_07_28_revision_without_initialize() {
+    let env = Env::new("mcp-2026");
+    let mut cmd = env.cmd();
+    cmd.args(["mcp", "serve", fixture("tools.lua").to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = Killed(cmd.spawn().unwrap());
+    let mut stdin = child.0.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let meta = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"}
+    });
+    for msg in [
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": meta}}),
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "add", "arguments": {"a": 1, "b": 2}, "_meta": meta}}),
+    ] {
+        writeln!(stdin, "{msg}").unwrap();
+    }
+    stdin.flush().unwrap();
+    let discover = read_message(&mut stdout);
+    assert!(
+        discover["result"]["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("2026-07-28")),
+        "{discover}"
+    );
+    let call = read_message(&mut stdout);
+    assert_eq!(call["id"], 2, "{call}");
+    assert_eq!(call["result"]["content"][0]["text"], "3", "{call}");
+    drop(stdin);
+    assert!(child.0.wait().unwrap().success());
+}
+
+#[test]
 fn serve_refuses_a_missing_or_empty_tools_file() {
     let env = Env::new("mcp-files");
     let out = env.baton(&["mcp", "serve", "nope.lua"]);
