@@ -473,3 +473,46 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_never_show_headers_or_query_strings() {
+        let t = Transport::Http {
+            url: "https://example.invalid/mcp?token=abc".into(),
+            headers: [("Authorization".to_string(), "Bearer xyz".to_string())].into(),
+        };
+        assert_eq!(t.describe(), "http: https://example.invalid/mcp");
+        let t = Transport::Stdio {
+            command: vec!["uvx".into(), "mcp-server-git".into()],
+            env: Default::default(),
+            cwd: None,
+            host: Some("brain".into()),
+        };
+        assert_eq!(t.describe(), "stdio on brain: uvx mcp-server-git");
+    }
+
+    #[tokio::test]
+    async fn the_stderr_tail_is_bounded_and_leaves_out_the_ssh_prologue() {
+        let mut text = String::from("__baton_pid=123\n");
+        for i in 0..100 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        text.push_str(&"x".repeat(10_000));
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (done, mut finished) = watch::channel(false);
+        keep_tail(text.as_bytes(), tail.clone(), done).await;
+        assert!(*finished.borrow_and_update());
+        let lines = tail.lock().unwrap();
+        assert_eq!(lines.len(), STDERR_LINES);
+        assert!(lines.iter().all(|l| !l.starts_with("__baton_pid")));
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.len() <= STDERR_LINE_BYTES + '…'.len_utf8())
+        );
+        assert!(lines.iter().any(|l| l == "line 99"), "{lines:?}");
+    }
+}

@@ -160,3 +160,110 @@ pub async fn serve_stdio(tools: Tools) -> Result<(), McpError> {
     let (read, write) = rmcp::transport::stdio();
     serve(tools, read, write).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::{ClientCapabilities, ClientConfig};
+
+    fn def(name: &str, timeout: Duration) -> ToolDef {
+        ToolDef {
+            name: name.into(),
+            description: format!("{name} tool"),
+            input_schema: serde_json::json!({"type": "object"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            timeout,
+        }
+    }
+
+    /// A runner answering `echo` with its arguments, failing `fail`, and never answering `hang` (it reports
+    /// through `stopped` when the server gives up on the call).
+    async fn runner(
+        mut calls: mpsc::UnboundedReceiver<Call>,
+        stopped: mpsc::UnboundedSender<String>,
+    ) {
+        while let Some(mut call) = calls.recv().await {
+            match call.tool.as_str() {
+                "echo" => {
+                    let _ = call.reply.send(Ok(Outcome::Json(Value::Object(call.args))));
+                }
+                "fail" => {
+                    let _ = call.reply.send(Err("it failed".into()));
+                }
+                _ => {
+                    let stopped = stopped.clone();
+                    tokio::spawn(async move {
+                        call.reply.closed().await;
+                        let _ = stopped.send(call.tool);
+                    });
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_go_to_the_runner_and_a_timeout_stops_them() {
+        let (calls, queue) = mpsc::unbounded_channel();
+        let (stopped_tx, mut stopped) = mpsc::unbounded_channel();
+        tokio::spawn(runner(queue, stopped_tx));
+        let tools = Tools::new(
+            vec![
+                def("echo", TOOL_TIMEOUT),
+                def("fail", TOOL_TIMEOUT),
+                def("hang", Duration::from_millis(50)),
+            ],
+            calls,
+        );
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let (sr, sw) = tokio::io::split(server_io);
+        tokio::spawn(serve(tools, sr, sw));
+        let (cr, cw) = tokio::io::split(client_io);
+        let client = ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("test", "0"),
+        )
+        .serve((cr, cw))
+        .await
+        .unwrap();
+
+        let listed = client.peer().list_all_tools().await.unwrap();
+        let names: Vec<_> = listed.iter().map(|t| t.name.to_string()).collect();
+        assert_eq!(names, ["echo", "fail", "hang"]);
+        assert_eq!(listed[0].description.as_deref(), Some("echo tool"));
+
+        let mut params = CallToolRequestParams::new("echo");
+        params.arguments = serde_json::json!({"x": 1}).as_object().cloned();
+        let r = client.peer().call_tool(params).await.unwrap();
+        assert_eq!(r.structured_content, Some(serde_json::json!({"x": 1})));
+        assert_eq!(r.is_error, Some(false));
+
+        let r = client
+            .peer()
+            .call_tool(CallToolRequestParams::new("fail"))
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(true));
+        assert_eq!(r.content[0].as_text().unwrap().text, "it failed");
+
+        let r = client
+            .peer()
+            .call_tool(CallToolRequestParams::new("hang"))
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(true));
+        assert_eq!(
+            r.content[0].as_text().unwrap().text,
+            "hang: timed out after 50ms"
+        );
+        assert_eq!(stopped.recv().await.as_deref(), Some("hang"));
+
+        let err = client
+            .peer()
+            .call_tool(CallToolRequestParams::new("nope"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown tool \"nope\""), "{err}");
+    }
+}
