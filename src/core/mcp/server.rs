@@ -133,7 +133,12 @@ impl ServerHandler for Tools {
         // A cancelled request drops `run`, and with it the reply receiver: the runner stops the tool.
         tokio::select! {
             r = self.run(&request.name, args) => r.map(Into::into),
-            _ = context.ct.cancelled() => Err(ErrorData::internal_error("cancelled by the client", None)),
+            // The client no longer waits for an answer; an error result (not a protocol error) keeps the
+            // log quiet if one is sent at all.
+            _ = context.ct.cancelled() => Ok(CallToolResult::error(vec![ContentBlock::text(
+                format!("{}: cancelled by the client", request.name),
+            )])
+            .into()),
         }
     }
 }
