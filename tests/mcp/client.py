@@ -7,6 +7,7 @@ the test asserts on.
 """
 import asyncio
 import json
+import os
 import sys
 
 import anyio
@@ -20,7 +21,9 @@ def text_of(result):
 
 async def main(baton, tools_file, stderr_file):
     report = {}
-    params = StdioServerParameters(command=baton, args=["mcp", "serve", tools_file])
+    # The SDK passes only a few variables to the server; baton's own ones go through as given.
+    env = {k: v for k, v in os.environ.items() if k.startswith(("BATON_", "XDG_")) or k == "HOME"}
+    params = StdioServerParameters(command=baton, args=["mcp", "serve", tools_file], env=env)
     with open(stderr_file, "w") as errlog:
         async with stdio_client(params, errlog=errlog) as (read, write):
             async with ClientSession(read, write) as session:
@@ -43,11 +46,11 @@ async def main(baton, tools_file, stderr_file):
                 r = await session.call_tool("noisy", {})
                 report["noisy"] = {"text": text_of(r), "is_error": bool(r.is_error)}
 
-                # Ten calls at once: each sleeps 0.3 s; they overlap if every one started before any ended.
+                # Ten calls at once: each sleeps 1 s; they overlap if every one started before any ended.
                 results = [None] * 10
 
                 async def slow(i):
-                    res = await session.call_tool("slow", {"seconds": 0.3})
+                    res = await session.call_tool("slow", {"seconds": 1})
                     results[i] = json.loads(text_of(res))
 
                 async with anyio.create_task_group() as tg:
@@ -65,7 +68,7 @@ async def main(baton, tools_file, stderr_file):
                     report["spin"] = "returned"
                 except Exception as e:  # the SDK raises on its read timeout
                     report["spin"] = f"abandoned: {type(e).__name__}"
-                await anyio.sleep(0.3)
+                await anyio.sleep(1)
                 first = text_of(await session.call_tool("count", {}))
                 await anyio.sleep(0.3)
                 second = text_of(await session.call_tool("count", {}))
