@@ -269,7 +269,11 @@ fn init_logging(verbose: u8, format: LogFormat) {
     let filter = std::env::var("BATON_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
+        // rmcp's own log lines repeat what baton's MCP errors already say; they show from -vv on.
+        .unwrap_or_else(|| match verbose {
+            0 | 1 => EnvFilter::new(format!("{default},rmcp=off")),
+            _ => EnvFilter::new(default),
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -212,6 +212,22 @@ async fn keep_tail(
     let _ = done.send(true);
 }
 
+/// The innermost cause of an error (`Connection refused (os error 111)`), after the outermost message's
+/// first words: transport errors nest five deep and repeat type names on the way.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    let mut hops = 0;
+    while let Some(next) = inner.source() {
+        inner = next;
+        hops += 1;
+    }
+    if hops == 0 {
+        e.to_string()
+    } else {
+        format!("{e}: {inner}")
+    }
+}
+
 /// An open connection to one MCP server.
 pub struct Client {
     transport: Transport,
@@ -340,7 +356,21 @@ impl Client {
                 let service = tokio::time::timeout(timeout, client_config().serve(http))
                     .await
                     .map_err(|_| McpError::Timeout(timeout))?
-                    .map_err(|e| McpError::Initialize(e.to_string()))?;
+                    .map_err(|e| match &e {
+                        rmcp::service::ClientInitializeError::TransportError { error, .. } => {
+                            use rmcp::transport::streamable_http_client::StreamableHttpError;
+                            match error
+                                .error
+                                .downcast_ref::<StreamableHttpError<reqwest::Error>>()
+                            {
+                                Some(StreamableHttpError::Client(e)) => {
+                                    McpError::Initialize(root_cause(e))
+                                }
+                                _ => McpError::Initialize(root_cause(error.error.as_ref())),
+                            }
+                        }
+                        other => McpError::Initialize(other.to_string()),
+                    })?;
                 Ok(Client::new(transport.clone(), service, None, None))
             }
         }

@@ -77,8 +77,10 @@ async fn connect(lua: Lua, (target, opts): (Value, Value)) -> mlua::Result<mlua:
             (name, Transport::from_fleet(server))
         }
         Value::Table(_) => {
-            let (spec, _) = args::opts::<McpServer>(&lua, F, 1, target.clone(), &[])
-                .map_err(|e| args::fail(e.to_string().replace("options", "spec")))?;
+            let (spec, _) =
+                args::opts::<McpServer>(&lua, F, 1, target.clone(), &[]).map_err(|e| {
+                    args::fail(crate::lua::split_error(&e).0.replace("options", "spec"))
+                })?;
             spec.check("spec", &fleet)
                 .map_err(|e| args::fail(format!("{F}: {e}")))?;
             // An unnamed server is called by its program (`mcp-server-git`) or its URL's host.
@@ -335,7 +337,7 @@ fn tool(lua: &Lua, spec: Value) -> mlua::Result<()> {
         ));
     }
     let (spec, mut cbs) = args::opts::<ToolSpec>(lua, F, 1, spec, &["run"])
-        .map_err(|e| args::fail(e.to_string().replace(": options", ": tool")))?;
+        .map_err(|e| args::fail(crate::lua::split_error(&e).0.replace(": options", ": tool")))?;
     let Some(run) = cbs.take("run") else {
         return Err(args::fail(format!(
             "{F}: tool.run must be a function(args), got nil"
