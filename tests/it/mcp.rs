@@ -624,3 +624,52 @@ fn the_example_tools_file_serves_its_tools_to_baton_itself() {
     );
     assert!(s.contains("spend\tfalse\t0"), "{s}");
 }
+
+#[test]
+fn misuse_and_unreachable_servers_raise_clear_errors() {
+    let env = Env::new("mcp-misuse").with_fleet("return { hosts = { brain = {} } }");
+    let out = env.run_lua(
+        "misuse.lua",
+        r#"
+        print(pcall(mcp.tool, {run = function() end}))
+        print(pcall(mcp.tool, {name = "x"}))
+        print(pcall(mcp.tool, {name = "y", run = function() end, parameters = {type = "string"}}))
+        print(pcall(mcp.tool, {name = "z", run = function() end, timeout = "soon"}))
+        mcp.tool{name = "dup", run = function() end}
+        print(pcall(mcp.tool, {name = "dup", run = function() end}))
+        print(pcall(mcp.connect, {comand = {"x"}}))
+        print(pcall(mcp.connect, {command = {"x"}, host = "brian"}))
+        print(pcall(mcp.connect, 42))
+        print(pcall(mcp.connect, "git"))
+        print(pcall(mcp.connect, {url = "http://127.0.0.1:9/mcp"}, {timeout = "5s"}))
+        "#,
+        &[],
+    );
+    out.ok();
+    let expected = [
+        "false\tmcp.tool: tool: missing field `name`",
+        "false\tmcp.tool: tool.run must be a function(args), got nil",
+        "false\tmcp.tool(y): tool.parameters must have type = \"object\", got \"string\"",
+        "false\tmcp.tool: tool.timeout: expected a duration",
+        "false\tmcp.tool: a tool named \"dup\" is already registered",
+        "false\tmcp.connect: spec.comand: unknown key, did you mean command?",
+        "false\tmcp.connect: spec.host: unknown host \"brian\", did you mean brain?",
+        "false\tmcp.connect: argument 1 (server) must be a fleet MCP server name or a table",
+        "false\tmcp.connect: unknown MCP server \"git\" (the fleet file has no `mcp` servers)",
+        "false\tmcp.connect(127.0.0.1:9): initialize failed: error sending request for url (http://127.0.0.1:9/mcp): ",
+    ];
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{}", out.stdout);
+    for (line, want) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with(want),
+            "{line:?} does not start with {want:?}"
+        );
+    }
+    // rmcp's own log lines stay out of a plain run's stderr.
+    assert!(
+        !out.stderr.contains("rmcp") && !out.stderr.contains("ERROR"),
+        "{}",
+        out.stderr
+    );
+}
