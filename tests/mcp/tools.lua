@@ -32,6 +32,9 @@ mcp.tool{
     print("printed by noisy")
     baton.log.info("logged by noisy")
     io.stderr:write("stderr by noisy\n")
+    io.write("io.write by noisy\n")
+    io.stdout:write("io.stdout by noisy\n")
+    os.execute("echo os.execute by noisy")
     return "quiet answer"
   end,
 }
