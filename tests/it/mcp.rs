@@ -146,7 +146,13 @@ fn client_lists_and_calls_the_tools_of_mcp_server_git() {
 #[test]
 fn a_server_that_exits_is_reported_with_its_status_and_stderr() {
     let py = python();
-    let env = Env::new("mcp-exit");
+    let env = Env::new("mcp-exit").with_fleet(&format!(
+        "return {{ mcp = {{ fx = {{ command = {} }} }} }}",
+        lua_list(&[
+            py.to_str().unwrap(),
+            fixture("fixture_server.py").to_str().unwrap()
+        ])
+    ));
     let out = env.run_lua(
         "exit.lua",
         &format!(
@@ -155,6 +161,9 @@ fn a_server_that_exits_is_reported_with_its_status_and_stderr() {
             print("echo", h:call("echo", {{text = "still here"}}).text)
             print(pcall(h.call, h, "die"))
             print(pcall(h.call, h, "echo", {{text = "again"}}))
+            local fx = mcp.connect("fx")
+            print(pcall(fx.call, fx, "die"))
+            print("reconnected", mcp.connect("fx"):call("echo", {{text = "new server"}}).text)
             print(pcall(mcp.connect, {{command = {{"sh", "-c", "echo bad config >&2; exit 2"}}}}))
             print(pcall(mcp.connect, {{command = {{"/nonexistent/mcp-server"}}}}))
             "#,
@@ -168,6 +177,12 @@ fn a_server_that_exits_is_reported_with_its_status_and_stderr() {
     out.ok();
     let s = &out.stdout;
     assert!(s.contains("echo\tstill here"), "{s}");
+    assert!(
+        s.contains("false\tmcp:call(fx, die): server exited (exit status: 3)"),
+        "{s}"
+    );
+    // A fleet server that exited is started anew by the next connect.
+    assert!(s.contains("reconnected\tnew server"), "{s}");
     assert!(
         s.contains("false\tmcp:call(python, die): server exited (exit status: 3): stderr: dying now: fixture asked to exit"),
         "{s}"

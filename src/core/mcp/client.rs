@@ -400,6 +400,11 @@ impl Client {
         self.closed.load(Ordering::SeqCst)
     }
 
+    /// Open and still connected (a server that exited leaves a connection that is not).
+    pub fn is_usable(&self) -> bool {
+        !self.is_closed() && !self.peer.is_transport_closed()
+    }
+
     /// The server's name and version as it gave them in `initialize`.
     pub fn server_info(&self) -> Option<(String, String)> {
         let info = self.peer.peer_info()?;

@@ -110,7 +110,7 @@ async fn connect(lua: Lua, (target, opts): (Value, Value)) -> mlua::Result<mlua:
     let (opts, _) = args::opts::<ConnectOpts>(&lua, F, 2, opts, &[])?;
     let shared = target.is_string();
     let conns = services::service(&lua, |_| Connections::default());
-    if shared && let Some(c) = conns.0.borrow().get(&name).filter(|c| !c.is_closed()) {
+    if shared && let Some(c) = conns.0.borrow().get(&name).filter(|c| c.is_usable()) {
         return lua.create_userdata(Handle {
             name,
             client: c.clone(),
@@ -123,7 +123,7 @@ async fn connect(lua: Lua, (target, opts): (Value, Value)) -> mlua::Result<mlua:
     let mut client = Rc::new(client);
     if shared {
         let mut open = conns.0.borrow_mut();
-        match open.get(&name).filter(|c| !c.is_closed()) {
+        match open.get(&name).filter(|c| c.is_usable()) {
             // Another coroutine connected first while this one waited: share its connection.
             Some(first) => {
                 let extra = std::mem::replace(&mut client, first.clone());
