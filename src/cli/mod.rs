@@ -4,6 +4,7 @@
 mod budget;
 mod fleet;
 pub mod jobs;
+mod mcp;
 mod run;
 mod schedule;
 mod spend;
@@ -116,11 +117,20 @@ pub enum Command {
     /// Scheduled jobs: list them, show run history, run one now
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// MCP: offer the fleet to agents (Claude Code …) as tools
+    #[command(subcommand)]
+    Mcp(McpCommand),
     /// The budget on the provider: `sync` sets the OpenRouter key's own monthly limit to the fleet's budget
     Budget {
         #[command(subcommand)]
         action: BudgetCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum McpCommand {
+    /// Serve the tools FILE registers with mcp.tool{…} on stdin/stdout (FILE default: tools.lua next to the fleet file)
+    Serve { file: Option<PathBuf> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +213,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Budget {
             action: BudgetCommand::Sync { hash },
         } => budget::sync(cli, hash.as_deref()),
+        Command::Mcp(McpCommand::Serve { file }) => mcp::serve(load_fleet(cli)?, file.clone()),
     }
 }
 
@@ -284,7 +295,11 @@ fn init_logging(verbose: u8, format: LogFormat) {
     let filter = std::env::var("BATON_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
+        // rmcp's own log lines repeat what baton's MCP errors already say; they show from -vv on.
+        .unwrap_or_else(|| match verbose {
+            0 | 1 => EnvFilter::new(format!("{default},rmcp=off")),
+            _ => EnvFilter::new(default),
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

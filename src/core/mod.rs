@@ -2,6 +2,7 @@
 pub mod duration;
 pub mod fleet;
 pub mod llm;
+pub mod mcp;
 pub mod notify;
 pub mod process;
 pub mod remote;

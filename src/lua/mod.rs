@@ -90,6 +90,7 @@ const LAZY_GLOBALS: &[(&str, Register)] = &[
     ("ssh", api::ssh::register),
     ("sync", api::sync::register),
     ("schedule", api::schedule::register),
+    ("mcp", api::mcp::register),
 ];
 
 /// Where the loaders of the module globals are kept (Lua registry): name → function filling the module.

@@ -5,6 +5,7 @@ mod hardening;
 mod hostile;
 mod llm;
 mod lua_specs;
+mod mcp;
 mod notify;
 mod ops;
 mod playbooks;

@@ -3,6 +3,7 @@
 //! services they share (HTTP clients, ssh masters, the LLM router) in `services`.
 pub mod args;
 pub mod baton;
+pub mod mcp;
 pub mod notify;
 pub mod ollama;
 pub mod openrouter;
