@@ -286,3 +286,18 @@ t.it("exec waits for a background child holding its output open, not for one tha
 end)
 
 t.done()
+
+t.it("an unknown host's huge or hostile name is cut short and escaped in the error", function()
+  local name = string.rep("h", 1000000) .. "\27[2J"
+  for _, call in ipairs({
+    function() return ssh.run(name, "true") end,
+    function() return sync.push("/tmp", name .. ":x") end,
+  }) do
+    local ok, err = pcall(call)
+    t.eq(ok, false)
+    err = tostring(err)
+    t.truthy(#err < 2000, "error of " .. #err .. " bytes")
+    t.truthy(err:find("more characters", 1, true), err:sub(1, 300))
+    t.truthy(not err:find("\27", 1, true), "no raw escape character")
+  end
+end)

@@ -48,6 +48,13 @@ pub fn fail(message: impl std::fmt::Display) -> mlua::Error {
     mlua::Error::runtime(message.to_string())
 }
 
+/// `func(target)` for the start of an error, the target cut to 100 characters and its control characters
+/// escaped (a host name or task kind comes from the script and may be anything).
+pub fn call_name(func: &str, target: &str) -> String {
+    let short = crate::core::text::truncate(target, 100);
+    format!("{func}({})", crate::core::text::escape(&short))
+}
+
 /// A required string argument.
 pub fn string(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<String> {
     match v {

@@ -70,7 +70,7 @@ async fn transfer(
     let (opts, mut cbs) = args::opts::<SyncOpts>(&lua, func, 3, opts, &["on_progress"])?;
     let on_progress = cbs.take("on_progress");
     let r = services::remote(&lua);
-    let fail = |e| args::fail(format!("{func}({host}): {e}"));
+    let fail = |e| args::fail(format!("{}: {e}", args::call_name(func, &host)));
     let far = Endpoint::remote(&r, &host, &path).map_err(fail)?;
     let near = Endpoint::Local(crate::core::remote::expand_home(&local));
     let (src, dst) = if to_host { (near, far) } else { (far, near) };
@@ -123,8 +123,8 @@ fn draw_bar(p: &Progress) {
         "#".repeat(filled),
         "·".repeat(20 - filled),
         p.percent,
-        p.rate,
-        p.eta
+        crate::core::text::escape(&p.rate),
+        crate::core::text::escape(&p.eta)
     );
 }
 
@@ -150,7 +150,7 @@ async fn git_steps(
     let (opts, _) = args::opts::<GitOpts>(&lua, func, repo_pos + 1, opts, &[])?;
     let res = git::sync(&services::remote(&lua), &host, &repo, &opts)
         .await
-        .map_err(|e| args::fail(format!("{func}({host}): {e}")))?;
+        .map_err(|e| args::fail(format!("{}: {e}", args::call_name(func, &host))))?;
     let t = lua.create_table_with_capacity(0, 4)?;
     t.set("committed", res.committed)?;
     t.set("pulled", res.pulled)?;
