@@ -185,7 +185,7 @@ async fn lua_openrouter_chat_and_the_key_never_leaks() {
     "#).await;
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines[0], "Hello\t2\tgen-123\t12\t2\t0.0042\tprovider\tnil");
+    assert_eq!(lines[0], "Hello\t2\tgen-123\t12\t2\t0.0042\tprovider\tstop");
     assert_eq!(
         lines[1],
         "false\topenrouter.chat(".to_string()
