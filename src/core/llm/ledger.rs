@@ -43,6 +43,9 @@ CREATE TABLE llm_reservations (
 CREATE TABLE llm_alerts (month TEXT PRIMARY KEY, spent REAL NOT NULL, at TEXT NOT NULL);
 ";
 
+/// The step of a tool loop each model call belongs to.
+const V2_STEP: &str = "ALTER TABLE llm_ledger ADD COLUMN step INTEGER;";
+
 /// A reservation older than this is taken to belong to a process that died mid-call, and is dropped.
 pub const STALE_RESERVATION_SECS: i64 = 3600;
 
@@ -66,6 +69,8 @@ pub struct Row {
     pub duration: f64,
     /// Whether a request went out (false for tiers skipped for budget or cooldown).
     pub sent: bool,
+    /// The model call's step in a `route.ask` tool loop (1-based); `None` without tools.
+    pub step: Option<u32>,
 }
 
 /// One line of a spend report.
@@ -148,7 +153,7 @@ impl Ledger {
 
     fn ready(&self) -> Result<(), StateError> {
         if self.ready.get().is_none() {
-            self.state.migrate("ledger", &[V1])?;
+            self.state.migrate("ledger", &[V1, V2_STEP])?;
             let _ = self.ready.set(());
         }
         Ok(())
@@ -227,6 +232,9 @@ impl Ledger {
                         row.sent,
                     ],
                 )?;
+                if let Some(step) = row.step {
+                    tx.execute("UPDATE llm_ledger SET step = ?1 WHERE id = ?2", params![step, tx.last_insert_rowid()])?;
+                }
                 let mut alert = None;
                 if let Some((limit, alert_at)) = budget
                     && row.cost > 0.0

@@ -302,8 +302,7 @@ impl Ollama {
                 &req.model,
                 body,
                 wait,
-                on_token,
-                on_thinking,
+                (on_token, on_thinking),
             )
             .await?;
         if c.tool_calls.is_empty()
@@ -338,8 +337,15 @@ impl Ollama {
         on_token: Option<OnToken<'_>>,
     ) -> Result<Completion, LlmError> {
         let body = http::streamed(req, false);
-        self.complete(ep, "/api/generate", &req.model, body, wait, on_token, None)
-            .await
+        self.complete(
+            ep,
+            "/api/generate",
+            &req.model,
+            body,
+            wait,
+            (on_token, None),
+        )
+        .await
     }
 
     async fn complete(
@@ -349,8 +355,7 @@ impl Ollama {
         model: &str,
         body: Vec<u8>,
         wait: Option<Duration>,
-        mut on_token: Option<OnToken<'_>>,
-        mut on_thinking: Option<OnToken<'_>>,
+        (mut on_token, mut on_thinking): (Option<OnToken<'_>>, Option<OnToken<'_>>),
     ) -> Result<Completion, LlmError> {
         let err = |kind| LlmError::new(&ep.name, Some(model), kind);
         let mut splitter = ThinkSplitter::default();

@@ -134,10 +134,10 @@ impl Fragments {
         if let (true, Some(id)) = (call.id.is_empty(), id) {
             call.id = id.to_string();
         }
-        if let Some(n) = name.filter(|n| !n.is_empty()) {
-            if call.name.is_empty() || call.text.is_empty() {
-                call.name = n.to_string();
-            }
+        if let Some(n) = name.filter(|n| !n.is_empty())
+            && (call.name.is_empty() || call.text.is_empty())
+        {
+            call.name = n.to_string();
         }
         match args {
             Some(Value::String(piece)) => call.text.push_str(piece),

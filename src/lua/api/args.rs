@@ -355,8 +355,10 @@ pub fn tools(lua: &Lua, func: &str, key: &str, v: Value) -> mlua::Result<Tools> 
             )));
         }
     };
+    let mut by_name = false;
     for pair in list.pairs::<Value, Value>() {
         let (k, tool) = pair?;
+        by_name |= matches!(k, Value::String(_));
         let Value::Table(tool) = tool else {
             return Err(fail(format!(
                 "{func}: options.{key}: each tool must be a table {{name, description, parameters, run}}, got {}",
@@ -415,6 +417,10 @@ pub fn tools(lua: &Lua, func: &str, key: &str, v: Value) -> mlua::Result<Tools> 
             description,
             parameters,
         });
+    }
+    if by_name {
+        // A map has no order of its own: offer its tools by name, the same on every run.
+        out.specs.sort_by(|a, b| a.name.cmp(&b.name));
     }
     Ok(out)
 }
