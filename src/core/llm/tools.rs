@@ -360,6 +360,9 @@ pub fn openai_messages(messages: &[Message]) -> Vec<Value> {
         .iter()
         .map(|m| {
             let mut v = json!({"role": m.role, "content": m.content});
+            if let Some(images) = &m.images {
+                v["images"] = json!(images);
+            }
             if let Some(calls) = &m.tool_calls {
                 v["tool_calls"] = calls
                     .iter()

@@ -464,7 +464,7 @@ async fn lua_openrouter_chat_requests_results_and_argument_errors() {
           with{ tempature = 1 },
           with{ max_tokens = "many" },
           with{ max_tokens = 16.0 },
-          with{ messages = { { role = "user", content = "x", name = "n" } } },
+          with{ messages = { { role = "user", content = "x", nmae = "n" } } },
           with{ messages = { "just text" } },
           with{ check = "yes" },
           { messages = msgs },
@@ -482,7 +482,7 @@ async fn lua_openrouter_chat_requests_results_and_argument_errors() {
     assert_eq!(
         &lines[..2],
         [
-            "cost,cost_source,duration,id,model,text,tokens_in,tokens_out",
+            "cost,cost_source,duration,finish_reason,id,message,model,text,tokens_in,tokens_out,tool_calls",
             "ok"
         ],
         "{}",
@@ -523,7 +523,7 @@ async fn lua_openrouter_chat_requests_results_and_argument_errors() {
         "tempature",
         "max_tokens",
         "max_tokens",
-        "name",
+        "nmae",
         "messages",
         "check",
         "model",

@@ -5,6 +5,7 @@ mod ollama;
 mod openrouter;
 mod route;
 pub mod server;
+mod tools;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
