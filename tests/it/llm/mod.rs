@@ -1,5 +1,6 @@
 //! Integration tests: the LLM clients and router against in-test servers speaking the real protocols
 //! (`server`), and the Lua API over them through the real binary.
+mod ask;
 mod lua;
 mod ollama;
 mod openrouter;
