@@ -1,6 +1,7 @@
 //! The command line: clap definitions, logging, and the one place where errors are printed. One module per
 //! command group; every command returns `anyhow::Result<ExitCode>` and writes its output through [`Out`].
 //! `main.rs` only calls [`main`].
+mod ask;
 mod budget;
 mod fleet;
 pub mod jobs;
@@ -117,6 +118,28 @@ pub enum Command {
     /// Scheduled jobs: list them, show run history, run one now
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Ask a model through the router (budgeted, in the ledger); the answer streams to stdout
+    /// (`git diff | baton ask commit_message`; one word like `lint` is a task, anything else a prompt)
+    Ask {
+        /// [TASK] [PROMPT | -]: stdin, when not a terminal, is the prompt or is added to it as context
+        #[arg(num_args = 0..=2, value_name = "TASK] [PROMPT")]
+        words: Vec<String>,
+        /// Highest tier to try
+        #[arg(long, value_name = "TIER")]
+        max_tier: Option<String>,
+        /// System prompt
+        #[arg(long)]
+        system: Option<String>,
+        /// A JSON Schema file the answer must match (an answer that does not is rejected; the next tier tries)
+        #[arg(long, value_name = "FILE")]
+        schema: Option<PathBuf>,
+        /// Print the whole result (text, tier, model, cost, attempts, data…) as JSON instead of streaming
+        #[arg(long)]
+        json: bool,
+        /// Let reasoning models think first; the thinking goes to stderr (dimmed on a terminal)
+        #[arg(long)]
+        think: bool,
+    },
     /// MCP: offer the fleet to agents (Claude Code …) as tools
     #[command(subcommand)]
     Mcp(McpCommand),
@@ -214,6 +237,24 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
             action: BudgetCommand::Sync { hash },
         } => budget::sync(cli, hash.as_deref()),
         Command::Mcp(McpCommand::Serve { file }) => mcp::serve(load_fleet(cli)?, file.clone()),
+        Command::Ask {
+            words,
+            max_tier,
+            system,
+            schema,
+            json,
+            think,
+        } => ask::ask(
+            cli,
+            &ask::AskArgs {
+                words: words.clone(),
+                max_tier: max_tier.clone(),
+                system: system.clone(),
+                schema: schema.clone(),
+                json: *json,
+                think: *think,
+            },
+        ),
     }
 }
 

@@ -17,8 +17,28 @@ ollama = {}
 
 ---@class ollama.Message
 ---@field role "system"|"user"|"assistant"|"tool"
----@field content string
+---@field content string? (default: "")
 ---@field images string[]? base64 images for multimodal models
+---@field tool_calls llm.ToolCall[]? an assistant message's tool calls (sent with object arguments)
+---@field tool_call_id string? a tool message: the call it answers
+---@field name string? a tool message: the tool (sent as `tool_name`)
+---@field thinking string? an assistant message's reasoning
+---@field reasoning_details table? OpenRouter's reasoning blocks (not sent to Ollama)
+
+---A tool offered to a model. The clients (`ollama.chat`, `openrouter.chat`) only report the calls a model
+---asks for; `route.ask` runs them.
+---@class llm.Tool
+---@field name string? (default: its key, when tools are given as a map name → tool)
+---@field description string? what it does, for the model (default: "")
+---@field parameters table? a JSON Schema (default: an object without properties)
+---@field run (fun(args: table): string|table)? `route.ask` runs it in the script's Lua state; a table result is sent as JSON, an error as "error: …"
+
+---@alias llm.Tools llm.Tool[]|table<string, llm.Tool>
+
+---@class llm.ToolCall
+---@field id string made up ("call_…") when the server sends none
+---@field name string
+---@field arguments table an object (a string that is not JSON stays a string)
 
 ---@class ollama.ChatRequest
 ---@field model string
@@ -31,6 +51,11 @@ ollama = {}
 ---@field timeout baton.Duration? longest wait for the first byte and between pieces; keep-alive blank lines do not count as pieces (default: 120s)
 ---@field deadline baton.Duration? the whole call: queueing, retries, Retry-After waits and the stream (default: 10m)
 ---@field check boolean? raise on failure (default: true)
+---@field tools llm.Tools? offered to the model; calls come back in `tool_calls`, never run (default: none)
+---@field schema table? a JSON Schema: sent as `format`; the answer is decoded into `data`, and raises when it is not JSON or does not match (checked: type, properties, required, additionalProperties, items, enum, const, minimum/maximum, minLength/maxLength, minItems/maxItems, anyOf) (default: none)
+---@field think boolean|"low"|"medium"|"high"? reasoning models: think first; the thinking goes to `thinking` (default: the server's)
+---@field on_thinking fun(chunk: string)? called with each piece of the thinking (also of an inline `<think>` block)
+---@field content_tool_calls boolean? when tools are offered, read an answer that is only a JSON tool call (`{"name", "arguments"}`) as a tool call (default: true)
 
 ---@class ollama.GenerateRequest
 ---@field model string
@@ -52,7 +77,12 @@ ollama = {}
 ---@field tokens_out integer generated tokens (`eval_count`)
 ---@field duration number seconds (`total_duration`)
 ---@field tokens_per_s number `eval_count / eval_duration`
----@field done_reason string "stop", "length", …
+---@field done_reason string "stop", "length", … as the server said
+---@field finish_reason string "tool_calls" when the model asked for tools (Ollama may still say "stop"), else `done_reason`
+---@field tool_calls llm.ToolCall[] chat only: the calls the model asked for (empty when none)
+---@field message ollama.Message chat only: the assistant message to append to continue the conversation
+---@field thinking string? the reasoning (`message.thinking`, or an inline `<think>…</think>` block, removed from `text`)
+---@field data any? with `schema`: the decoded answer
 ---@field ok boolean? only with `check = false`
 ---@field err string? only with `check = false`, on failure
 

@@ -19,7 +19,7 @@ openrouter = {}
 
 ---@class openrouter.ChatRequest
 ---@field model string e.g. "anthropic/claude-sonnet-4.5"
----@field messages {role: string, content: string}[]
+---@field messages ollama.Message[] `{role, content}`, plus `tool_calls`, `tool_call_id`, `name`, `reasoning_details` (passed back unchanged) as the conversation needs
 ---@field max_tokens integer? (default: 4096 when the fleet has a budget, so the worst case is bounded; else the provider's)
 ---@field temperature number?
 ---@field on_token fun(chunk: string)? called with each streamed piece as it arrives; may yield
@@ -28,6 +28,13 @@ openrouter = {}
 ---@field timeout baton.Duration? longest wait for the first byte and between pieces; keep-alive comments do not count as pieces (default: 120s)
 ---@field deadline baton.Duration? the whole call: retries, Retry-After waits and the stream; a Retry-After past it fails at once (default: 10m)
 ---@field check boolean? raise on failure (default: true)
+---@field tools llm.Tools? offered to the model, sent on every request; calls come back in `tool_calls`, never run (default: none)
+---@field tool_choice "auto"|"none"|"required"|table? (default: the provider's, "auto")
+---@field parallel_tool_calls boolean? (default: the provider's)
+---@field schema table? a JSON Schema: sent as a strict `response_format` with `provider.require_parameters = true`; the answer is decoded into `data`, and raises when it is not JSON or does not match (default: none)
+---@field reasoning {effort: "low"|"medium"|"high"?, max_tokens: integer?, exclude: boolean?}? reasoning models (default: the provider's)
+---@field on_thinking fun(chunk: string)? called with each piece of the reasoning (`delta.reasoning`, or an inline `<think>` block)
+---@field content_tool_calls boolean? when tools are offered, read an answer that is only a JSON tool call as a tool call (default: true)
 
 ---@class openrouter.Result
 ---@field text string
@@ -38,6 +45,11 @@ openrouter = {}
 ---@field cost number USD (0 when `cost_source` is "unknown")
 ---@field cost_source "provider"|"pricing"|"estimate"|"reserved"|"unknown" reported by the API, computed from the fleet tier's price, estimated from the text when the stream reported no usage, the reserved worst case when the reported cost was implausible, or none
 ---@field duration number seconds
+---@field finish_reason string? "stop", "length", "tool_calls", …
+---@field tool_calls llm.ToolCall[] the calls the model asked for (fragments joined; empty when none)
+---@field message ollama.Message the assistant message to append (tool calls and `reasoning_details` included)
+---@field thinking string? the reasoning
+---@field data any? with `schema`: the decoded answer
 ---@field ok boolean? only with `check = false`
 ---@field err string? only with `check = false`, on failure
 

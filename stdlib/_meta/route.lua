@@ -49,6 +49,22 @@ function route.pick(task) end
 ---@field tokens_in integer every attempt included
 ---@field tokens_out integer every attempt included
 ---@field attempts route.Attempt[]
+---@field steps route.Step[] every model call and tool call, of every attempt
+---@field messages ollama.Message[] the answering attempt's whole conversation, to continue it
+---@field data any? with `schema`: the decoded answer
+---@field thinking string? the final answer's reasoning (never in `text`)
+
+---@class route.Step
+---@field kind "model"|"tool"
+---@field step integer the model call it belongs to (1-based, per attempt)
+---@field tier string
+---@field name string the model, or the tool
+---@field arguments table? a tool call's arguments
+---@field result string? a tool's result
+---@field err string? why a tool failed (also sent to the model as "error: …")
+---@field duration number seconds
+---@field cost number? a model call's cost (USD)
+---@field tool_calls string[]? the tools a model call asked for
 
 ---@class route.AskOpts
 ---@field system string? system prompt
@@ -58,9 +74,21 @@ function route.pick(task) end
 ---@field on_token fun(chunk: string)? streamed pieces of every attempt, as they arrive
 ---@field timeout baton.Duration? each attempt's longest wait for the first byte and between pieces (default: 120s)
 ---@field deadline baton.Duration? each attempt's whole call, per tier (default: 10m)
+---@field tools llm.Tools? offered to the model; each tool needs `run`. The calls of one step run concurrently in this Lua state (a tool may use ssh, baton.exec, route.ask…); an error, a timeout or an unknown name becomes that call's result ("error: …") (default: none)
+---@field max_steps integer? model calls per attempt; an attempt that still asks for tools then fails, listing its steps, and the next tier starts afresh (default: 8)
+---@field tool_timeout baton.Duration? per tool call (default: "60s")
+---@field on_step fun(step: route.Step)? after each model call and each tool call
+---@field schema table? a JSON Schema the answer must match (sent as Ollama's `format` / a strict `response_format`); an answer that is not JSON or does not match is rejected with the reason and the next tier tried; decoded into `data` (default: none)
+---@field think boolean|"low"|"medium"|"high"? Ollama tiers: think first (default: the server's)
+---@field reasoning table? OpenRouter tiers: `{effort | max_tokens, exclude}` (default: the provider's)
+---@field on_thinking fun(chunk: string)? streamed pieces of the reasoning
+---@field content_tool_calls boolean? read an answer that is only a JSON tool call as a tool call (default: true)
 
 ---Asks the chosen tier, moving up one tier on offline, error or rejection. Raises, listing every
----attempt, when no tier is left.
+---attempt, when no tier is left. With `tools`, each attempt is a loop: call the model, run the tools it asks
+---for, send the results, until an answer without tool calls (then `schema` and `accept` judge it) or
+---`max_steps`. Every model call is a ledger row (with its step) and a budget reservation; `accept` and
+---`schema` see the answer without its thinking.
 ---@param task route.Task
 ---@param prompt string|{role: string, content: string}[]
 ---@param opts route.AskOpts?

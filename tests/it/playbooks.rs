@@ -304,6 +304,97 @@ async fn nightly_ci_records_pass_and_fail_and_stores_a_diagnosis() {
     assert_eq!(read(ci.join("results.tsv")).lines().count(), 3);
 }
 
+/// The diagnosis is a tool-using agent: the in-test Ollama server calls read_log, git_log, read_file (once
+/// inside the clone, once trying to leave it) and git_show, then answers with a `<think>` block first.
+/// `diagnosis.md` gets the answer and the tools used, never the thinking; the refusal reached the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nightly_ci_diagnosis_uses_read_only_tools_confined_to_the_clone() {
+    let ssh = SshFleet::start(1);
+    let stub = Stub::start(|req, _| {
+        let body = req.json();
+        let tools = body["messages"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count());
+        let calls = |c: Value| Reply::ndjson(llm_server::ollama_tool_calls("reasoner:7b", c), 16);
+        match tools {
+            0 => calls(json!([{"function": {"name": "read_log", "arguments": {"lines": 5}}},
+                              {"function": {"name": "git_log", "arguments": {"n": 3}}}])),
+            2 => calls(json!([{"function": {"name": "read_file", "arguments": {"path": "calc.sh"}}},
+                              {"function": {"name": "read_file", "arguments": {"path": "../../../etc/passwd"}}}])),
+            4 => calls(json!([{"function": {"name": "git_show", "arguments": "{\"rev\": \"HEAD\", \"path\": \"calc.sh\"}"}}])),
+            _ => Reply::ndjson(
+                llm_server::ollama_chat(
+                    "reasoner:7b",
+                    &["<think>private musing", " about add()</think>\n\n", "Cause: add() in calc.sh adds 1 too many."],
+                    10,
+                    5,
+                ),
+                9,
+            ),
+        }
+    })
+    .await;
+    let tmp = crate::common::TempDir::new("pb-ci-agent");
+    let bad = origin(
+        tmp.path(),
+        "calc",
+        &[
+            ("calc.sh", "add() { echo $(($1 + $2 + 1)); }\n"),
+            (
+                "check.sh",
+                "echo 'assertion failed: add 2 2 gave 5' >&2\nexit 1\n",
+            ),
+        ],
+    );
+    let ci = ssh.hosts[0].home.join("ci");
+    let routines = format!(
+        r#"return {{ ci = {{ dir = {ci:?} }}, repos = {{ calc = {{ url = {bad:?}, test = "sh check.sh" }} }} }}"#,
+        ci = ci.display().to_string(),
+        bad = bad.display().to_string()
+    );
+    let env = env(
+        "pb-ci-agent",
+        &fleet_lua(&ssh, &["server"], &stub.url),
+        &routines,
+    );
+    let out = run(&env, "nightly_ci.lua", &[]);
+    out.expect_code(1);
+    let diagnosis = read(ci.join("logs/calc/latest/diagnosis.md"));
+    assert!(
+        diagnosis.contains("Cause: add() in calc.sh adds 1 too many."),
+        "{diagnosis}"
+    );
+    assert!(
+        !diagnosis.contains("private musing") && !diagnosis.contains("<think>"),
+        "{diagnosis}"
+    );
+    for used in [
+        "- read_log(lines=5)",
+        "- git_log(n=3)",
+        "- read_file(path=calc.sh)",
+        "- read_file(path=../../../etc/passwd) — refused: ../../../etc/passwd leaves the repository (..)",
+        "- git_show(path=calc.sh, rev=HEAD)",
+    ] {
+        assert!(diagnosis.contains(used), "{used} not in {diagnosis}");
+    }
+    // What the tools told the model.
+    let last = stub.requests().last().unwrap().json();
+    let results: Vec<String> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(results.len(), 5, "{results:?}");
+    assert!(results[0].contains("add 2 2 gave 5"), "{}", results[0]);
+    assert!(results[1].contains("seed"), "{}", results[1]);
+    assert!(results[2].contains("$1 + $2 + 1"), "{}", results[2]);
+    assert!(results[3].starts_with("error: refused"), "{}", results[3]);
+    assert!(results[4].contains("$1 + $2 + 1"), "{}", results[4]);
+    assert_eq!(last["tools"].as_array().map(Vec::len), Some(4));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nightly_ci_names_an_offline_server_and_a_missing_role() {
     let mut ssh = SshFleet::start(1);

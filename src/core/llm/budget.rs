@@ -265,6 +265,7 @@ impl Llm {
         req: &openai::ChatRequest,
         wait: impl Into<super::Wait>,
         on_token: Option<OnToken<'_>>,
+        on_thinking: Option<OnToken<'_>>,
         script: Option<String>,
     ) -> Result<openai::Completion, LlmError> {
         let budget = self.budget();
@@ -292,7 +293,9 @@ impl Llm {
             .await
             .map_err(|e| err(e.into()))?;
         let started = Instant::now();
-        let out = openai.chat(&req, price, wait, on_token).await;
+        let out = openai
+            .chat_thinking(&req, price, wait, on_token, on_thinking)
+            .await;
         let mut row = Row {
             duration: started.elapsed().as_secs_f64(),
             ..row
@@ -336,10 +339,13 @@ impl Llm {
         req: &ollama::ChatRequest,
         wait: impl Into<super::Wait>,
         on_token: Option<OnToken<'_>>,
+        on_thinking: Option<OnToken<'_>>,
         script: Option<String>,
     ) -> Result<ollama::Completion, LlmError> {
         self.ollama_booked(ep, &req.model, script, async {
-            self.ollama().chat(ep, req, wait, on_token).await
+            self.ollama()
+                .chat_thinking(ep, req, wait, on_token, on_thinking)
+                .await
         })
         .await
     }

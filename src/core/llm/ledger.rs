@@ -111,8 +111,11 @@ INSERT INTO llm_daily(day, month, tier, model, task, script, calls, tokens_in, t
     GROUP BY day, month, COALESCE(tier, provider), model, COALESCE(task, '-'), COALESCE(script, '-');
 ";
 
+/// The step of a tool loop each model call belongs to.
+const V3_STEP: &str = "ALTER TABLE llm_ledger ADD COLUMN step INTEGER;";
+
 /// The migration steps, in order (append new ones at the end).
-const MIGRATIONS: &[&str] = &[V1, V2_TOTALS, REBUILD_TOTALS];
+const MIGRATIONS: &[&str] = &[V1, V2_TOTALS, REBUILD_TOTALS, V3_STEP];
 
 /// A row still `sent` from another machine sharing this database (whose processes cannot be checked) is
 /// taken to be interrupted after this long.
@@ -138,6 +141,8 @@ pub struct Row {
     pub duration: f64,
     /// Whether a request went out (false for tiers skipped for budget or cooldown).
     pub sent: bool,
+    /// The model call's step in a `route.ask` tool loop (1-based); `None` without tools.
+    pub step: Option<u32>,
 }
 
 /// One line of a spend report.
@@ -377,8 +382,8 @@ pub struct Ledger {
 }
 
 const INSERT: &str = "INSERT INTO llm_ledger(ts, month, day, script, task, tier, provider, host, model, tokens_in,
-    tokens_out, cost, cost_source, outcome, err, duration, sent, reserved, pid, proc, machine)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
+    tokens_out, cost, cost_source, outcome, err, duration, sent, reserved, pid, proc, machine, step)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
 
 fn now_ts() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -412,6 +417,7 @@ fn insert(tx: &Transaction<'_>, row: &Row, reserved: f64) -> rusqlite::Result<i6
             open.then_some(me.pid),
             open.then_some(me.proc.as_str()),
             open.then_some(me.machine.as_str()),
+            row.step,
         ],
     )?;
     Ok(tx.last_insert_rowid())

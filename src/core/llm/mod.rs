@@ -23,6 +23,8 @@ pub mod limiter;
 pub mod ollama;
 pub mod openai;
 pub mod route;
+pub mod schema;
+pub mod tools;
 
 /// The LLM services of one runtime, each built on first use (building an HTTP client loads TLS roots, which
 /// a script that never calls a model should not pay for). The router shares the clients, so `route.ask`
@@ -94,15 +96,32 @@ impl Llm {
     }
 }
 
-/// A chat message (`{role, content}`), as both APIs take it.
+/// A chat message (`{role, content}`), as scripts give it; each client maps it to its wire format
+/// (tool calls, tool results, thinking).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
     pub role: String,
+    #[serde(default)]
     pub content: String,
     /// Ollama: base64 images for multimodal models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<Vec<String>>,
+    /// An assistant message's tool calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// A tool message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A tool message: the tool's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// An assistant message's reasoning (sent back to Ollama; OpenRouter takes `reasoning_details`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    /// OpenRouter: the reasoning blocks of an assistant message, passed back unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_details: Option<serde_json::Value>,
 }
 
 impl Message {
@@ -111,8 +130,44 @@ impl Message {
             role: role.to_string(),
             content: content.into(),
             images: None,
+            tool_calls: None,
+            tool_call_id: None,
+            name: None,
+            thinking: None,
+            reasoning_details: None,
         }
     }
+
+    /// A tool's result, answering `call`.
+    pub fn tool_result(call: &ToolCall, content: impl Into<String>) -> Message {
+        Message {
+            tool_call_id: Some(call.id.clone()),
+            name: Some(call.name.clone()),
+            ..Message::new("tool", content)
+        }
+    }
+}
+
+/// A tool offered to a model: its name, what it does and its parameters as a JSON Schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "tools::empty_parameters")]
+    pub parameters: serde_json::Value,
+}
+
+/// A tool call a model asked for. `arguments` is an object once read (a string the model sent that is not
+/// JSON stays a string, and running it reports that).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCall {
+    #[serde(default)]
+    pub id: String,
+    pub name: String,
+    #[serde(default = "tools::empty_object")]
+    pub arguments: serde_json::Value,
 }
 
 /// A boxed future that need not be `Send` (Lua callbacks run on the interpreter's thread).
@@ -337,6 +392,9 @@ pub enum ErrorKind {
     /// The ledger could not book the call (so it was not sent, or its cost not recorded).
     #[error("ledger: {0}")]
     Ledger(String),
+    /// A structured answer that is not JSON or does not match its schema.
+    #[error("{0}")]
+    Schema(String),
 }
 
 impl ErrorKind {

@@ -9,7 +9,11 @@ use serde_json::Value;
 
 use super::http::{self, Lines, SendError};
 use super::limiter::{Limiter, Queue};
-use super::{Callback, ErrorKind, LlmError, Message, OnToken, Retry, Timeouts, Wait, ns_to_secs};
+use super::tools::{self, ThinkSplitter};
+use super::{
+    Callback, ErrorKind, LlmError, Message, OnToken, Retry, Timeouts, ToolCall, ToolSpec, Wait,
+    ns_to_secs,
+};
 use crate::core::fleet::{self, Fleet};
 
 /// One Ollama server: the name errors use (fleet host or URL), its base URL and its parallel limit.
@@ -99,13 +103,48 @@ pub fn resolve(fleet: &Fleet, host: Option<&str>) -> Result<Endpoint, LlmError> 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ChatRequest {
     pub model: String,
+    #[serde(serialize_with = "wire_messages")]
     pub messages: Vec<Message>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<Value>,
+    /// Tools offered, as Ollama takes them (see [`ChatRequest::offer`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
+    /// `true`, `false` or `"low"|"medium"|"high"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub think: Option<Value>,
+    /// The tools offered, for reading a call the model wrote as JSON in the content.
+    #[serde(skip)]
+    pub offered: Vec<ToolSpec>,
+    /// Read JSON-in-content as a tool call when tools were offered (default on).
+    #[serde(skip)]
+    pub content_tool_calls: Option<bool>,
+    /// The answer must be JSON matching this schema (sent as `format`); decoded into `data`.
+    #[serde(skip)]
+    pub schema: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub options: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_alive: Option<Value>,
+}
+
+fn wire_messages<S: serde::Serializer>(m: &[Message], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(tools::ollama_messages(m))
+}
+
+impl ChatRequest {
+    /// Offers `specs` as tools.
+    pub fn offer(&mut self, specs: Vec<ToolSpec>) {
+        if !specs.is_empty() {
+            self.tools = Some(tools::wire_tools(&specs));
+        }
+        self.offered = specs;
+    }
+    /// Asks for JSON matching `schema` (Ollama's `format`).
+    pub fn require(&mut self, schema: Value) {
+        self.format = Some(schema.clone());
+        self.schema = Some(schema);
+    }
 }
 
 /// `ollama.generate{…}`.
@@ -133,6 +172,17 @@ pub struct Completion {
     pub duration: f64,
     pub tokens_per_s: f64,
     pub done_reason: String,
+    /// `tool_calls` when the model asked for tools (whatever `done_reason` says), else `done_reason`.
+    pub finish_reason: String,
+    pub tool_calls: Vec<ToolCall>,
+    /// The model's reasoning (`message.thinking`, or an inline `<think>` block).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    /// A structured answer, decoded and checked against the schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// The assistant message to append to continue the conversation (tool calls included).
+    pub message: Message,
 }
 
 /// One line of a chat/generate stream.
@@ -164,6 +214,10 @@ struct Line {
 struct Piece {
     #[serde(default)]
     content: String,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
 }
 
 /// A progress line of `/api/pull`.
@@ -229,18 +283,53 @@ impl Ollama {
         wait: impl Into<Wait>,
         on_token: Option<OnToken<'_>>,
     ) -> Result<Completion, LlmError> {
+        self.chat_thinking(ep, req, wait, on_token, None).await
+    }
+
+    /// `/api/chat` with `on_thinking` getting each piece of the reasoning. Tool calls are read whole from
+    /// any chunk (or, when tools were offered, from JSON in the content); a schema answer is decoded.
+    pub async fn chat_thinking(
+        &self,
+        ep: &Endpoint,
+        req: &ChatRequest,
+        wait: impl Into<Wait>,
+        on_token: Option<OnToken<'_>>,
+        on_thinking: Option<OnToken<'_>>,
+    ) -> Result<Completion, LlmError> {
         let body = http::streamed(req, false);
         let tally = http::Tally::new(num_predict(&req.options));
-        self.complete(
-            ep,
-            "/api/chat",
-            &req.model,
-            body,
-            wait.into(),
-            on_token,
-            tally,
-        )
-        .await
+        let mut c = self
+            .complete(
+                ep,
+                "/api/chat",
+                &req.model,
+                body,
+                wait.into(),
+                (on_token, on_thinking),
+                tally,
+            )
+            .await?;
+        if c.tool_calls.is_empty()
+            && !req.offered.is_empty()
+            && req.content_tool_calls != Some(false)
+            && let Some(calls) = tools::from_content(&c.text, &req.offered)
+        {
+            c.tool_calls = calls;
+            c.text.clear();
+        }
+        if !c.tool_calls.is_empty() {
+            c.finish_reason = "tool_calls".into();
+        } else if let Some(schema) = &req.schema {
+            let data = super::schema::decode(schema, &c.text)
+                .map_err(|e| LlmError::new(&ep.name, Some(&req.model), ErrorKind::Schema(e)))?;
+            c.data = Some(data);
+        }
+        c.message = Message {
+            tool_calls: (!c.tool_calls.is_empty()).then(|| c.tool_calls.clone()),
+            thinking: c.thinking.clone(),
+            ..Message::new("assistant", c.text.clone())
+        };
+        Ok(c)
     }
 
     /// `/api/generate`, streamed.
@@ -259,7 +348,7 @@ impl Ollama {
             &req.model,
             body,
             wait.into(),
-            on_token,
+            (on_token, None),
             tally,
         )
         .await
@@ -273,12 +362,14 @@ impl Ollama {
         path: &str,
         model: &str,
         body: Vec<u8>,
-        wait: impl Into<Wait>,
-        mut on_token: Option<OnToken<'_>>,
+        wait: Wait,
+        (mut on_token, mut on_thinking): (Option<OnToken<'_>>, Option<OnToken<'_>>),
         mut tally: http::Tally,
     ) -> Result<Completion, LlmError> {
         let err = |kind| LlmError::new(&ep.name, Some(model), kind);
-        let timeouts = self.timeouts.start(wait.into());
+        let mut splitter = ThinkSplitter::default();
+        let (mut thinking, mut calls) = (String::new(), Vec::new());
+        let timeouts = self.timeouts.start(wait);
         let slot = self.limiter.acquire(&ep.url, ep.parallel);
         let _slot = http::within(&timeouts, slot).await.map_err(err)?;
         let started = Instant::now();
@@ -300,11 +391,30 @@ impl Ollama {
             if let Some(message) = line.error {
                 return Err(err(ErrorKind::Server(message)));
             }
-            let piece = line
-                .message
-                .map(|m| m.content)
-                .or(line.response)
-                .unwrap_or_default();
+            let (piece, thought, asked) = match line.message {
+                Some(m) => (m.content, m.thinking, m.tool_calls),
+                None => (line.response.unwrap_or_default(), None, None),
+            };
+            calls.extend(asked.iter().flat_map(|a| tools::from_ollama(a)));
+            let mut split = splitter.push(&piece);
+            if line.done {
+                let rest = splitter.finish();
+                split.thinking.push_str(&rest.thinking);
+                split.answer.push_str(&rest.answer);
+            }
+            split
+                .thinking
+                .insert_str(0, thought.as_deref().unwrap_or(""));
+            if !split.thinking.is_empty() {
+                tally.add(&split.thinking).map_err(err)?;
+                thinking.push_str(&split.thinking);
+                if let Some(cb) = on_thinking.as_mut() {
+                    cb(split.thinking)
+                        .await
+                        .map_err(|e| err(ErrorKind::Callback(e)))?;
+                }
+            }
+            let piece = split.answer;
             if !piece.is_empty() {
                 tally.add(&piece).map_err(err)?;
                 text.push_str(&piece);
@@ -331,7 +441,12 @@ impl Ollama {
                     } else {
                         0.0
                     },
+                    finish_reason: line.done_reason.clone().unwrap_or_else(|| "stop".into()),
                     done_reason: line.done_reason.unwrap_or_else(|| "stop".into()),
+                    thinking: (!thinking.is_empty()).then_some(thinking),
+                    tool_calls: calls,
+                    data: None,
+                    message: Message::new("assistant", ""),
                 });
             }
         }

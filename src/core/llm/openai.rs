@@ -9,14 +9,40 @@ use serde_json::Value;
 
 use super::http::{self, Events, Lines, SendError};
 use super::ledger::ProviderUsage;
-use super::{ErrorKind, LlmError, Message, OnToken, Retry, Secret, Timeouts, Wait};
+use super::tools::{self, Fragments, ThinkSplitter};
+use super::{
+    ErrorKind, LlmError, Message, OnToken, Retry, Secret, Timeouts, ToolCall, ToolSpec, Wait,
+};
 use crate::core::fleet::{DEFAULT_OPENROUTER_BASE, Fleet, Price};
 
 /// `openrouter.chat{…}`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ChatRequest {
     pub model: String,
+    #[serde(serialize_with = "wire_messages")]
     pub messages: Vec<Message>,
+    /// Tools offered (sent on every request of a conversation; see [`ChatRequest::offer`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
+    /// `{type = "json_schema", json_schema = {name, strict, schema}}` (see [`ChatRequest::require`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    /// OpenRouter: `{effort | max_tokens, exclude}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Value>,
+    /// The tools offered, for reading a call the model wrote as JSON in the content.
+    #[serde(skip)]
+    pub offered: Vec<ToolSpec>,
+    /// Read JSON-in-content as a tool call when tools were offered (default on).
+    #[serde(skip)]
+    pub content_tool_calls: Option<bool>,
+    /// The answer must be JSON matching this schema; decoded into `data`.
+    #[serde(skip)]
+    pub schema: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,6 +53,33 @@ pub struct ChatRequest {
     /// OpenRouter: provider routing preferences, passed through.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<Value>,
+}
+
+fn wire_messages<S: serde::Serializer>(m: &[Message], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(tools::openai_messages(m))
+}
+
+impl ChatRequest {
+    /// Offers `specs` as tools.
+    pub fn offer(&mut self, specs: Vec<ToolSpec>) {
+        if !specs.is_empty() {
+            self.tools = Some(tools::wire_tools(&specs));
+        }
+        self.offered = specs;
+    }
+    /// Asks for JSON matching `schema`: a strict `json_schema` response format, and (OpenRouter) only
+    /// providers that honour it.
+    pub fn require(&mut self, schema: Value) {
+        self.response_format = Some(serde_json::json!({"type": "json_schema",
+            "json_schema": {"name": "answer", "strict": true, "schema": schema}}));
+        let mut provider = match self.provider.take() {
+            Some(Value::Object(o)) => o,
+            _ => Default::default(),
+        };
+        provider.insert("require_parameters".into(), Value::Bool(true));
+        self.provider = Some(Value::Object(provider));
+        self.schema = Some(schema);
+    }
 }
 
 /// Where a completion's `cost` came from.
@@ -68,9 +121,19 @@ pub struct Completion {
     pub cost_source: CostSource,
     /// Seconds, measured.
     pub duration: f64,
-    /// `stop`, `length`, … (not part of the Lua result).
-    #[serde(skip)]
+    /// `stop`, `length`, `tool_calls`, …
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    /// The model's reasoning (`delta.reasoning`, or an inline `<think>` block).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    /// A structured answer, decoded and checked against the schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// The assistant message to append to continue the conversation (tool calls and
+    /// `reasoning_details` included).
+    pub message: Message,
 }
 
 /// `GET /key`: what the key may still spend (USD). `limit` and `remaining` are `None` for unlimited keys.
@@ -100,6 +163,9 @@ struct Choice {
 #[derive(Debug, Default, Deserialize)]
 struct Delta {
     content: Option<String>,
+    reasoning: Option<String>,
+    reasoning_details: Option<Vec<Value>>,
+    tool_calls: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -208,9 +274,26 @@ impl OpenAi {
         req: &ChatRequest,
         price: Option<Price>,
         wait: impl Into<Wait>,
+        on_token: Option<OnToken<'_>>,
+    ) -> Result<Completion, LlmError> {
+        self.chat_thinking(req, price, wait, on_token, None).await
+    }
+
+    /// [`OpenAi::chat`] with `on_thinking` getting each piece of the reasoning. Streamed tool calls are
+    /// joined per index (and told apart by id); a schema answer is decoded.
+    pub async fn chat_thinking(
+        &self,
+        req: &ChatRequest,
+        price: Option<Price>,
+        wait: impl Into<Wait>,
         mut on_token: Option<OnToken<'_>>,
+        mut on_thinking: Option<OnToken<'_>>,
     ) -> Result<Completion, LlmError> {
         let model = req.model.as_str();
+        let mut splitter = ThinkSplitter::default();
+        let mut fragments = Fragments::default();
+        let mut details: Vec<Value> = Vec::new();
+        let mut thinking = String::new();
         let key = self.key(Some(model))?;
         let err = |kind| LlmError::new(&self.name, Some(model), kind);
         let timeouts = self.timeouts.start(wait.into());
@@ -237,6 +320,10 @@ impl OpenAi {
             cost_source: CostSource::Unknown,
             duration: 0.0,
             finish_reason: None,
+            tool_calls: Vec::new(),
+            thinking: None,
+            data: None,
+            message: Message::new("assistant", ""),
         };
         let mut usage: Option<Usage> = None;
         loop {
@@ -263,11 +350,29 @@ impl OpenAi {
                 out.model = m;
             }
             for choice in chunk.choices.into_iter().flatten() {
-                if let Some(piece) = choice
-                    .delta
-                    .and_then(|d| d.content)
-                    .filter(|c| !c.is_empty())
-                {
+                let delta = choice.delta.unwrap_or_default();
+                for frag in delta.tool_calls.iter().flatten() {
+                    if let Some(args) = frag.pointer("/function/arguments").and_then(Value::as_str)
+                    {
+                        tally.add(args).map_err(err)?;
+                    }
+                    fragments.push(frag);
+                }
+                details.extend(delta.reasoning_details.into_iter().flatten());
+                let mut split = splitter.push(delta.content.as_deref().unwrap_or(""));
+                split
+                    .thinking
+                    .insert_str(0, delta.reasoning.as_deref().unwrap_or(""));
+                if !split.thinking.is_empty() {
+                    tally.add(&split.thinking).map_err(err)?;
+                    thinking.push_str(&split.thinking);
+                    if let Some(cb) = on_thinking.as_mut() {
+                        cb(split.thinking)
+                            .await
+                            .map_err(|e| err(ErrorKind::Callback(e)))?;
+                    }
+                }
+                if let Some(piece) = Some(split.answer).filter(|c| !c.is_empty()) {
                     tally.add(&piece).map_err(err)?;
                     out.text.push_str(&piece);
                     if let Some(cb) = on_token.as_mut() {
@@ -283,6 +388,32 @@ impl OpenAi {
             }
         }
         out.duration = started.elapsed().as_secs_f64();
+        let rest = splitter.finish();
+        out.text.push_str(&rest.answer);
+        thinking.push_str(&rest.thinking);
+        out.thinking = (!thinking.is_empty()).then_some(thinking);
+        out.tool_calls = fragments.finish();
+        if out.tool_calls.is_empty()
+            && !req.offered.is_empty()
+            && req.content_tool_calls != Some(false)
+            && let Some(calls) = tools::from_content(&out.text, &req.offered)
+        {
+            out.tool_calls = calls;
+            out.text.clear();
+        }
+        if !out.tool_calls.is_empty() {
+            out.finish_reason = Some("tool_calls".into());
+        } else if let Some(schema) = &req.schema {
+            out.data = Some(
+                super::schema::decode(schema, &out.text).map_err(|e| err(ErrorKind::Schema(e)))?,
+            );
+        }
+        out.message = Message {
+            tool_calls: (!out.tool_calls.is_empty()).then(|| out.tool_calls.clone()),
+            thinking: out.thinking.clone(),
+            reasoning_details: (!details.is_empty()).then_some(Value::Array(details)),
+            ..Message::new("assistant", out.text.clone())
+        };
         // The provider's cost is passed on as reported; the budget checks it is plausible.
         let counted = usage
             .as_ref()

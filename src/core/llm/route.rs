@@ -13,7 +13,7 @@ use super::budget::{Budget as Books, BudgetError};
 use super::ledger::{Alert, Ledger, Open, Row};
 use super::ollama::{self, Ollama};
 use super::openai::{self, OpenAi};
-use super::{Callback, HookError, LocalFuture, Message, OnToken};
+use super::{Callback, HookError, LocalFuture, Message, OnToken, ToolCall, ToolSpec};
 use crate::core::fleet::{Fleet, Price, Provider};
 use crate::core::schema::suggest;
 use crate::core::state::StateError;
@@ -24,6 +24,12 @@ pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
 /// `max_tokens` for paid tiers when the caller gives none. It caps the answer and is the output side of the
 /// worst case reserved against the budget (4096 tokens at $15/M is about $0.06).
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// Model calls one attempt may make when tools are offered.
+pub const DEFAULT_MAX_STEPS: u32 = 8;
+
+/// How long one tool may run before its result is `error: timed out after …`.
+pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 struct TierInfo {
@@ -117,6 +123,42 @@ pub struct Answer {
     pub tokens_in: u64,
     pub tokens_out: u64,
     pub attempts: Vec<Attempt>,
+    /// A structured answer (`schema`), decoded and checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// The reasoning of the final answer, apart from `text`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    /// Every model call and tool call of every attempt, in order.
+    pub steps: Vec<Step>,
+    /// The whole conversation of the answering attempt (system, prompt, tool calls and results, answer),
+    /// so a script can continue it.
+    pub messages: Vec<Message>,
+}
+
+/// One model call or tool call of a `route.ask`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    /// `model` or `tool`.
+    pub kind: &'static str,
+    /// The model call this belongs to (1-based, per attempt).
+    pub step: u32,
+    pub tier: String,
+    /// The model, or the tool's name.
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub err: Option<String>,
+    /// Seconds.
+    pub duration: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+    /// A model call's tool calls, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<String>,
 }
 
 /// `accept`'s say on an answer.
@@ -136,6 +178,20 @@ pub struct AskOptions {
     pub script: Option<String>,
     /// `timeout` and `deadline` of each attempt (each tier's call).
     pub wait: super::Wait,
+    /// Tools offered to the model; their calls go to [`Hooks::run_tool`].
+    pub tools: Vec<ToolSpec>,
+    /// Model calls per attempt (default [`DEFAULT_MAX_STEPS`]).
+    pub max_steps: Option<u32>,
+    /// Per tool call (default [`DEFAULT_TOOL_TIMEOUT`]).
+    pub tool_timeout: Option<Duration>,
+    /// The answer must be JSON matching this schema, else it is rejected and the next tier tried.
+    pub schema: Option<serde_json::Value>,
+    /// Ollama tiers: `think`.
+    pub think: Option<serde_json::Value>,
+    /// OpenRouter tiers: `reasoning`.
+    pub reasoning: Option<serde_json::Value>,
+    /// Read JSON-in-content as a tool call (default on when tools are offered).
+    pub content_tool_calls: Option<bool>,
 }
 
 /// Judges each answer of `route.ask`; an `Err` (it raised, or returned something that is no verdict) stops
@@ -143,6 +199,8 @@ pub struct AskOptions {
 pub type Accept<'a> =
     &'a mut dyn FnMut(&Answer) -> LocalFuture<'static, Result<Verdict, HookError>>;
 pub type OnAlert<'a> = Callback<'a, Alert>;
+/// Runs one tool call; `Ok` is its result text, `Err` is reported to the model as `error: …`.
+pub type RunTool<'a> = Callback<'a, ToolCall, String>;
 
 /// The callbacks of one ask.
 #[derive(Default)]
@@ -150,6 +208,11 @@ pub struct Hooks<'a> {
     pub on_token: Option<OnToken<'a>>,
     pub accept: Option<Accept<'a>>,
     pub on_alert: Option<OnAlert<'a>>,
+    pub run_tool: Option<RunTool<'a>>,
+    /// Called after each model call and each tool call.
+    pub on_step: Option<Callback<'a, Step>>,
+    /// Streamed pieces of the reasoning.
+    pub on_thinking: Option<OnToken<'a>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -417,6 +480,7 @@ struct Ask<'r, 'h> {
     cost: f64,
     tokens_in: u64,
     tokens_out: u64,
+    steps: Vec<Step>,
     hooks: &'r mut Hooks<'h>,
 }
 
@@ -436,6 +500,10 @@ struct Reply {
     tokens_out: u64,
     cost: f64,
     cost_source: &'static str,
+    tool_calls: Vec<ToolCall>,
+    thinking: Option<String>,
+    /// The assistant message, to append to the conversation.
+    message: Message,
 }
 
 impl<'r, 'h> Ask<'r, 'h> {
@@ -463,6 +531,7 @@ impl<'r, 'h> Ask<'r, 'h> {
             cost: 0.0,
             tokens_in: 0,
             tokens_out: 0,
+            steps: Vec::new(),
             hooks,
         }
     }
@@ -474,30 +543,175 @@ impl<'r, 'h> Ask<'r, 'h> {
 
     /// One tier: skipped while cooling down or over budget, else asked and its answer judged. `Some` is
     /// the accepted answer; `None` means go on to the next tier.
+    ///
+    /// With tools, a tier is a loop: each model call is a step (its own reservation and ledger row); the
+    /// tools it asks for run concurrently and their results are sent back, until an answer without tool
+    /// calls or `max_steps`. Each tier starts the conversation afresh.
     async fn try_tier(&mut self, t: &TierInfo) -> Result<Option<Answer>, RouteError> {
-        let mut p = self.begin(t);
-        if let Some(why) = self.router.cooling(t) {
-            self.record(p, Outcome::Offline, Some(why)).await?;
-            return Ok(None);
-        }
-        match self.reserve(t, p.row.clone()).await? {
-            Ok(open) => p.open = Some(open),
-            Err(why) => {
-                // The refusal is already a ledger row (written by the budget check).
-                p.attempt.outcome = Outcome::Budget;
-                p.attempt.err = Some(why);
-                self.attempts.push(p.attempt);
+        let mut conv = self.messages.clone();
+        let max_steps = self.opts.max_steps.unwrap_or(DEFAULT_MAX_STEPS).max(1);
+        let first_step = self.steps.len();
+        let mut step = 0;
+        loop {
+            step += 1;
+            let mut p = self.begin(t);
+            if !self.opts.tools.is_empty() {
+                p.row.step = Some(step);
+            }
+            if let Some(why) = self.router.cooling(t) {
+                self.record(p, Outcome::Offline, Some(why)).await?;
                 return Ok(None);
             }
+            self.estimate = estimate_tokens(&conv);
+            match self.reserve(t, p.row.clone()).await? {
+                Ok(open) => p.open = Some(open),
+                Err(why) => {
+                    // The refusal is already a ledger row (written by the budget check).
+                    p.attempt.outcome = Outcome::Budget;
+                    p.attempt.err = Some(if step > 1 {
+                        format!("step {step}: {why}")
+                    } else {
+                        why
+                    });
+                    self.attempts.push(p.attempt);
+                    return Ok(None);
+                }
+            }
+            p.row.sent = true;
+            let started = Instant::now();
+            let reply = self.send(t, &p.attempt.model, &conv).await;
+            p.row.duration = started.elapsed().as_secs_f64();
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(e) => return self.failed(t, p, e).await.map(|()| None),
+            };
+            self.stepped(Step {
+                kind: "model",
+                step,
+                tier: t.name.clone(),
+                name: p.attempt.model.clone(),
+                arguments: None,
+                result: None,
+                err: None,
+                duration: p.row.duration,
+                cost: Some(reply.cost),
+                tool_calls: reply.tool_calls.iter().map(|c| c.name.clone()).collect(),
+            })
+            .await?;
+            if reply.tool_calls.is_empty() || self.opts.tools.is_empty() {
+                conv.push(reply.message.clone());
+                return self.judge(t, p, reply, conv).await;
+            }
+            if step >= max_steps {
+                self.count(&mut p, &reply);
+                let why = format!(
+                    "ran out of steps (max_steps = {max_steps}): {}",
+                    list_steps(&self.steps[first_step..])
+                );
+                self.record(p, Outcome::Error, Some(why)).await?;
+                return Ok(None);
+            }
+            self.count(&mut p, &reply);
+            p.row.outcome = Outcome::Ok.name().to_string();
+            self.book(p.open, p.row).await?;
+            conv.push(reply.message);
+            let calls = reply.tool_calls;
+            let results = self.run_tools(&calls).await;
+            for (call, (result, duration)) in calls.iter().zip(results) {
+                let content = match &result {
+                    Ok(text) => text.clone(),
+                    Err(e) => format!("error: {e}"),
+                };
+                conv.push(Message::tool_result(call, content));
+                self.stepped(Step {
+                    kind: "tool",
+                    step,
+                    tier: t.name.clone(),
+                    name: call.name.clone(),
+                    arguments: Some(call.arguments.clone()),
+                    result: result.as_ref().ok().cloned(),
+                    err: result.err(),
+                    duration,
+                    cost: None,
+                    tool_calls: Vec::new(),
+                })
+                .await?;
+            }
         }
-        p.row.sent = true;
-        let started = Instant::now();
-        let reply = self.send(t, &p.attempt.model).await;
-        p.row.duration = started.elapsed().as_secs_f64();
-        match reply {
-            Ok(reply) => self.judge(t, p, reply).await,
-            Err(e) => self.failed(t, p, e).await.map(|()| None),
+    }
+
+    /// Adds a step and tells `on_step`.
+    async fn stepped(&mut self, step: Step) -> Result<(), RouteError> {
+        if let Some(cb) = self.hooks.on_step.as_mut() {
+            cb(step.clone())
+                .await
+                .map_err(|e| RouteError::Callback(format!("on_step: {e}")))?;
         }
+        self.steps.push(step);
+        Ok(())
+    }
+
+    /// A model call's tokens and cost, on its row and in the ask's totals.
+    fn count(&mut self, p: &mut Pending, reply: &Reply) {
+        p.row.tokens_in = reply.tokens_in;
+        p.row.tokens_out = reply.tokens_out;
+        p.row.cost = reply.cost;
+        p.row.cost_source = reply.cost_source.to_string();
+        Books::check_cost(&mut p.row, p.open.as_ref().map_or(0.0, |o| o.reserved));
+        self.cost += p.row.cost;
+        self.tokens_in += reply.tokens_in;
+        self.tokens_out += reply.tokens_out;
+    }
+
+    /// Runs every call at once through [`Hooks::run_tool`], each bounded by `tool_timeout`: results (or
+    /// why not) and seconds, in the calls' order. An unknown tool or arguments that are not an object are
+    /// answered without running anything.
+    async fn run_tools(&mut self, calls: &[ToolCall]) -> Vec<(Result<String, String>, f64)> {
+        let limit = self.opts.tool_timeout.unwrap_or(DEFAULT_TOOL_TIMEOUT);
+        let names: Vec<&str> = self.opts.tools.iter().map(|t| t.name.as_str()).collect();
+        let mut runs: Vec<LocalFuture<'static, Result<String, String>>> =
+            Vec::with_capacity(calls.len());
+        for call in calls {
+            let refuse = |why: String| -> LocalFuture<'static, Result<String, String>> {
+                Box::pin(std::future::ready(Err(why)))
+            };
+            if !names.contains(&call.name.as_str()) {
+                runs.push(refuse(format!(
+                    "unknown tool {:?} (tools: {})",
+                    call.name,
+                    names.join(", ")
+                )));
+                continue;
+            }
+            if !call.arguments.is_object() {
+                runs.push(refuse(format!(
+                    "arguments must be a JSON object, got {}",
+                    crate::core::llm::http::snippet(call.arguments.to_string().as_bytes())
+                )));
+                continue;
+            }
+            let Some(run) = self.hooks.run_tool.as_mut() else {
+                runs.push(refuse(format!("tool {:?} has no run function", call.name)));
+                continue;
+            };
+            let fut = run(call.clone());
+            runs.push(Box::pin(async move {
+                match tokio::time::timeout(limit, fut).await {
+                    Ok(Ok(text)) => Ok(text),
+                    Ok(Err(e)) => Err(e.0),
+                    Err(_) => Err(format!(
+                        "timed out after {}",
+                        crate::core::duration::format(limit)
+                    )),
+                }
+            }));
+        }
+        let timed = runs.into_iter().map(|run| async move {
+            let started = Instant::now();
+            let r = run.await;
+            (r, started.elapsed().as_secs_f64())
+        });
+        futures_util::future::join_all(timed).await
     }
 
     /// The attempt and its ledger row before anything is known about the outcome.
@@ -550,23 +764,34 @@ impl<'r, 'h> Ask<'r, 'h> {
     }
 
     /// Sends the prompt to the tier, streaming to `on_token`.
-    async fn send(&mut self, t: &TierInfo, model: &str) -> Result<Reply, super::LlmError> {
+    async fn send(
+        &mut self,
+        t: &TierInfo,
+        model: &str,
+        conv: &[Message],
+    ) -> Result<Reply, super::LlmError> {
         match (t.provider, &t.endpoint) {
             (Provider::Ollama, Some(ep)) => {
-                let req = ollama::ChatRequest {
+                let mut req = ollama::ChatRequest {
                     model: model.to_string(),
-                    messages: self.messages.clone(),
+                    messages: conv.to_vec(),
                     options: self
                         .opts
                         .max_tokens
                         .map(|n| serde_json::json!({ "num_predict": n })),
+                    think: self.opts.think.clone(),
+                    content_tool_calls: self.opts.content_tool_calls,
+                    // Checked by the router, so a bad answer is a rejection (next tier), not an error.
+                    format: self.opts.schema.clone(),
                     ..Default::default()
                 };
+                req.offer(self.opts.tools.clone());
                 let on_token = super::lend(&mut self.hooks.on_token);
+                let on_thinking = super::lend(&mut self.hooks.on_thinking);
                 let c = self
                     .router
                     .ollama
-                    .chat(ep, &req, self.opts.wait, on_token)
+                    .chat_thinking(ep, &req, self.opts.wait, on_token, on_thinking)
                     .await?;
                 // Local models are free unless the fleet prices the tier (power, hardware).
                 let (cost, cost_source) = match t.price {
@@ -579,6 +804,9 @@ impl<'r, 'h> Ask<'r, 'h> {
                     tokens_out: c.tokens_out,
                     cost,
                     cost_source,
+                    tool_calls: c.tool_calls,
+                    thinking: c.thinking,
+                    message: c.message,
                 })
             }
             (Provider::Ollama, None) => Err(super::LlmError::new(
@@ -587,17 +815,26 @@ impl<'r, 'h> Ask<'r, 'h> {
                 super::ErrorKind::UnknownHost("the tier's host has no `ollama` URL".into()),
             )),
             (Provider::Openrouter, _) => {
-                let req = openai::ChatRequest {
+                let mut req = openai::ChatRequest {
                     model: model.to_string(),
-                    messages: self.messages.clone(),
+                    messages: conv.to_vec(),
                     max_tokens: Some(self.max_tokens()),
+                    reasoning: self.opts.reasoning.clone(),
+                    content_tool_calls: self.opts.content_tool_calls,
                     ..Default::default()
                 };
+                req.offer(self.opts.tools.clone());
+                if let Some(schema) = &self.opts.schema {
+                    req.require(schema.clone());
+                    // Checked by the router, so a bad answer is a rejection (next tier), not an error.
+                    req.schema = None;
+                }
                 let on_token = super::lend(&mut self.hooks.on_token);
+                let on_thinking = super::lend(&mut self.hooks.on_thinking);
                 let c = self
                     .router
                     .openai
-                    .chat(&req, t.price, self.opts.wait, on_token)
+                    .chat_thinking(&req, t.price, self.opts.wait, on_token, on_thinking)
                     .await?;
                 Ok(Reply {
                     text: c.text,
@@ -605,6 +842,9 @@ impl<'r, 'h> Ask<'r, 'h> {
                     tokens_out: c.tokens_out,
                     cost: c.cost,
                     cost_source: c.cost_source.name(),
+                    tool_calls: c.tool_calls,
+                    thinking: c.thinking,
+                    message: c.message,
                 })
             }
         }
@@ -640,15 +880,19 @@ impl<'r, 'h> Ask<'r, 'h> {
         t: &TierInfo,
         mut p: Pending,
         reply: Reply,
+        messages: Vec<Message>,
     ) -> Result<Option<Answer>, RouteError> {
-        p.row.tokens_in = reply.tokens_in;
-        p.row.tokens_out = reply.tokens_out;
-        p.row.cost = reply.cost;
-        p.row.cost_source = reply.cost_source.to_string();
-        Books::check_cost(&mut p.row, p.open.as_ref().map_or(0.0, |o| o.reserved));
-        self.cost += p.row.cost;
-        self.tokens_in += reply.tokens_in;
-        self.tokens_out += reply.tokens_out;
+        self.count(&mut p, &reply);
+        let data = match &self.opts.schema {
+            Some(schema) => match super::schema::decode(schema, &reply.text) {
+                Ok(data) => Some(data),
+                Err(why) => {
+                    self.record(p, Outcome::Rejected, Some(why)).await?;
+                    return Ok(None);
+                }
+            },
+            None => None,
+        };
         let mut attempts = self.attempts.clone();
         attempts.push(Attempt {
             outcome: Outcome::Ok,
@@ -663,6 +907,10 @@ impl<'r, 'h> Ask<'r, 'h> {
             tokens_in: self.tokens_in,
             tokens_out: self.tokens_out,
             attempts,
+            data,
+            thinking: reply.thinking,
+            steps: self.steps.clone(),
+            messages,
         };
         let verdict = match self.hooks.accept.as_mut() {
             Some(accept) => accept(&answer).await,
@@ -702,6 +950,12 @@ impl<'r, 'h> Ask<'r, 'h> {
         row.outcome = outcome.name().to_string();
         row.err.clone_from(&attempt.err);
         self.attempts.push(attempt);
+        self.book(open, row).await
+    }
+
+    /// Writes a model call's ledger row (settling any reservation) and fires the budget alert when this
+    /// row crosses it.
+    async fn book(&mut self, open: Option<Open>, row: Row) -> Result<(), RouteError> {
         let alert = match open {
             Some(open) => self.router.books.close(&open, row).await?.alert,
             None => {
@@ -716,6 +970,22 @@ impl<'r, 'h> Ask<'r, 'h> {
         }
         Ok(())
     }
+}
+
+/// `step 1 model → read_log, git_log; step 2 model → read_file`.
+fn list_steps(steps: &[Step]) -> String {
+    let parts: Vec<String> = steps
+        .iter()
+        .filter(|s| s.kind == "model")
+        .map(|s| {
+            if s.tool_calls.is_empty() {
+                format!("step {} {}", s.step, s.name)
+            } else {
+                format!("step {} {} → {}", s.step, s.name, s.tool_calls.join(", "))
+            }
+        })
+        .collect();
+    parts.join("; ")
 }
 
 /// A deliberately high estimate of prompt tokens (one per 3 bytes, plus framing per message), so the

@@ -400,3 +400,147 @@ pub fn check_depth(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Resul
     }
     Ok(())
 }
+
+/// Tools as a script gives them: a list `{tool, …}` or a map `{name = tool}`, each tool
+/// `{name, description?, parameters? (a JSON Schema table), run? = fn(args) -> string|table}`.
+pub struct Tools {
+    pub specs: Vec<crate::core::llm::ToolSpec>,
+    /// Each tool's `run`, by name.
+    pub run: HashMap<String, Function>,
+}
+
+/// Decodes `tools` (option key `key` of argument `pos`), keeping each `run` apart.
+pub fn tools(lua: &Lua, func: &str, key: &str, v: Value) -> mlua::Result<Tools> {
+    let mut out = Tools {
+        specs: Vec::new(),
+        run: HashMap::new(),
+    };
+    let list = match v {
+        Value::Nil => return Ok(out),
+        Value::Table(t) => t,
+        other => {
+            return Err(fail(format!(
+                "{func}: options.{key} must be a list or a map of tools, got {}",
+                type_name(&other)
+            )));
+        }
+    };
+    let mut by_name = false;
+    for pair in list.pairs::<Value, Value>() {
+        let (k, tool) = pair?;
+        by_name |= matches!(k, Value::String(_));
+        let Value::Table(tool) = tool else {
+            return Err(fail(format!(
+                "{func}: options.{key}: each tool must be a table {{name, description, parameters, run}}, got {}",
+                type_name(&tool)
+            )));
+        };
+        let name = match (tool.get::<Value>("name")?, &k) {
+            (Value::String(s), _) => s.to_str()?.to_string(),
+            (Value::Nil, Value::String(s)) => s.to_str()?.to_string(),
+            (other, _) => {
+                return Err(fail(format!(
+                    "{func}: options.{key}: a tool's name must be a string, got {}",
+                    type_name(&other)
+                )));
+            }
+        };
+        let description = match tool.get::<Value>("description")? {
+            Value::Nil => String::new(),
+            Value::String(s) => s.to_str()?.to_string(),
+            other => {
+                return Err(fail(format!(
+                    "{func}: options.{key}.{name}.description must be a string, got {}",
+                    type_name(&other)
+                )));
+            }
+        };
+        let parameters = match tool.get::<Value>("parameters")? {
+            Value::Nil => crate::core::llm::tools::empty_parameters(),
+            p @ Value::Table(_) => json_schema(lua, func, &format!("{key}.{name}.parameters"), p)?,
+            other => {
+                return Err(fail(format!(
+                    "{func}: options.{key}.{name}.parameters must be a JSON Schema table, got {}",
+                    type_name(&other)
+                )));
+            }
+        };
+        match tool.get::<Value>("run")? {
+            Value::Function(f) => {
+                out.run.insert(name.clone(), f);
+            }
+            Value::Nil => {}
+            other => {
+                return Err(fail(format!(
+                    "{func}: options.{key}.{name}.run must be a function, got {}",
+                    type_name(&other)
+                )));
+            }
+        }
+        if out.specs.iter().any(|s| s.name == name) {
+            return Err(fail(format!(
+                "{func}: options.{key}: tool {name:?} is given twice"
+            )));
+        }
+        out.specs.push(crate::core::llm::ToolSpec {
+            name,
+            description,
+            parameters,
+        });
+    }
+    if by_name {
+        // A map has no order of its own: offer its tools by name, the same on every run.
+        out.specs.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    Ok(out)
+}
+
+/// A JSON Schema given as a Lua table → JSON; empty tables under `properties` are objects, not arrays.
+pub fn json_schema(lua: &Lua, func: &str, key: &str, v: Value) -> mlua::Result<serde_json::Value> {
+    fn fix(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for (k, child) in o.iter_mut() {
+                    if matches!(k.as_str(), "properties" | "parameters")
+                        && child.as_array().is_some_and(Vec::is_empty)
+                    {
+                        *child = serde_json::Value::Object(Default::default());
+                    }
+                    fix(child);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    let mut schema: serde_json::Value = lua.from_value(v).map_err(|e| {
+        fail(format!(
+            "{func}: options.{key} must be a JSON Schema table: {e}"
+        ))
+    })?;
+    if schema.as_array().is_some_and(Vec::is_empty) {
+        schema = serde_json::json!({});
+    }
+    fix(&mut schema);
+    Ok(schema)
+}
+
+/// An options table without `key`: (the rest, as a new table, and the value taken). Other values are
+/// passed through for [`opts`] to judge.
+pub fn split_off(lua: &Lua, v: Value, key: &str) -> mlua::Result<(Value, Value)> {
+    let Value::Table(t) = v else {
+        return Ok((v, Value::Nil));
+    };
+    let taken = t.raw_get::<Value>(key)?;
+    if taken.is_nil() {
+        return Ok((Value::Table(t), Value::Nil));
+    }
+    let rest = lua.create_table()?;
+    for pair in t.pairs::<Value, Value>() {
+        let (k, val) = pair?;
+        if !matches!(&k, Value::String(s) if s.as_bytes().as_ref() == key.as_bytes()) {
+            rest.raw_set(k, val)?;
+        }
+    }
+    Ok((Value::Table(rest), taken))
+}

@@ -10,10 +10,7 @@ use crate::core::llm::{Callback, HookError, LlmError, LocalFuture, Message, OnTo
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
-    t.set(
-        "chat",
-        lua.create_async_function(|lua, r| complete::<ChatArgs>(lua, "ollama.chat", r))?,
-    )?;
+    t.set("chat", lua.create_async_function(chat)?)?;
     t.set(
         "generate",
         lua.create_async_function(|lua, r| complete::<GenerateArgs>(lua, "ollama.generate", r))?,
@@ -60,6 +57,17 @@ struct ChatArgs {
     deadline: Option<Dur>,
     #[serde(default = "args::yes")]
     check: bool,
+    think: Option<serde_json::Value>,
+    content_tool_calls: Option<bool>,
+    // Taken apart before decoding; named here so the unknown-key hint lists them.
+    #[allow(dead_code)]
+    tools: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    schema: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    on_token: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    on_thinking: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +130,9 @@ impl IntoCall for ChatArgs {
             format: self.format,
             options: self.options,
             keep_alive: self.keep_alive,
+            think: self.think,
+            content_tool_calls: self.content_tool_calls,
+            ..Default::default()
         };
         (common, Call::Chat(r))
     }
@@ -162,10 +173,44 @@ async fn complete<A: IntoCall>(lua: Lua, func: &'static str, req: Value) -> mlua
         Some(crate::lua::ctx(&lua).script.clone()),
     );
     let out = match &call {
-        Call::Chat(r) => llm.ollama_chat(&ep, r, wait, cb, script).await,
+        Call::Chat(r) => llm.ollama_chat(&ep, r, wait, cb, None, script).await,
         Call::Generate(r) => llm.ollama_generate(&ep, r, wait, cb, script).await,
     };
     args::checked(&lua, func, common.check, out)
+}
+
+/// `ollama.chat{model, messages, host?, tools?, schema?, think?, format?, options?, keep_alive?, on_token?,
+/// on_thinking?, content_tool_calls?, timeout?, deadline?, check?}` → `{text, thinking?, tool_calls, message,
+/// finish_reason, data?, …}`. Tools are reported, never run.
+async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
+    const F: &str = "ollama.chat";
+    let (req, tools) = args::split_off(&lua, req, "tools")?;
+    let (req, schema) = args::split_off(&lua, req, "schema")?;
+    let tools = args::tools(&lua, F, "tools", tools)?;
+    let (a, mut cbs) = request::<ChatArgs>(&lua, F, req, &["on_token", "on_thinking"])?;
+    let (common, Call::Chat(mut r)) = a.into_call() else {
+        return Err(args::fail(format!("{F}: not a chat request")));
+    };
+    r.offer(tools.specs);
+    if !schema.is_nil() {
+        r.require(args::json_schema(&lua, F, "schema", schema)?);
+    }
+    let (_, ep) = target(&lua, F, common.host.as_deref())?;
+    let mut on_token = cbs.take("on_token").map(args::hook::<String>);
+    let mut on_thinking = cbs.take("on_thinking").map(args::hook::<String>);
+    // A ledger row like every call (booked through the same budget as `route.ask`).
+    let script = Some(crate::lua::ctx(&lua).script.clone());
+    let out = services::llm(&lua)
+        .ollama_chat(
+            &ep,
+            &r,
+            Wait::new(common.timeout.map(|d| d.0), common.deadline.map(|d| d.0)),
+            on_token.as_mut().map(|f| f as OnToken<'_>),
+            on_thinking.as_mut().map(|f| f as OnToken<'_>),
+            script,
+        )
+        .await;
+    args::checked(&lua, F, common.check, out)
 }
 
 #[derive(Deserialize)]

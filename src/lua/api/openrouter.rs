@@ -30,33 +30,63 @@ struct ChatArgs {
     deadline: Option<Dur>,
     #[serde(default = "args::yes")]
     check: bool,
+    tool_choice: Option<serde_json::Value>,
+    parallel_tool_calls: Option<bool>,
+    reasoning: Option<serde_json::Value>,
+    content_tool_calls: Option<bool>,
+    // Taken apart before decoding; named here so the unknown-key hint lists them.
+    #[allow(dead_code)]
+    tools: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    schema: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    on_token: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    on_thinking: Option<serde::de::IgnoredAny>,
 }
 
-/// `openrouter.chat{model, messages, max_tokens?, temperature?, on_token?, models?, provider?, timeout?,
-/// deadline?, check?}` → `{text, model, id, tokens_in, tokens_out, cost, cost_source, duration}`.
+/// `openrouter.chat{model, messages, max_tokens?, temperature?, on_token?, on_thinking?, models?, provider?,
+/// tools?, tool_choice?, parallel_tool_calls?, schema?, reasoning?, content_tool_calls?, timeout?, deadline?,
+/// check?}`
+/// → `{text, model, id, tokens_in, tokens_out, cost, cost_source, duration, finish_reason, tool_calls,
+/// message, thinking?, data?}`. Tools are reported, never run.
 async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     const F: &str = "openrouter.chat";
     args::table(F, 1, "request", &req)?;
-    let (a, mut cbs) = args::opts::<Option<ChatArgs>>(&lua, F, 1, req, &["on_token"])?;
+    let (req, tools) = args::split_off(&lua, req, "tools")?;
+    let (req, schema) = args::split_off(&lua, req, "schema")?;
+    let tools = args::tools(&lua, F, "tools", tools)?;
+    let (a, mut cbs) =
+        args::opts::<Option<ChatArgs>>(&lua, F, 1, req, &["on_token", "on_thinking"])?;
     let a = a.ok_or_else(|| args::fail(format!("{F}: argument 1 (request) must be a table")))?;
     let llm = services::llm(&lua);
-    let r = ChatRequest {
+    let mut r = ChatRequest {
         model: a.model,
         messages: a.messages,
         max_tokens: a.max_tokens,
         temperature: a.temperature,
         models: a.models,
         provider: a.provider,
+        tool_choice: a.tool_choice,
+        parallel_tool_calls: a.parallel_tool_calls,
+        reasoning: a.reasoning,
+        content_tool_calls: a.content_tool_calls,
+        ..Default::default()
     };
+    r.offer(tools.specs);
+    if !schema.is_nil() {
+        r.require(args::json_schema(&lua, F, "schema", schema)?);
+    }
     let mut on_token = cbs.take("on_token").map(args::hook::<String>);
-    let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
+    let mut on_thinking = cbs.take("on_thinking").map(args::hook::<String>);
     // Booked like `route.ask`: a ledger row, the worst case reserved against the budget first.
     let script = Some(crate::lua::ctx(&lua).script.clone());
     let out = llm
         .openrouter_chat(
             &r,
             Wait::new(a.timeout.map(|d| d.0), a.deadline.map(|d| d.0)),
-            cb,
+            on_token.as_mut().map(|f| f as OnToken<'_>),
+            on_thinking.as_mut().map(|f| f as OnToken<'_>),
             script,
         )
         .await;

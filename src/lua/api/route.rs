@@ -7,8 +7,8 @@ use serde::Deserialize;
 use super::{args, services};
 use crate::core::duration::Dur;
 use crate::core::llm::ledger::{Alert, GroupBy, Period};
-use crate::core::llm::route::{Answer, AskOptions, Hooks, RouteError, TaskSpec, Verdict};
-use crate::core::llm::{HookError, LocalFuture, Message, OnToken, Wait};
+use crate::core::llm::route::{Answer, AskOptions, Hooks, RouteError, Step, TaskSpec, Verdict};
+use crate::core::llm::{HookError, LocalFuture, Message, OnToken, ToolCall, Wait};
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
@@ -81,11 +81,30 @@ struct AskOpts {
     max_tokens: Option<u32>,
     timeout: Option<Dur>,
     deadline: Option<Dur>,
+    max_steps: Option<u32>,
+    tool_timeout: Option<Dur>,
+    think: Option<serde_json::Value>,
+    reasoning: Option<serde_json::Value>,
+    content_tool_calls: Option<bool>,
+    // Taken apart before decoding (functions, or tables holding functions); named here so that the
+    // unknown-key hint lists every key.
+    #[allow(dead_code)]
+    tools: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    schema: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    accept: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    on_token: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    on_thinking: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    on_step: Option<serde::de::IgnoredAny>,
 }
 
-/// `route.ask(task, prompt_or_messages [, {system, accept, max_tier, max_tokens, on_token, timeout,
-/// deadline}])` →
-/// `{text, tier, provider, model, cost, tokens_in, tokens_out, attempts}`.
+/// `route.ask(task, prompt_or_messages [, {system, accept, max_tier, max_tokens, on_token, tools, max_steps,
+/// tool_timeout, on_step, schema, think, reasoning, on_thinking, content_tool_calls, timeout, deadline}])` →
+/// `{text, tier, provider, model, cost, tokens_in, tokens_out, attempts, steps, messages, data?, thinking?}`.
 async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Result<Value> {
     const F: &str = "route.ask";
     let spec = task_spec(&lua, F, task)?;
@@ -96,7 +115,30 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
         })?,
         other => return Err(args::arg_error(F, 2, "prompt", "a string or a list of messages", other)),
     };
-    let (o, mut cbs) = args::opts::<AskOpts>(&lua, F, 3, opts, &["accept", "on_token"])?;
+    let (opts, tools) = args::split_off(&lua, opts, "tools")?;
+    let (opts, schema) = args::split_off(&lua, opts, "schema")?;
+    let tools = args::tools(&lua, F, "tools", tools)?;
+    if let Some(t) = tools
+        .specs
+        .iter()
+        .find(|t| !tools.run.contains_key(&t.name))
+    {
+        return Err(args::fail(format!(
+            "{F}: options.tools.{}.run must be a function (route.ask runs the tools it offers)",
+            t.name
+        )));
+    }
+    let schema = match schema {
+        Value::Nil => None,
+        v => Some(args::json_schema(&lua, F, "schema", v)?),
+    };
+    let (o, mut cbs) = args::opts::<AskOpts>(
+        &lua,
+        F,
+        3,
+        opts,
+        &["accept", "on_token", "on_thinking", "on_step"],
+    )?;
     let script = Some(crate::lua::ctx(&lua).script.clone());
     let options = AskOptions {
         system: o.system,
@@ -104,14 +146,27 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
         max_tokens: o.max_tokens,
         script,
         wait: Wait::new(o.timeout.map(|d| d.0), o.deadline.map(|d| d.0)),
+        tools: tools.specs,
+        max_steps: o.max_steps,
+        tool_timeout: o.tool_timeout.map(|d| d.0),
+        schema,
+        think: o.think,
+        reasoning: o.reasoning,
+        content_tool_calls: o.content_tool_calls,
     };
     let mut on_token = cbs.take("on_token").map(args::hook::<String>);
+    let mut on_thinking = cbs.take("on_thinking").map(args::hook::<String>);
     let mut accept = cbs.take("accept").map(|f| accepter(&lua, f));
+    let mut on_step = cbs.take("on_step").map(|f| stepper(&lua, f));
+    let mut run_tool = runner(&lua, tools.run);
     let mut on_alert = alerter(&lua);
     let mut hooks = Hooks {
         on_token: on_token.as_mut().map(|f| f as OnToken<'_>),
         accept: accept.as_mut().map(|f| f as _),
         on_alert: Some(&mut on_alert),
+        run_tool: Some(&mut run_tool),
+        on_step: on_step.as_mut().map(|f| f as _),
+        on_thinking: on_thinking.as_mut().map(|f| f as OnToken<'_>),
     };
     let llm = services::llm(&lua);
     let answer = llm
@@ -146,6 +201,62 @@ fn accepter(
                     args::type_name(&other)
                 ))),
             }
+        })
+    }
+}
+
+/// Runs a tool's `run(args)` as its own coroutine; a string result is sent as is, a table as JSON, `nil`
+/// as an empty string. An error is the tool's result (`error: …`), for the model to recover from.
+fn runner(
+    lua: &Lua,
+    run: std::collections::HashMap<String, Function>,
+) -> impl FnMut(ToolCall) -> LocalFuture<'static, Result<String, HookError>> {
+    let lua = lua.clone();
+    move |call: ToolCall| {
+        let f = run.get(&call.name).cloned();
+        let arguments = args::to_lua(&lua, &call.arguments);
+        let lua = lua.clone();
+        Box::pin(async move {
+            let f =
+                f.ok_or_else(|| HookError(format!("tool {:?} has no run function", call.name)))?;
+            let arguments = arguments.map_err(|e| HookError(e.to_string()))?;
+            let out = f
+                .call_async::<Value>(arguments)
+                .await
+                .map_err(|e| HookError(crate::lua::split_error(&e).0))?;
+            match out {
+                Value::Nil => Ok(String::new()),
+                Value::String(s) => Ok(s.to_string_lossy()),
+                Value::Table(_) => lua
+                    .from_value::<serde_json::Value>(out)
+                    .map(|j| j.to_string())
+                    .map_err(|e| HookError(format!("the result cannot be sent as JSON: {e}"))),
+                Value::Integer(i) => Ok(i.to_string()),
+                Value::Number(n) => Ok(n.to_string()),
+                Value::Boolean(b) => Ok(b.to_string()),
+                other => Err(HookError(format!(
+                    "run must return a string or a table, got {}",
+                    args::type_name(&other)
+                ))),
+            }
+        })
+    }
+}
+
+/// `on_step(step)` with each model call and tool call as it ends.
+fn stepper(
+    lua: &Lua,
+    f: Function,
+) -> impl FnMut(Step) -> LocalFuture<'static, Result<(), HookError>> {
+    let lua = lua.clone();
+    move |step: Step| {
+        let table = args::to_lua(&lua, &step);
+        let f = f.clone();
+        Box::pin(async move {
+            let table = table.map_err(|e| HookError(e.to_string()))?;
+            f.call_async::<()>(table)
+                .await
+                .map_err(|e| HookError(crate::lua::split_error(&e).0))
         })
     }
 }

@@ -40,7 +40,10 @@ fn failure(
             RemoteError::UnknownHost { .. } | RemoteError::Invalid(_)
         )
     {
-        return Err(args::fail(format!("{}: {err}", args::call_name(func, host))));
+        return Err(args::fail(format!(
+            "{}: {err}",
+            args::call_name(func, host)
+        )));
     }
     let t = lua.create_table()?;
     t.set("ok", false)?;

@@ -185,7 +185,7 @@ async fn lua_openrouter_chat_and_the_key_never_leaks() {
     "#).await;
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines[0], "Hello\t2\tgen-123\t12\t2\t0.0042\tprovider\tnil");
+    assert_eq!(lines[0], "Hello\t2\tgen-123\t12\t2\t0.0042\tprovider\tstop");
     assert_eq!(
         lines[1],
         "false\topenrouter.chat(".to_string()
@@ -467,7 +467,7 @@ async fn lua_openrouter_chat_requests_results_and_argument_errors() {
           with{ tempature = 1 },
           with{ max_tokens = "many" },
           with{ max_tokens = 16.0 },
-          with{ messages = { { role = "user", content = "x", name = "n" } } },
+          with{ messages = { { role = "user", content = "x", nmae = "n" } } },
           with{ messages = { "just text" } },
           with{ check = "yes" },
           { messages = msgs },
@@ -485,7 +485,7 @@ async fn lua_openrouter_chat_requests_results_and_argument_errors() {
     assert_eq!(
         &lines[..2],
         [
-            "cost,cost_source,duration,id,model,text,tokens_in,tokens_out",
+            "cost,cost_source,duration,finish_reason,id,message,model,text,tokens_in,tokens_out,tool_calls",
             "ok"
         ],
         "{}",
@@ -526,7 +526,7 @@ async fn lua_openrouter_chat_requests_results_and_argument_errors() {
         "tempature",
         "max_tokens",
         "max_tokens",
-        "name",
+        "nmae",
         "messages",
         "check",
         "model",

@@ -1,5 +1,6 @@
 //! Integration tests: the LLM clients and router against in-test servers speaking the real protocols
 //! (`server`), and the Lua API over them through the real binary.
+mod ask;
 mod budget;
 mod hostile;
 mod lua;
@@ -7,6 +8,7 @@ mod ollama;
 mod openrouter;
 mod route;
 pub mod server;
+mod tools;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

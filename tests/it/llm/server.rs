@@ -524,3 +524,27 @@ pub fn key_info(usage_monthly: f64, usage_daily: f64, limit: Option<f64>) -> ser
         "byok_usage_monthly": 0, "is_free_tier": false
     }})
 }
+
+/// Ollama `/api/chat` lines asking for tools: the calls whole in one `done: false` chunk (as Ollama sends
+/// them), then a final chunk that says `done_reason: "stop"` anyway.
+pub fn ollama_tool_calls(model: &str, calls: serde_json::Value) -> Vec<serde_json::Value> {
+    vec![
+        serde_json::json!({"model": model, "message": {"role": "assistant", "content": "", "tool_calls": calls}, "done": false}),
+        serde_json::json!({"model": model, "message": {"role": "assistant", "content": ""}, "done": true,
+            "done_reason": "stop", "prompt_eval_count": 7, "eval_count": 3, "eval_duration": 1_000_000u64}),
+    ]
+}
+
+/// An OpenAI SSE stream whose deltas are `deltas` (each a `delta` object), ending with `finish_reason` and
+/// usage.
+pub fn sse_deltas(model: &str, deltas: &[serde_json::Value], finish_reason: &str) -> String {
+    let mut out = String::new();
+    for d in deltas {
+        let chunk = serde_json::json!({"id": "gen-7", "model": model, "choices": [{"index": 0, "delta": d, "finish_reason": null}]});
+        out.push_str(&format!("data: {chunk}\n\n"));
+    }
+    let last = serde_json::json!({"id": "gen-7", "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 4, "cost": 0.001}});
+    out.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+    out
+}

@@ -1,0 +1,182 @@
+//! `baton ask [TASK] [PROMPT | -]`: the shell's way into `route.ask`. Streams the answer to stdout as it
+//! arrives, reads the prompt (or extra context) from stdin, prints tier, model, tokens and cost on stderr at
+//! the end. Budgeted and in the ledger like any `route.ask` (script `baton ask`).
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use super::{Cli, Interrupted, Out, default_state, load_fleet};
+use crate::core::llm::route::{AskOptions, Hooks, TaskSpec};
+use crate::core::llm::{HookError, Llm, LocalFuture, Message, OnToken};
+
+/// The task kind when none is given: not in the task table, so it goes to the lowest tier that is up.
+pub const DEFAULT_TASK: &str = "ask";
+
+/// The most stdin may carry (a diff, a log): larger input is refused rather than sent.
+pub const MAX_STDIN: u64 = 4 << 20;
+
+/// What `baton ask` was given.
+#[derive(Debug, Clone, Default)]
+pub struct AskArgs {
+    pub words: Vec<String>,
+    pub max_tier: Option<String>,
+    pub system: Option<String>,
+    pub schema: Option<PathBuf>,
+    pub json: bool,
+    pub think: bool,
+}
+
+/// `[TASK] [PROMPT | -]` → (task, prompt or `None` for "read it from stdin"). One word that looks like a
+/// task kind (lower-case letters, digits, `_`) is a task; anything else is a prompt.
+pub fn split_words(words: &[String]) -> anyhow::Result<(String, Option<String>)> {
+    let is_kind = |w: &str| {
+        !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let prompt = |p: &str| (p != "-").then(|| p.to_string());
+    Ok(match words {
+        [] => (DEFAULT_TASK.into(), None),
+        [one] if one == "-" => (DEFAULT_TASK.into(), None),
+        [one] if is_kind(one) => (one.clone(), None),
+        [one] => (DEFAULT_TASK.into(), Some(one.clone())),
+        [task, p] => (task.clone(), prompt(p)),
+        _ => bail!(
+            "ask: expected [TASK] [PROMPT | -], got {} arguments (quote the prompt)",
+            words.len()
+        ),
+    })
+}
+
+/// Reads stdin (at most [`MAX_STDIN`]), unless it is a terminal.
+fn read_stdin() -> anyhow::Result<Option<String>> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Ok(None);
+    }
+    let mut buf = Vec::new();
+    stdin
+        .lock()
+        .take(MAX_STDIN + 1)
+        .read_to_end(&mut buf)
+        .context("ask: cannot read stdin")?;
+    if buf.len() as u64 > MAX_STDIN {
+        bail!("ask: stdin holds more than {} MiB", MAX_STDIN >> 20);
+    }
+    let text = String::from_utf8(buf).context("ask: stdin is not UTF-8 text")?;
+    Ok((!text.trim().is_empty()).then_some(text))
+}
+
+fn read_schema(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("ask: --schema {}: cannot read", path.display()))?;
+    let schema: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("ask: --schema {}: not JSON", path.display()))?;
+    if !schema.is_object() {
+        bail!(
+            "ask: --schema {}: expected a JSON Schema object",
+            path.display()
+        );
+    }
+    Ok(schema)
+}
+
+/// Writes each piece to `w` at once (flushed), so the answer shows as it arrives.
+fn writer(
+    mut w: impl Write + 'static,
+    style: (&'static str, &'static str),
+) -> impl FnMut(String) -> LocalFuture<'static, Result<(), HookError>> {
+    move |piece: String| {
+        let r = write!(w, "{}{piece}{}", style.0, style.1)
+            .and_then(|()| w.flush())
+            .map_err(|e| HookError(format!("cannot write: {e}")));
+        Box::pin(std::future::ready(r))
+    }
+}
+
+pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
+    let (task, prompt) = split_words(&a.words)?;
+    let schema = a.schema.as_deref().map(read_schema).transpose()?;
+    let input = read_stdin()?;
+    let prompt = match (prompt, input) {
+        (Some(p), Some(context)) => format!("{p}\n\n{context}"),
+        (Some(p), None) => p,
+        (None, Some(text)) => text,
+        (None, None) => bail!("ask: no prompt: give one after the task, or pipe it in (`-`)"),
+    };
+    let opts = AskOptions {
+        system: a.system.clone(),
+        max_tier: a.max_tier.clone(),
+        script: Some("baton ask".into()),
+        schema,
+        think: a.think.then_some(serde_json::Value::Bool(true)),
+        reasoning: a.think.then(|| serde_json::json!({"effort": "medium"})),
+        ..AskOptions::default()
+    };
+    let llm = Llm::new(load_fleet(cli)?, default_state());
+    let dim = std::io::stderr().is_terminal();
+    let mut on_token = writer(std::io::stdout(), ("", ""));
+    let mut on_thinking = writer(
+        std::io::stderr(),
+        if dim {
+            ("\x1b[2m", "\x1b[0m")
+        } else {
+            ("", "")
+        },
+    );
+    let mut hooks = Hooks {
+        on_token: (!a.json).then_some(&mut on_token as OnToken<'_>),
+        on_thinking: a.think.then_some(&mut on_thinking as OnToken<'_>),
+        ..Hooks::default()
+    };
+    let spec = TaskSpec::kind(&task);
+    let answer = crate::lua::runtime::block_on(async {
+        tokio::select! {
+            r = llm.router().ask(&spec, vec![Message::new("user", prompt)], &opts, &mut hooks) => Ok(r),
+            _ = tokio::signal::ctrl_c() => Err(Interrupted),
+        }
+    })
+    .context("cannot start the async runtime")??
+    .map_err(|e| anyhow::anyhow!("ask({task}): {e}"))?;
+    let mut out = Out::new();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&answer)?)?;
+    } else if !answer.text.ends_with('\n') {
+        writeln!(out)?;
+    }
+    eprintln!(
+        "{} · {} · {} in / {} out · ${:.4}",
+        answer.tier, answer.model, answer.tokens_in, answer.tokens_out, answer.cost
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn task_and_prompt_are_told_apart() {
+        let got = |w: &[&str]| split_words(&words(w)).unwrap();
+        assert_eq!(got(&[]), ("ask".into(), None));
+        assert_eq!(got(&["commit_message"]), ("commit_message".into(), None));
+        assert_eq!(got(&["-"]), ("ask".into(), None));
+        assert_eq!(
+            got(&["what is 2+2?"]),
+            ("ask".into(), Some("what is 2+2?".into()))
+        );
+        assert_eq!(
+            got(&["lint", "check this"]),
+            ("lint".into(), Some("check this".into()))
+        );
+        assert_eq!(got(&["lint", "-"]), ("lint".into(), None));
+        let e = split_words(&words(&["a", "b", "c"])).unwrap_err();
+        assert!(e.to_string().contains("quote the prompt"), "{e}");
+    }
+}

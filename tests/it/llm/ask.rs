@@ -1,0 +1,157 @@
+//! `baton ask` through the real binary: stdin as prompt and context, streaming, `--json` with `--schema`,
+//! and a failing tier.
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::server::{self, Reply, Stub, refused_url};
+use crate::common::{Env, Out, wait_within};
+
+fn fleet(url: &str, or_url: &str) -> String {
+    format!(
+        r#"return {{
+  hosts = {{ engine = {{ ssh = false, ollama = "{url}" }} }},
+  tiers = {{ {{ name = "local", provider = "ollama", host = "engine", models = {{ code = "qwen", reason = "r1" }} }},
+            {{ name = "cheap", provider = "openrouter", model = "c/m" }} }},
+  openrouter = {{ base_url = "{or_url}/v1" }},
+}}"#
+    )
+}
+
+/// Runs `baton ask ARGS` with `stdin` piped in, off the async runtime so the stub keeps serving.
+async fn ask(env: &Env, args: &[&str], stdin: &str) -> Out {
+    let mut cmd = env.cmd();
+    cmd.arg("ask").args(args).stdin(Stdio::piped());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let input = stdin.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().expect("start baton");
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+        drop(pipe);
+        wait_within(child, Duration::from_secs(60))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_reads_stdin_streams_the_answer_and_books_it() {
+    let lines = server::ollama_chat("qwen", &["fix: ", "handle ", "empty input"], 30, 4);
+    let stub = Stub::start(move |_, _| Reply::ndjson(lines.clone(), 16)).await;
+    let env = Env::new("ask-stdin").with_fleet(&fleet(&stub.url, &refused_url().await));
+    let out = ask(
+        &env,
+        &["commit_message"],
+        "diff --git a/x b/x\n+empty check\n",
+    )
+    .await;
+    out.ok();
+    assert_eq!(out.stdout, "fix: handle empty input\n");
+    assert_eq!(
+        out.stderr.lines().last(),
+        Some("local · qwen · 30 in / 4 out · $0.0000")
+    );
+    let sent = stub.requests()[0].json();
+    assert_eq!(
+        sent["messages"][0]["content"],
+        "diff --git a/x b/x\n+empty check\n"
+    );
+    assert_eq!(sent["model"], "qwen");
+
+    // A prompt plus stdin as context, and a system prompt.
+    let out = ask(
+        &env,
+        &["lint", "Review this:", "--system", "be terse"],
+        "some code",
+    )
+    .await;
+    out.ok();
+    let sent = stub.requests()[1].json();
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "be terse"})
+    );
+    assert_eq!(sent["messages"][1]["content"], "Review this:\n\nsome code");
+
+    let conn = rusqlite::Connection::open(env.state_dir().join("baton.db")).unwrap();
+    let rows: Vec<(String, String, String)> = conn
+        .prepare("SELECT script, task, outcome FROM llm_ledger ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("baton ask".into(), "commit_message".into(), "ok".into()),
+            ("baton ask".into(), "lint".into(), "ok".into())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_json_with_a_schema_prints_the_decoded_answer() {
+    let lines = server::ollama_chat("qwen", &["{\"verdict\": ", "\"pass\"}"], 5, 6);
+    let stub = Stub::start(move |_, _| Reply::ndjson(lines.clone(), 8)).await;
+    let env = Env::new("ask-json").with_fleet(&fleet(&stub.url, &refused_url().await));
+    let schema = env.dir.write(
+        "verdict.json",
+        r#"{"type": "object", "properties": {"verdict": {"enum": ["pass", "fail"]}}, "required": ["verdict"]}"#,
+    );
+    let out = ask(
+        &env,
+        &[
+            "qa_verification",
+            "did it pass?",
+            "--json",
+            "--max-tier",
+            "local",
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+        "",
+    )
+    .await;
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["data"], json!({"verdict": "pass"}));
+    assert_eq!(
+        (v["tier"].as_str(), v["tokens_out"].as_u64()),
+        (Some("local"), Some(6))
+    );
+    assert_eq!(
+        stub.requests()[0].json()["format"]["required"],
+        json!(["verdict"])
+    );
+
+    let bad = env.dir.write("bad.json", "[1, 2");
+    let out = ask(&env, &["x", "--schema", bad.to_str().unwrap()], "").await;
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("--schema") && out.stderr.contains("not JSON"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_fails_with_every_attempt_when_no_tier_answers() {
+    let env = Env::new("ask-fail").with_fleet(&fleet(&refused_url().await, &refused_url().await));
+    let out = ask(&env, &["lint", "hello", "--max-tier", "local"], "").await;
+    out.expect_code(1);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr
+            .starts_with("baton: ask(lint): no tier left after 1 attempt: local (qwen): offline:")
+            && out.stderr.contains("connection refused"),
+        "{}",
+        out.stderr
+    );
+    let out = ask(&env, &[], "").await;
+    out.expect_code(1);
+    assert!(out.stderr.contains("ask: no prompt"), "{}", out.stderr);
+}
