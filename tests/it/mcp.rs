@@ -698,3 +698,97 @@ fn misuse_and_unreachable_servers_raise_clear_errors() {
         out.stderr
     );
 }
+
+/// `route.ask` with tools from a real MCP server (mcp-server-git) mixed with a Lua tool: the scripted
+/// model asks for `git_log` and the Lua tool in one step, gets both results back and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_ask_runs_mcp_server_tools_beside_lua_tools() {
+    use crate::llm::server::{self as llm_server, Reply, Stub, refused_url};
+    let server = git_server();
+    let env = Env::new("mcp-route");
+    let repo = repo(&env);
+    let repo_s = repo.to_str().unwrap().to_string();
+    let repo_json = repo_s.clone();
+    let stub = Stub::start(move |req, _| {
+        let tool_results = req.json()["messages"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count());
+        let lines = if tool_results == 0 {
+            llm_server::ollama_tool_calls(
+                "qwen",
+                serde_json::json!([
+                    {"function": {"name": "git_log", "arguments": {"repo_path": repo_json}}},
+                    {"function": {"name": "shout", "arguments": {"word": "done"}}}
+                ]),
+            )
+        } else {
+            llm_server::ollama_chat("qwen", &["read ", "the log"], 5, 2)
+        };
+        Reply::ndjson(lines, 32)
+    })
+    .await;
+    let fleet = format!(
+        r#"return {{
+  hosts = {{ engine = {{ ssh = false, ollama = "{}" }} }},
+  tiers = {{ {{ name = "local", provider = "ollama", host = "engine", models = {{ code = "qwen", reason = "qwen" }} }} }},
+  openrouter = {{ base_url = "{}/v1" }},
+  mcp = {{ git = {{ command = {} }} }},
+}}"#,
+        stub.url,
+        refused_url().await,
+        lua_list(&[server.to_str().unwrap(), "--repository", &repo_s])
+    );
+    let env = env.with_fleet(&fleet);
+    let out = tokio::task::spawn_blocking(move || {
+        env.run_lua(
+            "agent.lua",
+            r#"
+            local tools = mcp.connect("git"):tools()
+            tools[#tools + 1] = { name = "shout", description = "upper-cases a word",
+              parameters = { type = "object", properties = { word = { type = "string" } } },
+              run = function(args) return args.word:upper() end }
+            local r = route.ask("lint", "what happened?", { tools = tools, max_tier = "local" })
+            print(r.text)
+            for _, s in ipairs(r.steps) do
+              if s.kind == "tool" then print(s.name, s.err or s.result) end
+            end
+            "#,
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    out.ok();
+    let s = &out.stdout;
+    assert!(s.starts_with("read the log\n"), "{s}");
+    assert!(
+        s.contains("\ngit_log\tCommit history:") && s.contains("Message: first commit"),
+        "{s}"
+    );
+    assert!(s.trim_end().ends_with("\nshout\tDONE"), "{s}");
+    // The model was offered the server's tools with their schemas, and got the log back.
+    let first = stub.requests()[0].json();
+    let offered: Vec<&str> = first["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        offered.contains(&"git_log")
+            && offered.contains(&"git_status")
+            && offered.contains(&"shout"),
+        "{offered:?}"
+    );
+    let second = stub.requests()[1].json();
+    let log = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool" && m["tool_name"] == "git_log")
+        .expect("git_log result sent back");
+    assert!(
+        log["content"].as_str().unwrap().contains("first commit"),
+        "{log}"
+    );
+}
