@@ -6,7 +6,11 @@
 //!   litellm is found (`$BATON_BENCH_LITELLM`, else `benches/.venv/bin/python`);
 //! - streamed tokens delivered to a Lua `on_token` per second;
 //! - 256 concurrent `openrouter.chat` calls: peak RSS of the process;
-//! - `route.pick` from Lua.
+//! - `route.pick` from Lua;
+//! - the `route.ask` tool loop: one step's own overhead (the model answers at once with one tool call, the
+//!   tool returns at once) against a `route.ask` without tools, and how long after the model's answer a
+//!   step with 8 parallel tool calls that each sleep 100 ms ends (`cargo bench --bench llm -- tools` runs
+//!   only these).
 //!
 //! The stub runs on its own thread and runtime; Lua runs the way `baton run` drives it.
 #[path = "../tests/it/llm/server.rs"]
@@ -36,6 +40,10 @@ fn main() {
     // reqwest is built without a default TLS provider; the plain baseline client needs one installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let url = start_stub();
+    if std::env::args().any(|a| a == "tools") {
+        tool_loop(&url);
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("baton-bench-llm-{}", std::process::id()));
     let fleet = Fleet::from_deserializer(serde_json::json!({
         "hosts": {"engine": {"ssh": false, "ollama": "http://127.0.0.1:9"}},
@@ -193,6 +201,112 @@ fn main() {
     );
     println!("LLM figures (stub server on 127.0.0.1)");
     table.print();
+    tool_loop(&url);
+}
+
+const LOOP_STEPS: usize = 8;
+const LOOP_ASKS: usize = 50;
+const FAN: usize = 8;
+
+/// The `route.ask` tool loop against the stub: `loop` asks for one tool call until the conversation holds
+/// `LOOP_STEPS - 1` tool results, `fan` asks for `FAN` calls at once; both then answer.
+fn tool_loop(url: &str) {
+    let dir = std::env::temp_dir().join(format!("baton-bench-tools-{}", std::process::id()));
+    let fleet = Fleet::from_deserializer(serde_json::json!({
+        "hosts": {"engine": {"ssh": false, "ollama": "http://127.0.0.1:9"}},
+        "openrouter": {"base_url": format!("{url}/v1"), "key_env": KEY_ENV},
+        "tiers": [{"name": "cheap", "provider": "openrouter", "model": "loop", "models": {"fan": "fan", "plain": "bench/model"},
+                   "price": {"input": 0.0, "output": 0.0}}],
+        "tasks": {"fan": {"tier": "cheap", "model": "fan"}, "plain": {"tier": "cheap", "model": "plain"}},
+        "budget": {"monthly_usd": 100.0, "alert_at": 0.8}
+    }))
+    .expect("fleet");
+    let ctx = Ctx {
+        fleet: Arc::new(fleet),
+        state: State::new(&dir),
+        script: "bench".into(),
+        args: Vec::new(),
+    };
+    let lua = new_runtime(ctx).expect("runtime");
+    let figures = baton::lua::runtime::block_on(async {
+        let run = |src: String| {
+            let chunk = lua.load(src).set_name("=bench-tools");
+            async move {
+                let values = chunk
+                    .eval_async::<mlua::MultiValue>()
+                    .await
+                    .expect("bench script");
+                values.iter().map(number).collect::<Vec<f64>>()
+            }
+        };
+        run(format!(
+            r#"N, STEPS = {LOOP_ASKS}, {LOOP_STEPS}
+            TOOLS = {{ noop = {{ run = function(args) return "ok" end }},
+                       nap = {{ run = function(args) baton.sleep(0.1) return "rested" end }} }}
+            route.ask("plain", "warm up")
+            assert(#route.ask("x", "warm up", {{ tools = TOOLS }}).steps == 2 * STEPS - 1)"#
+        ))
+        .await;
+        let (mut plain, mut looped) = (0.0, 0.0);
+        for _ in 0..5 {
+            let r = run(r#"
+                local t0 = baton.clock()
+                for _ = 1, N * STEPS do route.ask("plain", "go") end
+                local t1 = baton.clock()
+                for _ = 1, N do route.ask("x", "go", { tools = TOOLS }) end
+                return t1 - t0, baton.clock() - t1"#
+                .into())
+            .await;
+            plain += r[0];
+            looped += r[1];
+        }
+        let fan = run(r#"
+            local worst = 0
+            for _ = 1, 10 do
+              local answered, ended, tools = nil, nil, 0
+              route.ask("fan", "go", { tools = TOOLS, on_step = function(s)
+                if s.kind == "model" and s.step == 1 then answered = baton.clock() end
+                if s.kind == "tool" then tools = tools + 1; if tools == 8 then ended = baton.clock() end end
+              end })
+              worst = math.max(worst, ended - answered)
+            end
+            return worst"#
+            .into())
+        .await[0];
+        (plain, looped, fan)
+    });
+    let (plain, looped, fan) = figures.expect("tokio runtime");
+    let _ = std::fs::remove_dir_all(&dir);
+    let calls = (5 * LOOP_ASKS * LOOP_STEPS) as f64;
+    let (plain_us, step_us) = (plain / calls * 1e6, looped / calls * 1e6);
+    let overhead = step_us - plain_us;
+    let mut table = Table::default();
+    table.row(
+        "route.ask without tools (one model call)",
+        format!("{plain_us:.0} µs/call"),
+        "",
+        None,
+    );
+    table.row(
+        &format!("route.ask tool loop, {LOOP_STEPS} steps of one call + one tool"),
+        format!("{step_us:.0} µs/step"),
+        "",
+        None,
+    );
+    table.row(
+        "one loop step's own overhead",
+        format!("{overhead:.0} µs/step"),
+        "< 200 µs",
+        Some(overhead < 200.0),
+    );
+    table.row(
+        &format!("{FAN} parallel tools sleeping 100 ms: step end after the answer (worst of 10)"),
+        format!("{:.1} ms", fan * 1e3),
+        "< 150 ms",
+        Some(fan < 0.150),
+    );
+    println!("route.ask tool loop (stub server on 127.0.0.1)");
+    table.print();
 }
 
 /// A Lua number returned by a bench script.
@@ -339,6 +453,7 @@ fn start_stub() -> String {
             .expect("stub runtime");
         rt.block_on(async move {
             let stub = Stub::start(move |req, _| match req.json()["model"].as_str() {
+                Some(m @ ("loop" | "fan")) => tool_reply(m, &req.json()),
                 Some("slow") => Reply::sse(slow.clone(), 1 << 16).slow(Duration::from_millis(200)),
                 // Built on request, so the 200 000-token body does not count towards the RSS figure.
                 Some("many") => Reply::sse(
@@ -353,6 +468,31 @@ fn start_stub() -> String {
         });
     });
     rx.recv().expect("stub started")
+}
+
+/// The tool loop's model: `loop` asks for one `noop` call until `LOOP_STEPS - 1` results are in, `fan`
+/// asks for `FAN` `nap` calls once; then each answers.
+fn tool_reply(model: &str, body: &serde_json::Value) -> Reply {
+    let results = body["messages"]
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count());
+    let calls: Vec<serde_json::Value> = match model {
+        "loop" if results < LOOP_STEPS - 1 => {
+            vec![
+                serde_json::json!({"index": 0, "id": format!("c{results}"), "type": "function",
+                "function": {"name": "noop", "arguments": "{}"}}),
+            ]
+        }
+        "fan" if results == 0 => (0..FAN)
+            .map(|i| {
+                serde_json::json!({"index": i, "id": format!("f{i}"), "type": "function",
+                "function": {"name": "nap", "arguments": "{}"}})
+            })
+            .collect(),
+        _ => return Reply::sse(server::sse(model, &["done"], 5, 1, Some(0.0)), 1 << 16),
+    };
+    let delta = serde_json::json!({"tool_calls": calls});
+    Reply::sse(server::sse_deltas(model, &[delta], "tool_calls"), 1 << 16)
 }
 
 /// This process's peak resident memory (`VmHWM` in /proc/self/status), in MB.
