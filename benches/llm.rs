@@ -120,7 +120,7 @@ fn main() {
         let stream = run(r#"
             local n = 0
             local t0 = baton.clock()
-            local r = openrouter.chat{ model = "many", messages = REQ.messages, on_token = function() n = n + 1 end }
+            local r = openrouter.chat{ model = "many", messages = REQ.messages, max_tokens = 1000000, on_token = function() n = n + 1 end }
             return n, baton.clock() - t0, #r.text"#
             .into())
         .await;

@@ -65,6 +65,9 @@ impl std::fmt::Debug for State {
     }
 }
 
+/// How long a statement waits for another process's lock on the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 const CREATE_VERSIONS: &str = "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)";
 
 impl State {
@@ -116,7 +119,7 @@ impl State {
         // racing on a fresh file would otherwise see "database is locked".
         let _setup = self.lock()?;
         let conn = Connection::open(&path).map_err(db_err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(db_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -153,6 +156,33 @@ impl State {
         .await
         .map_err(|e| StateError::Join(e.to_string()))?
         .map_err(StateError::Sql)
+    }
+
+    /// A write transaction, run on this thread when it can start at once, else on a blocking thread. `f`
+    /// must begin with `BEGIN IMMEDIATE` (`transaction_with_behavior(Immediate)`), so a database locked by
+    /// another process fails there, before anything changed: here that failure is immediate (busy timeout 0)
+    /// and `f` runs again on a blocking thread, which waits for the lock as [`State::call`] does. The hop to a
+    /// blocking thread costs more than a small transaction, and every LLM call makes two of them.
+    pub async fn write<T, F>(&self, mut f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = self.connection()?;
+        if let Ok(mut guard) = conn.try_lock() {
+            guard.busy_timeout(Duration::ZERO)?;
+            let first = f(&mut guard);
+            guard.busy_timeout(BUSY_TIMEOUT)?;
+            match first {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) => {}
+                other => return other.map_err(StateError::Sql),
+            }
+        }
+        self.call(f).await
     }
 
     /// Applies `steps[version..]` for `component`, each in its own transaction, recording the new version.
@@ -322,6 +352,56 @@ mod tests {
             .with(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)))
             .unwrap();
         assert_eq!(n, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `write` runs at once when the database is free, and waits on a blocking thread when another process
+    /// holds the write lock: the transaction runs once, after the lock is released.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn write_waits_for_another_process_lock_and_runs_once() {
+        let dir = temp_dir("write");
+        let state = State::new(&dir);
+        state
+            .with(|c| c.execute("CREATE TABLE t (a INTEGER)", []))
+            .unwrap();
+        let add = |a: i64| {
+            move |c: &mut Connection| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                tx.execute("INSERT INTO t(a) VALUES (?1)", [a])?;
+                tx.commit()
+            }
+        };
+        state.write(add(1)).await.unwrap();
+        // Another process: a second connection holding the write lock for a moment.
+        let mut other = Connection::open(state.db_path()).unwrap();
+        let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let holder = std::thread::spawn(move || {
+            let tx = other
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .unwrap();
+            tx.execute("INSERT INTO t(a) VALUES (2)", []).unwrap();
+            held.0.send(()).unwrap();
+            release.1.recv().unwrap();
+            tx.commit().unwrap();
+        });
+        held.1.recv().unwrap();
+        let writing = tokio::spawn({
+            let state = state.clone();
+            async move { state.write(add(3)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!writing.is_finished(), "the write must wait for the lock");
+        release.0.send(()).unwrap();
+        writing.await.unwrap().unwrap();
+        holder.join().unwrap();
+        let rows: Vec<i64> = state
+            .with(|c| {
+                c.prepare("SELECT a FROM t ORDER BY rowid")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(rows, [1, 2, 3]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -579,7 +579,7 @@ impl Ledger {
     ) -> Result<Opened, StateError> {
         self.ready()?;
         self.state
-            .call(move |conn| {
+            .write(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 sweep(&tx)?;
                 let month = this_month();
@@ -626,7 +626,7 @@ impl Ledger {
         self.ready()?;
         let open = open.clone();
         self.state
-            .call(move |conn| {
+            .write(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let was: Option<String> = tx
                     .query_row(
@@ -685,7 +685,7 @@ impl Ledger {
     ) -> Result<Settled, StateError> {
         self.ready()?;
         self.state
-            .call(move |conn| {
+            .write(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let id = insert(&tx, &row, 0.0)?;
                 let month = this_month();
