@@ -28,7 +28,13 @@ fn listener() -> (UdpSocket, u16) {
 
 fn receive(sock: &UdpSocket) -> Vec<u8> {
     let mut buf = [0u8; 512];
-    let (n, from) = sock.recv_from(&mut buf).expect("no magic packet arrived");
+    // Signals meant for the harness's other children (SIGCHLD) can interrupt the wait: wait again.
+    let (n, from) = loop {
+        match sock.recv_from(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.expect("no magic packet arrived"),
+        }
+    };
     assert!(from.ip().is_loopback(), "{from}");
     buf[..n].to_vec()
 }
