@@ -11,10 +11,7 @@ use crate::core::llm::{Callback, HookError, LlmError, LocalFuture, Message, OnTo
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("chat", lua.create_async_function(chat)?)?;
-    t.set(
-        "generate",
-        lua.create_async_function(|lua, r| complete::<GenerateArgs>(lua, "ollama.generate", r))?,
-    )?;
+    t.set("generate", lua.create_async_function(generate)?)?;
     t.set("embed", lua.create_async_function(embed)?)?;
     t.set(
         "models",
@@ -107,17 +104,14 @@ struct Common {
     check: bool,
 }
 
-enum Call {
-    Chat(ChatRequest),
-    Generate(GenerateRequest),
+impl Common {
+    fn wait(&self) -> Wait {
+        Wait::new(self.timeout.map(|d| d.0), self.deadline.map(|d| d.0))
+    }
 }
 
-trait IntoCall: serde::de::DeserializeOwned {
-    fn into_call(self) -> (Common, Call);
-}
-
-impl IntoCall for ChatArgs {
-    fn into_call(self) -> (Common, Call) {
+impl ChatArgs {
+    fn into_request(self) -> (Common, ChatRequest) {
         let common = Common {
             host: self.host,
             timeout: self.timeout,
@@ -134,49 +128,42 @@ impl IntoCall for ChatArgs {
             content_tool_calls: self.content_tool_calls,
             ..Default::default()
         };
-        (common, Call::Chat(r))
+        (common, r)
     }
 }
 
-impl IntoCall for GenerateArgs {
-    fn into_call(self) -> (Common, Call) {
-        let common = Common {
-            host: self.host,
-            timeout: self.timeout,
-            deadline: self.deadline,
-            check: self.check,
-        };
-        let r = GenerateRequest {
-            model: self.model,
-            prompt: self.prompt,
-            system: self.system,
-            options: self.options,
-            keep_alive: self.keep_alive,
-        };
-        (common, Call::Generate(r))
-    }
-}
-
-/// `ollama.chat{model, messages, host?, format?, options?, keep_alive?, on_token?, timeout?, deadline?,
-/// check?}` and `ollama.generate{model, prompt, system?, host?, options?, keep_alive?, on_token?, timeout?,
-/// deadline?, check?}`.
-async fn complete<A: IntoCall>(lua: Lua, func: &'static str, req: Value) -> mlua::Result<Value> {
-    let (a, mut cbs) = request::<A>(&lua, func, req, &["on_token"])?;
-    let (common, call) = a.into_call();
-    let (_, ep) = target(&lua, func, common.host.as_deref())?;
-    let mut on_token = cbs.take("on_token").map(args::hook::<String>);
-    let wait = Wait::new(common.timeout.map(|d| d.0), common.deadline.map(|d| d.0));
-    let cb = on_token.as_mut().map(|f| f as OnToken<'_>);
-    // Each call is a ledger row (booked through the same budget as `route.ask`).
-    let (llm, script) = (
-        services::llm(&lua),
-        Some(crate::lua::ctx(&lua).script.clone()),
-    );
-    let out = match &call {
-        Call::Chat(r) => llm.ollama_chat(&ep, r, wait, cb, None, script).await,
-        Call::Generate(r) => llm.ollama_generate(&ep, r, wait, cb, script).await,
+/// `ollama.generate{model, prompt, system?, host?, options?, keep_alive?, on_token?, timeout?, deadline?,
+/// check?}`.
+async fn generate(lua: Lua, req: Value) -> mlua::Result<Value> {
+    const F: &str = "ollama.generate";
+    let (a, mut cbs) = request::<GenerateArgs>(&lua, F, req, &["on_token"])?;
+    let common = Common {
+        host: a.host,
+        timeout: a.timeout,
+        deadline: a.deadline,
+        check: a.check,
     };
-    args::checked(&lua, func, common.check, out)
+    let r = GenerateRequest {
+        model: a.model,
+        prompt: a.prompt,
+        system: a.system,
+        options: a.options,
+        keep_alive: a.keep_alive,
+    };
+    let (_, ep) = target(&lua, F, common.host.as_deref())?;
+    let mut on_token = cbs.take("on_token").map(args::hook::<String>);
+    // Each call is a ledger row (booked through the same budget as `route.ask`).
+    let script = Some(crate::lua::ctx(&lua).script.clone());
+    let out = services::llm(&lua)
+        .ollama_generate(
+            &ep,
+            &r,
+            common.wait(),
+            on_token.as_mut().map(|f| f as OnToken<'_>),
+            script,
+        )
+        .await;
+    args::checked(&lua, F, common.check, out)
 }
 
 /// `ollama.chat{model, messages, host?, tools?, schema?, think?, format?, options?, keep_alive?, on_token?,
@@ -188,9 +175,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     let (req, schema) = args::split_off(&lua, req, "schema")?;
     let tools = args::tools(&lua, F, "tools", tools)?;
     let (a, mut cbs) = request::<ChatArgs>(&lua, F, req, &["on_token", "on_thinking"])?;
-    let (common, Call::Chat(mut r)) = a.into_call() else {
-        return Err(args::fail(format!("{F}: not a chat request")));
-    };
+    let (common, mut r) = a.into_request();
     r.offer(tools.specs);
     if !schema.is_nil() {
         r.require(args::json_schema(&lua, F, "schema", schema)?);
@@ -204,7 +189,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
         .ollama_chat(
             &ep,
             &r,
-            Wait::new(common.timeout.map(|d| d.0), common.deadline.map(|d| d.0)),
+            common.wait(),
             on_token.as_mut().map(|f| f as OnToken<'_>),
             on_thinking.as_mut().map(|f| f as OnToken<'_>),
             script,
