@@ -1,0 +1,245 @@
+//! `hosts = {NAME = {…}}`: how baton reaches each machine (ssh, Wake-on-LAN, Syncthing).
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::llm::DEFAULT_OLLAMA_PARALLEL;
+use super::{Fleet, FleetError, list_or_empty};
+use crate::core::schema::suggest;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// OpenSSH destination; `false` runs commands on this machine. Default: the host's name.
+    #[serde(default)]
+    pub ssh: SshTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<PathBuf>,
+    #[serde(default)]
+    pub known_hosts: KnownHosts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "list_or_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama: Option<String>,
+    #[serde(default = "default_parallel")]
+    pub ollama_parallel: u32,
+    /// Wake-on-LAN: the host's MAC address (`aa:bb:cc:dd:ee:ff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Wake-on-LAN: where the magic packet goes and which host sends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake: Option<Wake>,
+    /// The host's Syncthing REST API (default: read from its config.xml over ssh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syncthing: Option<SyncthingConf>,
+}
+
+/// `hosts.X.wake = {broadcast, port, via}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wake {
+    /// IPv4 broadcast address (default: 255.255.255.255).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<String>,
+    /// UDP port (default: 9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// A fleet host that sends the packet (over ssh) instead of this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+/// `hosts.X.syncthing = {url, api_key_env}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncthingConf {
+    /// The REST API as this machine reaches it (default: the GUI address in the host's config.xml, through
+    /// an ssh port forward when it listens on loopback there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The variable holding the API key (default: the key in the host's config.xml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+}
+
+fn default_parallel() -> u32 {
+    DEFAULT_OLLAMA_PARALLEL
+}
+
+/// `ssh = "dest"`, `ssh = false` (this machine) or absent / `true` (the host's own name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a destination string, or false for this machine"
+)]
+pub enum SshTarget {
+    #[default]
+    #[serde(skip)]
+    HostName,
+    Flag(bool),
+    Dest(String),
+}
+
+/// Written back as the file would say it: a destination, `false`, or `true` for "the host's name"
+/// ([`Fleet::view`] shows the resolved name instead).
+impl Serialize for SshTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SshTarget::HostName => s.serialize_bool(true),
+            SshTarget::Flag(b) => s.serialize_bool(*b),
+            SshTarget::Dest(d) => s.serialize_str(d),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KnownHosts {
+    #[default]
+    #[serde(rename = "strict")]
+    Strict,
+    #[serde(rename = "accept-new")]
+    AcceptNew,
+}
+
+impl Fleet {
+    /// `hosts.X.mac`, `hosts.X.wake` and `hosts.X.syncthing`.
+    pub(super) fn validate_wake_sync(&self, name: &str, host: &Host) -> Result<(), FleetError> {
+        let err = |key: &str, msg: String| Err(FleetError(format!("hosts.{name}.{key}: {msg}")));
+        if let Some(mac) = &host.mac
+            && let Err(e) = crate::core::remote::wake::parse_mac(mac)
+        {
+            return err("mac", e);
+        }
+        if let Some(wake) = &host.wake {
+            if host.mac.is_none() {
+                return err("wake", "needs `mac` (the address to wake)".into());
+            }
+            if let Some(b) = &wake.broadcast
+                && b.parse::<std::net::Ipv4Addr>().is_err()
+            {
+                return err(
+                    "wake.broadcast",
+                    format!("expected an IPv4 address such as \"192.168.1.255\", got {b:?}"),
+                );
+            }
+            if wake.port == Some(0) {
+                return err("wake.port", "expected a UDP port (1-65535), got 0".into());
+            }
+            if let Some(via) = &wake.via {
+                if !self.hosts.contains_key(via) {
+                    return err(
+                        "wake.via",
+                        format!(
+                            "unknown host {via:?}{}",
+                            suggest(via, self.hosts.keys().map(String::as_str))
+                        ),
+                    );
+                }
+                if via == name {
+                    return err(
+                        "wake.via",
+                        "a host cannot wake itself (name an always-on host)".into(),
+                    );
+                }
+            }
+        }
+        if let Some(st) = &host.syncthing {
+            if let Some(url) = &st.url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return err(
+                    "syncthing.url",
+                    format!("expected an http:// or https:// URL, got {url:?}"),
+                );
+            }
+            if st.api_key_env.as_deref().is_some_and(str::is_empty) {
+                return err(
+                    "syncthing.api_key_env",
+                    "expected the name of an environment variable, got \"\"".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The ssh destination of a host: its `ssh` string, its name, or `None` for this machine.
+    pub fn ssh_dest<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        match &self.hosts.get(name)?.ssh {
+            SshTarget::Flag(false) => None,
+            SshTarget::Dest(d) => Some(d),
+            SshTarget::HostName | SshTarget::Flag(true) => Some(name),
+        }
+    }
+}
+
+/// Why `dest` cannot be given to ssh as a destination, if it cannot: ssh would read a leading `-` as an
+/// option (`-oProxyCommand=…`), and whitespace or control characters make no host name. The openssh crate
+/// puts the destination last on ssh's command line without a `--` before it, so this check is the guard.
+pub fn destination_problem(dest: &str) -> Option<String> {
+    let shown =
+        crate::core::text::escape_line(&crate::core::text::truncate(dest, 100)).into_owned();
+    if let Some(c) = dest.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Some(format!(
+            "an ssh destination cannot contain whitespace or control characters ({c:?} in {shown:?})"
+        ));
+    }
+    let rest = dest.strip_prefix("ssh://").unwrap_or(dest);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    if dest.starts_with('-') || rest.starts_with('-') || host.starts_with('-') {
+        return Some(format!(
+            "an ssh destination cannot start with '-' (ssh would read it as an option), got {shown:?}"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::fleet::tests::parse;
+    use serde_json::json;
+
+    #[test]
+    fn ssh_destinations_that_look_like_options_are_refused() {
+        for (dest, why) in [
+            ("-V", "cannot start with '-'"),
+            ("-oProxyCommand=touch /tmp/x", "cannot contain whitespace"),
+            ("-oProxyCommand=id", "cannot start with '-'"),
+            ("ssh://-oProxyCommand=id", "cannot start with '-'"),
+            ("user@-oProxyCommand=id", "cannot start with '-'"),
+            ("ssh://me@-p:22", "cannot start with '-'"),
+            ("host; rm -rf ~", "cannot contain whitespace"),
+            (
+                "host\u{1b}[2J",
+                "control characters ('\\u{1b}' in \"host\\\\u{1b}[2J\")",
+            ),
+        ] {
+            let e = parse(json!({"hosts": {"h": {"ssh": dest}}})).unwrap_err();
+            assert!(
+                e.0.starts_with("hosts.h.ssh: an ssh destination "),
+                "{dest}: {e}"
+            );
+            assert!(e.0.contains(why), "{dest}: {e}");
+        }
+        let e = parse(json!({"hosts": {"-V": {}}})).unwrap_err();
+        assert_eq!(
+            e.0,
+            "hosts.-V: the host name is its ssh destination (ssh = true), and an ssh destination cannot start with '-' (ssh would read it as an option), got \"-V\""
+        );
+        assert!(parse(json!({"hosts": {"-V": {"ssh": false}}})).is_ok());
+        for ok in [
+            "brain",
+            "me@10.0.0.5",
+            "ssh://me@host-1:2222",
+            "a-b.lan",
+            "[::1]",
+        ] {
+            assert!(parse(json!({"hosts": {"h": {"ssh": ok}}})).is_ok(), "{ok}");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! `tiers`, `tasks`, `openrouter` and `budget`: which model serves which kind of task, and at what price.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Fleet, map_or_empty};
+
+pub const DEFAULT_OLLAMA: &str = "http://127.0.0.1:11434";
+pub const DEFAULT_OPENROUTER_BASE: &str = "https://openrouter.ai/api/v1";
+pub const DEFAULT_KEY_ENV: &str = "OPENROUTER_API_KEY";
+pub const DEFAULT_OLLAMA_PARALLEL: u32 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Ollama,
+    Openrouter,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Ollama => "ollama",
+            Provider::Openrouter => "openrouter",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub name: String,
+    pub provider: Provider,
+    /// For `ollama` tiers: the fleet host whose Ollama serves it (default: the first host with `ollama`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The model, or the default when a task names no role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Role → model (e.g. `code`, `reason`), chosen by a task's `model`.
+    #[serde(
+        default,
+        deserialize_with = "map_or_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub models: BTreeMap<String, String>,
+    /// USD per million tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRule {
+    pub tier: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenRouter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub monthly_usd: f64,
+    #[serde(default = "default_alert")]
+    pub alert_at: f64,
+}
+
+fn default_alert() -> f64 {
+    0.8
+}
+
+/// The task kinds baton knows, with their default tier and model role (DESIGN.md).
+pub const DEFAULT_TASKS: &[(&str, &str, Option<&str>)] = &[
+    ("code_generation", "local", Some("code")),
+    ("test_generation", "local", Some("code")),
+    ("lint", "local", Some("code")),
+    ("commit_message", "local", Some("code")),
+    ("refactor", "local", Some("code")),
+    ("story_drafting", "local", Some("reason")),
+    ("backlog_grooming", "local", Some("reason")),
+    ("bug_hunting", "local", Some("reason")),
+    ("exploration", "local", Some("reason")),
+    ("elaboration", "local", Some("reason")),
+    ("elaboration_escalated", "cheap", None),
+    ("gap_analysis", "cheap", None),
+    ("code_review", "cheap", None),
+    ("decision_gate", "cheap", None),
+    ("qa_verification", "cheap", None),
+    ("architecture", "premium", None),
+    ("conflict_resolution", "premium", None),
+    ("novel", "premium", None),
+];
+
+impl Fleet {
+    /// The default tiers for this fleet's hosts: `local` on the first host with Ollama (if any), then
+    /// `cheap` and `premium` on OpenRouter.
+    pub fn default_tiers(&self) -> Vec<Tier> {
+        let mut tiers = Vec::new();
+        if let Some((name, _)) = self.hosts.iter().find(|(_, h)| h.ollama.is_some()) {
+            tiers.push(Tier {
+                name: "local".into(),
+                provider: Provider::Ollama,
+                host: Some(name.clone()),
+                model: Some("qwen2.5-coder:32b".into()),
+                models: [("code", "qwen2.5-coder:32b"), ("reason", "deepseek-r1:32b")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                price: None,
+            });
+        }
+        for (name, model, input, output) in [
+            ("cheap", "anthropic/claude-sonnet-4.5", 3.0, 15.0),
+            ("premium", "anthropic/claude-opus-4.6", 15.0, 75.0),
+        ] {
+            tiers.push(Tier {
+                name: name.into(),
+                provider: Provider::Openrouter,
+                host: None,
+                model: Some(model.into()),
+                models: BTreeMap::new(),
+                price: Some(Price { input, output }),
+            });
+        }
+        tiers
+    }
+
+    /// The tiers in effect (the file's, else the defaults).
+    pub fn tiers(&self) -> Vec<Tier> {
+        self.tiers.clone().unwrap_or_else(|| self.default_tiers())
+    }
+
+    /// The task rules in effect: the file's, else the default table restricted to tiers that exist.
+    pub fn tasks(&self) -> BTreeMap<String, TaskRule> {
+        if let Some(tasks) = &self.tasks {
+            return tasks.clone();
+        }
+        let tiers = self.tiers();
+        DEFAULT_TASKS
+            .iter()
+            .filter(|(_, tier, _)| tiers.iter().any(|t| t.name == *tier))
+            .map(|(kind, tier, model)| {
+                (
+                    kind.to_string(),
+                    TaskRule {
+                        tier: tier.to_string(),
+                        model: model.map(str::to_string),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Task kinds of the default table whose tier this fleet does not define, each with that tier and why
+    /// it is missing (`no $OPENROUTER_API_KEY` for the cloud tiers of the built-in fleet).
+    pub fn tasks_without_tier(&self) -> BTreeMap<String, (String, String)> {
+        if self.tasks.is_some() {
+            return BTreeMap::new();
+        }
+        // The default table's kinds that `tasks` left out for want of their tier.
+        let routed = self.tasks();
+        let key_env = self.openrouter_key_env();
+        let cloud = self
+            .default_tiers()
+            .into_iter()
+            .filter(|t| t.provider == Provider::Openrouter)
+            .map(|t| t.name)
+            .collect::<Vec<_>>();
+        DEFAULT_TASKS
+            .iter()
+            .filter(|(kind, _, _)| !routed.contains_key(*kind))
+            .map(|(kind, tier, _)| {
+                let why = if self.is_builtin() && cloud.iter().any(|c| c == tier) {
+                    format!("no ${key_env}")
+                } else {
+                    "not among the fleet's tiers".to_string()
+                };
+                (kind.to_string(), (tier.to_string(), why))
+            })
+            .collect()
+    }
+
+    pub fn openrouter_base_url(&self) -> String {
+        self.openrouter
+            .base_url
+            .clone()
+            .or_else(|| {
+                std::env::var("OPENROUTER_BASE_URL")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+            .unwrap_or_else(|| DEFAULT_OPENROUTER_BASE.to_string())
+    }
+
+    pub fn openrouter_key_env(&self) -> String {
+        self.openrouter
+            .key_env
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KEY_ENV.to_string())
+    }
+
+    /// The Ollama URL of the first host (by name) that has one.
+    pub fn first_ollama(&self) -> Option<(&str, &str)> {
+        self.hosts
+            .iter()
+            .find_map(|(n, h)| h.ollama.as_deref().map(|u| (n.as_str(), u)))
+    }
+}
+
+/// `host:11434` and `http://host:11434/` both become `http://host:11434`.
+pub fn normalize_ollama_url(raw: &str) -> String {
+    let url = raw.trim().trim_end_matches('/');
+    // `OLLAMA_HOST=0.0.0.0` is how servers are told to listen everywhere; clients reach them on loopback.
+    let url = url.replace("0.0.0.0", "127.0.0.1");
+    if url.contains("://") {
+        url
+    } else if url.contains(':') {
+        format!("http://{url}")
+    } else {
+        format!("http://{url}:11434")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ollama_urls_normalize() {
+        assert_eq!(normalize_ollama_url("engine"), "http://engine:11434");
+        assert_eq!(
+            normalize_ollama_url("0.0.0.0:11434"),
+            "http://127.0.0.1:11434"
+        );
+        assert_eq!(
+            normalize_ollama_url("https://x.example/"),
+            "https://x.example"
+        );
+    }
+}

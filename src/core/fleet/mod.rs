@@ -1,0 +1,516 @@
+//! The fleet: hosts, LLM tiers, task→tier rules, OpenRouter settings and the budget.
+//!
+//! Rust owns the schema (these serde structs); Lua owns the values (the fleet file returns a table). Parsing
+//! is generic over any serde `Deserializer`, so the Lua side hands its table in without this module knowing
+//! about Lua. Errors name the path of the bad value: `hosts.engine.olama: unknown key, did you mean ollama?`.
+//!
+//! Each section of the file has its own room: `hosts` (ssh, Wake-on-LAN, Syncthing), `llm` (tiers, task
+//! rules, OpenRouter, budget), `notify`, `mcp` and `limits`; this file holds the whole, its loading and its
+//! cross-checks.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::schema::{describe, suggest};
+
+mod hosts;
+mod limits;
+mod llm;
+mod mcp;
+mod notify;
+
+pub use hosts::{Host, KnownHosts, SshTarget, SyncthingConf, Wake, destination_problem};
+pub use limits::{Bytes, Limits};
+pub use llm::{
+    Budget, DEFAULT_KEY_ENV, DEFAULT_OLLAMA, DEFAULT_OLLAMA_PARALLEL, DEFAULT_OPENROUTER_BASE,
+    DEFAULT_TASKS, OpenRouter, Price, Provider, TaskRule, Tier, normalize_ollama_url,
+};
+pub use mcp::McpServer;
+use mcp::validate_mcp;
+pub use notify::{NotifyConf, Ntfy, Webhook};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// OpenSSH config file handed to every ssh connection (`-F`), unless a host overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<PathBuf>,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Host>,
+    /// Ordered, lowest (cheapest) first. Absent: the default tiers.
+    #[serde(default)]
+    pub tiers: Option<Vec<Tier>>,
+    /// Task kind → tier. Absent: the default task table.
+    #[serde(default)]
+    pub tasks: Option<BTreeMap<String, TaskRule>>,
+    #[serde(default)]
+    pub openrouter: OpenRouter,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// Notification channels for `baton.notify`, scheduled jobs and detached jobs (issue 19).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifyConf>,
+    /// Limits of every Lua state and scheduled job: `limits = {memory = "1GiB", job_timeout = "1h"}`.
+    #[serde(default)]
+    pub limits: Limits,
+    /// MCP servers by name, for `mcp.connect(NAME)`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mcp: BTreeMap<String, McpServer>,
+    /// Where the fleet came from; `None` for the built-in default.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// A fleet that did not parse or validate; the message starts with the path of the bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FleetError(pub String);
+
+/// Lua has one table type: `{}` may arrive as an empty map where a list is expected, and vice versa.
+fn list_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a list of strings")]
+    enum ListOrMap {
+        List(Vec<String>),
+        Map(BTreeMap<String, String>),
+    }
+    match ListOrMap::deserialize(d)? {
+        ListOrMap::List(v) => Ok(v),
+        ListOrMap::Map(m) if m.is_empty() => Ok(Vec::new()),
+        ListOrMap::Map(_) => Err(serde::de::Error::custom(
+            "expected a list of strings, got a table with keys",
+        )),
+    }
+}
+
+fn map_or_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a table of role = model strings")]
+    enum MapOrList {
+        Map(BTreeMap<String, String>),
+        List(Vec<String>),
+    }
+    match MapOrList::deserialize(d)? {
+        MapOrList::Map(m) => Ok(m),
+        MapOrList::List(v) if v.is_empty() => Ok(BTreeMap::new()),
+        MapOrList::List(_) => Err(serde::de::Error::custom(
+            "expected a table of role = model strings, got a list",
+        )),
+    }
+}
+
+impl Fleet {
+    /// Parses and validates a fleet from any serde deserializer (a Lua table, JSON, …).
+    pub fn from_deserializer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Fleet, FleetError> {
+        let fleet: Fleet =
+            serde_path_to_error::deserialize(d).map_err(|e| FleetError(describe(&e, "fleet")))?;
+        fleet.validate()?;
+        Ok(fleet)
+    }
+
+    /// The built-in fleet used when there is no fleet file: this machine as host `local`, Ollama at
+    /// `$OLLAMA_HOST` or 127.0.0.1:11434, OpenRouter tiers when `$OPENROUTER_API_KEY` is set, the default
+    /// task table, and a conservative budget of $10 a month.
+    pub fn builtin() -> Fleet {
+        let ollama = std::env::var("OLLAMA_HOST")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| normalize_ollama_url(&v))
+            .unwrap_or_else(|| DEFAULT_OLLAMA.to_string());
+        let mut hosts = BTreeMap::new();
+        hosts.insert(
+            "local".to_string(),
+            Host {
+                ssh: SshTarget::Flag(false),
+                ssh_config: None,
+                known_hosts: KnownHosts::Strict,
+                role: Some("workstation".into()),
+                tags: Vec::new(),
+                ollama: Some(ollama),
+                ollama_parallel: DEFAULT_OLLAMA_PARALLEL,
+                mac: None,
+                wake: None,
+                syncthing: None,
+            },
+        );
+        let mut fleet = Fleet {
+            hosts,
+            budget: Some(Budget {
+                monthly_usd: 10.0,
+                alert_at: 0.8,
+            }),
+            ..Fleet::default()
+        };
+        let with_cloud = std::env::var_os(DEFAULT_KEY_ENV).is_some_and(|v| !v.is_empty());
+        let mut tiers = fleet.default_tiers();
+        if !with_cloud {
+            tiers.retain(|t| t.provider == Provider::Ollama);
+        }
+        fleet.tiers = Some(tiers);
+        fleet
+    }
+
+    /// Whether this came from the built-in default rather than a file.
+    pub fn is_builtin(&self) -> bool {
+        self.source.is_none()
+    }
+
+    fn validate(&self) -> Result<(), FleetError> {
+        let err = |path: String, msg: &str| Err(FleetError(format!("{path}: {msg}")));
+        for (name, host) in &self.hosts {
+            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':' || c == '/')
+            {
+                return err(
+                    format!("hosts.{name}"),
+                    "a host name must be non-empty, without spaces, ':' or '/'",
+                );
+            }
+            if let SshTarget::Dest(d) = &host.ssh
+                && d.trim().is_empty()
+            {
+                return err(
+                    format!("hosts.{name}.ssh"),
+                    "expected a destination string, or false, got \"\"",
+                );
+            }
+            match &host.ssh {
+                SshTarget::Dest(d) => {
+                    if let Some(why) = destination_problem(d) {
+                        return err(format!("hosts.{name}.ssh"), &why);
+                    }
+                }
+                SshTarget::HostName | SshTarget::Flag(true) => {
+                    if let Some(why) = destination_problem(name) {
+                        return err(
+                            format!("hosts.{}", crate::core::text::escape_line(name)),
+                            &format!(
+                                "the host name is its ssh destination (ssh = true), and {why}"
+                            ),
+                        );
+                    }
+                }
+                SshTarget::Flag(false) => {}
+            }
+            if let Some(url) = &host.ollama
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return err(
+                    format!("hosts.{name}.ollama"),
+                    &format!("expected an http:// or https:// URL, got {url:?}"),
+                );
+            }
+            if host.ollama_parallel == 0 {
+                return err(
+                    format!("hosts.{name}.ollama_parallel"),
+                    "expected a whole number of at least 1, got 0",
+                );
+            }
+            self.validate_wake_sync(name, host)?;
+        }
+        self.validate_notify()?;
+        let tiers = self.tiers();
+        let mut seen = Vec::new();
+        for (i, tier) in tiers.iter().enumerate() {
+            let path = format!("tiers[{}]", i + 1);
+            if seen.contains(&tier.name.as_str()) {
+                return err(
+                    format!("{path}.name"),
+                    &format!("tier {:?} is defined twice", tier.name),
+                );
+            }
+            seen.push(&tier.name);
+            match tier.provider {
+                Provider::Ollama => {
+                    let host = match &tier.host {
+                        Some(h) => h.clone(),
+                        None => match self.first_ollama() {
+                            Some((h, _)) => h.to_string(),
+                            None => {
+                                return err(
+                                    format!("{path}.host"),
+                                    "an ollama tier needs a host, and no fleet host has `ollama`",
+                                );
+                            }
+                        },
+                    };
+                    match self.hosts.get(&host) {
+                        None => {
+                            return err(
+                                format!("{path}.host"),
+                                &format!(
+                                    "unknown host {host:?}{}",
+                                    suggest(&host, self.hosts.keys().map(String::as_str))
+                                ),
+                            );
+                        }
+                        Some(h) if h.ollama.is_none() => {
+                            return err(
+                                format!("{path}.host"),
+                                &format!("host {host:?} has no `ollama` URL"),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                Provider::Openrouter => {
+                    if tier.host.is_some() {
+                        return err(format!("{path}.host"), "only ollama tiers take a host");
+                    }
+                }
+            }
+            if tier.model.is_none() && tier.models.is_empty() {
+                return err(path, "a tier needs `model` or `models`");
+            }
+            if let Some(p) = tier.price
+                && !(non_negative(p.input) && non_negative(p.output))
+            {
+                return err(
+                    format!("{path}.price"),
+                    "prices must be non-negative numbers (USD per million tokens)",
+                );
+            }
+        }
+        for (kind, rule) in self.tasks() {
+            let Some(tier) = tiers.iter().find(|t| t.name == rule.tier) else {
+                return err(
+                    format!("tasks.{kind}.tier"),
+                    &format!(
+                        "unknown tier {:?}{}",
+                        rule.tier,
+                        suggest(&rule.tier, tiers.iter().map(|t| t.name.as_str()))
+                    ),
+                );
+            };
+            if let Some(role) = &rule.model
+                && !tier.models.contains_key(role)
+                && tier.model.as_deref() != Some(role.as_str())
+            {
+                return err(
+                    format!("tasks.{kind}.model"),
+                    &format!(
+                        "tier {:?} has no model role {role:?}{}",
+                        tier.name,
+                        suggest(role, tier.models.keys().map(String::as_str))
+                    ),
+                );
+            }
+        }
+        validate_mcp(self)?;
+        if let Some(b) = self.budget {
+            if !non_negative(b.monthly_usd) {
+                return err(
+                    "budget.monthly_usd".into(),
+                    "expected a non-negative number of USD",
+                );
+            }
+            if !(b.alert_at > 0.0 && b.alert_at <= 1.0) {
+                return err(
+                    "budget.alert_at".into(),
+                    "expected a fraction of the budget in (0, 1], such as 0.8",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A finite number at or above zero (NaN is not).
+fn non_negative(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
+}
+
+/// `$XDG_CONFIG_HOME/baton`, else `~/.config/baton`: where the fleet file, `schedule.lua` and `lua/` live.
+pub fn config_dir() -> PathBuf {
+    match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("baton"),
+        None => crate::core::state::home_dir().join(".config/baton"),
+    }
+}
+
+/// The fleet file to read: `--fleet`, else `$BATON_FLEET` (both must exist), else `fleet.lua` in the config
+/// folder when it exists; `None` means the built-in default.
+pub fn locate(cli: Option<&std::path::Path>) -> Result<Option<PathBuf>, FleetError> {
+    let explicit = cli.map(|p| (p.to_path_buf(), "--fleet")).or_else(|| {
+        std::env::var_os("BATON_FLEET")
+            .filter(|v| !v.is_empty())
+            .map(|p| (PathBuf::from(p), "$BATON_FLEET"))
+    });
+    if let Some((path, from)) = explicit {
+        if !path.is_file() {
+            return Err(FleetError(format!(
+                "fleet file {} (from {from}) does not exist",
+                path.display()
+            )));
+        }
+        return Ok(Some(path));
+    }
+    let default = config_dir().join("fleet.lua");
+    Ok(default.is_file().then_some(default))
+}
+
+/// What `baton fleet --json` prints and `baton.fleet` shows: the fleet with defaults applied.
+#[derive(Debug, Serialize)]
+pub struct View<'a> {
+    pub source: Option<&'a std::path::Path>,
+    /// With each `ssh` resolved: the destination, or `false` for this machine.
+    pub hosts: BTreeMap<String, Host>,
+    pub tiers: Vec<Tier>,
+    pub tasks: BTreeMap<String, TaskRule>,
+    pub budget: Option<Budget>,
+    pub openrouter: ViewOpenRouter,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_config: Option<&'a std::path::Path>,
+}
+
+/// OpenRouter settings without the key itself: only whether its variable is set.
+#[derive(Debug, Serialize)]
+pub struct ViewOpenRouter {
+    pub base_url: String,
+    pub key_env: String,
+    pub key_set: bool,
+}
+
+impl Fleet {
+    pub fn view(&self) -> View<'_> {
+        let key_env = self.openrouter_key_env();
+        let hosts = self
+            .hosts
+            .iter()
+            .map(|(name, host)| {
+                let mut host = host.clone();
+                host.ssh = match self.ssh_dest(name) {
+                    Some(dest) => SshTarget::Dest(dest.to_string()),
+                    None => SshTarget::Flag(false),
+                };
+                (name.clone(), host)
+            })
+            .collect();
+        View {
+            source: self.source.as_deref(),
+            hosts,
+            tiers: self.tiers(),
+            tasks: self.tasks(),
+            budget: self.budget,
+            openrouter: ViewOpenRouter {
+                base_url: self.openrouter_base_url(),
+                key_set: std::env::var_os(&key_env).is_some_and(|v| !v.is_empty()),
+                key_env,
+            },
+            ssh_config: self.ssh_config.as_deref(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub(super) fn parse(v: serde_json::Value) -> Result<Fleet, FleetError> {
+        Fleet::from_deserializer(v)
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_suggests() {
+        let e = parse(json!({"hosts": {"engine": {"olama": "http://x:11434"}}})).unwrap_err();
+        assert_eq!(e.0, "hosts.engine.olama: unknown key, did you mean ollama?");
+        let e = parse(json!({"hostz": {}})).unwrap_err();
+        assert_eq!(e.0, "hostz: unknown key, did you mean hosts?");
+        let e = parse(json!({"budget": {"monthly_usd": 5, "zzz": 1}})).unwrap_err();
+        assert!(
+            e.0.starts_with("budget.zzz: unknown key (expected one of: monthly_usd, alert_at)"),
+            "{}",
+            e.0
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_path() {
+        let e = parse(json!({"hosts": {"a": {"ollama_parallel": "four"}}})).unwrap_err();
+        assert!(
+            e.0.starts_with("hosts.a.ollama_parallel: wrong type"),
+            "{}",
+            e.0
+        );
+        let e = parse(json!({"hosts": {"a": {"ssh": 5}}})).unwrap_err();
+        assert!(e.0.starts_with("hosts.a.ssh:"), "{}", e.0);
+        let e = parse(json!({"hosts": {"a": {"known_hosts": "yes"}}})).unwrap_err();
+        assert!(e.0.starts_with("hosts.a.known_hosts:"), "{}", e.0);
+    }
+
+    #[test]
+    fn cross_references_are_checked() {
+        let e = parse(json!({"hosts": {"brain": {}}, "tiers": [{"name": "local", "provider": "ollama", "host": "brain", "model": "m"}]}))
+            .unwrap_err();
+        assert_eq!(e.0, "tiers[1].host: host \"brain\" has no `ollama` URL");
+        let e = parse(json!({
+            "hosts": {"engine": {"ollama": "http://engine:11434"}},
+            "tiers": [{"name": "local", "provider": "ollama", "model": "m"}],
+            "tasks": {"lint": {"tier": "locl"}}
+        }))
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            "tasks.lint.tier: unknown tier \"locl\", did you mean local?"
+        );
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let f = parse(json!({"hosts": {"engine": {"ollama": "http://engine:11434"}, "brain": {"ssh": "me@brain"}, "pc": {"ssh": false}}}))
+            .unwrap();
+        assert_eq!(f.hosts["engine"].ssh, SshTarget::HostName);
+        assert_eq!(f.hosts["engine"].ollama_parallel, 4);
+        assert_eq!(f.hosts["engine"].known_hosts, KnownHosts::Strict);
+        assert_eq!(f.hosts["pc"].ssh, SshTarget::Flag(false));
+        let tiers = f.tiers();
+        assert_eq!(
+            tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+            ["local", "cheap", "premium"]
+        );
+        assert_eq!(tiers[0].host.as_deref(), Some("engine"));
+        assert_eq!(
+            f.tasks()["commit_message"],
+            TaskRule {
+                tier: "local".into(),
+                model: Some("code".into())
+            }
+        );
+        assert_eq!(f.tasks()["architecture"].tier, "premium");
+        assert!(f.budget.is_none());
+    }
+
+    #[test]
+    fn view_resolves_ssh_destinations() {
+        let f = parse(json!({"hosts": {"brain": {}, "pc": {"ssh": false}, "studio": {"ssh": "me@studio"}, "yes": {"ssh": true}}}))
+            .unwrap();
+        let v = serde_json::to_value(f.view()).unwrap();
+        assert_eq!(v["hosts"]["brain"]["ssh"], "brain");
+        assert_eq!(v["hosts"]["pc"]["ssh"], false);
+        assert_eq!(v["hosts"]["studio"]["ssh"], "me@studio");
+        assert_eq!(v["hosts"]["yes"]["ssh"], "yes");
+        // The raw schema serializes too (no variant is unserializable).
+        let raw = serde_json::to_value(&f).unwrap();
+        assert_eq!(raw["hosts"]["brain"]["ssh"], true);
+    }
+
+    #[test]
+    fn empty_tables_are_lists_or_maps() {
+        let f = parse(json!({"hosts": {"a": {"tags": {}}}, "tiers": [{"name": "c", "provider": "openrouter", "model": "x", "models": []}]}))
+            .unwrap();
+        assert!(f.hosts["a"].tags.is_empty());
+    }
+
+    #[test]
+    fn paths_in_errors_count_from_one() {
+        let e = parse(json!({"tiers": [{"name": "x", "provider": "nope"}]})).unwrap_err();
+        assert!(e.0.starts_with("tiers[1].provider: unknown variant"), "{e}");
+        let e = parse(json!({"tiers": [{"name": "x", "provider": "ollama"}, {"name": "y", "provider": "ollama", "hots": 1}]}))
+            .unwrap_err();
+        assert_eq!(e.0, "tiers[2].hots: unknown key, did you mean host?");
+    }
+}
