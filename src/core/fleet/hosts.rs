@@ -112,7 +112,7 @@ impl Fleet {
     pub(super) fn validate_wake_sync(&self, name: &str, host: &Host) -> Result<(), FleetError> {
         let err = |key: &str, msg: String| Err(FleetError(format!("hosts.{name}.{key}: {msg}")));
         if let Some(mac) = &host.mac
-            && let Err(e) = crate::core::remote::wake::parse_mac(mac)
+            && let Err(e) = parse_mac(mac)
         {
             return err("mac", e);
         }
@@ -199,10 +199,59 @@ pub fn destination_problem(dest: &str) -> Option<String> {
     None
 }
 
+/// Parses `aa:bb:cc:dd:ee:ff`, `aa-bb-cc-dd-ee-ff` or `aabbccddeeff` (any case).
+pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let bad = || {
+        format!(
+            "expected a MAC address such as \"aa:bb:cc:dd:ee:ff\" (six hex byte pairs), got {text:?}"
+        )
+    };
+    let t = text.trim();
+    let parts: Vec<&str> = if t.contains(':') {
+        t.split(':').collect()
+    } else if t.contains('-') {
+        t.split('-').collect()
+    } else if t.len() == 12 && t.is_ascii() {
+        (0..6).map(|i| &t[i * 2..i * 2 + 2]).collect()
+    } else {
+        return Err(bad());
+    };
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (slot, part) in mac.iter_mut().zip(&parts) {
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        *slot = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::parse_mac;
     use crate::core::fleet::tests::parse;
     use serde_json::json;
+
+    #[test]
+    fn macs_parse_in_three_spellings() {
+        let want = [0xaa, 0xbb, 0xcc, 0x01, 0x02, 0xff];
+        for s in ["aa:bb:cc:01:02:ff", "AA-BB-CC-01-02-FF", "aabbcc0102ff"] {
+            assert_eq!(parse_mac(s).unwrap(), want, "{s}");
+        }
+        for bad in [
+            "aa:bb:cc:01:02",
+            "aa:bb:cc:01:02:fg",
+            "a:bb:cc:01:02:ff0",
+            "",
+            "zz",
+        ] {
+            let e = parse_mac(bad).unwrap_err();
+            assert!(e.contains("expected a MAC address"), "{e}");
+        }
+    }
 
     #[test]
     fn ssh_destinations_that_look_like_options_are_refused() {

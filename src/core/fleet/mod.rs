@@ -21,7 +21,7 @@ mod llm;
 mod mcp;
 mod notify;
 
-pub use hosts::{Host, KnownHosts, SshTarget, SyncthingConf, Wake, destination_problem};
+pub use hosts::{Host, KnownHosts, SshTarget, SyncthingConf, Wake, destination_problem, parse_mac};
 pub use limits::{Bytes, Limits};
 pub use llm::{
     Budget, DEFAULT_KEY_ENV, DEFAULT_OLLAMA, DEFAULT_OLLAMA_PARALLEL, DEFAULT_OPENROUTER_BASE,

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use super::{Remote, RemoteError, quote};
-use crate::core::fleet::Fleet;
+use crate::core::fleet::{Fleet, parse_mac};
 
 /// Broadcast address when the fleet gives none.
 pub const DEFAULT_BROADCAST: Ipv4Addr = Ipv4Addr::BROADCAST;
@@ -17,36 +17,6 @@ pub const DEFAULT_BROADCAST: Ipv4Addr = Ipv4Addr::BROADCAST;
 pub const DEFAULT_PORT: u16 = 9;
 /// Bound on the remote send through `via`.
 const VIA_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Parses `aa:bb:cc:dd:ee:ff`, `aa-bb-cc-dd-ee-ff` or `aabbccddeeff` (any case).
-pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
-    let bad = || {
-        format!(
-            "expected a MAC address such as \"aa:bb:cc:dd:ee:ff\" (six hex byte pairs), got {text:?}"
-        )
-    };
-    let t = text.trim();
-    let parts: Vec<&str> = if t.contains(':') {
-        t.split(':').collect()
-    } else if t.contains('-') {
-        t.split('-').collect()
-    } else if t.len() == 12 && t.is_ascii() {
-        (0..6).map(|i| &t[i * 2..i * 2 + 2]).collect()
-    } else {
-        return Err(bad());
-    };
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (slot, part) in mac.iter_mut().zip(&parts) {
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        *slot = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-    }
-    Ok(mac)
-}
 
 /// The 102-byte magic packet for `mac`.
 pub fn magic_packet(mac: [u8; 6]) -> Vec<u8> {
@@ -220,24 +190,6 @@ pub async fn wake_and_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn macs_parse_in_three_spellings() {
-        let want = [0xaa, 0xbb, 0xcc, 0x01, 0x02, 0xff];
-        for s in ["aa:bb:cc:01:02:ff", "AA-BB-CC-01-02-FF", "aabbcc0102ff"] {
-            assert_eq!(parse_mac(s).unwrap(), want, "{s}");
-        }
-        for bad in [
-            "aa:bb:cc:01:02",
-            "aa:bb:cc:01:02:fg",
-            "a:bb:cc:01:02:ff0",
-            "",
-            "zz",
-        ] {
-            let e = parse_mac(bad).unwrap_err();
-            assert!(e.contains("expected a MAC address"), "{e}");
-        }
-    }
 
     #[test]
     fn packet_is_six_ff_then_sixteen_macs() {
