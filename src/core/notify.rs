@@ -89,12 +89,46 @@ pub struct Message {
 /// What happened on one channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    pub channel: &'static str,
+    pub channel: Channel,
     /// `None` when delivered.
     pub error: Option<String>,
 }
 
-pub const CHANNELS: [&str; 4] = ["ntfy", "webhook", "desktop", "command"];
+/// A kind of channel of the fleet's `notify` table. Every `match` on it is exhaustive, so a new channel
+/// that one of them forgets does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Ntfy,
+    Webhook,
+    Desktop,
+    Command,
+}
+
+impl Channel {
+    /// Every channel, in the order they are listed and sent.
+    pub const ALL: [Channel; 4] = [
+        Channel::Ntfy,
+        Channel::Webhook,
+        Channel::Desktop,
+        Channel::Command,
+    ];
+
+    /// The name a script gives in `to` and reads in a delivery's `channel`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Ntfy => "ntfy",
+            Channel::Webhook => "webhook",
+            Channel::Desktop => "desktop",
+            Channel::Command => "command",
+        }
+    }
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The channels of a fleet's `notify` table.
 #[derive(Clone)]
@@ -127,16 +161,16 @@ impl Notifier {
         Notifier::new(fleet.notify.clone().unwrap_or_default())
     }
 
-    /// Names of the configured channels.
-    pub fn channels(&self) -> Vec<&'static str> {
+    /// The configured channels.
+    pub fn channels(&self) -> Vec<Channel> {
         let c = &self.conf;
-        CHANNELS
+        Channel::ALL
             .into_iter()
-            .filter(|n| match *n {
-                "ntfy" => c.ntfy.is_some(),
-                "webhook" => c.webhook.is_some(),
-                "desktop" => c.desktop,
-                _ => !c.command.is_empty(),
+            .filter(|channel| match channel {
+                Channel::Ntfy => c.ntfy.is_some(),
+                Channel::Webhook => c.webhook.is_some(),
+                Channel::Desktop => c.desktop,
+                Channel::Command => !c.command.is_empty(),
             })
             .collect()
     }
@@ -150,29 +184,33 @@ impl Notifier {
         timeout: Duration,
     ) -> Result<Vec<Delivery>, NotifyError> {
         let configured = self.channels();
-        let chosen: Vec<&'static str> = match to {
+        let chosen: Vec<Channel> = match to {
             None => configured.clone(),
             Some(names) => {
                 let mut chosen = Vec::new();
                 for n in names {
-                    let Some(known) = CHANNELS.iter().find(|c| **c == n.as_str()) else {
+                    let Some(known) = Channel::ALL.into_iter().find(|c| c.name() == n) else {
                         return Err(NotifyError::Invalid(format!(
                             "to: unknown channel {n:?}{}",
-                            crate::core::schema::suggest(n, CHANNELS.iter().copied())
+                            crate::core::schema::suggest(n, Channel::ALL.map(Channel::name))
                         )));
                     };
-                    if !configured.contains(known) {
+                    if !configured.contains(&known) {
                         return Err(NotifyError::Invalid(format!(
                             "to: channel {n:?} is not configured in the fleet's `notify` (configured: {})",
                             if configured.is_empty() {
                                 "none".to_string()
                             } else {
-                                configured.join(", ")
+                                configured
+                                    .iter()
+                                    .map(|c| c.name())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             }
                         )));
                     }
-                    if !chosen.contains(known) {
-                        chosen.push(*known);
+                    if !chosen.contains(&known) {
+                        chosen.push(known);
                     }
                 }
                 chosen
@@ -198,15 +236,15 @@ impl Notifier {
 
     async fn send_one(
         &self,
-        channel: &str,
+        channel: Channel,
         msg: &Message,
         timeout: Duration,
     ) -> Result<(), String> {
         match channel {
-            "ntfy" => self.ntfy(msg, timeout).await,
-            "webhook" => self.webhook(msg, timeout).await,
-            "desktop" => desktop(msg, timeout).await,
-            _ => self.command(msg, timeout).await,
+            Channel::Ntfy => self.ntfy(msg, timeout).await,
+            Channel::Webhook => self.webhook(msg, timeout).await,
+            Channel::Desktop => desktop(msg, timeout).await,
+            Channel::Command => self.command(msg, timeout).await,
         }
     }
 
@@ -621,7 +659,7 @@ mod tests {
             desktop: true,
             ..NotifyConf::default()
         });
-        assert_eq!(n.channels(), ["desktop"]);
+        assert_eq!(n.channels(), [Channel::Desktop]);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

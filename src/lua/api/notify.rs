@@ -83,7 +83,7 @@ async fn send(lua: Lua, (title, body, opts): (Value, Value, Value)) -> mlua::Res
     let out = lua.create_table_with_capacity(deliveries.len(), 0)?;
     for (i, d) in deliveries.iter().enumerate() {
         let t = lua.create_table_with_capacity(0, 3)?;
-        t.set("channel", d.channel)?;
+        t.set("channel", d.channel.name())?;
         t.set("ok", d.error.is_none())?;
         t.set("err", d.error.as_deref())?;
         out.raw_set(i + 1, t)?;
