@@ -253,7 +253,7 @@ pub fn run(fleet: Arc<Fleet>, name: &str, file: Option<PathBuf>) -> anyhow::Resu
         let schedule = lua_daemon::load(&fleet, &state, &file).await?;
         let Some(job) = schedule.jobs.iter().find(|j| j.spec.name == name) else {
             let names = schedule.jobs.iter().map(|j| j.spec.name.as_str());
-            let hint = crate::core::schema::suggest(name, names);
+            let hint = crate::core::wording::suggest(name, names);
             bail!("{}: no job named {name:?}{hint}", file.display());
         };
         let (ctx, outcome) =

@@ -7,6 +7,6 @@ pub mod notify;
 pub mod process;
 pub mod remote;
 pub mod schedule;
-pub mod schema;
 pub mod state;
 pub mod text;
+pub mod wording;

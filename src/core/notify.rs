@@ -192,7 +192,7 @@ impl Notifier {
                     let Some(known) = Channel::ALL.into_iter().find(|c| c.name() == n) else {
                         return Err(NotifyError::Invalid(format!(
                             "to: unknown channel {n:?}{}",
-                            crate::core::schema::suggest(n, Channel::ALL.map(Channel::name))
+                            crate::core::wording::suggest(n, Channel::ALL.map(Channel::name))
                         )));
                     };
                     if !configured.contains(&known) {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::llm::DEFAULT_OLLAMA_PARALLEL;
 use super::{Fleet, FleetError, list_or_empty};
-use crate::core::schema::suggest;
+use crate::core::wording::suggest;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

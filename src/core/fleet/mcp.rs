@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Fleet, FleetError, list_or_empty, map_or_empty};
-use crate::core::schema::suggest;
+use crate::core::wording::suggest;
 
 /// An MCP server of the fleet file: a command (on this machine, or on a fleet `host` through its ssh
 /// master) speaking MCP on its stdin/stdout, or a Streamable HTTP `url`.

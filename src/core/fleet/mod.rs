@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::{describe, suggest};
+use super::wording::{describe, suggest};
 
 mod hosts;
 mod limits;

@@ -68,7 +68,7 @@ pub fn resolve(fleet: &Fleet, host: Option<&str>) -> Result<Endpoint, LlmError> 
                     .iter()
                     .filter(|(_, e)| e.ollama.is_some())
                     .map(|(n, _)| n.as_str());
-                let hint = crate::core::schema::suggest(h, with.clone());
+                let hint = crate::core::wording::suggest(h, with.clone());
                 let known: Vec<&str> = with.collect();
                 // A huge name is not echoed in full (twice).
                 let h = crate::core::text::truncate(h, 100);

@@ -15,8 +15,8 @@ use super::ollama::{self, Ollama};
 use super::openai::{self, OpenAi};
 use super::{Callback, HookError, LocalFuture, Message, OnToken, ToolCall, ToolSpec};
 use crate::core::fleet::{Fleet, Price, Provider};
-use crate::core::schema::suggest;
 use crate::core::state::StateError;
+use crate::core::wording::suggest;
 
 /// How long an endpoint that refused or timed out is skipped.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::fleet::{Fleet, KnownHosts, SshTarget};
 use crate::core::process::{self, Cmd, LineSink, Output, ProcessError, Spec};
-use crate::core::schema::suggest;
+use crate::core::wording::suggest;
 
 /// Why a remote operation failed. Messages do not repeat the host: callers prefix `ssh.run(<host>): `.
 #[derive(Debug, thiserror::Error)]

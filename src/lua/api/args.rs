@@ -220,7 +220,7 @@ pub fn opts<T: DeserializeOwned + Default>(
         mlua::serde::de::Options::new().deny_unsupported_types(true),
     );
     let parsed: T = serde_path_to_error::deserialize(de).map_err(|e| {
-        let msg = crate::core::schema::describe(&e, "options");
+        let msg = crate::core::wording::describe(&e, "options");
         let msg = if msg.starts_with("options") {
             msg
         } else {

@@ -62,7 +62,7 @@ async fn connect(lua: Lua, (target, opts): (Value, Value)) -> mlua::Result<mlua:
             let Some(server) = fleet.mcp.get(&name) else {
                 let mut names: Vec<&str> = fleet.mcp.keys().map(String::as_str).collect();
                 names.sort_unstable();
-                let hint = crate::core::schema::suggest(&name, names.iter().copied());
+                let hint = crate::core::wording::suggest(&name, names.iter().copied());
                 let hint = if !hint.is_empty() {
                     hint
                 } else if names.is_empty() {
