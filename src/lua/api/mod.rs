@@ -1,7 +1,14 @@
 //! Lua bindings. Each file registers one global with a `register` function that reads like a table of
-//! contents. Binding files never import each other: argument checks and conversions live in `args`, the
-//! services they share (HTTP clients, ssh masters, the LLM router) in `services`.
+//! contents. Binding files never import each other; what they share lives in three helper modules:
+//! argument checks and conversions in `args`, the LLM bindings' tools, JSON Schemas, hooks and results in
+//! `llm_args`, the services (HTTP clients, ssh masters, the LLM router) in `services`.
+
+// Helpers.
 pub mod args;
+pub mod llm_args;
+pub mod services;
+
+// Bindings, one global each.
 pub mod baton;
 pub mod mcp;
 pub mod notify;
@@ -9,6 +16,5 @@ pub mod ollama;
 pub mod openrouter;
 pub mod route;
 pub mod schedule;
-pub mod services;
 pub mod ssh;
 pub mod sync;

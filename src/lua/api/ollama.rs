@@ -3,7 +3,7 @@
 use mlua::{Lua, Table, Value};
 use serde::Deserialize;
 
-use super::{args, services};
+use super::{args, llm_args, services};
 use crate::core::duration::Dur;
 use crate::core::llm::ollama::{self, ChatRequest, Endpoint, GenerateRequest, Ollama, Progress};
 use crate::core::llm::{Callback, HookError, LlmError, LocalFuture, Message, OnToken, Wait};
@@ -151,7 +151,7 @@ async fn generate(lua: Lua, req: Value) -> mlua::Result<Value> {
         keep_alive: a.keep_alive,
     };
     let (_, ep) = target(&lua, F, common.host.as_deref())?;
-    let mut on_token = cbs.take("on_token").map(args::hook::<String>);
+    let mut on_token = cbs.take("on_token").map(llm_args::hook::<String>);
     // Each call is a ledger row (booked through the same budget as `route.ask`).
     let script = Some(crate::lua::ctx(&lua).script.clone());
     let out = services::llm(&lua)
@@ -163,7 +163,7 @@ async fn generate(lua: Lua, req: Value) -> mlua::Result<Value> {
             script,
         )
         .await;
-    args::checked(&lua, F, common.check, out)
+    llm_args::checked(&lua, F, common.check, out)
 }
 
 /// `ollama.chat{model, messages, host?, tools?, schema?, think?, format?, options?, keep_alive?, on_token?,
@@ -173,16 +173,16 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     const F: &str = "ollama.chat";
     let (req, tools) = args::split_off(&lua, req, "tools")?;
     let (req, schema) = args::split_off(&lua, req, "schema")?;
-    let tools = args::tools(&lua, F, "tools", tools)?;
+    let tools = llm_args::tools(&lua, F, "tools", tools)?;
     let (a, mut cbs) = request::<ChatArgs>(&lua, F, req, &["on_token", "on_thinking"])?;
     let (common, mut r) = a.into_request();
     r.offer(tools.specs);
     if !schema.is_nil() {
-        r.require(args::json_schema(&lua, F, "schema", schema)?);
+        r.require(llm_args::json_schema(&lua, F, "schema", schema)?);
     }
     let (_, ep) = target(&lua, F, common.host.as_deref())?;
-    let mut on_token = cbs.take("on_token").map(args::hook::<String>);
-    let mut on_thinking = cbs.take("on_thinking").map(args::hook::<String>);
+    let mut on_token = cbs.take("on_token").map(llm_args::hook::<String>);
+    let mut on_thinking = cbs.take("on_thinking").map(llm_args::hook::<String>);
     // A ledger row like every call (booked through the same budget as `route.ask`).
     let script = Some(crate::lua::ctx(&lua).script.clone());
     let out = services::llm(&lua)
@@ -195,7 +195,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
             script,
         )
         .await;
-    args::checked(&lua, F, common.check, out)
+    llm_args::checked(&lua, F, common.check, out)
 }
 
 #[derive(Deserialize)]
@@ -298,7 +298,7 @@ async fn pull(lua: Lua, (model, opts): (Value, Value)) -> mlua::Result<String> {
     let mut on_progress: Option<ProgressFn> = match callback {
         Some(f) => {
             let lua = lua.clone();
-            let mut call = args::hook::<Value>(f);
+            let mut call = llm_args::hook::<Value>(f);
             Some(Box::new(move |p: Progress| match args::to_lua(&lua, &p) {
                 Ok(t) => call(t),
                 Err(e) => Box::pin(async move {

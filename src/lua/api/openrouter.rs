@@ -4,7 +4,7 @@
 use mlua::{Lua, Table, Value};
 use serde::Deserialize;
 
-use super::{args, services};
+use super::{args, llm_args, services};
 use crate::core::duration::Dur;
 use crate::core::llm::openai::ChatRequest;
 use crate::core::llm::{Message, OnToken, Wait};
@@ -55,7 +55,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     args::table(F, 1, "request", &req)?;
     let (req, tools) = args::split_off(&lua, req, "tools")?;
     let (req, schema) = args::split_off(&lua, req, "schema")?;
-    let tools = args::tools(&lua, F, "tools", tools)?;
+    let tools = llm_args::tools(&lua, F, "tools", tools)?;
     let (a, mut cbs) =
         args::opts::<Option<ChatArgs>>(&lua, F, 1, req, &["on_token", "on_thinking"])?;
     let a = a.ok_or_else(|| args::fail(format!("{F}: argument 1 (request) must be a table")))?;
@@ -75,10 +75,10 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     };
     r.offer(tools.specs);
     if !schema.is_nil() {
-        r.require(args::json_schema(&lua, F, "schema", schema)?);
+        r.require(llm_args::json_schema(&lua, F, "schema", schema)?);
     }
-    let mut on_token = cbs.take("on_token").map(args::hook::<String>);
-    let mut on_thinking = cbs.take("on_thinking").map(args::hook::<String>);
+    let mut on_token = cbs.take("on_token").map(llm_args::hook::<String>);
+    let mut on_thinking = cbs.take("on_thinking").map(llm_args::hook::<String>);
     // Booked like `route.ask`: a ledger row, the worst case reserved against the budget first.
     let script = Some(crate::lua::ctx(&lua).script.clone());
     let out = llm
@@ -90,7 +90,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
             script,
         )
         .await;
-    args::checked(&lua, F, a.check, out)
+    llm_args::checked(&lua, F, a.check, out)
 }
 
 /// `openrouter.models()` → the list of models with pricing.

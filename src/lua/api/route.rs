@@ -4,7 +4,7 @@
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 use serde::Deserialize;
 
-use super::{args, services};
+use super::{args, llm_args, services};
 use crate::core::duration::Dur;
 use crate::core::llm::ledger::{Alert, GroupBy, Period};
 use crate::core::llm::route::{Answer, AskOptions, Hooks, RouteError, Step, TaskSpec, Verdict};
@@ -117,7 +117,7 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
     };
     let (opts, tools) = args::split_off(&lua, opts, "tools")?;
     let (opts, schema) = args::split_off(&lua, opts, "schema")?;
-    let tools = args::tools(&lua, F, "tools", tools)?;
+    let tools = llm_args::tools(&lua, F, "tools", tools)?;
     if let Some(t) = tools
         .specs
         .iter()
@@ -130,7 +130,7 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
     }
     let schema = match schema {
         Value::Nil => None,
-        v => Some(args::json_schema(&lua, F, "schema", v)?),
+        v => Some(llm_args::json_schema(&lua, F, "schema", v)?),
     };
     let (o, mut cbs) = args::opts::<AskOpts>(
         &lua,
@@ -154,8 +154,8 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
         reasoning: o.reasoning,
         content_tool_calls: o.content_tool_calls,
     };
-    let mut on_token = cbs.take("on_token").map(args::hook::<String>);
-    let mut on_thinking = cbs.take("on_thinking").map(args::hook::<String>);
+    let mut on_token = cbs.take("on_token").map(llm_args::hook::<String>);
+    let mut on_thinking = cbs.take("on_thinking").map(llm_args::hook::<String>);
     let mut accept = cbs.take("accept").map(|f| accepter(&lua, f));
     let mut on_step = cbs.take("on_step").map(|f| stepper(&lua, f));
     let mut run_tool = runner(&lua, tools.run);
