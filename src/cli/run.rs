@@ -1,31 +1,22 @@
-//! The commands that drive a Lua runtime: `run`, `check`, `doctor` and `status`.
-use std::future::Future;
+//! The commands that drive a Lua runtime: `run`, `check`, `doctor` and `status`. The Lua side of each is in
+//! [`crate::lua::entry`]; this file loads the fleet, maps how the script ended to an exit code and renders.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use mlua::LuaSerdeExt;
 use serde::Deserialize;
 
 use super::table::Table;
 use super::{Cli, Interrupted, Out, ScriptFailed, default_state, exit_code, load_fleet};
-use crate::lua::{self, Ctx};
-
-/// How a Lua entry point ended when it raised nothing: with its value, or with the code of `os.exit`.
-enum Ended<T> {
-    Value(T),
-    Exit(ExitCode),
-}
+use crate::lua::Ctx;
+use crate::lua::entry::{self, Ended, Status};
 
 /// `baton run FILE [ARGS…]`.
 pub fn run(cli: &Cli, file: &str, args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let path = Path::new(file);
-    let ended = drive(cli, file.to_string(), args, |lua, _| async move {
-        lua::run_file(&lua, path).await
-    })?;
-    Ok(match ended {
-        Ended::Value(()) => ExitCode::SUCCESS,
-        Ended::Exit(code) => code,
+    let ended = entry::run(ctx(cli, file.to_string(), args)?, Path::new(file));
+    Ok(match value_or_exit(ended)? {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
     })
 }
 
@@ -33,19 +24,10 @@ pub fn run(cli: &Cli, file: &str, args: Vec<String>) -> anyhow::Result<ExitCode>
 /// exit code.
 pub fn doctor(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let args = if json { vec!["--json".into()] } else { vec![] };
-    let ended = drive(
-        cli,
-        "baton baton.doctor".into(),
-        args,
-        |lua, args| async move {
-            let main: mlua::Function = lua.load("return require('baton.doctor').main").eval()?;
-            main.call_async::<Option<i32>>(lua.create_sequence_from(args)?)
-                .await
-        },
-    )?;
-    Ok(match ended {
-        Ended::Value(code) => exit_code(code.unwrap_or(0)),
-        Ended::Exit(code) => code,
+    let ended = entry::doctor(ctx(cli, "baton baton.doctor".into(), args)?);
+    Ok(match value_or_exit(ended)? {
+        Ok(code) => exit_code(code.unwrap_or(0)),
+        Err(code) => code,
     })
 }
 
@@ -90,44 +72,17 @@ struct MonthSpend {
     fraction: Option<f64>,
 }
 
-/// What `status` prints, collected in Lua.
-enum Status {
-    Json(String),
-    Report(StatusReport),
-}
-
 /// `baton status [--json]`: the data comes from `baton.status.collect()` (Lua, so it probes hosts with the
 /// same primitives playbooks use); the CLI renders it.
 pub fn status(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
-    let ended = drive(
-        cli,
-        "baton baton.status".into(),
-        vec![],
-        |lua, _| async move {
-            let collect: mlua::Function =
-                lua.load("return require('baton.status').collect").eval()?;
-            let data: mlua::Value = collect.call_async(()).await?;
-            if json {
-                let encode: mlua::Function = lua.load("return baton.json.encode").eval()?;
-                let opts = lua.create_table_from([("pretty", true)])?;
-                Ok(Status::Json(encode.call((data, opts))?))
-            } else {
-                let report = lua.from_value(data).map_err(|e| {
-                    mlua::Error::runtime(format!(
-                        "baton: status: baton.status.collect() gave a report that does not decode: {e}"
-                    ))
-                })?;
-                Ok(Status::Report(report))
-            }
-        },
-    )?;
-    let report = match ended {
-        Ended::Value(Status::Report(report)) => report,
-        Ended::Value(Status::Json(text)) => {
+    let ended = entry::status::<StatusReport>(ctx(cli, "baton baton.status".into(), vec![])?, json);
+    let report = match value_or_exit(ended)? {
+        Ok(Status::Report(report)) => report,
+        Ok(Status::Json(text)) => {
             writeln!(Out::new(), "{text}")?;
             return Ok(ExitCode::SUCCESS);
         }
-        Ended::Exit(code) => return Ok(code),
+        Err(code) => return Ok(code),
     };
     write!(Out::new(), "{}", status_text(&report))?;
     Ok(ExitCode::SUCCESS)
@@ -185,67 +140,33 @@ fn status_text(s: &StatusReport) -> String {
     text
 }
 
-/// Loads the fleet, builds a runtime for `script` with `args` and drives `body` to its end. Ctrl-C is
-/// [`Interrupted`] (exit 130), `os.exit(n)` is [`Ended::Exit`], a Lua error is [`ScriptFailed`] with the
-/// error as `file:line: message` and its traceback.
-fn drive<T, F, Fut>(
-    cli: &Cli,
-    script: String,
-    args: Vec<String>,
-    body: F,
-) -> anyhow::Result<Ended<T>>
-where
-    F: FnOnce(mlua::Lua, Vec<String>) -> Fut,
-    Fut: Future<Output = mlua::Result<T>>,
-{
-    let ctx = Ctx {
+/// The context of a script run by a command: the fleet, the state folder, the script's name and arguments.
+fn ctx(cli: &Cli, script: String, args: Vec<String>) -> anyhow::Result<Ctx> {
+    Ok(Ctx {
         fleet: load_fleet(cli)?,
         state: default_state(),
         script,
-        args: args.clone(),
-    };
-    crate::lua::runtime::block_on(async {
-        let interrupt = lua::runtime::Interrupt::new();
-        let work = async {
-            let lua = lua::new_runtime(ctx)?;
-            // Ctrl-C also stops Lua that never waits (the hook raises), where the select below cannot run.
-            lua::runtime::share_interrupt(&lua, interrupt.clone());
-            lua::runtime::interrupt_on_sigint(interrupt.clone());
-            body(lua, args).await
-        };
-        let result = tokio::select! {
-            r = work => r,
-            _ = tokio::signal::ctrl_c() => return Err(Interrupted.into()),
-        };
-        if interrupt.is_set() {
-            return Err(Interrupted.into());
-        }
-        match result {
-            Ok(value) => Ok(Ended::Value(value)),
-            Err(e) => match lua::exit_code(&e) {
-                Some(code) => Ok(Ended::Exit(exit_code(code))),
-                None => Err(ScriptFailed(lua::format_error(&e)).into()),
-            },
-        }
+        args,
     })
-    .context("cannot start the async runtime")?
+}
+
+/// A Lua entry point's end: its value, or the exit code of `os.exit(n)`. Ctrl-C is [`Interrupted`] (exit
+/// 130), a Lua error is [`ScriptFailed`] with the error as `file:line: message` and its traceback.
+fn value_or_exit<T>(ended: std::io::Result<Ended<T>>) -> anyhow::Result<Result<T, ExitCode>> {
+    match ended.context("cannot start the async runtime")? {
+        Ended::Value(value) => Ok(Ok(value)),
+        Ended::Exit(code) => Ok(Err(exit_code(code))),
+        Ended::Interrupted => Err(Interrupted.into()),
+        Ended::Failed(error) => Err(ScriptFailed(error).into()),
+    }
 }
 
 /// `baton check FILE…`: compiles each file and prints every syntax error; fails when any file did.
 pub fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let lua = mlua::Lua::new();
+    let check = entry::SyntaxCheck::default();
     let mut failed = 0;
     for file in files {
-        let result = std::fs::read(file)
-            .map_err(|e| format!("{}: cannot read: {e}", file.display()))
-            .and_then(|src| {
-                lua.load(src)
-                    .set_name(format!("@{}", file.display()))
-                    .into_function()
-                    .map(drop)
-                    .map_err(|e| lua::format_error(&e))
-            });
-        if let Err(msg) = result {
+        if let Err(msg) = check.file(file) {
             // The report itself, like a compiler's: one error per broken file.
             eprintln!("{msg}");
             failed += 1;

@@ -2,6 +2,7 @@
 //! reaches bindings through app data ([`Ctx`]), never through globals.
 pub(crate) mod api;
 pub mod daemon;
+pub mod entry;
 pub mod fleet;
 pub mod pretty;
 pub mod runtime;

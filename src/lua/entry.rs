@@ -1,0 +1,127 @@
+//! The Lua side of the commands that drive a runtime to its end (`run`, `doctor`, `status`, `check`): each
+//! builds a runtime, runs its chunk and hands back plain Rust values, so the CLI never touches mlua.
+use std::future::Future;
+use std::path::Path;
+
+use mlua::{Lua, LuaSerdeExt};
+use serde::de::DeserializeOwned;
+
+use super::{Ctx, exit_code, format_error, new_runtime, run_file, runtime};
+
+/// How a Lua entry point ended.
+#[derive(Debug)]
+pub enum Ended<T> {
+    /// It returned this value.
+    Value(T),
+    /// `os.exit(n)`.
+    Exit(i32),
+    /// Ctrl-C (while it waited, or through the instruction hook while it ran).
+    Interrupted,
+    /// A Lua error, as `file:line: message` and its traceback.
+    Failed(String),
+}
+
+/// `baton run FILE`: the playbook at `path`.
+pub fn run(ctx: Ctx, path: &Path) -> std::io::Result<Ended<()>> {
+    drive(ctx, |lua, _| async move { run_file(&lua, path).await })
+}
+
+/// `baton doctor`: the embedded module's `main(args)` with the context's arguments; what it returns is the
+/// exit code.
+pub fn doctor(ctx: Ctx) -> std::io::Result<Ended<Option<i32>>> {
+    drive(ctx, |lua, args| async move {
+        let main: mlua::Function = lua.load("return require('baton.doctor').main").eval()?;
+        main.call_async::<Option<i32>>(lua.create_sequence_from(args)?)
+            .await
+    })
+}
+
+/// What `baton status` shows: the report as pretty JSON text, or decoded for the CLI to render.
+#[derive(Debug)]
+pub enum Status<R> {
+    Json(String),
+    Report(R),
+}
+
+/// `baton status`: `require("baton.status").collect()` (Lua, so it probes hosts with the same primitives
+/// playbooks use), encoded by `baton.json.encode` when `json`, else decoded into `R`.
+pub fn status<R: DeserializeOwned>(ctx: Ctx, json: bool) -> std::io::Result<Ended<Status<R>>> {
+    drive(ctx, |lua, _| async move {
+        let collect: mlua::Function = lua.load("return require('baton.status').collect").eval()?;
+        let data: mlua::Value = collect.call_async(()).await?;
+        if json {
+            let encode: mlua::Function = lua.load("return baton.json.encode").eval()?;
+            let opts = lua.create_table_from([("pretty", true)])?;
+            Ok(Status::Json(encode.call((data, opts))?))
+        } else {
+            let report = lua.from_value(data).map_err(|e| {
+                mlua::Error::runtime(format!(
+                    "baton: status: baton.status.collect() gave a report that does not decode: {e}"
+                ))
+            })?;
+            Ok(Status::Report(report))
+        }
+    })
+}
+
+/// Builds a runtime for `ctx` and drives `body` (given the runtime and the context's arguments) to its end.
+/// Ctrl-C stops it, also inside Lua that never waits (the instruction hook raises). An error is only one
+/// that keeps the async runtime from starting.
+fn drive<T, F, Fut>(ctx: Ctx, body: F) -> std::io::Result<Ended<T>>
+where
+    F: FnOnce(Lua, Vec<String>) -> Fut,
+    Fut: Future<Output = mlua::Result<T>>,
+{
+    let args = ctx.args.clone();
+    runtime::block_on(async {
+        let interrupt = runtime::Interrupt::new();
+        let work = async {
+            let lua = new_runtime(ctx)?;
+            // Ctrl-C also stops Lua that never waits (the hook raises), where the select below cannot run.
+            runtime::share_interrupt(&lua, interrupt.clone());
+            runtime::interrupt_on_sigint(interrupt.clone());
+            body(lua, args).await
+        };
+        let result = tokio::select! {
+            r = work => r,
+            _ = tokio::signal::ctrl_c() => return Ended::Interrupted,
+        };
+        if interrupt.is_set() {
+            return Ended::Interrupted;
+        }
+        match result {
+            Ok(value) => Ended::Value(value),
+            Err(e) => match exit_code(&e) {
+                Some(code) => Ended::Exit(code),
+                None => Ended::Failed(format_error(&e)),
+            },
+        }
+    })
+}
+
+/// `baton check`: compiles Lua files without running them, on one bare state.
+pub struct SyntaxCheck {
+    lua: Lua,
+}
+
+impl Default for SyntaxCheck {
+    fn default() -> Self {
+        SyntaxCheck { lua: Lua::new() }
+    }
+}
+
+impl SyntaxCheck {
+    /// The syntax error of `file` (or why it cannot be read), as a compiler words it.
+    pub fn file(&self, file: &Path) -> Result<(), String> {
+        std::fs::read(file)
+            .map_err(|e| format!("{}: cannot read: {e}", file.display()))
+            .and_then(|src| {
+                self.lua
+                    .load(src)
+                    .set_name(format!("@{}", file.display()))
+                    .into_function()
+                    .map(drop)
+                    .map_err(|e| format_error(&e))
+            })
+    }
+}
