@@ -1,8 +1,60 @@
 //! baton: run a home fleet of machines from Lua playbooks.
 //!
 //! `core` is plain async Rust (no Lua); `lua` is the only code that touches mlua; `cli` and `repl` are the
-//! front ends used by the binary.
+//! front ends used by the binary (their Lua side is `lua::entry` and `lua::repl`).
 pub mod cli;
 pub mod core;
 pub mod lua;
 pub mod repl;
+
+/// The rooms keep to their walls: a test reads the sources.
+#[cfg(test)]
+mod layering {
+    use std::path::{Path, PathBuf};
+
+    fn rust_files(path: &Path) -> Vec<PathBuf> {
+        if path.is_file() {
+            return vec![path.to_path_buf()];
+        }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .unwrap()
+            .flat_map(|e| rust_files(&e.unwrap().path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// Lines of code (comments left out) of the files under `src/<dir>` naming any of `words`.
+    fn naming(dir: &str, words: &[&str]) -> Vec<String> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        rust_files(&src.join(dir))
+            .into_iter()
+            .flat_map(|file| {
+                let text = std::fs::read_to_string(&file).unwrap();
+                let shown = file.strip_prefix(&src).unwrap().display().to_string();
+                text.lines()
+                    .enumerate()
+                    .filter(|(_, l)| !l.trim_start().starts_with("//"))
+                    .filter(|(_, l)| words.iter().any(|w| l.contains(w)))
+                    .map(|(i, l)| format!("src/{shown}:{}: {}", i + 1, l.trim()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_lua_touches_mlua_and_core_imports_no_front_end() {
+        for dir in ["core", "cli", "repl.rs", "main.rs"] {
+            assert_eq!(naming(dir, &["mlua"]), Vec::<String>::new(), "{dir}");
+        }
+        let front = [
+            "rustyline",
+            "crate::lua",
+            "crate::cli",
+            "crate::repl",
+            "clap",
+        ];
+        assert_eq!(naming("core", &front), Vec::<String>::new());
+    }
+}

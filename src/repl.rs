@@ -2,12 +2,12 @@
 //! at the prompt keep running while the user types; the Lua state stays on the main thread and answers Tab
 //! completion over a channel (a second Tab lists the candidates). Lines typed ahead wait their turn. Ctrl-C while
 //! a chunk runs cancels it (its processes are killed); Ctrl-C at the prompt clears the input; Ctrl-D exits.
+//! The Lua side (compiling, running, completing) is [`crate::lua::repl`]; this file is the terminal side.
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use mlua::{Lua, MultiValue, Table, Value};
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 
 use crate::core::fleet::Fleet;
 use crate::core::state::State;
-use crate::lua::{self, Ctx};
+use crate::lua::Ctx;
+use crate::lua::repl::{Compiled, Evaluated, Session};
 
 enum Event {
     Line(String),
@@ -64,11 +65,7 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> anyhow::Result<()> {
         args: Vec::new(),
     };
     crate::lua::runtime::block_on(async move {
-        let lua = lua::new_runtime(ctx)
-            .and_then(|lua| lua::load_all_globals(&lua).map(|()| lua))
-            .map_err(|e| anyhow::anyhow!("{}", lua::format_error(&e)))?;
-        let interrupt = lua::runtime::interrupt(&lua);
-        lua::runtime::interrupt_on_sigint(interrupt.clone());
+        let session = Session::new(ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (event_tx, mut events) = mpsc::unbounded_channel();
         let (completion_tx, mut completions) = mpsc::unbounded_channel();
         let (next_tx, next_rx) = std_mpsc::channel::<Next>();
@@ -88,7 +85,7 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> anyhow::Result<()> {
             let event = loop {
                 tokio::select! {
                     Some(req) = completions.recv() => {
-                        let _ = req.reply.send(complete(&lua, &req.line, req.pos));
+                        let _ = req.reply.send(session.complete(&req.line, req.pos));
                     }
                     event = events.recv() => break event.unwrap_or(Event::Eof),
                 }
@@ -101,15 +98,15 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> anyhow::Result<()> {
                         buffer.push('\n');
                     }
                     buffer.push_str(&line);
-                    match compile(&lua, &buffer) {
+                    match session.compile(&buffer) {
                         Compiled::Incomplete => next.prompt = ">> ",
                         Compiled::Error(msg) => {
                             eprintln!("{msg}");
                             next.history = Some(std::mem::take(&mut buffer));
                         }
-                        Compiled::Ready(func) => {
+                        Compiled::Ready(chunk) => {
                             next.history = Some(std::mem::take(&mut buffer));
-                            next.drop_typed_ahead = !evaluate(func, &interrupt).await;
+                            next.drop_typed_ahead = !show(session.evaluate(chunk).await);
                         }
                     }
                 }
@@ -121,106 +118,18 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> anyhow::Result<()> {
     })?
 }
 
-enum Compiled {
-    Ready(mlua::Function),
-    Incomplete,
-    Error(String),
-}
-
-/// An expression prints its value: try `return <input>` first, then the input as statements.
-fn compile(lua: &Lua, input: &str) -> Compiled {
-    if let Ok(f) = lua
-        .load(format!("return {input}"))
-        .set_name("=stdin")
-        .into_function()
-    {
-        return Compiled::Ready(f);
-    }
-    match lua.load(input).set_name("=stdin").into_function() {
-        Ok(f) => Compiled::Ready(f),
-        Err(mlua::Error::SyntaxError {
-            incomplete_input: true,
-            ..
-        }) => Compiled::Incomplete,
-        Err(e) => Compiled::Error(lua::format_error(&e)),
-    }
-}
-
-/// Runs a chunk and prints what it returns; false when Ctrl-C cancelled it.
-async fn evaluate(func: mlua::Function, interrupt: &lua::runtime::Interrupt) -> bool {
-    // A Ctrl-C that stopped the previous chunk is handled; this chunk starts clean.
-    interrupt.clear();
-    let result = tokio::select! {
-        r = func.call_async::<MultiValue>(()) => r,
-        _ = tokio::signal::ctrl_c() => {
+/// Prints how a chunk ended; false when Ctrl-C cancelled it.
+fn show(evaluated: Evaluated) -> bool {
+    match evaluated {
+        Evaluated::Values(shown) if !shown.is_empty() => println!("{}", shown.join("\t")),
+        Evaluated::Values(_) => {}
+        Evaluated::Error(e) => eprintln!("{e}"),
+        Evaluated::Interrupted => {
             eprintln!("interrupted");
             return false;
         }
-    };
-    // A chunk that never waits is stopped by the instruction hook raising `interrupted`.
-    if interrupt.is_set() {
-        eprintln!("interrupted");
-        return false;
-    }
-    match result {
-        Ok(values) if !values.is_empty() => {
-            let shown: Vec<String> = values.iter().map(|v| lua::pretty::inspect(v, 4)).collect();
-            println!("{}", shown.join("\t"));
-        }
-        Ok(_) => {}
-        Err(e) => eprintln!("{}", lua::format_error(&e)),
     }
     true
-}
-
-/// Completes the dotted name before the cursor (`ssh.ru` → `ssh.run`) from globals and table fields.
-fn complete(lua: &Lua, line: &str, pos: usize) -> (usize, Vec<String>) {
-    let before = &line[..pos.min(line.len())];
-    let start = before
-        .char_indices()
-        .rev()
-        .take_while(|(_, c)| c.is_alphanumeric() || matches!(c, '_' | '.' | ':'))
-        .last()
-        .map(|(i, _)| i)
-        .unwrap_or(before.len());
-    let word = &before[start..];
-    let (base, prefix, word_start) = match word.rfind(['.', ':']) {
-        Some(i) => (&word[..i], &word[i + 1..], start + i + 1),
-        None => ("", word, start),
-    };
-    let mut table = lua.globals();
-    for part in base.split(['.', ':']).filter(|p| !p.is_empty()) {
-        match table.get::<Value>(part) {
-            Ok(Value::Table(t)) => table = t,
-            _ => return (word_start, Vec::new()),
-        }
-    }
-    let mut names = keys(&table);
-    if let Some(mt) = table.metatable()
-        && let Ok(Value::Table(index)) = mt.get::<Value>("__index")
-    {
-        names.extend(keys(&index));
-    }
-    let mut found: Vec<String> = names
-        .into_iter()
-        .filter(|k| {
-            k.starts_with(prefix) && !k.starts_with('_')
-                || (prefix.starts_with('_') && k.starts_with(prefix))
-        })
-        .collect();
-    found.sort();
-    found.dedup();
-    (word_start, found)
-}
-
-fn keys(t: &Table) -> Vec<String> {
-    t.pairs::<Value, Value>()
-        .filter_map(Result::ok)
-        .filter_map(|(k, _)| match k {
-            Value::String(s) => Some(s.to_string_lossy()),
-            _ => None,
-        })
-        .collect()
 }
 
 struct LuaHelper {

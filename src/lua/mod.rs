@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod entry;
 pub mod fleet;
 pub mod pretty;
+pub mod repl;
 pub mod runtime;
 pub mod stdlib;
 
