@@ -108,8 +108,58 @@ pub enum KnownHosts {
 }
 
 impl Fleet {
+    /// `hosts.NAME`: the name, `ssh`, `ollama`, `ollama_parallel`, then Wake-on-LAN and Syncthing.
+    pub(super) fn validate_host(&self, name: &str, host: &Host) -> Result<(), FleetError> {
+        let err = |path: String, msg: &str| Err(FleetError(format!("{path}: {msg}")));
+        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':' || c == '/') {
+            return err(
+                format!("hosts.{name}"),
+                "a host name must be non-empty, without spaces, ':' or '/'",
+            );
+        }
+        if let SshTarget::Dest(d) = &host.ssh
+            && d.trim().is_empty()
+        {
+            return err(
+                format!("hosts.{name}.ssh"),
+                "expected a destination string, or false, got \"\"",
+            );
+        }
+        match &host.ssh {
+            SshTarget::Dest(d) => {
+                if let Some(why) = destination_problem(d) {
+                    return err(format!("hosts.{name}.ssh"), &why);
+                }
+            }
+            SshTarget::HostName | SshTarget::Flag(true) => {
+                if let Some(why) = destination_problem(name) {
+                    return err(
+                        format!("hosts.{}", crate::core::text::escape_line(name)),
+                        &format!("the host name is its ssh destination (ssh = true), and {why}"),
+                    );
+                }
+            }
+            SshTarget::Flag(false) => {}
+        }
+        if let Some(url) = &host.ollama
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return err(
+                format!("hosts.{name}.ollama"),
+                &format!("expected an http:// or https:// URL, got {url:?}"),
+            );
+        }
+        if host.ollama_parallel == 0 {
+            return err(
+                format!("hosts.{name}.ollama_parallel"),
+                "expected a whole number of at least 1, got 0",
+            );
+        }
+        self.validate_wake_sync(name, host)
+    }
+
     /// `hosts.X.mac`, `hosts.X.wake` and `hosts.X.syncthing`.
-    pub(super) fn validate_wake_sync(&self, name: &str, host: &Host) -> Result<(), FleetError> {
+    fn validate_wake_sync(&self, name: &str, host: &Host) -> Result<(), FleetError> {
         let err = |key: &str, msg: String| Err(FleetError(format!("hosts.{name}.{key}: {msg}")));
         if let Some(mac) = &host.mac
             && let Err(e) = parse_mac(mac)

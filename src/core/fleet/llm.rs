@@ -3,7 +3,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Fleet, map_or_empty};
+use super::{Fleet, FleetError, map_or_empty};
+use crate::core::wording::suggest;
 
 pub const DEFAULT_OLLAMA: &str = "http://127.0.0.1:11434";
 pub const DEFAULT_OPENROUTER_BASE: &str = "https://openrouter.ai/api/v1";
@@ -108,6 +109,120 @@ pub const DEFAULT_TASKS: &[(&str, &str, Option<&str>)] = &[
 ];
 
 impl Fleet {
+    /// `tiers` (names, providers, hosts, models, prices) and `tasks` (each to a tier and model role that
+    /// exist).
+    pub(super) fn validate_llm(&self) -> Result<(), FleetError> {
+        let err = |path: String, msg: &str| Err(FleetError(format!("{path}: {msg}")));
+        let tiers = self.tiers();
+        let mut seen = Vec::new();
+        for (i, tier) in tiers.iter().enumerate() {
+            let path = format!("tiers[{}]", i + 1);
+            if seen.contains(&tier.name.as_str()) {
+                return err(
+                    format!("{path}.name"),
+                    &format!("tier {:?} is defined twice", tier.name),
+                );
+            }
+            seen.push(&tier.name);
+            match tier.provider {
+                Provider::Ollama => {
+                    let host = match &tier.host {
+                        Some(h) => h.clone(),
+                        None => match self.first_ollama() {
+                            Some((h, _)) => h.to_string(),
+                            None => {
+                                return err(
+                                    format!("{path}.host"),
+                                    "an ollama tier needs a host, and no fleet host has `ollama`",
+                                );
+                            }
+                        },
+                    };
+                    match self.hosts.get(&host) {
+                        None => {
+                            return err(
+                                format!("{path}.host"),
+                                &format!(
+                                    "unknown host {host:?}{}",
+                                    suggest(&host, self.hosts.keys().map(String::as_str))
+                                ),
+                            );
+                        }
+                        Some(h) if h.ollama.is_none() => {
+                            return err(
+                                format!("{path}.host"),
+                                &format!("host {host:?} has no `ollama` URL"),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                Provider::Openrouter => {
+                    if tier.host.is_some() {
+                        return err(format!("{path}.host"), "only ollama tiers take a host");
+                    }
+                }
+            }
+            if tier.model.is_none() && tier.models.is_empty() {
+                return err(path, "a tier needs `model` or `models`");
+            }
+            if let Some(p) = tier.price
+                && !(non_negative(p.input) && non_negative(p.output))
+            {
+                return err(
+                    format!("{path}.price"),
+                    "prices must be non-negative numbers (USD per million tokens)",
+                );
+            }
+        }
+        for (kind, rule) in self.tasks() {
+            let Some(tier) = tiers.iter().find(|t| t.name == rule.tier) else {
+                return err(
+                    format!("tasks.{kind}.tier"),
+                    &format!(
+                        "unknown tier {:?}{}",
+                        rule.tier,
+                        suggest(&rule.tier, tiers.iter().map(|t| t.name.as_str()))
+                    ),
+                );
+            };
+            if let Some(role) = &rule.model
+                && !tier.models.contains_key(role)
+                && tier.model.as_deref() != Some(role.as_str())
+            {
+                return err(
+                    format!("tasks.{kind}.model"),
+                    &format!(
+                        "tier {:?} has no model role {role:?}{}",
+                        tier.name,
+                        suggest(role, tier.models.keys().map(String::as_str))
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `budget`: a non-negative amount and an alert fraction in (0, 1].
+    pub(super) fn validate_budget(&self) -> Result<(), FleetError> {
+        let err = |path: String, msg: &str| Err(FleetError(format!("{path}: {msg}")));
+        if let Some(b) = self.budget {
+            if !non_negative(b.monthly_usd) {
+                return err(
+                    "budget.monthly_usd".into(),
+                    "expected a non-negative number of USD",
+                );
+            }
+            if !(b.alert_at > 0.0 && b.alert_at <= 1.0) {
+                return err(
+                    "budget.alert_at".into(),
+                    "expected a fraction of the budget in (0, 1], such as 0.8",
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The default tiers for this fleet's hosts: `local` on the first host with Ollama (if any), then
     /// `cheap` and `premium` on OpenRouter.
     pub fn default_tiers(&self) -> Vec<Tier> {
@@ -235,6 +350,11 @@ pub fn normalize_ollama_url(raw: &str) -> String {
     } else {
         format!("http://{url}:11434")
     }
+}
+
+/// A finite number at or above zero (NaN is not).
+fn non_negative(x: f64) -> bool {
+    x.is_finite() && x >= 0.0
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::wording::{describe, suggest};
+use super::wording::describe;
 
 mod hosts;
 mod limits;
@@ -159,168 +159,16 @@ impl Fleet {
         self.source.is_none()
     }
 
+    /// Each section checks itself in its own file, in this order; the first failure is the error.
     fn validate(&self) -> Result<(), FleetError> {
-        let err = |path: String, msg: &str| Err(FleetError(format!("{path}: {msg}")));
         for (name, host) in &self.hosts {
-            if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == ':' || c == '/')
-            {
-                return err(
-                    format!("hosts.{name}"),
-                    "a host name must be non-empty, without spaces, ':' or '/'",
-                );
-            }
-            if let SshTarget::Dest(d) = &host.ssh
-                && d.trim().is_empty()
-            {
-                return err(
-                    format!("hosts.{name}.ssh"),
-                    "expected a destination string, or false, got \"\"",
-                );
-            }
-            match &host.ssh {
-                SshTarget::Dest(d) => {
-                    if let Some(why) = destination_problem(d) {
-                        return err(format!("hosts.{name}.ssh"), &why);
-                    }
-                }
-                SshTarget::HostName | SshTarget::Flag(true) => {
-                    if let Some(why) = destination_problem(name) {
-                        return err(
-                            format!("hosts.{}", crate::core::text::escape_line(name)),
-                            &format!(
-                                "the host name is its ssh destination (ssh = true), and {why}"
-                            ),
-                        );
-                    }
-                }
-                SshTarget::Flag(false) => {}
-            }
-            if let Some(url) = &host.ollama
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                return err(
-                    format!("hosts.{name}.ollama"),
-                    &format!("expected an http:// or https:// URL, got {url:?}"),
-                );
-            }
-            if host.ollama_parallel == 0 {
-                return err(
-                    format!("hosts.{name}.ollama_parallel"),
-                    "expected a whole number of at least 1, got 0",
-                );
-            }
-            self.validate_wake_sync(name, host)?;
+            self.validate_host(name, host)?;
         }
         self.validate_notify()?;
-        let tiers = self.tiers();
-        let mut seen = Vec::new();
-        for (i, tier) in tiers.iter().enumerate() {
-            let path = format!("tiers[{}]", i + 1);
-            if seen.contains(&tier.name.as_str()) {
-                return err(
-                    format!("{path}.name"),
-                    &format!("tier {:?} is defined twice", tier.name),
-                );
-            }
-            seen.push(&tier.name);
-            match tier.provider {
-                Provider::Ollama => {
-                    let host = match &tier.host {
-                        Some(h) => h.clone(),
-                        None => match self.first_ollama() {
-                            Some((h, _)) => h.to_string(),
-                            None => {
-                                return err(
-                                    format!("{path}.host"),
-                                    "an ollama tier needs a host, and no fleet host has `ollama`",
-                                );
-                            }
-                        },
-                    };
-                    match self.hosts.get(&host) {
-                        None => {
-                            return err(
-                                format!("{path}.host"),
-                                &format!(
-                                    "unknown host {host:?}{}",
-                                    suggest(&host, self.hosts.keys().map(String::as_str))
-                                ),
-                            );
-                        }
-                        Some(h) if h.ollama.is_none() => {
-                            return err(
-                                format!("{path}.host"),
-                                &format!("host {host:?} has no `ollama` URL"),
-                            );
-                        }
-                        _ => {}
-                    }
-                }
-                Provider::Openrouter => {
-                    if tier.host.is_some() {
-                        return err(format!("{path}.host"), "only ollama tiers take a host");
-                    }
-                }
-            }
-            if tier.model.is_none() && tier.models.is_empty() {
-                return err(path, "a tier needs `model` or `models`");
-            }
-            if let Some(p) = tier.price
-                && !(non_negative(p.input) && non_negative(p.output))
-            {
-                return err(
-                    format!("{path}.price"),
-                    "prices must be non-negative numbers (USD per million tokens)",
-                );
-            }
-        }
-        for (kind, rule) in self.tasks() {
-            let Some(tier) = tiers.iter().find(|t| t.name == rule.tier) else {
-                return err(
-                    format!("tasks.{kind}.tier"),
-                    &format!(
-                        "unknown tier {:?}{}",
-                        rule.tier,
-                        suggest(&rule.tier, tiers.iter().map(|t| t.name.as_str()))
-                    ),
-                );
-            };
-            if let Some(role) = &rule.model
-                && !tier.models.contains_key(role)
-                && tier.model.as_deref() != Some(role.as_str())
-            {
-                return err(
-                    format!("tasks.{kind}.model"),
-                    &format!(
-                        "tier {:?} has no model role {role:?}{}",
-                        tier.name,
-                        suggest(role, tier.models.keys().map(String::as_str))
-                    ),
-                );
-            }
-        }
+        self.validate_llm()?;
         validate_mcp(self)?;
-        if let Some(b) = self.budget {
-            if !non_negative(b.monthly_usd) {
-                return err(
-                    "budget.monthly_usd".into(),
-                    "expected a non-negative number of USD",
-                );
-            }
-            if !(b.alert_at > 0.0 && b.alert_at <= 1.0) {
-                return err(
-                    "budget.alert_at".into(),
-                    "expected a fraction of the budget in (0, 1], such as 0.8",
-                );
-            }
-        }
-        Ok(())
+        self.validate_budget()
     }
-}
-
-/// A finite number at or above zero (NaN is not).
-fn non_negative(x: f64) -> bool {
-    x.is_finite() && x >= 0.0
 }
 
 /// `$XDG_CONFIG_HOME/baton`, else `~/.config/baton`: where the fleet file, `schedule.lua` and `lua/` live.
