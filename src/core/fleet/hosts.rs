@@ -304,6 +304,26 @@ mod tests {
     }
 
     #[test]
+    fn wake_settings_parse_and_a_host_cannot_wake_itself() {
+        let f = parse(json!({
+            "hosts": {"brain": {"syncthing": {}},
+                      "pc": {"mac": "AA-BB-CC-DD-EE-FF", "wake": {"broadcast": "192.168.1.255", "via": "brain"}}}
+        }))
+        .unwrap();
+        assert_eq!(
+            f.hosts["pc"].wake.as_ref().unwrap().via.as_deref(),
+            Some("brain")
+        );
+        let e =
+            parse(json!({"hosts": {"pc": {"mac": "aa:bb:cc:dd:ee:ff", "wake": {"via": "pc"}}}}))
+                .unwrap_err();
+        assert_eq!(
+            e.0,
+            "hosts.pc.wake.via: a host cannot wake itself (name an always-on host)"
+        );
+    }
+
+    #[test]
     fn ssh_destinations_that_look_like_options_are_refused() {
         for (dest, why) in [
             ("-V", "cannot start with '-'"),
