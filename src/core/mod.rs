@@ -1,6 +1,7 @@
 //! Plain async Rust: no mlua, no rustyline, no CLI.
 pub mod duration;
 pub mod fleet;
+pub mod http;
 pub mod llm;
 pub mod mcp;
 pub mod notify;
@@ -8,5 +9,6 @@ pub mod process;
 pub mod remote;
 pub mod schedule;
 pub mod schema;
+pub mod secret;
 pub mod state;
 pub mod text;

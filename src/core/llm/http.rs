@@ -13,14 +13,9 @@ pub const JSON: reqwest::header::HeaderValue =
 
 /// A reqwest client with a connect timeout; per-request limits are applied around each step.
 pub fn client(timeouts: &Timeouts) -> reqwest::Client {
-    // reqwest is built without a default crypto provider; the first client installs ring (a second call,
-    // or a provider installed by the embedding program, is fine).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(timeouts.connect)
+    crate::core::http::builder(timeouts.connect)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
-        .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
         // Retries are `send`'s (with backoff and `Retry-After`), so reqwest's own layer is off.
         .retry(reqwest::retry::never().max_retries_per_request(0))
         .build()

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::core::fleet::Fleet;
+pub use crate::core::secret::Secret;
 use crate::core::state::State;
 
 pub mod budget;
@@ -191,41 +192,6 @@ pub fn lend<'b, A, R>(hook: &'b mut Option<Callback<'_, A, R>>) -> Option<Callba
     match hook {
         Some(f) => Some(&mut **f),
         None => None,
-    }
-}
-
-/// A secret (an API key). Its `Debug` and `Display` never show the value, so it cannot leak through an
-/// error, a log line or a `{:?}`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-    /// The value, for the one place that needs it (the `Authorization` header).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    /// `text` with every occurrence of the secret replaced by `***` (for server messages that echo it).
-    pub fn scrub(&self, text: &str) -> String {
-        if self.0.len() >= 4 && text.contains(&self.0) {
-            text.replace(&self.0, "***")
-        } else {
-            text.to_string()
-        }
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
     }
 }
 
@@ -453,14 +419,6 @@ pub fn ns_to_secs(ns: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_never_prints() {
-        let s = Secret::new("sk-or-v1-abcdef");
-        assert_eq!(format!("{s:?} {s}"), "Secret(***) ***");
-        assert_eq!(s.scrub("bad key sk-or-v1-abcdef!"), "bad key ***!");
-        assert_eq!(s.expose(), "sk-or-v1-abcdef");
-    }
 
     #[test]
     fn errors_name_host_and_model() {
