@@ -11,6 +11,12 @@ use super::{ErrorKind, Retry, Timeouts};
 pub const JSON: reqwest::header::HeaderValue =
     reqwest::header::HeaderValue::from_static("application/json");
 
+/// `rb` with `body` as its JSON body (the bytes are shared, not copied, by each retry).
+pub fn json_body(rb: reqwest::RequestBuilder, body: &bytes::Bytes) -> reqwest::RequestBuilder {
+    rb.header(reqwest::header::CONTENT_TYPE, JSON)
+        .body(body.clone())
+}
+
 /// A reqwest client with a connect timeout; per-request limits are applied around each step.
 pub fn client(timeouts: &Timeouts) -> reqwest::Client {
     crate::core::http::builder(timeouts.connect)
