@@ -193,8 +193,25 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
             )));
         }
     }
-    serde_json::from_slice(&buf)
-        .map_err(|e| ErrorKind::Protocol(format!("{e} in {}", snippet(&buf))))
+    frame(&buf)
+}
+
+/// Decodes one JSON frame (an NDJSON line, an SSE event's data, a whole document); what does not decode is
+/// a protocol error showing the frame's start.
+pub fn frame<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, ErrorKind> {
+    serde_json::from_slice(raw).map_err(|e| ErrorKind::Protocol(format!("{e} in {}", snippet(raw))))
+}
+
+/// Sends what `build` builds (see [`send`]) and reads the JSON answer (see [`read_json`]); `status` turns
+/// a failed answer into the client's kind.
+pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+    build: impl Fn() -> reqwest::RequestBuilder,
+    timeouts: &Timeouts,
+    retry: &Retry,
+    status: impl FnOnce(SendError) -> ErrorKind,
+) -> Result<T, ErrorKind> {
+    let resp = send(build, timeouts, retry).await.map_err(status)?;
+    read_json(resp, timeouts).await
 }
 
 /// `16 MiB`, `1 MiB`, `64 KiB`.

@@ -14,16 +14,17 @@
 //!
 //! ## Adding a provider
 //! The places a new provider touches:
-//! 1. `core::fleet`: its [`Provider`] variant (the name tiers and ledger rows use).
+//! 1. `core::fleet`: its [`Provider`] variant, with its name (for tiers and ledger rows) and its arm in the
+//!    tier validation (whether its tiers take a host).
 //! 2. `src/core/llm/<provider>.rs`: its client. Only its wire format: it builds the request
 //!    (`ChatRequest::routed` from a [`shape::Routed`]), sends it with [`http::send`], decodes its frames
 //!    into a [`shape::Gather`], finishes with [`shape::settle`], reads errors with [`shape::error_message`],
 //!    and implements [`shape::Answered`] for its completion (tokens, cost, the settled answer).
-//! 3. This file: its arms in [`Clients`] (whether it bills unpriced calls, where a tier's calls go, the
-//!    call itself) and its lazily built client in [`Llm`]. Routing, the budget and the ledger need nothing
-//!    more: whether a call is paid comes from its tier's price ([`cost::paid`]).
-//! 4. Only for a direct-call Lua global: its binding `src/lua/api/<provider>.rs` (booked through
-//!    [`direct`]), its line in `LAZY_GLOBALS` and its stub in `stdlib/_meta/`.
+//! 3. This file: its client in [`Clients`] and its arms there (whether it bills unpriced calls, where a
+//!    tier's calls go, the call itself), and its lazily built client in [`Llm`]. Routing, the budget and the ledger need nothing more: whether a call is paid comes from its
+//!    tier's price ([`cost::paid`]), and every call is booked the same way.
+//! 4. Only for a direct-call Lua global: its binding `src/lua/api/<provider>.rs` (each call booked with
+//!    [`Llm::booking`] and [`Llm::booked`]), its line in `LAZY_GLOBALS` and its stub in `stdlib/_meta/`.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -108,12 +109,8 @@ impl Llm {
     pub fn router(&self) -> &route::Router {
         self.router.get_or_init(|| {
             let ledger = ledger::Ledger::new(self.state.clone());
-            route::Router::new(
-                &self.fleet,
-                self.ollama().clone(),
-                self.openai().clone(),
-                ledger,
-            )
+            let clients = Clients::new(self.ollama().clone(), self.openai().clone());
+            route::Router::with_clients(&self.fleet, clients, ledger)
         })
     }
 }
@@ -140,6 +137,10 @@ pub struct Target {
 }
 
 impl Clients {
+    pub fn new(ollama: ollama::Ollama, openai: openai::OpenAi) -> Clients {
+        Clients { ollama, openai }
+    }
+
     /// Whether a provider bills its calls when its tier has no price (a cloud API does, a local Ollama
     /// does not); see [`cost::paid`].
     pub fn bills(provider: Provider) -> bool {

@@ -397,12 +397,7 @@ impl Ollama {
                 Some(l) if l.iter().all(u8::is_ascii_whitespace) => continue,
                 Some(l) => l,
             };
-            let line: Line = serde_json::from_slice(raw).map_err(|e| {
-                err(ErrorKind::Protocol(format!(
-                    "{e} in {}",
-                    http::snippet(raw)
-                )))
-            })?;
+            let line: Line = http::frame(raw).map_err(err)?;
             if let Some(message) = line.error {
                 return Err(err(ErrorKind::Server(message)));
             }
@@ -491,10 +486,14 @@ impl Ollama {
         let err = |kind| LlmError::new(&ep.name, None, kind);
         let url = format!("{}{path}", ep.url);
         let timeouts = self.timeouts.start(Wait::default());
-        let resp = http::send(|| self.http.get(&url), &timeouts, &Retry::NONE)
-            .await
-            .map_err(|f| err(status_error(f)))?;
-        http::read_json(resp, &timeouts).await.map_err(err)
+        http::fetch_json(
+            || self.http.get(&url),
+            &timeouts,
+            &Retry::NONE,
+            status_error,
+        )
+        .await
+        .map_err(err)
     }
 
     /// The `models` list of `/api/tags` (installed) or `/api/ps` (loaded).
@@ -554,12 +553,7 @@ impl Ollama {
             if raw.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let p: Progress = serde_json::from_slice(raw).map_err(|e| {
-                err(ErrorKind::Protocol(format!(
-                    "{e} in {}",
-                    http::snippet(raw)
-                )))
-            })?;
+            let p: Progress = http::frame(raw).map_err(err)?;
             if let Some(message) = p.error {
                 return Err(err(ErrorKind::Server(message)));
             }

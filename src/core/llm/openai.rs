@@ -234,14 +234,7 @@ impl OpenAi {
         } else {
             base_url.clone()
         };
-        let auth = key.as_ref().map(|k| {
-            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", k.expose()))
-                .unwrap_or_else(|_| {
-                    reqwest::header::HeaderValue::from_static("Bearer invalid-key")
-                });
-            v.set_sensitive(true);
-            v
-        });
+        let auth = key.as_ref().map(bearer);
         OpenAi {
             http: http::client(&timeouts),
             auth,
@@ -334,12 +327,7 @@ impl OpenAi {
                 events.drain().await;
                 break;
             }
-            let chunk: Chunk = serde_json::from_slice(data).map_err(|e| {
-                err(ErrorKind::Protocol(format!(
-                    "{e} in {}",
-                    http::snippet(data)
-                )))
-            })?;
+            let chunk: Chunk = http::frame(data).map_err(err)?;
             if let Some(e) = chunk.error {
                 return Err(err(ErrorKind::Server(key.scrub(&api_error_text(&e)))));
             }
@@ -493,10 +481,9 @@ impl OpenAi {
             None => self.http.get(&url),
         };
         let timeouts = timeouts.start(Wait::default());
-        let resp = http::send(build, &timeouts, retry)
+        http::fetch_json(build, &timeouts, retry, |f| self.status_error(f))
             .await
-            .map_err(|f| err(self.status_error(f)))?;
-        http::read_json(resp, &timeouts).await.map_err(err)
+            .map_err(err)
     }
 
     /// The key and the title header (callers have checked that there is a key).
@@ -562,10 +549,10 @@ impl OpenAi {
         let err = |kind| LlmError::new(&self.name, None, kind);
         let url = format!("{}/keys", self.base_url);
         let build = || self.managed(self.http.get(&url), management);
-        let resp = http::send(build, &self.timeouts, &self.retry)
-            .await
-            .map_err(|f| err(self.status_error(f)))?;
-        let doc: Value = http::read_json(resp, &self.timeouts).await.map_err(err)?;
+        let doc: Value =
+            http::fetch_json(build, &self.timeouts, &self.retry, |f| self.status_error(f))
+                .await
+                .map_err(err)?;
         doc.get("data")
             .and_then(Value::as_array)
             .into_iter()
@@ -609,14 +596,16 @@ impl OpenAi {
     }
 
     fn managed(&self, rb: reqwest::RequestBuilder, management: &Secret) -> reqwest::RequestBuilder {
-        let mut v =
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", management.expose()))
-                .unwrap_or_else(|_| {
-                    reqwest::header::HeaderValue::from_static("Bearer invalid-key")
-                });
-        v.set_sensitive(true);
-        rb.header(reqwest::header::AUTHORIZATION, v)
+        rb.header(reqwest::header::AUTHORIZATION, bearer(management))
     }
+}
+
+/// `Bearer <key>`, marked sensitive (its `Debug` prints `Sensitive`).
+fn bearer(key: &Secret) -> reqwest::header::HeaderValue {
+    let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Bearer invalid-key"));
+    v.set_sensitive(true);
+    v
 }
 
 fn api_error_text(e: &ApiError) -> String {

@@ -261,7 +261,11 @@ pub struct Router {
 
 impl Router {
     pub fn new(fleet: &Fleet, ollama: Ollama, openai: OpenAi, ledger: Ledger) -> Router {
-        let clients = Clients { ollama, openai };
+        Router::with_clients(fleet, Clients::new(ollama, openai), ledger)
+    }
+
+    /// The router over `clients` (shared with the direct calls).
+    pub fn with_clients(fleet: &Fleet, clients: Clients, ledger: Ledger) -> Router {
         let tiers: Vec<TierInfo> = fleet
             .tiers()
             .into_iter()
