@@ -5,8 +5,8 @@
 use std::process::ExitCode;
 
 use super::{Cli, Out, load_fleet};
-use crate::core::llm::Secret;
 use crate::core::llm::openai::OpenAi;
+use crate::core::secret::Secret;
 
 /// Where the management key is read from.
 pub const MANAGEMENT_KEY_ENV: &str = "OPENROUTER_MANAGEMENT_KEY";

@@ -16,8 +16,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::core::fleet::{Fleet, NotifyConf};
-use crate::core::llm::Secret;
 use crate::core::process::{self, Cmd, Spec};
+use crate::core::secret::Secret;
 
 /// Time each channel gets unless the caller says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -147,10 +147,7 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     pub fn new(conf: NotifyConf) -> Notifier {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+        let client = crate::core::http::builder(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Notifier { conf, client }

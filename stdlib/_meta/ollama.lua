@@ -10,7 +10,9 @@
 -- text, also mid-stream; "model not found … (try ollama.pull)"; timeout). With `check = false`, chat and
 -- generate return `{ok = false, err}` instead (and `ok = true` on success).
 -- Each chat/generate call is a ledger row (task and tier nil), written before the request; it costs
--- nothing unless a fleet tier serving the model has a `price`, and is never refused for budget.
+-- nothing and is never refused for budget unless a fleet tier serving the model has a `price` above zero:
+-- then it is paid like a cloud call (its worst case, with `options.num_predict` or 4096 tokens of answer,
+-- is reserved against the budget, and a call that does not fit is refused: "over budget: …").
 
 ---@class ollama
 ollama = {}

@@ -12,7 +12,8 @@
 -- limit (402 from the key limit, 403 "Key limit exceeded") says "key limit reached".
 -- Calls made directly here are budgeted like `route.ask`: each one is a ledger row (task and tier nil),
 -- written before the request with its worst case reserved; one whose worst case does not fit the fleet's
--- monthly budget is refused before sending ("over budget: …").
+-- monthly budget is refused before sending ("over budget: …"). A model whose fleet tier is priced at zero
+-- is free: never refused.
 
 ---@class openrouter
 openrouter = {}

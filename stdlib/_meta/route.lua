@@ -4,6 +4,8 @@
 --
 -- Tiers come from the fleet (`tiers`, lowest first; default local → cheap → premium), task kinds from
 -- `tasks` (default: the table in DESIGN.md). An endpoint that refused or timed out is skipped for 30 s.
+-- A call is paid when its tier's `price` is above zero; a tier without a price is paid on OpenRouter and
+-- free on Ollama.
 -- Budget (`budget = {monthly_usd, alert_at}`): before a paid call its worst case (prompt estimate × input
 -- price + max_tokens × output price) is reserved against what is left this calendar month (local time);
 -- if it does not fit, the tier is skipped with outcome "budget". Reservations hold across coroutines and
@@ -70,7 +72,7 @@ function route.pick(task) end
 ---@field system string? system prompt
 ---@field accept (fun(result: route.Answer): boolean|string)? true accepts; false, nil or a reason string moves up a tier
 ---@field max_tier string? highest tier to try (default: the highest)
----@field max_tokens integer? answer cap; for paid tiers also the reserved worst case (default: 4096 for paid tiers, the model's own for Ollama)
+---@field max_tokens integer? answer cap; for paid tiers also the reserved worst case (default: 4096 on OpenRouter; on Ollama the model's own, and 4096 for a priced tier's worst case)
 ---@field on_token fun(chunk: string)? streamed pieces of every attempt, as they arrive
 ---@field timeout baton.Duration? each attempt's longest wait for the first byte and between pieces (default: 120s)
 ---@field deadline baton.Duration? each attempt's whole call, per tier (default: 10m)

@@ -16,14 +16,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::ErrorKind;
 use super::ledger::{
     self, Alert, DayCost, GroupBy, Ledger, MonthTotals, Open, Opened, Period, ProviderUsage,
     Refusal, Row, SpendRow,
 };
-use super::ollama::{self, Endpoint};
-use super::openai::{self, OpenAi};
-use super::{ErrorKind, Llm, LlmError, Message, OnToken};
-use crate::core::fleet::{self, Price};
+use super::openai::OpenAi;
+use crate::core::fleet;
 use crate::core::state::StateError;
 
 /// The provider's usage is fetched again after this long.
@@ -229,202 +228,12 @@ impl Budget {
     }
 }
 
-/// The worst case of a cloud call: the prompt estimate plus `max_tokens` of answer at `price`.
-pub fn worst_case(price: Option<Price>, messages: &[Message], max_tokens: u32) -> f64 {
-    price.map_or(0.0, |p| {
-        openai::price_of(
-            p,
-            super::route::estimate_tokens(messages),
-            max_tokens as u64,
-        )
-    })
-}
-
 impl From<BudgetError> for ErrorKind {
     fn from(e: BudgetError) -> ErrorKind {
         match e {
             BudgetError::Refused(r) => ErrorKind::OverBudget(r.to_string()),
             BudgetError::State(e) => ErrorKind::Ledger(e.to_string()),
         }
-    }
-}
-
-/// Calls made directly from a playbook (no task, no tier): each one a ledger row, a cloud call reserved
-/// against the budget first.
-impl Llm {
-    /// The budget shared by `route.ask` and the direct calls.
-    pub fn budget(&self) -> &Budget {
-        self.router().budget()
-    }
-
-    /// `openrouter.chat`: reserved (the worst case at the price of the fleet tier serving the model; with
-    /// a budget and no `max_tokens`, [`super::route::DEFAULT_MAX_TOKENS`] is sent so the worst case is
-    /// bounded), sent, settled.
-    pub async fn openrouter_chat(
-        &self,
-        req: &openai::ChatRequest,
-        wait: impl Into<super::Wait>,
-        on_token: Option<OnToken<'_>>,
-        on_thinking: Option<OnToken<'_>>,
-        script: Option<String>,
-    ) -> Result<openai::Completion, LlmError> {
-        let budget = self.budget();
-        let openai = self.openai();
-        let price = self.price_of(&req.model);
-        let mut req = req.clone();
-        if budget.limit.is_some() && req.max_tokens.is_none() {
-            req.max_tokens = Some(super::route::DEFAULT_MAX_TOKENS);
-        }
-        let worst = worst_case(
-            price,
-            &req.messages,
-            req.max_tokens.unwrap_or(super::route::DEFAULT_MAX_TOKENS),
-        );
-        let row = Row {
-            script,
-            provider: fleet::Provider::Openrouter.name().to_string(),
-            host: Some(openai.name().to_string()),
-            model: req.model.clone(),
-            ..Row::default()
-        };
-        let err = |kind| LlmError::new(openai.name(), Some(&req.model), kind);
-        let open = budget
-            .open(row.clone(), worst, true)
-            .await
-            .map_err(|e| err(e.into()))?;
-        let started = Instant::now();
-        let out = openai
-            .chat_thinking(&req, price, wait, on_token, on_thinking)
-            .await;
-        let mut row = Row {
-            duration: started.elapsed().as_secs_f64(),
-            ..row
-        };
-        match out {
-            Ok(mut c) => {
-                (row.tokens_in, row.tokens_out, row.cost) = (c.tokens_in, c.tokens_out, c.cost);
-                row.cost_source = c.cost_source.name().into();
-                row.outcome = "ok".into();
-                row.sent = true;
-                Budget::check_cost(&mut row, open.reserved);
-                let closed = budget
-                    .close(&open, row)
-                    .await
-                    .map_err(|e| err(ErrorKind::Ledger(e.to_string())))?;
-                if closed.cost_source == "reserved" {
-                    c.cost = closed.cost;
-                    c.cost_source = openai::CostSource::Reserved;
-                }
-                Ok(c)
-            }
-            Err(e) => {
-                row.cost_source = "unknown".into();
-                row.outcome = outcome_of(&e.kind).into();
-                row.err = Some(e.to_string());
-                row.sent = !matches!(e.kind, ErrorKind::MissingKey(_));
-                budget
-                    .close(&open, row)
-                    .await
-                    .map_err(|s| err(ErrorKind::Ledger(s.to_string())))?;
-                Err(e)
-            }
-        }
-    }
-
-    /// `ollama.chat`: a ledger row before and after (free unless the fleet prices a tier serving the
-    /// model); never refused for budget.
-    pub async fn ollama_chat(
-        &self,
-        ep: &Endpoint,
-        req: &ollama::ChatRequest,
-        wait: impl Into<super::Wait>,
-        on_token: Option<OnToken<'_>>,
-        on_thinking: Option<OnToken<'_>>,
-        script: Option<String>,
-    ) -> Result<ollama::Completion, LlmError> {
-        self.ollama_booked(ep, &req.model, script, async {
-            self.ollama()
-                .chat_thinking(ep, req, wait, on_token, on_thinking)
-                .await
-        })
-        .await
-    }
-
-    /// `ollama.generate`, booked like [`Llm::ollama_chat`].
-    pub async fn ollama_generate(
-        &self,
-        ep: &Endpoint,
-        req: &ollama::GenerateRequest,
-        wait: impl Into<super::Wait>,
-        on_token: Option<OnToken<'_>>,
-        script: Option<String>,
-    ) -> Result<ollama::Completion, LlmError> {
-        self.ollama_booked(ep, &req.model, script, async {
-            self.ollama().generate(ep, req, wait, on_token).await
-        })
-        .await
-    }
-
-    async fn ollama_booked(
-        &self,
-        ep: &Endpoint,
-        model: &str,
-        script: Option<String>,
-        call: impl Future<Output = Result<ollama::Completion, LlmError>>,
-    ) -> Result<ollama::Completion, LlmError> {
-        let budget = self.budget();
-        let err = |kind| LlmError::new(&ep.name, Some(model), kind);
-        let row = Row {
-            script,
-            provider: fleet::Provider::Ollama.name().to_string(),
-            host: Some(ep.name.clone()),
-            model: model.to_string(),
-            ..Row::default()
-        };
-        let open = budget
-            .open(row.clone(), 0.0, false)
-            .await
-            .map_err(|e| err(e.into()))?;
-        let started = Instant::now();
-        let out = call.await;
-        let mut row = Row {
-            duration: started.elapsed().as_secs_f64(),
-            sent: true,
-            ..row
-        };
-        match &out {
-            Ok(c) => {
-                (row.tokens_in, row.tokens_out) = (c.tokens_in, c.tokens_out);
-                (row.cost, row.cost_source) = match self.price_of(model) {
-                    Some(p) => (
-                        openai::price_of(p, c.tokens_in, c.tokens_out),
-                        "pricing".into(),
-                    ),
-                    None => (0.0, "unknown".into()),
-                };
-                row.outcome = "ok".into();
-                Budget::check_cost(&mut row, open.reserved);
-            }
-            Err(e) => {
-                row.cost_source = "unknown".into();
-                row.outcome = outcome_of(&e.kind).into();
-                row.err = Some(e.to_string());
-            }
-        }
-        budget
-            .close(&open, row)
-            .await
-            .map_err(|e| err(ErrorKind::Ledger(e.to_string())))?;
-        out
-    }
-}
-
-/// The ledger outcome of a failed call.
-pub fn outcome_of(kind: &ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::KeyLimit(_) | ErrorKind::OverBudget(_) => "budget",
-        k if k.is_offline() => "offline",
-        _ => "error",
     }
 }
 

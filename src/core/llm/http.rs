@@ -11,16 +11,17 @@ use super::{ErrorKind, Retry, Timeouts};
 pub const JSON: reqwest::header::HeaderValue =
     reqwest::header::HeaderValue::from_static("application/json");
 
+/// `rb` with `body` as its JSON body (the bytes are shared, not copied, by each retry).
+pub fn json_body(rb: reqwest::RequestBuilder, body: &bytes::Bytes) -> reqwest::RequestBuilder {
+    rb.header(reqwest::header::CONTENT_TYPE, JSON)
+        .body(body.clone())
+}
+
 /// A reqwest client with a connect timeout; per-request limits are applied around each step.
 pub fn client(timeouts: &Timeouts) -> reqwest::Client {
-    // reqwest is built without a default crypto provider; the first client installs ring (a second call,
-    // or a provider installed by the embedding program, is fine).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(timeouts.connect)
+    crate::core::http::builder(timeouts.connect)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
-        .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
         // Retries are `send`'s (with backoff and `Retry-After`), so reqwest's own layer is off.
         .retry(reqwest::retry::never().max_retries_per_request(0))
         .build()
@@ -192,8 +193,25 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
             )));
         }
     }
-    serde_json::from_slice(&buf)
-        .map_err(|e| ErrorKind::Protocol(format!("{e} in {}", snippet(&buf))))
+    frame(&buf)
+}
+
+/// Decodes one JSON frame (an NDJSON line, an SSE event's data, a whole document); what does not decode is
+/// a protocol error showing the frame's start.
+pub fn frame<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, ErrorKind> {
+    serde_json::from_slice(raw).map_err(|e| ErrorKind::Protocol(format!("{e} in {}", snippet(raw))))
+}
+
+/// Sends what `build` builds (see [`send`]) and reads the JSON answer (see [`read_json`]); `status` turns
+/// a failed answer into the client's kind.
+pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+    build: impl Fn() -> reqwest::RequestBuilder,
+    timeouts: &Timeouts,
+    retry: &Retry,
+    status: impl FnOnce(SendError) -> ErrorKind,
+) -> Result<T, ErrorKind> {
+    let resp = send(build, timeouts, retry).await.map_err(status)?;
+    read_json(resp, timeouts).await
 }
 
 /// `16 MiB`, `1 MiB`, `64 KiB`.

@@ -3,9 +3,28 @@
 //!
 //! - [`ollama`]: Ollama's native API (NDJSON streaming), behind a per-endpoint [`limiter`].
 //! - [`openai`]: OpenAI-compatible chat completions (SSE streaming), OpenRouter's `/models` and `/key`.
+//! - [`shape`]: what every client's chat shares: the streamed answer gathered, the finished answer
+//!   settled (tool calls, schema, message), error bodies read; [`shape::Answered`] for booking and routing.
+//! - [`http`]: timeouts, retries with backoff, line and SSE framing of streams.
+//! - [`cost`]: prices, whether a call is paid (a property of its tier's price), estimates, worst cases.
 //! - [`route`]: task → tier → model, escalation, health cooldown, budget reservations.
-//! - [`ledger`]: the SQLite ledger (one row per attempt), reservations, spend reports.
-//! - [`http`]: what both clients share: timeouts, retries with backoff, line framing of streams.
+//! - [`direct`]: the direct calls (`openrouter.chat`, `ollama.chat`, `ollama.generate`), booked through
+//!   one generic path.
+//! - [`budget`] and [`ledger`]: the budget checks, the SQLite ledger (one row per attempt), spend reports.
+//!
+//! ## Adding a provider
+//! The places a new provider touches:
+//! 1. `core::fleet`: its [`Provider`] variant, with its name (for tiers and ledger rows) and its arm in the
+//!    tier validation (whether its tiers take a host).
+//! 2. `src/core/llm/<provider>.rs`: its client. Only its wire format: it builds the request
+//!    (`ChatRequest::routed` from a [`shape::Routed`]), sends it with [`http::send`], decodes its frames
+//!    into a [`shape::Gather`], finishes with [`shape::settle`], reads errors with [`shape::error_message`],
+//!    and implements [`shape::Answered`] for its completion (tokens, cost, the settled answer).
+//! 3. This file: its client in [`Clients`] and its arms there (whether it bills unpriced calls, where a
+//!    tier's calls go, the call itself), and its lazily built client in [`Llm`]. Routing, the budget and the ledger need nothing more: whether a call is paid comes from its
+//!    tier's price ([`cost::paid`]), and every call is booked the same way.
+//! 4. Only for a direct-call Lua global: its binding `src/lua/api/<provider>.rs` (each call booked with
+//!    [`Llm::booking`] and [`Llm::booked`]), its line in `LAZY_GLOBALS` and its stub in `stdlib/_meta/`.
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -13,10 +32,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::fleet::Fleet;
+use crate::core::fleet::{Fleet, Price, Provider, Tier};
+pub use crate::core::secret::Secret;
 use crate::core::state::State;
 
 pub mod budget;
+pub mod cost;
+pub mod direct;
 pub mod http;
 pub mod ledger;
 pub mod limiter;
@@ -24,6 +46,7 @@ pub mod ollama;
 pub mod openai;
 pub mod route;
 pub mod schema;
+pub mod shape;
 pub mod tools;
 
 /// The LLM services of one runtime, each built on first use (building an HTTP client loads TLS roots, which
@@ -86,13 +109,110 @@ impl Llm {
     pub fn router(&self) -> &route::Router {
         self.router.get_or_init(|| {
             let ledger = ledger::Ledger::new(self.state.clone());
-            route::Router::new(
-                &self.fleet,
-                self.ollama().clone(),
-                self.openai().clone(),
-                ledger,
-            )
+            let clients = Clients::new(self.ollama().clone(), self.openai().clone());
+            route::Router::with_clients(&self.fleet, clients, ledger)
         })
+    }
+}
+
+/// Every provider's client, as the router holds them: the one place that maps a provider to its client.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub ollama: ollama::Ollama,
+    pub openai: openai::OpenAi,
+}
+
+/// Where a tier's calls go, resolved once.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub tier: String,
+    /// The fleet host serving the tier (Ollama tiers), as `route.pick` reports it.
+    pub host: Option<String>,
+    /// The endpoint's name in errors and ledger rows: the fleet host, or `openrouter` (or the base URL).
+    pub name: String,
+    /// Ollama's endpoint; `None` for an Ollama tier whose host has no URL (its calls fail naming that).
+    pub endpoint: Option<ollama::Endpoint>,
+    /// The key of the endpoint's health (cooldown): its URL.
+    pub health_key: String,
+}
+
+impl Clients {
+    pub fn new(ollama: ollama::Ollama, openai: openai::OpenAi) -> Clients {
+        Clients { ollama, openai }
+    }
+
+    /// Whether a provider bills its calls when its tier has no price (a cloud API does, a local Ollama
+    /// does not); see [`cost::paid`].
+    pub fn bills(provider: Provider) -> bool {
+        match provider {
+            Provider::Ollama => false,
+            Provider::Openrouter => true,
+        }
+    }
+
+    /// Where the tier's calls go.
+    pub fn target(&self, fleet: &Fleet, tier: &Tier) -> Target {
+        match tier.provider {
+            Provider::Ollama => {
+                let endpoint = ollama::resolve(fleet, tier.host.as_deref()).ok();
+                Target {
+                    tier: tier.name.clone(),
+                    host: endpoint.as_ref().map(|e| e.name.clone()),
+                    name: endpoint
+                        .as_ref()
+                        .map_or_else(|| self.openai.name().to_string(), |e| e.name.clone()),
+                    health_key: endpoint
+                        .as_ref()
+                        .map_or_else(|| self.openai.base_url().to_string(), |e| e.url.clone()),
+                    endpoint,
+                }
+            }
+            Provider::Openrouter => Target {
+                tier: tier.name.clone(),
+                host: None,
+                name: self.openai.name().to_string(),
+                endpoint: None,
+                health_key: self.openai.base_url().to_string(),
+            },
+        }
+    }
+
+    /// Sends a routed chat to a tier of `provider` at `target`; the reply's cost is at `price`.
+    // Each argument is one plain part of the call; a struct for them would only move the list.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn chat(
+        &self,
+        provider: Provider,
+        target: &Target,
+        chat: &shape::Routed<'_>,
+        price: Option<Price>,
+        wait: Wait,
+        on_token: Option<OnToken<'_>>,
+        on_thinking: Option<OnToken<'_>>,
+    ) -> Result<shape::Reply, LlmError> {
+        match (provider, &target.endpoint) {
+            (Provider::Ollama, Some(ep)) => {
+                let req = ollama::ChatRequest::routed(chat);
+                let c = self
+                    .ollama
+                    .chat_thinking(ep, &req, wait, on_token, on_thinking)
+                    .await?;
+                Ok(shape::Reply::of(c, price))
+            }
+            (Provider::Ollama, None) => Err(LlmError::new(
+                &target.tier,
+                Some(chat.model),
+                ErrorKind::UnknownHost("the tier's host has no `ollama` URL".into()),
+            )),
+            (Provider::Openrouter, _) => {
+                let req = openai::ChatRequest::routed(chat);
+                let c = self
+                    .openai
+                    .chat_thinking(&req, price, wait, on_token, on_thinking)
+                    .await?;
+                Ok(shape::Reply::of(c, price))
+            }
+        }
     }
 }
 
@@ -191,41 +311,6 @@ pub fn lend<'b, A, R>(hook: &'b mut Option<Callback<'_, A, R>>) -> Option<Callba
     match hook {
         Some(f) => Some(&mut **f),
         None => None,
-    }
-}
-
-/// A secret (an API key). Its `Debug` and `Display` never show the value, so it cannot leak through an
-/// error, a log line or a `{:?}`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-    /// The value, for the one place that needs it (the `Authorization` header).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    /// `text` with every occurrence of the secret replaced by `***` (for server messages that echo it).
-    pub fn scrub(&self, text: &str) -> String {
-        if self.0.len() >= 4 && text.contains(&self.0) {
-            text.replace(&self.0, "***")
-        } else {
-            text.to_string()
-        }
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
     }
 }
 
@@ -453,14 +538,6 @@ pub fn ns_to_secs(ns: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_never_prints() {
-        let s = Secret::new("sk-or-v1-abcdef");
-        assert_eq!(format!("{s:?} {s}"), "Secret(***) ***");
-        assert_eq!(s.scrub("bad key sk-or-v1-abcdef!"), "bad key ***!");
-        assert_eq!(s.expose(), "sk-or-v1-abcdef");
-    }
 
     #[test]
     fn errors_name_host_and_model() {

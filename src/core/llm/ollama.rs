@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::cost::{self, CostSource};
 use super::http::{self, Lines, SendError};
 use super::limiter::{Limiter, Queue};
-use super::tools::{self, ThinkSplitter};
+use super::shape::{self, Answered, Asked, Gather, Routed, Settled};
+use super::tools;
 use super::{
     Callback, ErrorKind, LlmError, Message, OnToken, Retry, Timeouts, ToolCall, ToolSpec, Wait,
     ns_to_secs,
 };
-use crate::core::fleet::{self, Fleet};
+use crate::core::fleet::{self, Fleet, Price};
 
 /// One Ollama server: the name errors use (fleet host or URL), its base URL and its parallel limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,10 +137,32 @@ fn wire_messages<S: serde::Serializer>(m: &[Message], s: S) -> Result<S::Ok, S::
 impl ChatRequest {
     /// Offers `specs` as tools.
     pub fn offer(&mut self, specs: Vec<ToolSpec>) {
-        if !specs.is_empty() {
-            self.tools = Some(tools::wire_tools(&specs));
+        (self.tools, self.offered) = shape::offer(specs);
+    }
+    /// What shapes the answer: the tools offered, `content_tool_calls`, the schema.
+    pub fn asked(&self) -> Asked<'_> {
+        Asked {
+            offered: &self.offered,
+            content_tool_calls: self.content_tool_calls,
+            schema: self.schema.as_ref(),
         }
-        self.offered = specs;
+    }
+    /// The request the router sends to an Ollama tier: `max_tokens` as `num_predict` (when given), the
+    /// schema as `format` (checked by the router).
+    pub fn routed(chat: &Routed<'_>) -> ChatRequest {
+        let mut req = ChatRequest {
+            model: chat.model.to_string(),
+            messages: chat.messages.to_vec(),
+            options: chat
+                .max_tokens
+                .map(|n| serde_json::json!({ "num_predict": n })),
+            think: chat.think.cloned(),
+            content_tool_calls: chat.content_tool_calls,
+            format: chat.schema.cloned(),
+            ..Default::default()
+        };
+        req.offer(chat.tools.to_vec());
+        req
     }
     /// Asks for JSON matching `schema` (Ollama's `format`).
     pub fn require(&mut self, schema: Value) {
@@ -183,6 +207,26 @@ pub struct Completion {
     pub data: Option<Value>,
     /// The assistant message to append to continue the conversation (tool calls included).
     pub message: Message,
+}
+
+impl Answered for Completion {
+    fn tokens(&self) -> (u64, u64) {
+        (self.tokens_in, self.tokens_out)
+    }
+    /// Local models are free unless the fleet prices the tier (power, hardware).
+    fn cost(&self, price: Option<Price>) -> (f64, CostSource) {
+        cost::priced(price, self.tokens_in, self.tokens_out)
+    }
+    fn rebook(&mut self, _: f64) {}
+    fn into_settled(self) -> Settled {
+        Settled {
+            text: self.text,
+            thinking: self.thinking,
+            tool_calls: self.tool_calls,
+            data: self.data,
+            message: self.message,
+        }
+    }
 }
 
 /// One line of a chat/generate stream.
@@ -297,38 +341,17 @@ impl Ollama {
         on_thinking: Option<OnToken<'_>>,
     ) -> Result<Completion, LlmError> {
         let body = http::streamed(req, false);
-        let tally = http::Tally::new(num_predict(&req.options));
-        let mut c = self
-            .complete(
-                ep,
-                "/api/chat",
-                &req.model,
-                body,
-                wait.into(),
-                (on_token, on_thinking),
-                tally,
-            )
+        let gather = Gather::new(num_predict(&req.options), on_token, on_thinking);
+        let (mut c, answer, calls) = self
+            .complete(ep, "/api/chat", &req.model, body, wait.into(), gather)
             .await?;
-        if c.tool_calls.is_empty()
-            && !req.offered.is_empty()
-            && req.content_tool_calls != Some(false)
-            && let Some(calls) = tools::from_content(&c.text, &req.offered)
-        {
-            c.tool_calls = calls;
-            c.text.clear();
-        }
-        if !c.tool_calls.is_empty() {
+        let s = shape::settle(req.asked(), answer, calls, None)
+            .map_err(|k| LlmError::new(&ep.name, Some(&req.model), k))?;
+        if s.called() {
             c.finish_reason = "tool_calls".into();
-        } else if let Some(schema) = &req.schema {
-            let data = super::schema::decode(schema, &c.text)
-                .map_err(|e| LlmError::new(&ep.name, Some(&req.model), ErrorKind::Schema(e)))?;
-            c.data = Some(data);
         }
-        c.message = Message {
-            tool_calls: (!c.tool_calls.is_empty()).then(|| c.tool_calls.clone()),
-            thinking: c.thinking.clone(),
-            ..Message::new("assistant", c.text.clone())
-        };
+        (c.text, c.thinking, c.tool_calls, c.data, c.message) =
+            (s.text, s.thinking, s.tool_calls, s.data, s.message);
         Ok(c)
     }
 
@@ -341,21 +364,16 @@ impl Ollama {
         on_token: Option<OnToken<'_>>,
     ) -> Result<Completion, LlmError> {
         let body = http::streamed(req, false);
-        let tally = http::Tally::new(num_predict(&req.options));
-        self.complete(
-            ep,
-            "/api/generate",
-            &req.model,
-            body,
-            wait.into(),
-            (on_token, None),
-            tally,
-        )
-        .await
+        let gather = Gather::new(num_predict(&req.options), on_token, None);
+        let (mut c, (text, thinking), calls) = self
+            .complete(ep, "/api/generate", &req.model, body, wait.into(), gather)
+            .await?;
+        (c.text, c.thinking, c.tool_calls) = (text, thinking, calls);
+        Ok(c)
     }
 
-    // Each argument is one plain part of the call; a struct for them would only move the list.
-    #[allow(clippy::too_many_arguments)]
+    /// Streams one chat or generate call: the completion's counts and durations from the final object, the
+    /// answer and reasoning gathered, the tool calls as sent.
     async fn complete(
         &self,
         ep: &Endpoint,
@@ -363,31 +381,23 @@ impl Ollama {
         model: &str,
         body: Vec<u8>,
         wait: Wait,
-        (mut on_token, mut on_thinking): (Option<OnToken<'_>>, Option<OnToken<'_>>),
-        mut tally: http::Tally,
-    ) -> Result<Completion, LlmError> {
+        mut gather: Gather<'_, '_>,
+    ) -> Result<(Completion, (String, Option<String>), Vec<ToolCall>), LlmError> {
         let err = |kind| LlmError::new(&ep.name, Some(model), kind);
-        let mut splitter = ThinkSplitter::default();
-        let (mut thinking, mut calls) = (String::new(), Vec::new());
+        let mut calls = Vec::new();
         let timeouts = self.timeouts.start(wait);
         let slot = self.limiter.acquire(&ep.url, ep.parallel);
         let _slot = http::within(&timeouts, slot).await.map_err(err)?;
         let started = Instant::now();
         let resp = self.post(ep, path, Some(model), body, &timeouts).await?;
         let mut lines = Lines::new(resp, &timeouts);
-        let mut text = String::new();
         loop {
             let raw = match lines.next().await.map_err(err)? {
                 None => return Err(err(ErrorKind::Truncated)),
                 Some(l) if l.iter().all(u8::is_ascii_whitespace) => continue,
                 Some(l) => l,
             };
-            let line: Line = serde_json::from_slice(raw).map_err(|e| {
-                err(ErrorKind::Protocol(format!(
-                    "{e} in {}",
-                    http::snippet(raw)
-                )))
-            })?;
+            let line: Line = http::frame(raw).map_err(err)?;
             if let Some(message) = line.error {
                 return Err(err(ErrorKind::Server(message)));
             }
@@ -396,38 +406,16 @@ impl Ollama {
                 None => (line.response.unwrap_or_default(), None, None),
             };
             calls.extend(asked.iter().flat_map(|a| tools::from_ollama(a)));
-            let mut split = splitter.push(&piece);
-            if line.done {
-                let rest = splitter.finish();
-                split.thinking.push_str(&rest.thinking);
-                split.answer.push_str(&rest.answer);
-            }
-            split
-                .thinking
-                .insert_str(0, thought.as_deref().unwrap_or(""));
-            if !split.thinking.is_empty() {
-                tally.add(&split.thinking).map_err(err)?;
-                thinking.push_str(&split.thinking);
-                if let Some(cb) = on_thinking.as_mut() {
-                    cb(split.thinking)
-                        .await
-                        .map_err(|e| err(ErrorKind::Callback(e)))?;
-                }
-            }
-            let piece = split.answer;
-            if !piece.is_empty() {
-                tally.add(&piece).map_err(err)?;
-                text.push_str(&piece);
-                if let Some(cb) = on_token.as_mut() {
-                    cb(piece).await.map_err(|e| err(ErrorKind::Callback(e)))?;
-                }
-            }
+            gather
+                .piece(&piece, thought.as_deref(), line.done)
+                .await
+                .map_err(err)?;
             if line.done {
                 lines.drain().await;
                 let tokens_out = line.eval_count.unwrap_or(0);
                 let eval_secs = line.eval_duration.map(ns_to_secs).unwrap_or(0.0);
-                return Ok(Completion {
-                    text,
+                let c = Completion {
+                    text: String::new(),
                     model: line.model.unwrap_or_else(|| model.to_string()),
                     host: ep.name.clone(),
                     tokens_in: line.prompt_eval_count.unwrap_or(0),
@@ -443,11 +431,12 @@ impl Ollama {
                     },
                     finish_reason: line.done_reason.clone().unwrap_or_else(|| "stop".into()),
                     done_reason: line.done_reason.unwrap_or_else(|| "stop".into()),
-                    thinking: (!thinking.is_empty()).then_some(thinking),
-                    tool_calls: calls,
+                    thinking: None,
+                    tool_calls: Vec::new(),
                     data: None,
                     message: Message::new("assistant", ""),
-                });
+                };
+                return Ok((c, gather.into_parts(), calls));
             }
         }
     }
@@ -459,31 +448,37 @@ impl Ollama {
         model: &str,
         input: &Value,
     ) -> Result<Value, LlmError> {
-        let body = serde_json::to_vec(&serde_json::json!({ "model": model, "input": input }))
-            .unwrap_or_default();
-        let timeouts = self.timeouts.start(Wait::default());
-        let slot = self.limiter.acquire(&ep.url, ep.parallel);
-        let _slot = http::within(&timeouts, slot)
-            .await
-            .map_err(|k| LlmError::new(&ep.name, Some(model), k))?;
-        let resp = self
-            .post(ep, "/api/embed", Some(model), body, &timeouts)
-            .await?;
-        http::read_json(resp, &timeouts)
-            .await
-            .map_err(|k| LlmError::new(&ep.name, Some(model), k))
+        let body = serde_json::json!({ "model": model, "input": input });
+        self.document(ep, "/api/embed", model, &body, true).await
     }
 
     /// `/api/show` for `model`.
     pub async fn show(&self, ep: &Endpoint, model: &str) -> Result<Value, LlmError> {
-        let body = serde_json::to_vec(&serde_json::json!({ "model": model })).unwrap_or_default();
+        let body = serde_json::json!({ "model": model });
+        self.document(ep, "/api/show", model, &body, false).await
+    }
+
+    /// POSTs `body` about `model` and reads the JSON answer; `queued` waits for a slot of the endpoint's
+    /// limiter first (work that runs the model).
+    async fn document(
+        &self,
+        ep: &Endpoint,
+        path: &str,
+        model: &str,
+        body: &Value,
+        queued: bool,
+    ) -> Result<Value, LlmError> {
+        let err = |k| LlmError::new(&ep.name, Some(model), k);
+        let body = serde_json::to_vec(body).unwrap_or_default();
         let timeouts = self.timeouts.start(Wait::default());
-        let resp = self
-            .post(ep, "/api/show", Some(model), body, &timeouts)
-            .await?;
-        http::read_json(resp, &timeouts)
-            .await
-            .map_err(|k| LlmError::new(&ep.name, Some(model), k))
+        let _slot = if queued {
+            let slot = self.limiter.acquire(&ep.url, ep.parallel);
+            Some(http::within(&timeouts, slot).await.map_err(err)?)
+        } else {
+            None
+        };
+        let resp = self.post(ep, path, Some(model), body, &timeouts).await?;
+        http::read_json(resp, &timeouts).await.map_err(err)
     }
 
     /// GET a JSON document (`/api/tags`, `/api/ps`, `/api/version`).
@@ -491,10 +486,14 @@ impl Ollama {
         let err = |kind| LlmError::new(&ep.name, None, kind);
         let url = format!("{}{path}", ep.url);
         let timeouts = self.timeouts.start(Wait::default());
-        let resp = http::send(|| self.http.get(&url), &timeouts, &Retry::NONE)
-            .await
-            .map_err(|f| err(status_error(f)))?;
-        http::read_json(resp, &timeouts).await.map_err(err)
+        http::fetch_json(
+            || self.http.get(&url),
+            &timeouts,
+            &Retry::NONE,
+            status_error,
+        )
+        .await
+        .map_err(err)
     }
 
     /// The `models` list of `/api/tags` (installed) or `/api/ps` (loaded).
@@ -554,12 +553,7 @@ impl Ollama {
             if raw.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let p: Progress = serde_json::from_slice(raw).map_err(|e| {
-                err(ErrorKind::Protocol(format!(
-                    "{e} in {}",
-                    http::snippet(raw)
-                )))
-            })?;
+            let p: Progress = http::frame(raw).map_err(err)?;
             if let Some(message) = p.error {
                 return Err(err(ErrorKind::Server(message)));
             }
@@ -584,12 +578,8 @@ impl Ollama {
         timeouts: &Timeouts,
     ) -> Result<reqwest::Response, LlmError> {
         let url = format!("{}{path}", ep.url);
-        let build = || {
-            self.http
-                .post(&url)
-                .header(reqwest::header::CONTENT_TYPE, http::JSON)
-                .body(body.clone())
-        };
+        let body = bytes::Bytes::from(body);
+        let build = || http::json_body(self.http.post(&url), &body);
         http::send(build, timeouts, &self.retry)
             .await
             .map_err(|f| LlmError::new(&ep.name, model, status_error(f)))
@@ -597,7 +587,7 @@ impl Ollama {
 }
 
 /// `options.num_predict`, Ollama's `max_tokens`, when the request sets one.
-fn num_predict(options: &Option<Value>) -> Option<u64> {
+pub fn num_predict(options: &Option<Value>) -> Option<u64> {
     options.as_ref()?.get("num_predict")?.as_u64()
 }
 
@@ -607,10 +597,7 @@ fn status_error(e: SendError) -> ErrorKind {
         SendError::Status(f) => f,
         SendError::Transport(kind) => return kind,
     };
-    let message = serde_json::from_str::<Value>(&f.body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| http::snippet(f.body.as_bytes()));
+    let (message, _) = shape::error_message(&f.body);
     if f.status == reqwest::StatusCode::NOT_FOUND && message.contains("not found") {
         return ErrorKind::ModelNotFound(message);
     }

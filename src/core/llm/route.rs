@@ -10,20 +10,20 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::budget::{Budget as Books, BudgetError};
+use super::cost::{self, DEFAULT_MAX_TOKENS, estimate_tokens};
 use super::ledger::{Alert, Ledger, Open, Row};
-use super::ollama::{self, Ollama};
-use super::openai::{self, OpenAi};
-use super::{Callback, HookError, LocalFuture, Message, OnToken, ToolCall, ToolSpec};
+use super::ollama::Ollama;
+use super::openai::OpenAi;
+use super::shape::{Reply, Routed};
+use super::{
+    Callback, Clients, HookError, LocalFuture, Message, OnToken, Target, ToolCall, ToolSpec,
+};
 use crate::core::fleet::{Fleet, Price, Provider};
 use crate::core::state::StateError;
 use crate::core::wording::suggest;
 
 /// How long an endpoint that refused or timed out is skipped.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
-
-/// `max_tokens` for paid tiers when the caller gives none. It caps the answer and is the output side of the
-/// worst case reserved against the budget (4096 tokens at $15/M is about $0.06).
-pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 /// Model calls one attempt may make when tools are offered.
 pub const DEFAULT_MAX_STEPS: u32 = 8;
@@ -35,15 +35,14 @@ pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 struct TierInfo {
     name: String,
     provider: Provider,
-    /// Fleet host (ollama tiers).
-    host: Option<String>,
-    endpoint: Option<ollama::Endpoint>,
+    /// Where its calls go (the fleet host, the endpoint, its health key).
+    target: Target,
     /// The model when the task names no role the tier has.
     model: String,
     models: BTreeMap<String, String>,
     price: Option<Price>,
-    /// Key into the health table: the endpoint URL.
-    health_key: String,
+    /// Whether its calls cost money (see [`cost::paid`]): reserved against the budget, refusable.
+    paid: bool,
 }
 
 impl TierInfo {
@@ -255,38 +254,36 @@ pub struct Router {
     /// Endpoint key → (skip until, why).
     health: Mutex<HashMap<String, (Instant, String)>>,
     pub cooldown: Duration,
-    ollama: Ollama,
-    openai: OpenAi,
+    clients: Clients,
     /// The ledger and the budget checks, shared with the direct calls.
     books: Books,
 }
 
 impl Router {
     pub fn new(fleet: &Fleet, ollama: Ollama, openai: OpenAi, ledger: Ledger) -> Router {
+        Router::with_clients(fleet, Clients::new(ollama, openai), ledger)
+    }
+
+    /// The router over `clients` (shared with the direct calls).
+    pub fn with_clients(fleet: &Fleet, clients: Clients, ledger: Ledger) -> Router {
         let tiers: Vec<TierInfo> = fleet
             .tiers()
             .into_iter()
             .map(|t| {
-                let endpoint = (t.provider == Provider::Ollama)
-                    .then(|| ollama::resolve(fleet, t.host.as_deref()).ok())
-                    .flatten();
-                let health_key = endpoint
-                    .as_ref()
-                    .map_or_else(|| openai.base_url().to_string(), |e| e.url.clone());
+                let target = clients.target(fleet, &t);
                 let model = t
                     .model
                     .clone()
                     .or_else(|| t.models.values().next().cloned())
                     .unwrap_or_default();
                 TierInfo {
-                    host: endpoint.as_ref().map(|e| e.name.clone()),
                     name: t.name,
                     provider: t.provider,
-                    endpoint,
+                    target,
                     model,
                     models: t.models,
                     price: t.price,
-                    health_key,
+                    paid: cost::paid(t.price, Clients::bills(t.provider)),
                 }
             })
             .collect();
@@ -307,9 +304,8 @@ impl Router {
             unconfigured: fleet.tasks_without_tier(),
             health: Mutex::new(HashMap::new()),
             cooldown: DEFAULT_COOLDOWN,
-            ollama,
-            books: Books::new(ledger, openai.clone(), fleet.budget),
-            openai,
+            books: Books::new(ledger, clients.openai.clone(), fleet.budget),
+            clients,
         }
     }
 
@@ -341,7 +337,7 @@ impl Router {
     /// Why the tier's endpoint is being skipped, if it is cooling down.
     fn cooling(&self, tier: &TierInfo) -> Option<String> {
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        let (until, why) = health.get(&tier.health_key)?;
+        let (until, why) = health.get(&tier.target.health_key)?;
         let left = until.checked_duration_since(Instant::now())?;
         Some(format!(
             "skipped for {} more after: {why}",
@@ -352,7 +348,7 @@ impl Router {
     fn mark_down(&self, tier: &TierInfo, why: &str) {
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         health.insert(
-            tier.health_key.clone(),
+            tier.target.health_key.clone(),
             (Instant::now() + self.cooldown, why.to_string()),
         );
     }
@@ -427,7 +423,7 @@ impl Router {
             task: spec.kind.clone(),
             tier: t.name.clone(),
             provider: t.provider.name(),
-            host: t.host.clone(),
+            host: t.target.host.clone(),
             model: t.model_for(plan.role).to_string(),
             reason: plan.reason,
         })
@@ -491,19 +487,6 @@ struct Pending {
     row: Row,
     /// The row as written before sending (`None` until then: a skipped tier is written at the end).
     open: Option<Open>,
-}
-
-/// What a tier answered and what it cost.
-struct Reply {
-    text: String,
-    tokens_in: u64,
-    tokens_out: u64,
-    cost: f64,
-    cost_source: &'static str,
-    tool_calls: Vec<ToolCall>,
-    thinking: Option<String>,
-    /// The assistant message, to append to the conversation.
-    message: Message,
 }
 
 impl<'r, 'h> Ask<'r, 'h> {
@@ -595,11 +578,16 @@ impl<'r, 'h> Ask<'r, 'h> {
                 err: None,
                 duration: p.row.duration,
                 cost: Some(reply.cost),
-                tool_calls: reply.tool_calls.iter().map(|c| c.name.clone()).collect(),
+                tool_calls: reply
+                    .settled
+                    .tool_calls
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect(),
             })
             .await?;
-            if reply.tool_calls.is_empty() || self.opts.tools.is_empty() {
-                conv.push(reply.message.clone());
+            if reply.settled.tool_calls.is_empty() || self.opts.tools.is_empty() {
+                conv.push(reply.settled.message.clone());
                 return self.judge(t, p, reply, conv).await;
             }
             if step >= max_steps {
@@ -614,8 +602,8 @@ impl<'r, 'h> Ask<'r, 'h> {
             self.count(&mut p, &reply);
             p.row.outcome = Outcome::Ok.name().to_string();
             self.book(p.open, p.row).await?;
-            conv.push(reply.message);
-            let calls = reply.tool_calls;
+            conv.push(reply.settled.message);
+            let calls = reply.settled.tool_calls;
             let results = self.run_tools(&calls).await;
             for (call, (result, duration)) in calls.iter().zip(results) {
                 let content = match &result {
@@ -656,7 +644,7 @@ impl<'r, 'h> Ask<'r, 'h> {
         p.row.tokens_in = reply.tokens_in;
         p.row.tokens_out = reply.tokens_out;
         p.row.cost = reply.cost;
-        p.row.cost_source = reply.cost_source.to_string();
+        p.row.cost_source = reply.cost_source.name().to_string();
         Books::check_cost(&mut p.row, p.open.as_ref().map_or(0.0, |o| o.reserved));
         self.cost += p.row.cost;
         self.tokens_in += reply.tokens_in;
@@ -723,10 +711,7 @@ impl<'r, 'h> Ask<'r, 'h> {
             tier: Some(t.name.clone()),
             provider: t.provider.name().to_string(),
             // The fleet host for Ollama; the endpoint (`openrouter` or its base URL) for the cloud.
-            host: t
-                .host
-                .clone()
-                .or_else(|| Some(self.router.openai.name().to_string())),
+            host: Some(t.target.name.clone()),
             model: model.clone(),
             cost_source: "unknown".into(),
             sent: false,
@@ -748,15 +733,12 @@ impl<'r, 'h> Ask<'r, 'h> {
     /// prompt estimate plus `max_tokens` of answer) against the monthly budget first. `Err` is why the
     /// budget refused it.
     async fn reserve(&self, t: &TierInfo, row: Row) -> Result<Result<Open, String>, RouteError> {
-        let paid = t.provider == Provider::Openrouter;
-        let worst = if paid {
-            t.price.map_or(0.0, |p| {
-                openai::price_of(p, self.estimate, self.max_tokens() as u64)
-            })
+        let worst = if t.paid {
+            cost::worst_case(t.price, self.estimate, self.max_tokens())
         } else {
             0.0
         };
-        match self.router.books.open(row, worst, paid).await {
+        match self.router.books.open(row, worst, t.paid).await {
             Ok(open) => Ok(Ok(open)),
             Err(BudgetError::Refused(why)) => Ok(Err(why.to_string())),
             Err(BudgetError::State(e)) => Err(e.into()),
@@ -770,84 +752,30 @@ impl<'r, 'h> Ask<'r, 'h> {
         model: &str,
         conv: &[Message],
     ) -> Result<Reply, super::LlmError> {
-        match (t.provider, &t.endpoint) {
-            (Provider::Ollama, Some(ep)) => {
-                let mut req = ollama::ChatRequest {
-                    model: model.to_string(),
-                    messages: conv.to_vec(),
-                    options: self
-                        .opts
-                        .max_tokens
-                        .map(|n| serde_json::json!({ "num_predict": n })),
-                    think: self.opts.think.clone(),
-                    content_tool_calls: self.opts.content_tool_calls,
-                    // Checked by the router, so a bad answer is a rejection (next tier), not an error.
-                    format: self.opts.schema.clone(),
-                    ..Default::default()
-                };
-                req.offer(self.opts.tools.clone());
-                let on_token = super::lend(&mut self.hooks.on_token);
-                let on_thinking = super::lend(&mut self.hooks.on_thinking);
-                let c = self
-                    .router
-                    .ollama
-                    .chat_thinking(ep, &req, self.opts.wait, on_token, on_thinking)
-                    .await?;
-                // Local models are free unless the fleet prices the tier (power, hardware).
-                let (cost, cost_source) = match t.price {
-                    Some(p) => (openai::price_of(p, c.tokens_in, c.tokens_out), "pricing"),
-                    None => (0.0, "unknown"),
-                };
-                Ok(Reply {
-                    text: c.text,
-                    tokens_in: c.tokens_in,
-                    tokens_out: c.tokens_out,
-                    cost,
-                    cost_source,
-                    tool_calls: c.tool_calls,
-                    thinking: c.thinking,
-                    message: c.message,
-                })
-            }
-            (Provider::Ollama, None) => Err(super::LlmError::new(
-                &t.name,
-                Some(model),
-                super::ErrorKind::UnknownHost("the tier's host has no `ollama` URL".into()),
-            )),
-            (Provider::Openrouter, _) => {
-                let mut req = openai::ChatRequest {
-                    model: model.to_string(),
-                    messages: conv.to_vec(),
-                    max_tokens: Some(self.max_tokens()),
-                    reasoning: self.opts.reasoning.clone(),
-                    content_tool_calls: self.opts.content_tool_calls,
-                    ..Default::default()
-                };
-                req.offer(self.opts.tools.clone());
-                if let Some(schema) = &self.opts.schema {
-                    req.require(schema.clone());
-                    // Checked by the router, so a bad answer is a rejection (next tier), not an error.
-                    req.schema = None;
-                }
-                let on_token = super::lend(&mut self.hooks.on_token);
-                let on_thinking = super::lend(&mut self.hooks.on_thinking);
-                let c = self
-                    .router
-                    .openai
-                    .chat_thinking(&req, t.price, self.opts.wait, on_token, on_thinking)
-                    .await?;
-                Ok(Reply {
-                    text: c.text,
-                    tokens_in: c.tokens_in,
-                    tokens_out: c.tokens_out,
-                    cost: c.cost,
-                    cost_source: c.cost_source.name(),
-                    tool_calls: c.tool_calls,
-                    thinking: c.thinking,
-                    message: c.message,
-                })
-            }
-        }
+        let chat = Routed {
+            model,
+            messages: conv,
+            max_tokens: self.opts.max_tokens,
+            tools: &self.opts.tools,
+            schema: self.opts.schema.as_ref(),
+            think: self.opts.think.as_ref(),
+            reasoning: self.opts.reasoning.as_ref(),
+            content_tool_calls: self.opts.content_tool_calls,
+        };
+        let on_token = super::lend(&mut self.hooks.on_token);
+        let on_thinking = super::lend(&mut self.hooks.on_thinking);
+        self.router
+            .clients
+            .chat(
+                t.provider,
+                &t.target,
+                &chat,
+                t.price,
+                self.opts.wait,
+                on_token,
+                on_thinking,
+            )
+            .await
     }
 
     /// A failed call: an offline endpoint cools down and the next tier is tried; a failing `on_token`
@@ -884,7 +812,7 @@ impl<'r, 'h> Ask<'r, 'h> {
     ) -> Result<Option<Answer>, RouteError> {
         self.count(&mut p, &reply);
         let data = match &self.opts.schema {
-            Some(schema) => match super::schema::decode(schema, &reply.text) {
+            Some(schema) => match super::schema::decode(schema, &reply.settled.text) {
                 Ok(data) => Some(data),
                 Err(why) => {
                     self.record(p, Outcome::Rejected, Some(why)).await?;
@@ -899,7 +827,7 @@ impl<'r, 'h> Ask<'r, 'h> {
             ..p.attempt.clone()
         });
         let answer = Answer {
-            text: reply.text,
+            text: reply.settled.text,
             tier: t.name.clone(),
             provider: t.provider.name(),
             model: p.attempt.model.clone(),
@@ -908,7 +836,7 @@ impl<'r, 'h> Ask<'r, 'h> {
             tokens_out: self.tokens_out,
             attempts,
             data,
-            thinking: reply.thinking,
+            thinking: reply.settled.thinking,
             steps: self.steps.clone(),
             messages,
         };
@@ -986,15 +914,6 @@ fn list_steps(steps: &[Step]) -> String {
         })
         .collect();
     parts.join("; ")
-}
-
-/// A deliberately high estimate of prompt tokens (one per 3 bytes, plus framing per message), so the
-/// reserved worst case is not below what the provider charges for typical text.
-pub fn estimate_tokens(messages: &[Message]) -> u64 {
-    messages
-        .iter()
-        .map(|m| (m.content.len() as u64).div_ceil(3) + 4)
-        .sum()
 }
 
 #[cfg(test)]
@@ -1279,11 +1198,5 @@ mod tests {
             .map(|s| (s.key.as_str(), s.calls, s.cost))
             .collect();
         assert_eq!(spent, [("local", 1, 5.0)]);
-    }
-
-    #[test]
-    fn estimates_are_generous() {
-        let m = [Message::new("user", "x".repeat(300))];
-        assert_eq!(estimate_tokens(&m), 104);
     }
 }

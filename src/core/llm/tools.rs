@@ -323,16 +323,26 @@ impl ThinkSplitter {
     }
 }
 
+/// What both wire formats carry of a message alike: its role and content, its images, and the call a tool
+/// result answers.
+fn wire_message(m: &Message) -> Value {
+    let mut v = json!({"role": m.role, "content": m.content});
+    if let Some(images) = &m.images {
+        v["images"] = json!(images);
+    }
+    if let Some(id) = &m.tool_call_id {
+        v["tool_call_id"] = json!(id);
+    }
+    v
+}
+
 /// Messages as Ollama's `/api/chat` takes them: tool calls with object arguments, tool results with
 /// `tool_name`.
 pub fn ollama_messages(messages: &[Message]) -> Vec<Value> {
     messages
         .iter()
         .map(|m| {
-            let mut v = json!({"role": m.role, "content": m.content});
-            if let Some(images) = &m.images {
-                v["images"] = json!(images);
-            }
+            let mut v = wire_message(m);
             if let Some(calls) = &m.tool_calls {
                 v["tool_calls"] = calls
                     .iter()
@@ -341,9 +351,6 @@ pub fn ollama_messages(messages: &[Message]) -> Vec<Value> {
             }
             if let Some(name) = &m.name {
                 v["tool_name"] = json!(name);
-            }
-            if let Some(id) = &m.tool_call_id {
-                v["tool_call_id"] = json!(id);
             }
             if let Some(t) = &m.thinking {
                 v["thinking"] = json!(t);
@@ -359,10 +366,7 @@ pub fn openai_messages(messages: &[Message]) -> Vec<Value> {
     messages
         .iter()
         .map(|m| {
-            let mut v = json!({"role": m.role, "content": m.content});
-            if let Some(images) = &m.images {
-                v["images"] = json!(images);
-            }
+            let mut v = wire_message(m);
             if let Some(calls) = &m.tool_calls {
                 v["tool_calls"] = calls
                     .iter()
@@ -377,9 +381,6 @@ pub fn openai_messages(messages: &[Message]) -> Vec<Value> {
                 if m.content.is_empty() {
                     v["content"] = Value::Null;
                 }
-            }
-            if let Some(id) = &m.tool_call_id {
-                v["tool_call_id"] = json!(id);
             }
             if let (Some(name), "tool") = (&m.name, m.role.as_str()) {
                 v["name"] = json!(name);

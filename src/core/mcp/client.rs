@@ -345,11 +345,7 @@ impl Client {
                 }
                 let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(custom);
-                // reqwest is built without a default crypto provider: install ring, as the LLM clients do.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let http_client = reqwest::Client::builder()
-                    .connect_timeout(Duration::from_secs(10))
-                    .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
+                let http_client = crate::core::http::builder(Duration::from_secs(10))
                     .build()
                     .map_err(|e| McpError::Invalid(format!("cannot build an HTTP client: {e}")))?;
                 let http = StreamableHttpClientTransport::with_client(http_client, config);

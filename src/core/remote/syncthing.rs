@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Remote, RemoteError, Target};
-use crate::core::llm::Secret;
+use crate::core::secret::Secret;
 
 /// Bound on each API request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -283,12 +283,9 @@ pub async fn connect(remote: &Remote, host: &str) -> Result<Client, RemoteError>
         }
         (None, None) => unreachable!("config.xml is read when the fleet gives no url"),
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
+    let http = crate::core::http::builder(Duration::from_secs(5))
         // Syncthing's GUI certificate is self-signed; it is reached on loopback or through the ssh master.
         .tls_danger_accept_invalid_certs(gui.as_ref().is_some_and(|g| g.tls))
-        .user_agent(concat!("baton/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| err(format!("HTTP client: {e}")))?;
     Ok(Client {
