@@ -117,24 +117,25 @@ fn multiline_completion_and_ctrl_c() {
     t.line("  return x * 2");
     t.line("end");
     t.line("double(21) + 0.5");
-    t.wait_for("42.5", Duration::from_secs(5));
+    t.wait_for("42.5", Duration::from_secs(10));
     // Tab completes a field of a global table.
     t.keys(&["-l", "baton.sle"]);
     t.keys(&["Tab"]);
-    t.wait_for("> baton.sleep", Duration::from_secs(5));
-    // Ctrl-C during a long call returns to the prompt quickly, and the REPL still works.
-    t.keys(&["-l", "(30)"]);
+    t.wait_for("> baton.sleep", Duration::from_secs(10));
+    // Ctrl-C during a long call returns to the prompt quickly, and the REPL still works. The line prints
+    // a mark right before its long sleep, so Ctrl-C is sent once the call is under way.
+    t.keys(&["-l", "(0) print('slee' .. 'ping') baton.sleep(30)"]);
     t.keys(&["Enter"]);
-    std::thread::sleep(Duration::from_millis(300));
+    t.wait_for("\nsleeping\n", Duration::from_secs(10));
     t.keys(&["C-c"]);
-    t.wait_for("interrupted", Duration::from_secs(5));
+    t.wait_for("interrupted", Duration::from_secs(10));
     t.line("'still ' .. 'alive'");
-    t.wait_for("\"still alive\"", Duration::from_secs(5));
+    t.wait_for("\"still alive\"", Duration::from_secs(10));
     // Tables print nested; history is saved in the state dir.
     t.line("{ a = { b = 1 }, 2 }");
-    t.wait_for("{ 2, a = { b = 1 } }", Duration::from_secs(5));
+    t.wait_for("{ 2, a = { b = 1 } }", Duration::from_secs(10));
     t.keys(&["C-d"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let history = env.state_dir().join("repl_history");
     loop {
         let text = std::fs::read_to_string(&history).unwrap_or_default();
@@ -184,7 +185,7 @@ fn second_tab_lists_the_candidates() {
     // The input is still there below the list, and completes further.
     t.keys(&["-l", "sp"]);
     t.keys(&["Tab"]);
-    t.wait_for("> ssh.spawn", Duration::from_secs(5));
+    t.wait_for("> ssh.spawn", Duration::from_secs(10));
 }
 
 #[test]
@@ -197,10 +198,10 @@ fn ctrl_c_drops_the_lines_typed_after_the_cancelled_chunk() {
     ]);
     t.wait_for("\nsleeping\n", Duration::from_secs(10));
     t.keys(&["C-c"]);
-    t.wait_for("interrupted", Duration::from_secs(5));
+    t.wait_for("interrupted", Duration::from_secs(10));
     // As in a terminal, what was typed ahead goes with the cancelled chunk; new input still runs.
     t.line("'still ' .. 'here'");
-    t.wait_for("\"still here\"", Duration::from_secs(5));
+    t.wait_for("\"still here\"", Duration::from_secs(10));
     assert!(!t.screen().contains("afterwards"), "{}", t.screen());
 }
 
@@ -224,9 +225,10 @@ fn ctrl_c_stops_a_loop_that_never_waits() {
             },
             Duration::from_secs(10),
         );
-        std::thread::sleep(Duration::from_millis(200));
+        // The mark is printed right before the loop; an interrupt from here on stays set until the hook
+        // raises inside it.
         t.keys(&["C-c"]);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while t.screen().matches("interrupted").count() <= i {
             assert!(
                 Instant::now() < deadline,
@@ -237,6 +239,6 @@ fn ctrl_c_stops_a_loop_that_never_waits() {
         }
         // Back at the prompt, and the next chunk runs normally (the interrupt does not stick).
         t.line(&format!("'alive ' .. {i}"));
-        t.wait_for(&format!("\"alive {i}\""), Duration::from_secs(5));
+        t.wait_for(&format!("\"alive {i}\""), Duration::from_secs(10));
     }
 }

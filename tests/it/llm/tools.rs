@@ -371,7 +371,8 @@ fn turn(req: &server::Request) -> usize {
         .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count())
 }
 
-/// The loop: two tools of one step run at once (each sleeps 0.3 s; their runs overlap), a failing tool
+/// The loop: two tools of one step run at once (each waits until both have started, so run one after the
+/// other their spans could not overlap), a failing tool
 /// and an unknown tool are fed back as `error: …` and the model answers; every model call is a ledger row
 /// with its step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,11 +396,13 @@ async fn route_loop_runs_tools_concurrently_and_feeds_errors_back() {
     .await;
     let env = Env::new("tools-loop").with_fleet(&loop_fleet(&stub.url, &refused_url().await, None));
     let (env, out) = run_lua(env, r#"
-        local spans, seen = {}, {}
+        local spans, seen, started = {}, {}, {}
         local tools = {
           slow = { description = "sleeps", parameters = { type = "object", properties = { tag = { type = "string" } } },
                    run = function(args)
-                     local t0 = baton.clock(); baton.sleep(0.3); spans[#spans + 1] = { args.tag, t0, baton.clock() }
+                     local t0 = baton.clock(); started[args.tag] = true
+                     for _ = 1, 1000 do if started.a and started.b then break end baton.sleep(0.01) end
+                     spans[#spans + 1] = { args.tag, t0, baton.clock() }
                      return { tag = args.tag, ok = true }
                    end },
           broken = { description = "fails", run = function() error("disk on fire") end },
