@@ -178,7 +178,10 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     let (common, mut r) = a.into_request();
     r.offer(tools.specs);
     if !schema.is_nil() {
-        r.require(args::json_schema(&lua, F, "schema", schema)?);
+        r.require(
+            crate::core::llm::schema::given(F, args::json_schema(&lua, F, "schema", schema)?)
+                .map_err(args::fail)?,
+        );
     }
     let (_, ep) = target(&lua, F, common.host.as_deref())?;
     let mut on_token = cbs.take("on_token").map(args::hook::<String>);

@@ -75,7 +75,10 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     };
     r.offer(tools.specs);
     if !schema.is_nil() {
-        r.require(args::json_schema(&lua, F, "schema", schema)?);
+        r.require(
+            crate::core::llm::schema::given(F, args::json_schema(&lua, F, "schema", schema)?)
+                .map_err(args::fail)?,
+        );
     }
     let mut on_token = cbs.take("on_token").map(args::hook::<String>);
     let mut on_thinking = cbs.take("on_thinking").map(args::hook::<String>);

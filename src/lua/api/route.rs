@@ -130,7 +130,10 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
     }
     let schema = match schema {
         Value::Nil => None,
-        v => Some(args::json_schema(&lua, F, "schema", v)?),
+        v => Some(
+            crate::core::llm::schema::given(F, args::json_schema(&lua, F, "schema", v)?)
+                .map_err(args::fail)?,
+        ),
     };
     let (o, mut cbs) = args::opts::<AskOpts>(
         &lua,

@@ -371,6 +371,51 @@ fn turn(req: &server::Request) -> usize {
         .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count())
 }
 
+/// A schema with a keyword baton does not check is refused where it is given (every way in), naming the
+/// keyword and its place, before anything is sent: it never "validates" an answer it did not check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchecked_schema_keywords_are_refused_where_the_schema_is_given() {
+    let stub = Stub::start(|_, _| Reply::json(400, json!({"error": "no model here"}))).await;
+    let env = Env::new("schema-intake").with_fleet(&loop_fleet(&stub.url, &stub.url, None));
+    let (_env, out) = run_lua(env, r##"
+        local msgs = { { role = "user", content = "hi" } }
+        local verdict = { oneOf = { { const = "pass" }, { const = "fail" } } }
+        print(select(2, pcall(route.ask, "lint", "judge",
+          { schema = { type = "object", properties = { verdict = verdict } } })))
+        print(select(2, pcall(ollama.chat, { model = "qwen", host = "engine", messages = msgs,
+          schema = { type = "array", items = { type = "string", pattern = "^a" } } })))
+        print(select(2, pcall(openrouter.chat, { model = "c/m", messages = msgs, schema = { ["$ref"] = "#/$defs/v" } })))
+        -- What is checked, with annotations, still goes through intake.
+        local ok, e = pcall(route.ask, "lint", "judge", { max_tier = "local",
+          schema = { type = "object", title = "Verdict", description = "d", properties = { v = { enum = { 1 } } } } })
+        print(ok, tostring(e):find("schema:", 1, true) == nil)
+    "##).await;
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let supported =
+        "(supported: type, properties, required, additionalProperties, items, enum, const, anyOf,";
+    for (line, want) in lines.iter().zip([
+        r#"route.ask: schema: unsupported keyword "oneOf" at /properties/verdict "#,
+        r#"ollama.chat: schema: unsupported keyword "pattern" at /items "#,
+        r#"openrouter.chat: schema: unsupported keyword "$ref" at / "#,
+    ]) {
+        assert!(
+            line.starts_with(&format!("{want}{supported}")),
+            "got {line:?}, want {want:?}\n{}",
+            out.stderr
+        );
+    }
+    assert_eq!(lines[3], "false\ttrue", "{}", out.stdout);
+    let sent = stub.requests();
+    assert!(
+        !sent.is_empty()
+            && sent
+                .iter()
+                .all(|r| r.json()["format"]["title"] == "Verdict"),
+        "only the last, valid schema was sent"
+    );
+}
+
 /// The loop: two tools of one step run at once (each waits until both have started, so run one after the
 /// other their spans could not overlap), a failing tool
 /// and an unknown tool are fed back as `error: …` and the model answers; every model call is a ledger row
