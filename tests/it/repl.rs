@@ -8,6 +8,14 @@ struct Tmux {
     name: String,
 }
 
+/// `tmux -L NAME`: each test has its own tmux server, so parallel tests (and anyone else's tmux on the
+/// machine) never race on one server starting or exiting as its last session goes.
+fn tmux(name: &str) -> Command {
+    let mut cmd = Command::new("tmux");
+    cmd.args(["-L", name]);
+    cmd
+}
+
 impl Tmux {
     fn start(env: &Env, name: &str) -> Tmux {
         assert!(
@@ -26,7 +34,7 @@ impl Tmux {
             state = state.display(),
             bin = bin().display()
         );
-        let ok = Command::new("tmux")
+        let out = tmux(&name)
             .args([
                 "new-session",
                 "-d",
@@ -38,10 +46,13 @@ impl Tmux {
                 "40",
                 &shell,
             ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "tmux new-session failed");
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let t = Tmux { name };
         t.wait_for("Ctrl-D exits", Duration::from_secs(10));
         t
@@ -56,7 +67,7 @@ impl Tmux {
     fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", &self.name];
         args.extend_from_slice(keys);
-        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+        assert!(tmux(&self.name).args(&args).status().unwrap().success());
     }
 
     /// Types one line and waits until the REPL shows a fresh prompt after it.
@@ -76,7 +87,7 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
-        let out = Command::new("tmux")
+        let out = tmux(&self.name)
             .args(["capture-pane", "-p", "-t", &self.name])
             .output()
             .unwrap();
@@ -101,7 +112,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
+        let _ = tmux(&self.name)
             .args(["kill-session", "-t", &self.name])
             .status();
     }
