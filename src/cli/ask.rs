@@ -80,6 +80,8 @@ fn read_schema(path: &Path) -> anyhow::Result<serde_json::Value> {
             path.display()
         );
     }
+    crate::core::llm::schema::supported(&schema)
+        .map_err(|e| anyhow::anyhow!("ask: --schema {}: {e}", path.display()))?;
     Ok(schema)
 }
 

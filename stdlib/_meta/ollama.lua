@@ -54,7 +54,7 @@ ollama = {}
 ---@field deadline baton.Duration? the whole call: queueing, retries, Retry-After waits and the stream (default: 10m)
 ---@field check boolean? raise on failure (default: true)
 ---@field tools llm.Tools? offered to the model; calls come back in `tool_calls`, never run (default: none)
----@field schema table? a JSON Schema: sent as `format`; the answer is decoded into `data`, and raises when it is not JSON or does not match (checked: type, properties, required, additionalProperties, items, enum, const, minimum/maximum, minLength/maxLength, minItems/maxItems, anyOf) (default: none)
+---@field schema table? a JSON Schema: sent as `format`; the answer is decoded into `data`, and raises when it is not JSON or does not match (checked: type, properties, required, additionalProperties, items, enum, const, minimum/maximum and their exclusive forms, minLength/maxLength, minItems/maxItems, anyOf, and annotations such as title and description; any other keyword raises at once, naming it and its place) (default: none)
 ---@field think boolean|"low"|"medium"|"high"? reasoning models: think first; the thinking goes to `thinking` (default: the server's)
 ---@field on_thinking fun(chunk: string)? called with each piece of the thinking (also of an inline `<think>` block)
 ---@field content_tool_calls boolean? when tools are offered, read an answer that is only a JSON tool call (`{"name", "arguments"}`) as a tool call (default: true)

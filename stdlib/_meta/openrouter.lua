@@ -32,7 +32,7 @@ openrouter = {}
 ---@field tools llm.Tools? offered to the model, sent on every request; calls come back in `tool_calls`, never run (default: none)
 ---@field tool_choice "auto"|"none"|"required"|table? (default: the provider's, "auto")
 ---@field parallel_tool_calls boolean? (default: the provider's)
----@field schema table? a JSON Schema: sent as a strict `response_format` with `provider.require_parameters = true`; the answer is decoded into `data`, and raises when it is not JSON or does not match (default: none)
+---@field schema table? a JSON Schema: sent as a strict `response_format` with `provider.require_parameters = true`; the answer is decoded into `data`, and raises when it is not JSON or does not match (checked: type, properties, required, additionalProperties, items, enum, const, minimum/maximum and their exclusive forms, minLength/maxLength, minItems/maxItems, anyOf, and annotations such as title and description; any other keyword raises at once, naming it and its place) (default: none)
 ---@field reasoning {effort: "low"|"medium"|"high"?, max_tokens: integer?, exclude: boolean?}? reasoning models (default: the provider's)
 ---@field on_thinking fun(chunk: string)? called with each piece of the reasoning (`delta.reasoning`, or an inline `<think>` block)
 ---@field content_tool_calls boolean? when tools are offered, read an answer that is only a JSON tool call as a tool call (default: true)

@@ -80,7 +80,7 @@ function route.pick(task) end
 ---@field max_steps integer? model calls per attempt; an attempt that still asks for tools then fails, listing its steps, and the next tier starts afresh (default: 8)
 ---@field tool_timeout baton.Duration? per tool call (default: "60s")
 ---@field on_step fun(step: route.Step)? after each model call and each tool call
----@field schema table? a JSON Schema the answer must match (sent as Ollama's `format` / a strict `response_format`); an answer that is not JSON or does not match is rejected with the reason and the next tier tried; decoded into `data` (default: none)
+---@field schema table? a JSON Schema the answer must match (sent as Ollama's `format` / a strict `response_format`); an answer that is not JSON or does not match is rejected with the reason and the next tier tried; decoded into `data` (checked: type, properties, required, additionalProperties, items, enum, const, minimum/maximum and their exclusive forms, minLength/maxLength, minItems/maxItems, anyOf, and annotations such as title and description; any other keyword raises at once, naming it and its place) (default: none)
 ---@field think boolean|"low"|"medium"|"high"? Ollama tiers: think first (default: the server's)
 ---@field reasoning table? OpenRouter tiers: `{effort | max_tokens, exclude}` (default: the provider's)
 ---@field on_thinking fun(chunk: string)? streamed pieces of the reasoning

@@ -200,6 +200,30 @@ pub fn wait_within(mut child: Child, limit: Duration) -> Out {
     }
 }
 
+/// Polls `cond` (every 20 ms) until it holds, panicking with `what` after `limit`. Tests wait for an
+/// event (a file, a row, a line, a port) with this instead of sleeping for a guessed time: `limit` is only
+/// the point where the test gives up, so make it generous (seconds, not milliseconds).
+#[track_caller]
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A shell loop that waits (at most ~30 s) until `path` exists: a remote or child command blocks on it until
+/// the test has seen what it wanted, instead of sleeping and hoping the test looked in time.
+pub fn sh_wait_file(path: &Path) -> String {
+    let p = shlex::try_quote(path.to_str().unwrap())
+        .unwrap()
+        .into_owned();
+    format!("n=0; until [ -e {p} ] || [ $n -ge 1500 ]; do sleep 0.02; n=$((n+1)); done")
+}
+
 /// `git -C dir ARGS…` (never prompting), asserting success; trimmed stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use baton::core::schedule::{RunRecord, Store};
 use baton::core::state::State;
 
-use crate::common::{Env, Out, wait_within};
+use crate::common::{Env, Out, wait_for, wait_within};
 
 fn start_daemon(env: &Env, file: &Path) -> Child {
     let mut cmd = env.cmd();
@@ -44,20 +44,33 @@ fn wait_for_runs(env: &Env, job: &str, n: usize, limit: Duration) {
     }
 }
 
-/// The healthy per-second job kept its schedule: every run ok, started within 1 s of its time, and no gap
-/// between consecutive scheduled times above 2 s.
+/// The healthy per-second job kept running: at least `at_least` runs, every one ok and none started before
+/// its time. That it was not held up by the others is shown by events (a healthy run starting while a
+/// misbehaving one is still running), not by a lateness window, which a loaded machine would break.
 fn assert_on_schedule(healthy: &[RunRecord], at_least: usize) {
     let ran: Vec<&RunRecord> = healthy.iter().filter(|r| r.outcome != "skipped").collect();
     assert!(ran.len() >= at_least, "{healthy:#?}");
     for r in &ran {
         assert_eq!(r.outcome, "ok", "{r:#?}");
-        let late = (r.started.unwrap() - r.scheduled).num_milliseconds();
-        assert!(late < 1000, "run {} started {late} ms late", r.id);
+        assert!(
+            r.started.unwrap() >= r.scheduled,
+            "run {} started early",
+            r.id
+        );
     }
-    for pair in ran.windows(2) {
-        let gap = (pair[1].scheduled - pair[0].scheduled).num_milliseconds();
-        assert!(gap <= 2000, "a {gap} ms gap between runs: {ran:#?}");
-    }
+}
+
+/// Some healthy run started while a run of one of `others` was still running (between its start and end).
+fn assert_ran_beside(healthy: &[RunRecord], others: &[RunRecord]) {
+    let during = healthy.iter().any(|h| {
+        others.iter().any(|o| {
+            matches!((h.started, o.started, o.ended), (Some(h), Some(s), Some(e)) if s < h && h < e)
+        })
+    });
+    assert!(
+        during,
+        "no healthy run started while another job ran: {healthy:#?}\n{others:#?}"
+    );
 }
 
 #[test]
@@ -67,15 +80,15 @@ fn spinning_and_allocating_jobs_do_not_stop_a_healthy_one() {
         "schedule.lua",
         r#"
         schedule.cron("healthy", "* * * * * *", function(run) print("tick", run.run) end)
-        -- One spinner at a time (staggered, each stopped after 1 s), so the test measures the scheduler
-        -- and not a starved CPU.
+        -- Staggered spinners, each stopped by its timeout; `loop` spins 2.5 s, so two healthy fire times fall
+        -- well inside each of its runs: a daemon that ran jobs inline could not start one there.
         schedule.cron("sort", "0/3 * * * * *", function()
           table.sort({3, 2, 1, 5, 4}, function() while true do end end)
         end, { timeout = "1s" })
         schedule.cron("gsub", "1/3 * * * * *", function()
           string.gsub("abc", "%w", function() while true do end end)
         end, { timeout = "1s" })
-        schedule.cron("loop", "2/3 * * * * *", function() while true do end end, { timeout = 0.8 })
+        schedule.cron("loop", "2/3 * * * * *", function() while true do end end, { timeout = 2.5 })
         schedule.cron("hog", "*/3 * * * * *", function()
           local t, s = {}, "x"
           while true do s = s .. "y" t[#t + 1] = s end
@@ -89,6 +102,11 @@ fn spinning_and_allocating_jobs_do_not_stop_a_healthy_one() {
     let out = wait_within(child, Duration::from_secs(20));
     out.ok();
     assert_on_schedule(&runs(&env, "healthy"), 4);
+    let spinners: Vec<RunRecord> = ["sort", "gsub", "loop", "hog"]
+        .iter()
+        .flat_map(|job| runs(&env, job))
+        .collect();
+    assert_ran_beside(&runs(&env, "healthy"), &spinners);
     for job in ["sort", "gsub", "loop"] {
         let done: Vec<RunRecord> = runs(&env, job)
             .into_iter()
@@ -161,12 +179,11 @@ fn interrupt_run(env: &Env, script: &str) -> Out {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !marker.exists() {
-        assert!(Instant::now() < deadline, "the script did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    // The marker is written just before the loop: a SIGINT from here on lands in the script, and the
+    // cancellation it sets stays until the hook raises inside the loop.
+    wait_for("the script to start", Duration::from_secs(30), || {
+        marker.exists()
+    });
     signal(&child, rustix::process::Signal::INT);
     let out = wait_within(child, Duration::from_secs(10));
     let _ = std::fs::remove_file(marker);

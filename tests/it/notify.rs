@@ -376,14 +376,28 @@ print(j.id)
     );
     let child = start_daemon(&env, &schedule);
     let text = wait_lines(&file, 1, Duration::from_secs(30));
-    // Longer than a few polls: the end is told once.
-    std::thread::sleep(Duration::from_millis(800));
+    // The end is told once: a job spawned only now ends many polls later, and its notification is the
+    // event to wait for; by then the first job has been looked at again and again.
+    let later = env.run_lua(
+        "later.lua",
+        r#"print(ssh.spawn("h0", "exit 5", { notify = true }).id)"#,
+        &[],
+    );
+    later.ok();
+    let later = later.stdout.trim().to_string();
+    let text2 = wait_lines(&file, 2, Duration::from_secs(30));
     let out = stop(child);
     out.ok();
-    let text2 = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        text2
+            .lines()
+            .any(|l| l.starts_with(&format!("baton: job {later} on h0 failed|"))),
+        "the later job was not told: {text2}\n{}",
+        out.stderr
+    );
     assert_eq!(
         text2.lines().count(),
-        1,
+        2,
         "told once: {text2}\n{}",
         out.stderr
     );

@@ -2,7 +2,7 @@
 //! repos on disk, real rsync and the in-test Ollama server. Each playbook: the happy path and failure paths.
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -132,16 +132,16 @@ fn prompts(stub: &Stub) -> Vec<String> {
         .collect()
 }
 
-fn wait_for(path: &Path, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} did not appear within {limit:?}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Returns once the wall clock shows a new second (what a folder stamped to the second needs to differ).
+fn next_second() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let start = now();
+    crate::common::wait_for("the next second", Duration::from_secs(5), || now() > start);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ async fn nightly_ci_records_pass_and_fail_and_stores_a_diagnosis() {
     write(&work, &[("check.sh", "echo fixed\n")]);
     git(&work, &["commit", "-qam", "fix"]);
     git(&work, &["push", "-q", "origin", "main"]);
-    std::thread::sleep(Duration::from_millis(1100)); // a new run folder (stamps have seconds)
+    next_second(); // a new run folder (stamps have seconds)
     let down = env.dir.write(
         "fleet.lua",
         fleet_lua(&ssh, &["server"], &refused_url().await),
@@ -510,8 +510,10 @@ async fn end_of_day_commits_with_the_model_message_pushes_and_starts_ci() {
         out.stdout
     );
     let result = ci.join("logs/app/latest/result");
-    wait_for(&result, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(200));
+    // The file may appear before its line is written: wait for a whole line, not for a guessed moment.
+    crate::common::wait_for("a whole result line", Duration::from_secs(60), || {
+        std::fs::read_to_string(&result).is_ok_and(|t| t.ends_with('\n'))
+    });
     assert_eq!(read(&result), "pass\n", "{line}");
     assert_eq!(
         read(ci.join("logs/app/latest/commit")).trim(),

@@ -8,6 +8,14 @@ struct Tmux {
     name: String,
 }
 
+/// `tmux -L NAME`: each test has its own tmux server, so parallel tests (and anyone else's tmux on the
+/// machine) never race on one server starting or exiting as its last session goes.
+fn tmux(name: &str) -> Command {
+    let mut cmd = Command::new("tmux");
+    cmd.args(["-L", name]);
+    cmd
+}
+
 impl Tmux {
     fn start(env: &Env, name: &str) -> Tmux {
         assert!(
@@ -26,7 +34,7 @@ impl Tmux {
             state = state.display(),
             bin = bin().display()
         );
-        let ok = Command::new("tmux")
+        let out = tmux(&name)
             .args([
                 "new-session",
                 "-d",
@@ -38,10 +46,13 @@ impl Tmux {
                 "40",
                 &shell,
             ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "tmux new-session failed");
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let t = Tmux { name };
         t.wait_for("Ctrl-D exits", Duration::from_secs(10));
         t
@@ -56,7 +67,7 @@ impl Tmux {
     fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", &self.name];
         args.extend_from_slice(keys);
-        assert!(Command::new("tmux").args(&args).status().unwrap().success());
+        assert!(tmux(&self.name).args(&args).status().unwrap().success());
     }
 
     /// Types one line and waits until the REPL shows a fresh prompt after it.
@@ -76,7 +87,7 @@ impl Tmux {
     }
 
     fn screen(&self) -> String {
-        let out = Command::new("tmux")
+        let out = tmux(&self.name)
             .args(["capture-pane", "-p", "-t", &self.name])
             .output()
             .unwrap();
@@ -101,7 +112,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
+        let _ = tmux(&self.name)
             .args(["kill-session", "-t", &self.name])
             .status();
     }
@@ -117,24 +128,25 @@ fn multiline_completion_and_ctrl_c() {
     t.line("  return x * 2");
     t.line("end");
     t.line("double(21) + 0.5");
-    t.wait_for("42.5", Duration::from_secs(5));
+    t.wait_for("42.5", Duration::from_secs(10));
     // Tab completes a field of a global table.
     t.keys(&["-l", "baton.sle"]);
     t.keys(&["Tab"]);
-    t.wait_for("> baton.sleep", Duration::from_secs(5));
-    // Ctrl-C during a long call returns to the prompt quickly, and the REPL still works.
-    t.keys(&["-l", "(30)"]);
+    t.wait_for("> baton.sleep", Duration::from_secs(10));
+    // Ctrl-C during a long call returns to the prompt quickly, and the REPL still works. The line prints
+    // a mark right before its long sleep, so Ctrl-C is sent once the call is under way.
+    t.keys(&["-l", "(0) print('slee' .. 'ping') baton.sleep(30)"]);
     t.keys(&["Enter"]);
-    std::thread::sleep(Duration::from_millis(300));
+    t.wait_for("\nsleeping\n", Duration::from_secs(10));
     t.keys(&["C-c"]);
-    t.wait_for("interrupted", Duration::from_secs(5));
+    t.wait_for("interrupted", Duration::from_secs(10));
     t.line("'still ' .. 'alive'");
-    t.wait_for("\"still alive\"", Duration::from_secs(5));
+    t.wait_for("\"still alive\"", Duration::from_secs(10));
     // Tables print nested; history is saved in the state dir.
     t.line("{ a = { b = 1 }, 2 }");
-    t.wait_for("{ 2, a = { b = 1 } }", Duration::from_secs(5));
+    t.wait_for("{ 2, a = { b = 1 } }", Duration::from_secs(10));
     t.keys(&["C-d"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let history = env.state_dir().join("repl_history");
     loop {
         let text = std::fs::read_to_string(&history).unwrap_or_default();
@@ -184,7 +196,7 @@ fn second_tab_lists_the_candidates() {
     // The input is still there below the list, and completes further.
     t.keys(&["-l", "sp"]);
     t.keys(&["Tab"]);
-    t.wait_for("> ssh.spawn", Duration::from_secs(5));
+    t.wait_for("> ssh.spawn", Duration::from_secs(10));
 }
 
 #[test]
@@ -197,10 +209,10 @@ fn ctrl_c_drops_the_lines_typed_after_the_cancelled_chunk() {
     ]);
     t.wait_for("\nsleeping\n", Duration::from_secs(10));
     t.keys(&["C-c"]);
-    t.wait_for("interrupted", Duration::from_secs(5));
+    t.wait_for("interrupted", Duration::from_secs(10));
     // As in a terminal, what was typed ahead goes with the cancelled chunk; new input still runs.
     t.line("'still ' .. 'here'");
-    t.wait_for("\"still here\"", Duration::from_secs(5));
+    t.wait_for("\"still here\"", Duration::from_secs(10));
     assert!(!t.screen().contains("afterwards"), "{}", t.screen());
 }
 
@@ -224,9 +236,10 @@ fn ctrl_c_stops_a_loop_that_never_waits() {
             },
             Duration::from_secs(10),
         );
-        std::thread::sleep(Duration::from_millis(200));
+        // The mark is printed right before the loop; an interrupt from here on stays set until the hook
+        // raises inside it.
         t.keys(&["C-c"]);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while t.screen().matches("interrupted").count() <= i {
             assert!(
                 Instant::now() < deadline,
@@ -237,6 +250,6 @@ fn ctrl_c_stops_a_loop_that_never_waits() {
         }
         // Back at the prompt, and the next chunk runs normally (the interrupt does not stick).
         t.line(&format!("'alive ' .. {i}"));
-        t.wait_for(&format!("\"alive {i}\""), Duration::from_secs(5));
+        t.wait_for(&format!("\"alive {i}\""), Duration::from_secs(10));
     }
 }

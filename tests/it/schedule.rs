@@ -1,5 +1,7 @@
 //! Integration tests: `schedule` and `baton daemon`, in real time against the real binary (a few seconds
-//! each). The scheduling logic itself is tested deterministically in `core::schedule`.
+//! each). The scheduling logic itself, and every question of *when* (on time, no miss, no duplicate, catch-up
+//! after a suspend), is tested on tokio's paused clock in `core::schedule`; here the tests wait for events
+//! (recorded runs, a line on stderr) and assert what holds however loaded the machine is.
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -8,7 +10,7 @@ use baton::core::schedule::{Expr, RunRecord, Store, Zone};
 use baton::core::state::State;
 use chrono::Utc;
 
-use crate::common::{Env, Out, output_within, wait_within};
+use crate::common::{Env, Out, output_within, wait_for, wait_within};
 
 fn start_daemon(env: &Env, file: &Path) -> Child {
     let mut cmd = env.cmd();
@@ -25,13 +27,50 @@ fn stop(child: Child) -> Out {
     wait_within(child, Duration::from_secs(15))
 }
 
-/// Runs the daemon on `schedule` for `for_ms`, then stops it with SIGTERM; returns its output and runs.
-fn run_daemon(env: &Env, schedule: &str, for_ms: u64) -> (Out, Vec<RunRecord>) {
+/// Runs the daemon on `schedule` until the recorded runs satisfy `done` (given up after 60 s), then stops it
+/// with SIGTERM; returns its output and runs.
+fn run_daemon(
+    env: &Env,
+    schedule: &str,
+    what: &str,
+    done: impl Fn(&[RunRecord]) -> bool,
+) -> (Out, Vec<RunRecord>) {
     let file = env.dir.write("schedule.lua", schedule);
     let child = start_daemon(env, &file);
-    std::thread::sleep(Duration::from_millis(for_ms));
+    wait_for(what, Duration::from_secs(60), || done(&runs(env, None)));
     let out = stop(child);
     (out, runs(env, None))
+}
+
+/// How many runs of `job` have ended.
+fn ended(runs: &[RunRecord], job: &str) -> usize {
+    of(runs, job)
+        .iter()
+        .filter(|r| r.ended.is_some() && r.outcome != "skipped")
+        .count()
+}
+
+/// Consecutive runs of a per-second job: whole seconds apart, and exactly one second unless the later one
+/// is flagged as a catch-up (a loaded machine may wake the daemon after a fire time passed; it then runs
+/// the latest missed time once, flagged, and never twice). Never started before its time.
+fn assert_per_second(runs: &[&RunRecord]) {
+    for pair in runs.windows(2) {
+        let gap = (pair[1].scheduled - pair[0].scheduled).num_milliseconds();
+        assert!(
+            gap > 0 && gap % 1000 == 0,
+            "{gap} ms between runs: {runs:#?}"
+        );
+        if !pair[1].catchup {
+            assert_eq!(gap, 1000, "a missed second without a catch-up: {runs:#?}");
+        }
+    }
+    for r in runs {
+        assert!(
+            r.started.unwrap() >= r.scheduled,
+            "run {} started before its time",
+            r.id
+        );
+    }
 }
 
 /// Recorded runs, oldest first.
@@ -52,7 +91,8 @@ fn every_second_job_fires_on_time_and_logs_its_output() {
     let (out, runs) = run_daemon(
         &env,
         r#"schedule.cron("tick", "*/1 * * * * *", function(run) print("tick " .. run.job .. " " .. run.run) end)"#,
-        3600,
+        "three ticks",
+        |runs| ended(runs, "tick") >= 3,
     );
     out.ok();
     assert!(
@@ -61,22 +101,10 @@ fn every_second_job_fires_on_time_and_logs_its_output() {
         out.stderr
     );
     let ticks = of(&runs, "tick");
-    assert!((3..=4).contains(&ticks.len()), "{ticks:#?}");
-    for pair in ticks.windows(2) {
-        assert_eq!(
-            (pair[1].scheduled - pair[0].scheduled).num_milliseconds(),
-            1000,
-            "one run per second"
-        );
-    }
+    assert!(ticks.len() >= 3, "{ticks:#?}");
+    assert_per_second(&ticks);
     for r in &ticks {
         assert_eq!(r.outcome, "ok");
-        let late = (r.started.unwrap() - r.scheduled).num_milliseconds();
-        assert!(
-            (0..500).contains(&late),
-            "run {} started {late} ms after its time",
-            r.id
-        );
         let log = std::fs::read_to_string(r.log.as_ref().unwrap()).unwrap();
         assert_eq!(log, format!("tick tick {}\n", r.id));
     }
@@ -98,7 +126,14 @@ fn failing_and_hanging_jobs_do_not_stop_a_healthy_one() {
         schedule.cron("sleeps", "*/2 * * * * *", function() baton.sleep(60) end, { timeout = 0.5 })
         schedule.cron("book", "*/2 * * * * *", "book.lua")
         "#,
-        3600,
+        "three runs of healthy and fails, one of each other job",
+        |runs| {
+            ended(runs, "healthy") >= 3
+                && ended(runs, "fails") >= 3
+                && ["spins", "sleeps", "book"]
+                    .iter()
+                    .all(|job| ended(runs, job) >= 1)
+        },
     );
     out.ok();
     let healthy = of(&runs, "healthy");
@@ -106,6 +141,7 @@ fn failing_and_hanging_jobs_do_not_stop_a_healthy_one() {
         healthy.len() >= 3 && healthy.iter().all(|r| r.outcome == "ok"),
         "{healthy:#?}"
     );
+    assert_per_second(&healthy);
     let fails = of(&runs, "fails");
     assert!(fails.len() >= 3, "{fails:#?}");
     assert!(
@@ -142,23 +178,54 @@ fn failing_and_hanging_jobs_do_not_stop_a_healthy_one() {
 #[test]
 fn sigterm_lets_a_running_job_finish_and_exits_zero() {
     let env = Env::new("sched-sigterm");
+    // The run holds until the test creates `go`, which it does only once the daemon has said it is stopping:
+    // the run is certainly in progress at SIGTERM, however slow the machine.
+    let go = env.dir.join("go");
     let file = env.dir.write(
         "schedule.lua",
-        r#"schedule.cron("slow", "* * * * * *", function() print("start") baton.sleep(1.5) print("done") end)"#,
+        format!(
+            r#"schedule.cron("slow", "* * * * * *", function()
+              print("start")
+              for _ = 1, 3000 do
+                local f = io.open({go:?}) if f then f:close() break end
+                baton.sleep(0.02)
+              end
+              print("done")
+            end)"#
+        ),
     );
-    let child = start_daemon(&env, &file);
-    // Wait until the first run has started, then stop while it runs.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while runs(&env, Some("slow")).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    let out = stop(child);
-    out.ok();
-    assert!(out.stderr.contains("stopping"), "{}", out.stderr);
-    let slow = runs(&env, Some("slow"));
+    let stderr = env.dir.join("daemon.err");
+    let mut child = env
+        .cmd()
+        .args(["daemon", file.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .expect("start baton daemon");
+    wait_for("the first run to start", Duration::from_secs(60), || {
+        !runs(&env, Some("slow")).is_empty()
+    });
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a child's pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let said = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    wait_for(
+        "the daemon to say it is stopping",
+        Duration::from_secs(30),
+        || said().contains("stopping"),
+    );
+    std::fs::write(&go, "").unwrap();
+    let mut status = None;
+    wait_for("the daemon to exit", Duration::from_secs(30), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(0), "{}", said());
+    let slow: Vec<RunRecord> = runs(&env, Some("slow"))
+        .into_iter()
+        .filter(|r| r.outcome != "skipped")
+        .collect();
     assert_eq!(slow.len(), 1, "no new runs after SIGTERM: {slow:#?}");
-    assert_eq!(slow[0].outcome, "ok");
+    assert_eq!(slow[0].outcome, "ok", "{slow:#?}");
     let log = std::fs::read_to_string(slow[0].log.as_ref().unwrap()).unwrap();
     assert_eq!(log, "start\ndone\n");
 }
@@ -180,11 +247,18 @@ fn restart_after_missed_fire_runs_exactly_one_catch_up() {
         .unwrap();
     let store = Store::open(&State::new(env.state_dir())).unwrap();
     store.set_last_fire("nightly", last).unwrap();
+    // `probe` fires every second: once it has run, the daemon has made its start-up decisions (a catch-up
+    // is decided on the first tick, before any later fire).
     let schedule = format!(
-        r#"schedule.cron("nightly", "{expr}", function(run) print("caught up", run.catchup) end)"#
+        r#"schedule.cron("nightly", "{expr}", function(run) print("caught up", run.catchup) end)
+        schedule.cron("probe", "* * * * * *", function() end)"#
     );
-    let (out, runs) = run_daemon(&env, &schedule, 1500);
+    let (out, runs) = run_daemon(&env, &schedule, "the catch-up and a probe", |runs| {
+        ended(runs, "nightly") >= 1 && ended(runs, "probe") >= 1
+    });
     out.ok();
+    let probes = ended(&runs, "probe");
+    let runs: Vec<RunRecord> = runs.into_iter().filter(|r| r.job == "nightly").collect();
     assert_eq!(runs.len(), 1, "{runs:#?}");
     assert!(runs[0].catchup && runs[0].outcome == "ok");
     assert_eq!(Some(runs[0].scheduled), e.last_in(last, now, &zone));
@@ -193,9 +267,11 @@ fn restart_after_missed_fire_runs_exactly_one_catch_up() {
         "caught up\ttrue\n"
     );
     // A second restart has nothing left to catch up.
-    let (out, runs) = run_daemon(&env, &schedule, 1500);
+    let (out, runs) = run_daemon(&env, &schedule, "a probe after the restart", |runs| {
+        ended(runs, "probe") > probes
+    });
     out.ok();
-    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(of(&runs, "nightly").len(), 1, "{runs:#?}");
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! Integration tests: ssh against real sshd processes (see `sshd.rs`).
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton::core::fleet::Fleet;
 use baton::core::process::{Cmd, Spec, Stream};
 use baton::core::remote::{Remote, RemoteError, jobs};
 
+use crate::common::{TempDir, sh_wait_file, wait_for};
 use crate::sshd::SshFleet;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -144,25 +145,33 @@ fn live_lines_arrive_in_order() {
     rt().block_on(async {
         let r = Arc::new(remote(&fleet, serde_json::json!({})));
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        // After each pair of lines the command waits for a file that the test creates only once it has
+        // received that pair: the run can only finish if its lines arrive while it runs.
+        let gates = TempDir::new("ssh-live");
+        let script: String = (1..=3)
+            .map(|i| {
+                format!(
+                    "echo out{i}; echo err{i} >&2; {}; ",
+                    sh_wait_file(&gates.join(i.to_string()))
+                )
+            })
+            .collect();
         let r2 = r.clone();
-        let run = tokio::spawn(async move {
-            r2.run(
-                "h0",
-                &sh("for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.3; done"),
-                &Spec::default(),
-                Some(tx),
-            )
-            .await
-        });
-        let started = Instant::now();
-        let (stream, line) = rx.recv().await.unwrap();
-        assert!(
-            started.elapsed() < Duration::from_millis(800),
-            "first line was not live"
-        );
-        let mut seen = vec![(stream, line)];
-        while let Some(item) = rx.recv().await {
+        let run =
+            tokio::spawn(
+                async move { r2.run("h0", &sh(&script), &Spec::default(), Some(tx)).await },
+            );
+        let mut seen = Vec::new();
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no further line (not live?) after {seen:?}"));
+            let Some(item) = item else { break };
             seen.push(item);
+            let n = seen.len();
+            if n % 2 == 0 {
+                std::fs::write(gates.join((n / 2).to_string()), "").unwrap();
+            }
         }
         let out = run.await.unwrap().unwrap();
         assert!(out.ok());
@@ -198,30 +207,54 @@ fn remote_processes(pattern: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Waits until no process matches `pattern` (killed processes take a moment to go): the remote command
+/// did not survive its timeout or kill.
+#[track_caller]
+fn wait_gone(pattern: &str) {
+    wait_for(
+        &format!("no process matching {pattern:?} (the remote command survived)"),
+        Duration::from_secs(30),
+        || remote_processes(pattern).is_empty(),
+    );
+}
+
 #[test]
 fn timeout_kills_the_remote_command() {
     let fleet = SshFleet::start(1);
     rt().block_on(async {
         let r = remote(&fleet, serde_json::json!({}));
+        // Connected first, so the timeout is the command's alone; 3 s leaves a loaded machine time to start
+        // the shell and print "before" (the command would run for 4712 s).
+        r.run("h0", &sh("true"), &Spec::default(), None)
+            .await
+            .unwrap();
         let spec = Spec {
-            timeout: Some(Duration::from_millis(800)),
+            timeout: Some(Duration::from_secs(3)),
             ..Spec::default()
         };
-        let started = Instant::now();
-        let out = r
-            .run(
+        // The outer limit only turns a hang into a failure.
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            r.run(
                 "h0",
                 &sh("echo before; sleep 4711 & sleep 4712; echo after"),
                 &spec,
                 None,
-            )
-            .await
-            .unwrap();
-        assert!(started.elapsed() < Duration::from_secs(5));
+            ),
+        )
+        .await
+        .expect("the run ended at its timeout")
+        .unwrap();
         assert_eq!(out.code, Some(124));
         assert_eq!(out.stdout, b"before\n");
-        assert!(out.failure_summary().starts_with("timed out after 800ms"));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(out.failure_summary().starts_with("timed out after 3s"));
+        // The kill runs on this runtime: wait without blocking it.
+        for _ in 0..1500 {
+            if remote_processes("sleep 471[12]").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(
             remote_processes("sleep 471[12]"),
             "",
@@ -330,21 +363,21 @@ fn wait_online_waits_for_a_late_sshd() {
             .block_on(r.online("h0", Duration::from_secs(2)))
             .unwrap()
     );
-    let started = Instant::now();
     let waiter = runtime.spawn(async move {
-        r2.wait_online("h0", Duration::from_secs(20), Duration::from_millis(250))
+        r2.wait_online("h0", Duration::from_secs(60), Duration::from_millis(250))
             .await
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Let it poll the dead port a few times (how many does not matter: it must still be waiting).
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !waiter.is_finished(),
+        "wait_online ended while the host was down"
+    );
     fleet.start_host(0);
     runtime.block_on(waiter).unwrap().unwrap();
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_secs(2) && waited < Duration::from_secs(6),
-        "{waited:?}"
-    );
     runtime.block_on(async {
-        assert!(r.online("h0", Duration::from_secs(3)).await.unwrap());
+        // A bound on the check, not a window: generous for a loaded machine.
+        assert!(r.online("h0", Duration::from_secs(30)).await.unwrap());
         fleet.stop_host(0);
         let e = r
             .wait_online("h0", Duration::from_secs(1), Duration::from_millis(200))
@@ -372,9 +405,10 @@ fn lua_run_results_streams_and_errors() {
     let fleet = SshFleet::start(1);
     let env = lua_env(&fleet, "ssh-run");
     std::fs::create_dir_all(fleet.hosts[0].home.join("work dir")).unwrap();
+    let gates = TempDir::new("ssh-run-gates");
     let out = lua(
         &env,
-        r#"
+        &r#"
         local r = ssh.run("h0", "echo out; echo err >&2; exit 3", {check = false})
         print(r.ok, r.code, r.stdout, r.stderr, r.host, r.err, type(r.duration))
         local ok, e = pcall(ssh.run, "h0", "echo boom >&2; exit 2")
@@ -387,13 +421,20 @@ fn lua_run_results_streams_and_errors() {
         local r = ssh.run("h0", {"printf", "<%s>", table.unpack(hostile)})
         print(r.stdout == "<" .. table.concat(hostile, "><") .. ">")
         local lines = {}
-        ssh.run("h0", "echo a; sleep 0.2; echo b >&2; sleep 0.2; echo c", {on_line = function(s, l) lines[#lines + 1] = s .. ":" .. l end})
+        -- Each line's arrival releases the next: a defined order across the two streams, however loaded.
+        ssh.run("h0", "echo a; GATE_a; echo b >&2; GATE_b; echo c", {on_line = function(s, l)
+          lines[#lines + 1] = s .. ":" .. l
+          io.open(GATES .. l, "w"):close()
+        end})
         print(table.concat(lines, ","))
         print(ssh.run("local", {"echo", "here"}).stdout)
         print(select(2, pcall(ssh.run, "h1", "true")))
         print(select(2, pcall(ssh.run, "h0", nil)))
         print(select(2, pcall(ssh.run, "h0", "true", {tmeout = 1})))
-        "#,
+        "#
+        .replace("GATE_a", &sh_wait_file(&gates.join("a")))
+        .replace("GATE_b", &sh_wait_file(&gates.join("b")))
+        .replace("GATES", &format!("{:?}", format!("{}/", gates.path().display()))),
     );
     out.ok();
     let home = fleet.hosts[0].home.display().to_string();
@@ -428,7 +469,7 @@ fn lua_timeout_kills_remote_process() {
     let out = lua(
         &env,
         r#"
-        local r = ssh.run("h0", "echo started; sleep 4731", {timeout = "1s", check = false})
+        local r = ssh.run("h0", "echo started; sleep 4731", {timeout = "3s", check = false})
         print(r.code, r.stdout, r.err)
         print(select(2, pcall(ssh.run, "h0", "sleep 4732", {timeout = 0.5})))
         -- A run abandoned from outside (its coroutine cancelled) is killed on the host too.
@@ -438,15 +479,10 @@ fn lua_timeout_kills_remote_process() {
     out.ok();
     assert_eq!(
         out.stdout,
-        "124\tstarted\n\ttimed out after 1s: \nssh.run(h0): timed out after 500ms\ntimed out after 500ms\n"
+        "124\tstarted\n\ttimed out after 3s: \nssh.run(h0): timed out after 500ms\ntimed out after 500ms\n"
             .replace(": \n", "\n")
     );
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        remote_processes("sleep 473[123]"),
-        "",
-        "the remote command survived its timeout"
-    );
+    wait_gone("sleep 473[123]");
 }
 
 #[test]
@@ -488,14 +524,17 @@ fn first_line(child: &mut std::process::Child) -> String {
 fn lua_job_survives_script_kill_and_reattaches() {
     let fleet = SshFleet::start(1);
     let env = lua_env(&fleet, "ssh-job");
+    // The job holds between its two lines until the second script has seen it running.
+    let go = env.dir.join("go");
     let script = env.dir.write(
         "spawn.lua",
         r#"
-        local job = ssh.spawn("h0", "echo one; sleep 2; echo two >&2; exit 7", {env = {X = "1"}})
+        local job = ssh.spawn("h0", "echo one; GATE; echo two >&2; exit 7", {env = {X = "1"}})
         print(job.id)
         io.stdout:flush()
         baton.sleep(60)
-        "#,
+        "#
+        .replace("GATE", &sh_wait_file(&go)),
     );
     let mut cmd = env.cmd();
     cmd.arg("run")
@@ -513,6 +552,7 @@ fn lua_job_survives_script_kill_and_reattaches() {
             r#"
             local job = ssh.job("{id}")
             print(job:status().state)
+            io.open({go:?}, "w"):close()
             local lines = {{}}
             local st = job:wait{{poll = "200ms", timeout = "20s", on_line = function(_, l) lines[#lines + 1] = l end}}
             print(st.state, st.code, table.concat(lines, ","))
@@ -562,11 +602,7 @@ fn lua_job_lost_and_killed() {
         "{}",
         out.stderr
     );
-    assert_eq!(
-        remote_processes("sleep 4742"),
-        "",
-        "job:kill left the command running"
-    );
+    wait_gone("sleep 4742");
     // Simulate a reboot for job a: its runner and command vanish without an exit record.
     let pgid = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let pgid: i32 = pgid
@@ -580,7 +616,13 @@ fn lua_job_lost_and_killed() {
         .unwrap();
     let group = rustix::process::Pid::from_raw(pgid).expect("a job runner's process group");
     rustix::process::kill_process_group(group, rustix::process::Signal::KILL).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Gone (or a zombie nobody reaped yet): no longer running either way.
+    wait_for("job a's runner to die", Duration::from_secs(30), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+            st.rsplit_once(')').unwrap().1.trim_start().starts_with('Z')
+        })
+    });
+    wait_gone("sleep 4741");
     // What `baton jobs` shows: running jobs re-read from their hosts.
     let state = baton::core::state::State::new(env.state_dir());
     let r = remote(&fleet, serde_json::json!({}));
@@ -635,19 +677,30 @@ fn lua_wait_online_each_and_host_key_mismatch() {
     // h2's known_hosts entry gets h0's key.
     fleet.give_host_key_of_h0("h2");
     let env = lua_env(&fleet, "ssh-online");
+    // The script marks the moment it has seen h2 down; only then does the test start h2.
+    let checked = env.dir.join("checked");
     let script = env.dir.write(
         "t.lua",
         r#"
         print(ssh.online("h0"), ssh.online("h2", {timeout = 1}))
-        local t0 = os.time()
-        ssh.wait_online("h2", {timeout = "20s", interval = "250ms"})
+        io.open(CHECKED, "w"):close()
+        ssh.wait_online("h2", {timeout = "60s", interval = "250ms"})
         print("h2 up")
         local res = ssh.each({"h1", "h0", "h1"}, function(h) return ssh.run(h, "echo $HOME").stdout end, {limit = 2})
         print(res[1] == res[3], res[1] ~= res[2], #res)
         print(pcall(ssh.wait_online, "h1", {timeout = "5s"}))
-        "#,
+        "#
+        .replace("CHECKED", &format!("{checked:?}")),
     );
-    // Make h2 answer with the wrong key only after two seconds: first refused, then a key mismatch.
+    let wait_checked = || {
+        wait_for(
+            "the script to find h2 down",
+            Duration::from_secs(60),
+            || checked.exists(),
+        );
+        std::fs::remove_file(&checked).unwrap();
+    };
+    // h2 answers (with the wrong key) only after the script found it down: first refused, then a mismatch.
     let mut cmd = env.cmd();
     cmd.arg("run").arg(&script);
     let child = {
@@ -655,9 +708,9 @@ fn lua_wait_online_each_and_host_key_mismatch() {
             .stderr(std::process::Stdio::piped());
         cmd.spawn().unwrap()
     };
-    std::thread::sleep(Duration::from_secs(2));
+    wait_checked();
     fleet.start_host(2);
-    let out = crate::common::wait_within(child, Duration::from_secs(60));
+    let out = crate::common::wait_within(child, Duration::from_secs(90));
     out.expect_code(1);
     assert_eq!(out.stdout, "true\tfalse\n", "{}", out.stderr);
     assert!(
@@ -694,13 +747,11 @@ fn lua_wait_online_each_and_host_key_mismatch() {
         .arg(&script)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let started = Instant::now();
     let child = cmd.spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    wait_checked();
     fleet.start_host(2);
-    let out = crate::common::wait_within(child, Duration::from_secs(60));
+    let out = crate::common::wait_within(child, Duration::from_secs(90));
     out.ok();
-    assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(
         out.stdout, "true\tfalse\nh2 up\ntrue\ttrue\t3\ntrue\n",
         "{}",

@@ -196,7 +196,7 @@ impl SshFleet {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {SSHD}: {e} ({INSTALL_HINT})"));
         host.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if banner(host.port) {
                 return;

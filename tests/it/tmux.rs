@@ -1,5 +1,5 @@
 //! Integration tests: detached jobs inside tmux on an sshd test host, and `baton jobs attach`.
-use crate::common::Env;
+use crate::common::{Env, sh_wait_file};
 use crate::sshd::{SshFleet, require};
 
 fn env_for(fleet: &SshFleet, name: &str) -> Env {
@@ -14,22 +14,32 @@ fn a_tmux_job_runs_in_its_session_logs_and_records_its_exit() {
     require("tmux");
     let fleet = SshFleet::start(1);
     let env = env_for(&fleet, "tmux-job");
+    let go = env.dir.join("go");
     let out = env.run_lua(
         "t.lua",
-        r#"
-local j = ssh.spawn("h0", "echo live; sleep 1; echo done; exit 4", { tmux = true })
+        &r#"
+local j = ssh.spawn("h0", "echo live; GATE; echo done; exit 4", { tmux = true })
 assert(j.tmux == "baton-" .. j.id, tostring(j.tmux))
 local has = ssh.run("h0", { "tmux", "has-session", "-t", j.tmux }, { check = false })
 print("session", has.code)
+io.open(GO, "w"):close() -- the job holds until the session was seen
 local lines = {}
 local s = j:wait({ poll = "100ms", on_line = function(_, l) lines[#lines + 1] = l end })
 print("exit", s.state, s.code)
 print("log", table.concat(lines, ","))
 print("id", j.id)
-local gone = ssh.run("h0", { "tmux", "has-session", "-t", j.tmux }, { check = false })
+-- The session closes just after the exit is recorded: look until it is gone (or give up after ~20 s).
+local gone
+for _ = 1, 200 do
+  gone = ssh.run("h0", { "tmux", "has-session", "-t", j.tmux }, { check = false })
+  if gone.code ~= 0 then break end
+  baton.sleep(0.1)
+end
 print("after", gone.code ~= 0)
 print(pcall(ssh.spawn, "h0", "true", { tmux = true, env = { PATH = "/nonexistent" } }))
-"#,
+"#
+        .replace("GATE", &sh_wait_file(&go))
+        .replace("GO", &format!("{go:?}")),
         &[],
     );
     out.ok();

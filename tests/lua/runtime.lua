@@ -1,12 +1,14 @@
 -- The runtime's promises: concurrency, task errors, cancellation, live output.
 local t = require("baton.test")
 
-t.it("gather runs two 0.3 s sleeps at the same time", function()
+t.it("gather runs two waiting functions at the same time", function()
   local marks = {}
   local function sleeper(name)
     return function()
       marks[name .. "_start"] = baton.clock()
-      baton.sleep(0.3)
+      -- Each waits until both have started (gives up after ~10 s): run one after the other, they could not
+      -- overlap.
+      for _ = 1, 1000 do if marks.a_start and marks.b_start then break end baton.sleep(0.01) end
       marks[name .. "_end"] = baton.clock()
       return name
     end
@@ -88,14 +90,24 @@ end)
 
 t.it("on_line sees lines live and in order", function()
   local seen = {}
-  -- Two pipes have no common order for lines written at the same instant; a short pause makes it defined.
-  local r = baton.exec("for i in 1 2 3; do echo out$i; done; sleep 0.1; echo err1 >&2; sleep 0.4; echo last", {
-    on_line = function(stream, line) seen[#seen + 1] = { stream = stream, line = line, at = baton.clock() } end,
+  -- Two pipes have no common order for lines written at the same instant. The command waits for a file
+  -- that on_line creates on out3, then on err1: a defined order, and proof the lines came while it ran.
+  local dir = os.tmpname()
+  os.remove(dir)
+  local function gate(name)
+    return "n=0; until [ -e " .. dir .. name .. " ] || [ $n -ge 1500 ]; do sleep 0.02; n=$((n+1)); done"
+  end
+  local r = baton.exec("for i in 1 2 3; do echo out$i; done; " .. gate("out3") .. "; echo err1 >&2; "
+    .. gate("err1") .. "; echo last", {
+    on_line = function(stream, line)
+      seen[#seen + 1] = { stream = stream, line = line }
+      io.open(dir .. line, "w"):close()
+    end,
   })
+  for _, name in ipairs({ "out1", "out2", "out3", "err1", "last" }) do os.remove(dir .. name) end
   local lines = {}
   for i, s in ipairs(seen) do lines[i] = s.stream .. ":" .. s.line end
   t.eq(table.concat(lines, " "), "stdout:out1 stdout:out2 stdout:out3 stderr:err1 stdout:last")
-  t.truthy(seen[5].at - seen[1].at >= 0.35, "the first lines arrived before the process ended")
   t.eq(r.stdout, "out1\nout2\nout3\nlast\n")
 end)
 

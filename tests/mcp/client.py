@@ -46,11 +46,12 @@ async def main(baton, tools_file, stderr_file):
                 r = await session.call_tool("noisy", {})
                 report["noisy"] = {"text": text_of(r), "is_error": bool(r.is_error)}
 
-                # Ten calls at once: each sleeps 1 s; they overlap if every one started before any ended.
+                # Ten calls at once: each waits until all ten have arrived, so they overlap (every one started
+                # before any ended) only if the server runs them at the same time.
                 results = [None] * 10
 
                 async def slow(i):
-                    res = await session.call_tool("slow", {"seconds": 1})
+                    res = await session.call_tool("slow", {"together": 10})
                     results[i] = json.loads(text_of(res))
 
                 async with anyio.create_task_group() as tg:
@@ -68,10 +69,14 @@ async def main(baton, tools_file, stderr_file):
                     report["spin"] = "returned"
                 except Exception as e:  # the SDK raises on its read timeout
                     report["spin"] = f"abandoned: {type(e).__name__}"
-                await anyio.sleep(1)
-                first = text_of(await session.call_tool("count", {}))
-                await anyio.sleep(0.3)
+                # Wait for the event (the count standing still), not for a guessed second: up to ~30 s.
                 second = text_of(await session.call_tool("count", {}))
+                for _ in range(100):
+                    first = second
+                    await anyio.sleep(0.3)
+                    second = text_of(await session.call_tool("count", {}))
+                    if first == second:
+                        break
                 report["count_after_cancel"] = [first, second]
     print(json.dumps(report))
 

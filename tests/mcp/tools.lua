@@ -39,13 +39,21 @@ mcp.tool{
   end,
 }
 
+local arrived = 0
+
 mcp.tool{
   name = "slow",
-  description = "Sleeps, returning when it started and ended (seconds since the epoch).",
-  parameters = { type = "object", properties = { seconds = { type = "number" } } },
+  description = "Sleeps (or, with `together`, waits until that many calls have arrived, ~10 s at most), "
+    .. "returning when it started and ended (seconds since the epoch).",
+  parameters = { type = "object", properties = { seconds = { type = "number" }, together = { type = "integer" } } },
   run = function(args)
     local started = baton.now()
-    baton.sleep(args.seconds or 0.3)
+    arrived = arrived + 1
+    if args.together then
+      for _ = 1, 1000 do if arrived >= args.together then break end baton.sleep(0.01) end
+    else
+      baton.sleep(args.seconds or 0.3)
+    end
     return { started = started, ended = baton.now() }
   end,
 }

@@ -1,12 +1,177 @@
 //! Structured answers: a small, documented subset of JSON Schema, enough for the schemas models are given.
 //!
-//! Checked keywords: `type` (a name or a list of names: object, array, string, number, integer, boolean,
-//! null), `properties`, `required`, `additionalProperties` (`false` or a schema), `items`, `enum`, `const`,
-//! `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `minLength`, `maxLength` (in characters),
-//! `minItems`, `maxItems`, `anyOf`. Other keywords are ignored. Hand-written on purpose: full JSON Schema
-//! crates bring large dependency trees (regex engines, URL resolution, HTTP fetching of `$ref`s) for
-//! keywords these answers do not use.
+//! Checked keywords ([`CHECKED`]): `type` (a name or a list of names: object, array, string, number,
+//! integer, boolean, null), `properties`, `required`, `additionalProperties` (`false` or a schema), `items`
+//! (one schema for every item), `enum`, `const`, `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`
+//! (numbers, the 2019+ form), `minLength`, `maxLength` (in characters), `minItems`, `maxItems`, `anyOf`.
+//! Annotations that ask for no check ([`ANNOTATIONS`]: `title`, `description`, `$schema`, `$id`,
+//! `$comment`, `default`, `examples`) are accepted as they are.
+//!
+//! Anything else (`$ref`, `oneOf`, `allOf`, `not`, `pattern`, `format`, `if`, tuple `items`, …) is refused
+//! when the schema is given ([`supported`], called where a user's schema enters: `route.ask{schema}`,
+//! `ollama.chat{schema}`, `openrouter.chat{schema}`, `baton ask --schema`), with the keyword and its place
+//! in the schema, so a schema never "validates" an answer it did not check.
+//!
+//! Hand-written on purpose: the `jsonschema` crate would check every keyword, but brings a large dependency
+//! tree (regex engines, URL resolution, HTTP fetching of `$ref`s) and its build time and binary size do not
+//! fit a 2-core CI budget, for keywords these answers do not use.
 use serde_json::Value;
+
+/// The keywords [`validate`] checks.
+pub const CHECKED: &[&str] = &[
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "enum",
+    "const",
+    "anyOf",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+];
+
+/// Keywords that only annotate a schema: nothing to check, accepted as they are.
+pub const ANNOTATIONS: &[&str] = &[
+    "title",
+    "description",
+    "$schema",
+    "$id",
+    "$comment",
+    "default",
+    "examples",
+];
+
+const TYPES: &[&str] = &[
+    "object", "array", "string", "number", "integer", "boolean", "null",
+];
+
+/// Refuses a schema that asks for anything [`validate`] would not check: an unsupported keyword, or a
+/// supported one in a shape it does not read. The error names the keyword and its place as a JSON pointer:
+/// `unsupported keyword "oneOf" at /properties/verdict (supported: type, properties, …)`.
+pub fn supported(schema: &Value) -> Result<(), String> {
+    if !schema.is_object() {
+        return Err(format!(
+            "expected a JSON Schema object, got {}",
+            type_of(schema)
+        ));
+    }
+    intake(schema, "", 0)
+}
+
+/// [`supported`] where a schema is given: the schema back, or the error as `{func}: schema: …`.
+pub fn given(func: &str, schema: Value) -> Result<Value, String> {
+    supported(&schema).map_err(|e| format!("{func}: schema: {e}"))?;
+    Ok(schema)
+}
+
+/// `/` for the top, else the pointer.
+fn place(at: &str) -> &str {
+    if at.is_empty() { "/" } else { at }
+}
+
+/// One step of a JSON pointer (`~` and `/` escaped).
+fn step(at: &str, key: &str) -> String {
+    format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
+fn intake(schema: &Value, at: &str, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "nested deeper than {MAX_DEPTH} levels at {}",
+            place(at)
+        ));
+    }
+    let s = match schema {
+        Value::Bool(_) => return Ok(()),
+        Value::Object(s) => s,
+        other => {
+            return Err(format!(
+                "expected a schema (an object, true or false) at {}, got {}",
+                place(at),
+                type_of(other)
+            ));
+        }
+    };
+    for (key, value) in s {
+        let here = step(at, key);
+        let bad = |what: &str| {
+            Err(format!(
+                "{key:?} at {} must be {what}, got {}",
+                place(at),
+                shown(value)
+            ))
+        };
+        match key.as_str() {
+            "type" => {
+                let known = |n: &Value| n.as_str().is_some_and(|n| TYPES.contains(&n));
+                let ok = match value {
+                    Value::Array(list) => !list.is_empty() && list.iter().all(known),
+                    one => known(one),
+                };
+                if !ok {
+                    return bad(&format!("one of {} or a list of them", TYPES.join(", ")));
+                }
+            }
+            "properties" => {
+                let Value::Object(props) = value else {
+                    return bad("an object of schemas");
+                };
+                for (name, sub) in props {
+                    intake(sub, &step(&here, name), depth + 1)?;
+                }
+            }
+            "required" => {
+                if !value
+                    .as_array()
+                    .is_some_and(|l| l.iter().all(Value::is_string))
+                {
+                    return bad("a list of property names");
+                }
+            }
+            "additionalProperties" | "items" => intake(value, &here, depth + 1)?,
+            "anyOf" => {
+                let Some(list) = value.as_array().filter(|l| !l.is_empty()) else {
+                    return bad("a non-empty list of schemas");
+                };
+                for (i, sub) in list.iter().enumerate() {
+                    intake(sub, &step(&here, &i.to_string()), depth + 1)?;
+                }
+            }
+            "enum" => {
+                if !value.is_array() {
+                    return bad("a list of values");
+                }
+            }
+            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" => {
+                if !value.is_number() {
+                    return bad("a number");
+                }
+            }
+            "minLength" | "maxLength" | "minItems" | "maxItems" => {
+                if !value.is_u64() {
+                    return bad("a whole number, 0 or more");
+                }
+            }
+            k if k == "const" || ANNOTATIONS.contains(&k) => {}
+            _ => {
+                return Err(format!(
+                    "unsupported keyword {key:?} at {} (supported: {}; annotations: {})",
+                    place(at),
+                    CHECKED.join(", "),
+                    ANNOTATIONS.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Nesting beyond this is refused rather than walked (answers and schemas are both bounded by it).
 pub const MAX_DEPTH: usize = 64;
@@ -261,6 +426,102 @@ mod tests {
         );
         let e = decode(&schema(), "Sure! Here it is").unwrap_err();
         assert!(e.starts_with("the answer is not JSON"), "{e}");
+    }
+
+    #[test]
+    fn intake_accepts_what_is_checked_and_annotations() {
+        supported(&schema()).unwrap();
+        supported(&json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "x", "title": "T",
+            "description": "d", "$comment": "c", "default": {}, "examples": [{}],
+            "type": ["object", "null"],
+            "properties": {
+                "a": {"anyOf": [{"type": "string"}, {"const": 1}], "description": "either"},
+                "b": {"type": "array", "items": true, "minItems": 0},
+                "c": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1.5},
+                "d": false
+            },
+            "additionalProperties": {"type": "integer"}
+        }))
+        .unwrap();
+        supported(&json!({})).unwrap();
+    }
+
+    #[test]
+    fn intake_refuses_unchecked_keywords_naming_the_place() {
+        let refused = |v: Value| supported(&v).unwrap_err();
+        let e = refused(
+            json!({"type": "object", "properties": {"verdict": {"oneOf": [{"const": "a"}]}}}),
+        );
+        assert!(
+            e.starts_with(
+                "unsupported keyword \"oneOf\" at /properties/verdict (supported: type, properties, required,"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("annotations: title, description"), "{e}");
+        for (schema, keyword, at) in [
+            (json!({"$ref": "#/$defs/x"}), "$ref", "/"),
+            (json!({"$defs": {}}), "$defs", "/"),
+            (json!({"type": "string", "pattern": "^a"}), "pattern", "/"),
+            (json!({"type": "string", "format": "email"}), "format", "/"),
+            (json!({"items": {"not": {}}}), "not", "/items"),
+            (json!({"anyOf": [{}, {"allOf": []}]}), "allOf", "/anyOf/1"),
+            (
+                json!({"additionalProperties": {"if": {}}}),
+                "if",
+                "/additionalProperties",
+            ),
+            (
+                json!({"properties": {"a/b": {"uniqueItems": true}}}),
+                "uniqueItems",
+                "/properties/a~1b",
+            ),
+        ] {
+            let e = refused(schema);
+            assert!(
+                e.starts_with(&format!("unsupported keyword {keyword:?} at {at} ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn intake_refuses_shapes_the_validator_would_not_read() {
+        let refused = |v: Value| supported(&v).unwrap_err();
+        assert_eq!(
+            refused(json!({"type": "int"})),
+            "\"type\" at / must be one of object, array, string, number, integer, boolean, null or a list of them, got \"int\""
+        );
+        assert_eq!(
+            refused(json!({"type": "array", "items": [{"type": "string"}]})),
+            "expected a schema (an object, true or false) at /items, got array"
+        );
+        assert_eq!(
+            refused(json!({"properties": {"n": {"exclusiveMinimum": true}}})),
+            "\"exclusiveMinimum\" at /properties/n must be a number, got true"
+        );
+        assert_eq!(
+            refused(json!({"required": "a"})),
+            "\"required\" at / must be a list of property names, got \"a\""
+        );
+        assert_eq!(
+            refused(json!({"maxLength": -1})),
+            "\"maxLength\" at / must be a whole number, 0 or more, got -1"
+        );
+        assert_eq!(
+            refused(json!({"anyOf": []})),
+            "\"anyOf\" at / must be a non-empty list of schemas, got []"
+        );
+        assert_eq!(
+            refused(json!([1])),
+            "expected a JSON Schema object, got array"
+        );
+        let mut deep = json!({});
+        for _ in 0..100 {
+            deep = json!({"items": deep});
+        }
+        assert!(refused(deep).contains("nested deeper than 64"));
     }
 
     #[test]

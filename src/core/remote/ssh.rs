@@ -159,17 +159,31 @@ impl Master {
                     Ok(done) => Some(done),
                     Err(_) => {
                         timed_out = Some(limit);
+                        // The pid line may not be read yet (a loaded machine, a slow start): keep the
+                        // readers going while waiting for it, or the kill never comes.
+                        let mut ended = None;
                         let wait_pid =
                             async { pid_rx.wait_for(Option::is_some).await.ok().and_then(|p| *p) };
-                        if let Ok(Some(pid)) =
-                            tokio::time::timeout(Duration::from_secs(3), wait_pid).await
-                        {
+                        let pid = tokio::time::timeout(Duration::from_secs(3), async {
+                            tokio::select! {
+                                pid = wait_pid => pid,
+                                done = work.as_mut() => {
+                                    ended = Some(done);
+                                    None
+                                }
+                            }
+                        })
+                        .await;
+                        if let Ok(Some(pid)) = pid {
                             self.kill_group(pid).await;
                         }
                         // With the remote group gone the session ends and the output read so far arrives.
-                        tokio::time::timeout(Duration::from_secs(5), work.as_mut())
-                            .await
-                            .ok()
+                        match ended {
+                            Some(done) => Some(done),
+                            None => tokio::time::timeout(Duration::from_secs(5), work.as_mut())
+                                .await
+                                .ok(),
+                        }
                     }
                 },
             }

@@ -172,3 +172,9 @@ pub fn json_schema(lua: &Lua, func: &str, key: &str, v: Value) -> mlua::Result<s
     fix(&mut schema);
     Ok(schema)
 }
+
+/// `options.schema` of a call whose answer baton validates: [`json_schema`], then refused when it uses a
+/// keyword the validator does not check (a tool's `parameters` only go to the model and are not checked here).
+pub fn answer_schema(lua: &Lua, func: &str, v: Value) -> mlua::Result<serde_json::Value> {
+    crate::core::llm::schema::given(func, json_schema(lua, func, "schema", v)?).map_err(fail)
+}

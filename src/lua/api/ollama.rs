@@ -178,7 +178,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     let (common, mut r) = a.into_request();
     r.offer(tools.specs);
     if !schema.is_nil() {
-        r.require(llm_args::json_schema(&lua, F, "schema", schema)?);
+        r.require(llm_args::answer_schema(&lua, F, schema)?);
     }
     let (_, ep) = target(&lua, F, common.host.as_deref())?;
     let mut on_token = cbs.take("on_token").map(llm_args::hook::<String>);

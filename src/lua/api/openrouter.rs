@@ -75,7 +75,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     };
     r.offer(tools.specs);
     if !schema.is_nil() {
-        r.require(llm_args::json_schema(&lua, F, "schema", schema)?);
+        r.require(llm_args::answer_schema(&lua, F, schema)?);
     }
     let mut on_token = cbs.take("on_token").map(llm_args::hook::<String>);
     let mut on_thinking = cbs.take("on_thinking").map(llm_args::hook::<String>);

@@ -130,7 +130,7 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
     }
     let schema = match schema {
         Value::Nil => None,
-        v => Some(llm_args::json_schema(&lua, F, "schema", v)?),
+        v => Some(llm_args::answer_schema(&lua, F, v)?),
     };
     let (o, mut cbs) = args::opts::<AskOpts>(
         &lua,

@@ -136,6 +136,21 @@ async fn ask_json_with_a_schema_prints_the_decoded_answer() {
         "{}",
         out.stderr
     );
+    // A keyword baton would not check is refused before anything is asked.
+    let unchecked = env.dir.write(
+        "when.json",
+        r#"{"type": "object", "properties": {"when": {"type": "string", "format": "date"}}}"#,
+    );
+    let out = ask(&env, &["x", "--schema", unchecked.to_str().unwrap()], "").await;
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!(
+            "ask: --schema {}: unsupported keyword \"format\" at /properties/when (supported: type,",
+            unchecked.display()
+        )),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

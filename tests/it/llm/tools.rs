@@ -371,7 +371,53 @@ fn turn(req: &server::Request) -> usize {
         .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count())
 }
 
-/// The loop: two tools of one step run at once (each sleeps 0.3 s; their runs overlap), a failing tool
+/// A schema with a keyword baton does not check is refused where it is given (every way in), naming the
+/// keyword and its place, before anything is sent: it never "validates" an answer it did not check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchecked_schema_keywords_are_refused_where_the_schema_is_given() {
+    let stub = Stub::start(|_, _| Reply::json(400, json!({"error": "no model here"}))).await;
+    let env = Env::new("schema-intake").with_fleet(&loop_fleet(&stub.url, &stub.url, None));
+    let (_env, out) = run_lua(env, r##"
+        local msgs = { { role = "user", content = "hi" } }
+        local verdict = { oneOf = { { const = "pass" }, { const = "fail" } } }
+        print(select(2, pcall(route.ask, "lint", "judge",
+          { schema = { type = "object", properties = { verdict = verdict } } })))
+        print(select(2, pcall(ollama.chat, { model = "qwen", host = "engine", messages = msgs,
+          schema = { type = "array", items = { type = "string", pattern = "^a" } } })))
+        print(select(2, pcall(openrouter.chat, { model = "c/m", messages = msgs, schema = { ["$ref"] = "#/$defs/v" } })))
+        -- What is checked, with annotations, still goes through intake.
+        local ok, e = pcall(route.ask, "lint", "judge", { max_tier = "local",
+          schema = { type = "object", title = "Verdict", description = "d", properties = { v = { enum = { 1 } } } } })
+        print(ok, tostring(e):find("schema:", 1, true) == nil)
+    "##).await;
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let supported =
+        "(supported: type, properties, required, additionalProperties, items, enum, const, anyOf,";
+    for (line, want) in lines.iter().zip([
+        r#"route.ask: schema: unsupported keyword "oneOf" at /properties/verdict "#,
+        r#"ollama.chat: schema: unsupported keyword "pattern" at /items "#,
+        r#"openrouter.chat: schema: unsupported keyword "$ref" at / "#,
+    ]) {
+        assert!(
+            line.starts_with(&format!("{want}{supported}")),
+            "got {line:?}, want {want:?}\n{}",
+            out.stderr
+        );
+    }
+    assert_eq!(lines[3], "false\ttrue", "{}", out.stdout);
+    let sent = stub.requests();
+    assert!(
+        !sent.is_empty()
+            && sent
+                .iter()
+                .all(|r| r.json()["format"]["title"] == "Verdict"),
+        "only the last, valid schema was sent"
+    );
+}
+
+/// The loop: two tools of one step run at once (each waits until both have started, so run one after the
+/// other their spans could not overlap), a failing tool
 /// and an unknown tool are fed back as `error: …` and the model answers; every model call is a ledger row
 /// with its step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,11 +441,13 @@ async fn route_loop_runs_tools_concurrently_and_feeds_errors_back() {
     .await;
     let env = Env::new("tools-loop").with_fleet(&loop_fleet(&stub.url, &refused_url().await, None));
     let (env, out) = run_lua(env, r#"
-        local spans, seen = {}, {}
+        local spans, seen, started = {}, {}, {}
         local tools = {
           slow = { description = "sleeps", parameters = { type = "object", properties = { tag = { type = "string" } } },
                    run = function(args)
-                     local t0 = baton.clock(); baton.sleep(0.3); spans[#spans + 1] = { args.tag, t0, baton.clock() }
+                     local t0 = baton.clock(); started[args.tag] = true
+                     for _ = 1, 1000 do if started.a and started.b then break end baton.sleep(0.01) end
+                     spans[#spans + 1] = { args.tag, t0, baton.clock() }
                      return { tag = args.tag, ok = true }
                    end },
           broken = { description = "fails", run = function() error("disk on fire") end },
