@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::ledger::{
-    self, Alert, DayCost, GroupBy, Ledger, MonthTotals, Open, Opened, Period, ProviderUsage,
-    Refusal, Row, SpendRow,
+    self, Alert, DayCost, GroupBy, Ledger, MonthTotals, Open, Opened, Outcome, Period,
+    ProviderUsage, Refusal, Row, SpendRow,
 };
 use super::ollama::{self, Endpoint};
 use super::openai::{self, OpenAi};
@@ -47,6 +47,13 @@ pub struct Budget {
     failed_at: Mutex<Option<Instant>>,
     /// A failed fetch is said once per process.
     warned: AtomicBool,
+    /// The provider's usage as this process last read it (from the state database or the provider), so a
+    /// paid call whose figure is still fresh needs no database read and no hop to a blocking thread.
+    /// Another process's newer fetch is read from the database once this copy is [`PROVIDER_TTL`] old, the
+    /// same age bound the database's copy has.
+    /// When it was read, and what (`None`: nothing cached yet); after a failed fetch this copy counts
+    /// until the next try, as the database's would.
+    last: Mutex<Option<(Instant, Option<ProviderUsage>)>>,
 }
 
 /// Why a call was not sent.
@@ -76,6 +83,7 @@ impl Budget {
             fetching: tokio::sync::Mutex::new(()),
             failed_at: Mutex::new(None),
             warned: AtomicBool::new(false),
+            last: Mutex::new(None),
         }
     }
 
@@ -103,7 +111,7 @@ impl Budget {
             Opened::Open(open) => Ok(open),
             Opened::Refused(why) => {
                 let refused = Row {
-                    outcome: "budget".into(),
+                    outcome: Outcome::Budget,
                     err: Some(why.to_string()),
                     sent: false,
                     cost: 0.0,
@@ -178,6 +186,23 @@ impl Budget {
         let fresh = |u: &ProviderUsage| {
             chrono::Utc::now().timestamp() - u.fetched < PROVIDER_TTL.as_secs() as i64
         };
+        let failed_at = *self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        let recently_failed = || {
+            self.failed_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t.elapsed() < PROVIDER_TTL)
+        };
+        let remembered = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((read, u)) = remembered {
+            if let Some(u) = u.filter(fresh) {
+                return Some(u);
+            }
+            // After a failed fetch, what was cached when it failed counts until the next try.
+            if recently_failed() && failed_at.is_some_and(|f| read >= f) {
+                return u;
+            }
+        }
         let cached = self.cached(&base).await;
         if let Some(u) = cached.filter(fresh) {
             return Some(u);
@@ -187,17 +212,13 @@ impl Budget {
         if let Some(u) = cached.filter(fresh) {
             return Some(u);
         }
-        let recently_failed = self
-            .failed_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|t| t.elapsed() < PROVIDER_TTL);
-        if recently_failed {
+        if recently_failed() {
             return cached;
         }
         match self.openai.key_info(PROVIDER_TIMEOUT).await {
             Ok(mut u) => {
                 u.fetched = chrono::Utc::now().timestamp();
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), Some(u)));
                 let ledger = self.ledger.clone();
                 let (b, v) = (base.clone(), u);
                 let stored =
@@ -208,7 +229,9 @@ impl Budget {
                 Some(u)
             }
             Err(e) => {
-                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                let now = Instant::now();
+                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, cached));
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "budget: cannot read the provider's usage ({e}); counting this machine's ledger only"
@@ -219,13 +242,16 @@ impl Budget {
         }
     }
 
+    /// The provider's usage as cached in the state database (any process's fetch); remembered in `last`.
     async fn cached(&self, base: &str) -> Option<ProviderUsage> {
         let ledger = self.ledger.clone();
         let base = base.to_string();
-        tokio::task::spawn_blocking(move || ledger.provider_usage(&base))
+        let u = tokio::task::spawn_blocking(move || ledger.provider_usage(&base))
             .await
             .ok()?
-            .ok()?
+            .ok()?;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), u));
+        u
     }
 }
 
@@ -304,7 +330,7 @@ impl Llm {
             Ok(mut c) => {
                 (row.tokens_in, row.tokens_out, row.cost) = (c.tokens_in, c.tokens_out, c.cost);
                 row.cost_source = c.cost_source.name().into();
-                row.outcome = "ok".into();
+                row.outcome = Outcome::Ok;
                 row.sent = true;
                 Budget::check_cost(&mut row, open.reserved);
                 let closed = budget
@@ -319,7 +345,7 @@ impl Llm {
             }
             Err(e) => {
                 row.cost_source = "unknown".into();
-                row.outcome = outcome_of(&e.kind).into();
+                row.outcome = outcome_of(&e.kind);
                 row.err = Some(e.to_string());
                 row.sent = !matches!(e.kind, ErrorKind::MissingKey(_));
                 budget
@@ -402,12 +428,12 @@ impl Llm {
                     ),
                     None => (0.0, "unknown".into()),
                 };
-                row.outcome = "ok".into();
+                row.outcome = Outcome::Ok;
                 Budget::check_cost(&mut row, open.reserved);
             }
             Err(e) => {
                 row.cost_source = "unknown".into();
-                row.outcome = outcome_of(&e.kind).into();
+                row.outcome = outcome_of(&e.kind);
                 row.err = Some(e.to_string());
             }
         }
@@ -420,11 +446,11 @@ impl Llm {
 }
 
 /// The ledger outcome of a failed call.
-pub fn outcome_of(kind: &ErrorKind) -> &'static str {
+pub fn outcome_of(kind: &ErrorKind) -> Outcome {
     match kind {
-        ErrorKind::KeyLimit(_) | ErrorKind::OverBudget(_) => "budget",
-        k if k.is_offline() => "offline",
-        _ => "error",
+        ErrorKind::KeyLimit(_) | ErrorKind::OverBudget(_) => Outcome::Budget,
+        k if k.is_offline() => Outcome::Offline,
+        _ => Outcome::Error,
     }
 }
 
