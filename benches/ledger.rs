@@ -109,7 +109,7 @@ async fn cycle(ledger: &Ledger, n: usize) -> f64 {
         let done = Row {
             cost: 1e-6,
             cost_source: "provider".into(),
-            outcome: "ok".into(),
+            outcome: baton::core::llm::ledger::Outcome::Ok,
             sent: true,
             tokens_in: 10,
             tokens_out: 5,

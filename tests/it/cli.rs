@@ -379,7 +379,7 @@ fn spend_reads_the_ledger() {
                 tokens_out: tokens / 10,
                 cost,
                 cost_source: "provider".into(),
-                outcome: "ok".into(),
+                outcome: baton::core::llm::ledger::Outcome::Ok,
                 sent: true,
                 ..Row::default()
             };
@@ -537,7 +537,7 @@ fn closed_stdout_ends_spend_quietly() {
                 tokens_in: 1000,
                 cost: 0.001 * f64::from(i),
                 cost_source: "provider".into(),
-                outcome: "ok".into(),
+                outcome: baton::core::llm::ledger::Outcome::Ok,
                 sent: true,
                 ..Row::default()
             };

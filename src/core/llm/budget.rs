@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use super::ErrorKind;
 use super::ledger::{
-    self, Alert, DayCost, GroupBy, Ledger, MonthTotals, Open, Opened, Period, ProviderUsage,
-    Refusal, Row, SpendRow,
+    self, Alert, DayCost, GroupBy, Ledger, MonthTotals, Open, Opened, Outcome, Period,
+    ProviderUsage, Refusal, Row, SpendRow,
 };
 use super::openai::OpenAi;
 use crate::core::fleet;
@@ -46,6 +46,13 @@ pub struct Budget {
     failed_at: Mutex<Option<Instant>>,
     /// A failed fetch is said once per process.
     warned: AtomicBool,
+    /// The provider's usage as this process last read it (from the state database or the provider), so a
+    /// paid call whose figure is still fresh needs no database read and no hop to a blocking thread.
+    /// Another process's newer fetch is read from the database once this copy is [`PROVIDER_TTL`] old, the
+    /// same age bound the database's copy has.
+    /// When it was read, and what (`None`: nothing cached yet); after a failed fetch this copy counts
+    /// until the next try, as the database's would.
+    last: Mutex<Option<(Instant, Option<ProviderUsage>)>>,
 }
 
 /// Why a call was not sent.
@@ -75,6 +82,7 @@ impl Budget {
             fetching: tokio::sync::Mutex::new(()),
             failed_at: Mutex::new(None),
             warned: AtomicBool::new(false),
+            last: Mutex::new(None),
         }
     }
 
@@ -102,7 +110,7 @@ impl Budget {
             Opened::Open(open) => Ok(open),
             Opened::Refused(why) => {
                 let refused = Row {
-                    outcome: "budget".into(),
+                    outcome: Outcome::Budget,
                     err: Some(why.to_string()),
                     sent: false,
                     cost: 0.0,
@@ -177,6 +185,23 @@ impl Budget {
         let fresh = |u: &ProviderUsage| {
             chrono::Utc::now().timestamp() - u.fetched < PROVIDER_TTL.as_secs() as i64
         };
+        let failed_at = *self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        let recently_failed = || {
+            self.failed_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| t.elapsed() < PROVIDER_TTL)
+        };
+        let remembered = *self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((read, u)) = remembered {
+            if let Some(u) = u.filter(fresh) {
+                return Some(u);
+            }
+            // After a failed fetch, what was cached when it failed counts until the next try.
+            if recently_failed() && failed_at.is_some_and(|f| read >= f) {
+                return u;
+            }
+        }
         let cached = self.cached(&base).await;
         if let Some(u) = cached.filter(fresh) {
             return Some(u);
@@ -186,17 +211,13 @@ impl Budget {
         if let Some(u) = cached.filter(fresh) {
             return Some(u);
         }
-        let recently_failed = self
-            .failed_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|t| t.elapsed() < PROVIDER_TTL);
-        if recently_failed {
+        if recently_failed() {
             return cached;
         }
         match self.openai.key_info(PROVIDER_TIMEOUT).await {
             Ok(mut u) => {
                 u.fetched = chrono::Utc::now().timestamp();
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), Some(u)));
                 let ledger = self.ledger.clone();
                 let (b, v) = (base.clone(), u);
                 let stored =
@@ -207,7 +228,9 @@ impl Budget {
                 Some(u)
             }
             Err(e) => {
-                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                let now = Instant::now();
+                *self.failed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, cached));
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "budget: cannot read the provider's usage ({e}); counting this machine's ledger only"
@@ -218,13 +241,16 @@ impl Budget {
         }
     }
 
+    /// The provider's usage as cached in the state database (any process's fetch); remembered in `last`.
     async fn cached(&self, base: &str) -> Option<ProviderUsage> {
         let ledger = self.ledger.clone();
         let base = base.to_string();
-        tokio::task::spawn_blocking(move || ledger.provider_usage(&base))
+        let u = tokio::task::spawn_blocking(move || ledger.provider_usage(&base))
             .await
             .ok()?
-            .ok()?
+            .ok()?;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), u));
+        u
     }
 }
 

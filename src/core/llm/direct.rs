@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::budget::Budget;
 use super::cost::{self, CostSource, DEFAULT_MAX_TOKENS, estimate_tokens};
-use super::ledger::Row;
+use super::ledger::{Outcome, Row};
 use super::ollama::{self, Endpoint};
 use super::openai;
 use super::shape::Answered;
@@ -179,7 +179,7 @@ impl Llm {
                 (row.tokens_in, row.tokens_out) = c.tokens();
                 let (cost, source) = c.cost(b.price);
                 (row.cost, row.cost_source) = (cost, source.name().into());
-                row.outcome = "ok".into();
+                row.outcome = Outcome::Ok;
                 Budget::check_cost(&mut row, open.reserved);
                 let closed = budget.close(&open, row).await.map_err(ledger)?;
                 if closed.cost_source == CostSource::Reserved.name() {
@@ -189,7 +189,7 @@ impl Llm {
             }
             Err(e) => {
                 row.cost_source = CostSource::Unknown.name().into();
-                row.outcome = outcome_of(&e.kind).into();
+                row.outcome = outcome_of(&e.kind);
                 row.err = Some(e.to_string());
                 // A call without a key never left this machine.
                 row.sent = !matches!(e.kind, ErrorKind::MissingKey(_));
@@ -201,10 +201,10 @@ impl Llm {
 }
 
 /// The ledger outcome of a failed call.
-pub fn outcome_of(kind: &ErrorKind) -> &'static str {
+pub fn outcome_of(kind: &ErrorKind) -> Outcome {
     match kind {
-        ErrorKind::KeyLimit(_) | ErrorKind::OverBudget(_) => "budget",
-        k if k.is_offline() => "offline",
-        _ => "error",
+        ErrorKind::KeyLimit(_) | ErrorKind::OverBudget(_) => Outcome::Budget,
+        k if k.is_offline() => Outcome::Offline,
+        _ => Outcome::Error,
     }
 }

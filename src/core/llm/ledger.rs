@@ -15,7 +15,8 @@
 //! the next reservation of any process. Rows of other machines sharing the file fall back to
 //! [`STALE_RESERVATION_SECS`].
 use chrono::Utc;
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, named_params, params};
 use serde::Serialize;
 
 use crate::core::state::{State, StateError};
@@ -121,6 +122,77 @@ const MIGRATIONS: &[&str] = &[V1, V2_TOTALS, REBUILD_TOTALS, V3_STEP];
 /// taken to be interrupted after this long.
 pub const STALE_RESERVATION_SECS: i64 = 3600;
 
+/// How a ledger row ended, and how one attempt of `route.ask` ended: stored in `llm_ledger.outcome` and
+/// serialized (JSON, Lua) as its lowercase name, so the database, `baton spend --json` and a playbook's
+/// `attempts[i].outcome` all read the same words.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Under way: written before the request, not settled yet (the row holds its reservation).
+    #[default]
+    Sent,
+    /// Answered (and, for `route.ask`, accepted).
+    Ok,
+    /// The endpoint could not be reached, or its tier is cooling down after it could not.
+    Offline,
+    /// Any other failure.
+    Error,
+    /// Answered, but the answer did not match the schema or `accept` turned it down.
+    Rejected,
+    /// Refused by the budget before sending, or by the provider's key limit.
+    Budget,
+    /// The process that sent it ended (or the machine restarted) with the call under way; booked at its
+    /// reserved worst case.
+    Interrupted,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Sent,
+        Outcome::Ok,
+        Outcome::Offline,
+        Outcome::Error,
+        Outcome::Rejected,
+        Outcome::Budget,
+        Outcome::Interrupted,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Ok => "ok",
+            Outcome::Offline => "offline",
+            Outcome::Error => "error",
+            Outcome::Rejected => "rejected",
+            Outcome::Budget => "budget",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.name() == s)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl ToSql for Outcome {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.name().as_bytes())))
+    }
+}
+
+impl FromSql for Outcome {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let s = value.as_str()?;
+        Outcome::parse(s).ok_or_else(|| FromSqlError::Other(format!("unknown ledger outcome {s:?}").into()))
+    }
+}
+
 /// One attempt, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Row {
@@ -134,8 +206,7 @@ pub struct Row {
     pub tokens_out: u64,
     pub cost: f64,
     pub cost_source: String,
-    /// `sent` (under way), `ok`, `offline`, `error`, `rejected`, `budget` or `interrupted`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub err: Option<String>,
     /// Seconds.
     pub duration: f64,
@@ -383,7 +454,23 @@ pub struct Ledger {
 
 const INSERT: &str = "INSERT INTO llm_ledger(ts, month, day, script, task, tier, provider, host, model, tokens_in,
     tokens_out, cost, cost_source, outcome, err, duration, sent, reserved, pid, proc, machine, step)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
+    VALUES (:ts, :month, :day, :script, :task, :tier, :provider, :host, :model, :tokens_in,
+    :tokens_out, :cost, :cost_source, :outcome, :err, :duration, :sent, :reserved, :pid, :proc, :machine, :step)";
+
+const ADD_MONTH: &str = "INSERT INTO llm_months(month, spent, held, interrupted) VALUES (:month, :spent, :held, :interrupted)
+    ON CONFLICT(month) DO UPDATE SET spent = spent + excluded.spent, held = MAX(0, held + excluded.held),
+        interrupted = interrupted + excluded.interrupted";
+
+const ADD_DAILY: &str = "INSERT INTO llm_daily(day, month, tier, model, task, script, calls, tokens_in, tokens_out, cost)
+    SELECT day, month, COALESCE(tier, provider), model, COALESCE(task, '-'), COALESCE(script, '-'),
+        :calls, :tokens_in, :tokens_out, :cost
+    FROM llm_ledger WHERE id = :id
+    ON CONFLICT(day, tier, model, task, script) DO UPDATE SET calls = calls + excluded.calls,
+        tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out,
+        cost = cost + excluded.cost";
+
+const SETTLE: &str = "UPDATE llm_ledger SET tokens_in = :tokens_in, tokens_out = :tokens_out, cost = :cost,
+    cost_source = :cost_source, outcome = :outcome, err = :err, duration = :duration, sent = :sent WHERE id = :id";
 
 fn now_ts() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -391,35 +478,32 @@ fn now_ts() -> String {
 
 /// Inserts `row` as it is (with `reserved`, and this process when it is under way).
 fn insert(tx: &Transaction<'_>, row: &Row, reserved: f64) -> rusqlite::Result<i64> {
-    let open = row.outcome == "sent";
+    let open = row.outcome == Outcome::Sent;
     let me = me();
-    tx.execute(
-        INSERT,
-        params![
-            now_ts(),
-            this_month(),
-            today(),
-            row.script,
-            row.task,
-            row.tier,
-            row.provider,
-            row.host,
-            row.model,
-            row.tokens_in as i64,
-            row.tokens_out as i64,
-            row.cost,
-            row.cost_source,
-            row.outcome,
-            row.err,
-            row.duration,
-            row.sent,
-            reserved,
-            open.then_some(me.pid),
-            open.then_some(me.proc.as_str()),
-            open.then_some(me.machine.as_str()),
-            row.step,
-        ],
-    )?;
+    tx.prepare_cached(INSERT)?.execute(named_params! {
+        ":ts": now_ts(),
+        ":month": this_month(),
+        ":day": today(),
+        ":script": row.script,
+        ":task": row.task,
+        ":tier": row.tier,
+        ":provider": row.provider,
+        ":host": row.host,
+        ":model": row.model,
+        ":tokens_in": row.tokens_in as i64,
+        ":tokens_out": row.tokens_out as i64,
+        ":cost": row.cost,
+        ":cost_source": row.cost_source,
+        ":outcome": row.outcome,
+        ":err": row.err,
+        ":duration": row.duration,
+        ":sent": row.sent,
+        ":reserved": reserved,
+        ":pid": open.then_some(me.pid),
+        ":proc": open.then_some(me.proc.as_str()),
+        ":machine": open.then_some(me.machine.as_str()),
+        ":step": row.step,
+    })?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -431,12 +515,12 @@ fn add_month(
     held: f64,
     interrupted: f64,
 ) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO llm_months(month, spent, held, interrupted) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(month) DO UPDATE SET spent = spent + excluded.spent, held = MAX(0, held + excluded.held),
-             interrupted = interrupted + excluded.interrupted",
-        params![month, spent, held, interrupted],
-    )?;
+    tx.prepare_cached(ADD_MONTH)?.execute(named_params! {
+        ":month": month,
+        ":spent": spent,
+        ":held": held,
+        ":interrupted": interrupted,
+    })?;
     Ok(())
 }
 
@@ -449,15 +533,13 @@ fn add_daily(
     tokens_out: i64,
     cost: f64,
 ) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO llm_daily(day, month, tier, model, task, script, calls, tokens_in, tokens_out, cost)
-         SELECT day, month, COALESCE(tier, provider), model, COALESCE(task, '-'), COALESCE(script, '-'), ?2, ?3, ?4, ?5
-         FROM llm_ledger WHERE id = ?1
-         ON CONFLICT(day, tier, model, task, script) DO UPDATE SET calls = calls + excluded.calls,
-             tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out,
-             cost = cost + excluded.cost",
-        params![id, calls, tokens_in, tokens_out, cost],
-    )?;
+    tx.prepare_cached(ADD_DAILY)?.execute(named_params! {
+        ":id": id,
+        ":calls": calls,
+        ":tokens_in": tokens_in,
+        ":tokens_out": tokens_out,
+        ":cost": cost,
+    })?;
     Ok(())
 }
 
@@ -514,11 +596,11 @@ fn sweep(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         gone
     };
     for (id, month, reserved, why) in gone {
-        tx.execute(
-            "UPDATE llm_ledger SET outcome = 'interrupted', cost = reserved, cost_source = 'reserved', err = ?2
-             WHERE id = ?1",
-            params![id, why],
-        )?;
+        tx.prepare_cached(
+            "UPDATE llm_ledger SET outcome = 'interrupted', cost = reserved, cost_source = 'reserved', err = :err
+             WHERE id = :id",
+        )?
+        .execute(named_params! {":id": id, ":err": why})?;
         add_month(tx, &month, reserved, -reserved, reserved)?;
         add_daily(tx, id, 1, 0, 0, reserved)?;
         tracing::warn!(
@@ -532,8 +614,8 @@ fn sweep(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 
 fn month_totals(tx: &rusqlite::Connection, month: &str) -> rusqlite::Result<MonthTotals> {
     Ok(tx
+        .prepare_cached("SELECT spent, held, interrupted FROM llm_months WHERE month = ?1")?
         .query_row(
-            "SELECT spent, held, interrupted FROM llm_months WHERE month = ?1",
             [month],
             |r| {
                 Ok(MonthTotals {
@@ -598,7 +680,7 @@ impl Ledger {
                         }));
                     }
                 }
-                row.outcome = "sent".into();
+                row.outcome = Outcome::Sent;
                 row.sent = true;
                 row.cost = worst;
                 row.cost_source = "reserved".into();
@@ -628,37 +710,30 @@ impl Ledger {
         self.state
             .write(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let was: Option<String> = tx
-                    .query_row(
-                        "SELECT outcome FROM llm_ledger WHERE id = ?1",
-                        [open.id],
-                        |r| r.get(0),
-                    )
+                let was: Option<Outcome> = tx
+                    .prepare_cached("SELECT outcome FROM llm_ledger WHERE id = ?1")?
+                    .query_row([open.id], |r| r.get(0))
                     .optional()?;
-                match was.as_deref() {
-                    Some("sent") => add_month(&tx, &open.month, row.cost, -open.reserved, 0.0)?,
+                match was {
+                    Some(Outcome::Sent) => add_month(&tx, &open.month, row.cost, -open.reserved, 0.0)?,
                     // Taken for interrupted meanwhile (another machine's rule): take that booking back.
-                    Some("interrupted") => {
+                    Some(Outcome::Interrupted) => {
                         add_month(&tx, &open.month, row.cost - open.reserved, 0.0, -open.reserved)?;
                         add_daily(&tx, open.id, -1, 0, 0, -open.reserved)?;
                     }
                     _ => return Ok(Settled::default()),
                 }
-                tx.execute(
-                    "UPDATE llm_ledger SET tokens_in = ?2, tokens_out = ?3, cost = ?4, cost_source = ?5,
-                         outcome = ?6, err = ?7, duration = ?8, sent = ?9 WHERE id = ?1",
-                    params![
-                        open.id,
-                        row.tokens_in as i64,
-                        row.tokens_out as i64,
-                        row.cost,
-                        row.cost_source,
-                        row.outcome,
-                        row.err,
-                        row.duration,
-                        row.sent,
-                    ],
-                )?;
+                tx.prepare_cached(SETTLE)?.execute(named_params! {
+                    ":id": open.id,
+                    ":tokens_in": row.tokens_in as i64,
+                    ":tokens_out": row.tokens_out as i64,
+                    ":cost": row.cost,
+                    ":cost_source": row.cost_source,
+                    ":outcome": row.outcome,
+                    ":err": row.err,
+                    ":duration": row.duration,
+                    ":sent": row.sent,
+                })?;
                 if row.sent {
                     add_daily(
                         &tx,
@@ -916,10 +991,9 @@ fn check_alert(
     if spent < limit * alert_at {
         return Ok(None);
     }
-    let fired = tx.execute(
-        "INSERT OR IGNORE INTO llm_alerts(month, spent, at) VALUES (?1, ?2, ?3)",
-        params![month, spent, Utc::now().to_rfc3339()],
-    )?;
+    let fired = tx
+        .prepare_cached("INSERT OR IGNORE INTO llm_alerts(month, spent, at) VALUES (:month, :spent, :at)")?
+        .execute(named_params! {":month": month, ":spent": spent, ":at": Utc::now().to_rfc3339()})?;
     Ok((fired == 1).then_some(Alert { spent, limit }))
 }
 
@@ -933,7 +1007,7 @@ mod tests {
         (Ledger::new(State::new(&dir)), dir)
     }
 
-    fn row(tier: &str, model: &str, cost: f64, outcome: &str) -> Row {
+    fn row(tier: &str, model: &str, cost: f64, outcome: Outcome) -> Row {
         Row {
             tier: Some(tier.into()),
             provider: "openrouter".into(),
@@ -942,15 +1016,15 @@ mod tests {
             tokens_out: 5,
             cost,
             cost_source: "provider".into(),
-            outcome: outcome.into(),
-            sent: outcome != "budget",
+            outcome,
+            sent: outcome != Outcome::Budget,
             ..Row::default()
         }
     }
 
     async fn open(l: &Ledger, worst: f64, limit: f64) -> Option<Open> {
         match l
-            .open(row("cheap", "a", 0.0, "sent"), worst, Some((limit, None)))
+            .open(row("cheap", "a", 0.0, Outcome::Sent), worst, Some((limit, None)))
             .await
             .unwrap()
         {
@@ -968,7 +1042,7 @@ mod tests {
         }
         assert_eq!(open(&l, 0.1, 1.0).await, None, "the 11th must not fit");
         // Settling at a lower real cost frees room.
-        l.settle(&opened[0], row("cheap", "a", 0.04, "ok"), None)
+        l.settle(&opened[0], row("cheap", "a", 0.04, Outcome::Ok), None)
             .await
             .unwrap();
         assert!(open(&l, 0.06, 1.0).await.is_some());
@@ -981,7 +1055,7 @@ mod tests {
         assert_eq!(open(&other, 0.01, 1.0).await, None);
         // The provider's figure counts when it is above the ledger's.
         let r = l
-            .open(row("cheap", "a", 0.0, "sent"), 0.0, Some((1.0, Some(1.5))))
+            .open(row("cheap", "a", 0.0, Outcome::Sent), 0.0, Some((1.0, Some(1.5))))
             .await
             .unwrap();
         let Opened::Refused(r) = r else {
@@ -1016,7 +1090,7 @@ mod tests {
         let mine = open(&l, 0.5, 1.0).await.unwrap();
         let t = l.month().await.unwrap();
         assert_eq!((t.spent, t.held), (0.25, 0.5));
-        l.settle(&mine, row("cheap", "a", 0.1, "ok"), None)
+        l.settle(&mine, row("cheap", "a", 0.1, Outcome::Ok), None)
             .await
             .unwrap();
         let t = l.month().await.unwrap();
@@ -1041,21 +1115,21 @@ mod tests {
         let (l, dir) = ledger("alert");
         let b = Some((1.0, 0.5));
         assert_eq!(
-            l.record(row("cheap", "a", 0.3, "ok"), b)
+            l.record(row("cheap", "a", 0.3, Outcome::Ok), b)
                 .await
                 .unwrap()
                 .alert,
             None
         );
         let a = l
-            .record(row("cheap", "a", 0.3, "ok"), b)
+            .record(row("cheap", "a", 0.3, Outcome::Ok), b)
             .await
             .unwrap()
             .alert
             .expect("crossed 50 %");
         assert!((a.spent - 0.6).abs() < 1e-12 && a.limit == 1.0);
         assert_eq!(
-            l.record(row("cheap", "a", 0.3, "ok"), b)
+            l.record(row("cheap", "a", 0.3, Outcome::Ok), b)
                 .await
                 .unwrap()
                 .alert,
@@ -1068,13 +1142,13 @@ mod tests {
     #[tokio::test]
     async fn spend_groups_and_skips_unsent_rows() {
         let (l, dir) = ledger("spend");
-        l.record(row("cheap", "sonnet", 0.5, "ok"), None)
+        l.record(row("cheap", "sonnet", 0.5, Outcome::Ok), None)
             .await
             .unwrap();
-        l.record(row("cheap", "sonnet", 0.25, "rejected"), None)
+        l.record(row("cheap", "sonnet", 0.25, Outcome::Rejected), None)
             .await
             .unwrap();
-        l.record(row("premium", "opus", 0.0, "budget"), None)
+        l.record(row("premium", "opus", 0.0, Outcome::Budget), None)
             .await
             .unwrap();
         l.record(
@@ -1083,7 +1157,7 @@ mod tests {
                 model: "qwen".into(),
                 tier: Some("local".into()),
                 cost_source: "unknown".into(),
-                outcome: "ok".into(),
+                outcome: Outcome::Ok,
                 sent: true,
                 tokens_in: 7,
                 ..Row::default()

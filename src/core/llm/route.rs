@@ -80,28 +80,8 @@ pub struct Pick {
     pub reason: String,
 }
 
-/// How one attempt of `route.ask` ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Ok,
-    Offline,
-    Error,
-    Rejected,
-    Budget,
-}
-
-impl Outcome {
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Offline => "offline",
-            Outcome::Error => "error",
-            Outcome::Rejected => "rejected",
-            Outcome::Budget => "budget",
-        }
-    }
-}
+/// How one attempt of `route.ask` ended: the ledger's outcome, one enum for both.
+pub use super::ledger::Outcome;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attempt {
@@ -600,7 +580,7 @@ impl<'r, 'h> Ask<'r, 'h> {
                 return Ok(None);
             }
             self.count(&mut p, &reply);
-            p.row.outcome = Outcome::Ok.name().to_string();
+            p.row.outcome = Outcome::Ok;
             self.book(p.open, p.row).await?;
             conv.push(reply.settled.message);
             let calls = reply.settled.tool_calls;
@@ -875,7 +855,7 @@ impl<'r, 'h> Ask<'r, 'h> {
             open,
         } = p;
         (attempt.outcome, attempt.err) = (outcome, err);
-        row.outcome = outcome.name().to_string();
+        row.outcome = outcome;
         row.err.clone_from(&attempt.err);
         self.attempts.push(attempt);
         self.book(open, row).await

@@ -448,7 +448,7 @@ async fn a_million_rows_reserve_against_their_sum() {
             &open,
             Row {
                 cost: 0.1,
-                outcome: "ok".into(),
+                outcome: baton::core::llm::ledger::Outcome::Ok,
                 sent: true,
                 cost_source: "provider".into(),
                 ..row()
