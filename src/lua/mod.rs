@@ -109,6 +109,8 @@ fn install_globals(lua: &Lua) -> mlua::Result<()> {
     }
     let loaded: mlua::Table = lua.globals().get::<mlua::Table>("package")?.get("loaded")?;
     let baton = api::baton::register(lua)?;
+    // `baton.notify` is its own binding; wired here so bindings never import each other.
+    baton.set("notify", api::notify::register(lua)?)?;
     lua.globals().raw_set("baton", &baton)?;
     loaded.raw_set("baton", baton)?;
     let loaders: mlua::Table = lua

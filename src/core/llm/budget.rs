@@ -217,7 +217,8 @@ impl Budget {
         match self.openai.key_info(PROVIDER_TIMEOUT).await {
             Ok(mut u) => {
                 u.fetched = chrono::Utc::now().timestamp();
-                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), Some(u)));
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now(), Some(u)));
                 let ledger = self.ledger.clone();
                 let (b, v) = (base.clone(), u);
                 let stored =

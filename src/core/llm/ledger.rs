@@ -182,14 +182,17 @@ impl std::fmt::Display for Outcome {
 
 impl ToSql for Outcome {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.name().as_bytes())))
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(
+            self.name().as_bytes(),
+        )))
     }
 }
 
 impl FromSql for Outcome {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         let s = value.as_str()?;
-        Outcome::parse(s).ok_or_else(|| FromSqlError::Other(format!("unknown ledger outcome {s:?}").into()))
+        Outcome::parse(s)
+            .ok_or_else(|| FromSqlError::Other(format!("unknown ledger outcome {s:?}").into()))
     }
 }
 
@@ -615,16 +618,13 @@ fn sweep(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 fn month_totals(tx: &rusqlite::Connection, month: &str) -> rusqlite::Result<MonthTotals> {
     Ok(tx
         .prepare_cached("SELECT spent, held, interrupted FROM llm_months WHERE month = ?1")?
-        .query_row(
-            [month],
-            |r| {
-                Ok(MonthTotals {
-                    spent: r.get(0)?,
-                    held: r.get(1)?,
-                    interrupted: r.get(2)?,
-                })
-            },
-        )
+        .query_row([month], |r| {
+            Ok(MonthTotals {
+                spent: r.get(0)?,
+                held: r.get(1)?,
+                interrupted: r.get(2)?,
+            })
+        })
         .optional()?
         .unwrap_or_default())
 }
@@ -715,10 +715,18 @@ impl Ledger {
                     .query_row([open.id], |r| r.get(0))
                     .optional()?;
                 match was {
-                    Some(Outcome::Sent) => add_month(&tx, &open.month, row.cost, -open.reserved, 0.0)?,
+                    Some(Outcome::Sent) => {
+                        add_month(&tx, &open.month, row.cost, -open.reserved, 0.0)?
+                    }
                     // Taken for interrupted meanwhile (another machine's rule): take that booking back.
                     Some(Outcome::Interrupted) => {
-                        add_month(&tx, &open.month, row.cost - open.reserved, 0.0, -open.reserved)?;
+                        add_month(
+                            &tx,
+                            &open.month,
+                            row.cost - open.reserved,
+                            0.0,
+                            -open.reserved,
+                        )?;
                         add_daily(&tx, open.id, -1, 0, 0, -open.reserved)?;
                     }
                     _ => return Ok(Settled::default()),
@@ -992,8 +1000,12 @@ fn check_alert(
         return Ok(None);
     }
     let fired = tx
-        .prepare_cached("INSERT OR IGNORE INTO llm_alerts(month, spent, at) VALUES (:month, :spent, :at)")?
-        .execute(named_params! {":month": month, ":spent": spent, ":at": Utc::now().to_rfc3339()})?;
+        .prepare_cached(
+            "INSERT OR IGNORE INTO llm_alerts(month, spent, at) VALUES (:month, :spent, :at)",
+        )?
+        .execute(
+            named_params! {":month": month, ":spent": spent, ":at": Utc::now().to_rfc3339()},
+        )?;
     Ok((fired == 1).then_some(Alert { spent, limit }))
 }
 
@@ -1024,7 +1036,11 @@ mod tests {
 
     async fn open(l: &Ledger, worst: f64, limit: f64) -> Option<Open> {
         match l
-            .open(row("cheap", "a", 0.0, Outcome::Sent), worst, Some((limit, None)))
+            .open(
+                row("cheap", "a", 0.0, Outcome::Sent),
+                worst,
+                Some((limit, None)),
+            )
             .await
             .unwrap()
         {
@@ -1055,7 +1071,11 @@ mod tests {
         assert_eq!(open(&other, 0.01, 1.0).await, None);
         // The provider's figure counts when it is above the ledger's.
         let r = l
-            .open(row("cheap", "a", 0.0, Outcome::Sent), 0.0, Some((1.0, Some(1.5))))
+            .open(
+                row("cheap", "a", 0.0, Outcome::Sent),
+                0.0,
+                Some((1.0, Some(1.5))),
+            )
             .await
             .unwrap();
         let Opened::Refused(r) = r else {

@@ -33,7 +33,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::core::fleet::{Fleet, Price, Provider, Tier};
-pub use crate::core::secret::Secret;
 use crate::core::state::State;
 
 pub mod budget;

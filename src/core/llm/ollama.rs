@@ -10,11 +10,10 @@ use serde_json::Value;
 use super::cost::{self, CostSource};
 use super::http::{self, Lines, SendError};
 use super::limiter::{Limiter, Queue};
-use super::shape::{self, Answered, Asked, Gather, Routed, Settled};
+use super::shape::{self, Answered, Gather, Routed, Settled, Shape};
 use super::tools;
 use super::{
-    Callback, ErrorKind, LlmError, Message, OnToken, Retry, Timeouts, ToolCall, ToolSpec, Wait,
-    ns_to_secs,
+    Callback, ErrorKind, LlmError, Message, OnToken, Retry, Timeouts, ToolCall, Wait, ns_to_secs,
 };
 use crate::core::fleet::{self, Fleet, Price};
 
@@ -109,21 +108,13 @@ pub struct ChatRequest {
     pub messages: Vec<Message>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<Value>,
-    /// Tools offered, as Ollama takes them (see [`ChatRequest::offer`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Value>>,
+    /// Tools offered (sent as `tools`), `content_tool_calls`, the schema (sent as `format`, see
+    /// [`ChatRequest::require`]).
+    #[serde(flatten)]
+    pub shape: Shape,
     /// `true`, `false` or `"low"|"medium"|"high"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub think: Option<Value>,
-    /// The tools offered, for reading a call the model wrote as JSON in the content.
-    #[serde(skip)]
-    pub offered: Vec<ToolSpec>,
-    /// Read JSON-in-content as a tool call when tools were offered (default on).
-    #[serde(skip)]
-    pub content_tool_calls: Option<bool>,
-    /// The answer must be JSON matching this schema (sent as `format`); decoded into `data`.
-    #[serde(skip)]
-    pub schema: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub options: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,18 +126,6 @@ fn wire_messages<S: serde::Serializer>(m: &[Message], s: S) -> Result<S::Ok, S::
 }
 
 impl ChatRequest {
-    /// Offers `specs` as tools.
-    pub fn offer(&mut self, specs: Vec<ToolSpec>) {
-        (self.tools, self.offered) = shape::offer(specs);
-    }
-    /// What shapes the answer: the tools offered, `content_tool_calls`, the schema.
-    pub fn asked(&self) -> Asked<'_> {
-        Asked {
-            offered: &self.offered,
-            content_tool_calls: self.content_tool_calls,
-            schema: self.schema.as_ref(),
-        }
-    }
     /// The request the router sends to an Ollama tier: `max_tokens` as `num_predict` (when given), the
     /// schema as `format` (checked by the router).
     pub fn routed(chat: &Routed<'_>) -> ChatRequest {
@@ -157,17 +136,17 @@ impl ChatRequest {
                 .max_tokens
                 .map(|n| serde_json::json!({ "num_predict": n })),
             think: chat.think.cloned(),
-            content_tool_calls: chat.content_tool_calls,
             format: chat.schema.cloned(),
             ..Default::default()
         };
-        req.offer(chat.tools.to_vec());
+        req.shape.content_tool_calls = chat.content_tool_calls;
+        req.shape.offer(chat.tools.to_vec());
         req
     }
     /// Asks for JSON matching `schema` (Ollama's `format`).
     pub fn require(&mut self, schema: Value) {
         self.format = Some(schema.clone());
-        self.schema = Some(schema);
+        self.shape.schema = Some(schema);
     }
 }
 
@@ -345,7 +324,7 @@ impl Ollama {
         let (mut c, answer, calls) = self
             .complete(ep, "/api/chat", &req.model, body, wait.into(), gather)
             .await?;
-        let s = shape::settle(req.asked(), answer, calls, None)
+        let s = shape::settle(req.shape.asked(), answer, calls, None)
             .map_err(|k| LlmError::new(&ep.name, Some(&req.model), k))?;
         if s.called() {
             c.finish_reason = "tool_calls".into();

@@ -11,12 +11,11 @@ use super::cost::{self, DEFAULT_MAX_TOKENS, estimate_tokens};
 pub use super::cost::{CostSource, price_of};
 use super::http::{self, Events, Lines, SendError};
 use super::ledger::ProviderUsage;
-use super::shape::{self, Answered, Asked, Gather, Routed, Settled};
+use super::shape::{self, Answered, Gather, Routed, Settled, Shape};
 use super::tools::{self, Fragments};
-use super::{
-    ErrorKind, LlmError, Message, OnToken, Retry, Secret, Timeouts, ToolCall, ToolSpec, Wait,
-};
+use super::{ErrorKind, LlmError, Message, OnToken, Retry, Timeouts, ToolCall, Wait};
 use crate::core::fleet::{DEFAULT_OPENROUTER_BASE, Fleet, Price};
+use crate::core::secret::Secret;
 
 /// `openrouter.chat{…}`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -24,9 +23,10 @@ pub struct ChatRequest {
     pub model: String,
     #[serde(serialize_with = "wire_messages")]
     pub messages: Vec<Message>,
-    /// Tools offered (sent on every request of a conversation; see [`ChatRequest::offer`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Value>>,
+    /// Tools offered (sent as `tools`), `content_tool_calls`, the schema (sent as `response_format`, see
+    /// [`ChatRequest::require`]).
+    #[serde(flatten)]
+    pub shape: Shape,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,15 +37,6 @@ pub struct ChatRequest {
     /// OpenRouter: `{effort | max_tokens, exclude}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<Value>,
-    /// The tools offered, for reading a call the model wrote as JSON in the content.
-    #[serde(skip)]
-    pub offered: Vec<ToolSpec>,
-    /// Read JSON-in-content as a tool call when tools were offered (default on).
-    #[serde(skip)]
-    pub content_tool_calls: Option<bool>,
-    /// The answer must be JSON matching this schema; decoded into `data`.
-    #[serde(skip)]
-    pub schema: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,18 +54,6 @@ fn wire_messages<S: serde::Serializer>(m: &[Message], s: S) -> Result<S::Ok, S::
 }
 
 impl ChatRequest {
-    /// Offers `specs` as tools.
-    pub fn offer(&mut self, specs: Vec<ToolSpec>) {
-        (self.tools, self.offered) = shape::offer(specs);
-    }
-    /// What shapes the answer: the tools offered, `content_tool_calls`, the schema.
-    pub fn asked(&self) -> Asked<'_> {
-        Asked {
-            offered: &self.offered,
-            content_tool_calls: self.content_tool_calls,
-            schema: self.schema.as_ref(),
-        }
-    }
     /// The request the router sends to a cloud tier: always bounded (`max_tokens`, else
     /// [`DEFAULT_MAX_TOKENS`]), the schema as a strict response format (checked by the router).
     pub fn routed(chat: &Routed<'_>) -> ChatRequest {
@@ -83,13 +62,13 @@ impl ChatRequest {
             messages: chat.messages.to_vec(),
             max_tokens: Some(chat.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
             reasoning: chat.reasoning.cloned(),
-            content_tool_calls: chat.content_tool_calls,
             ..Default::default()
         };
-        req.offer(chat.tools.to_vec());
+        req.shape.content_tool_calls = chat.content_tool_calls;
+        req.shape.offer(chat.tools.to_vec());
         if let Some(schema) = chat.schema {
             req.require(schema.clone());
-            req.schema = None;
+            req.shape.schema = None;
         }
         req
     }
@@ -104,7 +83,7 @@ impl ChatRequest {
         };
         provider.insert("require_parameters".into(), Value::Bool(true));
         self.provider = Some(Value::Object(provider));
-        self.schema = Some(schema);
+        self.shape.schema = Some(schema);
     }
 }
 
@@ -367,7 +346,7 @@ impl OpenAi {
         gather.piece("", None, true).await.map_err(err)?;
         let details = (!details.is_empty()).then_some(Value::Array(details));
         let s = shape::settle(
-            req.asked(),
+            req.shape.asked(),
             gather.into_parts(),
             fragments.finish(),
             details,

@@ -3,6 +3,7 @@
 //! caller's hooks), the finished answer settled the same way ([`settle`]: a tool call the model wrote as
 //! JSON in the content, a schema answer decoded, the assistant message to continue with), and a server's
 //! error body read the same way ([`error_message`]). A client only decodes its own frames.
+use serde::Serialize;
 use serde_json::Value;
 
 use super::cost::CostSource;
@@ -181,11 +182,39 @@ pub fn error_message(body: &str) -> (String, Option<Value>) {
     (message, doc)
 }
 
-/// Offers `specs` as tools: the `tools` list both wire formats take (none when empty), and the specs kept
-/// for reading calls written in the content.
-pub fn offer(specs: Vec<ToolSpec>) -> (Option<Vec<Value>>, Vec<ToolSpec>) {
-    let wire = (!specs.is_empty()).then(|| tools::wire_tools(&specs));
-    (wire, specs)
+/// What a chat request asks for that shapes its answer, the same in every wire format; each provider's
+/// request embeds it where its `tools` go on the wire (the other fields are never sent).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Shape {
+    /// Tools offered, on the wire (sent on every request of a conversation; see [`Shape::offer`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
+    /// The tools offered, for reading a call the model wrote as JSON in the content.
+    #[serde(skip)]
+    pub offered: Vec<ToolSpec>,
+    /// Read JSON-in-content as a tool call when tools were offered (default on).
+    #[serde(skip)]
+    pub content_tool_calls: Option<bool>,
+    /// The answer must be JSON matching this schema; decoded into `data`.
+    #[serde(skip)]
+    pub schema: Option<Value>,
+}
+
+impl Shape {
+    /// Offers `specs` as tools: the `tools` list both wire formats take (none when empty), and the specs
+    /// kept for reading calls written in the content.
+    pub fn offer(&mut self, specs: Vec<ToolSpec>) {
+        self.tools = (!specs.is_empty()).then(|| tools::wire_tools(&specs));
+        self.offered = specs;
+    }
+    /// What shapes the answer: the tools offered, `content_tool_calls`, the schema.
+    pub fn asked(&self) -> Asked<'_> {
+        Asked {
+            offered: &self.offered,
+            content_tool_calls: self.content_tool_calls,
+            schema: self.schema.as_ref(),
+        }
+    }
 }
 
 /// A chat as the router sends it to a tier, whatever the provider; each client builds its request from it.

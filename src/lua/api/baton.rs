@@ -31,7 +31,6 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     baton.set("inspect", lua.create_function(inspect)?)?;
     baton.set("log", log_table(lua)?)?;
     baton.set("json", json_table(lua)?)?;
-    baton.set("notify", super::notify::register(lua)?)?;
     baton.set("_paths", lua.create_function(paths)?)?;
     baton.set("_jobs", lua.create_function(jobs)?)?;
     Ok(baton)

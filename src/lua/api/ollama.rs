@@ -118,16 +118,16 @@ impl ChatArgs {
             deadline: self.deadline,
             check: self.check,
         };
-        let r = ChatRequest {
+        let mut r = ChatRequest {
             model: self.model,
             messages: self.messages,
             format: self.format,
             options: self.options,
             keep_alive: self.keep_alive,
             think: self.think,
-            content_tool_calls: self.content_tool_calls,
             ..Default::default()
         };
+        r.shape.content_tool_calls = self.content_tool_calls;
         (common, r)
     }
 }
@@ -176,7 +176,7 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
     let tools = llm_args::tools(&lua, F, "tools", tools)?;
     let (a, mut cbs) = request::<ChatArgs>(&lua, F, req, &["on_token", "on_thinking"])?;
     let (common, mut r) = a.into_request();
-    r.offer(tools.specs);
+    r.shape.offer(tools.specs);
     if !schema.is_nil() {
         r.require(llm_args::answer_schema(&lua, F, schema)?);
     }

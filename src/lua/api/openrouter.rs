@@ -70,10 +70,10 @@ async fn chat(lua: Lua, req: Value) -> mlua::Result<Value> {
         tool_choice: a.tool_choice,
         parallel_tool_calls: a.parallel_tool_calls,
         reasoning: a.reasoning,
-        content_tool_calls: a.content_tool_calls,
         ..Default::default()
     };
-    r.offer(tools.specs);
+    r.shape.content_tool_calls = a.content_tool_calls;
+    r.shape.offer(tools.specs);
     if !schema.is_nil() {
         r.require(llm_args::answer_schema(&lua, F, schema)?);
     }

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use baton::core::llm::ollama::{ChatRequest, Endpoint};
 use baton::core::llm::openai::{self, OpenAi};
-use baton::core::llm::{HookError, LocalFuture, Message, Retry, Secret, Timeouts};
+use baton::core::llm::{HookError, LocalFuture, Message, Retry, Timeouts};
+use baton::core::secret::Secret;
 
 use server::Reply;
 

@@ -27,7 +27,7 @@ fn or_req(tools: bool) -> openai::ChatRequest {
         ..Default::default()
     };
     if tools {
-        r.offer(specs());
+        r.shape.offer(specs());
     }
     r
 }
@@ -39,7 +39,7 @@ fn ol_req(tools: bool) -> ollama::ChatRequest {
         ..Default::default()
     };
     if tools {
-        r.offer(specs());
+        r.shape.offer(specs());
     }
     r
 }
@@ -177,7 +177,7 @@ async fn json_in_content_is_a_tool_call_when_tools_were_offered() {
     );
     assert_eq!(c.text, "");
     let mut off = ol_req(true);
-    off.content_tool_calls = Some(false);
+    off.shape.content_tool_calls = Some(false);
     let c = client.chat(&e, &off, None, None).await.unwrap();
     assert!(c.tool_calls.is_empty());
     assert_eq!(c.text, text);
