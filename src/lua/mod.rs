@@ -112,11 +112,29 @@ fn install_globals(lua: &Lua) -> mlua::Result<()> {
     // `baton.notify` is its own binding; wired here so bindings never import each other.
     baton.set("notify", api::notify::register(lua)?)?;
     lua.globals().raw_set("baton", &baton)?;
-    loaded.raw_set("baton", baton)?;
+    loaded.raw_set("baton", &baton)?;
     let loaders: mlua::Table = lua
         .load(
-            r#"local registers, loaded = ...
+            r#"local registers, loaded, baton, fleet_view = ...
         local loaders = {}
+        -- baton.fleet: a stand-in that becomes the read-only view on its first use
+        local fleet = {}
+        local function fill_fleet()
+          if loaders["baton.fleet"] then
+            local view = fleet_view()
+            loaders["baton.fleet"] = nil
+            setmetatable(fleet, getmetatable(view))
+          end
+          return fleet
+        end
+        loaders["baton.fleet"] = fill_fleet
+        setmetatable(fleet, {
+          __index = function(_, k) return getmetatable(fill_fleet()).__index[k] end,
+          __newindex = function(_, k) error("baton.fleet is read-only (tried to set " .. tostring(k) .. ")", 2) end,
+          __pairs = function() return pairs(fill_fleet()) end,
+          __len = function() return #fill_fleet() end,
+        })
+        rawset(baton, "fleet", fleet)
         for name, register in pairs(registers) do
           local proxy = {}
           local function fill()
@@ -141,7 +159,12 @@ fn install_globals(lua: &Lua) -> mlua::Result<()> {
         return loaders"#,
         )
         .set_name("=baton.globals")
-        .call((registers, loaded))?;
+        .call((
+            registers,
+            loaded,
+            &baton,
+            lua.create_function(|lua, ()| api::baton::fleet_view(lua))?,
+        ))?;
     lua.set_named_registry_value(LOADERS, loaders)
 }
 
@@ -150,11 +173,12 @@ pub fn global_names() -> impl Iterator<Item = &'static str> {
     std::iter::once("baton").chain(LAZY_GLOBALS.iter().map(|(name, _)| *name))
 }
 
-/// Fills every module global now (the REPL does, so Tab completion sees them all).
+/// Fills every module global and `baton.fleet` now (the REPL does, so Tab completion sees them all).
 pub fn load_all_globals(lua: &Lua) -> mlua::Result<()> {
     let loaders: mlua::Table = lua.named_registry_value(LOADERS)?;
-    for (name, _) in LAZY_GLOBALS {
-        if let Some(fill) = loaders.get::<Option<mlua::Function>>(*name)? {
+    let names = LAZY_GLOBALS.iter().map(|(name, _)| *name);
+    for name in names.chain(["baton.fleet"]) {
+        if let Some(fill) = loaders.get::<Option<mlua::Function>>(name)? {
             fill.call::<()>(())?;
         }
     }

@@ -129,8 +129,14 @@ t.it("durations, env, json and the read-only fleet", function()
   t.eq(baton.env("BATON_SURELY_UNSET", "fallback"), "fallback")
   t.eq(baton.json.decode(baton.json.encode({ a = { 1, 2 } })).a[2], 2)
   t.raises("not valid JSON", baton.json.decode, "{")
+  -- baton.fleet is built on first use: writing and iterating before any read behave like the view.
+  t.raises("baton.fleet is read-only", function() baton.fleet.hosts = {} end)
+  local keys = {}
+  for k in pairs(baton.fleet) do keys[#keys + 1] = k end
+  t.truthy(#keys >= 3, "pairs(baton.fleet) lists hosts, tiers, tasks…")
   t.eq(baton.fleet.hosts["local"].ollama, "http://127.0.0.1:11434")
   t.raises("read-only", function() baton.fleet.hosts = {} end)
+  t.raises("read-only", function() baton.fleet.hosts["local"].ollama = "x" end)
 end)
 
 t.it("module globals are built on first use and behave like plain globals", function()

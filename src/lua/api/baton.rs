@@ -20,7 +20,6 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
         lua.create_sequence_from(crate::lua::ctx(lua).args.clone())?,
     )?;
     baton.set("env", lua.create_function(env)?)?;
-    baton.set("fleet", fleet_view(lua)?)?;
     baton.set("sleep", lua.create_async_function(sleep)?)?;
     baton.set("clock", lua.create_function(clock)?)?;
     baton.set("now", lua.create_function(now)?)?;
@@ -43,8 +42,10 @@ fn env(_: &Lua, (name, default): (Value, Value)) -> mlua::Result<Option<String>>
     Ok(std::env::var(&name).ok().or(default))
 }
 
-/// A read-only view of the fleet with defaults applied (tiers and tasks filled in).
-fn fleet_view(lua: &Lua) -> mlua::Result<Value> {
+/// A read-only view of the fleet with defaults applied (tiers and tasks filled in): `baton.fleet`, built on
+/// its first use (the runtime's wiring in `lua/mod.rs` puts a stand-in there), since most playbooks never
+/// read it and building it was a quarter of start-up.
+pub fn fleet_view(lua: &Lua) -> mlua::Result<Value> {
     let view = args::to_lua(lua, &crate::lua::ctx(lua).fleet.view())?;
     let readonly: Function = lua
         .load(
