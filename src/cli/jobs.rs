@@ -146,20 +146,9 @@ fn age(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::remote::jobs::Status;
 
     fn job(id: &str, state: JobState, code: Option<i32>, started_at: i64, command: &str) -> Job {
-        Job {
-            id: id.into(),
-            host: "brain".into(),
-            command: command.into(),
-            pid: 42,
-            dir: format!("/home/u/.baton/jobs/{id}"),
-            started_at,
-            status: Status { state, code },
-            notify: false,
-            tmux: false,
-        }
+        Job::sample(id, state, code, started_at, command)
     }
 
     #[test]

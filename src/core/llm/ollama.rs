@@ -166,7 +166,9 @@ pub struct GenerateRequest {
 /// The result of a chat or generate call; counts and durations from the final `done: true` object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Completion {
-    pub text: String,
+    /// Text, tool calls, reasoning, the schema answer and the message to continue with.
+    #[serde(flatten)]
+    pub answer: Settled,
     pub model: String,
     pub host: String,
     pub tokens_in: u64,
@@ -177,15 +179,6 @@ pub struct Completion {
     pub done_reason: String,
     /// `tool_calls` when the model asked for tools (whatever `done_reason` says), else `done_reason`.
     pub finish_reason: String,
-    pub tool_calls: Vec<ToolCall>,
-    /// The model's reasoning (`message.thinking`, or an inline `<think>` block).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub thinking: Option<String>,
-    /// A structured answer, decoded and checked against the schema.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
-    /// The assistant message to append to continue the conversation (tool calls included).
-    pub message: Message,
 }
 
 impl Answered for Completion {
@@ -198,13 +191,7 @@ impl Answered for Completion {
     }
     fn rebook(&mut self, _: f64) {}
     fn into_settled(self) -> Settled {
-        Settled {
-            text: self.text,
-            thinking: self.thinking,
-            tool_calls: self.tool_calls,
-            data: self.data,
-            message: self.message,
-        }
+        self.answer
     }
 }
 
@@ -329,8 +316,7 @@ impl Ollama {
         if s.called() {
             c.finish_reason = "tool_calls".into();
         }
-        (c.text, c.thinking, c.tool_calls, c.data, c.message) =
-            (s.text, s.thinking, s.tool_calls, s.data, s.message);
+        c.answer = s;
         Ok(c)
     }
 
@@ -347,7 +333,7 @@ impl Ollama {
         let (mut c, (text, thinking), calls) = self
             .complete(ep, "/api/generate", &req.model, body, wait.into(), gather)
             .await?;
-        (c.text, c.thinking, c.tool_calls) = (text, thinking, calls);
+        (c.answer.text, c.answer.thinking, c.answer.tool_calls) = (text, thinking, calls);
         Ok(c)
     }
 
@@ -394,7 +380,13 @@ impl Ollama {
                 let tokens_out = line.eval_count.unwrap_or(0);
                 let eval_secs = line.eval_duration.map(ns_to_secs).unwrap_or(0.0);
                 let c = Completion {
-                    text: String::new(),
+                    answer: Settled {
+                        text: String::new(),
+                        tool_calls: Vec::new(),
+                        thinking: None,
+                        data: None,
+                        message: Message::new("assistant", ""),
+                    },
                     model: line.model.unwrap_or_else(|| model.to_string()),
                     host: ep.name.clone(),
                     tokens_in: line.prompt_eval_count.unwrap_or(0),
@@ -410,10 +402,6 @@ impl Ollama {
                     },
                     finish_reason: line.done_reason.clone().unwrap_or_else(|| "stop".into()),
                     done_reason: line.done_reason.unwrap_or_else(|| "stop".into()),
-                    thinking: None,
-                    tool_calls: Vec::new(),
-                    data: None,
-                    message: Message::new("assistant", ""),
                 };
                 return Ok((c, gather.into_parts(), calls));
             }

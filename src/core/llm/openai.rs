@@ -13,7 +13,7 @@ use super::http::{self, Events, Lines, SendError};
 use super::ledger::ProviderUsage;
 use super::shape::{self, Answered, Gather, Routed, Settled, Shape};
 use super::tools::{self, Fragments};
-use super::{ErrorKind, LlmError, Message, OnToken, Retry, Timeouts, ToolCall, Wait};
+use super::{ErrorKind, LlmError, Message, OnToken, Retry, Timeouts, Wait};
 use crate::core::fleet::{DEFAULT_OPENROUTER_BASE, Fleet, Price};
 use crate::core::secret::Secret;
 
@@ -89,7 +89,9 @@ impl ChatRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Completion {
-    pub text: String,
+    /// Text, tool calls, reasoning (`delta.reasoning`), the schema answer and the message to continue with.
+    #[serde(flatten)]
+    pub answer: Settled,
     pub model: String,
     pub id: String,
     pub tokens_in: u64,
@@ -102,16 +104,6 @@ pub struct Completion {
     /// `stop`, `length`, `tool_calls`, …
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
-    pub tool_calls: Vec<ToolCall>,
-    /// The model's reasoning (`delta.reasoning`, or an inline `<think>` block).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub thinking: Option<String>,
-    /// A structured answer, decoded and checked against the schema.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
-    /// The assistant message to append to continue the conversation (tool calls and
-    /// `reasoning_details` included).
-    pub message: Message,
 }
 
 impl Answered for Completion {
@@ -125,13 +117,7 @@ impl Answered for Completion {
         (self.cost, self.cost_source) = (cost, CostSource::Reserved);
     }
     fn into_settled(self) -> Settled {
-        Settled {
-            text: self.text,
-            thinking: self.thinking,
-            tool_calls: self.tool_calls,
-            data: self.data,
-            message: self.message,
-        }
+        self.answer
     }
 }
 
@@ -358,7 +344,6 @@ impl OpenAi {
         let (tokens_in, tokens_out, cost, cost_source) =
             reckon(usage.as_ref(), price, &req.messages, &s.text);
         Ok(Completion {
-            text: s.text,
             model: answered_by.unwrap_or_else(|| model.to_string()),
             id,
             tokens_in,
@@ -367,10 +352,7 @@ impl OpenAi {
             cost_source,
             duration,
             finish_reason,
-            tool_calls: s.tool_calls,
-            thinking: s.thinking,
-            data: s.data,
-            message: s.message,
+            answer: s,
         })
     }
 

@@ -1080,14 +1080,18 @@ mod tests {
             why(1)
         );
         // The three rows are recorded as not sent, so the spend report has no call.
-        let spent = r
-            .ledger()
+        let spent = spent_by_tier(&r);
+        assert!(spent.is_empty(), "{spent:?}");
+    }
+
+    /// The ledger's spend, all time, by tier.
+    fn spent_by_tier(r: &Router) -> Vec<crate::core::llm::ledger::SpendRow> {
+        r.ledger()
             .spend(
                 crate::core::llm::ledger::Period::All,
                 crate::core::llm::ledger::GroupBy::Tier,
             )
-            .unwrap();
-        assert!(spent.is_empty(), "{spent:?}");
+            .unwrap()
     }
 
     /// A stand-in for Ollama that answers every chat with one NDJSON line: "hi", 3 tokens in, 2 out.
@@ -1166,13 +1170,7 @@ mod tests {
         assert!(matches!(e, RouteError::Callback(_)), "{e:?}");
         assert_eq!(e.to_string(), "accept: boom");
         assert_eq!(seen, [("local".to_string(), "hi".to_string(), 5.0)]);
-        let spent = r
-            .ledger()
-            .spend(
-                crate::core::llm::ledger::Period::All,
-                crate::core::llm::ledger::GroupBy::Tier,
-            )
-            .unwrap();
+        let spent = spent_by_tier(&r);
         let spent: Vec<_> = spent
             .iter()
             .map(|s| (s.key.as_str(), s.calls, s.cost))

@@ -182,15 +182,19 @@ pub fn validate(schema: &Value, data: &Value) -> Result<(), String> {
     check(schema, data, "$", 0)
 }
 
-/// An answer's text → JSON (a ``` fence around it is allowed), checked against `schema`.
-pub fn decode(schema: &Value, text: &str) -> Result<Value, String> {
+/// `text` trimmed, without a ``` (or ```json) fence around it: models often fence the JSON they were asked for.
+pub fn unfenced(text: &str) -> &str {
     let body = text.trim();
-    let body = body
-        .strip_prefix("```json")
+    body.strip_prefix("```json")
         .or_else(|| body.strip_prefix("```"))
         .and_then(|b| b.trim_end().strip_suffix("```"))
         .unwrap_or(body)
-        .trim();
+        .trim()
+}
+
+/// An answer's text → JSON (a ``` fence around it is allowed), checked against `schema`.
+pub fn decode(schema: &Value, text: &str) -> Result<Value, String> {
+    let body = unfenced(text);
     let data: Value = serde_json::from_str(body).map_err(|e| {
         let shown: String = body.chars().take(80).collect();
         format!("the answer is not JSON ({e}): {shown:?}")

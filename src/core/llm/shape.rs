@@ -109,15 +109,19 @@ pub struct Asked<'r> {
     pub schema: Option<&'r Value>,
 }
 
-/// A finished answer as every provider returns it.
-#[derive(Debug)]
+/// A finished answer as every provider returns it (each provider's completion embeds it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Settled {
     pub text: String,
-    pub thinking: Option<String>,
     pub tool_calls: Vec<ToolCall>,
-    /// The decoded schema answer.
+    /// The model's reasoning (the provider's reasoning field, or an inline `<think>` block).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    /// A structured answer, decoded and checked against the schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
-    /// The assistant message to append to continue the conversation.
+    /// The assistant message to append to continue the conversation (tool calls, reasoning and
+    /// OpenRouter's `reasoning_details` included).
     pub message: Message,
 }
 

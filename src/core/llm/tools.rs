@@ -170,13 +170,7 @@ impl Fragments {
 /// A model that wrote its tool call as JSON in the content (`{"name": …, "arguments": …}`, a list of them,
 /// or `{"tool_calls": […]}`, possibly in a ``` fence) → the calls, when every name is an offered tool.
 pub fn from_content(text: &str, tools: &[ToolSpec]) -> Option<Vec<ToolCall>> {
-    let body = text.trim();
-    let body = body
-        .strip_prefix("```json")
-        .or_else(|| body.strip_prefix("```"))
-        .and_then(|b| b.trim_end().strip_suffix("```"))
-        .unwrap_or(body)
-        .trim();
+    let body = super::schema::unfenced(text);
     if !(body.starts_with('{') || body.starts_with('[')) {
         return None;
     }

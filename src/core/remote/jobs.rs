@@ -521,14 +521,19 @@ pub async fn refresh(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(id: &str, state: JobState, code: Option<i32>, started_at: i64) -> Job {
+impl Job {
+    /// A job on host `brain` as the unit tests describe one.
+    pub(crate) fn sample(
+        id: &str,
+        state: JobState,
+        code: Option<i32>,
+        started_at: i64,
+        command: &str,
+    ) -> Job {
         Job {
             id: id.into(),
             host: "brain".into(),
-            command: "python train.py --epochs 3".into(),
+            command: command.into(),
             pid: 42,
             dir: format!("/home/u/.baton/jobs/{id}"),
             started_at,
@@ -536,6 +541,15 @@ mod tests {
             notify: false,
             tmux: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, state: JobState, code: Option<i32>, started_at: i64) -> Job {
+        Job::sample(id, state, code, started_at, "python train.py --epochs 3")
     }
 
     #[test]

@@ -102,7 +102,7 @@ async fn streams_ask_for_usage_and_a_priced_tier_is_never_free() {
         json!({"include_usage": true})
     );
     assert_eq!(
-        (c.text.as_str(), c.tokens_in, c.tokens_out),
+        (c.answer.text.as_str(), c.tokens_in, c.tokens_out),
         ("Hello", 12, 3)
     );
     assert_eq!(c.cost_source, CostSource::Pricing);

@@ -26,7 +26,7 @@ async fn ollama_chat_streams_many_small_chunks() {
         )
         .await
         .unwrap();
-    assert_eq!(c.text, pieces.concat());
+    assert_eq!(c.answer.text, pieces.concat());
     assert_eq!(*seen.lock().unwrap(), pieces);
     assert_eq!((c.tokens_in, c.tokens_out), (12, 200));
     assert_eq!(c.duration, 2.5);
@@ -83,7 +83,7 @@ async fn ollama_generate_passes_options_and_reads_response() {
         .unwrap();
     assert_eq!(
         (
-            c.text.as_str(),
+            c.answer.text.as_str(),
             c.tokens_in,
             c.tokens_out,
             c.tokens_per_s,
@@ -198,7 +198,7 @@ async fn ollama_busy_503_is_retried() {
         .chat(&ep(&stub.url, 4), &chat_req("m"), None, None)
         .await
         .unwrap();
-    assert_eq!((c.text.as_str(), stub.count()), ("ok", 2));
+    assert_eq!((c.answer.text.as_str(), stub.count()), ("ok", 2));
 }
 
 #[tokio::test]

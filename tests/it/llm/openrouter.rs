@@ -28,7 +28,7 @@ async fn openrouter_sse_with_comments_and_cost_in_the_final_chunk() {
         )
         .await
         .unwrap();
-    assert_eq!(c.text, pieces.concat());
+    assert_eq!(c.answer.text, pieces.concat());
     assert_eq!(seen.lock().unwrap().len(), 150);
     assert_eq!(
         (c.tokens_in, c.tokens_out, c.cost, c.cost_source),
@@ -103,7 +103,7 @@ async fn openrouter_429_honours_retry_after_then_succeeds() {
     let t = Instant::now();
     let r = c.chat(&or_req("m"), None, None, None).await.unwrap();
     let waited = t.elapsed();
-    assert_eq!((r.text.as_str(), stub.count()), ("ok", 2));
+    assert_eq!((r.answer.text.as_str(), stub.count()), ("ok", 2));
     assert!(
         waited >= Duration::from_millis(950) && waited < Duration::from_secs(30),
         "{waited:?}"
@@ -126,7 +126,7 @@ async fn openrouter_500_and_reset_are_retried() {
         .chat(&or_req("m"), None, None, None)
         .await
         .unwrap();
-    assert_eq!((r.text.as_str(), stub.count()), ("fine", 3));
+    assert_eq!((r.answer.text.as_str(), stub.count()), ("fine", 3));
 }
 
 #[tokio::test]
@@ -194,7 +194,7 @@ async fn openrouter_sse_framing_variants() {
         .chat(&or_req("m"), None, None, Some(&mut cb))
         .await
         .unwrap();
-    assert_eq!(c.text, "two lines");
+    assert_eq!(c.answer.text, "two lines");
     assert_eq!(*seen.lock().unwrap(), ["two ", "lines"]);
     assert_eq!(
         (c.id.as_str(), c.tokens_in, c.tokens_out, c.cost),

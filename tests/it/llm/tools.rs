@@ -67,7 +67,7 @@ async fn openai_streamed_parallel_tool_calls_are_joined_per_index() {
     let c = client.chat(&or_req(true), None, None, None).await.unwrap();
     assert_eq!(c.finish_reason.as_deref(), Some("tool_calls"));
     assert_eq!(
-        calls(&c.tool_calls),
+        calls(&c.answer.tool_calls),
         [
             ("call_a".into(), "read_log".into(), json!({"n": 20})),
             ("call_b".into(), "git_log".into(), json!({"n": 3}))
@@ -79,8 +79,8 @@ async fn openai_streamed_parallel_tool_calls_are_joined_per_index() {
 
     // The next turn: the assistant message as returned, then the tool results.
     let mut next = or_req(true);
-    next.messages.push(c.message.clone());
-    for call in &c.tool_calls {
+    next.messages.push(c.answer.message.clone());
+    for call in &c.answer.tool_calls {
         next.messages.push(Message::tool_result(call, "ok"));
     }
     let _ = client.chat(&next, None, None, None).await;
@@ -115,7 +115,7 @@ async fn openai_all_index_zero_calls_are_told_apart_by_id() {
         .await
         .unwrap();
     assert_eq!(
-        calls(&c.tool_calls),
+        calls(&c.answer.tool_calls),
         [
             ("a".into(), "read_log".into(), json!({"n": 1})),
             ("b".into(), "git_log".into(), json!({})),
@@ -141,15 +141,15 @@ async fn ollama_whole_tool_calls_get_ids_and_the_right_finish_reason() {
         (c.finish_reason.as_str(), c.done_reason.as_str()),
         ("tool_calls", "stop")
     );
-    assert_eq!(c.tool_calls.len(), 2);
-    assert!(c.tool_calls[0].id.starts_with("call_"));
-    assert_ne!(c.tool_calls[0].id, c.tool_calls[1].id);
-    assert_eq!(c.tool_calls[0].arguments, json!({"n": 5}));
-    assert_eq!(c.tool_calls[1].arguments, json!({"n": 2}));
+    assert_eq!(c.answer.tool_calls.len(), 2);
+    assert!(c.answer.tool_calls[0].id.starts_with("call_"));
+    assert_ne!(c.answer.tool_calls[0].id, c.answer.tool_calls[1].id);
+    assert_eq!(c.answer.tool_calls[0].arguments, json!({"n": 5}));
+    assert_eq!(c.answer.tool_calls[1].arguments, json!({"n": 2}));
     let mut next = ol_req(true);
-    next.messages.push(c.message.clone());
+    next.messages.push(c.answer.message.clone());
     next.messages
-        .push(Message::tool_result(&c.tool_calls[0], "log"));
+        .push(Message::tool_result(&c.answer.tool_calls[0], "log"));
     let _ = client.chat(&e, &next, None, None).await;
     let sent = stub.requests()[1].json();
     assert_eq!(
@@ -172,17 +172,20 @@ async fn json_in_content_is_a_tool_call_when_tools_were_offered() {
     let c = client.chat(&e, &ol_req(true), None, None).await.unwrap();
     assert_eq!(c.finish_reason, "tool_calls");
     assert_eq!(
-        (c.tool_calls[0].name.as_str(), &c.tool_calls[0].arguments),
+        (
+            c.answer.tool_calls[0].name.as_str(),
+            &c.answer.tool_calls[0].arguments
+        ),
         ("git_log", &json!({"n": 4}))
     );
-    assert_eq!(c.text, "");
+    assert_eq!(c.answer.text, "");
     let mut off = ol_req(true);
     off.shape.content_tool_calls = Some(false);
     let c = client.chat(&e, &off, None, None).await.unwrap();
-    assert!(c.tool_calls.is_empty());
-    assert_eq!(c.text, text);
+    assert!(c.answer.tool_calls.is_empty());
+    assert_eq!(c.answer.text, text);
     let c = client.chat(&e, &ol_req(false), None, None).await.unwrap();
-    assert!(c.tool_calls.is_empty() && c.finish_reason == "stop");
+    assert!(c.answer.tool_calls.is_empty() && c.finish_reason == "stop");
 }
 
 /// Reasoning: Ollama's `message.thinking` and an inline `<think>` block both land in `thinking`, streamed
@@ -226,12 +229,12 @@ async fn thinking_fields_and_inline_think_blocks_are_kept_apart_from_the_answer(
         .await
         .unwrap();
     assert_eq!(
-        (c.text.as_str(), c.thinking.as_deref()),
+        (c.answer.text.as_str(), c.answer.thinking.as_deref()),
         ("Forty-two", Some("Let me think."))
     );
     assert_eq!(thoughts.lock().unwrap().concat(), "Let me think.");
     assert_eq!(tokens.lock().unwrap().concat(), "Forty-two");
-    assert_eq!(c.message.thinking.as_deref(), Some("Let me think."));
+    assert_eq!(c.answer.message.thinking.as_deref(), Some("Let me think."));
 
     let (thoughts, mut on_thinking) = collector();
     let (tokens, mut on_token) = collector();
@@ -245,8 +248,11 @@ async fn thinking_fields_and_inline_think_blocks_are_kept_apart_from_the_answer(
         )
         .await
         .unwrap();
-    assert_eq!(c.text, "Answer.");
-    assert_eq!(c.thinking.as_deref().map(str::trim), Some("hidden steps"));
+    assert_eq!(c.answer.text, "Answer.");
+    assert_eq!(
+        c.answer.thinking.as_deref().map(str::trim),
+        Some("hidden steps")
+    );
     assert_eq!(tokens.lock().unwrap().concat(), "Answer.");
     assert_eq!(thoughts.lock().unwrap().concat().trim(), "hidden steps");
 }
@@ -265,16 +271,16 @@ async fn openrouter_reasoning_and_details_are_returned_for_the_next_turn() {
     let mut req = or_req(false);
     req.reasoning = Some(json!({"effort": "low"}));
     let c = client.chat(&req, None, None, None).await.unwrap();
-    assert_eq!(c.text, "It was a flaky test.");
-    assert_eq!(c.thinking.as_deref(), Some("Check the log."));
-    let details = c.message.reasoning_details.clone().unwrap();
+    assert_eq!(c.answer.text, "It was a flaky test.");
+    assert_eq!(c.answer.thinking.as_deref(), Some("Check the log."));
+    let details = c.answer.message.reasoning_details.clone().unwrap();
     assert_eq!(details[1]["data"], "xyz");
     assert_eq!(
         stub.requests()[0].json()["reasoning"],
         json!({"effort": "low"})
     );
     let mut next = or_req(false);
-    next.messages.push(c.message);
+    next.messages.push(c.answer.message);
     let _ = client.chat(&next, None, None, None).await;
     assert_eq!(
         stub.requests()[1].json()["messages"][1]["reasoning_details"],
@@ -301,7 +307,7 @@ async fn schema_answers_are_decoded_or_refused() {
     let mut req = ol_req(false);
     req.require(verdict_schema());
     let c = client.chat(&e, &req, None, None).await.unwrap();
-    assert_eq!(c.data, Some(json!({"verdict": "pass"})));
+    assert_eq!(c.answer.data, Some(json!({"verdict": "pass"})));
     assert_eq!(stub.requests()[0].json()["format"], verdict_schema());
     let err = client.chat(&e, &req, None, None).await.unwrap_err();
     assert!(matches!(err.kind, ErrorKind::Schema(_)), "{err}");
@@ -320,7 +326,7 @@ async fn schema_answers_are_decoded_or_refused() {
         .chat(&req, None, None, None)
         .await
         .unwrap();
-    assert_eq!(c.data, Some(json!({"verdict": "fail"})));
+    assert_eq!(c.answer.data, Some(json!({"verdict": "fail"})));
     let sent = stub.requests()[0].json();
     assert_eq!(sent["response_format"]["type"], "json_schema");
     assert_eq!(sent["response_format"]["json_schema"]["strict"], true);
