@@ -1,35 +1,86 @@
 -- The fleet as tools for an AI agent: copy this file next to your fleet file as `tools.lua` and run
 -- `baton mcp serve` (or register it with Claude Code: `claude mcp add baton -- baton mcp serve`).
 --
--- Every tool is read-only or additive: nothing here deletes files, kills jobs or runs an arbitrary shell.
--- `run_on` runs only the programs listed below, only on the hosts listed below; edit the lists to widen it.
+-- Safe by construction: every tool is a fixed operation with typed arguments. No tool takes a command line,
+-- a program's arguments or a shell: an argument is a host name checked against HOSTS, a path checked against
+-- ROOTS after resolving it where it lives (symbolic links followed), a number, or a name from JOBS. Nothing
+-- here deletes files or kills jobs. See "What a served tool can reach" in README.md before widening it.
 -- Output printed by a tool goes to stderr (stdout carries the protocol); an error becomes an error result.
 
 local gpu = require("baton.gpu")
 
--- Hosts and programs `run_on` may use. A program is matched on argv[1] exactly (no shell is involved:
--- arguments are quoted word by word).
-local RUN_ON_HOSTS = { brain = true, engine = true }
-local RUN_ON_PROGRAMS = {
-  uptime = true, df = true, free = true, ["nvidia-smi"] = true, ollama = true,
-  git = true, ls = true, cat = true, tail = true,
+-- Fleet hosts the tools may reach (`local` is this machine). Any other host is refused.
+local HOSTS = { brain = true, engine = true }
+-- Folders the tools may read and write, on this machine and on every allowed host; `~` is the home folder
+-- of the machine the path is on, and a relative path is relative to it. A path is allowed when its real
+-- path (on the host where it lives, every link followed) is a root or inside one.
+local ROOTS = { "~/src" }
+-- What `job_spawn` may start, by name: a fixed argv and folder (under ROOTS). Nothing else can be started.
+local JOBS = {
+  -- train = { argv = { "python3", "train.py", "--epochs", "3" }, cwd = "~/src/model" },
 }
--- Local folders `sync_push` may send, and where `sync_pull` may write (prefixes of the resolved path).
-local SYNC_ROOTS = { (os.getenv("HOME") or "/nonexistent") .. "/src/" }
 -- The most an `ask` may cost the tiers it reaches: never above this tier.
 local ASK_MAX_TIER = "cheap"
+-- Bounds on what a tool reads back.
+local MAX_LOG_LINES, MAX_COMMITS, MAX_OUTPUT = 1000, 200, 256 * 1024
 
 local function object(properties, required)
   return { type = "object", properties = properties or {}, required = required }
 end
 
-local function allowed_path(path)
-  for _, root in ipairs(SYNC_ROOTS) do
-    if path:sub(1, #root) == root and not path:find("/%.%./") and not path:find("/%.%.$") then
-      return true
-    end
+local function host_arg(tool, host)
+  if type(host) ~= "string" or not HOSTS[host] then
+    error(tool .. ": host " .. tostring(host) .. " is not allowed")
   end
-  return false
+  return host
+end
+
+local function int_arg(tool, name, v, default, max)
+  if v == nil then return default end
+  local n = math.tointeger(v)
+  if not n or n < 1 or n > max then
+    error(tool .. ": " .. name .. " must be an integer from 1 to " .. max .. ", got " .. tostring(v))
+  end
+  return n
+end
+
+-- The real paths of ROOTS on `host`, resolved there (a root that does not exist allows nothing).
+local function roots_on(host)
+  local out = {}
+  for _, root in ipairs(ROOTS) do
+    local ok, real = pcall(sync.realpath, host, root)
+    if ok then out[#out + 1] = real end
+  end
+  return out
+end
+
+-- `path` on `host` resolved where it lives (links followed); an error unless it is a root or inside one.
+-- `missing_ok`: a path that does not exist yet (a destination) resolves through its nearest existing folder.
+local function inside_roots(tool, host, path, missing_ok)
+  if type(path) ~= "string" or path == "" then error(tool .. ": path must be a non-empty string") end
+  if path:sub(1, 1) ~= "/" and path:sub(1, 1) ~= "~" then path = "~/" .. path end
+  local ok, real = pcall(sync.realpath, host, path, { missing_ok = missing_ok })
+  if not ok then error(tool .. ": cannot resolve " .. path .. " on " .. host .. ": " .. tostring(real)) end
+  for _, root in ipairs(roots_on(host)) do
+    if real == root or real:sub(1, #root + 1) == root .. "/" then return real end
+  end
+  error(tool .. ": " .. path .. " on " .. host .. " is outside the allowed roots (it is " .. real .. ")")
+end
+
+local function cut(text)
+  if #text <= MAX_OUTPUT then return text end
+  return text:sub(1, MAX_OUTPUT) .. "\n… (" .. (#text - MAX_OUTPUT) .. " more bytes)"
+end
+
+-- git in an allowed repository, with settings that could run programs switched off.
+local function git(tool, host, repo, args)
+  local dir = inside_roots(tool, host, repo, false)
+  local argv = { "git", "--no-pager", "-c", "core.fsmonitor=false", "-c", "core.pager=cat",
+    "-c", "diff.external=", "-C", dir }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  local r = ssh.run(host, argv, { timeout = "60s", check = false, env = { GIT_TERMINAL_PROMPT = "0" } })
+  if not r.ok then error(tool .. ": git failed in " .. dir .. ": " .. (r.err or r.stderr)) end
+  return cut(r.stdout)
 end
 
 mcp.tool{
@@ -47,104 +98,169 @@ mcp.tool{
   parameters = object({ host = { type = "string", description = "fleet host name" } }, { "host" }),
   timeout = "60s",
   run = function(args)
+    local host = host_arg("gpu_status", args.host)
     local probe = [[if command -v nvidia-smi >/dev/null 2>&1; then echo nvidia; ]]
       .. [[elif [ "$(uname -s)" = Darwin ]; then echo apple; else echo none; fi]]
-    local kind = ssh.run(args.host, probe, { timeout = "20s" }).stdout:match("%a+")
+    local kind = ssh.run(host, probe, { timeout = "20s" }).stdout:match("%a+")
     if kind == "nvidia" then
-      local list = ssh.run(args.host, gpu.NVIDIA_GPUS, { timeout = "20s" }).stdout
-      local apps = ssh.run(args.host, gpu.NVIDIA_APPS, { timeout = "20s", check = false }).stdout
-      return { host = args.host, kind = kind, gpus = gpu.parse_nvidia(list, apps) }
+      local list = ssh.run(host, gpu.NVIDIA_GPUS, { timeout = "20s" }).stdout
+      local apps = ssh.run(host, gpu.NVIDIA_APPS, { timeout = "20s", check = false }).stdout
+      return { host = host, kind = kind, gpus = gpu.parse_nvidia(list, apps) }
     elseif kind == "apple" then
-      local gpus, err = gpu.parse_apple(ssh.run(args.host, gpu.APPLE, { timeout = "20s" }).stdout)
+      local gpus, err = gpu.parse_apple(ssh.run(host, gpu.APPLE, { timeout = "20s" }).stdout)
       if not gpus then error(err) end
-      return { host = args.host, kind = kind, gpus = gpus }
+      return { host = host, kind = kind, gpus = gpus }
     end
-    return { host = args.host, kind = "none", gpus = {} }
+    return { host = host, kind = "none", gpus = {} }
   end,
 }
 
 mcp.tool{
-  name = "run_on",
-  description = "Runs an allowed program on an allowed fleet host and returns its exit code and output. "
-    .. "Allowed programs: see RUN_ON_PROGRAMS in tools.lua.",
+  name = "disk_memory",
+  description = "Disk space (df -hP), memory (free -h, or vm_stat on macOS) and uptime of a host.",
+  parameters = object({ host = { type = "string" } }, { "host" }),
+  timeout = "60s",
+  run = function(args)
+    local host = host_arg("disk_memory", args.host)
+    local opts = { timeout = "20s", check = false }
+    local mem = [[if command -v free >/dev/null 2>&1; then free -h; else vm_stat; fi]]
+    return {
+      host = host,
+      disk = ssh.run(host, { "df", "-hP" }, opts).stdout,
+      memory = ssh.run(host, mem, opts).stdout,
+      uptime = ssh.run(host, { "uptime" }, opts).stdout,
+    }
+  end,
+}
+
+mcp.tool{
+  name = "git_status",
+  description = "git status (short, with the branch) of a repository under the allowed roots of a host.",
   parameters = object({
     host = { type = "string" },
-    argv = { type = "array", items = { type = "string" }, description = "program and its arguments" },
-    timeout = { type = "number", description = "seconds (default 60)" },
-  }, { "host", "argv" }),
-  timeout = "5m",
+    repo = { type = "string", description = "repository folder, e.g. ~/src/project" },
+  }, { "host", "repo" }),
   run = function(args)
-    if not RUN_ON_HOSTS[args.host] then error("run_on: host " .. tostring(args.host) .. " is not allowed") end
-    local program = args.argv and args.argv[1]
-    if not RUN_ON_PROGRAMS[program] then error("run_on: program " .. tostring(program) .. " is not allowed") end
-    local r = ssh.run(args.host, args.argv, { timeout = args.timeout or 60, check = false })
-    return { ok = r.ok, code = r.code, stdout = r.stdout, stderr = r.stderr, err = r.err }
+    local host = host_arg("git_status", args.host)
+    return git("git_status", host, args.repo, { "status", "--porcelain=v1", "--branch" })
+  end,
+}
+
+mcp.tool{
+  name = "git_log",
+  description = "The latest commits (hash, date, author, subject) of a repository under the allowed roots.",
+  parameters = object({
+    host = { type = "string" },
+    repo = { type = "string" },
+    count = { type = "integer", description = "how many commits (default 20, at most 200)" },
+  }, { "host", "repo" }),
+  run = function(args)
+    local host = host_arg("git_log", args.host)
+    local n = int_arg("git_log", "count", args.count, 20, MAX_COMMITS)
+    return git("git_log", host, args.repo,
+      { "log", "--no-decorate", "--date=short", "--format=%h %ad %an %s", "-n", tostring(n) })
+  end,
+}
+
+mcp.tool{
+  name = "git_diff",
+  description = "The uncommitted changes (or, with staged, the staged ones) of a repository under the "
+    .. "allowed roots.",
+  parameters = object({
+    host = { type = "string" },
+    repo = { type = "string" },
+    staged = { type = "boolean" },
+  }, { "host", "repo" }),
+  run = function(args)
+    local host = host_arg("git_diff", args.host)
+    local a = { "diff", "--no-ext-diff", "--no-textconv", "--no-color" }
+    if args.staged == true then a[#a + 1] = "--staged" end
+    return git("git_diff", host, args.repo, a)
   end,
 }
 
 mcp.tool{
   name = "job_spawn",
-  description = "Starts a long task (the Heavy AI Task: training, a batch of inference) detached on a host; "
-    .. "it survives disconnects. Returns its id for job_status and job_tail.",
+  description = "Starts one of the jobs listed in tools.lua (JOBS: the Heavy AI Task, a batch of "
+    .. "inference) detached on a host; it survives disconnects. Returns its id for job_status and job_tail.",
   parameters = object({
     host = { type = "string" },
-    argv = { type = "array", items = { type = "string" } },
-    cwd = { type = "string" },
-  }, { "host", "argv" }),
+    job = { type = "string", description = "a job name from JOBS in tools.lua" },
+  }, { "host", "job" }),
   run = function(args)
-    if not RUN_ON_HOSTS[args.host] then error("job_spawn: host " .. tostring(args.host) .. " is not allowed") end
-    local job = ssh.spawn(args.host, args.argv, { cwd = args.cwd })
+    local host = host_arg("job_spawn", args.host)
+    local spec = type(args.job) == "string" and JOBS[args.job]
+    if not spec then error("job_spawn: no job named " .. tostring(args.job) .. " in JOBS") end
+    local cwd = spec.cwd and inside_roots("job_spawn", host, spec.cwd, false)
+    local job = ssh.spawn(host, spec.argv, { cwd = cwd })
     return { id = job.id, host = job.host, log = job.log }
   end,
 }
+
+-- A registered job on an allowed host.
+local function job_arg(tool, id)
+  if type(id) ~= "string" then error(tool .. ": id must be a string") end
+  local job = ssh.job(id)
+  host_arg(tool, job.host)
+  return job
+end
 
 mcp.tool{
   name = "job_status",
   description = "State of a detached job: running, exited (with its code) or lost.",
   parameters = object({ id = { type = "string" } }, { "id" }),
-  run = function(args) return ssh.job(args.id):status() end,
+  run = function(args) return job_arg("job_status", args.id):status() end,
 }
 
 mcp.tool{
   name = "job_tail",
   description = "The last lines of a detached job's log.",
   parameters = object({ id = { type = "string" }, lines = { type = "integer", description = "default 50" } }, { "id" }),
-  run = function(args) return table.concat(ssh.job(args.id):tail(args.lines or 50), "\n") end,
+  run = function(args)
+    local n = int_arg("job_tail", "lines", args.lines, 50, MAX_LOG_LINES)
+    return table.concat(job_arg("job_tail", args.id):tail(n), "\n")
+  end,
 }
 
 mcp.tool{
   name = "sync_push",
-  description = "Copies a local folder to a host with rsync over the host's ssh master. Never deletes; "
-    .. "replaced files are backed up on the host.",
+  description = "Copies a local folder under the allowed roots to a folder under the allowed roots of a host, "
+    .. "with rsync over the host's ssh master. Never deletes; replaced files are backed up on the host; "
+    .. "symbolic links leading out of the folder are not copied.",
   parameters = object({
     path = { type = "string", description = "local folder, under an allowed root" },
     host = { type = "string" },
-    remote_path = { type = "string" },
+    remote_path = { type = "string", description = "folder on the host, under an allowed root" },
     dry_run = { type = "boolean" },
   }, { "path", "host", "remote_path" }),
   timeout = "30m",
   run = function(args)
-    if not allowed_path(args.path) then error("sync_push: " .. args.path .. " is outside the allowed roots") end
-    local r = sync.push(args.path, args.host .. ":" .. args.remote_path,
-      { delete = false, backup = true, dry_run = args.dry_run == true })
+    local host = host_arg("sync_push", args.host)
+    local from = inside_roots("sync_push", "local", args.path, false)
+    local to = inside_roots("sync_push", host, args.remote_path, true)
+    local r = sync.push(from, host .. ":" .. to,
+      { delete = false, backup = true, links = "safe", dry_run = args.dry_run == true })
     return { files = r.files, bytes = r.bytes, changes = #r.changes, dry_run = r.dry_run }
   end,
 }
 
 mcp.tool{
   name = "sync_pull",
-  description = "Copies a folder from a host to this machine. Never deletes; replaced files are backed up.",
+  description = "Copies a folder under the allowed roots of a host to a local folder under the allowed roots. "
+    .. "Never deletes; replaced files are backed up; symbolic links leading out of the folder are not copied.",
   parameters = object({
     host = { type = "string" },
-    remote_path = { type = "string" },
+    remote_path = { type = "string", description = "folder on the host, under an allowed root" },
     path = { type = "string", description = "local folder, under an allowed root" },
     dry_run = { type = "boolean" },
   }, { "host", "remote_path", "path" }),
   timeout = "30m",
   run = function(args)
-    if not allowed_path(args.path) then error("sync_pull: " .. args.path .. " is outside the allowed roots") end
-    local r = sync.pull(args.host .. ":" .. args.remote_path, args.path,
-      { delete = false, backup = true, dry_run = args.dry_run == true })
+    local host = host_arg("sync_pull", args.host)
+    local from = inside_roots("sync_pull", host, args.remote_path, false)
+    local to = inside_roots("sync_pull", "local", args.path, true)
+    local r = sync.pull(host .. ":" .. from, to,
+      { delete = false, backup = true, links = "safe", dry_run = args.dry_run == true })
     return { files = r.files, bytes = r.bytes, changes = #r.changes, dry_run = r.dry_run }
   end,
 }

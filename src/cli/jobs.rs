@@ -80,6 +80,12 @@ pub fn attach_argv(fleet: &Fleet, job: &Job) -> anyhow::Result<Vec<String>> {
             if dest.accept_new {
                 argv.extend(["-o".into(), "StrictHostKeyChecking=accept-new".into()]);
             }
+            // The fleet refuses destinations starting with `-`; `--` makes sure ssh never reads one as an
+            // option whatever the way in.
+            if let Some(why) = crate::core::fleet::destination_problem(&dest.dest) {
+                anyhow::bail!(why);
+            }
+            argv.push("--".into());
             argv.push(dest.dest.clone());
             argv.extend(tmux);
             argv
@@ -200,6 +206,7 @@ mod tests {
                 "/f/ssh_config",
                 "-o",
                 "StrictHostKeyChecking=accept-new",
+                "--",
                 "me@gpu",
                 "tmux",
                 "attach-session",

@@ -6,7 +6,8 @@
 //!   (non-ASCII text as RFC 2047 encoded words, which ntfy decodes); a bearer token from `token_env`.
 //! - `webhook`: `POST <url>` with a JSON body `{title, body, priority, tags, click}` and the fleet's headers.
 //! - `desktop`: `notify-send` on Linux, `osascript` on macOS.
-//! - `command`: the fleet's argv with the title and the body appended as its two last arguments, and
+//! - `command`: the fleet's argv, then `--`, then the title and the body as its two last arguments (the
+//!   `--` ends options, so a title starting with `-` is never read as one), and
 //!   `BATON_NOTIFY_TITLE`, `BATON_NOTIFY_BODY`, `BATON_NOTIFY_PRIORITY`, `BATON_NOTIFY_TAGS`,
 //!   `BATON_NOTIFY_CLICK` in its environment.
 //!
@@ -308,6 +309,7 @@ impl Notifier {
 
     async fn command(&self, msg: &Message, timeout: Duration) -> Result<(), String> {
         let mut argv = self.conf.command.clone();
+        argv.push("--".into());
         argv.push(msg.title.clone());
         argv.push(msg.body.clone());
         let spec = Spec {
@@ -364,6 +366,7 @@ pub fn desktop_argv(msg: &Message, macos: bool) -> Vec<String> {
             "display notification (item 2 of argv) with title (item 1 of argv)",
             "-e",
             "end run",
+            "--",
             &msg.title,
             &msg.body,
         ]
@@ -625,7 +628,7 @@ mod tests {
         );
         let mac = desktop_argv(&m, true);
         assert_eq!(mac[0], "osascript");
-        assert_eq!(&mac[7..], ["T", "B \"x\""]);
+        assert_eq!(&mac[7..], ["--", "T", "B \"x\""]);
     }
 
     #[test]

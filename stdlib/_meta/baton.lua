@@ -183,8 +183,8 @@ function baton.json.decode(text) end
 
 --- Sends a notification to every channel of the fleet's `notify` table at once: ntfy (`POST url/topic`,
 --- Title/Priority/Tags/Click headers, bearer token from `token_env`), webhook (JSON `{title, body, priority,
---- tags, click}` with the fleet's headers), desktop (`notify-send` / `osascript`), command (argv + title and
---- body as the two last arguments, and `BATON_NOTIFY_TITLE`/`_BODY`/`_PRIORITY`/`_TAGS`/`_CLICK`).
+--- tags, click}` with the fleet's headers), desktop (`notify-send` / `osascript`), command (argv + `--`, title
+--- and body as the three last arguments, and `BATON_NOTIFY_TITLE`/`_BODY`/`_PRIORITY`/`_TAGS`/`_CLICK`).
 --- With no channel configured it logs a warning and returns `{}` (raises with `check = true`).
 ---@param title string
 ---@param body string|nil (default: "")

@@ -16,6 +16,8 @@
 -- matching rule wins (as in both rsync and Syncthing).
 --
 -- Remote paths: absolute, or relative to the login folder (`~/code` is the same as `code`).
+-- No path is ever read as an rsync option: a local path starting with `-` is passed as `./-…`, and a remote
+-- one likewise.
 
 ---@class sync
 sync = {}
@@ -29,6 +31,7 @@ sync = {}
 ---@field checksum boolean|nil compare file contents, not size and time (default: false)
 ---@field compress boolean|nil compress data on the wire (default: false)
 ---@field max_delete integer|nil refuse when more files would be deleted (default: 100)
+---@field links "keep"|"safe"|"skip"|nil symbolic links inside the tree: "keep" sends them as links wherever they point; "safe" sends only links that stay inside the tree (rsync --safe-links: absolute links and links leading out are skipped); "skip" sends none. Links are never followed, but a source root that is itself a link is: check it with sync.realpath first (default: "keep")
 ---@field on_progress fun(p: sync.Progress)|nil called as the transfer advances; without it, a progress bar is drawn on stderr when stderr is a terminal (default: none)
 
 ---@class sync.Progress
@@ -64,10 +67,22 @@ function sync.push(local_path, remote, opts) end
 ---@return sync.Result
 function sync.pull(remote, local_path, opts) end
 
+---@class sync.RealpathOpts
+---@field missing_ok boolean|nil a missing path resolves to its nearest existing folder (resolved) plus the missing part, which may hold no "." or ".." (default: false: a missing path raises)
+
+--- Where `path` really is on `host` ("local" for this machine): absolute, every symbolic link followed,
+--- resolved on the host where it lives (`~` is that host's home; a relative remote path is relative to the
+--- login folder). Check this, not the path given, against allowed roots. Raises `sync.realpath(<host>): …`.
+---@param host string
+---@param path string
+---@param opts sync.RealpathOpts|nil
+---@return string
+function sync.realpath(host, path, opts) end
+
 ---@class sync.GitOpts
 ---@field message string|nil commit everything (untracked files too) with this message when the tree is dirty; without it a dirty tree raises (default: none)
----@field remote string|nil (default: "origin")
----@field branch string|nil (default: the current branch)
+---@field remote string|nil may not start with "-" (default: "origin")
+---@field branch string|nil may not start with "-" (default: the current branch)
 
 ---@class sync.GitResult
 ---@field committed boolean a commit was made

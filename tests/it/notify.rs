@@ -129,11 +129,11 @@ for _, d in ipairs(r) do print(d.channel, d.ok, d.err) end
         calls,
         "-a\nbaton\n-u\nnormal\n--\nFertig ✓\nGPU job done\nsecond line\n"
     );
-    // command: env variables and title/body appended to its argv.
+    // command: env variables, and `--`, title and body appended to its argv.
     let line = std::fs::read_to_string(cmd_file).unwrap();
     assert_eq!(
         line,
-        "Fertig ✓|GPU job done~second line|high|warning,gpu|first-arg/3\n"
+        "Fertig ✓|GPU job done~second line|high|warning,gpu|first-arg/4\n"
     );
 }
 

@@ -65,7 +65,7 @@ print(pcall(ssh.spawn, "h0", "true", { tmux = true, env = { PATH = "/nonexistent
     assert_eq!(
         attach.stdout,
         format!(
-            "ssh -t -F {} h0 tmux attach-session -t baton-{id}\n",
+            "ssh -t -F {} -- h0 tmux attach-session -t baton-{id}\n",
             fleet.ssh_config.display()
         )
     );

@@ -100,6 +100,18 @@ pub async fn sync(
         super::Target::Ssh(_) => super::login_relative(path),
     };
     let path = path.as_str();
+    // git reads a word starting with `-` as an option wherever it stands (`--upload-pack=…` as a remote
+    // runs a command): such a remote or branch is refused, and the repository path follows `-C`, which
+    // takes the next word as its value whatever it is.
+    for (what, value) in [("remote", Some(&opts.remote)), ("branch", opts.branch.as_ref())] {
+        if let Some(v) = value
+            && (v.starts_with('-') || v.is_empty())
+        {
+            return Err(RemoteError::Invalid(format!(
+                "{what} {v:?} is not a {what} name (it may not be empty or start with '-')"
+            )));
+        }
+    }
     let repo = Repo { remote, host, path };
     let branch = match &opts.branch {
         Some(b) => b.clone(),
@@ -108,6 +120,11 @@ pub async fn sync(
             if b == "HEAD" {
                 return Err(RemoteError::Sync(format!(
                     "{path}: detached HEAD; pass branch = \"…\""
+                )));
+            }
+            if b.starts_with('-') {
+                return Err(RemoteError::Sync(format!(
+                    "{path}: the current branch {b:?} starts with '-'; pass branch = \"…\""
                 )));
             }
             b

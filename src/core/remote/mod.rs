@@ -211,10 +211,14 @@ pub fn env_and_cwd(spec: &Spec) -> Result<String, RemoteError> {
         out.push_str(&format!("export {k}={}\n", quote(v)?));
     }
     if let Some(cwd) = &spec.cwd {
-        out.push_str(&format!(
-            "cd {} || exit 1\n",
-            quote_path(&cwd.to_string_lossy())?
-        ));
+        // `./` before a folder starting with `-`: `cd` would read it as an option (`cd -` even moves).
+        let cwd = cwd.to_string_lossy();
+        let cwd = if cwd.starts_with('-') {
+            format!("./{cwd}")
+        } else {
+            cwd.into_owned()
+        };
+        out.push_str(&format!("cd {} || exit 1\n", quote_path(&cwd)?));
     }
     Ok(out)
 }
@@ -407,6 +411,11 @@ mod tests {
             env: vec![("A;rm".into(), "x".into())],
             ..Spec::default()
         };
+        let dash = Spec {
+            cwd: Some("-".into()),
+            ..Spec::default()
+        };
+        assert_eq!(env_and_cwd(&dash).unwrap(), "cd ./- || exit 1\n");
         assert!(
             env_and_cwd(&bad)
                 .unwrap_err()

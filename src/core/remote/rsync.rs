@@ -54,6 +54,24 @@ pub struct SyncOpts {
     pub checksum: bool,
     pub compress: bool,
     pub max_delete: usize,
+    /// What happens to symbolic links inside the source tree (Lua: `links`).
+    pub links: Links,
+}
+
+/// Symbolic links inside the transferred tree (the source root itself is always followed when it is a
+/// link; resolve it first, e.g. with `sync.realpath`, to check where it leads). Links are never followed
+/// (no `--copy-links`): a link is sent as a link, or not at all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Links {
+    /// Sent as links, wherever they point (rsync `-a`).
+    #[default]
+    Keep,
+    /// Links that stay inside the tree are sent; absolute links and links leading out of the tree are
+    /// skipped (rsync `--safe-links`), so the destination never gains a way out of its root.
+    Safe,
+    /// No links at all (rsync `--no-links`).
+    Skip,
 }
 
 impl Default for SyncOpts {
@@ -67,6 +85,7 @@ impl Default for SyncOpts {
             checksum: false,
             compress: false,
             max_delete: 100,
+            links: Links::Keep,
         }
     }
 }
@@ -118,6 +137,73 @@ pub enum Endpoint {
     },
 }
 
+/// A local path as rsync must see it: a relative path gets `./` in front, so neither a leading `-` (an
+/// option) nor a `name:` before the first `/` (a remote host) can change what it means.
+pub fn local_arg(p: &Path) -> String {
+    let s = p.display().to_string();
+    if p.is_absolute() || s.starts_with("./") {
+        s
+    } else {
+        format!("./{s}")
+    }
+}
+
+/// A remote path that no program on the host can read as an option: `-x` becomes `./-x` (relative to the
+/// login folder, as before).
+pub fn remote_path(path: &str) -> String {
+    if path.starts_with('-') {
+        format!("./{path}")
+    } else {
+        path.to_string()
+    }
+}
+
+/// Where `path` really is on `host` (`local` for this machine): an absolute path with every symbolic link
+/// followed, resolved on the host where it lives by a fixed script (`realpath -- PATH`, the path passed as
+/// one quoted word); `~` is that host's home, a relative path is relative to it (to the current folder
+/// here). A missing path is an error, unless `missing_ok`: then its nearest existing ancestor is resolved
+/// and the missing part (which may hold no `.` or `..`) appended. A dangling link counts as existing, so
+/// the answer is where a write would really land.
+pub async fn realpath(
+    remote: &Remote,
+    host: &str,
+    path: &str,
+    missing_ok: bool,
+) -> Result<String, RemoteError> {
+    let safe = remote_path(path);
+    let p = if path.is_empty() {
+        ".".into()
+    } else {
+        quote_path(&safe)?
+    };
+    let walk = if missing_ok {
+        "while [ ! -e \"$p\" ] && [ ! -L \"$p\" ]; do\n\
+           b=$(basename -- \"$p\"); case $b in .|..|/) echo \"has . or .. in its missing part\" >&2; exit 3;; esac\n\
+           rest=/$b$rest; p=$(dirname -- \"$p\")\n\
+         done\n"
+    } else {
+        "if [ ! -e \"$p\" ] && [ ! -L \"$p\" ]; then echo \"no such file or folder\" >&2; exit 3; fi\n"
+    };
+    let script = format!(
+        "p={p}\nrest=\n{walk}r=$(realpath -- \"$p\") || exit 3\nprintf '%s%s\\n' \"$r\" \"$rest\"\n"
+    );
+    let out = remote.script(host, &script, PROBE_TIMEOUT).await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.strip_suffix('\n').unwrap_or(&text);
+    if !out.ok() || !line.starts_with('/') || line.contains('\n') {
+        let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(RemoteError::Sync(format!(
+            "cannot resolve {path:?}: {}",
+            if why.is_empty() {
+                out.failure_summary()
+            } else {
+                crate::core::text::escape(&why).into_owned()
+            }
+        )));
+    }
+    Ok(line.to_string())
+}
+
 /// `host:path` → (host, path); `None` when there is no host part.
 pub fn split_host_path(spec: &str) -> Option<(&str, &str)> {
     let (host, path) = spec.split_once(':')?;
@@ -131,7 +217,7 @@ impl Endpoint {
             Target::Local => Endpoint::Local(expand_home(path)),
             Target::Ssh(_) => Endpoint::Host {
                 host: host.to_string(),
-                path: path.to_string(),
+                path: remote_path(path),
             },
         })
     }
@@ -601,13 +687,18 @@ pub async fn sync(
         if dry_run {
             a.push("--dry-run".into());
         }
+        match opts.links {
+            Links::Keep => {}
+            Links::Safe => a.push("--safe-links".into()),
+            Links::Skip => a.push("--no-links".into()),
+        }
         if let Some(e) = &ssh_e {
             a.push("-e".into());
             a.push(e.clone());
         }
         let side = |e: &Endpoint, is_src: bool| match e {
             Endpoint::Local(p) => {
-                let mut s = p.display().to_string();
+                let mut s = local_arg(p);
                 if is_src && src_kind != Probe::File && !s.ends_with('/') {
                     s.push('/');
                 }
@@ -621,6 +712,9 @@ pub async fn sync(
                 format!("none:{s}")
             }
         };
+        // The paths are never options: `--` ends them, and a relative local path is written `./…` (a
+        // leading `-` or a `host:` part before any `/` would otherwise change its meaning).
+        a.push("--".into());
         a.push(side(src, true));
         a.push(side(dst, false));
         a

@@ -256,12 +256,10 @@ struct RemoteGuard<'a> {
 
 impl Drop for RemoteGuard<'_> {
     fn drop(&mut self) {
-        let Some(pid) = *self.pid.borrow() else {
+        let read = *self.pid.borrow();
+        let Some(pid) = pid_to_kill(self.armed, read) else {
             return;
         };
-        if !self.armed {
-            return;
-        }
         // A dropped future cannot await: start the kill now, and let the master wait for it before closing.
         let mut cmd = std::process::Command::new("ssh");
         cmd.args(self.master.client_args())
@@ -302,6 +300,13 @@ impl Drop for Abandoned {
     }
 }
 
+/// The remote process group an abandoned run must kill: only once the run's own pid line was read (no pid,
+/// no kill: an unknown pid must never become `kill -KILL -…` of something else), and never 0 or 1 (`kill -1`
+/// would be every process of the user).
+fn pid_to_kill(armed: bool, pid: Option<i32>) -> Option<i32> {
+    pid.filter(|p| armed && *p > 1)
+}
+
 fn kill_script(pid: i32) -> String {
     format!("kill -KILL -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; exit 0")
 }
@@ -335,7 +340,7 @@ where
 
 fn parse_marker(line: &[u8]) -> Option<i32> {
     let text = std::str::from_utf8(line).ok()?.trim_end();
-    text.strip_prefix(MARKER)?.parse().ok()
+    text.strip_prefix(MARKER)?.parse().ok().filter(|p| *p > 1)
 }
 
 /// The script sent to the remote shell: the pid prologue, environment and directory, then the command.
@@ -672,6 +677,18 @@ mod tests {
         assert_eq!(parse_marker(b"__baton_pid=1234\n"), Some(1234));
         assert_eq!(parse_marker(b"__baton_pid=x\n"), None);
         assert_eq!(parse_marker(b"hello\n"), None);
+        // Never a pid whose group kill would reach other processes.
+        assert_eq!(parse_marker(b"__baton_pid=1\n"), None);
+        assert_eq!(parse_marker(b"__baton_pid=0\n"), None);
+        assert_eq!(parse_marker(b"__baton_pid=-1\n"), None);
+    }
+
+    #[test]
+    fn an_abandoned_run_is_killed_only_once_its_pid_was_read() {
+        assert_eq!(pid_to_kill(true, None), None, "pid not read yet: no kill");
+        assert_eq!(pid_to_kill(false, Some(4242)), None, "run finished: no kill");
+        assert_eq!(pid_to_kill(true, Some(1)), None);
+        assert_eq!(pid_to_kill(true, Some(4242)), Some(4242));
     }
 
     #[test]

@@ -582,12 +582,43 @@ impl Client {
     /// Returns once the folder is idle with nothing needed here and, with `device` (name or ID), at 100 %
     /// on that device; raises after `timeout` with the last state seen (and at once for a paused folder
     /// when `timeout` passes, naming the pause).
+    ///
+    /// `timeout` is a deadline over the whole wait: every API call made while waiting gets at most the time
+    /// left (a Syncthing that accepts and never answers ends the wait at the deadline, not a request timeout
+    /// later).
     pub async fn wait_synced(
         &self,
         name: &str,
         device: Option<&str>,
         timeout: Duration,
         interval: Duration,
+    ) -> Result<FolderStatus, RemoteError> {
+        let mut last = None;
+        let waited = tokio::time::timeout(
+            timeout,
+            self.wait_synced_until(name, device, timeout, interval, &mut last),
+        )
+        .await;
+        match waited {
+            Ok(done) => done,
+            Err(_) => Err(err(format!(
+                "folder {name:?} not synced after {}: {}",
+                crate::core::duration::format(timeout),
+                match &last {
+                    Some(status) => status.summary(),
+                    None => format!("Syncthing at {} did not answer in time", self.url),
+                }
+            ))),
+        }
+    }
+
+    async fn wait_synced_until(
+        &self,
+        name: &str,
+        device: Option<&str>,
+        timeout: Duration,
+        interval: Duration,
+        last: &mut Option<FolderStatus>,
     ) -> Result<FolderStatus, RemoteError> {
         let folder = self.folder(name).await?;
         let device_id = match device {
@@ -640,6 +671,7 @@ impl Client {
             if here && there && !status.paused {
                 return Ok(status);
             }
+            *last = Some(status.clone());
             if started.elapsed() >= timeout {
                 let paused = if status.paused {
                     "the folder is paused; "

@@ -18,6 +18,7 @@ pub fn register(lua: &Lua) -> mlua::Result<Table> {
     sync.set("git", lua.create_async_function(git_local)?)?;
     sync.set("git_remote", lua.create_async_function(git_remote)?)?;
     sync.set("syncthing", lua.create_async_function(syncthing)?)?;
+    sync.set("realpath", lua.create_async_function(realpath)?)?;
     Ok(sync)
 }
 
@@ -126,6 +127,23 @@ fn draw_bar(p: &Progress) {
         crate::core::text::escape(&p.rate),
         crate::core::text::escape(&p.eta)
     );
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RealpathOpts {
+    missing_ok: bool,
+}
+
+/// `sync.realpath(host, path [, {missing_ok}])` → the absolute path with every link followed, on that host.
+async fn realpath(lua: Lua, (host, path, opts): (Value, Value, Value)) -> mlua::Result<String> {
+    const F: &str = "sync.realpath";
+    let host = args::string(F, 1, "host", &host)?;
+    let path = args::string(F, 2, "path", &path)?;
+    let (opts, _) = args::opts::<RealpathOpts>(&lua, F, 3, opts, &[])?;
+    rsync::realpath(&services::remote(&lua), &host, &path, opts.missing_ok)
+        .await
+        .map_err(|e| args::fail(format!("{}: {e}", args::call_name(F, &host))))
 }
 
 /// `sync.push(local_path, "host:path" [, opts])`.
