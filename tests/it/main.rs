@@ -3,6 +3,7 @@ mod cli;
 mod common;
 mod hardening;
 mod hostile;
+mod injection;
 mod llm;
 mod lua_specs;
 mod mcp;

@@ -611,13 +611,13 @@ fn the_example_tools_file_serves_its_tools_to_baton_itself() {
             for _, t in ipairs(h:tools()) do names[#names + 1] = t.name end
             table.sort(names)
             print("tools", table.concat(names, ","))
-            local r = h:call("run_on", {{host = "elsewhere", argv = {{"uptime"}}}})
+            local r = h:call("disk_memory", {{host = "elsewhere"}})
             print("host refused", r.is_error, r.text)
-            r = h:call("run_on", {{host = "brain", argv = {{"rm", "-rf", "/tmp/x"}}}})
-            print("program refused", r.is_error, r.text)
-            r = h:call("run_on", {{host = "brain", argv = {{"ls", "/"}}}})
-            print("allowed", r.is_error, r.data.ok)
-            r = h:call("sync_push", {{path = "/etc", host = "brain", remote_path = "/tmp/x"}})
+            r = h:call("job_spawn", {{host = "brain", job = "rm"}})
+            print("job refused", r.is_error, r.text)
+            r = h:call("disk_memory", {{host = "brain"}})
+            print("allowed", r.is_error, r.data.disk ~= "")
+            r = h:call("sync_push", {{path = "/etc", host = "brain", remote_path = "~/src/x"}})
             print("sync refused", r.is_error, r.text)
             r = h:call("spend", {{}})
             print("spend", r.is_error, #r.data.rows)
@@ -634,17 +634,17 @@ fn the_example_tools_file_serves_its_tools_to_baton_itself() {
     out.ok();
     let s = &out.stdout;
     assert!(
-        s.contains("tools\task,fleet_status,gpu_status,job_spawn,job_status,job_tail,run_on,spend,sync_pull,sync_push"),
+        s.contains("tools\task,disk_memory,fleet_status,git_diff,git_log,git_status,gpu_status,job_spawn,job_status,job_tail,spend,sync_pull,sync_push"),
         "{s}"
     );
     assert!(
-        s.contains("host refused\ttrue\t") && s.contains("run_on: host elsewhere is not allowed"),
+        s.contains("host refused\ttrue\t") && s.contains("disk_memory: host elsewhere is not allowed"),
         "{s}"
     );
-    assert!(s.contains("run_on: program rm is not allowed"), "{s}");
+    assert!(s.contains("job_spawn: no job named rm in JOBS"), "{s}");
     assert!(s.contains("allowed\tfalse\ttrue"), "{s}");
     assert!(
-        s.contains("sync_push: /etc is outside the allowed roots"),
+        s.contains("sync_push: /etc on local is outside the allowed roots"),
         "{s}"
     );
     assert!(s.contains("spend\tfalse\t0"), "{s}");

@@ -338,7 +338,7 @@ schedule.cron("muted", "*/1 * * * * *", function() error("muted failure") end, {
     assert!(
         text.lines()
             .any(|l| l.starts_with("baton: job fine succeeded|ok after ")
-                && l.ends_with("~~all good|default|white_check_mark|baton: job fine succeeded/2")),
+                && l.ends_with("~~all good|default|white_check_mark|--/3")),
         "{text}"
     );
     assert!(

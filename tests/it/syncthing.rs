@@ -368,3 +368,53 @@ fn heavy_ai_task_moves_files_with_syncthing_and_notifies_the_end() {
         "{notes}"
     );
 }
+
+#[test]
+fn wait_synced_ends_at_its_timeout_when_syncthing_accepts_and_never_answers() {
+    // A server that accepts connections and never writes a byte (held open until the test ends).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let mut held = Vec::new();
+        loop {
+            match listener.accept() {
+                Ok((conn, _)) => held.push(conn),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if stop_rx.recv_timeout(Duration::from_millis(20)).is_ok() {
+                        return;
+                    }
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        }
+    });
+    let env = Env::new("st-silent")
+        .with_fleet(&format!(
+            r#"return {{ hosts = {{ quiet = {{ ssh = false, syncthing = {{ url = "http://127.0.0.1:{port}", api_key_env = "ST_KEY" }} }} }} }}"#
+        ))
+        .var("ST_KEY", "k");
+    let started = Instant::now();
+    let out = env.run_lua(
+        "w.lua",
+        r#"
+local s = sync.syncthing("quiet")
+print(pcall(s.wait_synced, s, "docs", {timeout = "3s"}))
+"#,
+        &[],
+    );
+    let took = started.elapsed();
+    stop_tx.send(()).unwrap();
+    server.join().unwrap();
+    out.ok();
+    // Each request alone may take 15 s; the wait as a whole is bounded by its 3 s.
+    assert!(took < Duration::from_secs(3 + 5), "took {took:?}");
+    assert!(
+        out.stdout.contains(
+            "false\tsyncthing:wait_synced(quiet): folder \"docs\" not synced after 3s: Syncthing at http://127.0.0.1:"
+        ) && out.stdout.contains("did not answer in time"),
+        "{}",
+        out.stdout
+    );
+}

@@ -178,6 +178,9 @@ pub fn login_relative(path: &str) -> String {
     let p = path.strip_prefix("~/").unwrap_or(path);
     if p.is_empty() || p == "~" {
         ".".to_string()
+    } else if p.starts_with('-') {
+        // Never an option to the program that takes it.
+        format!("./{p}")
     } else {
         p.to_string()
     }

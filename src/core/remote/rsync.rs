@@ -915,5 +915,11 @@ mod tests {
         assert_eq!(login_relative("~/x"), "x");
         assert_eq!(login_relative("~"), ".");
         assert_eq!(login_relative("/abs"), "/abs");
+        assert_eq!(login_relative("~/-x"), "./-x");
+        assert_eq!(remote_path("-x"), "./-x");
+        assert_eq!(remote_path("~/-x"), "~/-x");
+        assert_eq!(local_arg(Path::new("-e sh")), "./-e sh");
+        assert_eq!(local_arg(Path::new("host:x")), "./host:x");
+        assert_eq!(local_arg(Path::new("/abs/-x")), "/abs/-x");
     }
 }
