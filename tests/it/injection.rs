@@ -98,14 +98,17 @@ fn git_sync_refuses_a_remote_or_branch_git_would_read_as_an_option() {
     );
     out.ok();
     assert!(
-        out.stdout.contains(
-            "remote\tfalse\tsync.git(local): remote \"--upload-pack=touch"
-        ) && out.stdout.contains("is not a remote name (it may not be empty or start with '-')"),
+        out.stdout
+            .contains("remote\tfalse\tsync.git(local): remote \"--upload-pack=touch")
+            && out
+                .stdout
+                .contains("is not a remote name (it may not be empty or start with '-')"),
         "{}",
         out.stdout
     );
     assert!(
-        out.stdout.contains("branch\tfalse\tsync.git(local): branch \"--upload-pack"),
+        out.stdout
+            .contains("branch\tfalse\tsync.git(local): branch \"--upload-pack"),
         "{}",
         out.stdout
     );
@@ -313,7 +316,10 @@ fn served_tools_cannot_run_a_command_or_read_any_file() {
         "{o}"
     );
     assert!(o.contains("status\tfalse\t## main"), "{o}");
-    assert!(o.contains("log\tfalse\t") && o.contains("first commit"), "{o}");
+    assert!(
+        o.contains("log\tfalse\t") && o.contains("first commit"),
+        "{o}"
+    );
 }
 
 #[test]
@@ -371,12 +377,18 @@ fn served_sync_tools_stay_inside_their_roots_through_links() {
         )),
         "{o}"
     );
-    assert!(!rhome.join("src/got").exists(), "the outside folder was pushed");
+    assert!(
+        !rhome.join("src/got").exists(),
+        "the outside folder was pushed"
+    );
     assert!(
         std::fs::read_dir(&outside2).unwrap().next().is_none(),
         "a pull wrote outside the root"
     );
-    assert!(!home.join("src/got").exists(), "the remote secret was pulled");
+    assert!(
+        !home.join("src/got").exists(),
+        "the remote secret was pulled"
+    );
     assert!(!rhome.join(".ssh/a.txt").exists());
     assert!(!rhome.join("private/a.txt").exists());
     // Inside the roots the tools work; a link out of the tree is not copied, one inside it is.

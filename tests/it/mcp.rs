@@ -638,7 +638,8 @@ fn the_example_tools_file_serves_its_tools_to_baton_itself() {
         "{s}"
     );
     assert!(
-        s.contains("host refused\ttrue\t") && s.contains("disk_memory: host elsewhere is not allowed"),
+        s.contains("host refused\ttrue\t")
+            && s.contains("disk_memory: host elsewhere is not allowed"),
         "{s}"
     );
     assert!(s.contains("job_spawn: no job named rm in JOBS"), "{s}");

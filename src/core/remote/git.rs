@@ -103,7 +103,10 @@ pub async fn sync(
     // git reads a word starting with `-` as an option wherever it stands (`--upload-pack=…` as a remote
     // runs a command): such a remote or branch is refused, and the repository path follows `-C`, which
     // takes the next word as its value whatever it is.
-    for (what, value) in [("remote", Some(&opts.remote)), ("branch", opts.branch.as_ref())] {
+    for (what, value) in [
+        ("remote", Some(&opts.remote)),
+        ("branch", opts.branch.as_ref()),
+    ] {
         if let Some(v) = value
             && (v.starts_with('-') || v.is_empty())
         {

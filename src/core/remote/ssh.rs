@@ -686,7 +686,11 @@ mod tests {
     #[test]
     fn an_abandoned_run_is_killed_only_once_its_pid_was_read() {
         assert_eq!(pid_to_kill(true, None), None, "pid not read yet: no kill");
-        assert_eq!(pid_to_kill(false, Some(4242)), None, "run finished: no kill");
+        assert_eq!(
+            pid_to_kill(false, Some(4242)),
+            None,
+            "run finished: no kill"
+        );
         assert_eq!(pid_to_kill(true, Some(1)), None);
         assert_eq!(pid_to_kill(true, Some(4242)), Some(4242));
     }

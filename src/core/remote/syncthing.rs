@@ -601,14 +601,14 @@ impl Client {
         .await;
         match waited {
             Ok(done) => done,
-            Err(_) => Err(err(format!(
-                "folder {name:?} not synced after {}: {}",
-                crate::core::duration::format(timeout),
-                match &last {
-                    Some(status) => status.summary(),
-                    None => format!("Syncthing at {} did not answer in time", self.url),
-                }
-            ))),
+            Err(_) => Err(match &last {
+                Some((id, status)) => not_synced(id, timeout, status),
+                None => err(format!(
+                    "folder {name:?} not synced after {}: Syncthing at {} did not answer in time",
+                    crate::core::duration::format(timeout),
+                    self.url
+                )),
+            }),
         }
     }
 
@@ -618,7 +618,7 @@ impl Client {
         device: Option<&str>,
         timeout: Duration,
         interval: Duration,
-        last: &mut Option<FolderStatus>,
+        last: &mut Option<(String, FolderStatus)>,
     ) -> Result<FolderStatus, RemoteError> {
         let folder = self.folder(name).await?;
         let device_id = match device {
@@ -671,24 +671,28 @@ impl Client {
             if here && there && !status.paused {
                 return Ok(status);
             }
-            *last = Some(status.clone());
+            *last = Some((folder.id.clone(), status.clone()));
             if started.elapsed() >= timeout {
-                let paused = if status.paused {
-                    "the folder is paused; "
-                } else {
-                    ""
-                };
-                return Err(err(format!(
-                    "folder {:?} not synced after {}: {paused}{}",
-                    folder.id,
-                    crate::core::duration::format(timeout),
-                    status.summary()
-                )));
+                return Err(not_synced(&folder.id, timeout, &status));
             }
             let left = timeout.saturating_sub(started.elapsed());
             tokio::time::sleep(interval.min(left).max(Duration::from_millis(10))).await;
         }
     }
+}
+
+/// The error of a wait that ran out of time, with the last state seen.
+fn not_synced(id: &str, timeout: Duration, status: &FolderStatus) -> RemoteError {
+    let paused = if status.paused {
+        "the folder is paused; "
+    } else {
+        ""
+    };
+    err(format!(
+        "folder {id:?} not synced after {}: {paused}{}",
+        crate::core::duration::format(timeout),
+        status.summary()
+    ))
 }
 
 /// `ABCDEFG` from a device ID (its first group), as Syncthing's GUI shows unnamed devices.
