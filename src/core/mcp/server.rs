@@ -49,18 +49,54 @@ pub struct Call {
     pub reply: oneshot::Sender<Result<Outcome, String>>,
 }
 
-/// The server handler: the tool list, and the channel to the runner.
+/// How long past its timeout a call may take to end before its runner counts as stuck: its work is then in
+/// code nothing can interrupt (C code such as a backtracking `string.find`), and the runner is replaced.
+pub const STUCK_AFTER: Duration = Duration::from_secs(1);
+
+/// Whoever runs the calls (the Lua side: a worker thread with its own Lua state). The server never waits on
+/// it past a call's timeout; a runner that does not end a timed-out call within [`STUCK_AFTER`] is told so,
+/// and should hand later calls to a fresh worker.
+pub trait Runner: Send + Sync + 'static {
+    /// Hands `call` on; `Ok` names the worker that took it, `Err` is why no worker can.
+    fn send(&self, call: Call) -> Result<u64, String>;
+    /// Worker `worker` did not end a call within [`STUCK_AFTER`] of its timeout.
+    fn stuck(&self, worker: u64);
+}
+
+/// A shared runner (the caller keeps a handle to shut it down).
+impl<R: Runner> Runner for Arc<R> {
+    fn send(&self, call: Call) -> Result<u64, String> {
+        R::send(self, call)
+    }
+
+    fn stuck(&self, worker: u64) {
+        R::stuck(self, worker)
+    }
+}
+
+/// A plain channel is a runner with one worker that is never replaced.
+impl Runner for mpsc::UnboundedSender<Call> {
+    fn send(&self, call: Call) -> Result<u64, String> {
+        mpsc::UnboundedSender::send(self, call)
+            .map(|()| 0)
+            .map_err(|_| "the tool runner has stopped".to_string())
+    }
+
+    fn stuck(&self, _worker: u64) {}
+}
+
+/// The server handler: the tool list, and the runner.
 #[derive(Clone)]
 pub struct Tools {
     defs: Arc<[ToolDef]>,
-    calls: mpsc::UnboundedSender<Call>,
+    runner: Arc<dyn Runner>,
 }
 
 impl Tools {
-    pub fn new(defs: Vec<ToolDef>, calls: mpsc::UnboundedSender<Call>) -> Tools {
+    pub fn new(defs: Vec<ToolDef>, runner: impl Runner) -> Tools {
         Tools {
             defs: defs.into(),
-            calls,
+            runner: Arc::new(runner),
         }
     }
 
@@ -72,20 +108,42 @@ impl Tools {
                 None,
             ));
         };
-        let (reply, outcome) = oneshot::channel();
-        self.calls
-            .send(Call {
-                tool: name.to_string(),
-                args,
-                reply,
-            })
-            .map_err(|_| ErrorData::internal_error("the tool runner has stopped", None))?;
+        let missing = missing_required(&def.input_schema, &args);
+        if !missing.is_empty() {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "{name}: missing required argument{} {} (required by the tool's input schema)",
+                    if missing.len() == 1 { "" } else { "s" },
+                    missing.join(", ")
+                ),
+                None,
+            ));
+        }
         let error = |msg: String| CallToolResult::error(vec![ContentBlock::text(msg)]);
-        Ok(match tokio::time::timeout(def.timeout, outcome).await {
-            Err(_) => error(format!(
-                "{name}: timed out after {}",
-                crate::core::duration::format(def.timeout)
-            )),
+        let (reply, mut outcome) = oneshot::channel();
+        let worker = match self.runner.send(Call {
+            tool: name.to_string(),
+            args,
+            reply,
+        }) {
+            Ok(worker) => worker,
+            Err(why) => return Ok(error(format!("{name}: {why}"))),
+        };
+        Ok(match tokio::time::timeout(def.timeout, &mut outcome).await {
+            Err(_) => {
+                // The worker stops the call at the same deadline; if it has not a moment later, it is
+                // stuck where nothing reaches it, and later calls go elsewhere. The caller does not wait.
+                let runner = self.runner.clone();
+                tokio::spawn(async move {
+                    if tokio::time::timeout(STUCK_AFTER, outcome).await.is_err() {
+                        runner.stuck(worker);
+                    }
+                });
+                error(format!(
+                    "{name}: timed out after {}",
+                    crate::core::duration::format(def.timeout)
+                ))
+            }
             Ok(Err(_)) => error(format!("{name}: the tool runner has stopped")),
             Ok(Ok(Err(msg))) => error(msg),
             Ok(Ok(Ok(Outcome::Text(text)))) => {
@@ -96,6 +154,19 @@ impl Tools {
                 CallToolResult::success(vec![ContentBlock::text(v.to_string())])
             }
         })
+    }
+}
+
+/// The names in `schema.required` that `args` lacks (quoted), in the schema's order.
+fn missing_required(schema: &JsonObject, args: &JsonObject) -> Vec<String> {
+    match schema.get("required") {
+        Some(Value::Array(names)) => names
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|n| !args.contains_key(*n))
+            .map(|n| format!("{n:?}"))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -1,0 +1,189 @@
+//! Nothing outlives its bound (issue 26): a timeout, a deadline or Ctrl-C ends the waiting caller whatever
+//! the code does, C code that no hook reaches included (a backtracking `string.find`); and `baton mcp
+//! serve` answers every request line, the ones it must refuse included. All against the real binary.
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{Env, output_within, wait_for, wait_within};
+use crate::llm::server::{self, Reply, Stub};
+
+/// C code that backtracks for minutes: no instruction runs, so no hook fires, until it returns.
+const BACKTRACK: &str = r#"string.rep("a", 300000):find(".-.-.-.-.-.-b")"#;
+
+/// Lua called from C that never ends: the hook reaches it.
+const SPIN_SORT: &str = "table.sort({3, 2, 1, 5, 4}, function() while true do end end)";
+
+/// Allowed on top of a bound on a loaded machine.
+const MARGIN: Duration = Duration::from_secs(3);
+
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a child's pid");
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
+#[test]
+fn a_timeout_ends_a_run_stuck_in_c_code() {
+    let env = Env::new("bound-find");
+    let path = env.dir.write(
+        "find.lua",
+        format!("print('start')\nbaton.timeout(1, function() return {BACKTRACK} end)\nprint('unreachable')"),
+    );
+    let mut cmd = env.cmd();
+    cmd.args(["run", path.to_str().unwrap()]);
+    let started = Instant::now();
+    let out = output_within(cmd, Duration::from_secs(20));
+    let took = started.elapsed();
+    out.expect_code(124);
+    assert!(took < Duration::from_secs(1) + MARGIN, "took {took:?}");
+    assert_eq!(out.stdout, "start\n");
+    assert!(
+        out.stderr.contains("baton: timed out after 1s, and the script did not stop within 1s")
+            && out.stderr.contains("exiting with code 124"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn ctrl_c_says_it_interrupts_and_a_second_one_ends_a_run_stuck_in_c_code() {
+    let env = Env::new("bound-sigint");
+    let marker = env.dir.join("started");
+    let path = env.dir.write(
+        "stuck.lua",
+        format!(
+            "local f = io.open({:?}, 'w') f:close()\n{BACKTRACK}",
+            marker.display().to_string()
+        ),
+    );
+    let mut cmd = env.cmd();
+    cmd.args(["run", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_for("the script to start", Duration::from_secs(30), || {
+        marker.exists()
+    });
+    signal(&child, rustix::process::Signal::INT);
+    let notice = lines
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a notice after the first Ctrl-C");
+    assert_eq!(notice, "interrupting… press Ctrl-C again to exit now");
+    // Still stuck: the first Ctrl-C cannot reach C code.
+    assert!(child.try_wait().unwrap().is_none());
+    signal(&child, rustix::process::Signal::INT);
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a second Ctrl-C did not end the run");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(sent.elapsed() < MARGIN, "took {:?}", sent.elapsed());
+    assert_eq!(status.code(), Some(130), "{status}");
+    let rest: Vec<String> = lines.iter().collect();
+    assert_eq!(rest, ["baton: interrupted again: exiting now"]);
+}
+
+fn turn(req: &server::Request) -> usize {
+    req.json()["messages"]
+        .as_array()
+        .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count())
+}
+
+/// An Ollama stub that asks for the tool `spin` once, then answers `done`.
+async fn model_asking_for_spin() -> Stub {
+    Stub::start(|req, _| {
+        let lines = match turn(req) {
+            0 => server::ollama_tool_calls(
+                "qwen",
+                json!([{"function": {"name": "spin", "arguments": {}}}]),
+            ),
+            _ => server::ollama_chat("qwen", &["done"], 5, 2),
+        };
+        Reply::ndjson(lines, 64)
+    })
+    .await
+}
+
+fn agent_env(name: &str, url: &str) -> Env {
+    Env::new(name).with_fleet(&format!(
+        r#"return {{
+  hosts = {{ engine = {{ ssh = false, ollama = "{url}" }} }},
+  tiers = {{ {{ name = "local", provider = "ollama", host = "engine", models = {{ code = "qwen", reason = "qwen" }} }} }},
+}}"#
+    ))
+}
+
+fn agent_script(body: &str) -> String {
+    format!(
+        r#"local tools = {{ spin = {{ description = "spins", run = function() {body} end }} }}
+local r = route.ask("lint", "go", {{ tools = tools, max_tier = "local", tool_timeout = "2s", deadline = "20s" }})
+for _, s in ipairs(r.steps) do if s.kind == "tool" then print(s.name, s.err) end end
+print(r.text)"#
+    )
+}
+
+/// Runs `script` with `baton run` (at most 20 s), timing it.
+async fn timed_run(env: Env, script: String) -> (crate::common::Out, Duration) {
+    tokio::task::spawn_blocking(move || {
+        let path = env.dir.write("agent.lua", script);
+        let mut cmd = env.cmd();
+        cmd.args(["run", path.to_str().unwrap()]);
+        let started = Instant::now();
+        let out = output_within(cmd, Duration::from_secs(20));
+        (out, started.elapsed())
+    })
+    .await
+    .unwrap()
+}
+
+/// An agent tool that spins inside `table.sort` is stopped at `tool_timeout` and the model told; one stuck
+/// in C code ends the run a moment after it (the caller does not wait on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_tool_stuck_in_a_loop_or_in_c_code_ends_at_its_tool_timeout() {
+    let stub = model_asking_for_spin().await;
+    let (out, took) = timed_run(agent_env("bound-agent", &stub.url), agent_script(SPIN_SORT)).await;
+    out.ok();
+    assert_eq!(out.stdout, "spin\ttimed out after 2s\ndone\n", "{}", out.stderr);
+    assert!(took < Duration::from_secs(2) + MARGIN, "took {took:?}");
+    let told = stub.requests()[1].json();
+    let tool = told["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .cloned()
+        .unwrap();
+    assert_eq!(tool["content"], "error: timed out after 2s");
+
+    let stub = model_asking_for_spin().await;
+    let script = agent_script(&format!("return {BACKTRACK}"));
+    let (out, took) = timed_run(agent_env("bound-agent-c", &stub.url), script).await;
+    out.expect_code(124);
+    assert!(took < Duration::from_secs(3) + MARGIN, "took {took:?}");
+    assert!(
+        out.stderr.contains("baton: timed out after 2s, and the script did not stop within 1s"),
+        "{}",
+        out.stderr
+    );
+}
