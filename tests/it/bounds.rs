@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Env, output_within, wait_for, wait_within};
+use crate::common::{Env, output_within, wait_for};
 use crate::llm::server::{self, Reply, Stub};
 
 /// C code that backtracks for minutes: no instruction runs, so no hook fires, until it returns.
@@ -186,4 +186,138 @@ async fn an_agent_tool_stuck_in_a_loop_or_in_c_code_ends_at_its_tool_timeout() {
         "{}",
         out.stderr
     );
+}
+
+/// `baton mcp serve` driven with raw JSON-RPC lines; its answers read on a thread so a silent server
+/// fails the test instead of hanging it.
+struct Serve {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Serve {
+    fn start(env: &Env, tools: &Path) -> Serve {
+        let mut cmd = env.cmd();
+        cmd.args(["mcp", "serve", tools.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut serve = Serve {
+            child,
+            stdin,
+            lines,
+        };
+        serve.send(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "0"}}}));
+        let init = serve.answer(Duration::from_secs(30));
+        assert_eq!(init["id"], 0, "{init}");
+        serve.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        serve
+    }
+
+    fn send_raw(&mut self, line: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(line).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn send(&mut self, msg: &Value) {
+        self.send_raw(msg.to_string().as_bytes());
+    }
+
+    /// The next message from the server, within `limit`.
+    fn answer(&self, limit: Duration) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(limit)
+            .unwrap_or_else(|e| panic!("no answer within {limit:?}: {e}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+    }
+
+    fn call(&mut self, id: u64, tool: &str, args: Value) {
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": args}}));
+    }
+
+    /// Closes stdin and waits (at most `limit`) for the server to exit.
+    fn close(mut self, limit: Duration) -> std::process::ExitStatus {
+        self.stdin = None;
+        let closed = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                closed.elapsed() < limit,
+                "the server did not exit within {limit:?} of stdin closing"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const STUCK_TOOLS: &str = r#"
+mcp.tool{ name = "spin", timeout = "1s", run = function()
+  table.sort({3, 2, 1, 5, 4}, function() while true do end end)
+end }
+mcp.tool{ name = "backtrack", timeout = "1s", run = function()
+  return string.rep("a", 300000):find(".-.-.-.-.-.-b")
+end }
+mcp.tool{ name = "add", parameters = { type = "object", required = { "a", "b" },
+  properties = { a = { type = "number" }, b = { type = "number" } } },
+  run = function(args) return tostring(args.a + args.b) end }
+"#;
+
+/// A served tool stuck in Lua called from C, or in C code itself, is answered at its timeout; the server
+/// goes on answering pings and calls (a fresh worker takes them) and exits when stdin closes.
+#[test]
+fn mcp_serve_answers_at_a_stuck_tools_timeout_and_keeps_serving() {
+    let env = Env::new("bound-mcp");
+    let tools = env.dir.write("tools.lua", STUCK_TOOLS);
+    let mut serve = Serve::start(&env, &tools);
+    for (id, tool) in [(2, "spin"), (3, "backtrack")] {
+        let sent = Instant::now();
+        serve.call(id, tool, json!({}));
+        let answer = serve.answer(Duration::from_secs(1) + MARGIN);
+        assert_eq!(answer["id"], id, "{answer}");
+        assert_eq!(answer["result"]["isError"], true, "{answer}");
+        assert_eq!(
+            answer["result"]["content"][0]["text"],
+            format!("{tool}: timed out after 1s")
+        );
+        assert!(sent.elapsed() < Duration::from_secs(1) + MARGIN);
+        serve.send(&json!({"jsonrpc": "2.0", "id": id + 100, "method": "ping"}));
+        let pong = serve.answer(MARGIN);
+        assert_eq!(pong["id"], id + 100, "{pong}");
+        assert_eq!(pong["result"], json!({}), "{pong}");
+    }
+    // Calls still run: a fresh worker took over from the stuck one.
+    serve.call(4, "add", json!({"a": 1, "b": 2}));
+    let sum = serve.answer(Duration::from_secs(10));
+    assert_eq!(sum["id"], 4, "{sum}");
+    assert_eq!(sum["result"]["content"][0]["text"], "3", "{sum}");
+    let status = serve.close(MARGIN);
+    assert!(status.success(), "{status}");
 }

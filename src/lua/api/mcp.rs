@@ -3,10 +3,11 @@
 //! `mcp.tool{…}` registers a tool that `baton mcp serve` offers to MCP clients. The protocol lives in
 //! `core::mcp`; this file converts arguments and results and runs served calls as Lua coroutines.
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mlua::{
@@ -15,7 +16,6 @@ use mlua::{
 };
 use serde::Deserialize;
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
 
 use super::{args, services};
 use crate::core::duration::Dur;
@@ -429,9 +429,62 @@ pub fn registered(lua: &Lua) -> Vec<ToolDef> {
 /// How many Lua instructions a tool runs before other calls get a turn.
 const PREEMPT_EVERY: u32 = 10_000;
 
-/// Runs each call as its own coroutine on the current `LocalSet` until the channel closes. A call whose
-/// receiver goes away (timeout, client cancellation) is dropped, which stops its coroutine.
-pub async fn run_calls(lua: Lua, mut calls: mpsc::UnboundedReceiver<Call>) {
+/// The calls waiting for one worker. Its lock is only ever held for a moment (never while Lua runs), so when
+/// the worker is stuck, the calls it has not taken yet can be moved to another.
+#[derive(Default)]
+struct Queue {
+    calls: Mutex<VecDeque<Call>>,
+    closed: AtomicBool,
+    ready: tokio::sync::Notify,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Call>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, call: Call) -> Result<(), Call> {
+        let mut calls = self.lock();
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(call);
+        }
+        calls.push_back(call);
+        drop(calls);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next call; `None` once the queue is closed.
+    async fn next(&self) -> Option<Call> {
+        loop {
+            let ready = self.ready.notified();
+            {
+                let mut calls = self.lock();
+                if self.closed.load(Ordering::SeqCst) {
+                    return None;
+                }
+                if let Some(call) = calls.pop_front() {
+                    return Some(call);
+                }
+            }
+            ready.await;
+        }
+    }
+
+    /// Closes the queue and gives back the calls not taken yet.
+    fn close(&self) -> Vec<Call> {
+        let mut calls = self.lock();
+        self.closed.store(true, Ordering::SeqCst);
+        let left = calls.drain(..).collect();
+        drop(calls);
+        self.ready.notify_one();
+        left
+    }
+}
+
+/// Runs each call as its own coroutine on the current `LocalSet` until the queue closes. A call whose
+/// receiver goes away (client cancellation) is dropped, which stops its coroutine.
+async fn run_calls(lua: Lua, calls: Arc<Queue>) {
     let tools: HashMap<String, (Function, Duration)> = lua
         .app_data_ref::<Registry>()
         .map(|r| {
@@ -441,7 +494,7 @@ pub async fn run_calls(lua: Lua, mut calls: mpsc::UnboundedReceiver<Call>) {
                 .collect()
         })
         .unwrap_or_default();
-    while let Some(mut call) = calls.recv().await {
+    while let Some(mut call) = calls.next().await {
         let Some((f, limit)) = tools.get(&call.tool).cloned() else {
             let _ = call
                 .reply
@@ -502,7 +555,7 @@ struct PoolInner {
 }
 
 struct Worker {
-    calls: mpsc::UnboundedSender<Call>,
+    calls: Arc<Queue>,
     interrupt: runtime::Interrupt,
     /// Disconnected once the worker's thread has ended.
     ended: std::sync::mpsc::Receiver<()>,
@@ -548,7 +601,8 @@ impl Pool {
     }
 
     fn spawn(&self) -> Result<(Worker, Loaded), String> {
-        let (calls, queue) = mpsc::unbounded_channel();
+        let calls = Arc::new(Queue::default());
+        let queue = calls.clone();
         let (loaded_tx, loaded) = std::sync::mpsc::channel();
         let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
         let interrupt = runtime::Interrupt::new();
@@ -577,34 +631,46 @@ impl Pool {
     pub fn shutdown(&self, wait: Duration) {
         let current = self.lock().current.take();
         if let Some(w) = current {
-            drop(w.calls);
+            drop(w.calls.close());
             let _ = w.ended.recv_timeout(wait);
         }
+    }
+}
+
+impl Pool {
+    /// Why no call can run while [`MAX_STUCK`] workers are stuck.
+    fn too_many_stuck(n: usize) -> String {
+        format!(
+            "{n} earlier calls are still stuck in code that cannot be interrupted (a C function such as a \
+             string.find that backtracks); no call runs until one of them ends"
+        )
+    }
+
+    /// Makes sure there is a current worker (none while too many are stuck).
+    fn ensure_current(&self, inner: &mut PoolInner) -> Result<(), String> {
+        inner.stuck.retain(Worker::running);
+        if inner.current.is_none() {
+            if inner.stuck.len() >= MAX_STUCK {
+                return Err(Self::too_many_stuck(inner.stuck.len()));
+            }
+            // The worker loads the tools file before it takes calls, which wait in its queue.
+            let (worker, _loaded) = self.spawn()?;
+            inner.id += 1;
+            inner.current = Some(worker);
+        }
+        Ok(())
     }
 }
 
 impl Runner for Pool {
     fn send(&self, call: Call) -> Result<u64, String> {
         let mut inner = self.lock();
-        inner.stuck.retain(Worker::running);
-        if inner.current.is_none() {
-            if inner.stuck.len() >= MAX_STUCK {
-                return Err(format!(
-                    "{} earlier calls are still stuck in code that cannot be interrupted (a C function \
-                     such as a string.find that backtracks); no call runs until one of them ends",
-                    inner.stuck.len()
-                ));
-            }
-            // The worker loads the tools file before it takes this call, which waits in its queue.
-            let (worker, _loaded) = self.spawn()?;
-            inner.id += 1;
-            inner.current = Some(worker);
-        }
+        self.ensure_current(&mut inner)?;
         let id = inner.id;
-        let worker = inner.current.as_ref().expect("a current worker was just ensured");
+        let worker = inner.current.as_ref().expect("ensured");
         worker
             .calls
-            .send(call)
+            .push(call)
             .map(|()| id)
             .map_err(|_| "the tool runner has stopped".to_string())
     }
@@ -614,14 +680,32 @@ impl Runner for Pool {
         if worker != inner.id {
             return;
         }
-        if let Some(w) = inner.current.take() {
-            tracing::warn!(
-                "mcp serve: a tool call did not stop at its timeout (stuck in code no hook reaches); \
-                 later calls run in a fresh Lua state"
-            );
-            w.interrupt
-                .trigger("abandoned: the call did not stop at its timeout");
-            inner.stuck.push(w);
+        let Some(w) = inner.current.take() else {
+            return;
+        };
+        tracing::warn!(
+            "mcp serve: a tool call did not stop at its timeout (stuck in code no hook reaches); later \
+             calls run in a fresh Lua state"
+        );
+        w.interrupt
+            .trigger("abandoned: the call did not stop at its timeout");
+        // The calls it never took go to the next worker.
+        let waiting = w.calls.close();
+        inner.stuck.push(w);
+        match self.ensure_current(&mut inner) {
+            Ok(()) => {
+                let next = inner.current.as_ref().expect("ensured");
+                for call in waiting {
+                    if let Err(call) = next.calls.push(call) {
+                        let _ = call.reply.send(Err("the tool runner has stopped".into()));
+                    }
+                }
+            }
+            Err(why) => {
+                for call in waiting {
+                    let _ = call.reply.send(Err(why.clone()));
+                }
+            }
         }
     }
 }
@@ -632,7 +716,7 @@ async fn work(
     ctx: crate::lua::Ctx,
     file: PathBuf,
     interrupt: runtime::Interrupt,
-    mut queue: mpsc::UnboundedReceiver<Call>,
+    queue: Arc<Queue>,
     loaded: std::sync::mpsc::Sender<Result<Vec<ToolDef>, String>>,
 ) {
     match load(ctx, &file, interrupt).await {
@@ -642,7 +726,7 @@ async fn work(
         }
         Err(msg) => {
             let _ = loaded.send(Err(msg.clone()));
-            while let Some(call) = queue.recv().await {
+            while let Some(call) = queue.next().await {
                 let _ = call.reply.send(Err(msg.clone()));
             }
         }
