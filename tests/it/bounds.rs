@@ -321,3 +321,80 @@ fn mcp_serve_answers_at_a_stuck_tools_timeout_and_keeps_serving() {
     let status = serve.close(MARGIN);
     assert!(status.success(), "{status}");
 }
+
+/// Every request line gets an answer (issue 26): too long, nested too deep, not JSON, a `tools/call` with
+/// array arguments, without a tool name or without a required argument: each a JSON-RPC error naming the
+/// limit or the mistake, with the request's id where it can be read; the server goes on serving.
+#[test]
+fn mcp_serve_answers_every_request_line_with_a_result_or_an_error() {
+    let env = Env::new("bound-mcp-lines");
+    let tools = env.dir.write(
+        "tools.lua",
+        format!(
+            "{STUCK_TOOLS}\nmcp.tool{{ name = \"len\", run = function(args) return tostring(#args.s) end }}"
+        ),
+    );
+    let mut serve = Serve::start(&env, &tools);
+    let error = |serve: &Serve, id: Value, code: i64| -> String {
+        let answer = serve.answer(Duration::from_secs(20));
+        assert_eq!(answer["id"], id, "{answer}");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+        answer["error"]["message"].as_str().unwrap().to_string()
+    };
+    // Long lines: over the limit (also over the protocol layer's own 16 MiB, where it said nothing).
+    for (id, size) in [(2, 8 * 1024 * 1024 + 1), (3, 17_000_000)] {
+        let head = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"len","arguments":{{"s":""#
+        );
+        let mut line = head.clone().into_bytes();
+        line.resize(size - 4, b'a');
+        line.extend_from_slice(b"\"}}}");
+        assert_eq!(line.len(), size);
+        serve.send_raw(&line);
+        let msg = error(&serve, json!(id), -32600);
+        assert_eq!(
+            msg,
+            format!(
+                "request line of {size} bytes is over the limit of 8388608 bytes (8 MiB)"
+            )
+        );
+    }
+    // Just under the limit is served.
+    serve.call(4, "len", json!({"s": "a".repeat(8_000_000)}));
+    let answer = serve.answer(Duration::from_secs(20));
+    assert_eq!(answer["result"]["content"][0]["text"], "8000000", "{answer}");
+    // Nested 126 deep in the arguments.
+    let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
+    serve.send_raw(
+        format!(r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"add","arguments":{{"a":{deep}}}}}}}"#)
+            .as_bytes(),
+    );
+    let msg = error(&serve, json!(5), -32600);
+    assert_eq!(msg, "request nests arrays and objects 129 deep, over the limit of 64");
+    // Not JSON: answered with the id when it can be read, else null.
+    serve.send_raw(br#"{"jsonrpc":"2.0","id":6,"method":"#);
+    let msg = error(&serve, json!(6), -32700);
+    assert!(msg.starts_with("parse error: "), "{msg}");
+    serve.send_raw(b"not json");
+    let msg = error(&serve, Value::Null, -32700);
+    assert!(msg.starts_with("parse error: "), "{msg}");
+    // Invalid params.
+    for (id, params, want) in [
+        (7, json!({"name": "add", "arguments": [1, 2]}),
+         "tools/call: params.arguments must be an object of named arguments, got an array"),
+        (8, json!({"arguments": {}}), "tools/call: params.name must name a tool, got none"),
+        (9, json!({"name": "", "arguments": {}}), "tools/call: params.name must name a tool, got an empty string"),
+        (10, json!([1]), "tools/call: params must be an object {name, arguments}, got an array"),
+        (11, json!({"name": "add", "arguments": {"a": 1}}),
+         "add: missing required argument \"b\" (required by the tool's input schema)"),
+    ] {
+        serve.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}));
+        assert_eq!(error(&serve, json!(id), -32602), want);
+    }
+    // Still serving.
+    serve.call(12, "add", json!({"a": 1, "b": 2}));
+    let sum = serve.answer(Duration::from_secs(10));
+    assert_eq!((sum["id"].clone(), sum["result"]["content"][0]["text"].clone()), (json!(12), json!("3")));
+    let status = serve.close(MARGIN);
+    assert!(status.success(), "{status}");
+}
