@@ -42,7 +42,8 @@ fn a_timeout_ends_a_run_stuck_in_c_code() {
     assert!(took < Duration::from_secs(1) + MARGIN, "took {took:?}");
     assert_eq!(out.stdout, "start\n");
     assert!(
-        out.stderr.contains("baton: timed out after 1s, and the script did not stop within 1s")
+        out.stderr
+            .contains("baton: timed out after 1s, and the script did not stop within 1s")
             && out.stderr.contains("exiting with code 124"),
         "{}",
         out.stderr
@@ -164,7 +165,11 @@ async fn an_agent_tool_stuck_in_a_loop_or_in_c_code_ends_at_its_tool_timeout() {
     let stub = model_asking_for_spin().await;
     let (out, took) = timed_run(agent_env("bound-agent", &stub.url), agent_script(SPIN_SORT)).await;
     out.ok();
-    assert_eq!(out.stdout, "spin\ttimed out after 2s\ndone\n", "{}", out.stderr);
+    assert_eq!(
+        out.stdout, "spin\ttimed out after 2s\ndone\n",
+        "{}",
+        out.stderr
+    );
     assert!(took < Duration::from_secs(2) + MARGIN, "took {took:?}");
     let told = stub.requests()[1].json();
     let tool = told["messages"]
@@ -182,7 +187,8 @@ async fn an_agent_tool_stuck_in_a_loop_or_in_c_code_ends_at_its_tool_timeout() {
     out.expect_code(124);
     assert!(took < Duration::from_secs(3) + MARGIN, "took {took:?}");
     assert!(
-        out.stderr.contains("baton: timed out after 2s, and the script did not stop within 1s"),
+        out.stderr
+            .contains("baton: timed out after 2s, and the script did not stop within 1s"),
         "{}",
         out.stderr
     );
@@ -220,9 +226,11 @@ impl Serve {
             stdin,
             lines,
         };
-        serve.send(&json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        serve.send(
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "0"}}}));
+            "clientInfo": {"name": "raw", "version": "0"}}}),
+        );
         let init = serve.answer(Duration::from_secs(30));
         assert_eq!(init["id"], 0, "{init}");
         serve.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
@@ -354,15 +362,16 @@ fn mcp_serve_answers_every_request_line_with_a_result_or_an_error() {
         let msg = error(&serve, json!(id), -32600);
         assert_eq!(
             msg,
-            format!(
-                "request line of {size} bytes is over the limit of 8388608 bytes (8 MiB)"
-            )
+            format!("request line of {size} bytes is over the limit of 8388608 bytes (8 MiB)")
         );
     }
     // Just under the limit is served.
     serve.call(4, "len", json!({"s": "a".repeat(8_000_000)}));
     let answer = serve.answer(Duration::from_secs(20));
-    assert_eq!(answer["result"]["content"][0]["text"], "8000000", "{answer}");
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "8000000",
+        "{answer}"
+    );
     // Nested 126 deep in the arguments.
     let deep = format!("{}{}", "[".repeat(126), "]".repeat(126));
     serve.send_raw(
@@ -370,7 +379,10 @@ fn mcp_serve_answers_every_request_line_with_a_result_or_an_error() {
             .as_bytes(),
     );
     let msg = error(&serve, json!(5), -32600);
-    assert_eq!(msg, "request nests arrays and objects 129 deep, over the limit of 64");
+    assert_eq!(
+        msg,
+        "request nests arrays and objects 129 deep, over the limit of 64"
+    );
     // Not JSON: answered with the id when it can be read, else null.
     serve.send_raw(br#"{"jsonrpc":"2.0","id":6,"method":"#);
     let msg = error(&serve, json!(6), -32700);
@@ -380,13 +392,31 @@ fn mcp_serve_answers_every_request_line_with_a_result_or_an_error() {
     assert!(msg.starts_with("parse error: "), "{msg}");
     // Invalid params.
     for (id, params, want) in [
-        (7, json!({"name": "add", "arguments": [1, 2]}),
-         "tools/call: params.arguments must be an object of named arguments, got an array"),
-        (8, json!({"arguments": {}}), "tools/call: params.name must name a tool, got none"),
-        (9, json!({"name": "", "arguments": {}}), "tools/call: params.name must name a tool, got an empty string"),
-        (10, json!([1]), "tools/call: params must be an object {name, arguments}, got an array"),
-        (11, json!({"name": "add", "arguments": {"a": 1}}),
-         "add: missing required argument \"b\" (required by the tool's input schema)"),
+        (
+            7,
+            json!({"name": "add", "arguments": [1, 2]}),
+            "tools/call: params.arguments must be an object of named arguments, got an array",
+        ),
+        (
+            8,
+            json!({"arguments": {}}),
+            "tools/call: params.name must name a tool, got none",
+        ),
+        (
+            9,
+            json!({"name": "", "arguments": {}}),
+            "tools/call: params.name must name a tool, got an empty string",
+        ),
+        (
+            10,
+            json!([1]),
+            "tools/call: params must be an object {name, arguments}, got an array",
+        ),
+        (
+            11,
+            json!({"name": "add", "arguments": {"a": 1}}),
+            "add: missing required argument \"b\" (required by the tool's input schema)",
+        ),
     ] {
         serve.send(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}));
         assert_eq!(error(&serve, json!(id), -32602), want);
@@ -394,7 +424,13 @@ fn mcp_serve_answers_every_request_line_with_a_result_or_an_error() {
     // Still serving.
     serve.call(12, "add", json!({"a": 1, "b": 2}));
     let sum = serve.answer(Duration::from_secs(10));
-    assert_eq!((sum["id"].clone(), sum["result"]["content"][0]["text"].clone()), (json!(12), json!("3")));
+    assert_eq!(
+        (
+            sum["id"].clone(),
+            sum["result"]["content"][0]["text"].clone()
+        ),
+        (json!(12), json!("3"))
+    );
     let status = serve.close(MARGIN);
     assert!(status.success(), "{status}");
 }

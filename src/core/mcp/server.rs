@@ -129,31 +129,33 @@ impl Tools {
             Ok(worker) => worker,
             Err(why) => return Ok(error(format!("{name}: {why}"))),
         };
-        Ok(match tokio::time::timeout(def.timeout, &mut outcome).await {
-            Err(_) => {
-                // The worker stops the call at the same deadline; if it has not a moment later, it is
-                // stuck where nothing reaches it, and later calls go elsewhere. The caller does not wait.
-                let runner = self.runner.clone();
-                tokio::spawn(async move {
-                    if tokio::time::timeout(STUCK_AFTER, outcome).await.is_err() {
-                        runner.stuck(worker);
-                    }
-                });
-                error(format!(
-                    "{name}: timed out after {}",
-                    crate::core::duration::format(def.timeout)
-                ))
-            }
-            Ok(Err(_)) => error(format!("{name}: the tool runner has stopped")),
-            Ok(Ok(Err(msg))) => error(msg),
-            Ok(Ok(Ok(Outcome::Text(text)))) => {
-                CallToolResult::success(vec![ContentBlock::text(text)])
-            }
-            Ok(Ok(Ok(Outcome::Json(v)))) if v.is_object() => CallToolResult::structured(v),
-            Ok(Ok(Ok(Outcome::Json(v)))) => {
-                CallToolResult::success(vec![ContentBlock::text(v.to_string())])
-            }
-        })
+        Ok(
+            match tokio::time::timeout(def.timeout, &mut outcome).await {
+                Err(_) => {
+                    // The worker stops the call at the same deadline; if it has not a moment later, it is
+                    // stuck where nothing reaches it, and later calls go elsewhere. The caller does not wait.
+                    let runner = self.runner.clone();
+                    tokio::spawn(async move {
+                        if tokio::time::timeout(STUCK_AFTER, outcome).await.is_err() {
+                            runner.stuck(worker);
+                        }
+                    });
+                    error(format!(
+                        "{name}: timed out after {}",
+                        crate::core::duration::format(def.timeout)
+                    ))
+                }
+                Ok(Err(_)) => error(format!("{name}: the tool runner has stopped")),
+                Ok(Ok(Err(msg))) => error(msg),
+                Ok(Ok(Ok(Outcome::Text(text)))) => {
+                    CallToolResult::success(vec![ContentBlock::text(text)])
+                }
+                Ok(Ok(Ok(Outcome::Json(v)))) if v.is_object() => CallToolResult::structured(v),
+                Ok(Ok(Ok(Outcome::Json(v)))) => {
+                    CallToolResult::success(vec![ContentBlock::text(v.to_string())])
+                }
+            },
+        )
     }
 }
 
@@ -349,22 +351,38 @@ fn check_request(line: &[u8]) -> Option<String> {
         Err(e) => return Some(error_line(id, -32700, format!("parse error: {e}"))),
     };
     let is_call = msg.get("method").and_then(Value::as_str) == Some("tools/call");
-    let Some(id) = msg.get("id").filter(|_| is_call) else {
-        return None;
+    let id = msg.get("id").filter(|_| is_call)?;
+    let invalid = |why: &str| {
+        Some(error_line(
+            Some(id.clone()),
+            -32602,
+            format!("tools/call: {why}"),
+        ))
     };
-    let invalid = |why: &str| Some(error_line(Some(id.clone()), -32602, format!("tools/call: {why}")));
     let params = match msg.get("params") {
         Some(Value::Object(p)) => p,
-        None | Some(Value::Null) => return invalid("params must be an object {name, arguments}, got none"),
+        None | Some(Value::Null) => {
+            return invalid("params must be an object {name, arguments}, got none");
+        }
         Some(other) => {
-            return invalid(&format!("params must be an object {{name, arguments}}, got {}", kind(other)));
+            return invalid(&format!(
+                "params must be an object {{name, arguments}}, got {}",
+                kind(other)
+            ));
         }
     };
     match params.get("name") {
         Some(Value::String(n)) if !n.is_empty() => {}
-        Some(Value::String(_)) => return invalid("params.name must name a tool, got an empty string"),
+        Some(Value::String(_)) => {
+            return invalid("params.name must name a tool, got an empty string");
+        }
         None | Some(Value::Null) => return invalid("params.name must name a tool, got none"),
-        Some(other) => return invalid(&format!("params.name must name a tool, got {}", kind(other))),
+        Some(other) => {
+            return invalid(&format!(
+                "params.name must name a tool, got {}",
+                kind(other)
+            ));
+        }
     }
     match params.get("arguments") {
         None | Some(Value::Null) | Some(Value::Object(_)) => None,
@@ -533,7 +551,10 @@ mod tests {
 
     #[test]
     fn scan_measures_depth_and_finds_the_top_level_id() {
-        assert_eq!(scan(br#"{"id": 5, "params": {"a": [1]}}"#), (3, Some(serde_json::json!(5))));
+        assert_eq!(
+            scan(br#"{"id": 5, "params": {"a": [1]}}"#),
+            (3, Some(serde_json::json!(5)))
+        );
         assert_eq!(
             scan(br#"{"params": {"id": 1, "s": "{[\"]}"}, "id": "x-1"}"#),
             (2, Some(serde_json::json!("x-1")))
