@@ -52,7 +52,8 @@ pub fn serve(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCod
         );
     }
     let pool = Arc::new(pool);
-    let served = lua::runtime::block_on(async {
+    // Ctrl-C ends the server at once: the blocking read of stdin under way is not waited for.
+    let served = lua::runtime::block_on_leaving(async {
         tokio::select! {
             r = server::serve(Tools::new(tools, pool.clone()), protocol_in, protocol_out) => r,
             _ = tokio::signal::ctrl_c() => Ok(()),

@@ -23,6 +23,18 @@ pub fn block_on<F: Future>(fut: F) -> std::io::Result<F::Output> {
     Ok(tokio::task::LocalSet::new().block_on(&rt, fut))
 }
 
+/// Like [`block_on`], but what the runtime still has under way when `fut` ends (a blocking read of stdin
+/// that only a client closing its end would finish) is left behind instead of waited for: for servers that
+/// end on Ctrl-C.
+pub fn block_on_leaving<F: Future>(fut: F) -> std::io::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let out = tokio::task::LocalSet::new().block_on(&rt, fut);
+    rt.shutdown_background();
+    Ok(out)
+}
+
 /// Every Lua state's memory limit unless the fleet (`limits.memory`) or a job (`memory`) says otherwise.
 pub const DEFAULT_MEMORY: u64 = 1 << 30;
 

@@ -434,3 +434,27 @@ fn mcp_serve_answers_every_request_line_with_a_result_or_an_error() {
     let status = serve.close(MARGIN);
     assert!(status.success(), "{status}");
 }
+
+/// Ctrl-C ends `baton mcp serve` at once, with its client still connected and a tool stuck in C code.
+#[test]
+fn ctrl_c_ends_mcp_serve_with_stdin_open_and_a_tool_stuck() {
+    let env = Env::new("bound-mcp-sigint");
+    let tools = env.dir.write("tools.lua", STUCK_TOOLS);
+    let mut serve = Serve::start(&env, &tools);
+    serve.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}));
+    assert_eq!(serve.answer(MARGIN)["id"], 1);
+    serve.call(2, "backtrack", json!({}));
+    signal(&serve.child, rustix::process::Signal::INT);
+    let sent = Instant::now();
+    loop {
+        if let Some(status) = serve.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(1) + MARGIN,
+            "mcp serve did not end on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
