@@ -13,7 +13,7 @@ use anyhow::Context;
 use super::{ScriptFailed, default_state};
 use crate::core::fleet::Fleet;
 use crate::core::mcp::server::{self, Tools};
-use crate::lua::{self, Ctx, Printer};
+use crate::lua::{self, Ctx};
 
 /// `tools.lua` next to the fleet file, or in the config folder with the built-in fleet.
 pub fn default_file(fleet: &Fleet) -> PathBuf {
@@ -33,42 +33,36 @@ pub fn serve(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCod
     }
     let (protocol_in, protocol_out) =
         private_stdio().context("mcp serve: cannot set up stdin/stdout")?;
-    let ctx = Ctx {
-        fleet,
+    let script = file.display().to_string();
+    // Each worker (the first, and one replacing a worker stuck past a call's timeout) gets its own state
+    // and database connection.
+    let make = move || Ctx {
+        fleet: fleet.clone(),
         state: default_state(),
-        script: file.display().to_string(),
+        script: script.clone(),
         args: Vec::new(),
     };
-    lua::runtime::block_on(async {
-        let lua = lua::new_runtime(ctx).map_err(|e| ScriptFailed(lua::format_error(&e)))?;
-        lua.set_app_data(Printer::to(std::io::stderr()));
-        // fd 1 is stderr now; Lua's own io library follows (its buffered stdout would otherwise hold
-        // text that ends up on stderr at exit).
-        lua.load("io.output(io.stderr); io.stdout = io.stderr")
-            .set_name("=mcp serve")
-            .exec()
-            .map_err(|e| ScriptFailed(lua::format_error(&e)))?;
-        lua::run_file(&lua, &file)
-            .await
-            .map_err(|e| ScriptFailed(lua::format_error(&e)))?;
-        let tools = lua::api::mcp::registered(&lua);
-        if tools.is_empty() {
-            anyhow::bail!(
-                "mcp serve: {} registered no tools (call mcp.tool{{name = …, run = function(args) … end}} in it)",
-                file.display()
-            );
-        }
-        let (calls, queue) = tokio::sync::mpsc::unbounded_channel();
-        let runner = tokio::task::spawn_local(lua::api::mcp::run_calls(lua.clone(), queue));
-        let served = tokio::select! {
-            r = server::serve(Tools::new(tools, calls), protocol_in, protocol_out) => r,
+    // The tools run on worker threads of their own, so nothing a tool does (C code no hook interrupts
+    // included) keeps this thread from answering: pings, other calls, the end of input.
+    let (pool, tools) = lua::api::mcp::Pool::start(make, &file).map_err(ScriptFailed)?;
+    if tools.is_empty() {
+        anyhow::bail!(
+            "mcp serve: {} registered no tools (call mcp.tool{{name = …, run = function(args) … end}} in it)",
+            file.display()
+        );
+    }
+    let pool = Arc::new(pool);
+    // Ctrl-C ends the server at once: the blocking read of stdin under way is not waited for.
+    let served = lua::runtime::block_on_leaving(async {
+        tokio::select! {
+            r = server::serve(Tools::new(tools, pool.clone()), protocol_in, protocol_out) => r,
             _ = tokio::signal::ctrl_c() => Ok(()),
-        };
-        runner.abort();
-        served.context("mcp serve")?;
-        Ok(ExitCode::SUCCESS)
+        }
     })
-    .context("cannot start the async runtime")?
+    .context("cannot start the async runtime")?;
+    pool.shutdown(server::STUCK_AFTER);
+    served.context("mcp serve")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Copies of stdin and stdout for the protocol alone; then fd 0 reads /dev/null and fd 1 writes to stderr.

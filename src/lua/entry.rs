@@ -80,6 +80,8 @@ where
             // Ctrl-C also stops Lua that never waits (the hook raises), where the select below cannot run.
             runtime::share_interrupt(&lua, interrupt.clone());
             runtime::interrupt_on_sigint(interrupt.clone());
+            // A bound that passes while C code runs (no hook reaches it) ends the process.
+            runtime::watchdog(&lua);
             body(lua, args).await
         };
         let result = tokio::select! {

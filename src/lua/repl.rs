@@ -72,10 +72,15 @@ impl Session {
         self.interrupt.clear();
         let result = tokio::select! {
             r = chunk.0.call_async::<MultiValue>(()) => r,
-            _ = tokio::signal::ctrl_c() => return Evaluated::Interrupted,
+            _ = tokio::signal::ctrl_c() => {
+                // Handled: a later Ctrl-C is a first one again, not the one that exits at once.
+                self.interrupt.clear();
+                return Evaluated::Interrupted;
+            }
         };
         // A chunk that never waits is stopped by the instruction hook raising `interrupted`.
         if self.interrupt.is_set() {
+            self.interrupt.clear();
             return Evaluated::Interrupted;
         }
         match result {

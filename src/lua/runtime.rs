@@ -3,7 +3,7 @@
 //! every Lua state has: a memory limit and an instruction hook that raises when the work is interrupted
 //! (Ctrl-C, the daemon stopping) or past a deadline (`baton.timeout`, a job's timeout, a fleet file's time
 //! limit), wherever the Lua is, also inside a callback a C function called.
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -21,6 +21,18 @@ pub fn block_on<F: Future>(fut: F) -> std::io::Result<F::Output> {
         .enable_all()
         .build()?;
     Ok(tokio::task::LocalSet::new().block_on(&rt, fut))
+}
+
+/// Like [`block_on`], but what the runtime still has under way when `fut` ends (a blocking read of stdin
+/// that only a client closing its end would finish) is left behind instead of waited for: for servers that
+/// end on Ctrl-C.
+pub fn block_on_leaving<F: Future>(fut: F) -> std::io::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let out = tokio::task::LocalSet::new().block_on(&rt, fut);
+    rt.shutdown_background();
+    Ok(out)
 }
 
 /// Every Lua state's memory limit unless the fleet (`limits.memory`) or a job (`memory`) says otherwise.
@@ -77,13 +89,36 @@ impl Interrupt {
 
 /// What the instruction hook of a Lua state checks: its interrupt, its own deadline (a scheduled job's
 /// timeout, the time limit of evaluating a fleet or schedule file) and the deadlines of the `baton.timeout`
-/// calls whose work is running right now. Kept in the state's app data.
+/// calls (and agent tool calls, served MCP calls) whose work is running right now. Kept in the state's app
+/// data. The deadlines are shared with the [`watchdog`], which ends the process when C code (a
+/// `string.find` that backtracks for minutes) keeps the hook from ever running past one of them.
 #[derive(Default)]
 pub struct Guard {
     interrupt: RefCell<Interrupt>,
-    deadline: Cell<Option<Instant>>,
-    deadline_msg: RefCell<String>,
-    scopes: RefCell<Vec<(Instant, String)>>,
+    bounds: Arc<Mutex<Bounds>>,
+}
+
+/// The bounds in force: the state's own deadline and the scopes being polled right now (innermost last).
+#[derive(Default)]
+struct Bounds {
+    deadline: Option<(Instant, String)>,
+    scopes: Vec<(Instant, String)>,
+}
+
+impl Bounds {
+    /// The bound that passed longest ago (at or before `now`).
+    fn passed(&self, now: Instant) -> Option<(Instant, String)> {
+        self.deadline
+            .iter()
+            .chain(self.scopes.iter())
+            .filter(|(d, _)| now >= *d)
+            .min_by_key(|(d, _)| *d)
+            .cloned()
+    }
+}
+
+fn lock(bounds: &Mutex<Bounds>) -> std::sync::MutexGuard<'_, Bounds> {
+    bounds.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Guard {
@@ -92,16 +127,12 @@ impl Guard {
         if interrupt.is_set() {
             return Err(mlua::Error::runtime(interrupt.reason()));
         }
-        let scopes = self.scopes.borrow();
-        if self.deadline.get().is_none() && scopes.is_empty() {
+        let bounds = lock(&self.bounds);
+        if bounds.deadline.is_none() && bounds.scopes.is_empty() {
             return Ok(());
         }
-        let now = Instant::now();
-        if self.deadline.get().is_some_and(|d| now >= d) {
-            return Err(mlua::Error::runtime(self.deadline_msg.borrow().clone()));
-        }
-        match scopes.iter().find(|(d, _)| now >= *d) {
-            Some((_, msg)) => Err(mlua::Error::runtime(msg.clone())),
+        match bounds.passed(Instant::now()) {
+            Some((_, msg)) => Err(mlua::Error::runtime(msg)),
             None => Ok(()),
         }
     }
@@ -129,6 +160,15 @@ fn guard(lua: &Lua) -> Option<Rc<Guard>> {
     lua.app_data_ref::<Rc<Guard>>().map(|g| g.clone())
 }
 
+/// What the guard of `lua` says now: an error when its interrupt is set or a bound has passed. For hooks of
+/// their own (a served MCP call's coroutine), which replace the state's hook on their thread.
+pub fn check(lua: &Lua) -> mlua::Result<()> {
+    match guard(lua) {
+        Some(g) => g.check(),
+        None => Ok(()),
+    }
+}
+
 /// The interrupt of `lua` (to trigger it from another thread). A state without a guard gets a fresh one
 /// that nothing checks.
 pub fn interrupt(lua: &Lua) -> Interrupt {
@@ -147,8 +187,7 @@ pub fn share_interrupt(lua: &Lua, interrupt: Interrupt) {
 /// Any Lua still running in `lua` `after` from now raises `msg`; `None` removes the deadline.
 pub fn set_deadline(lua: &Lua, after: Option<Duration>, msg: &str) {
     if let Some(g) = guard(lua) {
-        g.deadline.set(after.map(|a| Instant::now() + a));
-        *g.deadline_msg.borrow_mut() = msg.to_string();
+        lock(&g.bounds).deadline = after.map(|a| (Instant::now() + a, msg.to_string()));
     }
 }
 
@@ -183,19 +222,66 @@ impl<F: Future> Future for Scoped<F> {
         let Some(guard) = self.guard.clone() else {
             return self.fut.as_mut().poll(cx);
         };
-        guard
+        lock(&guard.bounds)
             .scopes
-            .borrow_mut()
             .push((self.deadline, self.msg.clone()));
         let r = self.fut.as_mut().poll(cx);
-        guard.scopes.borrow_mut().pop();
+        lock(&guard.bounds).scopes.pop();
         r
     }
 }
 
+/// How long past a bound the [`watchdog`] lets the Lua go on before it ends the process.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// The exit code of a process the [`watchdog`] ends (the one `timeout(1)` uses).
+pub const STUCK_EXIT: i32 = 124;
+
+/// The exit code of a process ended by a second Ctrl-C (128 + SIGINT, as a shell reports it).
+pub const SIGINT_EXIT: i32 = 130;
+
+/// Watches the bounds of `lua` from a thread of its own (for `baton run` and the other commands that drive
+/// one state to its end): when a deadline has passed by [`GRACE`] and the work under it is still being
+/// polled, the hook cannot reach what runs (C code such as a backtracking `string.find`, or Lua that
+/// catches every error in a loop), so the process ends with the bound's message and exit code
+/// [`STUCK_EXIT`]: nobody waits past a bound. Whatever it held goes with the process (SQLite locks are
+/// released by the kernel; an open transaction is rolled back on the next open). Stops with the state.
+pub fn watchdog(lua: &Lua) {
+    let Some(g) = guard(lua) else {
+        return;
+    };
+    let bounds = Arc::downgrade(&g.bounds);
+    let _ = std::thread::Builder::new()
+        .name("baton watchdog".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let Some(bounds) = bounds.upgrade() else {
+                    return;
+                };
+                let Some(now) = Instant::now().checked_sub(GRACE) else {
+                    continue;
+                };
+                let passed = lock(&bounds).passed(now);
+                if let Some((_, msg)) = passed {
+                    eprintln!(
+                        "baton: {msg}, and the script did not stop within {} after that (it is stuck in \
+                         code the time limit cannot interrupt, such as a string.find that backtracks); \
+                         exiting with code {STUCK_EXIT}",
+                        crate::core::duration::format(GRACE)
+                    );
+                    std::process::exit(STUCK_EXIT);
+                }
+            }
+        });
+}
+
 /// Triggers `interrupt` with `interrupted` on each SIGINT (Ctrl-C), from a thread of its own, so the signal
-/// is seen even while Lua spins on the runtime's thread. The watcher lives as long as the process. Returns
-/// once the handler is installed (a line editor started later saves and restores it, not the default).
+/// is seen even while Lua spins on the runtime's thread. The first Ctrl-C says on stderr that the work is
+/// being interrupted; one that comes while that interrupt is still pending (the work did not stop: C code
+/// that no hook reaches) ends the process at once with exit code [`SIGINT_EXIT`]. The watcher lives as long
+/// as the process. Returns once the handler is installed (a line editor started later saves and restores
+/// it, not the default).
 pub fn interrupt_on_sigint(interrupt: Interrupt) {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
@@ -214,7 +300,12 @@ pub fn interrupt_on_sigint(interrupt: Interrupt) {
                 };
                 let _ = ready_tx.send(());
                 while sigint.recv().await.is_some() {
+                    if interrupt.is_set() {
+                        eprintln!("baton: interrupted again: exiting now");
+                        std::process::exit(SIGINT_EXIT);
+                    }
                     interrupt.trigger("interrupted");
+                    eprintln!("interrupting… press Ctrl-C again to exit now");
                 }
             });
         });

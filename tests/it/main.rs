@@ -1,4 +1,5 @@
 //! The one integration-test binary: shared helpers in `common`, one module per area.
+mod bounds;
 mod cli;
 mod common;
 mod hardening;

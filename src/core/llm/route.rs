@@ -643,6 +643,14 @@ impl<'r, 'h> Ask<'r, 'h> {
             let refuse = |why: String| -> LocalFuture<'static, Result<String, String>> {
                 Box::pin(std::future::ready(Err(why)))
             };
+            if call.name.trim().is_empty() {
+                runs.push(refuse(format!(
+                    "a tool call needs the name of a tool, got {:?} (tools: {})",
+                    call.name,
+                    names.join(", ")
+                )));
+                continue;
+            }
             if !names.contains(&call.name.as_str()) {
                 runs.push(refuse(format!(
                     "unknown tool {:?} (tools: {})",

@@ -150,11 +150,12 @@ impl Fragments {
         self.calls.is_empty()
     }
 
-    /// The calls, in the order they began (nameless fragments dropped, missing ids made up).
+    /// The calls, in the order they began (missing ids made up). A call that never got a name stays, with
+    /// an empty one: the tool loop answers it with an error, as it does an unknown tool, instead of taking
+    /// the turn for a final answer.
     pub fn finish(self) -> Vec<ToolCall> {
         self.calls
             .into_iter()
-            .filter(|c| !c.name.is_empty())
             .map(|c| ToolCall {
                 id: if c.id.is_empty() { made_up_id() } else { c.id },
                 name: c.name,

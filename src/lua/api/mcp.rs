@@ -3,8 +3,11 @@
 //! `mcp.tool{…}` registers a tool that `baton mcp serve` offers to MCP clients. The protocol lives in
 //! `core::mcp`; this file converts arguments and results and runs served calls as Lua coroutines.
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mlua::{
@@ -13,13 +16,13 @@ use mlua::{
 };
 use serde::Deserialize;
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
 
 use super::{args, services};
 use crate::core::duration::Dur;
 use crate::core::fleet::McpServer;
 use crate::core::mcp::client::{self, Client, Transport};
-use crate::core::mcp::server::{Call, Outcome, TOOL_TIMEOUT, ToolDef};
+use crate::core::mcp::server::{Call, Outcome, Runner, TOOL_TIMEOUT, ToolDef};
+use crate::lua::runtime;
 
 pub fn register(lua: &Lua) -> mlua::Result<Table> {
     let mcp = lua.create_table()?;
@@ -426,20 +429,73 @@ pub fn registered(lua: &Lua) -> Vec<ToolDef> {
 /// How many Lua instructions a tool runs before other calls get a turn.
 const PREEMPT_EVERY: u32 = 10_000;
 
-/// Runs each call as its own coroutine on the current `LocalSet` until the channel closes. A call whose
-/// receiver goes away (timeout, client cancellation) is dropped, which stops its coroutine.
-pub async fn run_calls(lua: Lua, mut calls: mpsc::UnboundedReceiver<Call>) {
-    let tools: HashMap<String, Function> = lua
+/// The calls waiting for one worker. Its lock is only ever held for a moment (never while Lua runs), so when
+/// the worker is stuck, the calls it has not taken yet can be moved to another.
+#[derive(Default)]
+struct Queue {
+    calls: Mutex<VecDeque<Call>>,
+    closed: AtomicBool,
+    ready: tokio::sync::Notify,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Call>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, call: Call) -> Result<(), Call> {
+        let mut calls = self.lock();
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(call);
+        }
+        calls.push_back(call);
+        drop(calls);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next call; `None` once the queue is closed.
+    async fn next(&self) -> Option<Call> {
+        loop {
+            let ready = self.ready.notified();
+            {
+                let mut calls = self.lock();
+                if self.closed.load(Ordering::SeqCst) {
+                    return None;
+                }
+                if let Some(call) = calls.pop_front() {
+                    return Some(call);
+                }
+            }
+            ready.await;
+        }
+    }
+
+    /// Closes the queue and gives back the calls not taken yet.
+    fn close(&self) -> Vec<Call> {
+        let mut calls = self.lock();
+        self.closed.store(true, Ordering::SeqCst);
+        let left = calls.drain(..).collect();
+        drop(calls);
+        self.ready.notify_one();
+        left
+    }
+}
+
+/// Runs each call as its own coroutine on the current `LocalSet` until the queue closes. A call whose
+/// receiver goes away (client cancellation) is dropped, which stops its coroutine.
+async fn run_calls(lua: Lua, calls: Arc<Queue>) {
+    let tools: HashMap<String, (Function, Duration)> = lua
         .app_data_ref::<Registry>()
         .map(|r| {
             r.0.borrow()
                 .iter()
-                .map(|(d, f)| (d.name.clone(), f.clone()))
+                .map(|(d, f)| (d.name.clone(), (f.clone(), d.timeout)))
                 .collect()
         })
         .unwrap_or_default();
-    while let Some(mut call) = calls.recv().await {
-        let Some(f) = tools.get(&call.tool).cloned() else {
+    while let Some(mut call) = calls.next().await {
+        let Some((f, limit)) = tools.get(&call.tool).cloned() else {
             let _ = call
                 .reply
                 .send(Err(format!("unknown tool {:?}", call.tool)));
@@ -447,7 +503,25 @@ pub async fn run_calls(lua: Lua, mut calls: mpsc::UnboundedReceiver<Call>) {
         };
         let lua = lua.clone();
         tokio::task::spawn_local(async move {
+            // The tool's timeout holds here too: its timer for a tool that waits, the instruction hook for
+            // one that never does (a loop, a spinning `table.sort` comparator).
+            let msg = format!(
+                "{}: timed out after {}",
+                call.tool,
+                crate::core::duration::format(limit)
+            );
             let work = run_one(&lua, f, std::mem::take(&mut call.args));
+            let work = async {
+                match std::time::Instant::now().checked_add(limit) {
+                    Some(deadline) => {
+                        let scoped = runtime::with_deadline(&lua, deadline, msg.clone(), work);
+                        tokio::time::timeout(limit, scoped)
+                            .await
+                            .unwrap_or_else(|_| Err(msg.clone()))
+                    }
+                    None => work.await,
+                }
+            };
             let outcome = tokio::select! {
                 r = work => r,
                 _ = call.reply.closed() => return,
@@ -455,6 +529,229 @@ pub async fn run_calls(lua: Lua, mut calls: mpsc::UnboundedReceiver<Call>) {
             let _ = call.reply.send(outcome);
         });
     }
+}
+
+/// How many workers stuck in code nothing interrupts may still be running before calls are refused: each
+/// holds a thread and a Lua state (at most its memory limit).
+pub const MAX_STUCK: usize = 4;
+
+/// The workers of `baton mcp serve`: each is a thread with its own Lua state that ran the tools file and
+/// runs calls ([`run_calls`]). The server hands calls to the current one; one that leaves a call running
+/// past its timeout (C code no hook reaches, such as a backtracking `string.find`) is abandoned: its
+/// interrupt is set (the call ends as soon as Lua runs again), its queue closed (the thread ends with it)
+/// and the next call starts a fresh worker. The server itself never waits on a worker. A worker has its own
+/// state database connection, idle while its Lua is stuck, so an abandoned one holds no lock.
+pub struct Pool {
+    make: Box<dyn Fn() -> crate::lua::Ctx + Send + Sync>,
+    file: PathBuf,
+    inner: Mutex<PoolInner>,
+}
+
+struct PoolInner {
+    /// The current worker's number (each new one gets the next).
+    id: u64,
+    current: Option<Worker>,
+    stuck: Vec<Worker>,
+}
+
+struct Worker {
+    calls: Arc<Queue>,
+    interrupt: runtime::Interrupt,
+    /// Disconnected once the worker's thread has ended.
+    ended: std::sync::mpsc::Receiver<()>,
+}
+
+impl Worker {
+    fn running(&self) -> bool {
+        matches!(
+            self.ended.try_recv(),
+            Err(std::sync::mpsc::TryRecvError::Empty)
+        )
+    }
+}
+
+type Loaded = std::sync::mpsc::Receiver<Result<Vec<ToolDef>, String>>;
+
+impl Pool {
+    /// Starts the first worker with the state `make` gives and waits until it has run `file`: its tools, or
+    /// the error of running the file (worded for the user).
+    pub fn start(
+        make: impl Fn() -> crate::lua::Ctx + Send + Sync + 'static,
+        file: &Path,
+    ) -> Result<(Pool, Vec<ToolDef>), String> {
+        let pool = Pool {
+            make: Box::new(make),
+            file: file.to_path_buf(),
+            inner: Mutex::new(PoolInner {
+                id: 0,
+                current: None,
+                stuck: Vec::new(),
+            }),
+        };
+        let (worker, loaded) = pool.spawn()?;
+        let defs = loaded
+            .recv()
+            .map_err(|_| "mcp serve: the tools worker ended while loading".to_string())??;
+        pool.lock().current = Some(worker);
+        Ok((pool, defs))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spawn(&self) -> Result<(Worker, Loaded), String> {
+        let calls = Arc::new(Queue::default());
+        let queue = calls.clone();
+        let (loaded_tx, loaded) = std::sync::mpsc::channel();
+        let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
+        let interrupt = runtime::Interrupt::new();
+        let ctx = (self.make)();
+        let file = self.file.clone();
+        let shared = interrupt.clone();
+        std::thread::Builder::new()
+            .name("baton mcp tools".into())
+            .spawn(move || {
+                let _ended = ended_tx;
+                let _ = runtime::block_on(work(ctx, file, shared, queue, loaded_tx));
+            })
+            .map_err(|e| format!("mcp serve: cannot start a thread for the tools: {e}"))?;
+        Ok((
+            Worker {
+                calls,
+                interrupt,
+                ended,
+            },
+            loaded,
+        ))
+    }
+
+    /// Ends the current worker: closes its queue and waits up to `wait` for its thread (so the tools' own
+    /// connections close properly); a stuck one is left to the end of the process.
+    pub fn shutdown(&self, wait: Duration) {
+        let current = self.lock().current.take();
+        if let Some(w) = current {
+            drop(w.calls.close());
+            let _ = w.ended.recv_timeout(wait);
+        }
+    }
+}
+
+impl Pool {
+    /// Why no call can run while [`MAX_STUCK`] workers are stuck.
+    fn too_many_stuck(n: usize) -> String {
+        format!(
+            "{n} earlier calls are still stuck in code that cannot be interrupted (a C function such as a \
+             string.find that backtracks); no call runs until one of them ends"
+        )
+    }
+
+    /// Makes sure there is a current worker (none while too many are stuck).
+    fn ensure_current(&self, inner: &mut PoolInner) -> Result<(), String> {
+        inner.stuck.retain(Worker::running);
+        if inner.current.is_none() {
+            if inner.stuck.len() >= MAX_STUCK {
+                return Err(Self::too_many_stuck(inner.stuck.len()));
+            }
+            // The worker loads the tools file before it takes calls, which wait in its queue.
+            let (worker, _loaded) = self.spawn()?;
+            inner.id += 1;
+            inner.current = Some(worker);
+        }
+        Ok(())
+    }
+}
+
+impl Runner for Pool {
+    fn send(&self, call: Call) -> Result<u64, String> {
+        let mut inner = self.lock();
+        self.ensure_current(&mut inner)?;
+        let id = inner.id;
+        let worker = inner.current.as_ref().expect("ensured");
+        worker
+            .calls
+            .push(call)
+            .map(|()| id)
+            .map_err(|_| "the tool runner has stopped".to_string())
+    }
+
+    fn stuck(&self, worker: u64) {
+        let mut inner = self.lock();
+        if worker != inner.id {
+            return;
+        }
+        let Some(w) = inner.current.take() else {
+            return;
+        };
+        tracing::warn!(
+            "mcp serve: a tool call did not stop at its timeout (stuck in code no hook reaches); later \
+             calls run in a fresh Lua state"
+        );
+        w.interrupt
+            .trigger("abandoned: the call did not stop at its timeout");
+        // The calls it never took go to the next worker.
+        let waiting = w.calls.close();
+        inner.stuck.push(w);
+        match self.ensure_current(&mut inner) {
+            Ok(()) => {
+                let next = inner.current.as_ref().expect("ensured");
+                for call in waiting {
+                    if let Err(call) = next.calls.push(call) {
+                        let _ = call.reply.send(Err("the tool runner has stopped".into()));
+                    }
+                }
+            }
+            Err(why) => {
+                for call in waiting {
+                    let _ = call.reply.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// A worker's life: run the tools file in a fresh state, say what it registered, then run calls until the
+/// queue closes. When the file fails, every call is answered with its error.
+async fn work(
+    ctx: crate::lua::Ctx,
+    file: PathBuf,
+    interrupt: runtime::Interrupt,
+    queue: Arc<Queue>,
+    loaded: std::sync::mpsc::Sender<Result<Vec<ToolDef>, String>>,
+) {
+    match load(ctx, &file, interrupt).await {
+        Ok(lua) => {
+            let _ = loaded.send(Ok(registered(&lua)));
+            run_calls(lua, queue).await;
+        }
+        Err(msg) => {
+            let _ = loaded.send(Err(msg.clone()));
+            while let Some(call) = queue.next().await {
+                let _ = call.reply.send(Err(msg.clone()));
+            }
+        }
+    }
+}
+
+/// A state for `baton mcp serve` that has run the tools file: output goes to stderr (stdout is the
+/// protocol's), and `interrupt` stops its Lua.
+async fn load(
+    ctx: crate::lua::Ctx,
+    file: &Path,
+    interrupt: runtime::Interrupt,
+) -> Result<Lua, String> {
+    let fail = |e: mlua::Error| crate::lua::format_error(&e);
+    let lua = crate::lua::new_runtime(ctx).map_err(fail)?;
+    runtime::share_interrupt(&lua, interrupt);
+    lua.set_app_data(crate::lua::Printer::to(std::io::stderr()));
+    // fd 1 is stderr now; Lua's own io library follows (its buffered stdout would otherwise hold text that
+    // ends up on stderr at exit).
+    lua.load("io.output(io.stderr); io.stdout = io.stderr")
+        .set_name("=mcp serve")
+        .exec()
+        .map_err(fail)?;
+    crate::lua::run_file(&lua, file).await.map_err(fail)?;
+    Ok(lua)
 }
 
 async fn run_one(
@@ -469,6 +766,8 @@ async fn run_one(
         .set_hook(
             HookTriggers::new().every_nth_instruction(PREEMPT_EVERY),
             move |lua, _| {
+                // This hook replaces the state's guard on this thread: check it first.
+                runtime::check(lua)?;
                 let own = lua.current_thread().to_pointer() as usize == key;
                 Ok(if own {
                     VmState::Yield

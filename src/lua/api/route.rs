@@ -158,7 +158,10 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
     let mut on_thinking = cbs.take("on_thinking").map(llm_args::hook::<String>);
     let mut accept = cbs.take("accept").map(|f| accepter(&lua, f));
     let mut on_step = cbs.take("on_step").map(|f| stepper(&lua, f));
-    let mut run_tool = runner(&lua, tools.run);
+    let tool_limit = options
+        .tool_timeout
+        .unwrap_or(crate::core::llm::route::DEFAULT_TOOL_TIMEOUT);
+    let mut run_tool = runner(&lua, tools.run, tool_limit);
     let mut on_alert = alerter(&lua);
     let mut hooks = Hooks {
         on_token: on_token.as_mut().map(|f| f as OnToken<'_>),
@@ -207,9 +210,14 @@ fn accepter(
 
 /// Runs a tool's `run(args)` as its own coroutine; a string result is sent as is, a table as JSON, `nil`
 /// as an empty string. An error is the tool's result (`error: …`), for the model to recover from.
+///
+/// The tool's Lua runs under `limit` (`tool_timeout`) in the instruction hook too: a tool that never waits
+/// (a loop, a `table.sort` comparator that spins) raises `timed out after …` when the time is up, where the
+/// tool loop's own timer never gets a turn.
 fn runner(
     lua: &Lua,
     run: std::collections::HashMap<String, Function>,
+    limit: std::time::Duration,
 ) -> impl FnMut(ToolCall) -> LocalFuture<'static, Result<String, HookError>> {
     let lua = lua.clone();
     move |call: ToolCall| {
@@ -220,10 +228,15 @@ fn runner(
             let f =
                 f.ok_or_else(|| HookError(format!("tool {:?} has no run function", call.name)))?;
             let arguments = arguments.map_err(|e| HookError(e.to_string()))?;
-            let out = f
-                .call_async::<Value>(arguments)
-                .await
-                .map_err(|e| HookError(crate::lua::split_error(&e).0))?;
+            let work = f.call_async::<Value>(arguments);
+            let out = match std::time::Instant::now().checked_add(limit) {
+                Some(deadline) => {
+                    let msg = format!("timed out after {}", crate::core::duration::format(limit));
+                    crate::lua::runtime::with_deadline(&lua, deadline, msg, work).await
+                }
+                None => work.await,
+            }
+            .map_err(|e| HookError(crate::lua::split_error(&e).0))?;
             match out {
                 Value::Nil => Ok(String::new()),
                 Value::String(s) => Ok(s.to_string_lossy()),

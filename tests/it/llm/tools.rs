@@ -613,3 +613,53 @@ async fn route_loop_max_steps_schema_escalation_and_budget() {
         .collect();
     assert_eq!(steps, [Some(1), Some(2), Some(3), Some(4)]);
 }
+
+/// A streamed tool call with an empty name (issue 26) is no final answer: the model is told, as a tool
+/// result, that the call named no tool, and its next answer is the one returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_with_an_empty_name_is_an_error_sent_back_to_the_model() {
+    let cloud = Stub::start(|req, _| match turn(req) {
+        0 => {
+            let deltas = [
+                json!({"tool_calls": [{"index": 0, "id": "c0", "type": "function",
+                "function": {"name": "", "arguments": "{}"}}]}),
+            ];
+            Reply::sse(server::sse_deltas("c/m", &deltas, "tool_calls"), 64)
+        }
+        _ => Reply::sse(
+            server::sse("c/m", &["fixed ", "it"], 10, 5, Some(0.001)),
+            64,
+        ),
+    })
+    .await;
+    let env = Env::new("tools-empty-name")
+        .with_fleet(&loop_fleet(&refused_url().await, &cloud.url, None))
+        .var("OPENROUTER_API_KEY", super::KEY);
+    let (_env, out) = run_lua(
+        env,
+        r#"
+        local tools = { { name = "t", run = function() return "ran" end } }
+        local r = route.ask("gap_analysis", "go", { tools = tools })
+        print(r.text, r.tier, #r.steps)
+        for _, s in ipairs(r.steps) do if s.kind == "tool" then print(s.step, s.name, s.err) end end
+    "#,
+    )
+    .await;
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "fixed it\tcheap\t3", "{}", out.stdout);
+    let told = "a tool call needs the name of a tool, got \"\" (tools: t)";
+    assert_eq!(lines[1], format!("1\t\t{told}"));
+    let sent = cloud.requests();
+    assert_eq!(sent.len(), 2, "the model was asked again");
+    let second = sent[1].json();
+    let tool_msgs: Vec<&serde_json::Value> = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .collect();
+    assert_eq!(tool_msgs.len(), 1, "{second}");
+    assert_eq!(tool_msgs[0]["content"], format!("error: {told}"));
+    assert_eq!(tool_msgs[0]["tool_call_id"], "c0");
+}
