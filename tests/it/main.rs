@@ -6,6 +6,7 @@ mod hostile;
 mod llm;
 mod lua_specs;
 mod mcp;
+mod messages;
 mod notify;
 mod ops;
 mod playbooks;

@@ -523,8 +523,8 @@ impl LlmError {
     /// `host, model` or just `host`.
     pub fn target(&self) -> String {
         match &self.model {
-            Some(m) => format!("{}, {m}", self.host),
-            None => self.host.clone(),
+            Some(m) => format!("{}, {}", self.host, crate::core::text::shown(m)),
+            None => crate::core::text::shown(&self.host),
         }
     }
 }
