@@ -222,3 +222,242 @@ for line in sys.stdin:
     );
     assert_no_raw_controls("stdout", &out.stdout);
 }
+
+mod lost_output {
+    //! `baton ask` whose answer has nowhere to go fails (exit 1, a message on stderr, no panic): stdout
+    //! closed (`>&-`), a reader that went away (EPIPE), a full disk (`/dev/full`).
+    use std::io::Read;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Mutex, mpsc};
+    use std::time::{Duration, Instant};
+
+    use crate::common::{Env, Out, bin};
+    use crate::llm::server::{self, Reply, Stub};
+
+    fn env(url: &str, name: &str) -> Env {
+        Env::new(name).with_fleet(&format!(
+            r#"return {{
+  hosts = {{ engine = {{ ssh = false, ollama = "{url}" }} }},
+  tiers = {{ {{ name = "local", provider = "ollama", host = "engine", models = {{ code = "qwen", reason = "qwen" }} }} }},
+}}"#
+        ))
+    }
+
+    /// A stub answering "fix it" once `go` says so (so a test can close the pipe first).
+    async fn stub(go: mpsc::Receiver<()>) -> Stub {
+        let go = Mutex::new(go);
+        Stub::start(move |_, _| {
+            let _ = go.lock().unwrap().recv_timeout(Duration::from_secs(30));
+            Reply::ndjson(server::ollama_chat("qwen", &["fix ", "it"], 3, 2), 64)
+        })
+        .await
+    }
+
+    /// `sh -c SCRIPT` with baton's isolated environment, `$0` being the binary.
+    fn sh(env: &Env, script: &str) -> Out {
+        let base = env.cmd();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(script).arg(bin());
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.current_dir(env.dir.path()).stdin(Stdio::null());
+        crate::common::output_within(cmd, Duration::from_secs(60))
+    }
+
+    #[track_caller]
+    fn failed_loudly(out: &Out, says: &str) {
+        out.expect_code(1);
+        assert!(out.stderr.contains(says), "{}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_stdout_fails_before_asking() {
+        let (tx, rx) = mpsc::channel();
+        let stub = stub(rx).await;
+        tx.send(()).unwrap();
+        let env = env(&stub.url, "lost-closed");
+        let out = tokio::task::spawn_blocking(move || {
+            let ask = sh(&env, r#"exec "$0" ask lint "say hi" >&-"#);
+            let fleet = sh(&env, r#"exec "$0" fleet --json >&-"#);
+            let discarded = sh(&env, r#"exec "$0" ask lint "say hi" >/dev/null"#);
+            (ask, fleet, discarded)
+        })
+        .await
+        .unwrap();
+        failed_loudly(&out.0, "stdout: it is closed");
+        // The shared output path of the other commands fails the same way.
+        failed_loudly(&out.1, "stdout: it is closed");
+        // Output sent to /dev/null on purpose is not an error.
+        out.2.ok();
+        assert_eq!(
+            stub.count(),
+            1,
+            "only the last ask was sent: nothing is asked (and paid for) for a closed stdout"
+        );
+    }
+
+    /// Runs `baton ask lint "say hi" EXTRA` with stdout's reader closed before the answer comes.
+    async fn ask_into_closed_pipe(extra: &[&str], name: &str) -> Out {
+        let (tx, rx) = mpsc::channel();
+        let stub = stub(rx).await;
+        let env = env(&stub.url, name);
+        let mut cmd = env.cmd();
+        cmd.args(["ask", "lint", "say hi"]).args(extra);
+        let out = tokio::task::spawn_blocking(move || {
+            let mut child = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start baton");
+            drop(child.stdout.take());
+            tx.send(()).unwrap();
+            wait_stderr(child)
+        })
+        .await
+        .unwrap();
+        assert_eq!(stub.count(), 1);
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_that_went_away_is_a_failure() {
+        let out = ask_into_closed_pipe(&[], "lost-pipe").await;
+        failed_loudly(&out, "cannot write the answer");
+        let out = ask_into_closed_pipe(&["--json"], "lost-pipe-json").await;
+        failed_loudly(
+            &out,
+            "cannot write the answer: stdout is closed (broken pipe)",
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_a_failure() {
+        let (tx, rx) = mpsc::channel();
+        let stub = stub(rx).await;
+        tx.send(()).unwrap();
+        tx.send(()).unwrap();
+        let env = env(&stub.url, "lost-full");
+        let out = tokio::task::spawn_blocking(move || {
+            let full = || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap()
+            };
+            let mut plain = env.cmd();
+            plain.args(["ask", "lint", "say hi"]);
+            let mut json = env.cmd();
+            json.args(["ask", "lint", "say hi", "--json"]);
+            [plain, json].map(|mut cmd| {
+                let child = cmd
+                    .stdout(full())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("start baton");
+                wait_stderr(child)
+            })
+        })
+        .await
+        .unwrap();
+        for o in &out {
+            failed_loudly(o, "No space left on device");
+        }
+    }
+
+    /// Waits for a child whose stderr alone is piped (at most 60 s; then it is killed and the test fails).
+    fn wait_stderr(mut child: Child) -> Out {
+        let mut err = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "baton did not finish within 60 s: {}",
+                    reader.join().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Out {
+            code: status.code(),
+            stdout: String::new(),
+            stderr: reader.join().unwrap(),
+        }
+    }
+}
+
+/// Where the fleet expects a list, a table with other keys is an error naming the key, not a list with
+/// those entries dropped (`tiers = {[0] = …}` used to give no tiers at all).
+#[test]
+fn fleet_lists_must_be_lists() {
+    let tier = r#"{ name = "local", provider = "ollama", host = "engine", models = { code = "m", reason = "m" } }"#;
+    let engine = r#"engine = { ssh = false, ollama = "http://127.0.0.1:9" }"#;
+    let cases = [
+        (
+            format!("tiers = {{ [0] = {tier} }}, hosts = {{ {engine} }}"),
+            "tiers: expected a list (keys 1..n), got key 0",
+        ),
+        (
+            format!("tiers = {{ first = {tier} }}, hosts = {{ {engine} }}"),
+            "tiers: expected a list (keys 1..n), got key first",
+        ),
+        (
+            format!("tiers = {{ {tier}, [3] = {tier} }}, hosts = {{ {engine} }}"),
+            "tiers: expected a list (keys 1..n), got key 3",
+        ),
+        (
+            format!(
+                "tiers = {{ {tier} }}, hosts = {{ engine = {{ ssh = false, ollama = \"http://127.0.0.1:9\", tags = {{ \"a\", x = 1 }} }} }}"
+            ),
+            "hosts.engine.tags: expected a list (keys 1..n), got key x",
+        ),
+        (
+            format!(
+                "tiers = {{ {tier} }}, hosts = {{ {engine} }}, mcp = {{ git = {{ command = {{ [0] = \"git\" }} }} }}"
+            ),
+            "mcp.git.command: expected a list (keys 1..n), got key 0",
+        ),
+    ];
+    for (body, want) in cases {
+        let env = Env::new("fleet-lists").with_fleet(&format!("return {{ {body} }}"));
+        let out = env.baton(&["fleet"]);
+        out.expect_code(2);
+        assert!(out.stderr.contains(want), "{body}\n{}", out.stderr);
+    }
+}
+
+/// A fleet of 100 000 hosts loads and an empty run succeeds (its speed is a figure of
+/// `cargo bench --bench runtime`, not asserted here).
+#[test]
+fn a_fleet_of_100_000_hosts_loads() {
+    let env = Env::new("fleet-big").with_fleet(
+        r#"local hosts = {}
+for i = 1, 100000 do
+  hosts["h" .. i] = { ssh = "me@10.0." .. (i % 250) .. "." .. (i % 200 + 1), tags = { "a", "b" }, mac = "aa:bb:cc:dd:ee:ff" }
+end
+hosts.engine = { ssh = false, ollama = "http://127.0.0.1:9" }
+return { hosts = hosts, tiers = { { name = "local", provider = "ollama", host = "engine", models = { code = "m", reason = "m" } } } }
+"#,
+    );
+    let out = env.run_lua(
+        "empty.lua",
+        r#"print(baton.fleet.hosts.h99999.ssh, #baton.fleet.hosts.h1.tags)"#,
+        &[],
+    );
+    out.ok();
+    assert_eq!(out.stdout, "me@10.0.249.200\t2\n", "{}", out.stderr);
+}
