@@ -1,6 +1,8 @@
 //! Runtime figures, each against a baseline measured in the same run:
 //! - median wall time of `baton run empty.lua` vs `lua5.4 empty.lua` (target ratio ≤ 3);
-//! - 10 000 `baton.spawn` tasks gathered (target < 100 ms), next to 10 000 plain coroutines in `lua5.4`.
+//! - 10 000 `baton.spawn` tasks gathered (target < 100 ms), next to 10 000 plain coroutines in `lua5.4`;
+//! - `baton run empty.lua` with a fleet file of 100 000 hosts (goal <= 0.5 s), next to the same run without a
+//!   fleet file and to `lua5.4` evaluating that fleet file alone (what any reader of it pays).
 //!
 //! Run: `cargo bench --bench runtime` (needs `lua5.4`: `apt-get install lua5.4`).
 use std::path::Path;
@@ -111,8 +113,42 @@ fn main() {
         "spawn: 10 000 lua5.4 coroutines     median {:>7.2} ms  (baseline: no scheduler, no tasks)",
         co_ms[2]
     );
+
+    let fleet = dir.join("fleet.lua");
+    std::fs::write(&fleet, BIG_FLEET).unwrap();
+    let (mut with, mut without, mut eval) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let mut cmd = Command::new(baton);
+        cmd.arg("run").arg(&empty);
+        isolated(&mut cmd);
+        without.push(time_once(&mut cmd));
+        cmd.env("BATON_FLEET", &fleet);
+        with.push(time_once(&mut cmd));
+        eval.push(time_once(Command::new(&lua).arg(&fleet)));
+    }
+    println!(
+        "fleet: baton run empty.lua, 100 000 hosts  median {:>7.2} ms  (goal <= 500 ms)",
+        ms(median(with))
+    );
+    println!(
+        "fleet: baton run empty.lua, no fleet file  median {:>7.2} ms  (baseline)",
+        ms(median(without))
+    );
+    println!(
+        "fleet: lua5.4 fleet.lua (evaluation only)  median {:>7.2} ms  (baseline)",
+        ms(median(eval))
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A fleet file of 100 000 hosts, each with an ssh destination, tags and a MAC address.
+const BIG_FLEET: &str = r#"local hosts = {}
+for i = 1, 100000 do
+  hosts["h" .. i] = { ssh = "me@10.0." .. (i % 250) .. "." .. (i % 200 + 1), tags = { "a", "b" }, mac = "aa:bb:cc:dd:ee:ff" }
+end
+hosts.engine = { ssh = false, ollama = "http://127.0.0.1:9" }
+return { hosts = hosts, tiers = { { name = "local", provider = "ollama", host = "engine", models = { code = "m", reason = "m" } } } }
+"#;
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0

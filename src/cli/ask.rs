@@ -93,7 +93,7 @@ fn writer(
     move |piece: String| {
         let r = write!(w, "{}{piece}{}", style.0, style.1)
             .and_then(|()| w.flush())
-            .map_err(|e| HookError(format!("cannot write: {e}")));
+            .map_err(|e| HookError(format!("cannot write the answer: {e}")));
         Box::pin(std::future::ready(r))
     }
 }
@@ -117,6 +117,8 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
         reasoning: a.think.then(|| serde_json::json!({"effort": "medium"})),
         ..AskOptions::default()
     };
+    // Nothing is asked (and paid for) when the answer has nowhere to go.
+    super::stdout_open().context("ask: the answer would be lost")?;
     let llm = Llm::new(load_fleet(cli)?, default_state());
     let dim = std::io::stderr().is_terminal();
     let mut on_token = writer(std::io::stdout(), ("", ""));
@@ -143,10 +145,17 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
     .context("cannot start the async runtime")??
     .map_err(|e| anyhow::anyhow!("ask({task}): {e}"))?;
     let mut out = Out::new();
+    // Unlike a listing cut short by `| head`, a lost answer is a failure.
+    let lost = |e: anyhow::Error| match e.downcast_ref::<super::StdoutClosed>() {
+        Some(_) => {
+            anyhow::anyhow!("ask({task}): cannot write the answer: stdout is closed (broken pipe)")
+        }
+        None => e.context(format!("ask({task})")),
+    };
     if a.json {
-        writeln!(out, "{}", serde_json::to_string(&answer)?)?;
+        writeln!(out, "{}", serde_json::to_string(&answer)?).map_err(lost)?;
     } else if !answer.text.ends_with('\n') {
-        writeln!(out)?;
+        writeln!(out).map_err(lost)?;
     }
     eprintln!(
         "{} · {} · {} in / {} out · ${:.4}",

@@ -295,7 +295,9 @@ struct Interrupted;
 struct StdoutClosed;
 
 /// Command output on stdout, written with `write!`/`writeln!` (`writeln!(out, "…")?`). A write error is an
-/// `anyhow::Error`; a closed pipe is [`StdoutClosed`], which [`main`] ends with exit 0.
+/// `anyhow::Error` (exit 1, named: `cannot write to stdout: No space left on device`); a reader that went
+/// away is [`StdoutClosed`], which [`main`] ends with exit 0. A stdout that was never open (`>&-`) is an
+/// error too: the standard library would drop every write to it silently.
 struct Out(io::Stdout);
 
 impl Out {
@@ -304,12 +306,42 @@ impl Out {
     }
 
     fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> anyhow::Result<()> {
-        self.0.write_fmt(args).map_err(write_error)
+        stdout_open()?;
+        self.0
+            .write_fmt(args)
+            .and_then(|()| self.0.flush())
+            .map_err(write_error)
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.0.write_all(bytes).map_err(write_error)
+        stdout_open()?;
+        self.0
+            .write_all(bytes)
+            .and_then(|()| self.0.flush())
+            .map_err(write_error)
     }
+}
+
+/// Fails when stdout was closed when baton started (`baton … >&-`). The standard library opens
+/// `/dev/null` for read and write on a closed descriptor before `main`, so every write would vanish; a
+/// `/dev/null` the shell opened (`>/dev/null`, a choice to discard) is write-only.
+fn stdout_open() -> anyhow::Result<()> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let stdout = io::stdout();
+    let same =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    let is_null = stdout
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
+        .and_then(|m| std::fs::metadata("/dev/null").map(|null| same(&m, &null)))
+        .unwrap_or(false);
+    if is_null && rustix::io::read(stdout.as_fd(), &mut [0u8; 0]).is_ok() {
+        anyhow::bail!("cannot write to stdout: it is closed (file descriptor 1 was not open)");
+    }
+    Ok(())
 }
 
 fn write_error(e: io::Error) -> anyhow::Error {
@@ -323,6 +355,13 @@ fn write_error(e: io::Error) -> anyhow::Error {
 /// `os.exit(n)` and the REPL give an `i32`; the process keeps its low 8 bits, as `exit(3)` does.
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(code as u8)
+}
+
+/// Log lines are coloured only on a terminal, and never with `NO_COLOR` set to something
+/// (<https://no-color.org>).
+fn colours_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn init_logging(verbose: u8, format: LogFormat) {
@@ -343,6 +382,7 @@ fn init_logging(verbose: u8, format: LogFormat) {
         });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours_on_stderr())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => builder.with_target(false).try_init(),

@@ -10,7 +10,7 @@ pub struct BadDuration(pub String);
 
 /// Parses `"250ms"`, `"1.5s"`, `"30s"`, `"5m"`, `"6h"`, `"1d"`, `"1h30m"` or a bare number of seconds.
 pub fn parse(text: &str) -> Result<Duration, BadDuration> {
-    let bad = || BadDuration(format!("{text:?}"));
+    let bad = || BadDuration(crate::core::text::quoted(text));
     let s = text.trim();
     if s.is_empty() {
         return Err(bad());

@@ -118,7 +118,7 @@ pub fn tail_lines(bytes: &[u8], n: usize) -> String {
 /// Messages carry their cause in full (it is not also a `source()`, which `{:#}` would print again).
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("cannot start {program}: {cause}")]
+    #[error("cannot start {}: {cause}", crate::core::text::shown(program))]
     Spawn {
         program: String,
         cause: std::io::Error,

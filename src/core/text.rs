@@ -59,6 +59,28 @@ pub fn truncate(text: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
+/// How many characters of a value an error message echoes ([`shown`], [`quoted`]).
+pub const SHOWN: usize = 64;
+
+/// A value as an error or log message echoes it: cut to [`SHOWN`] characters (with how many were left
+/// out) and escaped onto one line, so a 1 MB argument or a server's `ESC[2J` cannot flood or forge
+/// the message.
+pub fn shown(text: &str) -> String {
+    escape_line(&truncate(text, SHOWN)).into_owned()
+}
+
+/// [`shown`] in double quotes: `"abc"`, `"xxxx… (1048512 more characters)"`.
+pub fn quoted(text: &str) -> String {
+    format!("\"{}\"", shown(text))
+}
+
+/// Text from elsewhere (an HTTP body, a server's error, a host's stderr) made safe for one message:
+/// control characters escaped (newlines too, so it cannot forge a log line) and at most `max`
+/// characters kept.
+pub fn remote(text: &str, max: usize) -> String {
+    escape_line(&truncate(text.trim(), max)).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +100,9 @@ mod tests {
     fn long_text_is_cut() {
         assert_eq!(truncate("short", 10), "short");
         assert_eq!(truncate("ééééé", 2), "éé… (3 more characters)");
+        let big = "x".repeat(1 << 20);
+        assert!(shown(&big).len() < 100, "{}", shown(&big));
+        assert_eq!(quoted("a\nb"), "\"a\\nb\"");
+        assert_eq!(remote(" ok\n\x1b[2J ", 100), "ok\\n\\u{1b}[2J");
     }
 }

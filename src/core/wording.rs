@@ -24,12 +24,15 @@ pub fn describe<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, root: &
             .step_by(2)
             .filter(|s| !s.is_empty())
             .collect();
-        let full = match path {
-            Some(p) if p == key || p.ends_with(&format!(".{key}")) => p,
-            Some(p) => format!("{p}.{key}"),
-            None => key.to_string(),
-        };
         let hint = suggest(key, expected.iter().copied());
+        let shown = crate::core::text::shown(key);
+        let full = match path {
+            Some(p) if p == key || p.ends_with(&format!(".{key}")) => {
+                format!("{}{shown}", &p[..p.len() - key.len()])
+            }
+            Some(p) => format!("{p}.{shown}"),
+            None => shown,
+        };
         let hint = if hint.is_empty() && !expected.is_empty() {
             format!(" (expected one of: {})", expected.join(", "))
         } else {
@@ -40,10 +43,30 @@ pub fn describe<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>, root: &
     let inner = inner
         .replace("invalid type: ", "wrong type: got ")
         .replace("invalid value: ", "bad value: got ");
+    // serde echoes the bad value whole (`unknown variant `…``, `got "…"`); keep both ends of a long one.
+    let inner = cut_middle(&inner, 240);
+    let path = path.map(|p| cut_middle(&p, 120));
     match path {
         Some(p) => format!("{p}: {inner}"),
         None => format!("{root}: {inner}"),
     }
+}
+
+/// `text` if at most `max` characters, else its first and last `max / 2` characters around how many
+/// were left out; control characters escaped.
+fn cut_middle(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return crate::core::text::escape_line(text).into_owned();
+    }
+    let half = max / 2;
+    let head: String = text.chars().take(half).collect();
+    let tail: String = text.chars().skip(n - half).collect();
+    crate::core::text::escape_line(&format!(
+        "{head}… ({} characters left out) …{tail}",
+        n - 2 * half
+    ))
+    .into_owned()
 }
 
 /// The path as a Lua user counts: `tiers[1].provider` for the first tier (serde counts from 0).
@@ -66,8 +89,12 @@ fn lua_path(path: &serde_path_to_error::Path) -> String {
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     let best = candidates
         .into_iter()
-        .map(|c| (strsim::levenshtein(word, c), c))
-        .filter(|(d, c)| *d <= c.len().max(word.len()).div_ceil(3))
+        .map(|c| (c, c.len().max(word.len()).div_ceil(3)))
+        // The distance is at least the difference in length: a 1 MB word is not compared at all.
+        .filter(|(c, most)| c.len().abs_diff(word.len()) <= *most)
+        .map(|(c, most)| (strsim::levenshtein(word, c), c, most))
+        .filter(|(d, _, most)| d <= most)
+        .map(|(d, c, _)| (d, c))
         .min_by_key(|(d, _)| *d);
     match best {
         Some((_, c)) => format!(", did you mean {c}?"),
@@ -86,5 +113,14 @@ mod tests {
             ", did you mean timeout?"
         );
         assert_eq!(suggest("zzz", ["timeout", "check"]), "");
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        let long = format!("x{}y", "a".repeat(10_000));
+        let cut = cut_middle(&long, 40);
+        assert!(cut.starts_with("xaaa") && cut.ends_with("aay"), "{cut}");
+        assert!(cut.contains("(9962 characters left out)"), "{cut}");
+        assert_eq!(cut_middle("a\nb", 40), "a\\nb");
     }
 }

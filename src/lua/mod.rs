@@ -238,6 +238,7 @@ fn install_print(lua: &Lua) -> mlua::Result<()> {
             }
             match v {
                 Value::Error(e) => line.push_str(&split_error(e).0),
+                Value::String(s) => line.push_str(&s.to_string_lossy()),
                 other => line.push_str(&other.to_string()?),
             }
         }

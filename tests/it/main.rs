@@ -8,6 +8,7 @@ mod injection;
 mod llm;
 mod lua_specs;
 mod mcp;
+mod messages;
 mod notify;
 mod ops;
 mod playbooks;

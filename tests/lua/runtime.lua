@@ -285,7 +285,7 @@ t.it("every baton function names itself and the argument on bad input", function
 end)
 
 t.it("schedule.cron checks its target's text and its memory option", function()
-  t.raises("schedule.cron: argument 3 (target) must be a UTF-8 string, got invalid UTF-8 (byte 0xff at 1)",
+  t.raises("schedule.cron: argument 3 (target) must be valid UTF-8 text, got invalid byte 0xff at 1",
     schedule.cron, "bad-target", "* * * * *", "\xff")
   t.raises('schedule.cron: options.memory: expected a size such as "512MiB" or "1GiB", got "lots"',
     schedule.cron, "bad-memory", "* * * * *", function() end, { memory = "lots" })

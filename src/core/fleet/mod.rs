@@ -20,6 +20,7 @@ mod limits;
 mod llm;
 mod mcp;
 mod notify;
+pub mod tree;
 
 pub use hosts::{Host, KnownHosts, SshTarget, SyncthingConf, Wake, destination_problem, parse_mac};
 pub use limits::{Bytes, Limits};
@@ -108,6 +109,22 @@ impl Fleet {
     pub fn from_deserializer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Fleet, FleetError> {
         let fleet: Fleet =
             serde_path_to_error::deserialize(d).map_err(|e| FleetError(describe(&e, "fleet")))?;
+        fleet.validate()?;
+        Ok(fleet)
+    }
+
+    /// Parses and validates the fleet file's table ([`tree::Node`], which the Lua side builds). Decoding runs
+    /// without tracking where it is, and once more with the path only when it fails, for the message.
+    pub fn from_tree(node: &tree::Node) -> Result<Fleet, FleetError> {
+        let fleet = match Fleet::deserialize(node) {
+            Ok(fleet) => fleet,
+            Err(plain) => {
+                return Err(match serde_path_to_error::deserialize::<_, Fleet>(node) {
+                    Err(e) => FleetError(describe(&e, "fleet")),
+                    Ok(_) => FleetError(format!("fleet: {plain}")),
+                });
+            }
+        };
         fleet.validate()?;
         Ok(fleet)
     }

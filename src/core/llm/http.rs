@@ -502,14 +502,15 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
-/// The first 200 characters of a body, for error messages.
+/// The first 200 characters of a body, for error messages, on one line with control characters escaped.
 pub fn snippet(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim();
-    match text.char_indices().nth(200) {
+    let text = match text.char_indices().nth(200) {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text.to_string(),
-    }
+    };
+    crate::core::text::escape_line(&text).into_owned()
 }
 
 #[cfg(test)]

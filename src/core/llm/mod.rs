@@ -434,18 +434,18 @@ pub enum ErrorKind {
     Connect(String),
     #[error("timeout: no answer within {}", crate::core::duration::format(*.0))]
     Timeout(Duration),
-    #[error("model not found: {0} (try ollama.pull)")]
+    #[error("model not found: {} (try ollama.pull)", crate::core::text::remote(.0, SERVER_TEXT))]
     ModelNotFound(String),
-    #[error("insufficient credits (HTTP 402): {0}")]
+    #[error("insufficient credits (HTTP 402): {}", crate::core::text::remote(.0, SERVER_TEXT))]
     InsufficientCredits(String),
-    #[error("HTTP {status}: {message}")]
+    #[error("HTTP {status}: {}", crate::core::text::remote(.message, SERVER_TEXT))]
     Status { status: u16, message: String },
     /// An error the server reported inside an otherwise successful (200) stream.
-    #[error("{0}")]
+    #[error("{}", crate::core::text::remote(.0, SERVER_TEXT))]
     Server(String),
     #[error("the stream ended before the final message (connection closed)")]
     Truncated,
-    #[error("bad response: {0}")]
+    #[error("bad response: {}", crate::core::text::remote(.0, SERVER_TEXT))]
     Protocol(String),
     #[error("no API key: set the environment variable {0}")]
     MissingKey(String),
@@ -468,7 +468,7 @@ pub enum ErrorKind {
     #[error("stopped: {0}")]
     Overflow(String),
     /// The provider refused the key: it has reached its own spending limit (not retried).
-    #[error("key limit reached: {0}")]
+    #[error("key limit reached: {}", crate::core::text::remote(.0, SERVER_TEXT))]
     KeyLimit(String),
     /// Not sent: the call's worst case does not fit the month's budget.
     #[error("over budget: {0}")]
@@ -477,9 +477,14 @@ pub enum ErrorKind {
     #[error("ledger: {0}")]
     Ledger(String),
     /// A structured answer that is not JSON or does not match its schema.
-    #[error("{0}")]
+    #[error("{}", crate::core::text::escape_line(.0))]
     Schema(String),
 }
+
+/// How many characters of a server's error text a message keeps. What a server sends (an HTTP body, an
+/// error inside a stream) is shown through [`crate::core::text::remote`]: control characters and
+/// newlines escaped, so it can neither drive the terminal nor forge a log line.
+pub const SERVER_TEXT: usize = 500;
 
 impl ErrorKind {
     /// Whether the endpoint looks down (refused, unreachable, silent) rather than answering with an error.
@@ -523,8 +528,8 @@ impl LlmError {
     /// `host, model` or just `host`.
     pub fn target(&self) -> String {
         match &self.model {
-            Some(m) => format!("{}, {m}", self.host),
-            None => self.host.clone(),
+            Some(m) => format!("{}, {}", self.host, crate::core::text::shown(m)),
+            None => crate::core::text::shown(&self.host),
         }
     }
 }

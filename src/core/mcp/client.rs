@@ -190,7 +190,8 @@ async fn keep_tail(
             Ok(_) => {}
         }
         let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end();
+        let text = crate::core::text::escape_line(text.trim_end());
+        let text = text.as_ref();
         if text.is_empty() || text.starts_with("__baton_pid=") {
             continue;
         }
@@ -485,9 +486,11 @@ impl Client {
     /// that exited, with its status and stderr tail.
     async fn failure(&self, e: ServiceError) -> McpError {
         match e {
-            ServiceError::McpError(data) => {
-                McpError::Protocol(format!("{} (error {})", data.message, data.code.0))
-            }
+            ServiceError::McpError(data) => McpError::Protocol(format!(
+                "{} (error {})",
+                crate::core::text::remote(&data.message, 500),
+                data.code.0
+            )),
             ServiceError::Timeout { timeout } => McpError::Timeout(timeout),
             other => {
                 if self.is_closed() {

@@ -23,15 +23,16 @@ pub enum McpError {
     },
     #[error(transparent)]
     Remote(#[from] crate::core::remote::RemoteError),
-    #[error("initialize failed: {0}")]
+    #[error("initialize failed: {}", crate::core::text::escape(.0))]
     Initialize(String),
     #[error("timed out after {}", crate::core::duration::format(*.0))]
     Timeout(Duration),
     /// The server's process ended (or its connection closed); the detail carries its exit status and the
     /// tail of its stderr.
-    #[error("server exited{0}")]
+    #[error("server exited{}", crate::core::text::escape(.0))]
     Exited(String),
-    #[error("{0}")]
+    /// Text from the server (its error, its stderr): control characters are escaped when shown.
+    #[error("{}", crate::core::text::escape(.0))]
     Protocol(String),
     #[error("connection closed")]
     Closed,

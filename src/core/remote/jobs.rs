@@ -371,7 +371,12 @@ pub fn get(state: &State, id: &str) -> Result<Job, RemoteError> {
         c.query_row(&format!("{SELECT} WHERE id = ?1"), [id], from_row)
             .optional()
     })?;
-    found.ok_or_else(|| RemoteError::Job(format!("no job with id {id:?} (see `baton jobs`)")))
+    found.ok_or_else(|| {
+        RemoteError::Job(format!(
+            "no job with id {} (see `baton jobs`)",
+            crate::core::text::quoted(id)
+        ))
+    })
 }
 
 /// Every registered job, newest first.

@@ -21,7 +21,7 @@ use chrono::{DateTime, FixedOffset, LocalResult, NaiveDateTime, Offset, TimeZone
 
 /// A bad cron expression: the expression itself and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad cron expression {expr:?}: {reason}")]
+#[error("bad cron expression {}: {reason}", crate::core::text::quoted(expr))]
 pub struct ExprError {
     pub expr: String,
     pub reason: String,

@@ -31,7 +31,7 @@ pub fn type_name(v: &Value) -> &'static str {
 /// `ssh.run: argument 2 (cmd) must be a string or a list of strings, got nil`.
 pub fn arg_error(func: &str, pos: usize, name: &str, expected: &str, got: &Value) -> mlua::Error {
     let got = match got {
-        Value::String(s) => format!("string {:?}", s.to_string_lossy()),
+        Value::String(s) => format!("string {}", crate::core::text::quoted(&s.to_string_lossy())),
         Value::Integer(i) => format!("number {i}"),
         Value::Number(n) => format!("number {n}"),
         Value::Boolean(b) => format!("boolean {b}"),
@@ -47,11 +47,10 @@ pub fn fail(message: impl std::fmt::Display) -> mlua::Error {
     mlua::Error::runtime(message.to_string())
 }
 
-/// `func(target)` for the start of an error, the target cut to 100 characters and its control characters
-/// escaped (a host name or task kind comes from the script and may be anything).
+/// `func(target)` for the start of an error, the target cut short and its control characters escaped
+/// ([`crate::core::text::shown`]: a host name or task kind comes from the script and may be anything).
 pub fn call_name(func: &str, target: &str) -> String {
-    let short = crate::core::text::truncate(target, 100);
-    format!("{func}({})", crate::core::text::escape(&short))
+    format!("{func}({})", crate::core::text::shown(target))
 }
 
 /// A required string argument.
@@ -62,18 +61,27 @@ pub fn string(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<Str
     }
 }
 
-/// A Lua string as Rust text, or `ssh.run: argument 2 (cmd) must be a UTF-8 string, got invalid UTF-8
-/// (byte 0xff at 3)`.
+/// A Lua string as Rust text, or `route.pick: argument 1 (task) must be valid UTF-8 text, got invalid
+/// byte 0xff at 3`. Every binding reads text from Lua through this (never mlua's `to_str`/`String`
+/// conversion, whose message names neither the function nor the argument).
 pub fn utf8(func: &str, pos: usize, name: &str, s: &mlua::LuaString) -> mlua::Result<String> {
+    text(func, &format!("argument {pos} ({name})"), s)
+}
+
+/// [`utf8`] for text that is not a positional argument: `what` names it (`options.tools[2].name`,
+/// `argument 1 (hosts) at index 3`).
+pub fn text(func: &str, what: &str, s: &mlua::LuaString) -> mlua::Result<String> {
     let bytes = s.as_bytes();
-    std::str::from_utf8(&bytes).map(str::to_string).map_err(|e| {
-        let at = e.valid_up_to();
-        fail(format!(
-            "{func}: argument {pos} ({name}) must be a UTF-8 string, got invalid UTF-8 (byte {:#04x} at {})",
-            bytes[at],
-            at + 1
-        ))
-    })
+    std::str::from_utf8(&bytes)
+        .map(str::to_string)
+        .map_err(|e| {
+            let at = e.valid_up_to();
+            fail(format!(
+                "{func}: {what} must be valid UTF-8 text, got invalid byte {:#04x} at {}",
+                bytes[at],
+                at + 1
+            ))
+        })
 }
 
 /// An optional string argument (`nil` gives `None`).
@@ -111,7 +119,7 @@ pub fn duration_arg(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Resu
         Value::Number(n) => {
             duration::from_secs(*n).map_err(|_| arg_error(func, pos, name, expected, v))
         }
-        Value::String(s) => duration::parse(&s.to_string_lossy())
+        Value::String(s) => duration::parse(&utf8(func, pos, name, s)?)
             .map_err(|_| arg_error(func, pos, name, expected, v)),
         other => Err(arg_error(func, pos, name, expected, other)),
     }
@@ -126,12 +134,11 @@ pub fn cmd(func: &str, pos: usize, v: &Value) -> mlua::Result<Cmd> {
             let mut argv = Vec::with_capacity(t.raw_len());
             for (i, item) in t.clone().sequence_values::<Value>().enumerate() {
                 match item? {
-                    Value::String(s) => argv.push(s.to_str().map(|s| s.to_string()).map_err(|_| {
-                        fail(format!(
-                            "{func}: argument {pos} (cmd) must be a list of UTF-8 strings, got invalid UTF-8 at index {}",
-                            i + 1
-                        ))
-                    })?),
+                    Value::String(s) => argv.push(text(
+                        func,
+                        &format!("argument {pos} (cmd) at index {}", i + 1),
+                        &s,
+                    )?),
                     Value::Integer(n) => argv.push(n.to_string()),
                     Value::Number(n) => argv.push(n.to_string()),
                     other => {
@@ -190,7 +197,7 @@ pub fn opts<T: DeserializeOwned + Default>(
     for pair in t.pairs::<Value, Value>() {
         let (k, val) = pair?;
         let key = match &k {
-            Value::String(s) => s.to_string_lossy(),
+            Value::String(s) => text(func, "options: a key", s)?,
             other => {
                 return Err(fail(format!(
                     "{func}: options: keys must be strings, got a {}",

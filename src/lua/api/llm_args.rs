@@ -84,8 +84,12 @@ pub fn tools(lua: &Lua, func: &str, key: &str, v: Value) -> mlua::Result<Tools> 
             )));
         };
         let name = match (tool.get::<Value>("name")?, &k) {
-            (Value::String(s), _) => s.to_str()?.to_string(),
-            (Value::Nil, Value::String(s)) => s.to_str()?.to_string(),
+            (Value::String(s), _) => {
+                super::args::text(func, &format!("options.{key}: a tool's name"), &s)?
+            }
+            (Value::Nil, Value::String(s)) => {
+                super::args::text(func, &format!("options.{key}: a tool's name"), s)?
+            }
             (other, _) => {
                 return Err(fail(format!(
                     "{func}: options.{key}: a tool's name must be a string, got {}",
@@ -95,7 +99,9 @@ pub fn tools(lua: &Lua, func: &str, key: &str, v: Value) -> mlua::Result<Tools> 
         };
         let description = match tool.get::<Value>("description")? {
             Value::Nil => String::new(),
-            Value::String(s) => s.to_str()?.to_string(),
+            Value::String(s) => {
+                super::args::text(func, &format!("options.{key}.{name}.description"), &s)?
+            }
             other => {
                 return Err(fail(format!(
                     "{func}: options.{key}.{name}.description must be a string, got {}",

@@ -61,7 +61,7 @@ async fn connect(lua: Lua, (target, opts): (Value, Value)) -> mlua::Result<mlua:
     let fleet = crate::lua::ctx(&lua).fleet.clone();
     let (name, transport) = match &target {
         Value::String(s) => {
-            let name = s.to_str()?.to_string();
+            let name = args::utf8(F, 1, "target", s)?;
             let Some(server) = fleet.mcp.get(&name) else {
                 let mut names: Vec<&str> = fleet.mcp.keys().map(String::as_str).collect();
                 names.sort_unstable();
@@ -74,7 +74,8 @@ async fn connect(lua: Lua, (target, opts): (Value, Value)) -> mlua::Result<mlua:
                     format!(" (fleet mcp servers: {})", names.join(", "))
                 };
                 return Err(args::fail(format!(
-                    "{F}: unknown MCP server {name:?}{hint}"
+                    "{F}: unknown MCP server {}{hint}",
+                    crate::core::text::quoted(&name)
                 )));
             };
             (name, Transport::from_fleet(server))
@@ -122,7 +123,7 @@ async fn connect(lua: Lua, (target, opts): (Value, Value)) -> mlua::Result<mlua:
     let remote = services::remote(&lua);
     let client = Client::connect(&transport, &remote, opts.timeout.0)
         .await
-        .map_err(|e| args::fail(format!("{F}({name}): {e}")))?;
+        .map_err(|e| args::fail(format!("{}: {e}", args::call_name(F, &name))))?;
     let mut client = Rc::new(client);
     if shared {
         let mut open = conns.0.borrow_mut();

@@ -30,7 +30,7 @@ struct TaskTable {
 /// `task`: a kind string or `{kind, min_tier?, max_tier?}`.
 fn task_spec(lua: &Lua, func: &str, v: Value) -> mlua::Result<TaskSpec> {
     match v {
-        Value::String(s) => Ok(TaskSpec::kind(&s.to_str()?)),
+        Value::String(s) => Ok(TaskSpec::kind(&args::utf8(func, 1, "task", &s)?)),
         Value::Table(_) => {
             let (t, _) = args::opts::<Option<TaskTable>>(lua, func, 1, v, &[])?;
             let t = t.unwrap_or_default();
@@ -51,7 +51,7 @@ fn task_spec(lua: &Lua, func: &str, v: Value) -> mlua::Result<TaskSpec> {
 }
 
 fn route_error(func: &str, spec: &TaskSpec, e: RouteError) -> mlua::Error {
-    args::fail(format!("{func}({}): {e}", spec.kind))
+    args::fail(format!("{}: {e}", args::call_name(func, &spec.kind)))
 }
 
 /// `route.pick(task)` → `{task, tier, provider, host, model, reason}`, without calling anything.
@@ -109,7 +109,7 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
     const F: &str = "route.ask";
     let spec = task_spec(&lua, F, task)?;
     let messages = match &prompt {
-        Value::String(s) => vec![Message::new("user", s.to_str()?.to_string())],
+        Value::String(s) => vec![Message::new("user", args::utf8(F, 2, "prompt", s)?)],
         Value::Table(_) => lua.from_value::<Vec<Message>>(prompt.clone()).map_err(|e| {
             args::fail(format!("{F}: argument 2 (prompt) must be a string or a list of {{role, content}} messages: {e}"))
         })?,

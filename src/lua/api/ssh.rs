@@ -113,7 +113,7 @@ async fn spawn(lua: Lua, (host, cmd, opts): (Value, Value, Value)) -> mlua::Resu
         job_opts,
     )
     .await
-    .map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
+    .map_err(|e| args::fail(format!("{}: {e}", args::call_name(F, &host))))?;
     lua.create_userdata(JobHandle(RefCell::new(job)))
 }
 
@@ -283,7 +283,7 @@ async fn online(lua: Lua, (host, opts): (Value, Value)) -> mlua::Result<bool> {
     services::remote(&lua)
         .online(&host, opts.timeout.0)
         .await
-        .map_err(|e| args::fail(format!("{F}({host}): {e}")))
+        .map_err(|e| args::fail(format!("{}: {e}", args::call_name(F, &host))))
 }
 
 #[derive(Deserialize)]
@@ -327,11 +327,11 @@ async fn wait_online(lua: Lua, (host, opts): (Value, Value)) -> mlua::Result<()>
         return wake::wake_and_wait(&r, &host, opts.timeout.0, interval)
             .await
             .map(|_| ())
-            .map_err(|e| args::fail(format!("{F}({host}): {e}")));
+            .map_err(|e| args::fail(format!("{}: {e}", args::call_name(F, &host))));
     }
     r.wait_online(&host, opts.timeout.0, interval)
         .await
-        .map_err(|e| args::fail(format!("{F}({host}): {e}")))
+        .map_err(|e| args::fail(format!("{}: {e}", args::call_name(F, &host))))
 }
 
 #[derive(Deserialize)]
@@ -370,7 +370,11 @@ async fn each(lua: Lua, (hosts, f, opts): (Value, Value, Value)) -> mlua::Result
     let mut hosts = Vec::with_capacity(list.raw_len());
     for (i, item) in list.sequence_values::<Value>().enumerate() {
         match item? {
-            Value::String(s) => hosts.push(s.to_str()?.to_string()),
+            Value::String(s) => hosts.push(args::text(
+                F,
+                &format!("argument 1 (hosts) at index {}", i + 1),
+                &s,
+            )?),
             other => {
                 return Err(args::fail(format!(
                     "{F}: argument 1 (hosts) must be a list of host names, got a {} at index {}",
@@ -412,7 +416,7 @@ async fn wake(lua: Lua, host: Value) -> mlua::Result<Table> {
     let host = args::string(F, 1, "host", &host)?;
     let sent = wake::wake(&services::remote(&lua), &host)
         .await
-        .map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
+        .map_err(|e| args::fail(format!("{}: {e}", args::call_name(F, &host))))?;
     let t = lua.create_table()?;
     t.set("to", sent.to.to_string())?;
     t.set("via", sent.via)?;

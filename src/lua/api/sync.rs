@@ -197,7 +197,7 @@ async fn syncthing(lua: Lua, host: Value) -> mlua::Result<mlua::AnyUserData> {
     };
     let client = syncthing::connect(&services::remote(&lua), &host)
         .await
-        .map_err(|e| args::fail(format!("{F}({host}): {e}")))?;
+        .map_err(|e| args::fail(format!("{}: {e}", args::call_name(F, &host))))?;
     lua.create_userdata(Syncthing {
         host,
         client: std::sync::Arc::new(client),
