@@ -279,16 +279,16 @@ impl Fleet {
 
     /// The host `name` ([`Hosts::lookup`]), its error starting with the fleet file's path.
     pub fn host(&self, name: &str) -> Result<Option<&Host>, FleetError> {
-        self.hosts.lookup(name).map_err(|e| self.from_file(e))
+        self.hosts.lookup(name).map_err(|e| self.with_file(e))
     }
 
     /// Reads and checks every host now ([`Hosts::check`]): what `baton fleet` and `baton.fleet` show is
     /// all of it, and every error shows there.
     pub fn check_hosts(&self) -> Result<(), FleetError> {
-        self.hosts.check().map_err(|e| self.from_file(e))
+        self.hosts.check().map_err(|e| self.with_file(e))
     }
 
-    fn from_file(&self, e: FleetError) -> FleetError {
+    fn with_file(&self, e: FleetError) -> FleetError {
         match &self.source {
             Some(path) => FleetError(format!("{}: {}", path.display(), e.0)),
             None => e,
