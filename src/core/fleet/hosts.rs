@@ -124,6 +124,9 @@ pub trait HostSource: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// How many hosts [`Hosts::iter`] and [`Hosts::check`] ask their source for at once.
+const BATCH: usize = 1024;
+
 /// One host: read and checked once, on first use.
 type Slot = OnceLock<Result<Box<Host>, FleetError>>;
 
@@ -196,9 +199,36 @@ impl Hosts {
     /// The hosts in name order, read as the iteration reaches them; a host whose settings are wrong is left
     /// out (its error comes with its use by name, and from [`Hosts::check`]).
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Host)> + Clone {
-        self.slots
-            .keys()
-            .filter_map(|name| Some((name, self.get(name)?)))
+        self.slots.iter().filter_map(|(name, slot)| {
+            if slot.get().is_none() {
+                // This one and the next ones, in one batch.
+                use std::ops::Bound::{Included, Unbounded};
+                let from = (Included(name.as_str()), Unbounded);
+                let next = self.slots.range::<str, _>(from).take(BATCH);
+                self.read_batch(next.map(|(name, _)| name.as_str()));
+            }
+            Some((name, self.get(name)?))
+        })
+    }
+
+    /// Reads and checks those of `names` not read yet, in one batch.
+    fn read_batch<'a>(&'a self, names: impl Iterator<Item = &'a str>) {
+        let Some(source) = &self.source else {
+            return;
+        };
+        let unread: Vec<&str> = names
+            .filter(|name| self.slots.get(*name).is_some_and(|s| s.get().is_none()))
+            .collect();
+        if unread.is_empty() {
+            return;
+        }
+        for (name, read) in unread.iter().zip(source.hosts(&unread)) {
+            let read = read.and_then(|host| {
+                self.validate_host(name, &host)?;
+                Ok(Box::new(host))
+            });
+            let _ = self.slots[*name].set(read);
+        }
     }
 
     /// Adds (or replaces) a host given in full.
@@ -224,21 +254,9 @@ impl Hosts {
 
     /// Reads and checks every host, in name order; the first error.
     pub fn check(&self) -> Result<(), FleetError> {
-        if let Some(source) = &self.source {
-            // Those not read yet, asked for in batches.
-            let unread: Vec<&str> = (self.slots.iter())
-                .filter(|(_, slot)| slot.get().is_none())
-                .map(|(name, _)| name.as_str())
-                .collect();
-            for batch in unread.chunks(4096) {
-                for (name, read) in batch.iter().zip(source.hosts(batch)) {
-                    let read = read.and_then(|host| {
-                        self.validate_host(name, &host)?;
-                        Ok(Box::new(host))
-                    });
-                    let _ = self.slots[*name].set(read);
-                }
-            }
+        let names: Vec<&str> = self.slots.keys().map(String::as_str).collect();
+        for batch in names.chunks(BATCH) {
+            self.read_batch(batch.iter().copied());
         }
         for name in self.slots.keys() {
             if self.source.is_some() {
@@ -522,9 +540,48 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_mac;
+    use super::{Host, HostSource, Hosts, parse_mac};
+    use crate::core::fleet::FleetError;
     use crate::core::fleet::tests::parse;
     use serde_json::json;
+    use std::sync::{Arc, Mutex};
+
+    /// Hosts `h0`…`h9` (`h7` with a bad `ssh`), counting what is read.
+    #[derive(Debug, Default)]
+    struct Counted(Mutex<Vec<String>>);
+    impl HostSource for Counted {
+        fn host(&self, name: &str) -> Result<Host, FleetError> {
+            self.0.lock().unwrap().push(name.to_string());
+            let ssh = if name == "h7" { "-oX" } else { "me@x" };
+            Ok(serde_json::from_value(json!({ "ssh": ssh })).unwrap())
+        }
+    }
+
+    #[test]
+    fn hosts_are_read_on_first_use_and_checked_all_at_once() {
+        let source = Arc::new(Counted::default());
+        let hosts = Hosts::lazy((0..10).map(|i| format!("h{i}")), source.clone());
+        assert!(hosts.contains_key("h3") && hosts.len() == 10);
+        assert!(source.0.lock().unwrap().is_empty(), "names cost no reading");
+        assert_eq!(
+            hosts.get("h3").unwrap().ssh,
+            super::SshTarget::Dest("me@x".into())
+        );
+        assert_eq!(hosts.lookup("nope"), Ok(None));
+        assert_eq!(*source.0.lock().unwrap(), ["h3"]);
+        // A host's check comes with its first use, and is kept.
+        let e = hosts.lookup("h7").unwrap_err();
+        assert!(
+            e.0.starts_with("hosts.h7.ssh: an ssh destination cannot start with '-'"),
+            "{e}"
+        );
+        assert!(hosts.get("h7").is_none());
+        assert_eq!(source.0.lock().unwrap().len(), 2);
+        // `check` reads the rest and gives the first error by name; `iter` leaves the bad one out.
+        assert_eq!(hosts.check().unwrap_err(), e);
+        assert_eq!(source.0.lock().unwrap().len(), 10);
+        assert_eq!(hosts.iter().count(), 9);
+    }
 
     #[test]
     fn macs_parse_in_three_spellings() {
