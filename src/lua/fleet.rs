@@ -32,7 +32,8 @@ type Request = (Vec<String>, mpsc::Sender<Vec<Result<Node, String>>>);
 /// Evaluates a fleet file in a plain Lua state (no baton globals) and validates the table it returns.
 ///
 /// The Lua state lives in a thread of its own (a Lua state stays on one thread, the fleet goes to many),
-/// which keeps the file's table and hands out one host at a time: a run pays only for the hosts it uses.
+/// which keeps the file's table and hands out hosts as they are asked for: a run pays only for the hosts it
+/// uses.
 pub fn load_file(path: &Path) -> Result<Fleet, FleetError> {
     let shown = path.display().to_string();
     let (first_tx, first_rx) = mpsc::channel::<First>();
@@ -109,22 +110,26 @@ fn serve(path: &Path, first: &mpsc::Sender<First>, requests: mpsc::Receiver<Requ
     let Some(Value::Table(hosts)) = hosts else {
         return;
     };
+    // What has been read counts toward MAX_VALUES across all hosts, as when the file is read whole.
+    let mut values = walk.values;
     for (names, reply) in requests {
         let nodes = names
             .into_iter()
             .map(|name| {
                 let mut walk = Walk {
                     path: vec![Seg::Key("hosts".into()), Seg::Key(tree::Key::Owned(name))],
-                    values: 0,
+                    values,
                     skip_hosts: false,
                 };
                 let Some(Seg::Key(name)) = walk.path.last() else {
                     return Err(walk.at());
                 };
-                match hosts.raw_get::<Value>(name.as_ref()) {
+                let node = match hosts.raw_get::<Value>(name.as_ref()) {
                     Ok(v) => walk.node(&v),
                     Err(e) => Err(format!("{}: {e}", walk.at())),
-                }
+                };
+                values = walk.values;
+                node
             })
             .collect();
         let _ = reply.send(nodes);
