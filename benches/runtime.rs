@@ -2,7 +2,8 @@
 //! - median wall time of `baton run empty.lua` vs `lua5.4 empty.lua` (target ratio ≤ 3);
 //! - 10 000 `baton.spawn` tasks gathered (target < 100 ms), next to 10 000 plain coroutines in `lua5.4`;
 //! - `baton run empty.lua` with a fleet file of 100 000 hosts (goal <= 0.5 s), next to the same run without a
-//!   fleet file and to `lua5.4` evaluating that fleet file alone (what any reader of it pays).
+//!   fleet file and to `lua5.4` evaluating that fleet file alone (what any reader of it pays); and
+//!   `baton fleet` on it, which reads every host (a run reads only the hosts it uses).
 //!
 //! Run: `cargo bench --bench runtime` (needs `lua5.4`: `apt-get install lua5.4`).
 use std::path::Path;
@@ -116,7 +117,8 @@ fn main() {
 
     let fleet = dir.join("fleet.lua");
     std::fs::write(&fleet, BIG_FLEET).unwrap();
-    let (mut with, mut without, mut eval) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut with, mut without, mut eval, mut all) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         let mut cmd = Command::new(baton);
         cmd.arg("run").arg(&empty);
@@ -125,6 +127,11 @@ fn main() {
         cmd.env("BATON_FLEET", &fleet);
         with.push(time_once(&mut cmd));
         eval.push(time_once(Command::new(&lua).arg(&fleet)));
+        let mut cmd = Command::new(baton);
+        cmd.arg("fleet");
+        isolated(&mut cmd);
+        cmd.env("BATON_FLEET", &fleet);
+        all.push(time_once(&mut cmd));
     }
     println!(
         "fleet: baton run empty.lua, 100 000 hosts  median {:>7.2} ms  (goal <= 500 ms)",
@@ -137,6 +144,10 @@ fn main() {
     println!(
         "fleet: lua5.4 fleet.lua (evaluation only)  median {:>7.2} ms  (baseline)",
         ms(median(eval))
+    );
+    println!(
+        "fleet: baton fleet, 100 000 hosts (all read) median {:>7.2} ms",
+        ms(median(all))
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,6 +8,7 @@ use super::table::Table;
 use crate::core::fleet::Fleet;
 
 pub fn show(fleet: &Fleet, json: bool) -> anyhow::Result<ExitCode> {
+    fleet.check_hosts()?;
     let mut out = Out::new();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&fleet.view())?)?;

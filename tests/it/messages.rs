@@ -461,3 +461,39 @@ return { hosts = hosts, tiers = { { name = "local", provider = "ollama", host = 
     out.ok();
     assert_eq!(out.stdout, "me@10.0.249.200\t2\n", "{}", out.stderr);
 }
+
+/// A fleet of more hosts than `READ_AT_ONCE` (1 000) reads each host on first use: a bad key in a host the
+/// run never touches does not stop it, a run that uses that host gets the error naming `hosts.NAME.key`,
+/// and `baton fleet` (which reads every host) reports it.
+#[test]
+fn a_big_fleet_reads_a_host_on_first_use_and_baton_fleet_checks_all() {
+    let env = Env::new("fleet-lazy").with_fleet(
+        r#"local hosts = {}
+for i = 1, 2000 do hosts["h" .. i] = { ssh = "me@h" .. i, tags = { "a" } } end
+hosts.h1500 = { ssh = "me@h1500", olama = "http://127.0.0.1:9" }
+return { hosts = hosts }
+"#,
+    );
+    let out = env.run_lua("untouched.lua", r#"print("ran")"#, &[]);
+    out.ok();
+    assert_eq!(out.stdout, "ran\n", "{}", out.stderr);
+    let want = "hosts.h1500.olama: unknown key, did you mean ollama?";
+    let out = env.run_lua(
+        "touch.lua",
+        r#"local ssh = require("ssh")
+print(pcall(ssh.run, "h1500", "true"))"#,
+        &[],
+    );
+    out.ok();
+    assert!(out.stdout.starts_with("false\t"), "{}", out.stdout);
+    assert!(out.stdout.contains(want), "{}", out.stdout);
+    // Reading all of it (`baton.fleet`) fails the same way.
+    let out = env.run_lua("view.lua", "print(baton.fleet.hosts.h1.ssh)", &[]);
+    assert!(out.stderr.contains(want), "{}", out.stderr);
+    let out = env.baton(&["fleet"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains(want), "{}", out.stderr);
+    let out = env.baton(&["fleet", "--json"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains(want), "{}", out.stderr);
+}

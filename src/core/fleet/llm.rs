@@ -138,7 +138,7 @@ impl Fleet {
                             }
                         },
                     };
-                    match self.hosts.get(&host) {
+                    match self.hosts.lookup(&host)? {
                         None => {
                             return err(
                                 format!("{path}.host"),

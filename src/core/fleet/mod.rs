@@ -22,7 +22,10 @@ mod mcp;
 mod notify;
 pub mod tree;
 
-pub use hosts::{Host, KnownHosts, SshTarget, SyncthingConf, Wake, destination_problem, parse_mac};
+pub use hosts::{
+    Host, HostSource, Hosts, KnownHosts, SshTarget, SyncthingConf, Wake, destination_problem,
+    host_from_tree, parse_mac,
+};
 pub use limits::{Bytes, Limits};
 pub use llm::{
     Budget, DEFAULT_KEY_ENV, DEFAULT_OLLAMA, DEFAULT_OLLAMA_PARALLEL, DEFAULT_OPENROUTER_BASE,
@@ -39,7 +42,7 @@ pub struct Fleet {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_config: Option<PathBuf>,
     #[serde(default)]
-    pub hosts: BTreeMap<String, Host>,
+    pub hosts: Hosts,
     /// Ordered, lowest (cheapest) first. Absent: the default tiers.
     #[serde(default)]
     pub tiers: Option<Vec<Tier>>,
@@ -70,20 +73,114 @@ pub struct Fleet {
 pub struct FleetError(pub String);
 
 /// Lua has one table type: `{}` may arrive as an empty map where a list is expected, and vice versa.
+/// A visitor rather than an untagged enum, which would copy every value into a buffer first: this runs for
+/// every host of the fleet. Anything but a list of strings (or `{}`) is "a list of strings".
 fn list_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged, expecting = "a list of strings")]
-    enum ListOrMap {
-        List(Vec<String>),
-        Map(BTreeMap<String, String>),
+    use serde::de::{Error, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    /// One item of the list: the string, or `None` for anything else (read to its end, so errors inside
+    /// it, such as a table with bad keys, still come out as they would).
+    struct Item;
+    impl<'de> Visitor<'de> for Item {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_string<E: Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_bool<E: Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
     }
-    match ListOrMap::deserialize(d)? {
-        ListOrMap::List(v) => Ok(v),
-        ListOrMap::Map(m) if m.is_empty() => Ok(Vec::new()),
-        ListOrMap::Map(_) => Err(serde::de::Error::custom(
-            "expected a list of strings, got a table with keys",
-        )),
+    impl<'de> serde::de::DeserializeSeed<'de> for Item {
+        type Value = Option<String>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
     }
+
+    struct List;
+    impl<'de> Visitor<'de> for List {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of strings")
+        }
+        fn visit_str<E: Error>(self, _: &str) -> Result<Self::Value, E> {
+            Err(E::custom("a list of strings"))
+        }
+        fn visit_bool<E: Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(E::custom("a list of strings"))
+        }
+        fn visit_i64<E: Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(E::custom("a list of strings"))
+        }
+        fn visit_u64<E: Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(E::custom("a list of strings"))
+        }
+        fn visit_f64<E: Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(E::custom("a list of strings"))
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Err(E::custom("a list of strings"))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            let mut list = Vec::with_capacity(a.size_hint().unwrap_or(0));
+            let mut all_strings = true;
+            while let Some(item) = a.next_element_seed(Item)? {
+                match item {
+                    Some(s) => list.push(s),
+                    None => all_strings = false,
+                }
+            }
+            if all_strings {
+                Ok(list)
+            } else {
+                Err(A::Error::custom("a list of strings"))
+            }
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            let (mut any, mut all_strings) = (false, true);
+            while let Some((k, v)) = a.next_entry_seed(Item, Item)? {
+                any = true;
+                all_strings &= k.is_some() && v.is_some();
+            }
+            match (any, all_strings) {
+                (false, _) => Ok(Vec::new()),
+                (true, true) => Err(A::Error::custom(
+                    "expected a list of strings, got a table with keys",
+                )),
+                (true, false) => Err(A::Error::custom("a list of strings")),
+            }
+        }
+    }
+    d.deserialize_any(List)
 }
 
 fn map_or_empty<'de, D: serde::Deserializer<'de>>(
@@ -116,7 +213,13 @@ impl Fleet {
     /// Parses and validates the fleet file's table ([`tree::Node`], which the Lua side builds). Decoding runs
     /// without tracking where it is, and once more with the path only when it fails, for the message.
     pub fn from_tree(node: &tree::Node) -> Result<Fleet, FleetError> {
-        let fleet = match Fleet::deserialize(node) {
+        Fleet::from_tree_with(node, None)
+    }
+
+    /// [`Fleet::from_tree`] where `hosts`, when given, stands for the file's `hosts` (absent from `node`):
+    /// hosts read on first use. Only the hosts the other sections name are read here.
+    pub fn from_tree_with(node: &tree::Node, hosts: Option<Hosts>) -> Result<Fleet, FleetError> {
+        let mut fleet = match Fleet::deserialize(node) {
             Ok(fleet) => fleet,
             Err(plain) => {
                 return Err(match serde_path_to_error::deserialize::<_, Fleet>(node) {
@@ -125,6 +228,9 @@ impl Fleet {
                 });
             }
         };
+        if let Some(hosts) = hosts {
+            fleet.hosts = hosts;
+        }
         fleet.validate()?;
         Ok(fleet)
     }
@@ -138,7 +244,7 @@ impl Fleet {
             .filter(|v| !v.is_empty())
             .map(|v| normalize_ollama_url(&v))
             .unwrap_or_else(|| DEFAULT_OLLAMA.to_string());
-        let mut hosts = BTreeMap::new();
+        let mut hosts = Hosts::default();
         hosts.insert(
             "local".to_string(),
             Host {
@@ -171,6 +277,24 @@ impl Fleet {
         fleet
     }
 
+    /// The host `name` ([`Hosts::lookup`]), its error starting with the fleet file's path.
+    pub fn host(&self, name: &str) -> Result<Option<&Host>, FleetError> {
+        self.hosts.lookup(name).map_err(|e| self.with_file(e))
+    }
+
+    /// Reads and checks every host now ([`Hosts::check`]): what `baton fleet` and `baton.fleet` show is
+    /// all of it, and every error shows there.
+    pub fn check_hosts(&self) -> Result<(), FleetError> {
+        self.hosts.check().map_err(|e| self.with_file(e))
+    }
+
+    fn with_file(&self, e: FleetError) -> FleetError {
+        match &self.source {
+            Some(path) => FleetError(format!("{}: {}", path.display(), e.0)),
+            None => e,
+        }
+    }
+
     /// Whether this came from the built-in default rather than a file.
     pub fn is_builtin(&self) -> bool {
         self.source.is_none()
@@ -178,9 +302,7 @@ impl Fleet {
 
     /// Each section checks itself in its own file, in this order; the first failure is the error.
     fn validate(&self) -> Result<(), FleetError> {
-        for (name, host) in &self.hosts {
-            self.validate_host(name, host)?;
-        }
+        self.hosts.check_given()?;
         self.validate_notify()?;
         self.validate_llm()?;
         validate_mcp(self)?;

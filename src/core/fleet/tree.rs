@@ -21,12 +21,48 @@ pub enum Node {
     /// Keys `1..n`.
     List(Vec<Node>),
     /// String keys, in the order the table gave them.
-    Map(Vec<(String, Node)>),
+    Map(Vec<(Key, Node)>),
     /// Keys that make neither a list nor a map (`{[0] = …}`, `{"a", x = 1}`): the first key that does not
     /// fit, as Lua would show it.
     Mixed(String),
     /// A function, coroutine or userdata, by its Lua type name.
     Unsupported(&'static str),
+}
+
+/// A key of a table: the schema's own keys are shared, not allocated for each of 100 000 hosts.
+pub type Key = std::borrow::Cow<'static, str>;
+
+/// The schema's keys that many tables repeat (each host's), shared instead of copied.
+const COMMON_KEYS: &[&str] = &[
+    "ssh",
+    "ssh_config",
+    "known_hosts",
+    "role",
+    "tags",
+    "ollama",
+    "ollama_parallel",
+    "mac",
+    "wake",
+    "syncthing",
+    "url",
+    "api_key_env",
+    "broadcast",
+    "port",
+    "via",
+    "name",
+    "provider",
+    "host",
+    "model",
+    "models",
+    "price",
+];
+
+/// `text` as a [`Key`]: shared when it is one of the schema's common keys.
+pub fn key(text: &str) -> Key {
+    match COMMON_KEYS.iter().find(|k| **k == text) {
+        Some(k) => Key::Borrowed(k),
+        None => Key::Owned(text.to_string()),
+    }
 }
 
 /// The error of decoding a [`Node`]: serde's message (the path is added by `serde_path_to_error`).
@@ -79,10 +115,10 @@ impl<'de> IntoDeserializer<'de, TreeError> for &'de Node {
 }
 
 fn map<'de, V: Visitor<'de>>(
-    entries: &'de [(String, Node)],
+    entries: &'de [(Key, Node)],
     visitor: V,
 ) -> Result<V::Value, TreeError> {
-    let mut access = MapDeserializer::new(entries.iter().map(|(k, v)| (k.as_str(), v)));
+    let mut access = MapDeserializer::new(entries.iter().map(|(k, v)| (k.as_ref(), v)));
     let value = visitor.visit_map(&mut access)?;
     access.end()?;
     Ok(value)
@@ -167,7 +203,7 @@ impl<'de> Deserializer<'de> for &'de Node {
             Node::Str(s) => visitor.visit_enum(s.as_str().into_deserializer()),
             Node::Map(entries) if entries.len() == 1 => {
                 visitor.visit_enum(MapAccessDeserializer::new(MapDeserializer::new(
-                    entries.iter().map(|(k, v)| (k.as_str(), v)),
+                    entries.iter().map(|(k, v)| (k.as_ref(), v)),
                 )))
             }
             other => other.deserialize_any(visitor),

@@ -50,7 +50,10 @@ pub fn resolve(fleet: &Fleet, host: Option<&str>) -> Result<Endpoint, LlmError> 
         Some(h) if h.contains("://") || h.contains(':') => {
             Ok(by_url(fleet::normalize_ollama_url(h)))
         }
-        Some(h) => match fleet.hosts.get(h) {
+        Some(h) => match fleet
+            .host(h)
+            .map_err(|e| LlmError::new(h, None, ErrorKind::UnknownHost(format!("{h:?}: {e}"))))?
+        {
             Some(entry) => match &entry.ollama {
                 Some(url) => Ok(Endpoint {
                     name: h.to_string(),

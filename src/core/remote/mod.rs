@@ -101,7 +101,7 @@ pub const MAX_NAME_SHOWN: usize = 100;
 
 /// Resolves a fleet host name. `local` is always this machine unless the fleet defines a host by that name.
 pub fn target(fleet: &Fleet, name: &str) -> Result<Target, RemoteError> {
-    let Some(host) = fleet.hosts.get(name) else {
+    let Some(host) = fleet.host(name).map_err(|e| RemoteError::Invalid(e.0))? else {
         if name == "local" {
             return Ok(Target::Local);
         }

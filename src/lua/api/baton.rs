@@ -46,7 +46,9 @@ fn env(_: &Lua, (name, default): (Value, Value)) -> mlua::Result<Option<String>>
 /// its first use (the runtime's wiring in `lua/mod.rs` puts a stand-in there), since most playbooks never
 /// read it and building it was a quarter of start-up.
 pub fn fleet_view(lua: &Lua) -> mlua::Result<Value> {
-    let view = args::to_lua(lua, &crate::lua::ctx(lua).fleet.view())?;
+    let fleet = &crate::lua::ctx(lua).fleet;
+    fleet.check_hosts().map_err(mlua::Error::external)?;
+    let view = args::to_lua(lua, &fleet.view())?;
     let readonly: Function = lua
         .load(
             r#"
