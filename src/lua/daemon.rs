@@ -56,6 +56,7 @@ pub const LOAD_TIME_LIMIT: Duration = Duration::from_secs(5);
 /// Evaluates `src` as the file `file` in `lua` within [`LOAD_TIME_LIMIT`]: a file that never finishes
 /// raises `did not finish within 5s`.
 pub async fn eval_file(lua: &Lua, file: &Path, src: &[u8]) -> mlua::Result<()> {
+    crate::lua::require_beside(lua, file)?;
     runtime::set_deadline(
         lua,
         Some(LOAD_TIME_LIMIT),

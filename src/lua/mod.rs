@@ -199,12 +199,58 @@ fn module_dirs(ctx: &Ctx) -> Vec<PathBuf> {
     vec![config.join("lua")]
 }
 
+/// `dir/?.lua;dir/?/init.lua`, the `package.path` entries for modules in `dir`; `None` (with a warning
+/// naming `what`) when `dir` cannot be written there: `;` separates entries and `?` stands for the module
+/// name, with no way to escape either, and the path must be UTF-8 text.
+fn path_entries(dir: &Path, what: &str) -> Option<String> {
+    match dir.to_str() {
+        Some(d) if !d.contains([';', '?']) => Some(format!("{d}/?.lua;{d}/?/init.lua")),
+        _ => {
+            tracing::warn!(
+                "{what} {} holds `;` or `?` (or is not UTF-8), which package.path cannot express: \
+                 require() does not look there",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// Puts the folder of `script` first on `package.path`, so `require("helper")` finds `helper.lua` (or
+/// `helper/init.lua`) beside the playbook wherever baton was started from; then come the fleet's `lua/`
+/// folder and Lua's defaults (the current folder). A relative `script` is resolved against the current
+/// folder now.
+pub fn require_beside(lua: &Lua, script: &Path) -> mlua::Result<()> {
+    let dir = match script.parent() {
+        Some(d) if !d.as_os_str().is_empty() => std::path::absolute(d),
+        _ => std::env::current_dir(),
+    };
+    let Ok(dir) = dir else {
+        tracing::warn!(
+            "{}: cannot resolve its folder: require() does not look there",
+            script.display()
+        );
+        return Ok(());
+    };
+    let what = format!("{}: its folder", script.display());
+    let Some(entries) = path_entries(&dir, &what) else {
+        return Ok(());
+    };
+    let package: mlua::Table = lua.globals().get("package")?;
+    let path: String = package.get("path")?;
+    if !path.starts_with(&format!("{entries};")) {
+        package.set("path", format!("{entries};{path}"))?;
+    }
+    Ok(())
+}
+
 fn install_require(lua: &Lua, dirs: &[PathBuf]) -> mlua::Result<()> {
     let package: mlua::Table = lua.globals().get("package")?;
     let mut path: String = package.get("path")?;
     for dir in dirs.iter().rev() {
-        let d = dir.display();
-        path = format!("{d}/?.lua;{d}/?/init.lua;{path}");
+        if let Some(entries) = path_entries(dir, "the fleet's module folder") {
+            path = format!("{entries};{path}");
+        }
     }
     package.set("path", path)?;
     let searchers: mlua::Table = package.get("searchers")?;
@@ -382,10 +428,12 @@ pub fn exit_code(err: &mlua::Error) -> Option<i32> {
     }
 }
 
-/// Runs a playbook file with its path as the chunk name, so errors read `file:line: message`.
+/// Runs a playbook file with its path as the chunk name, so errors read `file:line: message`; `require`
+/// looks in its folder first ([`require_beside`]).
 pub async fn run_file(lua: &Lua, path: &Path) -> mlua::Result<()> {
     let src = std::fs::read(path)
         .map_err(|e| mlua::Error::runtime(format!("cannot read {}: {e}", path.display())))?;
+    require_beside(lua, path)?;
     lua.load(src)
         .set_name(format!("@{}", path.display()))
         .exec_async()

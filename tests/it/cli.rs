@@ -613,3 +613,40 @@ fn current_thread_rt() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// `require` finds modules beside the playbook (`helper.lua`, `lib/init.lua`) whatever the current folder,
+/// with the script given relative or absolute; a folder whose name Lua's path cannot hold (`;`) is skipped
+/// with a warning naming it.
+#[test]
+fn require_finds_modules_beside_the_playbook() {
+    let env = Env::new("cli-require");
+    env.dir.write("pb/helper.lua", "return { n = 41 }");
+    env.dir.write("pb/lib/init.lua", "return { m = 1 }");
+    let main = env.dir.write(
+        "pb/main.lua",
+        "print(require('helper').n + require('lib').m)",
+    );
+    // The current folder is the temp root, not `pb/`.
+    let out = env.baton(&["run", "pb/main.lua"]);
+    out.ok();
+    assert_eq!(out.stdout, "42\n");
+    let out = env.baton(&["run", main.to_str().unwrap()]);
+    out.ok();
+    assert_eq!(out.stdout, "42\n");
+
+    env.dir.write("a;b/helper.lua", "return 1");
+    env.dir.write("a;b/main.lua", "print(require('helper'))");
+    let out = env.baton(&["run", "a;b/main.lua"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("a;b/main.lua: its folder")
+            && out.stderr.contains("package.path cannot express"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("module 'helper' not found"),
+        "{}",
+        out.stderr
+    );
+}
