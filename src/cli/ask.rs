@@ -26,6 +26,8 @@ pub struct AskArgs {
     pub schema: Option<PathBuf>,
     pub json: bool,
     pub think: bool,
+    /// `route.ask`'s `max_tokens`: the answer cap, and for paid tiers the reserved worst case.
+    pub max_tokens: Option<u32>,
 }
 
 /// `[TASK] [PROMPT | -]` → (task, prompt or `None` for "read it from stdin"). One word that looks like a
@@ -115,6 +117,7 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
         schema,
         think: a.think.then_some(serde_json::Value::Bool(true)),
         reasoning: a.think.then(|| serde_json::json!({"effort": "medium"})),
+        max_tokens: a.max_tokens,
         ..AskOptions::default()
     };
     // Nothing is asked (and paid for) when the answer has nowhere to go.

@@ -139,6 +139,9 @@ pub enum Command {
         /// Let reasoning models think first; the thinking goes to stderr (dimmed on a terminal)
         #[arg(long)]
         think: bool,
+        /// Answer cap in tokens; for paid tiers also what is reserved against the budget (default 4096)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_tokens: Option<u32>,
     },
     /// MCP: offer the fleet to agents (Claude Code …) as tools
     #[command(subcommand)]
@@ -244,6 +247,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
             schema,
             json,
             think,
+            max_tokens,
         } => ask::ask(
             cli,
             &ask::AskArgs {
@@ -253,6 +257,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
                 schema: schema.clone(),
                 json: *json,
                 think: *think,
+                max_tokens: *max_tokens,
             },
         ),
     }

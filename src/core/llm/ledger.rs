@@ -377,7 +377,15 @@ impl std::fmt::Display for Refusal {
         if self.held > 0.0 {
             write!(f, ", ${:.4} held by calls under way", self.held)?;
         }
-        f.write_str(")")
+        f.write_str(")")?;
+        // The worst case is mostly the answer cap; when something is left, a smaller cap may fit.
+        let spent = self.provider.map_or(self.ledger, |p| p.max(self.ledger));
+        if self.limit - spent - self.held > 0.0 {
+            f.write_str(
+                "; a smaller answer cap reserves less: `max_tokens` in Lua, `--max-tokens N` for `baton ask`",
+            )?;
+        }
+        Ok(())
     }
 }
 

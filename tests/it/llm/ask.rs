@@ -170,3 +170,56 @@ async fn ask_fails_with_every_attempt_when_no_tier_answers() {
     out.expect_code(1);
     assert!(out.stderr.contains("ask: no prompt"), "{}", out.stderr);
 }
+
+/// A paid call reserves its prompt plus `max_tokens` of answer (4 096 by default): with $0.10 left at
+/// $100 per million output tokens the default ($0.41) is refused, with a hint naming `--max-tokens`, and
+/// `--max-tokens 16` ($0.0016) goes through with the cap sent to the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_max_tokens_lowers_the_reservation() {
+    let provider = Stub::start(|req, _| {
+        if req.path.ends_with("/key") {
+            Reply::json(200, server::key_info(0.0, 0.0, None))
+        } else {
+            Reply::sse(server::sse("c/m", &["short"], 3, 1, Some(0.0001)), 64)
+        }
+    })
+    .await;
+    let env = Env::new("ask-max-tokens")
+        .with_fleet(&format!(
+            r#"return {{
+  hosts = {{}},
+  tiers = {{ {{ name = "cheap", provider = "openrouter", model = "c/m", price = {{ input = 0, output = 100 }} }} }},
+  openrouter = {{ base_url = "{}/v1" }},
+  budget = {{ monthly_usd = 0.1, alert_at = 0.9 }},
+}}"#,
+            provider.url
+        ))
+        .var("OPENROUTER_API_KEY", super::KEY);
+    let out = ask(&env, &["lint", "say yes"], "").await;
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(
+            "cheap (c/m): budget: worst case $0.4096 does not fit what is left of $0.1 this month (spent $0.0000)"
+        ) && out.stderr.contains("`--max-tokens N` for `baton ask`"),
+        "{}",
+        out.stderr
+    );
+    let chats = || {
+        provider
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with("/chat/completions"))
+            .collect::<Vec<_>>()
+    };
+    assert!(chats().is_empty(), "a refused call was sent");
+
+    let out = ask(&env, &["lint", "say yes", "--max-tokens", "16"], "").await;
+    out.ok();
+    assert_eq!(out.stdout, "short\n");
+    let sent = chats();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].json()["max_tokens"], 16);
+
+    let out = ask(&env, &["lint", "x", "--max-tokens", "0"], "").await;
+    out.expect_code(2);
+}
