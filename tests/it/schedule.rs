@@ -485,3 +485,29 @@ fn relative_playbooks_resolve_next_to_the_schedule_file_everywhere() {
         out.stdout
     );
 }
+
+/// A scheduled job finds the modules beside its own file, whatever the current folder: the schedule
+/// file's (at load and in a function job) and a playbook job's, in another folder.
+#[test]
+fn jobs_require_modules_beside_their_files() {
+    let env = Env::new("sched-require");
+    env.dir
+        .write("sched/shared.lua", "return { word = 'shared' }");
+    env.dir
+        .write("sched/jobs/own.lua", "return { word = 'own' }");
+    env.dir
+        .write("sched/jobs/book.lua", "print(require('own').word)");
+    let file = env.dir.write(
+        "sched/schedule.lua",
+        r#"local shared = require("shared")
+        schedule.cron("fn", "@daily", function() print(shared.word, require("shared").word) end)
+        schedule.cron("book", "@daily", "jobs/book.lua")"#,
+    );
+    let file = file.to_str().unwrap();
+    for (job, log) in [("fn", "shared\tshared\n"), ("book", "own\n")] {
+        let out = env.baton(&["schedule", "run", job, file]);
+        out.ok();
+        let path = runs(&env, Some(job))[0].log.clone().unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), log);
+    }
+}
