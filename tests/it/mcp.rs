@@ -793,3 +793,28 @@ async fn route_ask_runs_mcp_server_tools_beside_lua_tools() {
         "{log}"
     );
 }
+
+/// `baton mcp serve FILE` finds the modules beside FILE (given relative, from another current folder).
+#[test]
+fn serve_requires_modules_beside_the_tools_file() {
+    let env = Env::new("mcp-require");
+    env.dir.write(
+        "srv/helper.lua",
+        "return { greet = function(n) return 'hi ' .. n end }",
+    );
+    env.dir.write(
+        "srv/tools.lua",
+        r#"local helper = require("helper")
+        mcp.tool{ name = "greet", description = "greets",
+          parameters = { type = "object", properties = { n = { type = "string" } } },
+          run = function(a) return helper.greet(a.n) end }"#,
+    );
+    let script = format!(
+        r#"local h = mcp.connect({{command = {{ {bin:?}, "mcp", "serve", "srv/tools.lua" }}}})
+        print(h:call("greet", {{ n = "there" }}).text)"#,
+        bin = bin().display().to_string(),
+    );
+    let out = env.run_lua("client.lua", &script, &[]);
+    out.ok();
+    assert_eq!(out.stdout, "hi there\n");
+}
