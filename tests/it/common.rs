@@ -163,20 +163,20 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> Out {
     wait_within(child, limit)
 }
 
-/// Waits for a started child (stdout/stderr piped), killing it after `limit`.
+/// Waits for a started child, killing it after `limit`; what it wrote to a piped stdout or stderr is
+/// gathered (a stream that is not piped reads as empty).
 pub fn wait_within(mut child: Child, limit: Duration) -> Out {
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t1 = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
+    fn gather(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        })
+    }
+    let t1 = gather(child.stdout.take());
+    let t2 = gather(child.stderr.take());
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {

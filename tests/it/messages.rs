@@ -226,12 +226,11 @@ for line in sys.stdin:
 mod lost_output {
     //! `baton ask` whose answer has nowhere to go fails (exit 1, a message on stderr, no panic): stdout
     //! closed (`>&-`), a reader that went away (EPIPE), a full disk (`/dev/full`).
-    use std::io::Read;
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::sync::{Mutex, mpsc};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
-    use crate::common::{Env, Out, bin};
+    use crate::common::{Env, Out, bin, wait_within};
     use crate::llm::server::{self, Reply, Stub};
 
     fn env(url: &str, name: &str) -> Env {
@@ -316,7 +315,7 @@ mod lost_output {
                 .expect("start baton");
             drop(child.stdout.take());
             tx.send(()).unwrap();
-            wait_stderr(child)
+            wait_within(child, Duration::from_secs(60))
         })
         .await
         .unwrap();
@@ -359,43 +358,13 @@ mod lost_output {
                     .stderr(Stdio::piped())
                     .spawn()
                     .expect("start baton");
-                wait_stderr(child)
+                wait_within(child, Duration::from_secs(60))
             })
         })
         .await
         .unwrap();
         for o in &out {
             failed_loudly(o, "No space left on device");
-        }
-    }
-
-    /// Waits for a child whose stderr alone is piped (at most 60 s; then it is killed and the test fails).
-    fn wait_stderr(mut child: Child) -> Out {
-        let mut err = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "baton did not finish within 60 s: {}",
-                    reader.join().unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        Out {
-            code: status.code(),
-            stdout: String::new(),
-            stderr: reader.join().unwrap(),
         }
     }
 }
