@@ -123,7 +123,7 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
     // Nothing is asked (and paid for) when the answer has nowhere to go.
     super::stdout_open().context("ask: the answer would be lost")?;
     let llm = Llm::new(load_fleet(cli)?, default_state());
-    let dim = std::io::stderr().is_terminal();
+    let dim = super::colours(&std::io::stderr());
     let mut on_token = writer(std::io::stdout(), ("", ""));
     let mut on_thinking = writer(
         std::io::stderr(),

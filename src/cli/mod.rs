@@ -39,8 +39,34 @@ pub struct Cli {
     /// Log line format on stderr
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Colour on the terminal: auto (only on a terminal, never with $NO_COLOR set), always, never
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// When baton colours what it writes (`--color`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// The `--color` of this process, set once at start.
+static COLOR: std::sync::OnceLock<ColorChoice> = std::sync::OnceLock::new();
+
+/// Whether to colour a stream: `--color always|never` decides; `auto` colours only a terminal, and never
+/// with `NO_COLOR` set to something (<https://no-color.org>).
+pub fn colours(stream: &impl std::io::IsTerminal) -> bool {
+    match COLOR.get().copied().unwrap_or(ColorChoice::Auto) {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            stream.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -189,6 +215,7 @@ pub enum ScheduleCommand {
 /// stdout ends quietly with 0.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = COLOR.set(cli.color);
     init_logging(cli.verbose, cli.log_format);
     match dispatch(&cli) {
         Ok(code) => code,
@@ -362,13 +389,6 @@ fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-/// Log lines are coloured only on a terminal, and never with `NO_COLOR` set to something
-/// (<https://no-color.org>).
-fn colours_on_stderr() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
-
 fn init_logging(verbose: u8, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
@@ -387,7 +407,7 @@ fn init_logging(verbose: u8, format: LogFormat) {
         });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colours_on_stderr())
+        .with_ansi(colours(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => builder.with_target(false).try_init(),

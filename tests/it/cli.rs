@@ -650,3 +650,32 @@ fn require_finds_modules_beside_the_playbook() {
         out.stderr
     );
 }
+
+/// Log colours follow `--color`: `auto` (the default) colours only a terminal, so a pipe gets plain text;
+/// `always` colours a pipe too (and beats `NO_COLOR`, as an explicit flag does); `never` never colours.
+#[test]
+fn log_colours_follow_the_color_flag() {
+    let env = Env::new("cli-color");
+    let script = env.dir.write("warn.lua", "baton.log.warn(\"careful\")");
+    let script = script.to_str().unwrap();
+    let run = |flags: &[&str], no_color: bool| {
+        let mut cmd = env.cmd();
+        cmd.args(flags).args(["run", script]);
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = crate::common::output_within(cmd, Duration::from_secs(60));
+        out.ok();
+        assert!(out.stderr.contains("careful"), "{}", out.stderr);
+        out.stderr.contains('\x1b')
+    };
+    assert!(!run(&[], false), "auto into a pipe is plain");
+    assert!(run(&["--color", "always"], false), "always colours a pipe");
+    assert!(run(&["--color", "always"], true), "always beats NO_COLOR");
+    assert!(!run(&["--color", "never"], false), "never is plain");
+    let bad = env.baton(&["--color", "sometimes", "fleet"]);
+    bad.expect_code(2);
+    assert!(bad.stderr.contains("--color"), "{}", bad.stderr);
+}
