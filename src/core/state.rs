@@ -271,7 +271,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("baton-state-{name}-{}", std::process::id()));
+        let dir =
+            crate::core::test_tmp().join(format!("baton-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }

@@ -1022,7 +1022,8 @@ mod tests {
     use super::*;
 
     fn ledger(name: &str) -> (Ledger, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("baton-ledger-{name}-{}", std::process::id()));
+        let dir =
+            crate::core::test_tmp().join(format!("baton-ledger-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         (Ledger::new(State::new(&dir)), dir)
     }

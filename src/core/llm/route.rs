@@ -913,7 +913,7 @@ mod tests {
 
     fn router(fleet: serde_json::Value) -> Router {
         let fleet = Fleet::from_deserializer(fleet).unwrap();
-        let dir = std::env::temp_dir().join(format!(
+        let dir = crate::core::test_tmp().join(format!(
             "baton-route-{}-{}",
             std::process::id(),
             fastrand::u64(..)
@@ -968,7 +968,7 @@ mod tests {
             }))
             .unwrap();
             fleet.source = source.map(Into::into);
-            let dir = std::env::temp_dir().join(format!("baton-route-{}", fastrand::u64(..)));
+            let dir = crate::core::test_tmp().join(format!("baton-route-{}", fastrand::u64(..)));
             Router::new(
                 &fleet,
                 Ollama::default(),

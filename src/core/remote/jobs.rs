@@ -598,7 +598,7 @@ mod tests {
 
     #[test]
     fn registry_round_trip() {
-        let dir = std::env::temp_dir().join(format!("baton-jobs-test-{}", std::process::id()));
+        let dir = crate::core::test_tmp().join(format!("baton-jobs-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let state = State::new(&dir);
         let rt = tokio::runtime::Builder::new_current_thread()

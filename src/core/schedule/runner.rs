@@ -473,7 +473,8 @@ mod tests {
     }
 
     fn temp_state(name: &str) -> State {
-        let dir = std::env::temp_dir().join(format!("baton-sched-{name}-{}", std::process::id()));
+        let dir =
+            crate::core::test_tmp().join(format!("baton-sched-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         State::new(dir)
     }
