@@ -30,26 +30,35 @@ pub struct AskArgs {
     pub max_tokens: Option<u32>,
 }
 
-/// `[TASK] [PROMPT | -]` → (task, prompt or `None` for "read it from stdin"). One word that looks like a
-/// task kind (lower-case letters, digits, `_`) is a task; anything else is a prompt.
-pub fn split_words(words: &[String]) -> anyhow::Result<(String, Option<String>)> {
-    let is_kind = |w: &str| {
-        !w.is_empty()
-            && w.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    };
+/// `[TASK] [PROMPT | -]` → (task, prompt or `None` for "read it from stdin"). A single word is a task
+/// when `known` says so (the fleet's tasks and baton's default task kinds), else it is the prompt
+/// (`baton ask hello`); of two words the first is the task. More words are a prompt left unquoted.
+pub fn split_words(
+    words: &[String],
+    known: impl Fn(&str) -> bool,
+) -> anyhow::Result<(String, Option<String>)> {
     let prompt = |p: &str| (p != "-").then(|| p.to_string());
     Ok(match words {
         [] => (DEFAULT_TASK.into(), None),
         [one] if one == "-" => (DEFAULT_TASK.into(), None),
-        [one] if is_kind(one) => (one.clone(), None),
+        [one] if known(one) => (one.clone(), None),
         [one] => (DEFAULT_TASK.into(), Some(one.clone())),
         [task, p] => (task.clone(), prompt(p)),
         _ => bail!(
-            "ask: expected [TASK] [PROMPT | -], got {} arguments (quote the prompt)",
-            words.len()
+            "ask: expected [TASK] [PROMPT | -], got {} words: quote the prompt, e.g. baton ask {:?} \
+             (or baton ask TASK \"PROMPT\")",
+            words.len(),
+            crate::core::text::shown(&words.join(" "))
         ),
     })
+}
+
+/// A task `baton ask` knows by name: one of the fleet's tasks, or one of baton's default task kinds.
+fn known_task(fleet: &crate::core::fleet::Fleet, word: &str) -> bool {
+    fleet.tasks().contains_key(word)
+        || crate::core::fleet::DEFAULT_TASKS
+            .iter()
+            .any(|(kind, _, _)| *kind == word)
 }
 
 /// Reads stdin (at most [`MAX_STDIN`]), unless it is a terminal.
@@ -101,7 +110,8 @@ fn writer(
 }
 
 pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
-    let (task, prompt) = split_words(&a.words)?;
+    let fleet = load_fleet(cli)?;
+    let (task, prompt) = split_words(&a.words, |w| known_task(&fleet, w))?;
     let schema = a.schema.as_deref().map(read_schema).transpose()?;
     let input = read_stdin()?;
     let prompt = match (prompt, input) {
@@ -122,7 +132,7 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
     };
     // Nothing is asked (and paid for) when the answer has nowhere to go.
     super::stdout_open().context("ask: the answer would be lost")?;
-    let llm = Llm::new(load_fleet(cli)?, default_state());
+    let llm = Llm::new(fleet, default_state());
     let dim = super::colours(&std::io::stderr());
     let mut on_token = writer(std::io::stdout(), ("", ""));
     let mut on_thinking = writer(
@@ -177,7 +187,8 @@ mod tests {
 
     #[test]
     fn task_and_prompt_are_told_apart() {
-        let got = |w: &[&str]| split_words(&words(w)).unwrap();
+        let known = |w: &str| ["commit_message", "lint"].contains(&w);
+        let got = |w: &[&str]| split_words(&words(w), known).unwrap();
         assert_eq!(got(&[]), ("ask".into(), None));
         assert_eq!(got(&["commit_message"]), ("commit_message".into(), None));
         assert_eq!(got(&["-"]), ("ask".into(), None));
@@ -185,12 +196,19 @@ mod tests {
             got(&["what is 2+2?"]),
             ("ask".into(), Some("what is 2+2?".into()))
         );
+        // One word that is no task is the prompt, not a task without one.
+        assert_eq!(got(&["hello"]), ("ask".into(), Some("hello".into())));
         assert_eq!(
             got(&["lint", "check this"]),
             ("lint".into(), Some("check this".into()))
         );
         assert_eq!(got(&["lint", "-"]), ("lint".into(), None));
-        let e = split_words(&words(&["a", "b", "c"])).unwrap_err();
-        assert!(e.to_string().contains("quote the prompt"), "{e}");
+        let e = split_words(&words(&["why", "is", "the", "sky", "blue"]), known)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("quote the prompt") && e.contains("\"why is the sky blue\""),
+            "{e}"
+        );
     }
 }

@@ -145,10 +145,10 @@ pub enum Command {
     #[command(subcommand)]
     Schedule(ScheduleCommand),
     /// Ask a model through the router (budgeted, in the ledger); the answer streams to stdout
-    /// (`git diff | baton ask commit_message`; one word like `lint` is a task, anything else a prompt)
+    /// (`git diff | baton ask commit_message`; one word that names a task is the task, any other the prompt)
     Ask {
         /// [TASK] [PROMPT | -]: stdin, when not a terminal, is the prompt or is added to it as context
-        #[arg(num_args = 0..=2, value_name = "TASK] [PROMPT")]
+        #[arg(num_args = 0.., value_name = "TASK] [PROMPT")]
         words: Vec<String>,
         /// Highest tier to try
         #[arg(long, value_name = "TIER")]

@@ -223,3 +223,31 @@ async fn ask_max_tokens_lowers_the_reservation() {
     let out = ask(&env, &["lint", "x", "--max-tokens", "0"], "").await;
     out.expect_code(2);
 }
+
+/// One word that names no task is the prompt (`baton ask hello` used to fail with "no prompt", taking
+/// "hello" for a task); a known task alone still waits for its prompt; several unquoted words get a hint
+/// to quote them instead of clap's "unexpected argument".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_word_that_is_no_task_is_the_prompt() {
+    let lines = server::ollama_chat("qwen", &["hi ", "there"], 3, 2);
+    let stub = Stub::start(move |_, _| Reply::ndjson(lines.clone(), 16)).await;
+    let env = Env::new("ask-one-word").with_fleet(&fleet(&stub.url, &refused_url().await));
+    let out = ask(&env, &["hello"], "").await;
+    out.ok();
+    assert_eq!(out.stdout, "hi there\n");
+    let sent = stub.requests()[0].json();
+    assert_eq!(sent["messages"][0]["content"], "hello");
+
+    let out = ask(&env, &["lint"], "").await;
+    out.expect_code(1);
+    assert!(out.stderr.contains("no prompt"), "{}", out.stderr);
+
+    let out = ask(&env, &["why", "is", "the", "sky", "blue"], "").await;
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("quote the prompt") && out.stderr.contains("\"why is the sky blue\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(stub.count(), 1, "nothing more was sent");
+}
