@@ -134,8 +134,20 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
     super::stdout_open().context("ask: the answer would be lost")?;
     let llm = Llm::new(fleet, default_state());
     let dim = super::colours(&std::io::stderr());
-    let mut on_token = writer(std::io::stdout(), ("", ""));
-    let mut on_thinking = writer(
+    // The reasoning streams to stderr; the answer and the stats line each start on a line of their own
+    // after it (on one terminal, or with stderr in a file), never glued to its last word.
+    let open_line = std::rc::Rc::new(std::cell::Cell::new(false));
+    let mut answer = writer(std::io::stdout(), ("", ""));
+    let mut on_token = {
+        let open_line = open_line.clone();
+        move |piece: String| {
+            if open_line.replace(false) {
+                eprintln!();
+            }
+            answer(piece)
+        }
+    };
+    let mut reasoning = writer(
         std::io::stderr(),
         if dim {
             ("\x1b[2m", "\x1b[0m")
@@ -143,6 +155,15 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
             ("", "")
         },
     );
+    let mut on_thinking = {
+        let open_line = open_line.clone();
+        move |piece: String| {
+            if !piece.is_empty() {
+                open_line.set(!piece.ends_with('\n'));
+            }
+            reasoning(piece)
+        }
+    };
     let mut hooks = Hooks {
         on_token: (!a.json).then_some(&mut on_token as OnToken<'_>),
         on_thinking: a.think.then_some(&mut on_thinking as OnToken<'_>),
@@ -169,6 +190,9 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}", serde_json::to_string(&answer)?).map_err(lost)?;
     } else if !answer.text.ends_with('\n') {
         writeln!(out).map_err(lost)?;
+    }
+    if open_line.get() {
+        eprintln!();
     }
     eprintln!(
         "{} · {} · {} in / {} out · ${:.4}",

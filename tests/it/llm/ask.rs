@@ -251,3 +251,26 @@ async fn one_word_that_is_no_task_is_the_prompt() {
     );
     assert_eq!(stub.count(), 1, "nothing more was sent");
 }
+
+/// `--think`: the reasoning goes to stderr and ends its line before the stats line (it used to run into
+/// it: `ponderinglocal · qwen …`); the answer alone is on stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thinking_ends_its_line_before_the_stats() {
+    let mut lines = vec![
+        json!({"model": "qwen", "message": {"role": "assistant", "content": "", "thinking": "ponder"}, "done": false}),
+        json!({"model": "qwen", "message": {"role": "assistant", "content": "", "thinking": "ing"}, "done": false}),
+    ];
+    lines.extend(server::ollama_chat("qwen", &["The ", "answer"], 3, 2));
+    let stub = Stub::start(move |_, _| Reply::ndjson(lines.clone(), 16)).await;
+    let env = Env::new("ask-think").with_fleet(&fleet(&stub.url, &refused_url().await));
+    let out = ask(&env, &["lint", "why?", "--think"], "").await;
+    out.ok();
+    assert_eq!(out.stdout, "The answer\n");
+    assert!(
+        out.stderr
+            .contains("pondering\nlocal · qwen · 3 in / 2 out"),
+        "{:?}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains('\x1b'), "no colour into a pipe");
+}
