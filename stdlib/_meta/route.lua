@@ -3,11 +3,11 @@
 -- Checked against the registered API by tests/it/stubs.rs.
 --
 -- Tiers come from the fleet (`tiers`, lowest first; default local → cheap → premium), task kinds from
--- `tasks` (default: the table in DESIGN.md). An endpoint that refused or timed out is skipped for 30 s.
+-- `tasks` (default: baton's task kinds, listed by `baton fleet`). An endpoint that refused or timed out is skipped for 30 s.
 -- A call is paid when its tier's `price` is above zero; a tier without a price is paid on OpenRouter and
 -- free on Ollama.
 -- Budget (`budget = {monthly_usd, alert_at}`): before a paid call its worst case (prompt estimate × input
--- price + max_tokens × output price) is reserved against what is left this calendar month (local time);
+-- price + max_tokens × output price) is reserved against what is left this calendar month (UTC);
 -- if it does not fit, the tier is skipped with outcome "budget". Reservations hold across coroutines and
 -- across processes sharing the state database. The prompt estimate is one token per 3 bytes plus 4 per
 -- message (generous on purpose). Every attempt is a ledger row.

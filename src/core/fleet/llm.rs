@@ -86,7 +86,7 @@ fn default_alert() -> f64 {
     0.8
 }
 
-/// The task kinds baton knows, with their default tier and model role (DESIGN.md).
+/// The task kinds baton knows, with their default tier and model role (`baton fleet` lists them).
 pub const DEFAULT_TASKS: &[(&str, &str, Option<&str>)] = &[
     ("code_generation", "local", Some("code")),
     ("test_generation", "local", Some("code")),
