@@ -524,10 +524,17 @@ pub fn ended_message(
     took: Duration,
     tail: &[String],
 ) -> Message {
-    let mut body = format!(
-        "{outcome} after {}",
-        crate::core::duration::format(Duration::from_millis(took.as_millis() as u64 / 100 * 100))
-    );
+    // Milliseconds under a second, tenths of a second from there on (every run shorter than 100 ms used
+    // to read "after 0ms").
+    let ms = took.as_millis() as u64;
+    let mut body = match ms {
+        0 => format!("{outcome} after less than 1ms"),
+        1..1000 => format!("{outcome} after {ms}ms"),
+        _ => format!(
+            "{outcome} after {}",
+            crate::core::duration::format(Duration::from_millis(ms / 100 * 100))
+        ),
+    };
     let start = tail.len().saturating_sub(TAIL_LINES);
     if start < tail.len() {
         body.push_str("\n\n");
@@ -648,6 +655,10 @@ mod tests {
             m.body
         );
         assert!(m.body.ends_with("line 12"), "{}", m.body);
+        let quick = |ms| ended_message("job j", "boom", false, Duration::from_millis(ms), &[]).body;
+        assert_eq!(quick(0), "boom after less than 1ms");
+        assert_eq!(quick(12), "boom after 12ms");
+        assert_eq!(quick(1_250), "boom after 1.2s");
         assert_eq!(m.priority, Some(Priority::High));
         assert!(When::Failure.wants(false) && !When::Failure.wants(true));
         assert!(When::Always.wants(true) && !When::Never.wants(false));

@@ -193,8 +193,9 @@ impl<C: Clock> Daemon<C> {
                 .unwrap_or_default(),
             _ => Duration::ZERO,
         };
+        // The title says whether it failed; the body starts with why (not "failed: …" again).
         let what = match outcome.error() {
-            Some(e) => format!("{}: {}", outcome.name(), e.lines().next().unwrap_or("")),
+            Some(e) => e.lines().next().unwrap_or("").to_string(),
             None => outcome.name().to_string(),
         };
         let msg = notify::ended_message(
