@@ -100,11 +100,14 @@ const COMMAND_MAX: u16 = 60;
 
 /// Lists registered jobs, refreshing the state of running ones from their hosts (concurrently); with
 /// `prune`, forgets ended ones first.
-pub fn show(fleet: Arc<Fleet>, prune: bool) -> anyhow::Result<ExitCode> {
+pub fn show(fleet: Arc<Fleet>, prune: bool, json: bool) -> anyhow::Result<ExitCode> {
     let state = default_state();
     let mut out = Out::new();
     if prune {
-        writeln!(out, "forgot {} ended job(s)", jobs::prune(&state)?)?;
+        let n = jobs::prune(&state)?;
+        if !json {
+            writeln!(out, "forgot {n} ended job(s)")?;
+        }
     }
     let remote = Remote::new(fleet);
     let list = crate::lua::runtime::block_on(async {
@@ -113,8 +116,31 @@ pub fn show(fleet: Arc<Fleet>, prune: bool) -> anyhow::Result<ExitCode> {
         list
     })
     .context("cannot start the async runtime")??;
-    out.write_all(table(&list, now_unix()).as_bytes())?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&as_json(&list))?)?;
+    } else {
+        out.write_all(table(&list, now_unix()).as_bytes())?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The jobs as `baton jobs --json` prints them: one object per job, `code` only once it exited.
+fn as_json(list: &[Job]) -> serde_json::Value {
+    list.iter()
+        .map(|j| {
+            serde_json::json!({
+                "id": j.id,
+                "host": j.host,
+                "state": j.status.state.name(),
+                "code": j.status.code,
+                "command": j.command,
+                "pid": j.pid,
+                "dir": j.dir,
+                "started_at": j.started_at,
+                "tmux": j.tmux,
+            })
+        })
+        .collect()
 }
 
 /// One line per job: id, host, state, age, command; `no jobs` when there are none.

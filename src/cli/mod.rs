@@ -92,6 +92,7 @@ pub enum Command {
     },
     /// Show the loaded fleet: hosts, roles, endpoints, tiers, tasks, budget
     Fleet {
+        /// The loaded fleet as JSON
         #[arg(long)]
         json: bool,
     },
@@ -111,16 +112,21 @@ pub enum Command {
         /// Forget jobs that have ended (exited or lost)
         #[arg(long)]
         prune: bool,
+        /// The jobs as a JSON list (id, host, state, code, command, pid, dir, started_at, tmux)
+        #[arg(long)]
+        json: bool,
         #[command(subcommand)]
         action: Option<jobs::JobsCommand>,
     },
     /// Check the setup for real: hosts, Ollama endpoints and models, OpenRouter key and credits, budget, daemon
     Doctor {
+        /// The checks and their results as JSON
         #[arg(long)]
         json: bool,
     },
     /// One table for the fleet: hosts, load, loaded models, jobs, next runs, spend against the budget
     Status {
+        /// The same as JSON
         #[arg(long)]
         json: bool,
     },
@@ -235,9 +241,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Status { json } => run::status(cli, *json),
         Command::Fleet { json } => fleet::show(&*load_fleet(cli)?, *json),
         Command::Spend { period, by, json } => spend::show(cli, period, by, *json),
-        Command::Jobs { prune, action } => match action {
+        Command::Jobs {
+            prune,
+            json,
+            action,
+        } => match action {
             Some(a) => jobs::action(load_fleet(cli)?, a),
-            None => jobs::show(load_fleet(cli)?, *prune),
+            None => jobs::show(load_fleet(cli)?, *prune, *json),
         },
         Command::Completions { shell } => stubs::completions(*shell),
         Command::Stubs { dir } => stubs::write(dir),

@@ -415,6 +415,9 @@ fn jobs_lists_nothing_on_a_fresh_state() {
     let out = env.baton(&["jobs"]);
     out.ok();
     assert_eq!(out.stdout.trim(), "no jobs");
+    let out = env.baton(&["jobs", "--json"]);
+    out.ok();
+    assert_eq!(out.stdout.trim(), "[]");
     let out = env.baton(&["jobs", "--prune"]);
     out.ok();
     assert!(

@@ -59,6 +59,22 @@ print(pcall(ssh.spawn, "h0", "true", { tmux = true, env = { PATH = "/nonexistent
         .find_map(|l| l.strip_prefix("id\t"))
         .unwrap()
         .to_string();
+    // `baton jobs --json` lists it, as JSON.
+    let listed = env.baton(&["jobs", "--json"]);
+    listed.ok();
+    let jobs: serde_json::Value =
+        serde_json::from_str(&listed.stdout).expect("jobs --json is JSON");
+    let job = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("job {id} not in {jobs}"));
+    assert_eq!(
+        (job["host"].as_str(), job["tmux"].as_bool()),
+        (Some("h0"), Some(true)),
+        "{job}"
+    );
     // The attach command, printed instead of run (no terminal here).
     let attach = env.baton(&["jobs", "attach", &id, "--print"]);
     attach.ok();
