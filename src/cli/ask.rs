@@ -45,10 +45,10 @@ pub fn split_words(
         [one] => (DEFAULT_TASK.into(), Some(one.clone())),
         [task, p] => (task.clone(), prompt(p)),
         _ => bail!(
-            "ask: expected [TASK] [PROMPT | -], got {} words: quote the prompt, e.g. baton ask {:?} \
+            "ask: expected [TASK] [PROMPT | -], got {} words: quote the prompt, e.g. baton ask {} \
              (or baton ask TASK \"PROMPT\")",
             words.len(),
-            crate::core::text::shown(&words.join(" "))
+            crate::core::text::quoted(&words.join(" "))
         ),
     })
 }

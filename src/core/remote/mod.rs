@@ -178,11 +178,18 @@ pub fn login_relative(path: &str) -> String {
     let p = path.strip_prefix("~/").unwrap_or(path);
     if p.is_empty() || p == "~" {
         ".".to_string()
-    } else if p.starts_with('-') {
-        // Never an option to the program that takes it.
-        format!("./{p}")
     } else {
-        p.to_string()
+        remote_path(p)
+    }
+}
+
+/// A remote path that no program on the host can read as an option: `-x` becomes `./-x` (relative to the
+/// login folder, as before).
+pub fn remote_path(path: &str) -> String {
+    if path.starts_with('-') {
+        format!("./{path}")
+    } else {
+        path.to_string()
     }
 }
 
@@ -215,12 +222,7 @@ pub fn env_and_cwd(spec: &Spec) -> Result<String, RemoteError> {
     }
     if let Some(cwd) = &spec.cwd {
         // `./` before a folder starting with `-`: `cd` would read it as an option (`cd -` even moves).
-        let cwd = cwd.to_string_lossy();
-        let cwd = if cwd.starts_with('-') {
-            format!("./{cwd}")
-        } else {
-            cwd.into_owned()
-        };
+        let cwd = remote_path(&cwd.to_string_lossy());
         out.push_str(&format!("cd {} || exit 1\n", quote_path(&cwd)?));
     }
     Ok(out)

@@ -21,7 +21,9 @@ use std::process::Stdio;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{Remote, RemoteError, Target, expand_home, login_relative, quote, quote_path};
+use super::{
+    Remote, RemoteError, Target, expand_home, login_relative, quote, quote_path, remote_path,
+};
 use crate::core::process::{self, Cmd, Output, ProcessError, Spec};
 
 /// Seconds without any data after which rsync gives up (its `--timeout`).
@@ -145,16 +147,6 @@ pub fn local_arg(p: &Path) -> String {
         s
     } else {
         format!("./{s}")
-    }
-}
-
-/// A remote path that no program on the host can read as an option: `-x` becomes `./-x` (relative to the
-/// login folder, as before).
-pub fn remote_path(path: &str) -> String {
-    if path.starts_with('-') {
-        format!("./{path}")
-    } else {
-        path.to_string()
     }
 }
 
