@@ -28,9 +28,17 @@ local function object(properties, required)
   return { type = "object", properties = properties or {}, required = required }
 end
 
+-- A value from the client as an error echoes it: control characters escaped as Lua's %q writes them (a
+-- newline or an ESC cannot forge a line or drive a terminal), cut to 200 bytes.
+local function shown(v)
+  local s = tostring(v)
+  if #s > 200 then s = s:sub(1, 200) .. "... (" .. (#s - 200) .. " more bytes)" end
+  return (string.format("%q", s):sub(2, -2):gsub("\\\n", "\\n"))
+end
+
 local function host_arg(tool, host)
   if type(host) ~= "string" or not HOSTS[host] then
-    error(tool .. ": host " .. tostring(host) .. " is not allowed")
+    error(tool .. ": host " .. shown(host) .. " is not allowed")
   end
   return host
 end
@@ -39,7 +47,7 @@ local function int_arg(tool, name, v, default, max)
   if v == nil then return default end
   local n = math.tointeger(v)
   if not n or n < 1 or n > max then
-    error(tool .. ": " .. name .. " must be an integer from 1 to " .. max .. ", got " .. tostring(v))
+    error(tool .. ": " .. name .. " must be an integer from 1 to " .. max .. ", got " .. shown(v))
   end
   return n
 end
@@ -60,11 +68,11 @@ local function inside_roots(tool, host, path, missing_ok)
   if type(path) ~= "string" or path == "" then error(tool .. ": path must be a non-empty string") end
   if path:sub(1, 1) ~= "/" and path:sub(1, 1) ~= "~" then path = "~/" .. path end
   local ok, real = pcall(sync.realpath, host, path, { missing_ok = missing_ok })
-  if not ok then error(tool .. ": cannot resolve " .. path .. " on " .. host .. ": " .. tostring(real)) end
+  if not ok then error(tool .. ": cannot resolve " .. shown(path) .. " on " .. host .. ": " .. tostring(real)) end
   for _, root in ipairs(roots_on(host)) do
     if real == root or real:sub(1, #root + 1) == root .. "/" then return real end
   end
-  error(tool .. ": " .. path .. " on " .. host .. " is outside the allowed roots (it is " .. real .. ")")
+  error(tool .. ": " .. shown(path) .. " on " .. host .. " is outside the allowed roots (it is " .. shown(real) .. ")")
 end
 
 local function cut(text)
@@ -190,7 +198,7 @@ mcp.tool{
   run = function(args)
     local host = host_arg("job_spawn", args.host)
     local spec = type(args.job) == "string" and JOBS[args.job]
-    if not spec then error("job_spawn: no job named " .. tostring(args.job) .. " in JOBS") end
+    if not spec then error("job_spawn: no job named " .. shown(args.job) .. " in JOBS") end
     local cwd = spec.cwd and inside_roots("job_spawn", host, spec.cwd, false)
     local job = ssh.spawn(host, spec.argv, { cwd = cwd })
     return { id = job.id, host = job.host, log = job.log }

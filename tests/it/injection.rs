@@ -278,6 +278,9 @@ fn served_tools_cannot_run_a_command_or_read_any_file() {
         call("repo-exec", "git_status", {{host = "brain", repo = "--exec-path=/tmp"}})
         call("repo-up", "git_status", {{host = "brain", repo = repo .. "/../../.."}})
         call("count", "git_log", {{host = "brain", repo = repo, count = "1; touch {p}"}})
+        -- A newline or an ESC in a path is still one path (that does not exist), never a second command line.
+        call("repo-newline", "git_status", {{host = "brain", repo = repo .. "\ntouch {p}"}})
+        call("repo-esc", "git_status", {{host = "brain", repo = "\27[2J" .. repo}})
         call("tail-shadow", "job_tail", {{id = "/etc/shadow"}})
         call("host", "git_status", {{host = "local", repo = repo}})
         -- What the tools are for still works.
@@ -305,6 +308,17 @@ fn served_tools_cannot_run_a_command_or_read_any_file() {
     for label in ["repo-alias", "repo-C", "repo-exec"] {
         assert!(refused(o, label).contains("cannot resolve"), "{o}");
     }
+    for label in ["repo-newline", "repo-esc"] {
+        let line = refused(o, label);
+        assert!(
+            !line.contains('\x1b'),
+            "an ESC reached the answer raw: {line:?}"
+        );
+    }
+    assert!(
+        refused(o, "repo-newline").contains("\\ntouch"),
+        "the newline is shown escaped, on the same line: {o}"
+    );
     for label in ["repo-root", "repo-etc", "repo-up"] {
         assert!(
             refused(o, label).contains("is outside the allowed roots"),
