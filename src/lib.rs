@@ -2,6 +2,27 @@
 //!
 //! `core` is plain async Rust (no Lua); `lua` is the only code that touches mlua; `cli` and `repl` are the
 //! front ends used by the binary (their Lua side is `lua::entry` and `lua::repl`).
+#![cfg_attr(not(test), deny(clippy::print_stderr))]
+
+/// `eprintln!` without its panic: when the reader of stderr went away (`baton … 2>&1 | head`) there is
+/// nobody left to tell, so the line is dropped instead of aborting the work.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` without its panic (see [`errln!`]).
+#[macro_export]
+macro_rules! errw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod cli;
 pub mod core;
 pub mod lua;

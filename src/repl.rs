@@ -101,7 +101,7 @@ pub fn run(fleet: Arc<Fleet>, state: State) -> anyhow::Result<()> {
                     match session.compile(&buffer) {
                         Compiled::Incomplete => next.prompt = ">> ",
                         Compiled::Error(msg) => {
-                            eprintln!("{msg}");
+                            crate::errln!("{msg}");
                             next.history = Some(std::mem::take(&mut buffer));
                         }
                         Compiled::Ready(chunk) => {
@@ -123,9 +123,9 @@ fn show(evaluated: Evaluated) -> bool {
     match evaluated {
         Evaluated::Values(shown) if !shown.is_empty() => println!("{}", shown.join("\t")),
         Evaluated::Values(_) => {}
-        Evaluated::Error(e) => eprintln!("{e}"),
+        Evaluated::Error(e) => crate::errln!("{e}"),
         Evaluated::Interrupted => {
-            eprintln!("interrupted");
+            crate::errln!("interrupted");
             return false;
         }
     }
@@ -189,7 +189,7 @@ fn editor_thread(
     let mut editor = match new_editor(&completions) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("baton repl: cannot start the line editor: {e}");
+            crate::errln!("baton repl: cannot start the line editor: {e}");
             let _ = events.send(Event::Eof);
             return;
         }

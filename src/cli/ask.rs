@@ -142,7 +142,7 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
         let open_line = open_line.clone();
         move |piece: String| {
             if open_line.replace(false) {
-                eprintln!();
+                crate::errln!();
             }
             answer(piece)
         }
@@ -192,11 +192,15 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
         writeln!(out).map_err(lost)?;
     }
     if open_line.get() {
-        eprintln!();
+        crate::errln!();
     }
-    eprintln!(
+    crate::errln!(
         "{} · {} · {} in / {} out · ${:.4}",
-        answer.tier, answer.model, answer.tokens_in, answer.tokens_out, answer.cost
+        answer.tier,
+        answer.model,
+        answer.tokens_in,
+        answer.tokens_out,
+        answer.cost
     );
     Ok(ExitCode::SUCCESS)
 }

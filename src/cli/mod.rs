@@ -308,10 +308,10 @@ fn report(e: &anyhow::Error) -> ExitCode {
     // Errors carry remote text (a host's stderr, a server's message): control characters are escaped.
     let escape = |text: &str| crate::core::text::escape(text).into_owned();
     if let Some(ScriptFailed(text)) = e.downcast_ref() {
-        eprintln!("{}", escape(text));
+        crate::errln!("{}", escape(text));
         return ExitCode::FAILURE;
     }
-    eprintln!("baton: {}", escape(&format!("{e:#}")));
+    crate::errln!("baton: {}", escape(&format!("{e:#}")));
     if e.is::<FleetError>() {
         ExitCode::from(2)
     } else if e.is::<Interrupted>() {

@@ -168,7 +168,7 @@ pub fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     for file in files {
         if let Err(msg) = check.file(file) {
             // The report itself, like a compiler's: one error per broken file.
-            eprintln!("{msg}");
+            crate::errln!("{msg}");
             failed += 1;
         }
     }

@@ -24,7 +24,7 @@ pub fn daemon(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCo
     block_on(async move {
         let schedule = lua_daemon::load(&fleet, &state, &file).await?;
         let opts = DaemonOptions::default();
-        eprintln!(
+        crate::errln!(
             "baton daemon: {} job(s) from {}",
             schedule.jobs.len(),
             file.display()
@@ -35,7 +35,7 @@ pub fn daemon(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCo
                 .expr
                 .next_after(Utc::now(), &job.spec.zone)
                 .map(|t| job.spec.zone.format(t));
-            eprintln!(
+            crate::errln!(
                 "  {}  {}  next {}",
                 job.spec.name,
                 job.spec.expr.source(),
@@ -56,7 +56,7 @@ pub fn daemon(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCo
         let watch = crate::core::remote::jobs::watch(&remote, &state, &notifier, poll);
         let run = daemon.run(async move {
             stop_signal().await;
-            eprintln!(
+            crate::errln!(
                 "baton daemon: stopping; running jobs get {} to finish",
                 duration::format(grace)
             );
@@ -67,9 +67,13 @@ pub fn daemon(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCo
             () = watch => unreachable!("the job watch never ends"),
         };
         remote.close().await;
-        eprintln!(
+        crate::errln!(
             "baton daemon: stopped ({} run(s): {} ok, {} failed, {} cancelled; {} skipped)",
-            report.started, report.ok, report.failed, report.cancelled, report.skipped
+            report.started,
+            report.ok,
+            report.failed,
+            report.cancelled,
+            report.skipped
         );
         Ok(ExitCode::SUCCESS)
     })
@@ -313,7 +317,7 @@ fn watchdog(after: std::time::Duration) {
         .name("baton watchdog".into())
         .spawn(move || {
             std::thread::sleep(after);
-            eprintln!(
+            crate::errln!(
                 "baton daemon: still running {} after the stop request; exiting",
                 duration::format(after)
             );

@@ -264,7 +264,7 @@ pub fn watchdog(lua: &Lua) {
                 };
                 let passed = lock(&bounds).passed(now);
                 if let Some((_, msg)) = passed {
-                    eprintln!(
+                    crate::errln!(
                         "baton: {msg}, and the script did not stop within {} after that (it is stuck in \
                          code the time limit cannot interrupt, such as a string.find that backtracks); \
                          exiting with code {STUCK_EXIT}",
@@ -301,11 +301,11 @@ pub fn interrupt_on_sigint(interrupt: Interrupt) {
                 let _ = ready_tx.send(());
                 while sigint.recv().await.is_some() {
                     if interrupt.is_set() {
-                        eprintln!("baton: interrupted again: exiting now");
+                        crate::errln!("baton: interrupted again: exiting now");
                         std::process::exit(SIGINT_EXIT);
                     }
                     interrupt.trigger("interrupted");
-                    eprintln!("interrupting… press Ctrl-C again to exit now");
+                    crate::errln!("interrupting… press Ctrl-C again to exit now");
                 }
             });
         });
