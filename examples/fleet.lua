@@ -48,9 +48,12 @@ return {
 
   -- Which tier (and which of its models) a kind of task starts at. Kinds not listed start at the lowest
   -- tier that is up. Leave `tasks` out to get the default table (`baton fleet` prints it).
+  -- `prompt` is the instruction `baton ask TASK` puts before your text (each known kind has a default;
+  -- `baton -v ask …` shows the one used; `prompt = ""` sends your text alone).
   tasks = {
     code_generation = { tier = "local", model = "code" },
-    commit_message = { tier = "local", model = "code" },
+    commit_message = { tier = "local", model = "code",
+      prompt = "Write a one-line conventional commit message (feat:, fix:, docs:…) for the diff below." },
     bug_hunting = { tier = "local", model = "reason" },
     gap_analysis = { tier = "cheap" },
     code_review = { tier = "cheap" },

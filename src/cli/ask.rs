@@ -1,6 +1,8 @@
-//! `baton ask [TASK] [PROMPT | -]`: the shell's way into `route.ask`. Streams the answer to stdout as it
-//! arrives, reads the prompt (or extra context) from stdin, prints tier, model, tokens and cost on stderr at
-//! the end. Budgeted and in the ledger like any `route.ask` (script `baton ask`).
+//! `baton ask [TASK] [PROMPT | -]`: the shell's way into `route.ask`. Puts the task's instruction before
+//! the prompt and stdin (the prompt or extra context); streams the answer to a terminal as it arrives (an
+//! attempt that fails or is rejected is followed by an "escalating" line on stderr) and writes only the
+//! accepted answer to a pipe or file; prints tier, model, tokens and cost on stderr at the end. Budgeted and
+//! in the ledger like any `route.ask` (script `baton ask`).
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use super::{Cli, Interrupted, Out, default_state, load_fleet};
-use crate::core::llm::route::{AskOptions, Hooks, TaskSpec};
+use crate::core::llm::route::{AskOptions, Attempt, Hooks, TaskSpec};
 use crate::core::llm::{HookError, Llm, LocalFuture, Message, OnToken};
 
 /// The task kind when none is given: not in the task table, so it goes to the lowest tier that is up.
@@ -58,7 +60,7 @@ fn known_task(fleet: &crate::core::fleet::Fleet, word: &str) -> bool {
     fleet.tasks().contains_key(word)
         || crate::core::fleet::DEFAULT_TASKS
             .iter()
-            .any(|(kind, _, _)| *kind == word)
+            .any(|k| k.kind == word)
 }
 
 /// Reads stdin (at most [`MAX_STDIN`]), unless it is a terminal.
@@ -96,7 +98,7 @@ fn read_schema(path: &Path) -> anyhow::Result<serde_json::Value> {
     Ok(schema)
 }
 
-/// Writes each piece to `w` at once (flushed), so the answer shows as it arrives.
+/// Writes each piece to `w` at once (flushed) in `style`, so the reasoning shows as it arrives.
 fn writer(
     mut w: impl Write + 'static,
     style: (&'static str, &'static str),
@@ -114,84 +116,147 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
     let (task, prompt) = split_words(&a.words, |w| known_task(&fleet, w))?;
     let schema = a.schema.as_deref().map(read_schema).transpose()?;
     let input = read_stdin()?;
-    let prompt = match (prompt, input) {
-        (Some(p), Some(context)) => format!("{p}\n\n{context}"),
-        (Some(p), None) => p,
-        (None, Some(text)) => text,
-        (None, None) => bail!("ask: no prompt: give one after the task, or pipe it in (`-`)"),
-    };
+    if prompt.is_none() && input.is_none() {
+        bail!("ask: no prompt: give one after the task, or pipe it in (`-`)");
+    }
+    let instruction = fleet.task_prompt(&task);
+    if cli.verbose > 0 {
+        match &instruction {
+            Some(i) => crate::errln!("ask: task {task}'s instruction: {i}"),
+            None => crate::errln!("ask: task {task} has no instruction: the prompt is sent as is"),
+        }
+    }
+    let prompt = [instruction, prompt, input]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n\n");
     let opts = AskOptions {
         system: a.system.clone(),
         max_tier: a.max_tier.clone(),
         script: Some("baton ask".into()),
-        schema,
         think: a.think.then_some(serde_json::Value::Bool(true)),
         reasoning: a.think.then(|| serde_json::json!({"effort": "medium"})),
         max_tokens: a.max_tokens,
+        schema,
         ..AskOptions::default()
     };
     // Nothing is asked (and paid for) when the answer has nowhere to go.
     super::stdout_open().context("ask: the answer would be lost")?;
+    // The answer streams only to a terminal, where an attempt that is then rejected stays readable as such
+    // (an "escalating" line follows it). A pipe or a file gets the accepted answer alone, once it is
+    // accepted; with --schema, exactly its JSON.
+    let live = std::io::stdout().is_terminal() && !a.json && opts.schema.is_none();
     let llm = Llm::new(fleet, default_state());
-    let dim = super::colours(&std::io::stderr());
-    // The reasoning streams to stderr; the answer and the stats line each start on a line of their own
-    // after it (on one terminal, or with stderr in a file), never glued to its last word.
-    let open_line = std::rc::Rc::new(std::cell::Cell::new(false));
-    let mut answer = writer(std::io::stdout(), ("", ""));
+    let stderr = std::io::stderr();
+    let dim = super::colours(&stderr);
+    // What the last streamed piece left open: the reasoning's line on stderr, the answer's on stdout. The
+    // answer, an "escalating" line and the stats line each start on a line of their own.
+    let open = std::rc::Rc::new(std::cell::Cell::new(Open::default()));
     let mut on_token = {
-        let open_line = open_line.clone();
+        let open = open.clone();
+        let mut stdout = std::io::stdout();
         move |piece: String| {
-            if open_line.replace(false) {
+            let mut o = open.get();
+            if std::mem::take(&mut o.reasoning) {
                 crate::errln!();
             }
-            answer(piece)
+            if !piece.is_empty() {
+                o.answer = !piece.ends_with('\n');
+            }
+            let written = stdout
+                .write_all(piece.as_bytes())
+                .and_then(|()| stdout.flush());
+            if let Err(e) = &written {
+                o.gone = e.kind() == std::io::ErrorKind::BrokenPipe;
+            }
+            open.set(o);
+            let r = written.map_err(|e| HookError(format!("cannot write the answer: {e}")));
+            Box::pin(std::future::ready(r)) as LocalFuture<'static, Result<(), HookError>>
         }
     };
-    let mut reasoning = writer(
-        std::io::stderr(),
-        if dim {
-            ("\x1b[2m", "\x1b[0m")
-        } else {
-            ("", "")
-        },
-    );
+    let (dim_on, dim_off) = if dim {
+        ("\x1b[2m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
+    let mut reasoning = writer(stderr, (dim_on, dim_off));
     let mut on_thinking = {
-        let open_line = open_line.clone();
+        let open = open.clone();
         move |piece: String| {
             if !piece.is_empty() {
-                open_line.set(!piece.ends_with('\n'));
+                let mut o = open.get();
+                o.reasoning = !piece.ends_with('\n');
+                open.set(o);
             }
             reasoning(piece)
         }
     };
+    let mut on_escalate = {
+        let open = open.clone();
+        move |attempt: Attempt| {
+            let o = open.replace(Open::default());
+            if o.answer {
+                let _ = writeln!(std::io::stdout());
+            }
+            if o.reasoning {
+                crate::errln!();
+            }
+            let why = attempt
+                .err
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            crate::errln!(
+                "{dim_on}ask: {} ({}) {}{}; escalating{dim_off}",
+                attempt.tier,
+                attempt.model,
+                attempt.outcome.name(),
+                crate::core::text::escape_line(&why)
+            );
+            Box::pin(std::future::ready(Ok(()))) as LocalFuture<'static, Result<(), HookError>>
+        }
+    };
     let mut hooks = Hooks {
-        on_token: (!a.json).then_some(&mut on_token as OnToken<'_>),
+        on_token: live.then_some(&mut on_token as OnToken<'_>),
         on_thinking: a.think.then_some(&mut on_thinking as OnToken<'_>),
+        on_escalate: Some(&mut on_escalate),
         ..Hooks::default()
     };
     let spec = TaskSpec::kind(&task);
-    let answer = crate::lua::runtime::block_on(async {
+    let asked = crate::lua::runtime::block_on(async {
         tokio::select! {
             r = llm.router().ask(&spec, vec![Message::new("user", prompt)], &opts, &mut hooks) => Ok(r),
             _ = tokio::signal::ctrl_c() => Err(Interrupted),
         }
     })
-    .context("cannot start the async runtime")??
-    .map_err(|e| anyhow::anyhow!("ask({task}): {e}"))?;
-    let mut out = Out::new();
-    // Unlike a listing cut short by `| head`, a lost answer is a failure.
-    let lost = |e: anyhow::Error| match e.downcast_ref::<super::StdoutClosed>() {
-        Some(_) => {
-            anyhow::anyhow!("ask({task}): cannot write the answer: stdout is closed (broken pipe)")
+    .context("cannot start the async runtime")??;
+    let answer = match asked {
+        Ok(answer) => answer,
+        // A terminal that went away while the answer streamed: nobody is left to tell.
+        Err(_) if open.get().gone => return Err(super::StdoutClosed.into()),
+        Err(e) => {
+            // The error starts on a line of its own, after what the last attempt streamed.
+            if open.get().answer {
+                let _ = writeln!(std::io::stdout());
+            }
+            bail!("ask({task}): {e}")
         }
-        None => e.context(format!("ask({task})")),
     };
+    let mut out = Out::new();
     if a.json {
-        writeln!(out, "{}", serde_json::to_string(&answer)?).map_err(lost)?;
-    } else if !answer.text.ends_with('\n') {
-        writeln!(out).map_err(lost)?;
+        writeln!(out, "{}", serde_json::to_string(&answer)?)?;
+    } else if let Some(data) = &answer.data {
+        writeln!(out, "{}", serde_json::to_string(data)?)?;
+    } else if !live {
+        out.write_all(answer.text.as_bytes())?;
+        if !answer.text.ends_with('\n') {
+            writeln!(out)?;
+        }
+    } else if open.get().answer {
+        writeln!(out)?;
     }
-    if open_line.get() {
+    if open.get().reasoning {
         crate::errln!();
     }
     crate::errln!(
@@ -203,6 +268,17 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
         answer.cost
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the streamed output has left open.
+#[derive(Debug, Clone, Copy, Default)]
+struct Open {
+    /// The reasoning's last line on stderr has no newline yet.
+    reasoning: bool,
+    /// The answer's last line on stdout has no newline yet.
+    answer: bool,
+    /// stdout's reader went away while the answer streamed.
+    gone: bool,
 }
 
 #[cfg(test)]

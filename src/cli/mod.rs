@@ -334,7 +334,7 @@ struct Interrupted;
 /// The reader of stdout went away (`baton spend | head -1`): nothing is left to say (exit 0).
 #[derive(Debug, thiserror::Error)]
 #[error("stdout closed")]
-struct StdoutClosed;
+pub(crate) struct StdoutClosed;
 
 /// Command output on stdout, written with `write!`/`writeln!` (`writeln!(out, "…")?`). A write error is an
 /// `anyhow::Error` (exit 1, named: `cannot write to stdout: No space left on device`); a reader that went
@@ -418,6 +418,9 @@ fn init_logging(verbose: u8, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colours(&std::io::stderr()))
+        // A log line that cannot be written (stderr's reader went away) is dropped quietly: the
+        // subscriber's own complaint would go to the same stderr, with `eprintln!`'s panic.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => builder.with_target(false).try_init(),

@@ -246,6 +246,7 @@ fn run_job(
         ))
     })?;
     let subscriber = tracing_subscriber::fmt()
+        .log_internal_errors(false)
         .with_writer(std::sync::Mutex::new(log_for_tracing))
         .with_ansi(false)
         .with_target(false)

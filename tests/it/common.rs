@@ -115,7 +115,12 @@ impl Env {
 
     /// A `baton` command with the isolated environment.
     pub fn cmd(&self) -> Command {
-        let mut cmd = Command::new(bin());
+        self.program(bin())
+    }
+
+    /// `program` (`sh`, `script`…) with baton's isolated environment, in the test's folder.
+    pub fn program(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
         for var in [
             "BATON_FLEET",
             "BATON_LOG",
@@ -138,6 +143,22 @@ impl Env {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// Runs `baton ARGS…` on a terminal (util-linux `script` gives it a pty, stdin is empty) to completion
+    /// (at most 60 s); `stdout` is what the terminal showed, stdout and stderr together, with `\r\n` read
+    /// as `\n`.
+    pub fn on_terminal(&self, args: &[&str]) -> Out {
+        let line = std::iter::once(bin().display().to_string())
+            .chain(args.iter().map(|a| a.to_string()))
+            .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = self.program("script");
+        cmd.args(["-qec", &line, "/dev/null"]);
+        let mut out = output_within(cmd, Duration::from_secs(60));
+        out.stdout = out.stdout.replace("\r\n", "\n");
+        out
     }
 
     /// Runs `baton ARGS…` to completion (at most 60 s).

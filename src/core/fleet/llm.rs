@@ -63,6 +63,10 @@ pub struct TaskRule {
     pub tier: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The instruction `baton ask TASK` puts before the user's prompt and input (`""`: none). Unset, a
+    /// known kind has its default ([`TaskKind::prompt`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,26 +90,126 @@ fn default_alert() -> f64 {
     0.8
 }
 
+/// A task kind baton knows: its default tier and model role, and the instruction `baton ask` gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskKind {
+    pub kind: &'static str,
+    pub tier: &'static str,
+    pub role: Option<&'static str>,
+    /// What the model is asked to do with the user's text (`baton ask commit_message` on a piped diff).
+    pub prompt: &'static str,
+}
+
 /// The task kinds baton knows, with their default tier and model role (`baton fleet` lists them).
-pub const DEFAULT_TASKS: &[(&str, &str, Option<&str>)] = &[
-    ("code_generation", "local", Some("code")),
-    ("test_generation", "local", Some("code")),
-    ("lint", "local", Some("code")),
-    ("commit_message", "local", Some("code")),
-    ("refactor", "local", Some("code")),
-    ("story_drafting", "local", Some("reason")),
-    ("backlog_grooming", "local", Some("reason")),
-    ("bug_hunting", "local", Some("reason")),
-    ("exploration", "local", Some("reason")),
-    ("elaboration", "local", Some("reason")),
-    ("elaboration_escalated", "cheap", None),
-    ("gap_analysis", "cheap", None),
-    ("code_review", "cheap", None),
-    ("decision_gate", "cheap", None),
-    ("qa_verification", "cheap", None),
-    ("architecture", "premium", None),
-    ("conflict_resolution", "premium", None),
-    ("novel", "premium", None),
+pub const DEFAULT_TASKS: &[TaskKind] = &[
+    TaskKind {
+        kind: "code_generation",
+        tier: "local",
+        role: Some("code"),
+        prompt: "Write the code asked for below. Answer with the code first, then at most a few lines on anything the reader must know.",
+    },
+    TaskKind {
+        kind: "test_generation",
+        tier: "local",
+        role: Some("code"),
+        prompt: "Write tests for the code below: the normal cases, the edge cases and the errors. Answer with the test code only.",
+    },
+    TaskKind {
+        kind: "lint",
+        tier: "local",
+        role: Some("code"),
+        prompt: "Lint the code below: list each bug, risky construct or style problem with its line and a fix, most serious first. If there is none, answer \"no problems found\".",
+    },
+    TaskKind {
+        kind: "commit_message",
+        tier: "local",
+        role: Some("code"),
+        prompt: "Write a git commit message for the change below: a summary line of at most 72 characters in the imperative mood, a blank line, then a short body that says what changed and why. Answer with the message only, without code fences.",
+    },
+    TaskKind {
+        kind: "refactor",
+        tier: "local",
+        role: Some("code"),
+        prompt: "Refactor the code below for clarity without changing its behaviour. Answer with the new code, then a short list of what changed.",
+    },
+    TaskKind {
+        kind: "story_drafting",
+        tier: "local",
+        role: Some("reason"),
+        prompt: "Draft a user story from the request below: a title, \"As a … I want … so that …\", and acceptance criteria a tester can check.",
+    },
+    TaskKind {
+        kind: "backlog_grooming",
+        tier: "local",
+        role: Some("reason"),
+        prompt: "Groom the backlog items below: merge duplicates, split items that are too large, and order them by value and risk, one line of reasoning each.",
+    },
+    TaskKind {
+        kind: "bug_hunting",
+        tier: "local",
+        role: Some("reason"),
+        prompt: "Find the bugs in the code or log below. For each: where it is, why it is wrong, and how to fix it.",
+    },
+    TaskKind {
+        kind: "exploration",
+        tier: "local",
+        role: Some("reason"),
+        prompt: "Explore the question below: lay out the options, their trade-offs, and what to try first.",
+    },
+    TaskKind {
+        kind: "elaboration",
+        tier: "local",
+        role: Some("reason"),
+        prompt: "Elaborate the idea below into a concrete plan: goals, steps, risks and open questions.",
+    },
+    TaskKind {
+        kind: "elaboration_escalated",
+        tier: "cheap",
+        role: None,
+        prompt: "Elaborate the idea below into a concrete plan: goals, steps, risks and open questions.",
+    },
+    TaskKind {
+        kind: "gap_analysis",
+        tier: "cheap",
+        role: None,
+        prompt: "Compare what is wanted with what exists in the text below and list the gaps, each with why it matters and what would close it.",
+    },
+    TaskKind {
+        kind: "code_review",
+        tier: "cheap",
+        role: None,
+        prompt: "Review the change below as a senior engineer would: correctness, security, tests, readability. Give a verdict (approve or request changes) first, then the findings, most important first.",
+    },
+    TaskKind {
+        kind: "decision_gate",
+        tier: "cheap",
+        role: None,
+        prompt: "Decide on the proposal below: answer go or no-go first, then the reasons and any conditions.",
+    },
+    TaskKind {
+        kind: "qa_verification",
+        tier: "cheap",
+        role: None,
+        prompt: "Check whether the result below meets its requirements: answer pass or fail first, then the evidence for each requirement.",
+    },
+    TaskKind {
+        kind: "architecture",
+        tier: "premium",
+        role: None,
+        prompt: "Propose an architecture for the problem below: the components, their boundaries and data flow, the trade-offs, and the alternatives you rejected and why.",
+    },
+    TaskKind {
+        kind: "conflict_resolution",
+        tier: "premium",
+        role: None,
+        prompt: "Resolve the conflict below (a merge conflict, or proposals that disagree): give the resolved result, then explain the choice.",
+    },
+    TaskKind {
+        kind: "novel",
+        tier: "premium",
+        role: None,
+        prompt: "Think the hard problem below through carefully and give your best solution with its reasoning.",
+    },
 ];
 
 impl Fleet {
@@ -269,17 +373,35 @@ impl Fleet {
         let tiers = self.tiers();
         DEFAULT_TASKS
             .iter()
-            .filter(|(_, tier, _)| tiers.iter().any(|t| t.name == *tier))
-            .map(|(kind, tier, model)| {
+            .filter(|k| tiers.iter().any(|t| t.name == k.tier))
+            .map(|k| {
                 (
-                    kind.to_string(),
+                    k.kind.to_string(),
                     TaskRule {
-                        tier: tier.to_string(),
-                        model: model.map(str::to_string),
+                        tier: k.tier.to_string(),
+                        model: k.role.map(str::to_string),
+                        prompt: None,
                     },
                 )
             })
             .collect()
+    }
+
+    /// The instruction `baton ask` gives a task: the fleet's `tasks.KIND.prompt`, else the default of a
+    /// kind baton knows; `None` for an unknown kind or a prompt set to `""`.
+    pub fn task_prompt(&self, kind: &str) -> Option<String> {
+        let own = self
+            .tasks
+            .as_ref()
+            .and_then(|t| t.get(kind))
+            .and_then(|rule| rule.prompt.clone());
+        own.or_else(|| {
+            DEFAULT_TASKS
+                .iter()
+                .find(|k| k.kind == kind)
+                .map(|k| k.prompt.to_string())
+        })
+        .filter(|p| !p.trim().is_empty())
     }
 
     /// Task kinds of the default table whose tier this fleet does not define, each with that tier and why
@@ -299,8 +421,8 @@ impl Fleet {
             .collect::<Vec<_>>();
         DEFAULT_TASKS
             .iter()
-            .filter(|(kind, _, _)| !routed.contains_key(*kind))
-            .map(|(kind, tier, _)| {
+            .filter(|k| !routed.contains_key(k.kind))
+            .map(|TaskKind { kind, tier, .. }| {
                 let why = if self.is_builtin() && cloud.iter().any(|c| c == tier) {
                     format!("no ${key_env}")
                 } else {

@@ -29,7 +29,7 @@ pub use hosts::{
 pub use limits::{Bytes, Limits};
 pub use llm::{
     Budget, DEFAULT_KEY_ENV, DEFAULT_OLLAMA, DEFAULT_OLLAMA_PARALLEL, DEFAULT_OPENROUTER_BASE,
-    DEFAULT_TASKS, OpenRouter, Price, Provider, TaskRule, Tier, normalize_ollama_url,
+    DEFAULT_TASKS, OpenRouter, Price, Provider, TaskKind, TaskRule, Tier, normalize_ollama_url,
 };
 pub use mcp::McpServer;
 use mcp::validate_mcp;
@@ -464,7 +464,8 @@ mod tests {
             f.tasks()["commit_message"],
             TaskRule {
                 tier: "local".into(),
-                model: Some("code".into())
+                model: Some("code".into()),
+                prompt: None,
             }
         );
         assert_eq!(f.tasks()["architecture"].tier, "premium");

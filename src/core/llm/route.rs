@@ -192,6 +192,10 @@ pub struct Hooks<'a> {
     pub on_step: Option<Callback<'a, Step>>,
     /// Streamed pieces of the reasoning.
     pub on_thinking: Option<OnToken<'a>>,
+    /// Called with an attempt that gave no accepted answer (cooling down, over budget, failed, rejected)
+    /// when a higher tier is tried next, after the attempt's ledger row is written: `baton ask` says
+    /// "escalating" here, after the text the attempt streamed.
+    pub on_escalate: Option<Callback<'a, Attempt>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -424,9 +428,13 @@ impl Router {
         }
         let plan = self.plan(&spec, false)?;
         let mut ask = Ask::new(self, spec.kind, plan.role, prompt, opts, hooks);
-        for tier in plan.tiers {
+        let mut tiers = plan.tiers.iter().peekable();
+        while let Some(tier) = tiers.next() {
             if let Some(answer) = ask.try_tier(tier).await? {
                 return Ok(answer);
+            }
+            if tiers.peek().is_some() {
+                ask.escalate().await?;
             }
         }
         Err(RouteError::Exhausted(ask.attempts))
@@ -867,6 +875,16 @@ impl<'r, 'h> Ask<'r, 'h> {
         row.err.clone_from(&attempt.err);
         self.attempts.push(attempt);
         self.book(open, row).await
+    }
+
+    /// Tells `on_escalate` about the attempt that just gave no accepted answer.
+    async fn escalate(&mut self) -> Result<(), RouteError> {
+        if let (Some(cb), Some(last)) = (self.hooks.on_escalate.as_mut(), self.attempts.last()) {
+            cb(last.clone())
+                .await
+                .map_err(|e| RouteError::Callback(format!("on_escalate: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Writes a model call's ledger row (settling any reservation) and fires the budget alert when this

@@ -170,6 +170,7 @@ async fn ask(lua: Lua, (task, prompt, opts): (Value, Value, Value)) -> mlua::Res
         run_tool: Some(&mut run_tool),
         on_step: on_step.as_mut().map(|f| f as _),
         on_thinking: on_thinking.as_mut().map(|f| f as OnToken<'_>),
+        on_escalate: None,
     };
     let llm = services::llm(&lua);
     let answer = llm

@@ -55,9 +55,11 @@ async fn ask_reads_stdin_streams_the_answer_and_books_it() {
         Some("local · qwen · 30 in / 4 out · $0.0000")
     );
     let sent = stub.requests()[0].json();
-    assert_eq!(
-        sent["messages"][0]["content"],
-        "diff --git a/x b/x\n+empty check\n"
+    let content = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("Write a git commit message for the change below")
+            && content.ends_with(".\n\ndiff --git a/x b/x\n+empty check\n"),
+        "the task's instruction, then the diff: {content:?}"
     );
     assert_eq!(sent["model"], "qwen");
 
@@ -74,7 +76,12 @@ async fn ask_reads_stdin_streams_the_answer_and_books_it() {
         sent["messages"][0],
         json!({"role": "system", "content": "be terse"})
     );
-    assert_eq!(sent["messages"][1]["content"], "Review this:\n\nsome code");
+    let content = sent["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("Lint the code below")
+            && content.ends_with("\n\nReview this:\n\nsome code"),
+        "{content:?}"
+    );
 
     let conn = rusqlite::Connection::open(env.state_dir().join("baton.db")).unwrap();
     let rows: Vec<(String, String, String)> = conn
@@ -273,4 +280,177 @@ async fn thinking_ends_its_line_before_the_stats() {
         out.stderr
     );
     assert!(!out.stderr.contains('\x1b'), "no colour into a pipe");
+}
+
+/// A fleet whose local tier (`url`, Ollama) is tried first and whose cheap tier (`or_url`) answers next.
+fn escalating(env: &str, url: &str, or_url: &str) -> Env {
+    Env::new(env)
+        .with_fleet(&fleet(url, or_url))
+        .var("OPENROUTER_API_KEY", super::KEY)
+}
+
+/// An OpenRouter stub answering `pieces`.
+async fn cheap(pieces: &'static [&'static str]) -> Stub {
+    Stub::start(move |req, _| {
+        if req.path.ends_with("/key") {
+            Reply::json(200, server::key_info(0.0, 0.0, None))
+        } else {
+            Reply::sse(server::sse("c/m", pieces, 4, 3, Some(0.0002)), 64)
+        }
+    })
+    .await
+}
+
+/// The rejected tier's answer never reaches stdout: with `--schema`, stdout holds exactly the accepted
+/// JSON (it used to be `review{"verdict": …}`, the rejected stream and the answer run together), and
+/// stderr says which tier was passed over and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_answer_never_reaches_stdout() {
+    let lines = server::ollama_chat("qwen", &["review"], 3, 1);
+    let local = Stub::start(move |_, _| Reply::ndjson(lines.clone(), 16)).await;
+    let or = cheap(&["{\"verdict\": ", "\"pass\", \"score\": 7}"]).await;
+    let env = escalating("ask-rejected", &local.url, &or.url);
+    let schema = env.dir.write(
+        "verdict.json",
+        r#"{"type": "object", "properties": {"verdict": {"enum": ["pass", "fail"]}, "score": {"type": "integer"}}, "required": ["verdict"]}"#,
+    );
+    let out = ask(
+        &env,
+        &[
+            "code_generation",
+            "review",
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+        "",
+    )
+    .await;
+    out.ok();
+    assert_eq!(out.stdout.lines().count(), 1, "{:?}", out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("stdout is the JSON alone");
+    assert_eq!(v, json!({"verdict": "pass", "score": 7}));
+    assert!(
+        out.stderr
+            .contains("ask: local (qwen) rejected: the answer is not JSON")
+            && out.stderr.contains("; escalating\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(local.count(), 1);
+
+    // No tier gives valid JSON: nothing on stdout, exit 1.
+    let out = ask(
+        &env,
+        &[
+            "code_generation",
+            "review",
+            "--schema",
+            schema.to_str().unwrap(),
+            "--max-tier",
+            "local",
+        ],
+        "",
+    )
+    .await;
+    out.expect_code(1);
+    assert_eq!(out.stdout, "");
+}
+
+/// Ollama chat lines that stop after `pieces`, the connection closed without `done`.
+fn cut_short(pieces: &[&str]) -> Reply {
+    let mut lines = server::ollama_chat("qwen", pieces, 3, 1);
+    lines.pop();
+    Reply::ndjson(lines, 16).truncated()
+}
+
+/// A tier that fails half-way through its answer: a pipe gets the next tier's answer alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_attempt_is_not_in_a_piped_answer() {
+    let local = Stub::start(|_, _| cut_short(&["half ", "an answer"])).await;
+    let or = cheap(&["the whole answer"]).await;
+    let env = escalating("ask-broken-pipe", &local.url, &or.url);
+    let out = ask(&env, &["lint", "check"], "").await;
+    out.ok();
+    assert_eq!(out.stdout, "the whole answer\n");
+    assert!(
+        out.stderr.contains("ask: local (qwen) error: ") && out.stderr.contains("; escalating"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// On a terminal the answer streams as it comes; an attempt that breaks off stays on screen, ends its
+/// line and is followed by the "escalating" line, then the answer that counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_sees_the_attempt_then_escalating_then_the_answer() {
+    let local = Stub::start(|_, _| cut_short(&["half ", "an answer"])).await;
+    let or = cheap(&["the whole answer"]).await;
+    let env = escalating("ask-tty", &local.url, &or.url);
+    let out = tokio::task::spawn_blocking(move || {
+        env.on_terminal(&["--color", "never", "ask", "lint", "check"])
+    })
+    .await
+    .unwrap();
+    out.ok();
+    let shown = out.stdout;
+    let (half, rest) = shown
+        .split_once("half an answer\n")
+        .unwrap_or_else(|| panic!("the attempt streamed on its own line: {shown:?}"));
+    assert_eq!(half, "");
+    let (escalating, rest) = rest.split_once('\n').unwrap();
+    assert!(
+        escalating.starts_with("ask: local (qwen) error: ") && escalating.ends_with("; escalating"),
+        "{shown:?}"
+    );
+    assert!(
+        rest.starts_with("the whole answer\ncheap · c/m · "),
+        "{shown:?}"
+    );
+}
+
+/// A known task carries its instruction (`git diff | baton ask commit_message` used to send the bare diff);
+/// the fleet overrides it per task, `prompt = ""` sends the text alone, and `-v` shows the one used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_task_carries_its_instruction() {
+    let lines = server::ollama_chat("qwen", &["ok"], 3, 1);
+    let stub = Stub::start(move |_, _| Reply::ndjson(lines.clone(), 16)).await;
+    let fleet = fleet(&stub.url, &refused_url().await).replace(
+        "  openrouter =",
+        r#"  tasks = { commit_message = { tier = "local", model = "code", prompt = "One line, imperative." },
+            lint = { tier = "local", prompt = "" }, code_review = { tier = "local" } },
+  openrouter ="#,
+    );
+    let env = Env::new("ask-instruction").with_fleet(&fleet);
+    let sent = |i: usize| stub.requests()[i].json()["messages"][0]["content"].clone();
+
+    let out = ask(&env, &["-v", "commit_message"], "the diff").await;
+    out.ok();
+    assert_eq!(sent(0), "One line, imperative.\n\nthe diff");
+    assert!(
+        out.stderr
+            .contains("ask: task commit_message's instruction: One line, imperative."),
+        "{}",
+        out.stderr
+    );
+    let out = ask(&env, &["-v", "lint", "as is"], "").await;
+    out.ok();
+    assert_eq!(sent(1), "as is");
+    assert!(
+        out.stderr.contains("ask: task lint has no instruction"),
+        "{}",
+        out.stderr
+    );
+    // A fleet task without `prompt` keeps the default of its kind; an unknown kind has none.
+    ask(&env, &["code_review", "the change"], "").await.ok();
+    let review = sent(2);
+    assert!(
+        review
+            .as_str()
+            .unwrap()
+            .starts_with("Review the change below")
+            && review.as_str().unwrap().ends_with("\n\nthe change"),
+        "{review}"
+    );
+    ask(&env, &["hello"], "").await.ok();
+    assert_eq!(sent(3), "hello");
 }
