@@ -150,8 +150,9 @@ pub enum Command {
     /// Scheduled jobs: list them, show run history, run one now
     #[command(subcommand)]
     Schedule(ScheduleCommand),
-    /// Ask a model through the router (budgeted, in the ledger); the answer streams to stdout
-    /// (`git diff | baton ask commit_message`; one word that names a task is the task, any other the prompt)
+    /// Ask a model through the router (budgeted, in the ledger); a terminal sees the answer stream, a pipe gets
+    /// the accepted answer alone (`git diff | baton ask commit_message`: a known task adds its instruction,
+    /// shown with -v; one word that names a task is the task, any other the prompt)
     Ask {
         /// [TASK] [PROMPT | -]: stdin, when not a terminal, is the prompt or is added to it as context
         #[arg(num_args = 0.., value_name = "TASK] [PROMPT")]

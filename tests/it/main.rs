@@ -12,6 +12,7 @@ mod messages;
 mod notify;
 mod ops;
 mod playbooks;
+mod readme;
 mod repl;
 mod schedule;
 mod ssh;
