@@ -2,11 +2,15 @@
 --
 -- For each configured repo with a local `path`: when the tree is dirty, commit everything with a message
 -- written by the local model (route task `commit_message`, never above its tier — no paid call for a commit
--- message; a plain "End of day …" message when no model is up), then `git pull --rebase` and push
--- (`sync.git`: a conflict aborts the rebase and leaves the repo exactly as it was). A repo that fails is
+-- message; a plain "End of day …" message when no model is up; the subject is kept to 72 characters and
+-- the message always has a body), then `git pull --rebase` and push (`sync.git`). When origin has a
+-- conflicting change the rebase is aborted and the day's work stays in its local commit, unpushed: the
+-- report says exactly that ("committed as 533e6b4, not pushed: origin/main has a conflicting change in
+-- app.py; resolve with: …"), and so does every later run until it is resolved. A repo that fails is
 -- reported and the others still go. Then CI is started as a detached job on the server host for the repos
--- that were pushed and have a `test` command (the same steps and log layout as nightly_ci.lua), and the
--- script prints the job id and where the results will be. Ends with an error when any step failed.
+-- that pushed something and have a `test` command (the same steps and log layout as nightly_ci.lua), and
+-- the script prints the job id and where the results will be. Ends with an error when any step failed
+-- (run by `baton daemon`, that error is the failure notification's text).
 -- The CI job is started with `notify = true`: `baton daemon` watches it and sends its result (exit code,
 -- duration, log tail) to the fleet's `notify` channels when it arrives — walk away, read it on the phone.
 --
@@ -37,10 +41,24 @@ for _, r in ipairs(cfg.repos) do
 end
 if #repos == 0 then error(cfg.file .. ": no repo with a local path" .. (#a > 0 and " among " .. table.concat(a, ", ") or ""), 0) end
 
-local function clean(text)
+local SUBJECT_MAX = 72
+
+-- The model's answer as a commit message: no thinking, fences or quotes; a subject of at most 72 characters
+-- (cut at a word, the whole line moved into the body) and a body (`files` when the model gave none).
+local function clean(text, files)
   text = text:gsub("<think>.-</think>", ""):gsub("```%w*", "")
   text = text:gsub("^%s+", ""):gsub("%s+$", ""):gsub('^"(.*)"$', "%1")
-  return text
+  if text == "" then return "" end
+  local subject, body = text:match("^([^\n]*)\n?(.*)$")
+  subject, body = subject:gsub("%s+$", ""), body:gsub("^%s+", "")
+  if utf8.len(subject) and utf8.len(subject) > SUBJECT_MAX then
+    local cut = subject:sub(1, utf8.offset(subject, SUBJECT_MAX) - 1):match("^(.*%S)%s") or
+      subject:sub(1, utf8.offset(subject, SUBJECT_MAX - 1) - 1)
+    body = subject .. (body ~= "" and "\n\n" .. body or "")
+    subject = cut .. "…"
+  end
+  if body == "" then body = files end
+  return subject .. "\n\n" .. body
 end
 
 -- A commit message for the changes in `path`: the local model's, else a plain one.
@@ -52,8 +70,9 @@ local function message_for(repo)
   local _, diff = routines.git("local", repo.path, { "diff", "HEAD", "--stat", "--patch", "--no-color" }, { check = false })
   local files = {}
   for line in status:gmatch("[^\n]+") do files[#files + 1] = line:sub(4) end
-  local fallback = ("End of day %s: %d file%s changed (%s%s)"):format(os.date("%Y-%m-%d"), #files,
-    #files == 1 and "" or "s", table.concat(files, ", ", 1, math.min(3, #files)), #files > 3 and ", …" or "")
+  local listed = "Changed: " .. table.concat(files, ", ", 1, math.min(20, #files)) .. (#files > 20 and ", …" or "")
+  local fallback = ("End of day %s: %d file%s changed (%s%s)\n\n%s"):format(os.date("%Y-%m-%d"), #files,
+    #files == 1 and "" or "s", table.concat(files, ", ", 1, math.min(3, #files)), #files > 3 and ", …" or "", listed)
   local rule = baton.fleet.tasks.commit_message
   local max_tier = rule and rule.tier or (baton.fleet.tiers[1] and baton.fleet.tiers[1].name)
   local prompt = ("Write a git commit message for these changes in %q: a subject line under 72 characters in the "
@@ -61,9 +80,9 @@ local function message_for(repo)
     .. "Files:\n%s\n\nDiff:\n%s"):format(repo.name, status, diff:sub(1, 12000))
   local ok, answer = pcall(baton.timeout, "3m", route.ask, "commit_message", prompt, {
     max_tier = max_tier,
-    accept = function(r) return clean(r.text) ~= "" or "empty answer" end,
+    accept = function(r) return clean(r.text, listed) ~= "" or "empty answer" end,
   })
-  if ok then return clean(answer.text), answer.model end
+  if ok then return clean(answer.text, listed), answer.model end
   baton.log.warn("no model for the commit message; using a plain one", { repo = repo.name, err = tostring(answer) })
   return fallback, "fallback"
 end
@@ -76,7 +95,7 @@ for _, repo in ipairs(repos) do
     local what = r.committed and ("committed (message by %s: %q)"):format(by, message:match("^[^\n]*")) or "nothing to commit"
     print(("%s: %s, %s, %s"):format(repo.name, what, r.pulled and "pulled" or "up to date",
       r.pushed and "pushed" or "nothing to push"))
-    pushed[#pushed + 1] = repo
+    if r.pushed then pushed[#pushed + 1] = repo end
   end)
   if not ok then
     failed[#failed + 1] = ("%s: %s"):format(repo.name, tostring(err))
@@ -90,7 +109,7 @@ for _, r in ipairs(pushed) do
   if r.test then ci[#ci + 1] = r end
 end
 if a.no_ci or #ci == 0 then
-  print(a.no_ci and "CI: skipped (--no-ci)" or "CI: no pushed repo has a test command")
+  print(a.no_ci and "CI: skipped (--no-ci)" or "CI: not started: no repo with a test command pushed anything")
 else
   local ok, err = pcall(function()
     local host = routines.host("server", a.host or cfg.ci.host)

@@ -158,7 +158,9 @@ for _, repo in ipairs(repos) do
     ssh.run(host, ("mkdir -p %s && cat > %s"):format(routines.path(logdir), routines.path(logdir .. "/result")),
       { stdin = result .. "\n", check = false })
   end
-  print(("%s: %s — log %s:%s/test.log"):format(repo.name, result, host, logdir))
+  -- A run that stopped before its test has only the checkout's log.
+  local log = result:match("^error: checkout") and "checkout.log" or "test.log"
+  print(("%s: %s — log %s:%s/%s"):format(repo.name, result, host, logdir, log))
   if result ~= "pass" then
     failed[#failed + 1] = ("%s (%s)"):format(repo.name, result)
     if not a.no_diagnosis and not result:match("^error") then
@@ -169,6 +171,8 @@ for _, repo in ipairs(repos) do
 end
 
 if #failed > 0 then
-  error(("nightly_ci on %s: %d of %d repos failed: %s"):format(host, #failed, #repos, table.concat(failed, ", ")), 0)
+  error(("nightly_ci on %s: %d of %d repo%s failed: %s"):format(host, #failed, #repos, #repos == 1 and "" or "s",
+    table.concat(failed, ", ")), 0)
 end
-print(("nightly_ci on %s: all %d repos passed"):format(host, #repos))
+print(#repos == 1 and ("nightly_ci on %s: %s passed"):format(host, repos[1].name)
+  or ("nightly_ci on %s: all %d repos passed"):format(host, #repos))

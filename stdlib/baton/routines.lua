@@ -251,8 +251,9 @@ M.seconds = seconds
 --- A POSIX shell script that runs one CI pass of `repo` on a host: clone `repo.url` into `repo.ci_path` when
 --- missing, fetch, check out `origin/<branch>` (detached, forced, untracked files removed), run `repo.test`
 --- with the repo's timeout (GNU `timeout` when the host has it), and keep in `logdir`: `checkout.log`,
---- `commit`, `test.log`, `result` (`pass`, `fail (exit N)`, `timeout after Ns`, `error: …`). It also points
---- `<ci.dir>/logs/<repo>/latest` at the run and appends `stamp repo commit result` to `<ci.dir>/results.tsv`.
+--- `commit`, `test.log`, `result` (`pass`, `fail (exit N)`, `timeout after Ns`, `error: checkout failed: …`).
+--- Whatever happened, it points `<ci.dir>/logs/<repo>/latest` at the run and appends `stamp repo commit
+--- result` to `<ci.dir>/results.tsv` (commit `-` when the checkout failed, whose log is `checkout.log`).
 --- Exits with the test's code (3 when the checkout failed).
 ---@return string script a POSIX shell script
 function M.ci_script(cfg, repo, stamp)
@@ -264,19 +265,20 @@ function M.ci_script(cfg, repo, stamp)
   local lines = {
     "export GIT_TERMINAL_PROMPT=0",
     ("D=%s; mkdir -p \"$D\" || exit 3"):format(D),
+    -- record RESULT COMMIT: the run's result, `latest` and its results.tsv line, whatever the stage.
+    ("record() { echo \"$1\" > \"$D/result\"; ln -sfn %s %s/latest; printf '%%s\\t%%s\\t%%s\\t%%s\\n' %s %s \"$2\" \"$1\" >> %s/results.tsv; }"):format(
+      M.quote(stamp), M.path(("%s/logs/%s"):format(cfg.ci.dir, repo.name)), M.quote(stamp), M.quote(repo.name),
+      M.path(cfg.ci.dir)),
     ("( if [ ! -d %s/.git ]; then %sfi; cd %s && git fetch -q origin && git checkout -q --force --detach %s && git clean -q -fd ) > \"$D/checkout.log\" 2>&1 </dev/null"):format(
       P, clone, P, M.quote("origin/" .. repo.branch)),
-    "if [ $? -ne 0 ]; then echo \"error: checkout failed: $(tail -n 3 \"$D/checkout.log\" | tr '\\n' ' ')\" > \"$D/result\"; exit 3; fi",
-    ("cd %s || exit 3"):format(P),
+    "if [ $? -ne 0 ]; then record \"error: checkout failed: $(tail -n 3 \"$D/checkout.log\" | tr '\\n' ' ' | sed 's/ *$//')\" -; exit 3; fi",
+    ("cd %s || { record 'error: checkout failed: no clone' -; exit 3; }"):format(P),
     "git rev-parse HEAD > \"$D/commit\"",
     ("if command -v timeout >/dev/null 2>&1; then timeout -k 10 %d sh -c %s; else sh -c %s; fi > \"$D/test.log\" 2>&1 </dev/null"):format(
       secs, M.quote(repo.test), M.quote(repo.test)),
     "code=$?",
     ("case $code in 0) r=pass;; 124) r='timeout after %ds';; *) r=\"fail (exit $code)\";; esac"):format(secs),
-    "echo \"$r\" > \"$D/result\"",
-    ("ln -sfn %s %s/latest"):format(M.quote(stamp), M.path(("%s/logs/%s"):format(cfg.ci.dir, repo.name))),
-    ("printf '%%s\\t%%s\\t%%s\\t%%s\\n' %s %s \"$(cat \"$D/commit\")\" \"$r\" >> %s/results.tsv"):format(
-      M.quote(stamp), M.quote(repo.name), M.path(cfg.ci.dir)),
+    "record \"$r\" \"$(cat \"$D/commit\")\"",
     "exit $code",
   }
   return table.concat(lines, "\n")

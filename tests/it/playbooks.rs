@@ -302,6 +302,39 @@ async fn nightly_ci_records_pass_and_fail_and_stores_a_diagnosis() {
     assert_eq!(read(latest("bad").join("result")), "fail (exit 7)\n");
     assert!(!latest("bad").join("diagnosis.md").exists());
     assert_eq!(read(ci.join("results.tsv")).lines().count(), 3);
+
+    // A checkout that fails (the origin is gone) leaves its trace: a results line, `latest`, and the
+    // summary points to the log that exists.
+    std::fs::rename(&good, tmp.join("moved.git")).unwrap();
+    std::fs::remove_dir_all(ci.join("src/good")).unwrap();
+    next_second();
+    let out = run(&env, "nightly_ci.lua", &["good"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("nightly_ci on h0: 1 of 1 repo failed: good (error: checkout failed: "),
+        "{}",
+        out.stderr
+    );
+    let result = read(latest("good").join("result"));
+    assert!(result.starts_with("error: checkout failed: "), "{result}");
+    let log = latest("good").join("checkout.log");
+    assert!(log.exists() && !latest("good").join("test.log").exists());
+    assert!(
+        out.stdout.contains(&format!(
+            "good: {} — log h0:{}/checkout.log",
+            result.trim(),
+            std::fs::canonicalize(latest("good")).unwrap().display()
+        )),
+        "{}",
+        out.stdout
+    );
+    let tsv = read(ci.join("results.tsv"));
+    let last = tsv.lines().last().unwrap();
+    assert!(
+        last.contains("\tgood\t-\terror: checkout failed: "),
+        "{tsv}"
+    );
 }
 
 /// The diagnosis is a tool-using agent: the in-test Ollama server calls read_log, git_log, read_file (once
@@ -463,13 +496,14 @@ async fn end_of_day_commits_with_the_model_message_pushes_and_starts_ci() {
   ci = {{ dir = {ci:?} }},
   repos = {{
     app = {{ path = {app_wc:?}, url = {app:?}, test = "sh check.sh" }},
-    lib = {{ path = {lib_wc:?} }},
+    lib = {{ path = {lib_wc:?}, url = {lib:?}, test = "true" }},
   }},
 }}"#,
         ci = ci.display().to_string(),
         app_wc = app_wc.display().to_string(),
         app = app.display().to_string(),
         lib_wc = lib_wc.display().to_string(),
+        lib = lib.display().to_string(),
     );
     let env = env(
         "pb-eod",
@@ -509,6 +543,8 @@ async fn end_of_day_commits_with_the_model_message_pushes_and_starts_ci() {
         "{}",
         out.stdout
     );
+    // lib pushed nothing: no CI for it, though it has a test command.
+    assert!(!out.stdout.contains("lib: results"), "{}", out.stdout);
     let result = ci.join("logs/app/latest/result");
     // The file may appear before its line is written: wait for a whole line, not for a guessed moment.
     crate::common::wait_for("a whole result line", Duration::from_secs(60), || {
@@ -565,11 +601,19 @@ async fn end_of_day_falls_back_stops_on_a_conflict_and_names_an_offline_server()
         git(&lib, &["log", "-1", "--format=%s", "main"]),
         format!("End of day {today}: 1 file changed (new.txt)")
     );
-    // The conflict stopped app cleanly: its own commit kept, nothing pushed, no rebase left behind.
+    // The conflict stopped app cleanly: its own commit kept, nothing pushed, no rebase left behind, and the
+    // report says so exactly, naming the commit.
+    let short = git(&app_wc, &["rev-parse", "--short", "HEAD"]);
+    let exactly = |lead: &str| {
+        format!(
+            "app: sync.git(local): {lead}, not pushed: origin/main has a conflicting change in notes.txt \
+             (rebase aborted, the work tree as it was); resolve with: git -C {} pull --rebase origin main",
+            app_wc.display()
+        )
+    };
     assert!(
-        out.stderr.contains(
-            "app: sync.git(local): git pull --rebase: conflict in notes.txt; rebase aborted"
-        ),
+        out.stderr
+            .contains(&exactly(&format!("committed as {short}"))),
         "{}",
         out.stderr
     );
@@ -581,12 +625,71 @@ async fn end_of_day_falls_back_stops_on_a_conflict_and_names_an_offline_server()
         "other edits"
     );
     assert!(!app_wc.join(".git/rebase-merge").exists());
+    // The next run says the same of the same commit.
+    let again = run(&env, "end_of_day.lua", &["app", "--no-ci"]);
+    again.expect_code(1);
+    assert!(
+        again
+            .stderr
+            .contains(&exactly(&format!("local commits up to {short} kept"))),
+        "{}",
+        again.stderr
+    );
     // CI for what was pushed could not start: the server is down, and the error says so.
     assert!(
         out.stderr
             .contains("CI: CI host h0 is offline; CI not started"),
         "{}",
         out.stderr
+    );
+}
+
+/// A model that echoes a long line gets a subject of at most 72 characters, cut at a word, with the whole
+/// line in the body; a message without a body gets the changed files as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_of_day_keeps_the_subject_to_72_characters_and_gives_a_body() {
+    const LONG: &str = "Update the notes file with several new lines describing the greeting feature and also \
+        mention the other things that were changed today in the repository in great detail";
+    let tmp = crate::common::TempDir::new("pb-eod3-repos");
+    let app = origin(tmp.path(), "app", &[("notes.txt", "one\n")]);
+    let app_wc = tmp.join("app-wc");
+    clone(&app, &app_wc);
+    let eod = |name: &str, stub: &Stub| {
+        env(
+            name,
+            &format!(
+                r#"return {{
+  hosts = {{ engine = {{ ssh = false, ollama = "{}" }} }},
+  tiers = {{ {{ name = "local", provider = "ollama", host = "engine", models = {{ code = "coder:7b", reason = "r" }} }} }},
+}}"#,
+                stub.url
+            ),
+            &format!(
+                "return {{ repos = {{ app = {{ path = {:?} }} }} }}",
+                app_wc.display().to_string()
+            ),
+        )
+    };
+    let stub = ollama(LONG).await;
+    write(&app_wc, &[("notes.txt", "one\ntwo\n")]);
+    run(&eod("pb-eod3", &stub), "end_of_day.lua", &["--no-ci"]).ok();
+    let subject = git(&app, &["log", "-1", "--format=%s", "main"]);
+    assert_eq!(
+        subject,
+        "Update the notes file with several new lines describing the greeting…"
+    );
+    assert!(subject.chars().count() <= 72, "{subject:?}");
+    assert_eq!(
+        git(&app, &["log", "-1", "--format=%b", "main"]).trim(),
+        LONG
+    );
+
+    let stub = ollama("Add a third line").await;
+    write(&app_wc, &[("notes.txt", "one\ntwo\nthree\n")]);
+    run(&eod("pb-eod4", &stub), "end_of_day.lua", &["--no-ci"]).ok();
+    assert_eq!(
+        git(&app, &["log", "-1", "--format=%B", "main"]).trim(),
+        "Add a third line\n\nChanged: notes.txt"
     );
 }
 

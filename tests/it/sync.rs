@@ -495,9 +495,10 @@ fn git_fast_forward_commit_conflict_and_remote() {
     );
     out.ok();
     assert!(
-        out.stdout.starts_with(
-            "sync.git(local): git pull --rebase: conflict in notes.txt; rebase aborted"
-        ),
+        out.stdout.starts_with("sync.git(local): committed as ")
+            && out.stdout.contains(
+                ", not pushed: origin/main has a conflicting change in notes.txt (rebase aborted"
+            ),
         "{}",
         out.stdout
     );

@@ -175,7 +175,12 @@ pub async fn sync(
             ])
             .await?;
         if !pull.ok() {
-            return Err(abort_rebase(&repo, &pull).await);
+            let kept = Kept {
+                committed,
+                remote: &opts.remote,
+                branch: &branch,
+            };
+            return Err(abort_rebase(&repo, &pull, &kept).await);
         }
     }
     let upstream_after = repo.rev(&tracking).await?;
@@ -206,9 +211,18 @@ pub async fn sync(
     })
 }
 
+/// What a failed `pull --rebase` leaves: whether this call committed, and the upstream it could not take.
+struct Kept<'a> {
+    committed: bool,
+    remote: &'a str,
+    branch: &'a str,
+}
+
 /// After a failed `pull --rebase`: if a rebase is in progress, list the conflicts and abort it (restoring the
-/// branch, its commits and the work tree); either way, an error describing what happened.
-async fn abort_rebase(repo: &Repo<'_>, pull: &Output) -> RemoteError {
+/// branch, its commits and the work tree); either way, an error describing what happened. After a conflict it
+/// says exactly what is where: the commit made (or the local HEAD), not pushed, the conflicting files, and
+/// how to resolve; the same words on every run until it is resolved.
+async fn abort_rebase(repo: &Repo<'_>, pull: &Output, kept: &Kept<'_>) -> RemoteError {
     let conflicts = match repo.git(&["diff", "--name-only", "--diff-filter=U"]).await {
         Ok(out) => String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -237,7 +251,24 @@ async fn abort_rebase(repo: &Repo<'_>, pull: &Output) -> RemoteError {
     } else {
         conflicts.join(", ")
     };
+    let head = repo
+        .ok(&["rev-parse", "--short", "HEAD"])
+        .await
+        .unwrap_or_else(|_| "HEAD".into());
+    let Kept {
+        committed,
+        remote,
+        branch,
+    } = kept;
+    let what = if *committed {
+        format!("committed as {head}")
+    } else {
+        format!("local commits up to {head} kept")
+    };
     RemoteError::Sync(format!(
-        "git pull --rebase: conflict in {files}; rebase aborted, work tree and local commits left as they were"
+        "{what}, not pushed: {remote}/{branch} has a conflicting change in {files} (rebase aborted, the work \
+         tree as it was); resolve with: git -C {path} pull --rebase {remote} {branch}, fix the files, git add \
+         them, git rebase --continue, then push or run again",
+        path = crate::core::text::escape_line(repo.path),
     ))
 }
