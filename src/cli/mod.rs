@@ -95,6 +95,10 @@ pub enum Command {
         /// The loaded fleet as JSON
         #[arg(long)]
         json: bool,
+        /// Write a commented starter fleet file (this machine, local Ollama, a $10 budget) to PATH, default
+        /// $XDG_CONFIG_HOME/baton/fleet.lua; never overwrites a file
+        #[arg(long, value_name = "PATH", num_args = 0..=1, conflicts_with = "json")]
+        init: Option<Option<PathBuf>>,
     },
     /// LLM spend: ledger and provider side by side, held and interrupted amounts, budget, a bar per row, a chart per day
     Spend {
@@ -239,7 +243,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Check { files } => run::check(files),
         Command::Doctor { json } => run::doctor(cli, *json),
         Command::Status { json } => run::status(cli, *json),
-        Command::Fleet { json } => fleet::show(&*load_fleet(cli)?, *json),
+        Command::Fleet {
+            init: Some(path), ..
+        } => fleet::init(path.clone()),
+        Command::Fleet { json, init: None } => fleet::show(&*load_fleet(cli)?, *json),
         Command::Spend { period, by, json } => spend::show(cli, period, by, *json),
         Command::Jobs {
             prune,
