@@ -215,8 +215,15 @@ pub enum ScheduleCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Run one job now, as the daemon would
-    Run { job: String, file: Option<PathBuf> },
+    /// Run one job now, as the daemon would: recorded, logged, and told to the fleet's notify channels
+    /// as the job's `notify` says (`--quiet`: not told)
+    Run {
+        job: String,
+        file: Option<PathBuf>,
+        /// Send no notification for this run
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 /// Parses the command line, runs the command and returns the process exit code. Every error ends here:
@@ -277,8 +284,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Schedule(ScheduleCommand::History { job, limit }) => {
             schedule::history(job.as_deref(), *limit)
         }
-        Command::Schedule(ScheduleCommand::Run { job, file }) => {
-            schedule::run(load_fleet(cli)?, job, file.clone())
+        Command::Schedule(ScheduleCommand::Run { job, file, quiet }) => {
+            schedule::run(load_fleet(cli)?, job, file.clone(), *quiet)
         }
         Command::Budget {
             action: BudgetCommand::Sync { hash },
