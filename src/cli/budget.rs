@@ -43,7 +43,8 @@ pub fn sync(cli: &Cli, hash: Option<&str>) -> anyhow::Result<ExitCode> {
     .map_err(|e| anyhow::anyhow!("budget sync: {e}"))?;
     writeln!(
         Out::new(),
-        "key {said}: limit ${limit:.2} per month (resets monthly, UTC), enforced by {}",
+        "key {said}: limit {} per month (resets monthly, UTC), enforced by {}",
+        crate::core::text::money(limit),
         client.name()
     )?;
     Ok(ExitCode::SUCCESS)

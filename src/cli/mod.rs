@@ -95,6 +95,10 @@ pub enum Command {
         /// The loaded fleet as JSON
         #[arg(long)]
         json: bool,
+        /// Write a commented starter fleet file (this machine, local Ollama, a $10 budget) to PATH, default
+        /// $XDG_CONFIG_HOME/baton/fleet.lua; never overwrites a file
+        #[arg(long, value_name = "PATH", num_args = 0..=1, conflicts_with = "json")]
+        init: Option<Option<PathBuf>>,
     },
     /// LLM spend: ledger and provider side by side, held and interrupted amounts, budget, a bar per row, a chart per day
     Spend {
@@ -212,8 +216,15 @@ pub enum ScheduleCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Run one job now, as the daemon would
-    Run { job: String, file: Option<PathBuf> },
+    /// Run one job now, as the daemon would: recorded, logged, and told to the fleet's notify channels
+    /// as the job's `notify` says (`--quiet`: not told)
+    Run {
+        job: String,
+        file: Option<PathBuf>,
+        /// Send no notification for this run
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 /// Parses the command line, runs the command and returns the process exit code. Every error ends here:
@@ -240,7 +251,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Check { files } => run::check(files),
         Command::Doctor { json } => run::doctor(cli, *json),
         Command::Status { json } => run::status(cli, *json),
-        Command::Fleet { json } => fleet::show(&*load_fleet(cli)?, *json),
+        Command::Fleet {
+            init: Some(path), ..
+        } => fleet::init(path.clone()),
+        Command::Fleet { json, init: None } => fleet::show(&*load_fleet(cli)?, *json),
         Command::Spend { period, by, json } => spend::show(cli, period, by, *json),
         Command::Jobs {
             prune,
@@ -271,8 +285,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Schedule(ScheduleCommand::History { job, limit }) => {
             schedule::history(job.as_deref(), *limit)
         }
-        Command::Schedule(ScheduleCommand::Run { job, file }) => {
-            schedule::run(load_fleet(cli)?, job, file.clone())
+        Command::Schedule(ScheduleCommand::Run { job, file, quiet }) => {
+            schedule::run(load_fleet(cli)?, job, file.clone(), *quiet)
         }
         Command::Budget {
             action: BudgetCommand::Sync { hash },

@@ -122,6 +122,14 @@ pub fn install(
     let text = unit::render(platform, &spec);
     let mut out = Out::new();
     if print {
+        // The unit may be installed before the schedule is written (the daemon then fails and restarts
+        // until it exists), but not without a word: stdout is the unit, so the warning goes to stderr.
+        if !file.is_file() {
+            crate::errln!(
+                "baton daemon --install: warning: {}",
+                missing_schedule(&file)
+            );
+        }
         write!(out, "{text}")?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -136,11 +144,7 @@ pub fn install(
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(out, "wrote {}", path.display())?;
     if !file.is_file() {
-        writeln!(
-            out,
-            "note: the schedule file {} does not exist yet; create it before enabling",
-            file.display()
-        )?;
+        writeln!(out, "note: {}", missing_schedule(&file))?;
     }
     writeln!(
         out,
@@ -148,6 +152,16 @@ pub fn install(
         platform.enable_hint(&path).replace('\n', "\n  ")
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What to say when the service would start the daemon on a schedule file that does not exist.
+fn missing_schedule(file: &std::path::Path) -> String {
+    format!(
+        "the schedule file {} does not exist yet, and the daemon fails until it does; create it before \
+         enabling the service (one job a line, e.g. `schedule.cron(\"backup\", \"0 3 * * *\", \"backup.lua\")`; \
+         see examples/schedule.lua), or name another file: `baton daemon --install FILE`",
+        file.display()
+    )
 }
 
 /// `baton schedule list [FILE]`: each job with its expression, options, target, next three fire times and
@@ -249,8 +263,16 @@ fn history_table(runs: &[RunRecord]) -> String {
     table.to_string()
 }
 
-/// `baton schedule run JOB [FILE]`: run one job now, as the daemon would (record, log file, timeout).
-pub fn run(fleet: Arc<Fleet>, name: &str, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// `baton schedule run JOB [FILE] [--quiet]`: run one job now, as the daemon would (record, log file,
+/// timeout), and, as the daemon does, tell the fleet's `notify` channels how it ended when the job's
+/// `notify` policy asks (`--quiet`: not). Run by hand or by the clock, a job behaves the same, as with
+/// cron or a systemd timer. A channel that fails is reported on stderr; the exit code is the run's.
+pub fn run(
+    fleet: Arc<Fleet>,
+    name: &str,
+    file: Option<PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
     let state = default_state();
     let file = file.unwrap_or_else(|| default_file(&fleet));
     let (run_id, log, outcome) = block_on(async move {
@@ -262,6 +284,27 @@ pub fn run(fleet: Arc<Fleet>, name: &str, file: Option<PathBuf>) -> anyhow::Resu
         };
         let (ctx, outcome) =
             crate::core::schedule::run_now(job, &state, &SystemClock::default()).await?;
+        let notifier = crate::core::notify::Notifier::from_fleet(&fleet);
+        if !quiet && !notifier.channels().is_empty() {
+            let store = Store::open(&state)?;
+            if let Some(msg) =
+                crate::core::schedule::ended_notice(&job.spec, &store, &ctx.log, &outcome)
+            {
+                let sent = notifier
+                    .send(&msg, None, crate::core::notify::DEFAULT_TIMEOUT)
+                    .await;
+                let failed = match sent {
+                    Ok(deliveries) => crate::core::notify::failures(&deliveries),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(why) = failed {
+                    crate::errln!(
+                        "baton schedule run: {name}: notification not delivered: {}",
+                        crate::core::text::remote(&why, 500)
+                    );
+                }
+            }
+        }
         anyhow::Ok((ctx.run_id, ctx.log, outcome))
     })
     .context("cannot start the async runtime")??;

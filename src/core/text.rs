@@ -81,6 +81,38 @@ pub fn remote(text: &str, max: usize) -> String {
     escape_line(&truncate(text.trim(), max)).into_owned()
 }
 
+/// Money in US dollars, the one way baton prints it: `$10.00`, `$0.75`, `-$1.50`.
+///
+/// The rule: zero and amounts from half a cent up have two decimals, rounded to the cent. A smaller
+/// non-zero amount (one call to a cheap model) keeps two significant digits, trailing zeros dropped:
+/// `$0.0042`, `$0.00057`, `$0.001`; below `$0.0000000001` it reads `$0.00`. A value that is
+/// not a number is printed as Rust does (`$NaN`, `$inf`).
+pub fn money(usd: f64) -> String {
+    if !usd.is_finite() {
+        return format!("${usd}");
+    }
+    let sign = if usd < 0.0 { "-" } else { "" };
+    let abs = usd.abs();
+    // Below half a cent, two decimals would print $0.00 for a real cost.
+    let text = if !(1e-10..0.005).contains(&abs) {
+        format!("{abs:.2}")
+    } else {
+        let decimals = (1 - abs.log10().floor() as i32).clamp(3, 10) as usize;
+        let digits = format!("{abs:.decimals$}");
+        let kept = digits.trim_end_matches('0');
+        let decimals_kept = kept.len() - kept.find('.').map_or(kept.len(), |i| i + 1);
+        if decimals_kept < 2 {
+            format!("{abs:.2}")
+        } else {
+            kept.to_string()
+        }
+    };
+    if text == "0.00" {
+        return "$0.00".into();
+    }
+    format!("{sign}${text}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +136,31 @@ mod tests {
         assert!(shown(&big).len() < 100, "{}", shown(&big));
         assert_eq!(quoted("a\nb"), "\"a\\nb\"");
         assert_eq!(remote(" ok\n\x1b[2J ", 100), "ok\\n\\u{1b}[2J");
+    }
+
+    #[test]
+    fn money_has_cents_and_keeps_tiny_costs() {
+        let cases = [
+            (10.0, "$10.00"),
+            (10.5, "$10.50"),
+            (1234.567, "$1234.57"),
+            (0.75, "$0.75"),
+            (0.01, "$0.01"),
+            (0.005, "$0.01"),
+            (0.0042, "$0.0042"),
+            (0.00416, "$0.0042"),
+            (0.00057, "$0.00057"),
+            (0.00999, "$0.01"),
+            (0.001, "$0.001"),
+            (0.0, "$0.00"),
+            (-0.0, "$0.00"),
+            (1e-12, "$0.00"),
+            (-1.5, "-$1.50"),
+            (-0.0042, "-$0.0042"),
+        ];
+        for (usd, want) in cases {
+            assert_eq!(money(usd), want, "money({usd})");
+        }
+        assert_eq!(money(f64::NAN), "$NaN");
     }
 }

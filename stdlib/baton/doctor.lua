@@ -63,9 +63,14 @@ function M.checks()
         :format(tostring(fleet.hosts[r.name].ssh)))
     local url = fleet.hosts[r.name].ollama
     if url then
+      -- With the built-in fleet there is no file to fix: say how to point at Ollama, or to make one.
+      local where = paths.fleet_file
+        and ("fix hosts.%s.ollama in %s"):format(r.name, paths.fleet_file)
+        or ("if it runs elsewhere, set OLLAMA_HOST, or create a fleet file with `baton fleet --init` (%s/fleet.lua) and set hosts.%s.ollama there")
+          :format(paths.config_dir, r.name)
       row(rows, "ollama " .. r.name, r.models and "ok" or "FAIL", url,
-        ("start Ollama on %s (`ollama serve`, OLLAMA_HOST=0.0.0.0 to listen on the network) or fix hosts.%s.ollama")
-          :format(r.name, r.name))
+        ("start Ollama on %s (`ollama serve`, OLLAMA_HOST=0.0.0.0 to listen on the network), or %s")
+          :format(r.name, where))
     end
   end
 
@@ -121,7 +126,7 @@ function M.checks()
 
   -- Budget.
   if fleet.budget then
-    row(rows, "budget", "ok", ("$%s a month, alert at %d%%"):format(fleet.budget.monthly_usd, math.floor(fleet.budget.alert_at * 100)))
+    row(rows, "budget", "ok", ("$%.2f a month, alert at %d%%"):format(fleet.budget.monthly_usd, math.floor(fleet.budget.alert_at * 100)))
   else
     row(rows, "budget", has_cloud and "FAIL" or "skip", "no budget", "add budget = { monthly_usd = 50, alert_at = 0.8 } to the fleet file")
   end

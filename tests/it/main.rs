@@ -1,6 +1,7 @@
 //! The one integration-test binary: shared helpers in `common`, one module per area.
 mod bounds;
 mod cli;
+mod cli_usability;
 mod common;
 mod hardening;
 mod hostile;

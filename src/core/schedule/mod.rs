@@ -18,7 +18,8 @@ use std::time::Duration;
 pub use clock::{Clock, SystemClock, TestClock};
 pub use expr::{Expr, ExprError, Zone};
 pub use runner::{
-    Daemon, DaemonOptions, Job, Outcome, Report, RunContext, RunError, RunFuture, Target, run_now,
+    Daemon, DaemonOptions, Job, Outcome, Report, RunContext, RunError, RunFuture, Target,
+    ended_notice, run_now,
 };
 pub use store::{RunRecord, Store};
 

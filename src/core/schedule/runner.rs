@@ -177,37 +177,20 @@ impl<C: Clock> Daemon<C> {
 
     /// Tells the fleet's channels how a run ended (in the background, so a slow channel holds up nothing).
     fn notify_end(&self, job: usize, log: &std::path::Path, outcome: &Outcome) {
-        use crate::core::notify;
-        let spec = &self.jobs[job].spec;
         let Some(notifier) = &self.notifier else {
             return;
         };
-        if !spec.notify.wants(*outcome == Outcome::Ok) || notifier.channels().is_empty() {
+        if notifier.channels().is_empty() {
             return;
         }
-        let took = match self.store.last_run(&spec.name) {
-            Ok(Some(r)) => r
-                .started
-                .zip(r.ended)
-                .and_then(|(s, e)| (e - s).to_std().ok())
-                .unwrap_or_default(),
-            _ => Duration::ZERO,
+        let Some(msg) = ended_notice(&self.jobs[job].spec, &self.store, log, outcome) else {
+            return;
         };
-        // The title says whether it failed; the body starts with why (not "failed: …" again).
-        let what = match outcome.error() {
-            Some(e) => e.lines().next().unwrap_or("").to_string(),
-            None => outcome.name().to_string(),
-        };
-        let msg = notify::ended_message(
-            &format!("job {}", spec.name),
-            &what,
-            *outcome == Outcome::Ok,
-            took,
-            &notify::file_tail(log, notify::TAIL_LINES),
-        );
         let notifier = notifier.clone();
         tokio::spawn(async move {
-            let _ = notifier.send(&msg, None, notify::DEFAULT_TIMEOUT).await;
+            let _ = notifier
+                .send(&msg, None, crate::core::notify::DEFAULT_TIMEOUT)
+                .await;
         });
     }
 
@@ -420,6 +403,41 @@ fn record_end(
     }
     store.finish_run(run_id, now, outcome.name(), outcome.error())?;
     Ok(())
+}
+
+/// The notification for a run of `spec` that just ended with `outcome` (its log at `log`, its record the
+/// job's last in `store`), or `None` when the job's `notify` policy does not want it told. The daemon
+/// sends it when a run ends, and so does `baton schedule run` (unless `--quiet`).
+pub fn ended_notice(
+    spec: &JobSpec,
+    store: &Store,
+    log: &std::path::Path,
+    outcome: &Outcome,
+) -> Option<crate::core::notify::Message> {
+    use crate::core::notify;
+    if !spec.notify.wants(*outcome == Outcome::Ok) {
+        return None;
+    }
+    let took = match store.last_run(&spec.name) {
+        Ok(Some(r)) => r
+            .started
+            .zip(r.ended)
+            .and_then(|(s, e)| (e - s).to_std().ok())
+            .unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    // The title says whether it failed; the body starts with why (not "failed: …" again).
+    let what = match outcome.error() {
+        Some(e) => e.lines().next().unwrap_or("").to_string(),
+        None => outcome.name().to_string(),
+    };
+    Some(notify::ended_message(
+        &format!("job {}", spec.name),
+        &what,
+        *outcome == Outcome::Ok,
+        took,
+        &notify::file_tail(log, notify::TAIL_LINES),
+    ))
 }
 
 /// Runs `job` once now, as the daemon would (record, log file, timeout, panic capture), without touching
