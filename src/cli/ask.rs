@@ -260,12 +260,12 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
         crate::errln!();
     }
     crate::errln!(
-        "{} · {} · {} in / {} out · ${:.4}",
+        "{} · {} · {} in / {} out · {}",
         answer.tier,
         answer.model,
         answer.tokens_in,
         answer.tokens_out,
-        answer.cost
+        crate::core::text::money(answer.cost)
     );
     Ok(ExitCode::SUCCESS)
 }

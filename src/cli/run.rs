@@ -1,5 +1,6 @@
 //! The commands that drive a Lua runtime: `run`, `check`, `doctor` and `status`. The Lua side of each is in
 //! [`crate::lua::entry`]; this file loads the fleet, maps how the script ended to an exit code and renders.
+use crate::core::text::money;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -125,16 +126,18 @@ fn status_text(s: &StatusReport) -> String {
     }
     text.push_str(&match s.spend.budget {
         Some(budget) => format!(
-            "spend: ${:.2} of ${budget:.2} this month ({:.0}%)\n",
-            s.spend.month,
+            "spend: {} of {} this month ({:.0}%)\n",
+            money(s.spend.month),
+            money(budget),
             s.spend.fraction.unwrap_or(0.0) * 100.0
         ),
-        None => format!("spend: ${:.2} this month (no budget)\n", s.spend.month),
+        None => format!("spend: {} this month (no budget)\n", money(s.spend.month)),
     });
     if s.spend.held > 0.0 || s.spend.interrupted > 0.0 {
         text.push_str(&format!(
-            "       ${:.2} held by calls under way, ${:.2} interrupted calls (at their worst case)\n",
-            s.spend.held, s.spend.interrupted
+            "       {} held by calls under way, {} interrupted calls (at their worst case)\n",
+            money(s.spend.held),
+            money(s.spend.interrupted)
         ));
     }
     text

@@ -12,6 +12,7 @@
 //!   call's reason is replaced by the reserved worst case (with a warning); a real cost above the
 //!   reservation is booked as it is (with a warning naming the model and both figures), so the next
 //!   reservation sees the overrun.
+use crate::core::text::money;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -135,16 +136,19 @@ impl Budget {
         if !reported.is_finite() || !(0.0..=MAX_CALL_USD).contains(&reported) {
             tracing::warn!(
                 model = %row.model,
-                "{}: the reported cost {reported} is not a plausible cost; booked the reserved worst case ${reserved:.4}",
+                "{}: the reported cost {reported} is not a plausible cost; booked the reserved worst case {}",
                 row.model,
+                money(reserved),
             );
             row.cost = reserved;
             row.cost_source = "reserved".into();
         } else if reported > reserved + 1e-12 && reserved > 0.0 {
             tracing::warn!(
                 model = %row.model,
-                "{}: the call cost ${reported:.4}, more than the ${reserved:.4} reserved for it; the month's spend includes the overrun",
+                "{}: the call cost {}, more than the {} reserved for it; the month's spend includes the overrun",
                 row.model,
+                money(reported),
+                money(reserved),
             );
         }
     }
@@ -157,9 +161,9 @@ impl Budget {
             tracing::warn!(
                 spent = alert.spent,
                 limit = alert.limit,
-                "LLM spend this month has reached ${:.2} of ${:.2}",
-                alert.spent,
-                alert.limit
+                "LLM spend this month has reached {} of {}",
+                money(alert.spent),
+                money(alert.limit)
             );
         }
         Ok(Closed {

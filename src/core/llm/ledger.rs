@@ -14,6 +14,7 @@
 //! later, or the machine rebooted) is settled at once as `interrupted` at its reserved (worst-case) cost by
 //! the next reservation of any process. Rows of other machines sharing the file fall back to
 //! [`STALE_RESERVATION_SECS`].
+use crate::core::text::money;
 use chrono::Utc;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, named_params, params};
@@ -365,17 +366,20 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "worst case ${:.4} does not fit what is left of ${} this month (spent ${:.4}",
-            self.worst, self.limit, self.ledger
+            "worst case {} does not fit what is left of {} this month (spent {}",
+            money(self.worst),
+            money(self.limit),
+            money(self.ledger)
         )?;
         if let Some(p) = self.provider.filter(|p| *p > self.ledger) {
             write!(
                 f,
-                " per this ledger, ${p:.4} per the provider's usage_monthly"
+                " per this ledger, {} per the provider's usage_monthly",
+                money(p)
             )?;
         }
         if self.held > 0.0 {
-            write!(f, ", ${:.4} held by calls under way", self.held)?;
+            write!(f, ", {} held by calls under way", money(self.held))?;
         }
         f.write_str(")")?;
         // The worst case is mostly the answer cap; when something is left, a smaller cap may fit.
@@ -617,7 +621,8 @@ fn sweep(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         tracing::warn!(
             id,
             reserved,
-            "LLM call {id} was interrupted; booked at its reserved ${reserved:.4}"
+            "LLM call {id} was interrupted; booked at its reserved {}",
+            money(reserved)
         );
     }
     Ok(())
@@ -1092,8 +1097,8 @@ mod tests {
         };
         assert_eq!(
             r.to_string(),
-            "worst case $0.0000 does not fit what is left of $1 this month (spent $0.0400 per this ledger, \
-             $1.5000 per the provider's usage_monthly, $0.9600 held by calls under way)"
+            "worst case $0.00 does not fit what is left of $1.00 this month (spent $0.04 per this ledger, \
+             $1.50 per the provider's usage_monthly, $0.96 held by calls under way)"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -52,7 +52,7 @@ async fn ask_reads_stdin_streams_the_answer_and_books_it() {
     assert_eq!(out.stdout, "fix: handle empty input\n");
     assert_eq!(
         out.stderr.lines().last(),
-        Some("local · qwen · 30 in / 4 out · $0.0000")
+        Some("local · qwen · 30 in / 4 out · $0.00")
     );
     let sent = stub.requests()[0].json();
     let content = sent["messages"][0]["content"].as_str().unwrap();
@@ -206,7 +206,7 @@ async fn ask_max_tokens_lowers_the_reservation() {
     out.expect_code(1);
     assert!(
         out.stderr.contains(
-            "cheap (c/m): budget: worst case $0.4096 does not fit what is left of $0.1 this month (spent $0.0000)"
+            "cheap (c/m): budget: worst case $0.41 does not fit what is left of $0.10 this month (spent $0.00)"
         ) && out.stderr.contains("`--max-tokens N` for `baton ask`"),
         "{}",
         out.stderr

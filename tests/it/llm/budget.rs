@@ -184,7 +184,7 @@ async fn two_machines_share_one_budget_through_the_provider() {
     assert_eq!(attempts[0].outcome, Outcome::Budget);
     let why = attempts[0].err.as_deref().unwrap();
     assert!(
-        why.contains("$3.0000 per the provider's usage_monthly"),
+        why.contains("$3.00 per the provider's usage_monthly"),
         "{why}"
     );
     assert_eq!(*charged.lock().unwrap(), 3.0, "B sent nothing");
@@ -312,7 +312,7 @@ async fn direct_calls_are_booked_and_refused_over_budget() {
     assert!(
         lines[2].starts_with("false\topenrouter.chat(")
             && lines[2].contains(
-                "over budget: worst case $1.0000 does not fit what is left of $2 this month"
+                "over budget: worst case $1.00 does not fit what is left of $2.00 this month"
             ),
         "{}",
         out.stdout
@@ -501,7 +501,7 @@ async fn implausible_costs_are_replaced_and_overruns_counted() {
     );
     // $3.50 spent: nothing more fits.
     let e = ask(&r, 1).await.unwrap_err().to_string();
-    assert!(e.contains("spent $3.5000"), "{e}");
+    assert!(e.contains("spent $3.50"), "{e}");
     assert_eq!(provider.count(), 2);
     let booked = rows(
         tmp.path(),

@@ -579,7 +579,7 @@ async fn route_loop_max_steps_schema_escalation_and_budget() {
     // $0.001: after the schema answer's $0.001 and three steps, step 4 no longer fits in $0.0045.
     assert!(lines[2].starts_with("false\t"), "{}", lines[2]);
     assert!(
-        lines[2].contains("cheap (c/m): budget: step 4: worst case $0.0010"),
+        lines[2].contains("cheap (c/m): budget: step 4: worst case $0.001"),
         "{}",
         lines[2]
     );
