@@ -11,8 +11,9 @@
 -- that pushed something and have a `test` command (the same steps and log layout as nightly_ci.lua), and
 -- the script prints the job id and where the results will be. Ends with an error when any step failed
 -- (run by `baton daemon`, that error is the failure notification's text).
--- The CI job is started with `notify = true`: `baton daemon` watches it and sends its result (exit code,
--- duration, log tail) to the fleet's `notify` channels when it arrives — walk away, read it on the phone.
+-- The CI job is started with `notify = true` and the title "end_of_day CI (app, lib)": `baton daemon`
+-- watches it and sends its result to the fleet's `notify` channels when it arrives — the title, the exit
+-- code and real duration, and the log's last lines, which end with one `repo: result` line per repo.
 --
 -- Fleet: the CI host is `ci.host` from the routines file, else the one host with role "server".
 -- Config: routines.lua next to the fleet file (or $BATON_ROUTINES, or --config FILE):
@@ -120,7 +121,12 @@ else
       parts[#parts + 1] = "(\n" .. routines.ci_script(cfg, r, stamp) .. "\n) || rc=1"
     end
     parts[#parts + 1] = "exit $rc"
-    local job = ssh.spawn(host, table.concat(parts, "\n"), { notify = true })
+    local names = {}
+    for _, r in ipairs(ci) do names[#names + 1] = r.name end
+    -- The title heads the notification; the log ends with one `repo: result` line per repo.
+    local title = ("end_of_day CI (%s)"):format(table.concat(names, ", "))
+    if utf8.len(title) and utf8.len(title) > 80 then title = title:sub(1, utf8.offset(title, 79) - 1) .. "…" end
+    local job = ssh.spawn(host, table.concat(parts, "\n"), { notify = true, title = title })
     print(("CI started on %s: job %s (baton jobs; log %s:%s)"):format(host, job.id, host, job.log))
     for _, r in ipairs(ci) do
       print(("  %s: results in %s:%s/ (result, test.log)"):format(r.name, host, routines.ci_logdir(cfg, r, stamp)))

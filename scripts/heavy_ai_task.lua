@@ -3,8 +3,11 @@
 -- Waits for HOST to come online, pushes the working tree there (honouring .batonignore / .stignore, nothing
 -- deleted), starts COMMAND detached in the pushed folder, prints the job id and returns at once. With
 -- --wait it streams the job's log until the job ends, then pulls REMOTE_DIR back into LOCAL_DIR
--- (--sync-back). Re-running with --job ID resumes waiting for a job started earlier (from any machine
--- sharing the state dir); give --sync-back again to fetch the results.
+-- (--sync-back). Without --wait it prints the command that resumes: `baton run <this script> --job ID
+-- [--sync-back REMOTE LOCAL]`, with absolute paths, to run as printed from any folder (and any machine sharing
+-- the state dir): the job's record knows the folder it ran in, so REMOTE is found there whatever the
+-- current folder. A job that failed says so first, even when its results cannot be fetched.
+-- The job is titled `heavy_ai_task <folder>`: notifications and `baton jobs` use that name.
 --
 -- Fleet: HOST is any fleet host (e.g. the one with role "gpu" or "inference"); it may be asleep or booting.
 -- A HOST with `mac` in the fleet is woken (Wake-on-LAN) when it does not answer.
@@ -40,8 +43,19 @@ local a = args.parse(baton.args, {
   usage = usage,
 })
 
+local cwd = baton.exec({ "pwd" }).stdout:gsub("%s+$", "")
+-- `p` from the current folder, as an absolute path (for a command printed to be run from anywhere).
+local function absolute(p)
+  if p:sub(1, 1) == "/" then return p end
+  return (cwd .. "/" .. p):gsub("/%./", "/"):gsub("/%.$", ""):gsub("/$", "")
+end
+-- A word for a shell command line: as is when plain, else single-quoted.
+local function word(w)
+  return w:match("^[%w%%+,./:=@_~-]+$") and w or routines.quote(w)
+end
+
 local dir = a.dir or "."
-local abs = dir == "." and baton.exec({ "pwd" }).stdout:gsub("%s+$", "") or dir
+local abs = absolute(dir)
 local name = abs:gsub("/+$", ""):match("([^/]+)$") or "work"
 local remote_dir = a.remote_dir or ("~/baton-work/" .. name)
 
@@ -49,7 +63,9 @@ local job
 if a.job then
   job = ssh.job(a.job)
   if a[1] and a[1] ~= job.host then error(("job %s runs on %s, not %s"):format(job.id, job.host, a[1]), 0) end
-  print(("resuming job %s on %s: %s"):format(job.id, job.host, job.command))
+  -- The results are where the job ran, whatever folder this resume runs in.
+  remote_dir = job.cwd or remote_dir
+  print(("resuming job %s on %s: %s"):format(job.id, job.host, job.title or job.command))
 else
   local host = a[1]
   if not host or not a[2] then error("usage: " .. usage, 0) end
@@ -75,11 +91,12 @@ else
     print(("pushed %s to %s:%s (%d files, %d bytes)"):format(dir, host, remote_dir, pushed.files, pushed.bytes))
   end
   -- With --wait this script tells the end itself; without, `baton daemon` watches the job.
-  job = ssh.spawn(host, cmd, { cwd = remote_dir, notify = a.notify and not a.wait })
+  job = ssh.spawn(host, cmd, { cwd = remote_dir, notify = a.notify and not a.wait, title = "heavy_ai_task " .. name })
   print(("started job %s on %s (log %s)"):format(job.id, host, job.log))
   if not a.wait then
-    local back = a.sync_back and (" --sync-back %s %s"):format(a.sync_back[1], a.sync_back[2]) or ""
-    print(("resume with: baton run heavy_ai_task.lua --job %s%s"):format(job.id, back))
+    local me = absolute((debug.getinfo(1, "S").source:gsub("^@", "")))
+    local back = a.sync_back and (" --sync-back %s %s"):format(word(a.sync_back[1]), word(absolute(a.sync_back[2]))) or ""
+    print(("resume with: baton run %s --job %s%s"):format(word(me), job.id, back))
     return
   end
 end
@@ -101,15 +118,19 @@ if a.notify then
     { priority = ok and "default" or "high", tags = { ok and "white_check_mark" or "x" } })
 end
 
+local failure = (status.state ~= "exited" or status.code ~= 0) and ("job %s on %s %s"):format(job.id, job.host,
+  status.state == "lost" and "was lost (the process vanished without an exit record)"
+    or ("exited with code " .. tostring(status.code)))
+
 if a.sync_back then
   local from, to = a.sync_back[1], a.sync_back[2]
   if not (from:match("^/") or from:match("^~")) then from = remote_dir .. "/" .. from end
-  local pulled = sync.pull(("%s:%s"):format(job.host, from), to)
+  local ok, pulled = pcall(sync.pull, ("%s:%s"):format(job.host, from), to)
+  if not ok then
+    -- The job's own end comes first: a missing result folder is usually its consequence.
+    error(("%sthe results were not fetched: %s"):format(failure and failure .. "; " or "", tostring(pulled)), 0)
+  end
   print(("pulled %s:%s into %s (%d files)"):format(job.host, from, to, pulled.files))
 end
 
-if status.state ~= "exited" or status.code ~= 0 then
-  error(("job %s on %s %s"):format(job.id, job.host,
-    status.state == "lost" and "was lost (the process vanished without an exit record)"
-      or ("exited with code " .. tostring(status.code))), 0)
-end
+if failure then error(failure, 0) end

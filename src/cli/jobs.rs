@@ -138,17 +138,19 @@ fn as_json(list: &[Job]) -> serde_json::Value {
                 "dir": j.dir,
                 "started_at": j.started_at,
                 "tmux": j.tmux,
+                "cwd": j.cwd,
+                "title": j.title,
             })
         })
         .collect()
 }
 
-/// One line per job: id, host, state, age, command; `no jobs` when there are none.
+/// One line per job: id, host, state, age, and its title or else its command; `no jobs` when there are none.
 pub fn table(list: &[Job], now_unix: i64) -> String {
     if list.is_empty() {
         return "no jobs\n".to_string();
     }
-    let mut table = Table::new(["ID", "HOST", "STATE", "AGE", "COMMAND"]).limit(4, COMMAND_MAX);
+    let mut table = Table::new(["ID", "HOST", "STATE", "AGE", "WHAT"]).limit(4, COMMAND_MAX);
     for j in list {
         let state = match (j.status.state, j.status.code) {
             (JobState::Exited, Some(code)) => format!("exited {code}"),
@@ -159,7 +161,10 @@ pub fn table(list: &[Job], now_unix: i64) -> String {
             j.host.clone(),
             state,
             age(now_unix - j.started_at),
-            j.command.replace('\n', " "),
+            match &j.title {
+                Some(title) => title.clone(),
+                None => j.command.replace('\n', " "),
+            },
         ]);
     }
     table.to_string()
@@ -186,16 +191,18 @@ mod tests {
     #[test]
     fn one_line_per_job() {
         let cmd = "python train.py --epochs 3";
+        let mut titled = job("b", JobState::Exited, Some(0), 50, cmd);
+        titled.title = Some("nightly CI".into());
         let list = [
             job("a", JobState::Running, None, 100, cmd),
-            job("b", JobState::Exited, Some(0), 50, cmd),
+            titled,
             job("c", JobState::Lost, None, 3690, "sleep\n5"),
         ];
         assert_eq!(
             table(&list, 3700),
-            "ID  HOST   STATE     AGE  COMMAND\n\
+            "ID  HOST   STATE     AGE  WHAT\n\
              a   brain  running   1h   python train.py --epochs 3\n\
-             b   brain  exited 0  1h   python train.py --epochs 3\n\
+             b   brain  exited 0  1h   nightly CI\n\
              c   brain  lost      10s  sleep 5\n"
         );
         assert_eq!(table(&[], 0), "no jobs\n");

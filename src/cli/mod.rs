@@ -116,7 +116,7 @@ pub enum Command {
         /// Forget jobs that have ended (exited or lost)
         #[arg(long)]
         prune: bool,
-        /// The jobs as a JSON list (id, host, state, code, command, pid, dir, started_at, tmux)
+        /// The jobs as a JSON list (id, host, state, code, command, title, cwd, pid, dir, started_at, tmux)
         #[arg(long)]
         json: bool,
         #[command(subcommand)]

@@ -42,6 +42,7 @@ function ssh.run(host, cmd, opts) end
 ---@field env table<string,string>|nil variables exported for the job (default: none)
 ---@field notify boolean|nil tell the fleet's `notify` channels when the job ends (exit code, duration, log tail); `baton daemon` watches such jobs (default: false)
 ---@field tmux boolean|nil run inside the tmux session `baton-<id>` on the host, so `baton jobs attach ID` can watch it live; output still goes to the log; raises naming the host when it has no tmux (default: false)
+---@field title string|nil a short name (one line, at most 80 characters) that heads its notification and `baton jobs` instead of the command, e.g. "nightly CI (app, lib)" (default: none: the id, and the command cut to one line)
 
 ---@class ssh.Job
 ---@field id string job id (use with `ssh.job(id)` from another script)
@@ -49,6 +50,8 @@ function ssh.run(host, cmd, opts) end
 ---@field pid integer pid of the job's runner on the host
 ---@field log string path of the log file on the host (stdout and stderr, `~/.baton/jobs/<id>/log`)
 ---@field command string
+---@field title string|nil its title, when spawned with one
+---@field cwd string|nil the folder it runs in, as given to `ssh.spawn` (`nil`: the login directory); a resume finds its results there
 ---@field notify boolean whether its end is notified
 ---@field tmux string|nil its tmux session (`baton-<id>`) when started with `tmux = true`
 local Job = {}

@@ -253,8 +253,8 @@ M.seconds = seconds
 --- with the repo's timeout (GNU `timeout` when the host has it), and keep in `logdir`: `checkout.log`,
 --- `commit`, `test.log`, `result` (`pass`, `fail (exit N)`, `timeout after Ns`, `error: checkout failed: …`).
 --- Whatever happened, it points `<ci.dir>/logs/<repo>/latest` at the run and appends `stamp repo commit
---- result` to `<ci.dir>/results.tsv` (commit `-` when the checkout failed, whose log is `checkout.log`).
---- Exits with the test's code (3 when the checkout failed).
+--- result` to `<ci.dir>/results.tsv` (commit `-` when the checkout failed, whose log is `checkout.log`), and
+--- prints `repo: result` as its last line. Exits with the test's code (3 when the checkout failed).
 ---@return string script a POSIX shell script
 function M.ci_script(cfg, repo, stamp)
   local D = M.path(M.ci_logdir(cfg, repo, stamp))
@@ -266,9 +266,10 @@ function M.ci_script(cfg, repo, stamp)
     "export GIT_TERMINAL_PROMPT=0",
     ("D=%s; mkdir -p \"$D\" || exit 3"):format(D),
     -- record RESULT COMMIT: the run's result, `latest` and its results.tsv line, whatever the stage.
-    ("record() { echo \"$1\" > \"$D/result\"; ln -sfn %s %s/latest; printf '%%s\\t%%s\\t%%s\\t%%s\\n' %s %s \"$2\" \"$1\" >> %s/results.tsv; }"):format(
+    -- It also prints `repo: result`, the line a detached CI job's log (and its notification) ends with.
+    ("record() { echo \"$1\" > \"$D/result\"; ln -sfn %s %s/latest; printf '%%s\\t%%s\\t%%s\\t%%s\\n' %s %s \"$2\" \"$1\" >> %s/results.tsv; printf '%%s: %%s\\n' %s \"$1\"; }"):format(
       M.quote(stamp), M.path(("%s/logs/%s"):format(cfg.ci.dir, repo.name)), M.quote(stamp), M.quote(repo.name),
-      M.path(cfg.ci.dir)),
+      M.path(cfg.ci.dir), M.quote(repo.name)),
     ("( if [ ! -d %s/.git ]; then %sfi; cd %s && git fetch -q origin && git checkout -q --force --detach %s && git clean -q -fd ) > \"$D/checkout.log\" 2>&1 </dev/null"):format(
       P, clone, P, M.quote("origin/" .. repo.branch)),
     "if [ $? -ne 0 ]; then record \"error: checkout failed: $(tail -n 3 \"$D/checkout.log\" | tr '\\n' ' ' | sed 's/ *$//')\" -; exit 3; fi",

@@ -491,3 +491,30 @@ print(pcall(ssh.run, "h1500", "true"))"#,
     out.expect_code(2);
     assert!(out.stderr.contains(want), "{}", out.stderr);
 }
+
+/// A job title is one short line: a newline, an empty one or one over 80 characters is refused before
+/// anything starts, naming the call and the value.
+#[test]
+fn a_job_title_is_one_short_line() {
+    let env = Env::new("job-title");
+    let out = env.run_lua(
+        "title.lua",
+        r#"for _, t in ipairs({ "two\nlines", " ", ("x"):rep(81) }) do
+  print((select(2, pcall(ssh.spawn, "local", "true", { title = t }))))
+end"#,
+        &[],
+    );
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    for line in lines {
+        assert!(
+            line.starts_with(
+                "ssh.spawn(local): title must be one line of 1 to 80 characters, got \""
+            ),
+            "{line}"
+        );
+    }
+    let jobs = env.baton(&["jobs", "--json"]);
+    assert_eq!(jobs.ok().stdout.trim(), "[]", "nothing was started");
+}

@@ -555,6 +555,14 @@ async fn end_of_day_commits_with_the_model_message_pushes_and_starts_ci() {
         read(ci.join("logs/app/latest/commit")).trim(),
         git(&app, &["rev-parse", "main"])
     );
+    // The job is titled for its notification, and its log ends with the repo's result line.
+    let jobs: Value = serde_json::from_str(&env.baton(&["jobs", "--json"]).ok().stdout).unwrap();
+    assert_eq!(jobs[0]["title"], "end_of_day CI (app)", "{jobs}");
+    let id = jobs[0]["id"].as_str().unwrap();
+    let log = ssh.hosts[0].home.join(format!(".baton/jobs/{id}/log"));
+    crate::common::wait_for("the job's last line", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.ends_with("app: pass\n"))
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -719,7 +727,7 @@ fn heavy_ai_task_pushes_starts_resumes_and_pulls_results_back() {
     let base = ["h0", "--dir", &proj_s, "--remote-dir", &remote_s];
     // Start and return at once with the job id.
     let mut args = base.to_vec();
-    args.extend(["--", "sh", "train.sh"]);
+    args.extend(["--sync-back", "out", "results", "--", "sh", "train.sh"]);
     let out = run(&env, "heavy_ai_task.lua", &args);
     out.ok();
     let id = out
@@ -734,32 +742,39 @@ fn heavy_ai_task_pushes_starts_resumes_and_pulls_results_back() {
         "it did not wait: {}",
         out.stdout
     );
-    assert!(out.stdout.contains(&format!(
-        "resume with: baton run heavy_ai_task.lua --job {id}"
-    )));
+    let results = env.dir.join("results");
+    let resume = format!(
+        "baton run {} --job {id} --sync-back out {}",
+        script("heavy_ai_task.lua"),
+        results.display()
+    );
+    assert!(
+        out.stdout.contains(&format!("resume with: {resume}\n")),
+        "{}",
+        out.stdout
+    );
     assert_eq!(read(remote.join("data/input.txt")), "3\n");
     assert!(
         !remote.join("big").exists(),
         "the ignore file was not honoured"
     );
-    // Resume: stream the log to the end, then pull the results.
-    let results = env.dir.join("results");
-    let results_s = results.display().to_string();
-    let out = run(
-        &env,
-        "heavy_ai_task.lua",
-        &[
-            "--job",
-            &id,
-            "--remote-dir",
-            &remote_s,
-            "--poll",
-            "200ms",
-            "--sync-back",
-            "out",
-            &results_s,
-        ],
+    // Resume as printed, from another folder: stream the log to the end, then pull the results from the
+    // folder the job ran in (the job's record knows it).
+    let elsewhere = env.dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let bin_dir = env.dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::os::unix::fs::symlink(crate::common::bin(), bin_dir.join("baton")).unwrap();
+    let mut cmd = env.program("sh");
+    cmd.args(["-c", &resume]).current_dir(&elsewhere).env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
     );
+    let out = output_within(cmd, Duration::from_secs(90));
     out.ok();
     assert!(
         out.stdout.contains("epoch 1\nepoch 2\nepoch 3\n")
@@ -795,6 +810,28 @@ fn heavy_ai_task_pushes_starts_resumes_and_pulls_results_back() {
         out.stderr
     );
     assert_eq!(read(env.dir.join("back/model.txt")), "trained on 3\n");
+    // A failing job whose results are missing: its own end is told first, then the missing results.
+    let mut args = base.to_vec();
+    args.extend([
+        "--wait",
+        "--poll",
+        "200ms",
+        "--sync-back",
+        "nothing",
+        &back,
+        "--",
+        "sh",
+        "train.sh",
+        "3",
+    ]);
+    let out = run(&env, "heavy_ai_task.lua", &args);
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("on h0 exited with code 3; the results were not fetched: "),
+        "{}",
+        out.stderr
+    );
 
     // A host that never comes online: a clear error naming it, nothing started.
     ssh.stop_host(0);

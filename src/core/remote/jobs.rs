@@ -31,6 +31,10 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE jobs ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE jobs ADD COLUMN tmux INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE jobs ADD COLUMN notified INTEGER NOT NULL DEFAULT 0;",
+    // Issue 31: the folder the job runs in (a resume finds its results there) and a short title that
+    // notifications and listings use instead of the command.
+    "ALTER TABLE jobs ADD COLUMN cwd TEXT;
+     ALTER TABLE jobs ADD COLUMN title TEXT;",
 ];
 
 /// Bound on each job housekeeping command (spawn, status, tail, kill).
@@ -54,18 +58,32 @@ pub struct Job {
     pub notify: bool,
     /// Runs inside the tmux session [`Job::tmux_session`] on its host.
     pub tmux: bool,
+    /// The folder the command runs in, as given (`~/x` is in the login folder; `None`: the login folder).
+    pub cwd: Option<String>,
+    /// A short name for notifications and listings (`end_of_day CI`), instead of the command.
+    pub title: Option<String>,
 }
 
 /// How a job is started (`ssh.spawn` options beyond cwd and env).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobOpts {
     pub notify: bool,
     pub tmux: bool,
+    /// See [`Job::title`]: one line of at most [`TITLE_MAX`] characters.
+    pub title: Option<String>,
 }
+
+/// The longest job title, in characters: it heads a notification on a phone.
+pub const TITLE_MAX: usize = 80;
 
 impl Job {
     pub fn log(&self) -> String {
         format!("{}/log", self.dir)
+    }
+
+    /// What to call the job: its title, else its id.
+    pub fn name(&self) -> &str {
+        self.title.as_deref().unwrap_or(&self.id)
     }
 
     /// The tmux session of a `tmux = true` job: `baton-<id>`.
@@ -132,22 +150,18 @@ const NO_TMUX: &str = "__baton_no_tmux";
 /// The script that starts the runner in the background and reports its pid and folder.
 #[cfg(test)]
 fn spawn_script(id: &str, cmd: &Cmd, spec: &Spec) -> Result<String, RemoteError> {
-    spawn_script_with(id, cmd, spec, JobOpts::default())
+    spawn_script_with(id, cmd, spec, false)
 }
 
 /// The runner inside tmux: the output goes to the pane and to the log (`tee`), the exit code through a file
 /// (a POSIX pipeline gives only the last command's status).
-const TMUX_RUNNER: &str = "d=$1; { \"${SHELL:-/bin/sh}\" -c \"$2\" 2>&1; echo \"$?\" >\"$d/code\"; } | tee -a \"$d/log\"; \
-                           c=$(cat \"$d/code\" 2>/dev/null || echo 1); \
+const TMUX_RUNNER: &str = "d=$1; t() { s=$(date +%s.%N 2>/dev/null); case $s in *N*|'') s=$(date +%s);; esac; echo \"$s\" >\"$d/$1\"; }; \
+                           t started; { \"${SHELL:-/bin/sh}\" -c \"$2\" 2>&1; echo \"$?\" >\"$d/code\"; } | tee -a \"$d/log\"; \
+                           c=$(cat \"$d/code\" 2>/dev/null || echo 1); t ended; \
                            echo \"$c\" >\"$d/exit.tmp\" && mv \"$d/exit.tmp\" \"$d/exit\"";
 
-fn spawn_script_with(
-    id: &str,
-    cmd: &Cmd,
-    spec: &Spec,
-    opts: JobOpts,
-) -> Result<String, RemoteError> {
-    if opts.tmux {
+fn spawn_script_with(id: &str, cmd: &Cmd, spec: &Spec, tmux: bool) -> Result<String, RemoteError> {
+    if tmux {
         let command = shell_text(cmd)?;
         return Ok(format!(
             "d={dir}\nmkdir -p \"$d\" || exit 1\n: >\"$d/log\"\nprintf '%s\\n' {cmd} >\"$d/cmd\"\n{setup}\
@@ -163,7 +177,10 @@ fn spawn_script_with(
         ));
     }
     let command = shell_text(cmd)?;
-    let runner = "d=$1; \"${SHELL:-/bin/sh}\" -c \"$2\" >>\"$d/log\" 2>&1 </dev/null; c=$?; \
+    // `started` and `ended` hold the wall clock with sub-second digits where `date` has `%N` (the
+    // notification's duration), whole seconds elsewhere.
+    let runner = "d=$1; t() { s=$(date +%s.%N 2>/dev/null); case $s in *N*|'') s=$(date +%s);; esac; echo \"$s\" >\"$d/$1\"; }; \
+                  t started; \"${SHELL:-/bin/sh}\" -c \"$2\" >>\"$d/log\" 2>&1 </dev/null; c=$?; t ended; \
                   echo \"$c\" >\"$d/exit.tmp\" && mv \"$d/exit.tmp\" \"$d/exit\"";
     Ok(format!(
         "d={dir}\nmkdir -p \"$d\" || exit 1\n: >\"$d/log\"\nprintf '%s\\n' {cmd} >\"$d/cmd\"\n{setup}\
@@ -276,11 +293,21 @@ pub async fn spawn_with(
             "a detached job takes no stdin or timeout".into(),
         ));
     }
+    if let Some(title) = &opts.title
+        && (title.trim().is_empty()
+            || title.chars().count() > TITLE_MAX
+            || title.chars().any(char::is_control))
+    {
+        return Err(RemoteError::Invalid(format!(
+            "title must be one line of 1 to {TITLE_MAX} characters, got {}",
+            crate::core::text::quoted(title)
+        )));
+    }
     let id = new_id();
     let out = remote
         .script(
             host,
-            &spawn_script_with(&id, cmd, spec, opts)?,
+            &spawn_script_with(&id, cmd, spec, opts.tmux)?,
             STEP_TIMEOUT,
         )
         .await?;
@@ -321,13 +348,16 @@ pub async fn spawn_with(
         },
         notify: opts.notify,
         tmux: opts.tmux,
+        cwd: spec.cwd.as_ref().map(|c| c.to_string_lossy().into_owned()),
+        title: opts.title,
     };
     let row = job.clone();
     registry(state)?
         .call(move |c| {
             c.execute(
-                "INSERT INTO jobs(id, host, command, pid, dir, started_at, state, code, checked_at, notify, tmux)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, ?6, ?7, ?8)",
+                "INSERT INTO jobs(id, host, command, pid, dir, started_at, state, code, checked_at, notify, tmux,
+                                  cwd, title)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', NULL, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     row.id,
                     row.host,
@@ -336,7 +366,9 @@ pub async fn spawn_with(
                     row.dir,
                     row.started_at,
                     row.notify,
-                    row.tmux
+                    row.tmux,
+                    row.cwd,
+                    row.title
                 ],
             )
         })
@@ -359,11 +391,12 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         },
         notify: r.get(8)?,
         tmux: r.get(9)?,
+        cwd: r.get(10)?,
+        title: r.get(11)?,
     })
 }
 
-const SELECT: &str =
-    "SELECT id, host, command, pid, dir, started_at, state, code, notify, tmux FROM jobs";
+const SELECT: &str = "SELECT id, host, command, pid, dir, started_at, state, code, notify, tmux, cwd, title FROM jobs";
 
 /// A registered job by id.
 pub fn get(state: &State, id: &str) -> Result<Job, RemoteError> {
@@ -545,6 +578,8 @@ impl Job {
             status: Status { state, code },
             notify: false,
             tmux: false,
+            cwd: None,
+            title: None,
         }
     }
 }
@@ -555,6 +590,59 @@ mod tests {
 
     fn job(id: &str, state: JobState, code: Option<i32>, started_at: i64) -> Job {
         Job::sample(id, state, code, started_at, "python train.py --epochs 3")
+    }
+
+    /// A titled job's notification is headed by its title and carries no command; an untitled one shows
+    /// its command cut to one short line (a CI job's 1.2 KB of shell used to fill a phone's screen); the
+    /// duration is the host's, to the millisecond (whole seconds made a 0.54 s job read "after 0ms").
+    #[test]
+    fn ended_messages_are_short_and_timed() {
+        let ended = Ended {
+            status: Status {
+                state: JobState::Exited,
+                code: Some(1),
+            },
+            took: ran_for(" 1733450000.120000000 1733450000.660000000"),
+            tail: vec!["app: pass".into(), "lib: fail (exit 2)".into()],
+        };
+        let mut job = job("20261205-180000-a1b2", JobState::Exited, Some(1), 100);
+        job.command = format!(
+            "rc=0\n(\n{}\n) || rc=1\nexit $rc",
+            "export X=1; ".repeat(100)
+        );
+        let plain = ended_message(&job, &ended, 200);
+        assert_eq!(
+            plain.title,
+            "baton: job 20261205-180000-a1b2 on brain failed"
+        );
+        let first = plain.body.lines().next().unwrap();
+        assert!(
+            first.starts_with("$ rc=0 ( export X=1;") && first.chars().count() < 140,
+            "{first}"
+        );
+        assert!(plain.body.contains("exit 1 after 540ms"), "{}", plain.body);
+        job.title = Some("end_of_day CI (app, lib)".into());
+        let titled = ended_message(&job, &ended, 200);
+        assert_eq!(
+            titled.title,
+            "baton: end_of_day CI (app, lib) on brain failed"
+        );
+        assert_eq!(
+            titled.body,
+            "exit 1 after 540ms\n\napp: pass\nlib: fail (exit 2)"
+        );
+        // Without the runner's times (a job started by an older baton, or lost) the registry's start counts.
+        let lost = Ended {
+            took: None,
+            ..ended
+        };
+        assert!(
+            ended_message(&job, &lost, 160)
+                .body
+                .starts_with("exit 1 after 1m")
+        );
+        assert_eq!(ran_for(" 5"), None);
+        assert_eq!(ran_for(" 5 7"), Some(Duration::from_secs(2)));
     }
 
     #[test]
@@ -682,15 +770,16 @@ pub fn mark_notified(state: &State, id: &str) -> Result<bool, RemoteError> {
 }
 
 /// A job that ended, as the watcher tells it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Ended {
     pub status: Status,
-    /// Unix seconds when the exit was recorded on the host (its `exit` file), if known.
-    pub ended_at: Option<i64>,
+    /// How long the command ran, by the host's clock (sub-second where its `date` has `%N`); `None` for a
+    /// job lost before it wrote its times.
+    pub took: Option<Duration>,
     pub tail: Vec<String>,
 }
 
-/// One round trip: the job's state and, when it ended, when and the last `n` lines of its log.
+/// One round trip: the job's state and, when it ended, how long it ran and the last `n` lines of its log.
 pub async fn check_ended(
     remote: &Remote,
     state: &State,
@@ -698,7 +787,7 @@ pub async fn check_ended(
     n: usize,
 ) -> Result<Option<Ended>, RemoteError> {
     let script = format!(
-        "{}e=\"$d/exit\"\n[ -f \"$e\" ] && {{ date -r \"$e\" +%s 2>/dev/null || stat -f %m \"$e\" 2>/dev/null || echo; }}\n\
+        "{}echo \"T $(cat \"$d/started\" 2>/dev/null) $(cat \"$d/ended\" 2>/dev/null)\"\n\
          [ -f \"$d/log\" ] && tail -n {n} \"$d/log\" | cut -c1-400\nexit 0\n",
         status_script(job, None).trim_end_matches("exit 0\n"),
     );
@@ -711,23 +800,33 @@ pub async fn check_ended(
         return Ok(None);
     }
     let mut rest: Vec<&str> = lines.collect();
-    let ended_at = if status.state == JobState::Exited && !rest.is_empty() {
-        let first = rest.remove(0);
-        first.trim().parse().ok()
-    } else {
-        None
+    let took = match rest.first().and_then(|l| l.strip_prefix('T')) {
+        Some(times) => {
+            rest.remove(0);
+            ran_for(times)
+        }
+        None => None,
     };
     Ok(Some(Ended {
         status,
-        ended_at,
+        took,
         tail: rest.into_iter().map(str::to_string).collect(),
     }))
+}
+
+/// `STARTED ENDED` (seconds since the epoch, maybe with a fraction) → how long the job ran.
+fn ran_for(times: &str) -> Option<Duration> {
+    let mut t = times.split_whitespace().map(|w| w.parse::<f64>().ok());
+    let (start, end) = (t.next()??, t.next()??);
+    Duration::try_from_secs_f64(end - start).ok()
 }
 
 /// How often the daemon looks at watched jobs unless the fleet says otherwise (`notify.job_poll`).
 pub const WATCH_POLL: Duration = Duration::from_secs(30);
 
-/// The notification for a job that ended.
+/// The notification for a job that ended: headed by its title (else its id) and host; the body says how it
+/// ended and how long it ran, then the log's last lines. An untitled job's command is shown too, cut to one
+/// short line.
 pub fn ended_message(job: &Job, ended: &Ended, now_unix: i64) -> crate::core::notify::Message {
     let (outcome, ok) = match (ended.status.state, ended.status.code) {
         (JobState::Exited, Some(code)) => (format!("exit {code}"), code == 0),
@@ -737,18 +836,27 @@ pub fn ended_message(job: &Job, ended: &Ended, now_unix: i64) -> crate::core::no
             false,
         ),
     };
-    let end = ended.ended_at.unwrap_or(now_unix);
-    let took = Duration::from_secs(end.saturating_sub(job.started_at).max(0) as u64);
-    let mut msg = crate::core::notify::ended_message(
-        &format!("job {} on {}", job.id, job.host),
-        &outcome,
-        ok,
-        took,
-        &ended.tail,
-    );
-    msg.body = format!("$ {}\n{}", job.command.replace('\n', " "), msg.body);
+    let took = ended.took.unwrap_or_else(|| {
+        Duration::from_secs(now_unix.saturating_sub(job.started_at).max(0) as u64)
+    });
+    let what = match &job.title {
+        Some(title) => format!("{title} on {}", job.host),
+        None => format!("job {} on {}", job.id, job.host),
+    };
+    let mut msg = crate::core::notify::ended_message(&what, &outcome, ok, took, &ended.tail);
+    if job.title.is_none() {
+        let command = job.command.split_whitespace().collect::<Vec<_>>().join(" ");
+        msg.body = format!(
+            "$ {}\n{}",
+            crate::core::text::truncate(&command, COMMAND_SHOWN),
+            msg.body
+        );
+    }
     msg
 }
+
+/// How much of an untitled job's command its notification shows, in characters.
+const COMMAND_SHOWN: usize = 80;
 
 /// One pass of the daemon's watch: every running job with `notify` is looked at on its host (concurrently,
 /// each within `timeout`); those that ended are notified, once. Returns the ids notified. An unreachable

@@ -86,6 +86,7 @@ struct SpawnOpts {
     notify: bool,
     #[serde(default)]
     tmux: bool,
+    title: Option<String>,
 }
 
 /// `ssh.spawn(host, cmd [, opts])` → job handle.
@@ -103,6 +104,7 @@ async fn spawn(lua: Lua, (host, cmd, opts): (Value, Value, Value)) -> mlua::Resu
     let job_opts = jobs::JobOpts {
         notify: opts.notify,
         tmux: opts.tmux,
+        title: opts.title,
     };
     let job = jobs::spawn_with(
         &services::remote(&lua),
@@ -185,6 +187,8 @@ impl UserData for JobHandle {
         fields.add_field_method_get("log", |_, this| Ok(this.0.borrow().log()));
         fields.add_field_method_get("command", |_, this| Ok(this.0.borrow().command.clone()));
         fields.add_field_method_get("notify", |_, this| Ok(this.0.borrow().notify));
+        fields.add_field_method_get("cwd", |_, this| Ok(this.0.borrow().cwd.clone()));
+        fields.add_field_method_get("title", |_, this| Ok(this.0.borrow().title.clone()));
         fields.add_field_method_get("tmux", |_, this| {
             let job = this.0.borrow();
             Ok(job.tmux.then(|| job.tmux_session()))
