@@ -215,6 +215,10 @@ pub enum ScheduleCommand {
         job: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// The runs as a JSON list (id, job, scheduled, started, ended, outcome, error whole, log, catchup,
+        /// manual)
+        #[arg(long)]
+        json: bool,
     },
     /// Run one job now, as the daemon would: recorded, logged, and told to the fleet's notify channels
     /// as the job's `notify` says (`--quiet`: not told)
@@ -282,8 +286,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Schedule(ScheduleCommand::List { file }) => {
             schedule::list(load_fleet(cli)?, file.clone())
         }
-        Command::Schedule(ScheduleCommand::History { job, limit }) => {
-            schedule::history(job.as_deref(), *limit)
+        Command::Schedule(ScheduleCommand::History { job, limit, json }) => {
+            schedule::history(job.as_deref(), *limit, *json)
         }
         Command::Schedule(ScheduleCommand::Run { job, file, quiet }) => {
             schedule::run(load_fleet(cli)?, job, file.clone(), *quiet)

@@ -210,9 +210,13 @@ pub fn list(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCode
 }
 
 /// `baton schedule history [JOB] [--limit N]`: runs, newest first.
-pub fn history(job: Option<&str>, limit: usize) -> anyhow::Result<ExitCode> {
+pub fn history(job: Option<&str>, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
     let runs = Store::open(&default_state())?.history(job, limit)?;
     let mut out = Out::new();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&history_json(&runs))?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if runs.is_empty() {
         writeln!(
             out,
@@ -228,7 +232,49 @@ pub fn history(job: Option<&str>, limit: usize) -> anyhow::Result<ExitCode> {
             "(* catch-up run for a time missed while asleep or stopped)"
         )?;
     }
+    out.write_all(whole_errors(&runs).as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The runs as `schedule history --json` prints them, each error whole (its traceback included).
+fn history_json(runs: &[RunRecord]) -> serde_json::Value {
+    runs.iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id,
+                "job": r.job,
+                "scheduled": r.scheduled.to_rfc3339(),
+                "started": r.started.map(|t| t.to_rfc3339()),
+                "ended": r.ended.map(|t| t.to_rfc3339()),
+                "outcome": r.outcome,
+                "error": r.error,
+                "log": r.log,
+                "catchup": r.catchup,
+                "manual": r.manual,
+            })
+        })
+        .collect()
+}
+
+/// After the table (one line a run), each error of more than one line in full, without its Lua traceback
+/// (the run's log has it): `end_of_day: 2 problems:` and the problems under it.
+fn whole_errors(runs: &[RunRecord]) -> String {
+    let mut text = String::new();
+    for r in runs {
+        let Some(error) = &r.error else { continue };
+        let message: Vec<&str> = error
+            .lines()
+            .take_while(|l| l.trim() != "stack traceback:")
+            .collect();
+        if message.len() < 2 {
+            continue;
+        }
+        text.push_str(&format!("\nrun {} ({}) {}:\n", r.id, r.job, r.outcome));
+        for line in message {
+            text.push_str(&format!("  {}\n", crate::core::text::escape_line(line)));
+        }
+    }
+    text
 }
 
 fn history_table(runs: &[RunRecord]) -> String {
@@ -436,5 +482,31 @@ mod tests {
         );
         assert!(lines[2].starts_with("  9  eod      "), "{text}");
         assert!(lines[2].ends_with("  -  ok"), "{text}");
+    }
+
+    /// A message of several lines is shown whole after the table (it used to stop at
+    /// `end_of_day: 2 problems:`), without the traceback; `--json` carries it all.
+    #[test]
+    fn history_shows_a_long_error_whole() {
+        let error = "end_of_day: 2 problems:\n  app: committed as 533e6b4, not pushed\n  CI: CI host h0 is \
+                     offline\nstack traceback:\n  [C]: in ?";
+        let runs = [
+            RunRecord {
+                error: Some(error.into()),
+                ..record(7, "end_of_day", "failed")
+            },
+            RunRecord {
+                error: Some("x.lua:1: one line\nstack traceback:\n...".into()),
+                ..record(6, "other", "failed")
+            },
+        ];
+        assert_eq!(
+            whole_errors(&runs),
+            "\nrun 7 (end_of_day) failed:\n  end_of_day: 2 problems:\n    app: committed as 533e6b4, not \
+             pushed\n    CI: CI host h0 is offline\n"
+        );
+        let json = history_json(&runs);
+        assert_eq!(json[0]["error"], error);
+        assert_eq!(json[1]["job"], "other");
     }
 }
