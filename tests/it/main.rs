@@ -14,6 +14,8 @@ mod ops;
 mod playbooks;
 mod repl;
 mod schedule;
+mod shell_lua;
+mod shell_repl;
 mod ssh;
 mod sshd;
 mod stubs;
