@@ -1,4 +1,5 @@
-//! Playbooks as a new user meets them (issue 27): errors of tail calls keep their `file:line`.
+//! Playbooks and the fleet as a new user meets them (issue 27): errors of tail calls keep their `file:line`,
+//! and `baton.fleet.hosts` has `local`.
 use crate::common::Env;
 
 #[test]
@@ -41,4 +42,27 @@ fn a_tail_call_error_names_the_script_line() {
             out.stderr
         );
     }
+}
+
+#[test]
+fn fleet_hosts_show_the_implicit_local_host() {
+    let env =
+        Env::new("shell-local").with_fleet("return { hosts = { brain = { ssh = 'me@brain' } } }");
+    let out = env.run_lua(
+        "hosts.lua",
+        r#"local names = {}
+        for name in pairs(baton.fleet.hosts) do names[#names + 1] = name end
+        table.sort(names)
+        print(table.concat(names, ","), baton.fleet.hosts["local"].ssh, baton.fleet.hosts.brain.ssh)
+        print(ssh.run("local", "echo here").stdout)"#,
+        &[],
+    );
+    out.ok();
+    assert_eq!(out.stdout, "brain,local\tfalse\tme@brain\nhere\n\n");
+    // A fleet file's own `local` is kept as written.
+    let env = Env::new("shell-local-own")
+        .with_fleet("return { hosts = { ['local'] = { ssh = false, role = 'desk' } } }");
+    let out = env.run_lua("own.lua", r#"print(baton.fleet.hosts["local"].role)"#, &[]);
+    out.ok();
+    assert_eq!(out.stdout, "desk\n");
 }
