@@ -1,5 +1,5 @@
 //! Playbooks and the fleet as a new user meets them (issue 27): errors of tail calls keep their `file:line`,
-//! and `baton.fleet.hosts` has `local`.
+//! `baton.fleet.hosts` has `local`, and a value of the wrong type in the fleet file is told in Lua's words.
 use crate::common::Env;
 
 #[test]
@@ -65,4 +65,46 @@ fn fleet_hosts_show_the_implicit_local_host() {
     let out = env.run_lua("own.lua", r#"print(baton.fleet.hosts["local"].role)"#, &[]);
     out.ok();
     assert_eq!(out.stdout, "desk\n");
+}
+
+#[test]
+fn fleet_type_errors_read_in_lua_terms() {
+    for (body, want) in [
+        (
+            "budget = { monthly_usd = 'ten' }",
+            r#"budget.monthly_usd: wrong type: expected a number, got string "ten""#,
+        ),
+        (
+            "hosts = { pc = { ollama_parallel = 4.5 } }",
+            "hosts.pc.ollama_parallel: wrong type: expected an integer from 0 to 4294967295, got number 4.5",
+        ),
+        (
+            "tiers = { { name = 'x', provider = 'ollama', model = 'm', price = { 1, 'a' } } }",
+            r#"tiers[1].price[2]: wrong type: expected a number, got string "a""#,
+        ),
+        (
+            "hosts = { pc = { wake = { port = -1 } } }",
+            "hosts.pc.wake.port: bad value: expected an integer from 0 to 65535, got integer -1",
+        ),
+        (
+            "hosts = { pc = { role = true } }",
+            "hosts.pc.role: wrong type: expected a string, got boolean true",
+        ),
+    ] {
+        let env = Env::new("shell-fleet-type").with_fleet(&format!("return {{ {body} }}"));
+        let out = env.baton(&["fleet"]);
+        out.expect_code(2);
+        assert!(
+            out.stderr.contains(want),
+            "{body}: want {want:?}\n{}",
+            out.stderr
+        );
+        for serde_word in ["f64", "u32", "u16", "floating point", "`"] {
+            assert!(
+                !out.stderr.contains(serde_word),
+                "{body}: {serde_word:?} in {}",
+                out.stderr
+            );
+        }
+    }
 }
