@@ -70,6 +70,12 @@ local Task = {}
 function Task:wait() end
 
 ---Cancels the task at its next wait (its processes are killed).
+---
+---```lua
+---local t = baton.spawn(function() baton.sleep(60) end)
+---t:cancel()
+---print(t:status()) -- "cancelled"
+---```
 function Task:cancel() end
 
 ---@return "running"|"done"|"failed"|"cancelled"

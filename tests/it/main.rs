@@ -16,6 +16,7 @@ mod repl;
 mod schedule;
 mod shell_lua;
 mod shell_repl;
+mod shell_stubs;
 mod ssh;
 mod sshd;
 mod stubs;
