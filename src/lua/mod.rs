@@ -196,6 +196,33 @@ fn keep_caller_frames(lua: &Lua, module: &mlua::Table) -> mlua::Result<()> {
     Ok(())
 }
 
+/// The metatables whose methods [`keep_method_frames`] already put behind [`tail_safe`] (by address).
+#[derive(Default)]
+struct MethodsKept(RefCell<std::collections::HashSet<usize>>);
+
+/// `ud` with the async methods of its type behind [`tail_safe`], so `return task:wait()` names its line as
+/// `return ssh.each(…)` does. The methods live in the type's one metatable, whose table of methods is
+/// changed in place once. A type with fields has an `__index` function instead, which mlua does not let
+/// change (it keeps its own copy): its methods stay as they are.
+pub(crate) fn keep_method_frames(
+    lua: &Lua,
+    ud: mlua::AnyUserData,
+) -> mlua::Result<mlua::AnyUserData> {
+    let Ok(Value::Table(methods)) = ud.metatable().and_then(|mt| mt.get::<Value>("__index")) else {
+        return Ok(ud);
+    };
+    if lua.app_data_ref::<MethodsKept>().is_none() {
+        lua.set_app_data(MethodsKept::default());
+    }
+    let fresh = lua
+        .app_data_ref::<MethodsKept>()
+        .is_some_and(|kept| kept.0.borrow_mut().insert(methods.to_pointer() as usize));
+    if fresh {
+        keep_caller_frames(lua, &methods)?;
+    }
+    Ok(ud)
+}
+
 /// `f` called from a C function. An async function is a Lua function, so `return ssh.each(…)` (a tail
 /// call) replaced the script's frame with it, and an error it raised named no `file:line`; a C function is
 /// never tail-called away, so the script's frame stays below it and the error names the line. The call

@@ -31,6 +31,13 @@ fn a_tail_call_error_names_the_script_line() {
             3,
             "baton.sleep: argument 1 (dur)",
         ),
+        // A method: the task's error carries no location of its own, so it gets the line of the wait.
+        (
+            "wait.lua",
+            "local t = baton.spawn(function() error('plain', 0) end)\nlocal x = 1\nreturn t:wait()\n",
+            3,
+            "plain",
+        ),
     ] {
         let out = env.run_lua(name, script, &[]);
         out.expect_code(1);

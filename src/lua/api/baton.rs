@@ -228,13 +228,14 @@ fn spawn(lua: &Lua, (f, args): (Value, MultiValue)) -> mlua::Result<AnyUserData>
     }
     .boxed_local()
     .shared();
-    lua.create_userdata(Task {
+    let task = lua.create_userdata(Task {
         id,
         thread: thread_ptr,
         result,
         abort,
         status,
-    })
+    })?;
+    crate::lua::keep_method_frames(lua, task)
 }
 
 #[derive(Deserialize)]
