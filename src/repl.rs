@@ -1,7 +1,9 @@
 //! `baton repl`: the whole API at a prompt. rustyline reads lines on its own thread, so coroutines spawned
 //! at the prompt keep running while the user types; the Lua state stays on the main thread and answers Tab
-//! completion over a channel (a second Tab lists the candidates). Lines typed ahead wait their turn. Ctrl-C while
-//! a chunk runs cancels it (its processes are killed); Ctrl-C at the prompt clears the input; Ctrl-D exits.
+//! completion over a channel (a second Tab lists the candidates; where there is no name to complete a Tab stays a
+//! tab, so pasted code keeps its indentation). Lines typed or pasted ahead wait their turn, each run on its own
+//! newline. Ctrl-C while a chunk runs cancels it (its processes are killed); Ctrl-C at the prompt clears the
+//! input; Ctrl-D exits. When the reader of stdout goes away the REPL ends quietly.
 //! The Lua side (compiling, running, completing) is [`crate::lua::repl`]; this file is the terminal side.
 use std::io::Write;
 use std::path::PathBuf;
