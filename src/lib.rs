@@ -2,7 +2,7 @@
 //!
 //! `core` is plain async Rust (no Lua); `lua` is the only code that touches mlua; `cli` and `repl` are the
 //! front ends used by the binary (their Lua side is `lua::entry` and `lua::repl`).
-#![cfg_attr(not(test), deny(clippy::print_stderr))]
+#![cfg_attr(not(test), deny(clippy::print_stderr, clippy::print_stdout))]
 
 /// `eprintln!` without its panic: when the reader of stderr went away (`baton … 2>&1 | head`) there is
 /// nobody left to tell, so the line is dropped instead of aborting the work.

@@ -105,12 +105,20 @@ const LOADERS: &str = "baton.global_loaders";
 fn install_globals(lua: &Lua) -> mlua::Result<()> {
     let registers = lua.create_table()?;
     for (name, register) in LAZY_GLOBALS {
-        registers.raw_set(*name, lua.create_function(move |lua, ()| register(lua))?)?;
+        registers.raw_set(
+            *name,
+            lua.create_function(move |lua, ()| {
+                let module = register(lua)?;
+                keep_caller_frames(lua, &module)?;
+                Ok(module)
+            })?,
+        )?;
     }
     let loaded: mlua::Table = lua.globals().get::<mlua::Table>("package")?.get("loaded")?;
     let baton = api::baton::register(lua)?;
     // `baton.notify` is its own binding; wired here so bindings never import each other.
     baton.set("notify", api::notify::register(lua)?)?;
+    keep_caller_frames(lua, &baton)?;
     lua.globals().raw_set("baton", &baton)?;
     loaded.raw_set("baton", &baton)?;
     let loaders: mlua::Table = lua
@@ -166,6 +174,87 @@ fn install_globals(lua: &Lua) -> mlua::Result<()> {
             lua.create_function(|lua, ()| api::baton::fleet_view(lua))?,
         ))?;
     lua.set_named_registry_value(LOADERS, loaders)
+}
+
+/// The chunk name of mlua's async functions: each is a Lua function, a loop polling the Rust future.
+const ASYNC_WRAPPER: &str = "=__mlua_async_poll";
+
+/// Puts each async function of `module` behind [`tail_safe`].
+fn keep_caller_frames(lua: &Lua, module: &mlua::Table) -> mlua::Result<()> {
+    let mut found = Vec::new();
+    for pair in module.pairs::<Value, Value>() {
+        let (key, value) = pair?;
+        if let Value::Function(f) = value
+            && f.info().source.as_deref() == Some(ASYNC_WRAPPER)
+        {
+            found.push((key, f));
+        }
+    }
+    for (key, f) in found {
+        module.raw_set(key, tail_safe(lua, f)?)?;
+    }
+    Ok(())
+}
+
+/// The metatables whose methods [`keep_method_frames`] already put behind [`tail_safe`] (by address).
+#[derive(Default)]
+struct MethodsKept(RefCell<std::collections::HashSet<usize>>);
+
+/// `ud` with the async methods of its type behind [`tail_safe`], so `return task:wait()` names its line as
+/// `return ssh.each(…)` does. The methods live in the type's one metatable, whose table of methods is
+/// changed in place once. A type with fields has an `__index` function instead, which mlua does not let
+/// change (it keeps its own copy): its methods stay as they are.
+pub(crate) fn keep_method_frames(
+    lua: &Lua,
+    ud: mlua::AnyUserData,
+) -> mlua::Result<mlua::AnyUserData> {
+    let Ok(Value::Table(methods)) = ud.metatable().and_then(|mt| mt.get::<Value>("__index")) else {
+        return Ok(ud);
+    };
+    if lua.app_data_ref::<MethodsKept>().is_none() {
+        lua.set_app_data(MethodsKept::default());
+    }
+    let fresh = lua
+        .app_data_ref::<MethodsKept>()
+        .is_some_and(|kept| kept.0.borrow_mut().insert(methods.to_pointer() as usize));
+    if fresh {
+        keep_caller_frames(lua, &methods)?;
+    }
+    Ok(ud)
+}
+
+/// `f` called from a C function. An async function is a Lua function, so `return ssh.each(…)` (a tail
+/// call) replaced the script's frame with it, and an error it raised named no `file:line`; a C function is
+/// never tail-called away, so the script's frame stays below it and the error names the line. The call
+/// goes through `lua_callk`, so `f` may still wait (yield) inside it.
+fn tail_safe(lua: &Lua, f: mlua::Function) -> mlua::Result<mlua::Function> {
+    use mlua::ffi;
+    use std::os::raw::c_int;
+
+    /// The results, which are all that is left on the stack once `f` returned.
+    unsafe extern "C-unwind" fn done(
+        state: *mut ffi::lua_State,
+        _status: c_int,
+        _ctx: ffi::lua_KContext,
+    ) -> c_int {
+        // SAFETY: called by Lua with a valid state.
+        unsafe { ffi::lua_gettop(state) }
+    }
+    unsafe extern "C-unwind" fn call(state: *mut ffi::lua_State) -> c_int {
+        // SAFETY: a C closure made below with `f` as its one upvalue; the stack holds the arguments and has
+        // room for one more value (Lua guarantees LUA_MINSTACK slots to a C function). Nothing here owns
+        // memory a Lua error (a longjmp) could skip freeing.
+        unsafe {
+            let nargs = ffi::lua_gettop(state);
+            ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
+            ffi::lua_insert(state, 1);
+            ffi::lua_callk(state, nargs, ffi::LUA_MULTRET, 0, Some(done));
+            done(state, ffi::LUA_OK, 0)
+        }
+    }
+    // SAFETY: `exec_raw` runs the closure protected with `f` pushed; `lua_pushcclosure` pops it as the
+    // upvalue and leaves the new function, the one value returned.
+    unsafe { lua.exec_raw::<mlua::Function>(f, |state| ffi::lua_pushcclosure(state, call, 1)) }
 }
 
 /// Every API global: `baton` and the module globals.
@@ -443,7 +532,7 @@ pub async fn run_file(lua: &Lua, path: &Path) -> mlua::Result<()> {
 /// An error as a user should read it: `file:line: message`, then the Lua traceback when there is one.
 pub fn format_error(err: &mlua::Error) -> String {
     let (message, traceback) = split_error(err);
-    let located = if message.contains(".lua:") || message.starts_with('[') {
+    let located = if message.contains(".lua:") || message.starts_with('[') || located(&message) {
         message
     } else if let Some(loc) = traceback.as_deref().and_then(first_lua_frame) {
         format!("{loc}: {message}")
@@ -453,6 +542,22 @@ pub fn format_error(err: &mlua::Error) -> String {
     match traceback.map(|tb| clean_traceback(&tb)) {
         Some(tb) if tb.lines().count() > 1 => format!("{located}\n{tb}"),
         _ => located,
+    }
+}
+
+/// Whether `message` starts with a location Lua put there (`stdin:1: …`, `name:12: …`): its first `: `
+/// follows a chunk name and a line number. Lua's own runtime errors and `error("…")` carry one; a binding's
+/// error (`ssh.run: argument 1 …`) does not.
+fn located(message: &str) -> bool {
+    let first = message.lines().next().unwrap_or_default();
+    let Some((loc, _)) = first.split_once(": ") else {
+        return false;
+    };
+    match loc.rsplit_once(':') {
+        Some((name, line)) => {
+            !name.is_empty() && !line.is_empty() && line.chars().all(|c| c.is_ascii_digit())
+        }
+        None => false,
     }
 }
 

@@ -3,7 +3,7 @@
 //! text for the front end (`crate::repl`) to print.
 use mlua::{Lua, MultiValue, Table, Value};
 
-use super::{Ctx, format_error, load_all_globals, new_runtime, pretty, runtime};
+use super::{Ctx, Printer, format_error, load_all_globals, new_runtime, pretty, runtime};
 
 /// The REPL's Lua state and its Ctrl-C switch.
 pub struct Session {
@@ -44,6 +44,11 @@ impl Session {
         let interrupt = runtime::interrupt(&lua);
         runtime::interrupt_on_sigint(interrupt.clone());
         Ok(Session { lua, interrupt })
+    }
+
+    /// Where the chunks' `print` writes (stdout until this is called).
+    pub fn print_to(&self, w: impl std::io::Write + 'static) {
+        self.lua.set_app_data(Printer::to(w));
     }
 
     /// An expression prints its value: try `return <input>` first, then the input as statements.

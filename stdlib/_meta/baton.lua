@@ -15,7 +15,7 @@ baton.fleet = {}
 
 ---@class baton.FleetView
 ---@field source string? the fleet file, nil for the built-in default
----@field hosts table<string, baton.Host>
+---@field hosts table<string, baton.Host> always with `local` (this machine, `ssh = false`), as `ssh.run("local", …)` knows it, even when the fleet file names no such host
 ---@field tiers baton.Tier[] lowest first
 ---@field tasks table<string, {tier: string, model: string?}>
 ---@field budget {monthly_usd: number, alert_at: number}?
@@ -70,6 +70,12 @@ local Task = {}
 function Task:wait() end
 
 ---Cancels the task at its next wait (its processes are killed).
+---
+---```lua
+---local t = baton.spawn(function() baton.sleep(60) end)
+---t:cancel()
+---print(t:status()) -- "cancelled"
+---```
 function Task:cancel() end
 
 ---@return "running"|"done"|"failed"|"cancelled"

@@ -94,11 +94,22 @@ ollama = {}
 function ollama.chat(request) end
 
 ---Completion from a prompt (`/api/generate`), streamed.
+---
+---```lua
+---local r = ollama.generate({model = "qwen2.5-coder:7b", prompt = "A haiku about rsync."})
+---print(r.text)
+---print(("%d tokens at %.1f tokens/s"):format(r.tokens_out, r.tokens_per_s))
+---```
 ---@param request ollama.GenerateRequest
 ---@return ollama.Result
 function ollama.generate(request) end
 
----Embeddings (`/api/embed`).
+---Embeddings (`/api/embed`): one vector per input.
+---
+---```lua
+---local e = ollama.embed({model = "nomic-embed-text", input = {"first note", "second note"}})
+---print(#e.embeddings, #e.embeddings[1]) -- 2 vectors, and their length
+---```
 ---@param request {model: string, input: string|string[], host: string?}
 ---@return {model: string, embeddings: number[][]}
 function ollama.embed(request) end
@@ -139,6 +150,12 @@ function ollama.online(opts) end
 ---@field completed integer? bytes
 
 ---Downloads a model (`/api/pull`). Without `on_progress`, draws a progress bar when stderr is a terminal.
+---
+---```lua
+---ollama.pull("qwen2.5-coder:7b", {host = "brain", on_progress = function(p)
+---  if p.total and p.completed then print(p.status, ("%d%%"):format(100 * p.completed // p.total)) end
+---end})
+---```
 ---@param model string
 ---@param opts {host: string?, on_progress: fun(p: ollama.Progress)?}?
 ---@return string status "success"

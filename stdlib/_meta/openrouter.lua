@@ -61,9 +61,20 @@ function openrouter.chat(request) end
 
 ---The `/models` list: `{id, name, context_length, pricing = {prompt, completion, …}}` each (prices in USD
 ---per token, as strings).
+---
+---```lua
+---for _, m in ipairs(openrouter.models()) do
+---  if m.id:find("^anthropic/") then print(m.id, m.context_length, m.pricing.prompt) end
+---end
+---```
 ---@return table[]
 function openrouter.models() end
 
 ---The key's credits (`/key`), in USD; `limit` and `remaining` are nil for keys without a limit.
+---
+---```lua
+---local c = openrouter.credits()
+---print(("used $%.2f, %s"):format(c.usage, c.remaining and ("$%.2f left"):format(c.remaining) or "no limit"))
+---```
 ---@return {limit: number?, usage: number, remaining: number?}
 function openrouter.credits() end

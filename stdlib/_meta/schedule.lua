@@ -83,11 +83,22 @@ schedule = {}
 function schedule.cron(name, expr, target, opts) end
 
 ---The next `n` fire times of `expr`, ISO 8601 in local time (e.g. `"2026-11-23T18:00:00+01:00"`).
+---
+---```lua
+---for _, t in ipairs(schedule.next("0 18 * * MON-FRI", 3)) do print(t) end
+---```
 ---@param expr string cron expression
 ---@param n? integer how many, 1 to 1000 (default: 5)
 ---@return string[]
 function schedule.next(expr, n) end
 
 ---The jobs registered so far, each with its next fire time and last run.
+---
+---```lua
+---schedule.cron("backup", "0 3 * * *", function() ssh.run("nas", "restic backup ~/docs") end)
+---for _, j in ipairs(schedule.jobs()) do
+---  print(j.name, j.expr, j.next, j.last and j.last.outcome or "never ran")
+---end
+---```
 ---@return schedule.Job[]
 function schedule.jobs() end

@@ -101,6 +101,14 @@ function ssh.job(id) end
 ---@field timeout number|string|nil how long to try (default: "3s")
 
 --- Whether `host` answers over ssh within the timeout.
+---
+--- ```lua
+--- if ssh.online("nas", {timeout = "1s"}) then
+---   print(ssh.run("nas", "df -h /srv").stdout)
+--- else
+---   print("nas is down")
+--- end
+--- ```
 ---@param host string
 ---@param opts ssh.OnlineOpts|nil
 ---@return boolean
@@ -138,6 +146,12 @@ function ssh.each(hosts, fn, opts) end
 --- (default: "255.255.255.255") and `wake.port` (default: 9), from this machine or from the always-on host
 --- `wake.via` over ssh (which needs python3, socat or bash there). Does not wait: see `ssh.wait_online(host, {wake = true})`.
 --- Raises `ssh.wake(<host>): cannot wake "<host>": the fleet gives it no `mac` …` for a host without `mac`.
+---
+--- ```lua
+--- local sent = ssh.wake("studio")
+--- print("magic packet to " .. sent.to .. (sent.via and (" via " .. sent.via) or ""))
+--- ssh.wait_online("studio", {timeout = "3m"})
+--- ```
 ---@param host string
 ---@return ssh.WakeResult
 function ssh.wake(host) end

@@ -99,6 +99,11 @@ function sync.realpath(host, path, opts) end
 function sync.git(repo_path, opts) end
 
 --- The same steps as `sync.git`, run on a fleet host over ssh.
+---
+--- ```lua
+--- local r = sync.git_remote("studio", "~/notes", {message = "notes from studio"})
+--- print(r.committed, r.pulled, r.pushed, r.head)
+--- ```
 ---@param host string
 ---@param repo_path string
 ---@param opts sync.GitOpts|nil

@@ -74,6 +74,62 @@ impl de::Error for TreeError {
     fn custom<T: std::fmt::Display>(msg: T) -> Self {
         TreeError(msg.to_string())
     }
+
+    /// `wrong type: expected a number, got string "ten"`, in Lua's words, not serde's (`expected f64`).
+    fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
+        TreeError(format!(
+            "wrong type: expected {}, got {}",
+            expected(exp),
+            unexpected(&unexp)
+        ))
+    }
+
+    /// `bad value: expected an integer from 0 to 65535, got integer -1`.
+    fn invalid_value(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
+        TreeError(format!(
+            "bad value: expected {}, got {}",
+            expected(exp),
+            unexpected(&unexp)
+        ))
+    }
+}
+
+/// What the schema wanted, in the words of a Lua user: number, integer, string, boolean, list, table.
+fn expected(exp: &dyn de::Expected) -> String {
+    let said = exp.to_string();
+    match said.as_str() {
+        "f64" | "f32" => "a number".into(),
+        "u8" => "an integer from 0 to 255".into(),
+        "u16" => "an integer from 0 to 65535".into(),
+        "u32" => "an integer from 0 to 4294967295".into(),
+        "u64" | "u128" | "usize" => "an integer, 0 or more".into(),
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer".into(),
+        "a map" | "map" => "a table".into(),
+        "a sequence" | "sequence" => "a list".into(),
+        "unit" => "nil".into(),
+        "a character" | "char" => "a one-character string".into(),
+        s if s.starts_with("struct ") => "a table".into(),
+        // The schema's enums are written as names (`provider = "ollama"`).
+        s if s.starts_with("enum ") => "a string".into(),
+        _ => said,
+    }
+}
+
+/// What the file gave, in the same words: `string "ten"`, `integer 5`, `number 1.5`, `boolean true`.
+fn unexpected(unexp: &de::Unexpected) -> String {
+    match unexp {
+        de::Unexpected::Bool(b) => format!("boolean {b}"),
+        de::Unexpected::Signed(i) => format!("integer {i}"),
+        de::Unexpected::Unsigned(u) => format!("integer {u}"),
+        // `4.0` stays `4.0`: an integer field refuses it, and `4` would not say why.
+        de::Unexpected::Float(f) if f.is_finite() && f.fract() == 0.0 => format!("number {f:.1}"),
+        de::Unexpected::Float(f) => format!("number {f}"),
+        de::Unexpected::Str(s) => format!("string {s:?}"),
+        de::Unexpected::Unit => "nil".into(),
+        de::Unexpected::Map => "a table".into(),
+        de::Unexpected::Seq => "a list".into(),
+        other => other.to_string(),
+    }
 }
 
 impl Node {
@@ -258,6 +314,30 @@ mod tests {
         assert_eq!(e.0, "expected a list (keys 1..n), got key x");
         assert_eq!(Option::<i64>::deserialize(&Node::Nil).unwrap(), None);
         assert_eq!(Option::<i64>::deserialize(&Node::Int(3)).unwrap(), Some(3));
+    }
+
+    #[test]
+    fn type_mismatches_are_worded_in_lua_terms() {
+        let e = f64::deserialize(&s("ten")).unwrap_err();
+        assert_eq!(e.0, "wrong type: expected a number, got string \"ten\"");
+        let e = u32::deserialize(&Node::Num(4.0)).unwrap_err();
+        assert_eq!(
+            e.0,
+            "wrong type: expected an integer from 0 to 4294967295, got number 4.0"
+        );
+        let e = u16::deserialize(&Node::Int(-1)).unwrap_err();
+        assert_eq!(
+            e.0,
+            "bad value: expected an integer from 0 to 65535, got integer -1"
+        );
+        let e = String::deserialize(&Node::Bool(true)).unwrap_err();
+        assert_eq!(e.0, "wrong type: expected a string, got boolean true");
+        let e = BTreeMap::<String, String>::deserialize(&Node::Int(5)).unwrap_err();
+        assert_eq!(e.0, "wrong type: expected a table, got integer 5");
+        let e = Vec::<String>::deserialize(&Node::Bool(false)).unwrap_err();
+        assert_eq!(e.0, "wrong type: expected a list, got boolean false");
+        let e = f64::deserialize(&Node::List(vec![s("a")])).unwrap_err();
+        assert_eq!(e.0, "wrong type: expected a number, got a list");
     }
 
     use serde::Deserialize;

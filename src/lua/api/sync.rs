@@ -198,10 +198,11 @@ async fn syncthing(lua: Lua, host: Value) -> mlua::Result<mlua::AnyUserData> {
     let client = syncthing::connect(&services::remote(&lua), &host)
         .await
         .map_err(|e| args::fail(format!("{}: {e}", args::call_name(F, &host))))?;
-    lua.create_userdata(Syncthing {
+    let handle = lua.create_userdata(Syncthing {
         host,
         client: std::sync::Arc::new(client),
-    })
+    })?;
+    crate::lua::keep_method_frames(&lua, handle)
 }
 
 struct Syncthing {
