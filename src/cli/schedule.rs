@@ -214,7 +214,11 @@ pub fn history(job: Option<&str>, limit: usize, json: bool) -> anyhow::Result<Ex
     let runs = Store::open(&default_state())?.history(job, limit)?;
     let mut out = Out::new();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&history_json(&runs))?)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&history_json(&runs))?
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {

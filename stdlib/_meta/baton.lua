@@ -17,7 +17,7 @@ baton.fleet = {}
 ---@field source string? the fleet file, nil for the built-in default
 ---@field hosts table<string, baton.Host> always with `local` (this machine, `ssh = false`), as `ssh.run("local", …)` knows it, even when the fleet file names no such host
 ---@field tiers baton.Tier[] lowest first
----@field tasks table<string, {tier: string, model: string?}>
+---@field tasks table<string, {tier: string, model: string?, prompt: string?}> `prompt`: the instruction `baton ask TASK` puts first (unset: the kind's default)
 ---@field budget {monthly_usd: number, alert_at: number}?
 ---@field openrouter {base_url: string, key_env: string, key_set: boolean}
 ---@field ssh_config string?

@@ -26,7 +26,8 @@ schedule = {}
 ---(default: "local")
 ---@field tz? string
 ---When to tell the fleet's `notify` channels how a run ended (job name, outcome, duration, last log
----lines): `"failure"` (failed, timed out or cancelled), `"always"` or `"never"`. Sent by `baton daemon`.
+---lines): `"failure"` (failed, timed out or cancelled), `"always"` or `"never"`. Sent by `baton daemon`, and
+---by `baton schedule run` (unless `--quiet`).
 ---(default: "failure")
 ---@field notify? "failure"|"always"|"never"
 

@@ -436,7 +436,9 @@ fn example_fleet_parses_and_demo_runs() {
     out.ok();
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let hosts: Vec<&String> = v["hosts"].as_object().unwrap().keys().collect();
-    assert_eq!(hosts, ["brain", "engine", "workstation"]);
+    // `local`, this machine, is listed though the file does not name it (as scripts see it).
+    assert_eq!(hosts, ["brain", "engine", "local", "workstation"]);
+    assert_eq!(v["hosts"]["local"]["ssh"], false);
     assert_eq!(v["hosts"]["engine"]["known_hosts"], "accept-new");
     assert_eq!(v["tiers"][2]["price"]["output"], 75.0);
     // The README's main job on the built-in fleet.

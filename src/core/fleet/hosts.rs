@@ -46,6 +46,27 @@ pub struct Host {
     pub syncthing: Option<SyncthingConf>,
 }
 
+/// The host name that is always this machine, named in the fleet file or not.
+pub const LOCAL: &str = "local";
+
+impl Host {
+    /// `local` when the fleet file does not name it: this machine, nothing else set.
+    pub fn implicit_local() -> Host {
+        Host {
+            ssh: SshTarget::Flag(false),
+            ssh_config: None,
+            known_hosts: KnownHosts::Strict,
+            role: None,
+            tags: Vec::new(),
+            ollama: None,
+            ollama_parallel: DEFAULT_OLLAMA_PARALLEL,
+            mac: None,
+            wake: None,
+            syncthing: None,
+        }
+    }
+}
+
 /// `hosts.X.wake = {broadcast, port, via}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

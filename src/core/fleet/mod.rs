@@ -23,8 +23,8 @@ mod notify;
 pub mod tree;
 
 pub use hosts::{
-    Host, HostSource, Hosts, KnownHosts, SshTarget, SyncthingConf, Wake, destination_problem,
-    host_from_tree, parse_mac,
+    Host, HostSource, Hosts, KnownHosts, LOCAL, SshTarget, SyncthingConf, Wake,
+    destination_problem, host_from_tree, parse_mac,
 };
 pub use limits::{Bytes, Limits};
 pub use llm::{
@@ -246,18 +246,11 @@ impl Fleet {
             .unwrap_or_else(|| DEFAULT_OLLAMA.to_string());
         let mut hosts = Hosts::default();
         hosts.insert(
-            "local".to_string(),
+            LOCAL.to_string(),
             Host {
-                ssh: SshTarget::Flag(false),
-                ssh_config: None,
-                known_hosts: KnownHosts::Strict,
                 role: Some("workstation".into()),
-                tags: Vec::new(),
                 ollama: Some(ollama),
-                ollama_parallel: DEFAULT_OLLAMA_PARALLEL,
-                mac: None,
-                wake: None,
-                syncthing: None,
+                ..Host::implicit_local()
             },
         );
         let mut fleet = Fleet {
@@ -364,7 +357,7 @@ pub struct ViewOpenRouter {
 impl Fleet {
     pub fn view(&self) -> View<'_> {
         let key_env = self.openrouter_key_env();
-        let hosts = self
+        let mut hosts: BTreeMap<String, Host> = self
             .hosts
             .iter()
             .map(|(name, host)| {
@@ -376,6 +369,11 @@ impl Fleet {
                 (name.clone(), host)
             })
             .collect();
+        // `local` is this machine whether or not the fleet file names it (`ssh.run("local", …)` works, see
+        // `core::remote::target`), so every listing shows it too.
+        hosts
+            .entry(LOCAL.to_string())
+            .or_insert_with(Host::implicit_local);
         View {
             source: self.source.as_deref(),
             hosts,

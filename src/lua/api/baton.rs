@@ -48,12 +48,7 @@ fn env(_: &Lua, (name, default): (Value, Value)) -> mlua::Result<Option<String>>
 pub fn fleet_view(lua: &Lua) -> mlua::Result<Value> {
     let fleet = &crate::lua::ctx(lua).fleet;
     fleet.check_hosts().map_err(mlua::Error::external)?;
-    let mut view = fleet.view();
-    // `local` is this machine whether or not the fleet file names it (`ssh.run("local", …)` works, see
-    // `core::remote::target`), so scripts see it among the hosts too.
-    view.hosts
-        .entry("local".to_string())
-        .or_insert_with(implicit_local);
+    let view = fleet.view();
     let view = args::to_lua(lua, &view)?;
     let readonly: Function = lua
         .load(
@@ -74,23 +69,6 @@ pub fn fleet_view(lua: &Lua) -> mlua::Result<Value> {
         .set_name("=baton.fleet")
         .into_function()?;
     readonly.call(view)
-}
-
-/// The host `local` of a fleet file that does not name one: this machine, nothing else set.
-fn implicit_local() -> crate::core::fleet::Host {
-    use crate::core::fleet::{Host, KnownHosts, SshTarget};
-    Host {
-        ssh: SshTarget::Flag(false),
-        ssh_config: None,
-        known_hosts: KnownHosts::Strict,
-        role: None,
-        tags: Vec::new(),
-        ollama: None,
-        ollama_parallel: crate::core::fleet::DEFAULT_OLLAMA_PARALLEL,
-        mac: None,
-        wake: None,
-        syncthing: None,
-    }
 }
 
 /// `baton.clock()` → seconds on a monotonic clock (for measuring intervals).
