@@ -15,6 +15,17 @@ use crate::lua::entry::{self, Ended, Status};
 /// `baton run FILE [ARGS…]`.
 pub fn run(cli: &Cli, file: &str, args: Vec<String>) -> anyhow::Result<ExitCode> {
     let ended = entry::run(ctx(cli, file.to_string(), args)?, Path::new(file));
+    // A playbook's expected failure (`error(message, 0)`) is its message alone; `-v` adds where and how.
+    let ended = ended.map(|e| match e {
+        Ended::Failed {
+            full: _,
+            brief: Some(brief),
+        } if cli.verbose == 0 => Ended::Failed {
+            full: brief,
+            brief: None,
+        },
+        other => other,
+    });
     Ok(match value_or_exit(ended)? {
         Ok(()) => ExitCode::SUCCESS,
         Err(code) => code,
@@ -160,7 +171,7 @@ fn value_or_exit<T>(ended: std::io::Result<Ended<T>>) -> anyhow::Result<Result<T
         Ended::Value(value) => Ok(Ok(value)),
         Ended::Exit(code) => Ok(Err(exit_code(code))),
         Ended::Interrupted => Err(Interrupted.into()),
-        Ended::Failed(error) => Err(ScriptFailed(error).into()),
+        Ended::Failed { full, .. } => Err(ScriptFailed(full).into()),
     }
 }
 

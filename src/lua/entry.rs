@@ -17,8 +17,10 @@ pub enum Ended<T> {
     Exit(i32),
     /// Ctrl-C (while it waited, or through the instruction hook while it ran).
     Interrupted,
-    /// A Lua error, as `file:line: message` and its traceback.
-    Failed(String),
+    /// A Lua error, as `file:line: message` and its traceback (`full`); `brief` is the message alone when
+    /// the script (or a module it uses) raised it on purpose with `error(message, 0)`: a playbook's
+    /// expected failure (`unknown fleet host "nosuch"`), which reads best as that one line.
+    Failed { full: String, brief: Option<String> },
 }
 
 /// `baton run FILE`: the playbook at `path`.
@@ -95,7 +97,10 @@ where
             Ok(value) => Ended::Value(value),
             Err(e) => match exit_code(&e) {
                 Some(code) => Ended::Exit(code),
-                None => Ended::Failed(format_error(&e)),
+                None => Ended::Failed {
+                    full: format_error(&e),
+                    brief: super::deliberate_error(&e),
+                },
             },
         }
     })

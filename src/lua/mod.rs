@@ -545,6 +545,20 @@ pub fn format_error(err: &mlua::Error) -> String {
     }
 }
 
+/// The message of an error a script raised on purpose, `error(message, 0)` (no location of its own, raised
+/// by Lua's `error` itself rather than by a binding or the runtime): a playbook's own words for an expected
+/// failure, shown alone unless the user asks for more (`-v`). `None` for any other error.
+pub fn deliberate_error(err: &mlua::Error) -> Option<String> {
+    let (message, traceback) = split_error(err);
+    let first_frame = traceback
+        .as_deref()?
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && *l != "stack traceback:")?;
+    (first_frame == "[C]: in function 'error'" && !located(&message) && !message.contains(".lua:"))
+        .then_some(message)
+}
+
 /// Whether `message` starts with a location Lua put there (`stdin:1: …`, `name:12: …`): its first `: `
 /// follows a chunk name and a line number. Lua's own runtime errors and `error("…")` carry one; a binding's
 /// error (`ssh.run: argument 1 …`) does not.

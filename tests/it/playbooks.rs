@@ -452,9 +452,24 @@ async fn nightly_ci_names_an_offline_server_and_a_missing_role() {
     );
     let out = run(&env2, "nightly_ci.lua", &[]);
     out.expect_code(1);
+    // An expected failure is its message alone: no stdlib location, no traceback (`-v` adds them).
+    assert_eq!(
+        out.stderr,
+        "no fleet host has role \"server\": set role = \"server\" on one in the fleet file, or pass --host NAME\n"
+    );
+    let mut verbose = env2.cmd();
+    verbose
+        .args(["-v", "run"])
+        .arg(script("nightly_ci.lua"))
+        .args(["--host", "nosuch"]);
+    let out = output_within(verbose, Duration::from_secs(90));
+    out.expect_code(1);
     assert!(
-        out.stderr
-            .contains("no fleet host has role \"server\": set role = \"server\" on one in the fleet file, or pass --host NAME"),
+        out.stderr.contains("stdlib/baton/routines.lua:")
+            && out
+                .stderr
+                .contains(": unknown fleet host \"nosuch\" (fleet hosts: ")
+            && out.stderr.contains("stack traceback:"),
         "{}",
         out.stderr
     );
