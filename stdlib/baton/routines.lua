@@ -17,7 +17,7 @@ local SCHEMA = {
   ci = { host = "string?", dir = "~/.baton/ci", tail = 60 },
   gpu = {
     host = "string?", local_path = "string?", remote_path = "string?", main = "main", branch = "validation",
-    validate = "string?", timeout = "2h",
+    validate = "string?", timeout = "2h", local_worktree = "string?", remote_worktree = "string?",
   },
 }
 
@@ -305,6 +305,22 @@ function M.ci_repos(cfg, names)
     end
   end
   return out
+end
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Branch names
+-- ---------------------------------------------------------------------------------------------------------
+
+--- Raises `<file>: <key> …` unless `name` can be given to git as a branch name in an argv word: not empty,
+--- no leading '-' (git would read it as an option), no whitespace or control characters.
+---@param file string the routines file, for the message
+---@param key string the config key, e.g. "gpu.branch"
+---@param name string
+function M.check_branch(file, key, name)
+  if name == "" or name:sub(1, 1) == "-" or name:find("[%s%c]") then
+    error(("%s: %s = %q is not a usable branch name (it may not be empty, start with '-' or hold spaces)"):format(
+      file, key, name), 0)
+  end
 end
 
 return M

@@ -1139,6 +1139,18 @@ fn gpu_sync_validates_on_the_gpu_host_merges_back_and_stops_cleanly_on_a_conflic
         git(&there, &["rev-parse", "--abbrev-ref", "HEAD"]),
         "validation"
     );
+    // The branch tracks its own remote branch: a plain `git pull` / `git push` there acts on it, not on main.
+    assert_eq!(
+        git(
+            &there,
+            &["rev-parse", "--abbrev-ref", "validation@{upstream}"]
+        ),
+        "origin/validation"
+    );
+    assert_eq!(
+        git(&there, &["status", "-sb"]),
+        "## validation...origin/validation"
+    );
     assert_eq!(
         read(here.join("results/score.txt")),
         "score for line one, tuned\n"
@@ -1184,4 +1196,347 @@ fn gpu_sync_validates_on_the_gpu_host_merges_back_and_stops_cleanly_on_a_conflic
         read(there.join("results/score.txt")),
         "score for line one, tuned\n"
     );
+}
+
+#[test]
+fn gpu_sync_setup_makes_the_branch_and_worktrees_on_both_machines_once_waiting_for_the_gpu_host() {
+    let mut ssh = SshFleet::prepare(1);
+    let tmp = crate::common::TempDir::new("pb-gpu-setup");
+    let origin = gpu_origin(tmp.path());
+    let here = tmp.join("here");
+    clone(&origin, &here);
+    std::fs::create_dir_all(tmp.join("trees")).unwrap();
+    let here_wt = tmp.join("trees/here-gpu");
+    let (there, there_wt) = (
+        ssh.hosts[0].home.join("model"),
+        ssh.hosts[0].home.join("model-gpu"),
+    );
+    let routines = format!(
+        r#"return {{ gpu = {{ local_path = {:?}, remote_path = {:?}, local_worktree = {:?}, remote_worktree = {:?},
+  validate = "sh validate.sh", timeout = "60s" }} }}"#,
+        here.display().to_string(),
+        there.display().to_string(),
+        here_wt.display().to_string(),
+        there_wt.display().to_string(),
+    );
+    let env = env(
+        "pb-gpu-setup",
+        &fleet_lua(&ssh, &["gpu"], "http://127.0.0.1:9"),
+        &routines,
+    );
+
+    // The GPU host is off: setup does this machine's part, then waits for it.
+    let mut cmd = env.cmd();
+    cmd.arg("run")
+        .arg(script("gpu_sync.lua"))
+        .args(["--setup", "--online-timeout", "80s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    crate::common::wait_for("the local worktree", Duration::from_secs(60), || {
+        here_wt.join(".git").exists()
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "setup ended while the GPU host was down"
+    );
+    assert!(!there.exists());
+    ssh.start_host(0);
+    let out = crate::common::wait_within(child, Duration::from_secs(90));
+    out.ok();
+    for said in [
+        "origin: created branch validation from main at ",
+        &format!(
+            "local: created branch validation in {}, tracking origin/validation",
+            here.display()
+        ),
+        &format!("local: added worktree {} on validation", here_wt.display()),
+        "waiting for h0 …",
+        &format!("h0: cloned {} into {}", origin.display(), there.display()),
+        &format!(
+            "h0: created branch validation in {}, tracking origin/validation",
+            there.display()
+        ),
+        &format!("h0: added worktree {} on validation", there_wt.display()),
+        "setup: done, 6 changes",
+    ] {
+        assert!(out.stdout.contains(said), "{said:?} in:\n{}", out.stdout);
+    }
+    // Real git: the branch on origin (from main), tracked on both machines, in a worktree on each; the main
+    // checkouts stay on main.
+    assert_eq!(
+        git(&origin, &["rev-parse", "validation"]),
+        git(&origin, &["rev-parse", "main"])
+    );
+    for (clone, wt) in [(&here, &here_wt), (&there, &there_wt)] {
+        assert_eq!(git(clone, &["rev-parse", "--abbrev-ref", "HEAD"]), "main");
+        assert_eq!(
+            git(
+                clone,
+                &["rev-parse", "--abbrev-ref", "validation@{upstream}"]
+            ),
+            "origin/validation"
+        );
+        let canonical = std::fs::canonicalize(wt).unwrap();
+        assert!(
+            git(clone, &["worktree", "list", "--porcelain"]).contains(&format!(
+                "worktree {}\nHEAD {}\nbranch refs/heads/validation",
+                canonical.display(),
+                git(&origin, &["rev-parse", "main"])
+            )),
+            "{}",
+            git(clone, &["worktree", "list", "--porcelain"])
+        );
+        assert_eq!(
+            git(wt, &["status", "-sb"]),
+            "## validation...origin/validation"
+        );
+    }
+
+    // Again: nothing to do, and it says so; refs, upstreams and worktrees are exactly as they were.
+    let state = || {
+        [&origin, &here, &there]
+            .iter()
+            .map(|r| {
+                let refs = git(
+                    r,
+                    &[
+                        "for-each-ref",
+                        "--format=%(refname) %(objectname) %(upstream)",
+                    ],
+                );
+                let trees = if *r == &origin {
+                    String::new()
+                } else {
+                    git(r, &["worktree", "list", "--porcelain"])
+                };
+                format!("{refs}\n{trees}")
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = state();
+    let out = run(&env, "gpu_sync.lua", &["--setup"]);
+    out.ok();
+    assert!(
+        out.stdout.contains(
+            "setup: everything was already in place (validation on origin, tracked here and on h0; worktrees"
+        ) && out.stdout.contains("nothing changed"),
+        "{}",
+        out.stdout
+    );
+    for word in ["created", "added", "cloned", "switched", "now tracks"] {
+        assert!(!out.stdout.contains(word), "{word}: {}", out.stdout);
+    }
+    assert_eq!(state(), before);
+
+    identity(&there); // (the clone setup made has no committer of its own; a real GPU host has one)
+    // The day's run uses the worktrees: validation in the GPU host's worktree (its clone stays on main), the
+    // results fast-forward the local worktree and are merged into main here.
+    write(&here, &[("notes.txt", "line one, tuned\n")]);
+    let out = run(&env, "gpu_sync.lua", &["--message", "tune the notes"]);
+    out.ok();
+    assert!(out.stdout.contains("[h0] validated"), "{}", out.stdout);
+    assert_eq!(
+        read(there_wt.join("results/score.txt")),
+        "score for line one, tuned\n"
+    );
+    assert!(!there.join("results").exists());
+    assert_eq!(git(&there, &["rev-parse", "--abbrev-ref", "HEAD"]), "main");
+    assert_eq!(
+        git(&there_wt, &["status", "-sb"]),
+        "## validation...origin/validation"
+    );
+    assert_eq!(
+        git(&here_wt, &["rev-parse", "HEAD"]),
+        git(&origin, &["rev-parse", "validation"])
+    );
+    assert_eq!(
+        read(here_wt.join("results/score.txt")),
+        "score for line one, tuned\n"
+    );
+    assert_eq!(
+        read(here.join("results/score.txt")),
+        "score for line one, tuned\n"
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "local: {} fast-forwarded to origin/validation",
+            here_wt.display()
+        )),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn gpu_sync_points_an_old_validation_branch_at_its_own_upstream_and_setup_moves_it_to_a_worktree() {
+    let ssh = SshFleet::start(1);
+    let tmp = crate::common::TempDir::new("pb-gpu-old");
+    let origin = gpu_origin(tmp.path());
+    let here = tmp.join("here");
+    clone(&origin, &here);
+    let (there, there_wt) = (
+        ssh.hosts[0].home.join("model"),
+        ssh.hosts[0].home.join("model-gpu"),
+    );
+    // What earlier versions left on the GPU host: `validation` checked out, tracking origin/main.
+    clone(&origin, &there);
+    git(
+        &there,
+        &["checkout", "-q", "-b", "validation", "origin/main"],
+    );
+    git(&there, &["push", "-q", "origin", "validation"]);
+    assert_eq!(
+        git(
+            &there,
+            &["rev-parse", "--abbrev-ref", "validation@{upstream}"]
+        ),
+        "origin/main"
+    );
+    let config = |extra: &str| {
+        format!(
+            r#"return {{ gpu = {{ local_path = {:?}, remote_path = {:?}, validate = "sh validate.sh"{extra} }} }}"#,
+            here.display().to_string(),
+            there.display().to_string(),
+        )
+    };
+    let env = env(
+        "pb-gpu-old",
+        &fleet_lua(&ssh, &["gpu"], "http://127.0.0.1:9"),
+        &config(""),
+    );
+
+    // A branch name git would read as an option is refused before anything runs.
+    let bad = tmp.write(
+        "bad-routines.lua",
+        config(r#", branch = "--upload-pack=touch pwned""#),
+    );
+    for extra in [&[][..], &["--setup"][..]] {
+        let mut args = vec!["--config", bad.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = run(&env, "gpu_sync.lua", &args);
+        out.expect_code(1);
+        assert!(
+            out.stderr.contains(
+                r#"gpu.branch = "--upload-pack=touch pwned" is not a usable branch name (it may not be empty, start with '-'"#
+            ),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stdout.contains("local:"), "{}", out.stdout);
+    }
+    assert_eq!(git(&origin, &["branch", "--list"]).lines().count(), 2);
+
+    // The plain run points the branch at origin/validation, so `git pull` / `git push` there act on it.
+    let out = run(&env, "gpu_sync.lua", &[]);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("h0: validation now tracks origin/validation (was origin/main)"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        git(
+            &there,
+            &["rev-parse", "--abbrev-ref", "validation@{upstream}"]
+        ),
+        "origin/validation"
+    );
+    assert_eq!(
+        git(&there, &["status", "-sb"]),
+        "## validation...origin/validation"
+    );
+
+    // --setup with a worktree: the clone goes back to main, the branch moves to the worktree, its upstream
+    // fixed again (set back to main by hand here).
+    git(
+        &there,
+        &[
+            "branch",
+            "-q",
+            "--set-upstream-to=origin/main",
+            "validation",
+        ],
+    );
+    env.dir.write(
+        "routines.lua",
+        config(&format!(
+            ", remote_worktree = {:?}",
+            there_wt.display().to_string()
+        )),
+    );
+    let out = run(&env, "gpu_sync.lua", &["--setup"]);
+    out.ok();
+    for said in [
+        &format!(
+            "h0: validation in {} now tracks origin/validation (was origin/main)",
+            there.display()
+        ),
+        &format!(
+            "h0: switched {} from validation to main (the branch moves to its worktree)",
+            there.display()
+        ),
+        &format!("h0: added worktree {} on validation", there_wt.display()),
+    ] {
+        assert!(out.stdout.contains(said), "{said:?} in:\n{}", out.stdout);
+    }
+    assert_eq!(git(&there, &["rev-parse", "--abbrev-ref", "HEAD"]), "main");
+    assert_eq!(
+        git(&there_wt, &["status", "-sb"]),
+        "## validation...origin/validation"
+    );
+    assert_eq!(
+        git(&there_wt, &["rev-parse", "HEAD"]),
+        git(&origin, &["rev-parse", "validation"])
+    );
+    let out = run(&env, "gpu_sync.lua", &["--setup"]);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("setup: everything was already in place"),
+        "{}",
+        out.stdout
+    );
+
+    // The day's run validates in the worktree; a local worktree that --setup has not made yet is named, not
+    // created, and does not fail the run.
+    let missing = tmp.join("no-such-worktree");
+    env.dir.write(
+        "routines.lua",
+        config(&format!(
+            ", remote_worktree = {:?}, local_worktree = {:?}",
+            there_wt.display().to_string(),
+            missing.display().to_string()
+        )),
+    );
+    let out = run(&env, "gpu_sync.lua", &[]);
+    out.ok();
+    assert!(out.stdout.contains("[h0] validated"), "{}", out.stdout);
+    assert!(there_wt.join("results/score.txt").exists());
+    assert!(!there.join("results").exists());
+    assert!(
+        out.stdout.contains(&format!(
+            "local: no worktree at {} (gpu.local_worktree) to update: run gpu_sync.lua --setup",
+            missing.display()
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(!missing.exists());
+}
+
+/// A bare origin for gpu_sync: `notes.txt` and a `validate.sh` that writes `results/score.txt`.
+fn gpu_origin(root: &Path) -> PathBuf {
+    origin(
+        root,
+        "model",
+        &[
+            ("notes.txt", "line one\n"),
+            (
+                "validate.sh",
+                "mkdir -p results\necho \"score for $(cat notes.txt)\" > results/score.txt\necho validated\n",
+            ),
+        ],
+    )
 }
