@@ -223,16 +223,26 @@ impl SshFleet {
     /// Stops host `i`'s sshd and cuts its open connections (as if the machine went away).
     pub fn stop_host(&mut self, i: usize) {
         if let Some(mut child) = self.hosts[i].child.take() {
-            // Per-connection sshd processes are children of the listener, in sessions of their own.
-            let sessions = children_of(child.id());
+            use rustix::process::{Pid, Signal, kill_process};
+            // Per-connection sshd processes are children of the listener (and they have children of their
+            // own: privilege separation, the session), in sessions of their own, and any of them keeps a
+            // connection alive. The listener is stopped first so it forks no more, then the whole tree goes:
+            // a surviving session child used to keep an ssh master connection answering after the stop.
+            if let Some(pid) = Pid::from_raw(child.id() as i32) {
+                let _ = kill_process(pid, Signal::STOP);
+            }
+            let mut tree = Vec::new();
+            let mut next = vec![child.id()];
+            while let Some(p) = next.pop() {
+                let kids = children_of(p);
+                next.extend(&kids);
+                tree.extend(kids);
+            }
+            for pid in tree.into_iter().filter_map(|p| Pid::from_raw(p as i32)) {
+                let _ = kill_process(pid, Signal::KILL);
+            }
             let _ = child.kill();
             let _ = child.wait();
-            for pid in sessions
-                .into_iter()
-                .filter_map(|p| rustix::process::Pid::from_raw(p as i32))
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
         }
     }
 

@@ -102,6 +102,21 @@ impl Master {
         )
     }
 
+    /// Whether the host answers over this master within `within`: a round trip (`exit 0`), not only the
+    /// local mux process, which outlives a host gone to sleep (or whose sshd died) until its socket notices.
+    async fn responds(&self, within: Duration) -> bool {
+        let mut cmd = self.client();
+        cmd.arg("exit 0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        matches!(
+            tokio::time::timeout(within, cmd.status()).await,
+            Ok(Ok(status)) if status.success()
+        )
+    }
+
     /// Kills the remote process group led by `pid`.
     async fn kill_group(&self, pid: i32) {
         let _permit = self.kills.acquire().await;
@@ -427,14 +442,14 @@ impl Pool {
         }
     }
 
-    /// A live master for `dest`: the open one if it still answers, else a new one.
+    /// A live master for `dest`: the open one if the host still answers through it, else a new one.
     pub async fn checked_master(
         &self,
         dest: &SshDest,
         timeout: Duration,
     ) -> Result<Arc<Master>, RemoteError> {
         let master = self.master(dest, timeout).await?;
-        if master.alive().await {
+        if master.responds(timeout.min(HOUSEKEEPING_TIMEOUT)).await {
             return Ok(master);
         }
         self.forget(&dest.host, &master).await;
