@@ -30,27 +30,28 @@ end
 local PROBE = [[if command -v nvidia-smi >/dev/null 2>&1; then echo nvidia; elif [ "$(uname -s)" = Darwin ]; then echo apple; else echo none; fi]]
 
 local function status(host)
-  if not ssh.online(host, { timeout = "5s" }) then return { host = host, kind = "offline", gpus = {} } end
+  -- `gpus` is a list even when empty (`--json` writes `[]`, not `{}`).
+  if not ssh.online(host, { timeout = "5s" }) then return { host = host, kind = "offline", gpus = baton.json.array() } end
   local kind = ssh.run(host, PROBE, { timeout = "30s" }).stdout:match("%a+")
-  local gpus, err = {}, nil
+  local gpus, err = baton.json.array(), nil
   if kind == "nvidia" then
     local list = ssh.run(host, gpu.NVIDIA_GPUS, { timeout = "30s" }).stdout
     local apps = ssh.run(host, gpu.NVIDIA_APPS, { timeout = "30s", check = false }).stdout
     gpus = gpu.parse_nvidia(list, apps)
   elseif kind == "apple" then
     gpus, err = gpu.parse_apple(ssh.run(host, gpu.APPLE, { timeout = "30s" }).stdout)
-    if not gpus then kind, gpus = "error", {} end
+    if not gpus then kind, gpus = "error", baton.json.array() end
   end
   return { host = host, kind = kind, gpus = gpus, err = err }
 end
 
 local results = ssh.each(hosts, function(host)
   local ok, r = pcall(status, host)
-  return ok and r or { host = host, kind = "error", gpus = {}, err = tostring(r) }
+  return ok and r or { host = host, kind = "error", gpus = baton.json.array(), err = tostring(r) }
 end)
 
 if a.json then
-  print(baton.json.encode(results))
+  print(baton.json.encode(baton.json.array(results)))
   return
 end
 

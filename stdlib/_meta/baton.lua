@@ -170,9 +170,21 @@ baton.json.null = nil
 ---@return string
 function baton.json.encode(value, opts) end
 
+---Decodes JSON; a JSON list decodes to a table marked as a list (see `baton.json.array`), so an empty one
+---encodes back as `[]`.
 ---@param text string
 ---@return any
 function baton.json.decode(text) end
+
+---Marks `list` (or a new empty table) as a JSON list and returns it: encoded, an empty one is `[]`, not `{}`
+---(a plain empty table cannot say which it is, and encodes as an object).
+---```lua
+---local gpus = baton.json.array()                    -- stays [] when nothing is added
+---print(baton.json.encode({ host = "studio", gpus = gpus }))   --> {"gpus":[],"host":"studio"}
+---```
+---@param list table? (default: a new table)
+---@return table list
+function baton.json.array(list) end
 
 ---@class baton.NotifyOpts
 ---@field priority "min"|"low"|"default"|"high"|"urgent"|integer|nil ntfy priority 1-5; desktop urgency follows it (default: "default")

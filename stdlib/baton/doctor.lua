@@ -18,7 +18,7 @@ end
 --- Runs every check; returns the list of rows.
 ---@return {check: string, status: "ok"|"FAIL"|"skip", detail: string, fix: string?}[]
 function M.checks()
-  local fleet, paths, rows = baton.fleet, baton._paths(), {}
+  local fleet, paths, rows = baton.fleet, baton._paths(), baton.json.array()
 
   -- State directory: can we write a file there?
   local probe = paths.state_dir .. "/.doctor-probe"

@@ -24,14 +24,14 @@ end
 ---@param apps_csv string? output of `M.NVIDIA_APPS`
 ---@return {index: integer, uuid: string, name: string, memory_used_mb: number?, memory_total_mb: number?, utilization: number?, processes: {pid: integer, name: string, memory_mb: number?}[]}[]
 function M.parse_nvidia(gpus_csv, apps_csv)
-  local gpus, by_uuid = {}, {}
+  local gpus, by_uuid = baton.json.array(), {}
   for line in gpus_csv:gmatch("[^\r\n]+") do
     local f = split_csv(line)
     if #f >= 6 then
       local gpu = {
         index = num(f[1]), uuid = f[2], name = f[3],
         memory_used_mb = num(f[4]), memory_total_mb = num(f[5]), utilization = num(f[6]),
-        processes = {},
+        processes = baton.json.array(),
       }
       gpus[#gpus + 1] = gpu
       by_uuid[gpu.uuid] = gpu
@@ -63,11 +63,11 @@ function M.parse_apple(text)
   end
   local used = (pages("Pages active") + pages("Pages wired down") + pages("Pages occupied by compressor")) * page
   if not total_bytes then return nil, "no hw.memsize in output" end
-  return {
+  return baton.json.array({
     { index = 0, name = chip, unified = true,
       memory_total_mb = math.floor(total_bytes / 1048576), memory_used_mb = math.floor(used / 1048576),
-      processes = {} },
-  }
+      processes = baton.json.array() },
+  })
 end
 
 return M

@@ -48,9 +48,10 @@ function M.collect()
   end
   local hosts = baton.gather(probes, { limit = 8 })
   hosts.n = nil
+  baton.json.array(hosts)   -- lists stay lists in `baton status --json`, even when empty
 
   -- Next runs: the schedule file registers its jobs here without starting anything.
-  local schedule_jobs, schedule_err = {}, nil
+  local schedule_jobs, schedule_err = baton.json.array(), nil
   local f = io.open(paths.schedule_file)
   if f then
     f:close()

@@ -52,3 +52,26 @@ fn every_spec_file_has_a_test() {
         );
     }
 }
+
+/// `baton.json.array` marks a table as a list, so an empty one encodes as `[]` (a plain empty table reads as
+/// an object); decoded lists keep the mark, so `[]` round-trips; a non-table or a table with another
+/// metatable is refused, naming the function and argument.
+#[test]
+fn json_array_keeps_empty_lists_lists() {
+    let env = crate::common::Env::new("json-array");
+    let out = env.run_lua(
+        "j.lua",
+        r#"print(baton.json.encode({ a = baton.json.array(), b = {}, c = baton.json.array({ 1, 2 }) }))
+print(baton.json.encode(baton.json.decode('{"x":[],"y":{}}')))
+print(select(2, pcall(baton.json.array, 5)))
+print(select(2, pcall(baton.json.array, setmetatable({}, {}))))"#,
+        &[],
+    );
+    out.ok();
+    assert_eq!(
+        out.stdout,
+        "{\"a\":[],\"b\":{},\"c\":[1,2]}\n{\"x\":[],\"y\":{}}\n\
+         baton.json.array: argument 1 (list) must be a table or nil, got integer\n\
+         baton.json.array: argument 1 (list) already has a metatable of its own\n"
+    );
+}

@@ -971,6 +971,10 @@ fn gpu_status_reads_nvidia_smi_apple_memory_no_gpu_and_offline() {
     assert_eq!(h1["gpus"][0]["memory_total_mb"], 131072);
     assert_eq!(h1["gpus"][0]["memory_used_mb"], 40625);
     assert_eq!(by("h3")["kind"], "offline");
+    // Empty lists stay lists: no GPU on an offline host, no processes on a GPU (they read `{}` before).
+    assert_eq!(by("h3")["gpus"], json!([]));
+    assert_eq!(h0["gpus"][1]["processes"], json!([]));
+    assert_eq!(h1["gpus"][0]["processes"], json!([]));
     // engine is this machine: no GPU here (nvidia where the test machine has one).
     assert!(["none", "nvidia"].contains(&by("engine")["kind"].as_str().unwrap()));
     // The table, for the hosts asked for.

@@ -479,6 +479,28 @@ fn json_table(lua: &Lua) -> mlua::Result<Table> {
             lua.to_value(&j)
         })?,
     )?;
+    json.set(
+        "array",
+        lua.create_function(|lua, t: Value| {
+            let t = match t {
+                Value::Nil => lua.create_table()?,
+                Value::Table(t) => t,
+                other => {
+                    return Err(args::fail(format!(
+                        "baton.json.array: argument 1 (list) must be a table or nil, got {}",
+                        other.type_name()
+                    )));
+                }
+            };
+            if t.metatable().is_some_and(|m| m != lua.array_metatable()) {
+                return Err(args::fail(
+                    "baton.json.array: argument 1 (list) already has a metatable of its own",
+                ));
+            }
+            t.set_metatable(Some(lua.array_metatable()))?;
+            Ok(t)
+        })?,
+    )?;
     json.set("null", lua.null())?;
     Ok(json)
 }
