@@ -7,6 +7,7 @@ mod fleet;
 pub mod jobs;
 mod mcp;
 mod run;
+mod runs;
 mod schedule;
 mod spend;
 mod stubs;
@@ -154,6 +155,28 @@ pub enum Command {
     /// Scheduled jobs: list them, show run history, run one now
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Recorded runs, newest first: id, script, trigger, status, started, duration, cost (`runs show RUN`:
+    /// its steps)
+    Runs {
+        /// Only runs with this status: running, ok, failed, interrupted, paused, cancelled
+        #[arg(long, value_name = "S")]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// The runs as a JSON list
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<runs::RunsCommand>,
+    },
+    /// Finish an interrupted or failed run: its playbook again, with its args and fleet, under its id; calls
+    /// that finished return what they returned then (nothing is run, sent or paid twice)
+    Resume {
+        run: String,
+        /// Resume even if the playbook changed, running live from the first call that differs
+        #[arg(long)]
+        force: bool,
+    },
     /// Ask a model through the router (budgeted, in the ledger); a terminal sees the answer stream, a pipe gets
     /// the accepted answer alone (`git diff | baton ask commit_message`: a known task adds its instruction,
     /// shown with -v; one word that names a task is the task, any other the prompt)
@@ -248,6 +271,16 @@ pub fn main() -> ExitCode {
 fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run { script } => run::run(cli, &script[0], script[1..].to_vec()),
+        Command::Runs {
+            status,
+            limit,
+            json,
+            action,
+        } => match action {
+            None => runs::list(status.as_deref(), *limit, *json),
+            Some(runs::RunsCommand::Show { run, json }) => runs::show(run, *json),
+        },
+        Command::Resume { run, force } => run::resume(cli, run, *force),
         Command::Repl => {
             crate::repl::run(load_fleet(cli)?, default_state())?;
             Ok(ExitCode::SUCCESS)

@@ -9,12 +9,88 @@ use serde::Deserialize;
 
 use super::table::Table;
 use super::{Cli, Interrupted, Out, ScriptFailed, default_state, exit_code, load_fleet};
+use crate::core::runs::{self, NewRun, RunStatus, Runs};
 use crate::lua::Ctx;
 use crate::lua::entry::{self, Ended, Status};
+use crate::lua::journal::Start;
 
 /// `baton run FILE [ARGS…]`.
 pub fn run(cli: &Cli, file: &str, args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let ended = entry::run(ctx(cli, file.to_string(), args)?, Path::new(file));
+    let ctx = ctx(cli, file.to_string(), args)?;
+    let start = new_run(&ctx, Path::new(file), "cli");
+    tracing::info!("run {}", start.id);
+    let ended = entry::run(ctx, Path::new(file), Some(Start::New(start)));
+    finish(cli, ended)
+}
+
+/// A new run of the playbook at `path` (its id, absolute path, text hash, args and fleet file).
+fn new_run(ctx: &Ctx, path: &Path, trigger: &str) -> NewRun {
+    let script = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    NewRun {
+        id: runs::new_id(),
+        script_hash: runs::hash(&std::fs::read(path).unwrap_or_default()),
+        script,
+        args: ctx.args.clone(),
+        fleet: ctx.fleet.source.clone(),
+        trigger: trigger.into(),
+    }
+}
+
+/// `baton resume RUN [--force]`: the run's playbook again, with its args and fleet, under its id; calls
+/// that finished are answered from its journal.
+pub fn resume(cli: &Cli, id: &str, force: bool) -> anyhow::Result<ExitCode> {
+    let state = default_state();
+    let store = Runs::open(&state)?;
+    let Some(run) = store.get(id)? else {
+        anyhow::bail!(
+            "resume: no run {} (see `baton runs`)",
+            crate::core::text::quoted(id)
+        );
+    };
+    match run.status() {
+        RunStatus::Interrupted | RunStatus::Failed => {}
+        RunStatus::Running => anyhow::bail!(
+            "resume: run {id} is still running (pid {} on {})",
+            run.pid,
+            run.machine
+        ),
+        RunStatus::Ok => anyhow::bail!("resume: run {id} finished ok; there is nothing to resume"),
+        RunStatus::Cancelled => anyhow::bail!("resume: run {id} was cancelled"),
+        RunStatus::Paused => anyhow::bail!(
+            "resume: run {id} waits for an answer: `baton runs approve {id}` or `baton runs deny {id}`"
+        ),
+    }
+    let text = std::fs::read(&run.script).with_context(|| {
+        format!(
+            "resume: run {id}: cannot read its script {}",
+            run.script.display()
+        )
+    })?;
+    if runs::hash(&text) != run.script_hash && !force {
+        anyhow::bail!(
+            "resume: run {id}: {} changed since the run started; `baton resume {id} --force` replays what \
+             still matches and runs the rest live",
+            run.script.display()
+        );
+    }
+    let fleet = match &run.fleet {
+        Some(file) => crate::lua::fleet::load_file(file)?,
+        None => crate::core::fleet::Fleet::builtin(),
+    };
+    let script = run.script.clone();
+    let ctx = Ctx {
+        fleet: std::sync::Arc::new(fleet),
+        state,
+        script: script.display().to_string(),
+        args: run.args.clone(),
+    };
+    tracing::info!("resuming run {id}");
+    let ended = entry::run(ctx, &script, Some(Start::Resume { run, force }));
+    finish(cli, ended)
+}
+
+/// The exit of a playbook run: 0, its `os.exit` code, or its error.
+fn finish(cli: &Cli, ended: std::io::Result<Ended<()>>) -> anyhow::Result<ExitCode> {
     // A playbook's expected failure (`error(message, 0)`) is its message alone; `-v` adds where and how.
     let ended = ended.map(|e| match e {
         Ended::Failed {

@@ -7,6 +7,7 @@ pub mod mcp;
 pub mod notify;
 pub mod process;
 pub mod remote;
+pub mod runs;
 pub mod schedule;
 pub mod secret;
 pub mod state;

@@ -6,7 +6,9 @@ use std::path::Path;
 use mlua::{Lua, LuaSerdeExt};
 use serde::de::DeserializeOwned;
 
+use super::journal::{Journal, Start};
 use super::{Ctx, exit_code, format_error, new_runtime, run_file, runtime};
+use crate::core::runs::RunStatus;
 
 /// How a Lua entry point ended.
 #[derive(Debug)]
@@ -23,9 +25,40 @@ pub enum Ended<T> {
     Failed { full: String, brief: Option<String> },
 }
 
-/// `baton run FILE`: the playbook at `path`.
-pub fn run(ctx: Ctx, path: &Path) -> std::io::Result<Ended<()>> {
-    drive(ctx, |lua, _| async move { run_file(&lua, path).await })
+/// `baton run FILE` (or `baton resume RUN`): the playbook at `path`, as a durable run when `start` says
+/// which (its journal in the state database; see `lua::journal`).
+pub fn run(ctx: Ctx, path: &Path, start: Option<Start>) -> std::io::Result<Ended<()>> {
+    let state = ctx.state.clone();
+    drive(ctx, |lua, _| async move {
+        if let Some(start) = start {
+            Journal::install(&lua, state, start).map_err(mlua::Error::runtime)?;
+        }
+        let result = run_file(&lua, path).await;
+        if let Some(j) = lua
+            .app_data_ref::<std::rc::Rc<Journal>>()
+            .map(|j| j.clone())
+        {
+            let (status, error) = match &result {
+                Ok(()) => (RunStatus::Ok, None),
+                Err(e) => match exit_code(e) {
+                    Some(0) => (RunStatus::Ok, None),
+                    Some(code) => (RunStatus::Failed, Some(format!("os.exit({code})"))),
+                    None => (RunStatus::Failed, Some(super::split_error(e).0)),
+                },
+            };
+            if j.replayed() > 0 {
+                tracing::info!(
+                    "run {}: {} finished calls replayed from the journal",
+                    j.run_id(),
+                    j.replayed()
+                );
+            }
+            if let Err(e) = j.finish(status, error.as_deref()) {
+                tracing::warn!("run {}: cannot record its end: {e}", j.run_id());
+            }
+        }
+        result
+    })
 }
 
 /// `baton doctor`: the embedded module's `main(args)` with the context's arguments; what it returns is the

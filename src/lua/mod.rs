@@ -4,6 +4,7 @@ pub(crate) mod api;
 pub mod daemon;
 pub mod entry;
 pub mod fleet;
+pub mod journal;
 pub mod pretty;
 pub mod repl;
 pub mod runtime;
@@ -109,6 +110,7 @@ fn install_globals(lua: &Lua) -> mlua::Result<()> {
             *name,
             lua.create_function(move |lua, ()| {
                 let module = register(lua)?;
+                journal::wrap_module(lua, name, &module)?;
                 keep_caller_frames(lua, &module)?;
                 Ok(module)
             })?,
@@ -118,6 +120,8 @@ fn install_globals(lua: &Lua) -> mlua::Result<()> {
     let baton = api::baton::register(lua)?;
     // `baton.notify` is its own binding; wired here so bindings never import each other.
     baton.set("notify", api::notify::register(lua)?)?;
+    baton.set("step", lua.create_async_function(journal::baton_step)?)?;
+    journal::wrap_module(lua, "baton", &baton)?;
     keep_caller_frames(lua, &baton)?;
     lua.globals().raw_set("baton", &baton)?;
     loaded.raw_set("baton", &baton)?;

@@ -159,6 +159,30 @@ function baton.log.warn(msg, fields) end
 ---@param fields table?
 function baton.log.error(msg, fields) end
 
+---The id of this run (`nil` in the REPL): `baton runs show ID` lists its steps, `baton resume ID`
+---finishes it after a crash.
+---@type string?
+baton.run_id = nil
+
+---Runs `fn(...)` as one journaled step of the run: what it returns (values that round-trip through JSON:
+---no functions or handles) is kept, and when the run is resumed after a crash a step that finished returns
+---that without calling `fn` again. Calls that cross a boundary (`ssh.run`, `route.ask`, `sync.push`,
+---`baton.exec`…) are journaled on their own already; a step is for Lua work that must not be done twice
+---(appending to a file) or must not change on resume (the time, a random pick). The calls inside a step are
+---journaled under it, so a step cut short does not repeat those that finished. Outside a run (the REPL)
+---it just calls `fn`.
+---```lua
+---local stamp = baton.step("stamp", function() return os.date("%Y%m%d-%H%M%S") end)  -- the same on resume
+---baton.step("log", function(line)
+---  local f = assert(io.open("deploys.log", "a")); f:write(line, "\n"); f:close()
+---end, "deployed " .. stamp)
+---```
+---@param name string a name for the step list (`baton runs show`)
+---@param fn fun(...): any
+---@param ... any arguments for `fn`
+---@return any ...
+function baton.step(name, fn, ...) end
+
 baton.json = {}
 
 ---JSON null as decoded values show it.

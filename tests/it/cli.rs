@@ -288,10 +288,21 @@ fn log_levels_formats_and_filter() {
     let debug = env.baton(&["run", "-vv", path.to_str().unwrap()]);
     assert!(debug.stderr.contains("details"), "{}", debug.stderr);
     let json = env.baton(&["--log-format", "json", "-v", "run", path.to_str().unwrap()]);
-    let first: serde_json::Value =
-        serde_json::from_str(json.stderr.lines().next().unwrap()).unwrap();
-    assert_eq!(first["fields"]["message"], "hello info");
-    assert_eq!(first["level"], "INFO");
+    // Every line is JSON; the run's own `run <id>` line comes first, then the script's.
+    let lines: Vec<serde_json::Value> = json
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines[0]["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("run "),
+        "{lines:?}"
+    );
+    assert_eq!(lines[1]["fields"]["message"], "hello info");
+    assert_eq!(lines[1]["level"], "INFO");
     let off = env
         .cmd()
         .args(["-vv", "run", path.to_str().unwrap()])

@@ -15,6 +15,7 @@ mod ops;
 mod playbooks;
 mod readme;
 mod repl;
+mod runs;
 mod schedule;
 mod shell_lua;
 mod shell_repl;

@@ -175,13 +175,14 @@ fn status_name(s: TaskStatus) -> &'static str {
 /// `baton.spawn(fn, …)` → task handle; the function starts at once as its own coroutine.
 fn spawn(lua: &Lua, (f, args): (Value, MultiValue)) -> mlua::Result<AnyUserData> {
     let f = args::function("baton.spawn", 1, "fn", &f)?;
-    let thread = lua.create_thread(f)?;
+    let (thread, guard) = crate::lua::journal::task_thread(lua, f)?;
     let thread_ptr = thread.to_pointer() as usize;
     let run = thread.into_async::<MultiValue>(args)?;
     let status = Rc::new(Cell::new(TaskStatus::Running));
     let st = status.clone();
     let handle = tokio::task::spawn_local(async move {
         let r = run.await;
+        drop(guard);
         st.set(if r.is_ok() {
             TaskStatus::Done
         } else {
@@ -247,7 +248,19 @@ async fn gather(lua: Lua, (list, opts): (Value, Value)) -> mlua::Result<Table> {
     for (i, item) in list.sequence_values::<Value>().enumerate() {
         let item = item?;
         match &item {
-            Value::Function(f) => futs.push(f.call_async::<MultiValue>(()).boxed_local()),
+            Value::Function(f) => {
+                // A task of its own in the run journal, numbered in the list's order.
+                let (thread, guard) = crate::lua::journal::task_thread(&lua, f.clone())?;
+                let run = thread.into_async::<MultiValue>(())?;
+                futs.push(
+                    async move {
+                        let r = run.await;
+                        drop(guard);
+                        r
+                    }
+                    .boxed_local(),
+                );
+            }
             Value::UserData(ud) if ud.is::<Task>() => {
                 let task = ud.borrow::<Task>()?;
                 futs.push(task.result.clone().boxed_local());

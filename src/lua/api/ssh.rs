@@ -127,6 +127,18 @@ fn job(lua: &Lua, id: Value) -> mlua::Result<AnyUserData> {
     lua.create_userdata(JobHandle(RefCell::new(job)))
 }
 
+/// The id of a job handle (`None` for any other userdata): how the run journal keeps one.
+pub(crate) fn job_id(ud: &AnyUserData) -> Option<String> {
+    ud.borrow::<JobHandle>()
+        .ok()
+        .map(|j| j.0.borrow().id.clone())
+}
+
+/// The handle of registered job `id` (the run journal giving back what `ssh.spawn` returned).
+pub(crate) fn job_handle(lua: &Lua, id: &str) -> mlua::Result<AnyUserData> {
+    job(lua, Value::String(lua.create_string(id)?))
+}
+
 /// A detached job; the registry row is its source of truth, the handle caches the last status.
 struct JobHandle(RefCell<Job>);
 
@@ -388,7 +400,17 @@ async fn each(lua: Lua, (hosts, f, opts): (Value, Value, Value)) -> mlua::Result
             }
         }
     }
-    let calls = hosts.iter().map(|h| f.call_async::<Value>(h.clone()));
+    // Each host's call is a task of its own in the run journal, numbered in the list's order.
+    let mut calls = Vec::with_capacity(hosts.len());
+    for h in &hosts {
+        let (thread, guard) = crate::lua::journal::task_thread(&lua, f.clone())?;
+        let run = thread.into_async::<Value>(h.clone())?;
+        calls.push(async move {
+            let r = run.await;
+            drop(guard);
+            r
+        });
+    }
     let results: Vec<_> = stream::iter(calls).buffered(opts.limit).collect().await;
     let out = lua.create_table_with_capacity(hosts.len(), 0)?;
     for (i, (host, result)) in hosts.iter().zip(results).enumerate() {

@@ -1,0 +1,417 @@
+//! Durable runs: every run that crosses a boundary (a model, a host, a sync, a command) is a row in `runs`,
+//! and each such call is a row in `steps` holding the result the script saw, so `baton resume RUN` replays
+//! finished calls instead of repeating (or re-paying) them. Plain rows in the state database; the Lua side
+//! (`lua::journal`) decides what a step is and turns results into JSON and back.
+use std::path::PathBuf;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::state::{State, StateError};
+
+/// Schema of the runs and their steps (`state.migrate("runs", MIGRATIONS)`).
+pub const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        script TEXT NOT NULL,
+        script_hash TEXT NOT NULL,
+        args TEXT NOT NULL,
+        fleet TEXT,
+        trigger TEXT NOT NULL,
+        machine TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started REAL NOT NULL,
+        ended REAL,
+        status TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX runs_started ON runs(started);
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL,
+        pos TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        label TEXT NOT NULL,
+        call TEXT NOT NULL,
+        started REAL NOT NULL,
+        duration REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        cost REAL,
+        result TEXT,
+        PRIMARY KEY (run_id, pos)
+    ) WITHOUT ROWID;"];
+
+/// How a run stands. A `running` run whose process is gone reads as `interrupted` ([`Run::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Ok,
+    Failed,
+    Interrupted,
+    Paused,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Ok => "ok",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Paused => "paused",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Running,
+            RunStatus::Ok,
+            RunStatus::Failed,
+            RunStatus::Interrupted,
+            RunStatus::Paused,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.name() == s)
+    }
+}
+
+/// What starts a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    pub id: String,
+    /// The playbook's path (absolute).
+    pub script: PathBuf,
+    /// SHA-256 of the playbook's text, hex: `resume` refuses a changed script unless forced.
+    pub script_hash: String,
+    pub args: Vec<String>,
+    /// The fleet file in effect (`None`: the built-in fleet).
+    pub fleet: Option<PathBuf>,
+    /// `cli`, `schedule`, `ask`, `mcp`.
+    pub trigger: String,
+}
+
+/// A recorded run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub id: String,
+    pub script: PathBuf,
+    pub script_hash: String,
+    pub args: Vec<String>,
+    pub fleet: Option<PathBuf>,
+    pub trigger: String,
+    pub machine: String,
+    pub pid: i64,
+    /// Unix seconds.
+    pub started: f64,
+    pub ended: Option<f64>,
+    /// As recorded; see [`Run::status`].
+    pub recorded: RunStatus,
+    pub error: Option<String>,
+}
+
+impl Run {
+    /// The status as it stands: a run recorded `running` whose process is gone (on this machine) was
+    /// interrupted.
+    pub fn status(&self) -> RunStatus {
+        if self.recorded == RunStatus::Running
+            && self.machine == machine()
+            && !process_alive(self.pid)
+        {
+            RunStatus::Interrupted
+        } else {
+            self.recorded
+        }
+    }
+}
+
+/// One journaled call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Where in the run: the task's path and the call's number in it (`0.3`, `0/s1.2`).
+    pub pos: String,
+    /// `ssh.run`, `route.ask`, `step` (a `baton.step`) …
+    pub kind: String,
+    /// A short description: host, command's first bytes, tier and model, the step's name.
+    pub label: String,
+    /// The call as a fingerprint (its kind and arguments as JSON): a resume checks the script makes the
+    /// same call at the same position.
+    pub call: String,
+    /// Unix seconds.
+    pub started: f64,
+    /// Seconds.
+    pub duration: f64,
+    /// `ok`, `error` (the call raised: `result` is the error), `too_large` (the result was not kept).
+    pub outcome: String,
+    pub cost: Option<f64>,
+    /// What the script saw, as JSON (a list of the returned values, or the error message).
+    pub result: Option<String>,
+}
+
+/// A new run id: the start time and a random suffix, short and sortable (`20261206-041533-7f3a`).
+pub fn new_id() -> String {
+    format!(
+        "{}-{:04x}",
+        chrono::Local::now().format("%Y%m%d-%H%M%S"),
+        fastrand::u16(..)
+    )
+}
+
+/// This machine's name (`$HOSTNAME`-like), for runs started elsewhere on a shared state dir.
+pub fn machine() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn process_alive(pid: i64) -> bool {
+    match i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        Some(pid) => match rustix::process::test_kill_process(pid) {
+            Ok(()) => true,
+            Err(e) => e == rustix::io::Errno::PERM,
+        },
+        None => false,
+    }
+}
+
+/// Unix seconds, with fractions.
+pub fn now() -> f64 {
+    chrono::Utc::now().timestamp_micros() as f64 / 1e6
+}
+
+/// The runs table of one state database.
+#[derive(Clone)]
+pub struct Runs {
+    state: State,
+}
+
+const COLUMNS: &str =
+    "id, script, script_hash, args, fleet, trigger, machine, pid, started, ended, status, error";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
+    let args: String = r.get(3)?;
+    let status: String = r.get(10)?;
+    Ok(Run {
+        id: r.get(0)?,
+        script: PathBuf::from(r.get::<_, String>(1)?),
+        script_hash: r.get(2)?,
+        args: serde_json::from_str(&args).unwrap_or_default(),
+        fleet: r.get::<_, Option<String>>(4)?.map(PathBuf::from),
+        trigger: r.get(5)?,
+        machine: r.get(6)?,
+        pid: r.get(7)?,
+        started: r.get(8)?,
+        ended: r.get(9)?,
+        recorded: RunStatus::parse(&status).unwrap_or(RunStatus::Interrupted),
+        error: r.get(11)?,
+    })
+}
+
+fn step_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Step> {
+    Ok(Step {
+        pos: r.get(0)?,
+        kind: r.get(1)?,
+        label: r.get(2)?,
+        call: r.get(3)?,
+        started: r.get(4)?,
+        duration: r.get(5)?,
+        outcome: r.get(6)?,
+        cost: r.get(7)?,
+        result: r.get(8)?,
+    })
+}
+
+impl Runs {
+    pub fn open(state: &State) -> Result<Runs, StateError> {
+        state.migrate("runs", MIGRATIONS)?;
+        Ok(Runs {
+            state: state.clone(),
+        })
+    }
+
+    /// Records a run as started by this process.
+    pub fn start(&self, run: &NewRun) -> Result<(), StateError> {
+        let args = serde_json::to_string(&run.args).unwrap_or_else(|_| "[]".into());
+        let (machine, pid) = (machine(), std::process::id() as i64);
+        self.state.with(|c| {
+            c.execute(
+                "INSERT INTO runs(id, script, script_hash, args, fleet, trigger, machine, pid, started, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'running')",
+                params![
+                    run.id,
+                    run.script.to_string_lossy(),
+                    run.script_hash,
+                    args,
+                    run.fleet.as_ref().map(|f| f.to_string_lossy().into_owned()),
+                    run.trigger,
+                    machine,
+                    pid,
+                    now()
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Takes a recorded run over for this process (a resume): `running` again, this pid and machine.
+    pub fn reopen(&self, id: &str) -> Result<(), StateError> {
+        let (machine, pid) = (machine(), std::process::id() as i64);
+        self.state.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = 'running', ended = NULL, error = NULL, machine = ?2, pid = ?3
+                 WHERE id = ?1",
+                params![id, machine, pid],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records how a run ended.
+    pub fn finish(
+        &self,
+        id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.state.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = ?2, error = ?3, ended = ?4 WHERE id = ?1",
+                params![id, status.name(), error, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Run>, StateError> {
+        self.state.with(|c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .optional()
+        })
+    }
+
+    /// The newest runs first, at most `limit`.
+    pub fn list(&self, limit: usize) -> Result<Vec<Run>, StateError> {
+        self.state.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM runs ORDER BY started DESC, id DESC LIMIT ?1"
+            ))?;
+            stmt.query_map([limit as i64], from_row)?.collect()
+        })
+    }
+
+    /// Journals one finished call (replacing what a forced resume ran again at that position).
+    pub fn put_step(&self, run_id: &str, step: &Step) -> Result<(), StateError> {
+        self.state.with(|c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO steps(run_id, pos, kind, label, call, started, duration, outcome, cost,
+                                              result)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                run_id,
+                step.pos,
+                step.kind,
+                step.label,
+                step.call,
+                step.started,
+                step.duration,
+                step.outcome,
+                step.cost,
+                step.result
+            ])
+        })?;
+        Ok(())
+    }
+
+    /// Every journaled call of a run, in the order they finished.
+    pub fn steps(&self, run_id: &str) -> Result<Vec<Step>, StateError> {
+        self.state.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT pos, kind, label, call, started, duration, outcome, cost, result FROM steps
+                 WHERE run_id = ?1 ORDER BY started, pos",
+            )?;
+            stmt.query_map([run_id], step_from_row)?.collect()
+        })
+    }
+
+    /// What the ledger booked for a run's model calls.
+    pub fn cost(&self, run_id: &str) -> Result<f64, StateError> {
+        self.state.with(|c| {
+            c.query_row(
+                "SELECT COALESCE(SUM(cost), 0) FROM steps WHERE run_id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )
+        })
+    }
+}
+
+/// SHA-256 of `bytes`, hex.
+pub fn hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_and_steps_round_trip() {
+        let dir = crate::core::test_tmp().join(format!("runs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let runs = Runs::open(&State::new(&dir)).unwrap();
+        let run = NewRun {
+            id: "20261206-000000-0001".into(),
+            script: "/p/x.lua".into(),
+            script_hash: hash(b"print(1)"),
+            args: vec!["a b".into(), "--c".into()],
+            fleet: None,
+            trigger: "cli".into(),
+        };
+        runs.start(&run).unwrap();
+        let got = runs.get(&run.id).unwrap().unwrap();
+        assert_eq!(
+            (got.args.clone(), got.status(), got.trigger.as_str()),
+            (run.args.clone(), RunStatus::Running, "cli")
+        );
+        let step = Step {
+            pos: "0.1".into(),
+            kind: "baton.exec".into(),
+            label: "date".into(),
+            call: r#"["baton.exec",["date"]]"#.into(),
+            started: now(),
+            duration: 0.01,
+            outcome: "ok".into(),
+            cost: Some(0.25),
+            result: Some("[1]".into()),
+        };
+        runs.put_step(&run.id, &step).unwrap();
+        assert_eq!(runs.steps(&run.id).unwrap(), [step]);
+        assert_eq!(runs.cost(&run.id).unwrap(), 0.25);
+        runs.finish(&run.id, RunStatus::Failed, Some("x.lua:1: boom"))
+            .unwrap();
+        let got = runs.get(&run.id).unwrap().unwrap();
+        assert_eq!(got.status(), RunStatus::Failed);
+        assert_eq!(got.error.as_deref(), Some("x.lua:1: boom"));
+        // A `running` row whose process is gone is interrupted.
+        runs.reopen(&run.id).unwrap();
+        runs.state
+            .with(|c| c.execute("UPDATE runs SET pid = 999999999", []))
+            .unwrap();
+        assert_eq!(
+            runs.get(&run.id).unwrap().unwrap().status(),
+            RunStatus::Interrupted
+        );
+        assert_eq!(runs.list(10).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

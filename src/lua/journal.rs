@@ -1,0 +1,565 @@
+//! The journal of a durable run (`core::runs`): every call that crosses a boundary (`ssh.run`, `route.ask`,
+//! `sync.push`, `baton.exec` … and each `baton.step`) is one step, at a position that a re-run of the same
+//! script reaches again: the path of the Lua task it runs in (`0` for the playbook, `0/2` for the second
+//! task the playbook started with `baton.spawn`, `baton.gather` or `ssh.each`) and its number in that task.
+//! What a finished call returned is kept as JSON; under `baton resume` the same call at the same position
+//! gets it back without running, so nothing is sent, run or paid twice. Only calls that returned are
+//! journaled: a call that raised runs again on resume (the host may be up now), as does the one in flight
+//! when the process died.
+//!
+//! The run's row is written at its first step, so a playbook that never crosses a boundary costs nothing
+//! here; it is recorded at its end only when it fails.
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value};
+
+use crate::core::runs::{self, NewRun, Run, RunStatus, Runs, Step};
+
+/// The largest result kept for replay; a larger one is journaled as too large, and a resume that reaches it
+/// stops with an error.
+pub const MAX_RESULT: usize = 8 << 20;
+
+/// The calls journaled, by module: everything that reaches a host, a model, a sync peer or a notify channel.
+const BOUNDARY: &[(&str, &[&str])] = &[
+    ("baton", &["exec", "notify"]),
+    ("ssh", &["run", "spawn", "online", "wait_online", "wake"]),
+    ("sync", &["push", "pull", "git", "git_remote"]),
+    ("route", &["ask"]),
+    (
+        "ollama",
+        &[
+            "chat", "generate", "embed", "pull", "show", "version", "online",
+        ],
+    ),
+    ("openrouter", &["chat", "models", "credits"]),
+];
+
+/// A run's journal, kept in the Lua state's app data while the run lasts.
+pub struct Journal {
+    state: crate::core::state::State,
+    run: NewRun,
+    /// The run's row exists (written at the first step, or there from the start on resume).
+    recorded: Cell<bool>,
+    /// Resuming: the journaled steps by position, and whether a diverging call may run live (`--force`).
+    replay: Option<(HashMap<String, Step>, bool)>,
+    /// Lua thread (by address) → the task path it runs.
+    paths: RefCell<HashMap<usize, String>>,
+    /// Task path → calls made so far / child tasks started so far.
+    counters: RefCell<HashMap<String, (u32, u32)>>,
+    /// Calls answered from the journal (for `-v` and the tests).
+    replayed: Cell<u64>,
+}
+
+/// How a run begins: afresh, or again under its id.
+pub enum Start {
+    New(NewRun),
+    Resume { run: Run, force: bool },
+}
+
+impl Journal {
+    /// The journal of `start`, kept in `lua`'s app data. On resume the run is taken over at once.
+    pub fn install(
+        lua: &Lua,
+        state: crate::core::state::State,
+        start: Start,
+    ) -> Result<(), String> {
+        let journal = match start {
+            Start::New(run) => Journal {
+                state,
+                run,
+                recorded: Cell::new(false),
+                replay: None,
+                paths: RefCell::default(),
+                counters: RefCell::default(),
+                replayed: Cell::new(0),
+            },
+            Start::Resume { run, force } => {
+                let runs = Runs::open(&state).map_err(|e| e.to_string())?;
+                let steps = runs
+                    .steps(&run.id)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|s| (s.pos.clone(), s))
+                    .collect();
+                runs.reopen(&run.id).map_err(|e| e.to_string())?;
+                Journal {
+                    state,
+                    run: NewRun {
+                        id: run.id,
+                        script: run.script,
+                        script_hash: run.script_hash,
+                        args: run.args,
+                        fleet: run.fleet,
+                        trigger: run.trigger,
+                    },
+                    recorded: Cell::new(true),
+                    replay: Some((steps, force)),
+                    paths: RefCell::default(),
+                    counters: RefCell::default(),
+                    replayed: Cell::new(0),
+                }
+            }
+        };
+        if let Ok(baton) = lua.globals().raw_get::<Table>("baton") {
+            baton
+                .raw_set("run_id", journal.run.id.as_str())
+                .map_err(|e| e.to_string())?;
+        }
+        lua.set_app_data(Rc::new(journal));
+        Ok(())
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run.id
+    }
+
+    fn runs(&self) -> mlua::Result<Runs> {
+        let runs = Runs::open(&self.state).map_err(journal_error)?;
+        if !self.recorded.get() {
+            runs.start(&self.run).map_err(journal_error)?;
+            self.recorded.set(true);
+        }
+        Ok(runs)
+    }
+
+    /// Records how the run ended; a run that never crossed a boundary is recorded only when it failed.
+    pub fn finish(&self, status: RunStatus, error: Option<&str>) -> Result<(), String> {
+        if !self.recorded.get() && status == RunStatus::Ok {
+            return Ok(());
+        }
+        let runs = self.runs().map_err(|e| e.to_string())?;
+        runs.finish(&self.run.id, status, error)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Calls answered from the journal so far.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.get()
+    }
+
+    /// The path of the task running on the current Lua thread (`0`: the playbook itself).
+    fn path(&self, lua: &Lua) -> String {
+        let key = lua.current_thread().to_pointer() as usize;
+        self.paths
+            .borrow()
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| "0".to_string())
+    }
+
+    /// The position of the next call in the current task.
+    fn next_pos(&self, lua: &Lua) -> String {
+        let path = self.path(lua);
+        let mut counters = self.counters.borrow_mut();
+        let c = counters.entry(path.clone()).or_default();
+        c.0 += 1;
+        format!("{path}.{}", c.0)
+    }
+
+    /// A path for a task started now by the current one (in the order the parent starts them).
+    fn child_path(&self, lua: &Lua) -> String {
+        let path = self.path(lua);
+        let mut counters = self.counters.borrow_mut();
+        let c = counters.entry(path.clone()).or_default();
+        c.1 += 1;
+        format!("{path}/{}", c.1)
+    }
+}
+
+fn journal_error(e: impl std::fmt::Display) -> mlua::Error {
+    mlua::Error::runtime(format!("run journal: {e}"))
+}
+
+fn journal(lua: &Lua) -> Option<Rc<Journal>> {
+    lua.app_data_ref::<Rc<Journal>>().map(|j| Rc::clone(&j))
+}
+
+/// `baton.run_id`: the run's id, `nil` outside a run (the REPL).
+pub fn run_id(lua: &Lua) -> Option<String> {
+    journal(lua).map(|j| j.run_id().to_string())
+}
+
+/// A thread for a task the current one starts (`baton.spawn`, each entry of `baton.gather`, each host of
+/// `ssh.each`), with its own path in the journal while the returned guard lives.
+pub fn task_thread(lua: &Lua, f: Function) -> mlua::Result<(mlua::Thread, TaskGuard)> {
+    let thread = lua.create_thread(f)?;
+    let guard = match journal(lua) {
+        Some(j) => {
+            let key = thread.to_pointer() as usize;
+            let path = j.child_path(lua);
+            j.paths.borrow_mut().insert(key, path);
+            TaskGuard(Some((j, key)))
+        }
+        None => TaskGuard(None),
+    };
+    Ok((thread, guard))
+}
+
+/// Forgets a task's path when the task is over (threads are reused).
+pub struct TaskGuard(Option<(Rc<Journal>, usize)>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if let Some((j, key)) = self.0.take() {
+            j.paths.borrow_mut().remove(&key);
+        }
+    }
+}
+
+/// Puts the boundary functions of module `name` behind the journal.
+pub fn wrap_module(lua: &Lua, name: &str, module: &Table) -> mlua::Result<()> {
+    let Some((_, fns)) = BOUNDARY.iter().find(|(m, _)| *m == name) else {
+        return Ok(());
+    };
+    for f in fns.iter() {
+        if let Ok(Value::Function(inner)) = module.raw_get::<Value>(*f) {
+            let kind = format!("{name}.{f}");
+            module.raw_set(*f, journaled(lua, kind, inner)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// `inner` as a journaled call of `kind`: outside a run it is `inner` itself.
+fn journaled(lua: &Lua, kind: String, inner: Function) -> mlua::Result<Function> {
+    let kind: Rc<str> = kind.into();
+    lua.create_async_function(move |lua, args: MultiValue| {
+        let (kind, inner) = (kind.clone(), inner.clone());
+        async move {
+            let Some(j) = journal(&lua) else {
+                return inner.call_async::<MultiValue>(args).await;
+            };
+            let call = fingerprint(&lua, &kind, &args);
+            let label = label_of(&kind, &args);
+            step(&lua, &j, &kind, label, call, || {
+                inner.call_async::<MultiValue>(args)
+            })
+            .await
+        }
+    })
+}
+
+/// One journaled unit: replayed from the journal when it finished before, else run and recorded.
+async fn step<F, Fut>(
+    lua: &Lua,
+    j: &Rc<Journal>,
+    kind: &str,
+    label: String,
+    call: String,
+    live: F,
+) -> mlua::Result<MultiValue>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = mlua::Result<MultiValue>>,
+{
+    let pos = j.next_pos(lua);
+    if let Some((steps, force)) = &j.replay
+        && let Some(done) = steps.get(&pos)
+    {
+        if done.call == call {
+            return replay(lua, j, done);
+        }
+        if !*force {
+            return Err(mlua::Error::runtime(format!(
+                "resume: the script no longer matches run {} at step {pos}: the journal has {} {}, the \
+                 script now makes {kind} {}; run `baton resume {} --force` to go on live from here",
+                j.run.id,
+                done.kind,
+                shown_call(&done.call),
+                shown_call(&call),
+                j.run.id
+            )));
+        }
+    }
+    let started = runs::now();
+    let clock = std::time::Instant::now();
+    let values = live().await?;
+    let duration = clock.elapsed().as_secs_f64();
+    let (outcome, result) = match results_json(lua, &values) {
+        Ok(text) if text.len() <= MAX_RESULT => ("ok", Some(text)),
+        Ok(_) => ("too_large", None),
+        Err(why) => ("unreplayable", Some(why)),
+    };
+    let cost = values
+        .iter()
+        .next()
+        .and_then(|v| v.as_table())
+        .and_then(|t| t.raw_get::<Option<f64>>("cost").ok().flatten());
+    let row = Step {
+        pos,
+        kind: kind.to_string(),
+        label,
+        call,
+        started,
+        duration,
+        outcome: outcome.to_string(),
+        cost,
+        result,
+    };
+    j.runs()?.put_step(&j.run.id, &row).map_err(journal_error)?;
+    Ok(values)
+}
+
+/// What a finished step returned, back as Lua values.
+fn replay(lua: &Lua, j: &Journal, done: &Step) -> mlua::Result<MultiValue> {
+    let text = match (done.outcome.as_str(), &done.result) {
+        ("ok", Some(text)) => text,
+        ("too_large", _) => {
+            return Err(mlua::Error::runtime(format!(
+                "resume: step {} ({} {}) returned more than {} MiB, too much to journal: it cannot be \
+                 replayed",
+                done.pos,
+                done.kind,
+                done.label,
+                MAX_RESULT >> 20
+            )));
+        }
+        (_, why) => {
+            return Err(mlua::Error::runtime(format!(
+                "resume: step {} ({} {}) cannot be replayed: {}",
+                done.pos,
+                done.kind,
+                done.label,
+                why.as_deref().unwrap_or("its result was not kept")
+            )));
+        }
+    };
+    let values: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| journal_error(format!("step {}: the result is not JSON: {e}", done.pos)))?;
+    let list = values.as_array().cloned().unwrap_or_default();
+    let mut out = MultiValue::new();
+    for v in list {
+        out.push_back(from_json(lua, &v)?);
+    }
+    j.replayed.set(j.replayed.get() + 1);
+    Ok(out)
+}
+
+/// `baton.step(name, fn, ...)`: `fn(...)` as one journaled unit; what it returns (values that round-trip
+/// through JSON) is kept, and on resume a finished step returns it without calling `fn`. The calls inside
+/// are journaled under the step, so a step cut short resumes without repeating those that finished.
+pub async fn baton_step(
+    lua: Lua,
+    (name, f, args): (Value, Value, MultiValue),
+) -> mlua::Result<MultiValue> {
+    const F: &str = "baton.step";
+    let name = match name {
+        Value::String(s) if !s.as_bytes().is_empty() => s.to_string_lossy(),
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "{F}: argument 1 (name) must be a non-empty string, got {}",
+                other.type_name()
+            )));
+        }
+    };
+    let Value::Function(f) = f else {
+        return Err(mlua::Error::runtime(format!(
+            "{F}({name}): argument 2 (fn) must be a function, got {}",
+            f.type_name()
+        )));
+    };
+    let Some(j) = journal(&lua) else {
+        return f.call_async::<MultiValue>(args).await;
+    };
+    let call = fingerprint(&lua, &format!("step:{name}"), &args);
+    let lua2 = lua.clone();
+    let name2 = name.clone();
+    let values = step(&lua, &j, "baton.step", name.clone(), call, || async move {
+        let (thread, _guard) = task_thread(&lua2, f)?;
+        let values = thread.into_async::<MultiValue>(args)?.await?;
+        if let Err(why) = results_json(&lua2, &values) {
+            return Err(mlua::Error::runtime(format!(
+                "{F}({name2}): its result cannot be journaled: {why}"
+            )));
+        }
+        Ok(values)
+    })
+    .await?;
+    Ok(values)
+}
+
+/// The call as journaled: its kind and arguments, functions and handles named, not kept.
+fn fingerprint(lua: &Lua, kind: &str, args: &MultiValue) -> String {
+    let list: Vec<serde_json::Value> = args.iter().map(|v| to_json(lua, v, 0)).collect();
+    serde_json::json!([kind, list]).to_string()
+}
+
+/// The call's fingerprint, cut to one short line for an error message.
+fn shown_call(call: &str) -> String {
+    let args = serde_json::from_str::<serde_json::Value>(call)
+        .ok()
+        .and_then(|v| v.get(1).map(|a| a.to_string()))
+        .unwrap_or_default();
+    crate::core::text::shown(&args)
+}
+
+/// A short label for the step list: the first string arguments (a host, a command, a task, a name).
+fn label_of(kind: &str, args: &MultiValue) -> String {
+    let words: Vec<String> = args
+        .iter()
+        .take(2)
+        .filter_map(|v| match v {
+            Value::String(s) => Some(s.to_string_lossy()),
+            // An argv: its words.
+            Value::Table(t) if t.raw_len() > 0 => Some(
+                t.clone()
+                    .sequence_values::<Value>()
+                    .filter_map(|w| match w {
+                        Ok(Value::String(s)) => Some(s.to_string_lossy()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        })
+        .collect();
+    let label = if words.is_empty() {
+        kind.to_string()
+    } else {
+        words.join(" ")
+    };
+    crate::core::text::escape_line(&crate::core::text::truncate(&label, 80)).into_owned()
+}
+
+/// The returned values as a JSON list, or why they cannot be.
+fn results_json(lua: &Lua, values: &MultiValue) -> Result<String, String> {
+    let mut list = Vec::with_capacity(values.len());
+    for v in values.iter() {
+        list.push(strict_json(lua, v, 0)?);
+    }
+    Ok(serde_json::Value::Array(list).to_string())
+}
+
+const MAX_DEPTH: usize = 64;
+
+/// A Lua value as JSON for replay: a list as a JSON list (an empty one marked as a list when it is one, see
+/// `baton.json.array`), other keys kept (integer keys as `#1`, a string key starting with `#` escaped as
+/// `##`), a job handle as its id; a function, coroutine or other handle is an error.
+fn strict_json(lua: &Lua, v: &Value, depth: usize) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    if depth > MAX_DEPTH {
+        return Err(format!("tables nested more than {MAX_DEPTH} deep"));
+    }
+    Ok(match v {
+        Value::Nil => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Integer(i) => J::from(*i),
+        Value::Number(n) => match serde_json::Number::from_f64(*n) {
+            Some(n) => J::Number(n),
+            None => return Err(format!("the number {n} has no JSON form")),
+        },
+        Value::String(s) => J::String(s.to_string_lossy()),
+        Value::Table(t) => {
+            let len = t.raw_len();
+            let pairs = t.clone().pairs::<Value, Value>().count();
+            if len > 0 && pairs == len {
+                let mut out = Vec::with_capacity(len);
+                for x in t.clone().sequence_values::<Value>() {
+                    out.push(strict_json(lua, &x.map_err(|e| e.to_string())?, depth + 1)?);
+                }
+                J::Array(out)
+            } else if pairs == 0 && t.metatable().is_some_and(|m| m == lua.array_metatable()) {
+                serde_json::json!({ "__list": [] })
+            } else {
+                let mut map = serde_json::Map::new();
+                for pair in t.clone().pairs::<Value, Value>() {
+                    let (k, x) = pair.map_err(|e| e.to_string())?;
+                    let key = match &k {
+                        Value::String(s) => {
+                            let s = s.to_string_lossy();
+                            if s.starts_with('#') {
+                                format!("#{s}")
+                            } else {
+                                s
+                            }
+                        }
+                        Value::Integer(i) => format!("#{i}"),
+                        other => {
+                            return Err(format!("a table has a {} key", other.type_name()));
+                        }
+                    };
+                    map.insert(key, strict_json(lua, &x, depth + 1)?);
+                }
+                J::Object(map)
+            }
+        }
+        Value::UserData(ud) => match crate::lua::api::ssh::job_id(ud) {
+            Some(id) => serde_json::json!({ "__job": id }),
+            None => return Err("it holds a handle (userdata) that cannot be saved".into()),
+        },
+        other => return Err(format!("it holds a {}", other.type_name())),
+    })
+}
+
+/// A Lua value as JSON for a fingerprint: like [`strict_json`], but a function or handle is named.
+fn to_json(lua: &Lua, v: &Value, depth: usize) -> serde_json::Value {
+    match strict_json(lua, v, depth) {
+        Ok(j) => j,
+        Err(_) => match v {
+            Value::Table(t) if depth <= MAX_DEPTH => {
+                let mut map = serde_json::Map::new();
+                for (k, x) in t.clone().pairs::<Value, Value>().flatten() {
+                    let key = match &k {
+                        Value::String(s) => s.to_string_lossy(),
+                        Value::Integer(i) => format!("#{i}"),
+                        other => format!("<{}>", other.type_name()),
+                    };
+                    map.insert(key, to_json(lua, &x, depth + 1));
+                }
+                serde_json::Value::Object(map)
+            }
+            other => serde_json::Value::String(format!("<{}>", other.type_name())),
+        },
+    }
+}
+
+/// JSON journaled by [`strict_json`] back as a Lua value.
+fn from_json(lua: &Lua, v: &serde_json::Value) -> mlua::Result<Value> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => Value::Nil,
+        J::Bool(b) => Value::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => Value::String(lua.create_string(s)?),
+        J::Array(items) => {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, x) in items.iter().enumerate() {
+                t.raw_set(i + 1, from_json(lua, x)?)?;
+            }
+            Value::Table(t)
+        }
+        J::Object(map) => {
+            if map.len() == 1 {
+                if let Some(J::Array(items)) = map.get("__list")
+                    && items.is_empty()
+                {
+                    let t = lua.create_table()?;
+                    t.set_metatable(Some(lua.array_metatable()))?;
+                    return Ok(Value::Table(t));
+                }
+                if let Some(J::String(id)) = map.get("__job") {
+                    return Ok(Value::UserData(crate::lua::api::ssh::job_handle(lua, id)?));
+                }
+            }
+            let t = lua.create_table_with_capacity(0, map.len())?;
+            for (k, x) in map {
+                let value = from_json(lua, x)?;
+                match k.strip_prefix('#') {
+                    Some(rest) if rest.starts_with('#') => t.raw_set(rest, value)?,
+                    Some(rest) => match rest.parse::<i64>() {
+                        Ok(i) => t.raw_set(i, value)?,
+                        Err(_) => t.raw_set(k.as_str(), value)?,
+                    },
+                    None => t.raw_set(k.as_str(), value)?,
+                }
+            }
+            Value::Table(t)
+        }
+    })
+}

@@ -1,0 +1,393 @@
+//! Durable runs through the real binary: a playbook killed with SIGKILL after each of its calls in turn and
+//! resumed gives the output of an uninterrupted run, with every model request, remote command, sync and
+//! step done exactly once and the same spend; parallel tasks; a script edited between kill and resume; bad
+//! input.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::common::{Env, Out, wait_for, wait_within};
+use crate::llm::server::{self, Reply, Stub};
+use crate::sshd::SshFleet;
+
+/// The playbook: 10 boundary calls (3 model calls, 2 remote commands, a push, 3 steps appending a line to a
+/// file, a local command). With `KILL_AT=i` set it writes `at-i` after call `i` and waits there to be killed.
+const PLAYBOOK: &str = r#"
+local n = 0
+local function mark()
+  n = n + 1
+  if baton.env("KILL_AT") == tostring(n) then
+    local f = assert(io.open("at-" .. n, "w")); f:close()
+    while true do baton.sleep(0.05) end
+  end
+end
+local function append(line)
+  local f = assert(io.open("steps.txt", "a")); f:write(line, "\n"); f:close()
+  return line
+end
+local out = {}
+out[#out + 1] = route.ask("lint", "first question").text; mark()
+local R = baton.env("REMOTE_DIR")
+out[#out + 1] = ssh.run("h0", "echo one >> " .. R .. "/remote.txt; echo one").stdout; mark()
+out[#out + 1] = baton.step("a", append, "alpha"); mark()
+out[#out + 1] = route.ask("lint", "second question").text; mark()
+out[#out + 1] = tostring(sync.push("tree", "h0:" .. R .. "/pushed").files); mark()
+out[#out + 1] = baton.step("b", append, "beta"); mark()
+out[#out + 1] = ssh.run("h0", "echo two >> " .. R .. "/remote.txt; echo two").stdout; mark()
+out[#out + 1] = route.ask("lint", "third question").text; mark()
+out[#out + 1] = baton.exec({ "sh", "-c", "echo local >> local.txt; echo local" }).stdout; mark()
+out[#out + 1] = baton.step("c", append, "gamma"); mark()
+for i, line in ipairs(out) do print(i, (line:gsub("%s+$", ""))) end
+"#;
+
+struct Setup {
+    _ssh: SshFleet,
+    stub: Stub,
+    env: Env,
+    work: PathBuf,
+    remote: PathBuf,
+}
+
+/// A fresh world: the test sshd as h0, an Ollama that answers every question with its prompt, a priced
+/// local tier, the playbook and a tree to push.
+async fn setup(name: &str) -> Setup {
+    let ssh = SshFleet::start(1);
+    let stub = Stub::start(|req, _| {
+        let prompt = req.json()["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        Reply::ndjson(
+            server::ollama_chat("qwen", &["answer to ", &prompt], 40, 6),
+            16,
+        )
+    })
+    .await;
+    let fleet = ssh.fleet_lua().replacen(
+        "  hosts = {\n",
+        &format!(
+            "  hosts = {{\n    engine = {{ ssh = false, ollama = \"{}\" }},\n",
+            stub.url
+        ),
+        1,
+    );
+    let fleet = fleet.replacen(
+        "return {\n",
+        "return {\n  tiers = { { name = \"local\", provider = \"ollama\", host = \"engine\", \
+         models = { code = \"qwen\", reason = \"qwen\" }, price = { input = 1000, output = 2000 } } },\n  \
+         budget = { monthly_usd = 100 },\n",
+        1,
+    );
+    let env = Env::new(name)
+        .with_fleet(&fleet)
+        .var("REMOTE_DIR", ssh.hosts[0].home.to_str().unwrap());
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(work.join("tree")).unwrap();
+    std::fs::write(work.join("tree/a.txt"), "a\n").unwrap();
+    std::fs::write(work.join("p.lua"), PLAYBOOK).unwrap();
+    let remote = ssh.hosts[0].home.join("remote.txt");
+    Setup {
+        _ssh: ssh,
+        stub,
+        env,
+        work,
+        remote,
+    }
+}
+
+fn baton(s: &Setup, args: &[&str]) -> std::process::Command {
+    let mut cmd = s.env.cmd();
+    cmd.args(args).current_dir(&s.work);
+    cmd
+}
+
+fn run_to_end(s: &Setup, args: &[&str]) -> Out {
+    let mut cmd = baton(s, args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    wait_within(cmd.spawn().unwrap(), Duration::from_secs(90))
+}
+
+/// Starts the playbook with `KILL_AT=at` and kills it (SIGKILL) once it reached that point.
+fn killed_at(s: &Setup, at: usize) {
+    let mut cmd = baton(s, &["run", "p.lua"]);
+    cmd.env("KILL_AT", at.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child: Child = cmd.spawn().unwrap();
+    let marker = s.work.join(format!("at-{at}"));
+    wait_for(
+        &format!("the run to reach call {at}"),
+        Duration::from_secs(60),
+        || marker.exists(),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(marker).unwrap();
+}
+
+fn last_run(s: &Setup) -> serde_json::Value {
+    let out = run_to_end(s, &["runs", "--json"]);
+    out.ok();
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    list[0].clone()
+}
+
+fn spend(s: &Setup) -> f64 {
+    let out = run_to_end(s, &["spend", "--json"]);
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    v["ledger"]["spent"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no month total in {v}"))
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn questions(stub: &Stub) -> Vec<String> {
+    stub.requests()
+        .iter()
+        .filter(|r| r.path == "/api/chat")
+        .map(|r| {
+            r.json()["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Killed after each of its 10 calls in turn and resumed: every time, the resumed run prints what an
+/// uninterrupted run prints, each model request was sent once, each remote and local command ran once,
+/// each step appended its line once, and the month's spend is the uninterrupted run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_after_any_call_resumes_without_repeating_one() {
+    let base = setup("runs-base").await;
+    let whole = run_to_end(&base, &["run", "p.lua"]);
+    whole.ok();
+    assert_eq!(whole.stdout.lines().count(), 10, "{}", whole.stdout);
+    let base_spend = spend(&base);
+    assert!(base_spend > 0.0);
+    for at in 1..=10 {
+        let s = setup(&format!("runs-kill-{at}")).await;
+        killed_at(&s, at);
+        let run = last_run(&s);
+        assert_eq!(run["status"], "interrupted", "after call {at}: {run}");
+        let id = run["id"].as_str().unwrap().to_string();
+        let resumed = run_to_end(&s, &["resume", &id]);
+        resumed.ok();
+        assert_eq!(resumed.stdout, whole.stdout, "killed after call {at}");
+        assert_eq!(
+            questions(&s.stub),
+            ["first question", "second question", "third question"],
+            "killed after call {at}"
+        );
+        assert_eq!(lines(&s.remote), ["one", "two"], "killed after call {at}");
+        assert_eq!(
+            lines(&s.work.join("local.txt")),
+            ["local"],
+            "killed after call {at}"
+        );
+        assert_eq!(
+            lines(&s.work.join("steps.txt")),
+            ["alpha", "beta", "gamma"],
+            "killed after call {at}"
+        );
+        assert_eq!(spend(&s), base_spend, "killed after call {at}");
+        assert_eq!(last_run(&s)["status"], "ok");
+        // Finished: nothing more to resume.
+        let again = run_to_end(&s, &["resume", &id]);
+        again.expect_code(1);
+        assert!(
+            again
+                .stderr
+                .contains(&format!("resume: run {id} finished ok")),
+            "{}",
+            again.stderr
+        );
+    }
+}
+
+/// Four tasks making three calls each, killed when every task has made two: on resume no finished call
+/// runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_tasks_resume_without_repeating_a_finished_call() {
+    let env = Env::new("runs-parallel");
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("par.lua"),
+        r#"
+local tasks = {}
+for t = 1, 4 do
+  tasks[t] = baton.spawn(function()
+    for c = 1, 3 do
+      baton.exec({ "sh", "-c", ("echo %d.%d >> calls.txt"):format(t, c) })
+      if c == 2 and baton.env("HOLD") then
+        local f = assert(io.open("held-" .. t, "w")); f:close()
+        while true do baton.sleep(0.05) end
+      end
+    end
+    return t
+  end)
+end
+for _, task in ipairs(tasks) do print(task:wait()) end
+"#,
+    )
+    .unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["run", "par.lua"])
+        .current_dir(&work)
+        .env("HOLD", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for("every task to hold", Duration::from_secs(60), || {
+        (1..=4).all(|t| work.join(format!("held-{t}")).exists())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let list = env.baton(&["runs", "--json"]);
+    let id = serde_json::from_str::<serde_json::Value>(&list.ok().stdout).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut resume = env.cmd();
+    resume.args(["resume", &id]).current_dir(&work);
+    let out = crate::common::output_within(resume, Duration::from_secs(60));
+    out.ok();
+    assert_eq!(out.stdout, "1\n2\n3\n4\n");
+    let mut calls = lines(&work.join("calls.txt"));
+    calls.sort();
+    let want: Vec<String> = (1..=4)
+        .flat_map(|t| (1..=3).map(move |c| format!("{t}.{c}")))
+        .collect();
+    assert_eq!(calls, want, "each call once");
+}
+
+/// A script edited between kill and resume is refused, naming the journaled call and the new one;
+/// `--force` replays what still matches and runs the rest live. Bad ids and states are one-line errors.
+#[test]
+fn a_changed_script_is_refused_unless_forced_and_bad_input_is_named() {
+    let env = Env::new("runs-diverge");
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let script = |word: &str| {
+        format!(
+            r#"baton.exec({{ "sh", "-c", "echo first >> calls.txt" }})
+baton.exec({{ "sh", "-c", "echo {word} >> calls.txt" }})
+if baton.env("HOLD") then
+  local f = assert(io.open("held", "w")); f:close()
+  while true do baton.sleep(0.05) end
+end
+print("end")
+"#
+        )
+    };
+    std::fs::write(work.join("d.lua"), script("second")).unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["run", "d.lua"])
+        .current_dir(&work)
+        .env("HOLD", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for("the run to hold", Duration::from_secs(60), || {
+        work.join("held").exists()
+    });
+    let id = serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
+        .unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resume = |args: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.arg("resume").args(args).current_dir(&work);
+        crate::common::output_within(cmd, Duration::from_secs(60))
+    };
+    // Still running: refused.
+    let out = resume(&[&id]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("is still running"), "{}", out.stderr);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    std::fs::write(work.join("d.lua"), script("changed")).unwrap();
+    let out = resume(&[&id]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("d.lua changed since the run started")
+            && out.stderr.contains("--force"),
+        "{}",
+        out.stderr
+    );
+    // Forced: the first call replays, the changed one runs live.
+    let out = resume(&[&id, "--force"]);
+    out.ok();
+    assert_eq!(out.stdout, "end\n");
+    assert_eq!(
+        lines(&work.join("calls.txt")),
+        ["first", "second", "changed"]
+    );
+
+    // Unknown id, and a finished run.
+    let out = resume(&["nosuch"]);
+    out.expect_code(1);
+    assert_eq!(
+        out.stderr,
+        "baton: resume: no run \"nosuch\" (see `baton runs`)\n"
+    );
+    let out = resume(&[&id]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("finished ok"), "{}", out.stderr);
+}
+
+/// A call the script makes differently at the same position, with the script file unchanged (the change
+/// comes from outside: an argument, the environment), stops the resume naming both calls.
+#[test]
+fn a_different_call_at_a_journaled_position_names_both() {
+    let env = Env::new("runs-diverge-call");
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("e.lua"),
+        r#"baton.exec({ "echo", baton.env("WORD") or "none" })
+if baton.env("CRASH") then error("boom", 0) end
+print("end")"#,
+    )
+    .unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["run", "e.lua"])
+        .current_dir(&work)
+        .env("WORD", "apples")
+        .env("CRASH", "1");
+    let out = crate::common::output_within(cmd, Duration::from_secs(60));
+    out.expect_code(1);
+    let run =
+        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
+            .unwrap()[0]
+            .clone();
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"], "boom");
+    let id = run["id"].as_str().unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["resume", id])
+        .current_dir(&work)
+        .env("WORD", "pears");
+    let out = crate::common::output_within(cmd, Duration::from_secs(60));
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!(
+            "resume: the script no longer matches run {id} at step 0.1: the journal has baton.exec"
+        )) && out.stderr.contains("apples")
+            && out.stderr.contains("the script now makes baton.exec")
+            && out.stderr.contains("pears"),
+        "{}",
+        out.stderr
+    );
+}
