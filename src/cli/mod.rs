@@ -279,6 +279,12 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         } => match action {
             None => runs::list(status.as_deref(), *limit, *json),
             Some(runs::RunsCommand::Show { run, json }) => runs::show(run, *json),
+            Some(runs::RunsCommand::Approve { run, answer }) => {
+                run::answer(cli, run, true, answer.as_deref())
+            }
+            Some(runs::RunsCommand::Deny { run, reason }) => {
+                run::answer(cli, run, false, reason.as_deref())
+            }
         },
         Command::Resume { run, force } => run::resume(cli, run, *force),
         Command::Repl => {

@@ -49,6 +49,8 @@ pub fn resume(cli: &Cli, id: &str, force: bool) -> anyhow::Result<ExitCode> {
     };
     match run.status() {
         RunStatus::Interrupted | RunStatus::Failed => {}
+        // Answered (`runs approve|deny`): its answer is a journaled step now.
+        RunStatus::Paused if run.pending.is_none() => {}
         RunStatus::Running => anyhow::bail!(
             "resume: run {id} is still running (pid {} on {})",
             run.pid,
@@ -60,6 +62,64 @@ pub fn resume(cli: &Cli, id: &str, force: bool) -> anyhow::Result<ExitCode> {
             "resume: run {id} waits for an answer: `baton runs approve {id}` or `baton runs deny {id}`"
         ),
     }
+    resume_run(cli, state, run, force)
+}
+
+/// `baton runs approve|deny RUN`: records the answer to the paused run's question, then resumes it here,
+/// in the foreground (its output on this terminal).
+pub fn answer(cli: &Cli, id: &str, approved: bool, text: Option<&str>) -> anyhow::Result<ExitCode> {
+    let verb = if approved { "approve" } else { "deny" };
+    let state = default_state();
+    let store = Runs::open(&state)?;
+    let Some(run) = store.get(id)? else {
+        anyhow::bail!(
+            "runs {verb}: no run {} (see `baton runs`)",
+            crate::core::text::quoted(id)
+        );
+    };
+    let Some(pending) = run
+        .pending
+        .clone()
+        .filter(|_| run.status() == RunStatus::Paused)
+    else {
+        anyhow::bail!(
+            "runs {verb}: run {id} is not waiting for an answer (it is {})",
+            run.status().name()
+        );
+    };
+    let result = serde_json::json!([approved, text]).to_string();
+    let step = runs::Step {
+        pos: pending.pos.clone(),
+        kind: "baton.approve".into(),
+        label: crate::core::text::truncate(&pending.message, 80).into_owned(),
+        call: pending.call.clone(),
+        started: runs::now(),
+        duration: 0.0,
+        outcome: "ok".into(),
+        cost: None,
+        result: Some(result),
+    };
+    if !store.answer(id, &step)? {
+        anyhow::bail!("runs {verb}: run {id} was answered meanwhile");
+    }
+    crate::errln!(
+        "run {id}: {}; resuming",
+        if approved { "approved" } else { "denied" }
+    );
+    let run = store
+        .get(id)?
+        .ok_or_else(|| anyhow::anyhow!("runs {verb}: run {id} vanished"))?;
+    resume_run(cli, state, run, false)
+}
+
+/// Runs a recorded run's playbook again under its id (see [`resume`]).
+fn resume_run(
+    cli: &Cli,
+    state: crate::core::state::State,
+    run: crate::core::runs::Run,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let id = run.id.clone();
     let text = std::fs::read(&run.script).with_context(|| {
         format!(
             "resume: run {id}: cannot read its script {}",

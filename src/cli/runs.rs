@@ -9,6 +9,20 @@ use crate::core::text::money;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum RunsCommand {
+    /// Answer a paused run's `baton.approve` with yes, then resume it here
+    Approve {
+        run: String,
+        /// Text `baton.approve` returns after `true`
+        #[arg(long)]
+        answer: Option<String>,
+    },
+    /// Answer a paused run's `baton.approve` with no, then resume it here
+    Deny {
+        run: String,
+        /// Text `baton.approve` returns after `false`
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// One run's steps in order: position, kind, label, duration (with a bar), cost, outcome
     Show {
         run: String,

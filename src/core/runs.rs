@@ -9,7 +9,8 @@ use rusqlite::{OptionalExtension, params};
 use super::state::{State, StateError};
 
 /// Schema of the runs and their steps (`state.migrate("runs", MIGRATIONS)`).
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
         script TEXT NOT NULL,
         script_hash TEXT NOT NULL,
@@ -36,7 +37,10 @@ pub const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
         cost REAL,
         result TEXT,
         PRIMARY KEY (run_id, pos)
-    ) WITHOUT ROWID;"];
+    ) WITHOUT ROWID;",
+    // A paused run's question: `{"pos", "call", "message"}` until it is answered.
+    "ALTER TABLE runs ADD COLUMN pending TEXT;",
+];
 
 /// How a run stands. A `running` run whose process is gone reads as `interrupted` ([`Run::status`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +111,17 @@ pub struct Run {
     /// As recorded; see [`Run::status`].
     pub recorded: RunStatus,
     pub error: Option<String>,
+    /// A paused run's question.
+    pub pending: Option<Pending>,
+}
+
+/// What a paused run waits for: the answer to `baton.approve(message)` at `pos`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pending {
+    pub pos: String,
+    /// The call's fingerprint, as the answer's step row needs it.
+    pub call: String,
+    pub message: String,
 }
 
 impl Run {
@@ -188,8 +203,8 @@ pub struct Runs {
     state: State,
 }
 
-const COLUMNS: &str =
-    "id, script, script_hash, args, fleet, trigger, machine, pid, started, ended, status, error";
+const COLUMNS: &str = "id, script, script_hash, args, fleet, trigger, machine, pid, started, ended, status, error, \
+     pending";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
     let args: String = r.get(3)?;
@@ -207,6 +222,9 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         ended: r.get(9)?,
         recorded: RunStatus::parse(&status).unwrap_or(RunStatus::Interrupted),
         error: r.get(11)?,
+        pending: r
+            .get::<_, Option<String>>(12)?
+            .and_then(|p| serde_json::from_str(&p).ok()),
     })
 }
 
@@ -267,6 +285,53 @@ impl Runs {
             )
         })?;
         Ok(())
+    }
+
+    /// Pauses a run on a question: `paused`, with what it waits for.
+    pub fn pause(&self, id: &str, pending: &Pending) -> Result<(), StateError> {
+        let text = serde_json::to_string(pending).unwrap_or_default();
+        self.state.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = 'paused', pending = ?2, ended = ?3 WHERE id = ?1",
+                params![id, text, now()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records the answer to a paused run's question as the step it waited at, in one transaction; the run
+    /// stays paused until it is resumed. `false` when the run was not paused (answered by someone else).
+    pub fn answer(&self, id: &str, step: &Step) -> Result<bool, StateError> {
+        let step = step.clone();
+        let id = id.to_string();
+        self.state.with(move |c| {
+            let tx = c.transaction()?;
+            let changed = tx.execute(
+                "UPDATE runs SET pending = NULL WHERE id = ?1 AND status = 'paused' AND pending IS NOT NULL",
+                [&id],
+            )?;
+            if changed == 1 {
+                tx.execute(
+                    "INSERT OR REPLACE INTO steps(run_id, pos, kind, label, call, started, duration, outcome,
+                                                  cost, result)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        id,
+                        step.pos,
+                        step.kind,
+                        step.label,
+                        step.call,
+                        step.started,
+                        step.duration,
+                        step.outcome,
+                        step.cost,
+                        step.result
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(changed == 1)
+        })
     }
 
     /// Records how a run ended.

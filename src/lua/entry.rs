@@ -38,6 +38,12 @@ pub fn run(ctx: Ctx, path: &Path, start: Option<Start>) -> std::io::Result<Ended
             .app_data_ref::<std::rc::Rc<Journal>>()
             .map(|j| j.clone())
         {
+            if let Err(e) = &result
+                && super::journal::paused(e).is_some()
+            {
+                // Recorded as paused by `baton.approve`; the process ends quietly.
+                return Ok(());
+            }
             let (status, error) = match &result {
                 Ok(()) => (RunStatus::Ok, None),
                 Err(e) => match exit_code(e) {

@@ -380,6 +380,89 @@ pub async fn baton_step(
     Ok(values)
 }
 
+/// A run stopping to wait for an answer (`baton.approve`): not a failure; the process ends with 0.
+#[derive(Debug, thiserror::Error)]
+#[error("run {run} paused: {message}")]
+pub struct Paused {
+    pub run: String,
+    pub message: String,
+}
+
+/// Whether `e` is a run pausing for an answer.
+pub fn paused(e: &mlua::Error) -> Option<&Paused> {
+    let mut e = e;
+    loop {
+        match e {
+            mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+                e = cause
+            }
+            mlua::Error::ExternalError(inner) => return inner.downcast_ref::<Paused>(),
+            _ => return None,
+        }
+    }
+}
+
+/// `baton.approve(message [, opts])`: in a run, pauses it until someone answers with `baton runs approve
+/// RUN [--answer TEXT]` or `baton runs deny RUN [--reason TEXT]` (from any process): the fleet's notify
+/// channels get the question and those commands, the run is recorded `paused` and this process ends (exit
+/// 0, holding nothing). The answer resumes the run, replaying what it did before; here `approve` then
+/// returns `true, answer` or `false, reason`.
+pub async fn baton_approve(lua: Lua, (message, _opts): (Value, Value)) -> mlua::Result<MultiValue> {
+    const F: &str = "baton.approve";
+    let message = match message {
+        Value::String(s) if !s.as_bytes().is_empty() => s.to_string_lossy(),
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "{F}: argument 1 (message) must be a non-empty string, got {}",
+                other.type_name()
+            )));
+        }
+    };
+    let Some(j) = journal(&lua) else {
+        return Err(mlua::Error::runtime(format!(
+            "{F}: only a run can wait for an answer (`baton run`, a scheduled run); the REPL has none"
+        )));
+    };
+    let call = serde_json::json!(["baton.approve", [message]]).to_string();
+    let pos = j.next_pos(&lua);
+    if let Some((steps, _)) = &j.replay
+        && let Some(done) = steps.get(&pos)
+        && done.call == call
+    {
+        return replay(&lua, &j, done);
+    }
+    let runs = j.runs()?;
+    let pending = runs::Pending {
+        pos,
+        call,
+        message: message.clone(),
+    };
+    runs.pause(&j.run.id, &pending).map_err(journal_error)?;
+    let id = j.run.id.clone();
+    let msg = crate::core::notify::Message {
+        title: format!("baton: run {id} waits for approval"),
+        body: format!(
+            "{message}\n\nbaton runs approve {id} [--answer TEXT]\nbaton runs deny {id} [--reason TEXT]"
+        ),
+        priority: None,
+        tags: vec!["question".into()],
+        click: None,
+    };
+    let notifier = crate::core::notify::Notifier::from_fleet(&crate::lua::ctx(&lua).fleet);
+    if !notifier.channels().is_empty()
+        && let Err(e) = notifier
+            .send(&msg, None, crate::core::notify::DEFAULT_TIMEOUT)
+            .await
+    {
+        tracing::warn!("run {id}: the approval request was not delivered: {e}");
+    }
+    crate::errln!(
+        "run {id} paused: {}\n  approve: baton runs approve {id} [--answer TEXT]\n  deny:    baton runs deny {id} [--reason TEXT]",
+        crate::core::text::escape_line(&message)
+    );
+    Err(mlua::Error::external(Paused { run: id, message }))
+}
+
 /// The call as journaled: its kind and arguments, functions and handles named, not kept.
 fn fingerprint(lua: &Lua, kind: &str, args: &MultiValue) -> String {
     let list: Vec<serde_json::Value> = args.iter().map(|v| to_json(lua, v, 0)).collect();

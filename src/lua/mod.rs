@@ -121,6 +121,10 @@ fn install_globals(lua: &Lua) -> mlua::Result<()> {
     // `baton.notify` is its own binding; wired here so bindings never import each other.
     baton.set("notify", api::notify::register(lua)?)?;
     baton.set("step", lua.create_async_function(journal::baton_step)?)?;
+    baton.set(
+        "approve",
+        lua.create_async_function(journal::baton_approve)?,
+    )?;
     journal::wrap_module(lua, "baton", &baton)?;
     keep_caller_frames(lua, &baton)?;
     lua.globals().raw_set("baton", &baton)?;

@@ -391,3 +391,117 @@ print("end")"#,
         out.stderr
     );
 }
+
+/// `baton.approve` pauses the run (exit 0, status paused, the question on the fleet's notify channels with
+/// the commands to answer); `runs approve` and `runs deny`, from other processes, resume it in the
+/// foreground, replaying what it did before; answering twice, or a run that is not paused, is refused.
+#[test]
+fn approve_and_deny_from_another_process() {
+    let env = Env::new("runs-approve");
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let told = env.dir.join("told.txt");
+    let recorder = env.dir.write(
+        "recorder.sh",
+        &format!(
+            "#!/bin/sh\n# the notify command gets -- then the title and the body\nprintf '%s|%s\\n' \"$2\" \"$3\" >> {}\n",
+            told.display()
+        ),
+    );
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&recorder)
+        .status()
+        .unwrap();
+    let env = env.with_fleet(&format!(
+        "return {{ hosts = {{}}, notify = {{ command = {{ {:?} }} }} }}",
+        recorder.display().to_string()
+    ));
+    std::fs::write(
+        work.join("a.lua"),
+        r#"baton.exec({ "sh", "-c", "echo before >> calls.txt" })
+local ok, text = baton.approve("deploy v2 to prod?")
+print("answer:", ok, text)
+baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "skipped") })
+"#,
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.args(args).current_dir(&work);
+        crate::common::output_within(cmd, Duration::from_secs(60))
+    };
+    let run_id = || {
+        serde_json::from_str::<serde_json::Value>(&cli(&["runs", "--json"]).ok().stdout).unwrap()[0]
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for (verb, extra, printed, done) in [
+        (
+            "approve",
+            ["--answer", "ship it"],
+            "answer:\ttrue\tship it\n",
+            "deployed",
+        ),
+        (
+            "deny",
+            ["--reason", "not today"],
+            "answer:\tfalse\tnot today\n",
+            "skipped",
+        ),
+    ] {
+        let _ = std::fs::remove_file(work.join("calls.txt"));
+        let out = cli(&["run", "a.lua"]);
+        out.ok();
+        assert_eq!(out.stdout, "");
+        let id = run_id();
+        assert!(
+            out.stderr
+                .contains(&format!("run {id} paused: deploy v2 to prod?"))
+                && out.stderr.contains(&format!("baton runs approve {id}")),
+            "{}",
+            out.stderr
+        );
+        let runs = cli(&["runs", "--status", "paused", "--json"]);
+        assert!(runs.ok().stdout.contains(&id));
+        let notified = std::fs::read_to_string(&told).unwrap();
+        assert!(
+            notified.contains(&format!(
+                "baton: run {id} waits for approval|deploy v2 to prod?"
+            )) && notified.contains(&format!("baton runs deny {id}")),
+            "{notified}"
+        );
+        // Not answered yet: resume refuses.
+        let early = cli(&["resume", &id]);
+        early.expect_code(1);
+        assert!(
+            early.stderr.contains("waits for an answer"),
+            "{}",
+            early.stderr
+        );
+        let mut args = vec!["runs", verb, id.as_str()];
+        args.extend(extra);
+        let out = cli(&args);
+        out.ok();
+        assert_eq!(out.stdout, printed);
+        assert_eq!(lines(&work.join("calls.txt")), ["before", done], "{verb}");
+        let again = cli(&["runs", verb, &id]);
+        again.expect_code(1);
+        assert!(
+            again
+                .stderr
+                .contains(&format!("run {id} is not waiting for an answer (it is ok)")),
+            "{}",
+            again.stderr
+        );
+        std::fs::remove_file(&told).unwrap();
+    }
+    let out = cli(&["runs", "approve", "nosuch"]);
+    out.expect_code(1);
+    assert_eq!(
+        out.stderr,
+        "baton: runs approve: no run \"nosuch\" (see `baton runs`)\n"
+    );
+}
