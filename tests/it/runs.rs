@@ -403,7 +403,7 @@ fn approve_and_deny_from_another_process() {
     let told = env.dir.join("told.txt");
     let recorder = env.dir.write(
         "recorder.sh",
-        &format!(
+        format!(
             "#!/bin/sh\n# the notify command gets -- then the title and the body\nprintf '%s|%s\\n' \"$2\" \"$3\" >> {}\n",
             told.display()
         ),
