@@ -42,6 +42,7 @@ pub fn daemon(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCo
                 next.as_deref().unwrap_or("never")
             );
         }
+        recover_runs(&state, &schedule.jobs);
         let grace = opts.grace;
         let notifier = crate::core::notify::Notifier::from_fleet(&fleet);
         let daemon = Daemon::new(schedule.jobs, &state, SystemClock::default(), opts)?
@@ -311,6 +312,74 @@ fn history_table(runs: &[RunRecord]) -> String {
         ]);
     }
     table.to_string()
+}
+
+/// At start: each scheduled playbook run that no daemon saw end (killed, the machine restarted). A job
+/// with `resume = true` gets it resumed (`baton resume RUN`, in the background, once); the others are
+/// recorded as interrupted and reported.
+fn recover_runs(state: &crate::core::state::State, jobs: &[crate::core::schedule::Job]) {
+    use crate::core::runs::{RunStatus, Runs};
+    let store = match Runs::open(state) {
+        Ok(store) => store,
+        Err(e) => {
+            crate::errln!("baton daemon: cannot read the runs: {e}");
+            return;
+        }
+    };
+    let stranded: Vec<_> = store
+        .list(1000)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.trigger == "schedule" && r.status() == RunStatus::Interrupted)
+        .filter(|r| r.recorded == RunStatus::Running)
+        .collect();
+    let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    for run in stranded {
+        let job = jobs
+            .iter()
+            .find(|j| absolute(std::path::Path::new(&j.spec.target)) == run.script);
+        match job {
+            Some(job) if job.spec.resume => {
+                crate::errln!(
+                    "baton daemon: resuming run {} of job {} (interrupted)",
+                    run.id,
+                    job.spec.name
+                );
+                let exe = std::env::current_exe().unwrap_or_else(|_| "baton".into());
+                let spawned = tokio::process::Command::new(exe)
+                    .args(["resume", &run.id])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn();
+                match spawned {
+                    Ok(mut child) => {
+                        let id = run.id.clone();
+                        tokio::task::spawn_local(async move {
+                            match child.wait().await {
+                                Ok(status) => tracing::info!("resumed run {id}: {status}"),
+                                Err(e) => tracing::warn!("resumed run {id}: {e}"),
+                            }
+                        });
+                    }
+                    Err(e) => crate::errln!("baton daemon: cannot resume run {}: {e}", run.id),
+                }
+            }
+            _ => {
+                let why = "interrupted: the daemon or the machine stopped before the run ended";
+                if let Err(e) = store.finish(&run.id, RunStatus::Interrupted, Some(why)) {
+                    crate::errln!("baton daemon: run {}: {e}", run.id);
+                } else {
+                    crate::errln!(
+                        "baton daemon: run {} ({}) was {why}; `baton resume {}` finishes it",
+                        run.id,
+                        run.script.display(),
+                        run.id
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// `baton schedule run JOB [FILE] [--quiet]`: run one job now, as the daemon would (record, log file,

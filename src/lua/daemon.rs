@@ -277,7 +277,30 @@ fn run_job(
                         lua.set_app_data(Printer::to(log));
                         lua.globals().set("RUN", info)?;
                         set_timeout(&lua, spec.timeout);
-                        crate::lua::run_file(&lua, path).await
+                        // A durable run like `baton run`'s: `baton resume RUN` finishes it after a crash.
+                        let started = crate::core::runs::NewRun {
+                            id: crate::core::runs::new_id(),
+                            script: std::path::absolute(path).unwrap_or_else(|_| path.clone()),
+                            script_hash: crate::core::runs::hash(
+                                &std::fs::read(path).unwrap_or_default(),
+                            ),
+                            args: Vec::new(),
+                            fleet: spec.fleet.source.clone(),
+                            trigger: "schedule".into(),
+                        };
+                        crate::lua::journal::Journal::install(
+                            &lua,
+                            State::new(spec.state_dir.clone()),
+                            crate::lua::journal::Start::New(started),
+                        )
+                        .map_err(mlua::Error::runtime)?;
+                        let r = crate::lua::run_file(&lua, path).await;
+                        crate::lua::journal::finish(&lua, &r);
+                        match &r {
+                            // Waiting for `baton runs approve|deny`: this scheduled run is over.
+                            Err(e) if crate::lua::journal::paused(e).is_some() => Ok(()),
+                            _ => r,
+                        }
                     }
                     What::Function { file, src } => {
                         lua.set_app_data(Printer::to(std::io::sink()));

@@ -8,7 +8,6 @@ use serde::de::DeserializeOwned;
 
 use super::journal::{Journal, Start};
 use super::{Ctx, exit_code, format_error, new_runtime, run_file, runtime};
-use crate::core::runs::RunStatus;
 
 /// How a Lua entry point ended.
 #[derive(Debug)]
@@ -34,34 +33,12 @@ pub fn run(ctx: Ctx, path: &Path, start: Option<Start>) -> std::io::Result<Ended
             Journal::install(&lua, state, start).map_err(mlua::Error::runtime)?;
         }
         let result = run_file(&lua, path).await;
-        if let Some(j) = lua
-            .app_data_ref::<std::rc::Rc<Journal>>()
-            .map(|j| j.clone())
+        super::journal::finish(&lua, &result);
+        if let Err(e) = &result
+            && super::journal::paused(e).is_some()
         {
-            if let Err(e) = &result
-                && super::journal::paused(e).is_some()
-            {
-                // Recorded as paused by `baton.approve`; the process ends quietly.
-                return Ok(());
-            }
-            let (status, error) = match &result {
-                Ok(()) => (RunStatus::Ok, None),
-                Err(e) => match exit_code(e) {
-                    Some(0) => (RunStatus::Ok, None),
-                    Some(code) => (RunStatus::Failed, Some(format!("os.exit({code})"))),
-                    None => (RunStatus::Failed, Some(super::split_error(e).0)),
-                },
-            };
-            if j.replayed() > 0 {
-                tracing::info!(
-                    "run {}: {} finished calls replayed from the journal",
-                    j.run_id(),
-                    j.replayed()
-                );
-            }
-            if let Err(e) = j.finish(status, error.as_deref()) {
-                tracing::warn!("run {}: cannot record its end: {e}", j.run_id());
-            }
+            // Recorded as paused by `baton.approve`; the process ends quietly.
+            return Ok(());
         }
         result
     })

@@ -176,6 +176,35 @@ fn journal(lua: &Lua) -> Option<Rc<Journal>> {
     lua.app_data_ref::<Rc<Journal>>().map(|j| Rc::clone(&j))
 }
 
+/// Records how the run of `lua` ended (`result` of its playbook), if it has a journal: ok, failed with the
+/// error, or nothing when it paused for an answer (`baton.approve` recorded that).
+pub fn finish(lua: &Lua, result: &mlua::Result<()>) {
+    let Some(j) = journal(lua) else { return };
+    if let Err(e) = result
+        && paused(e).is_some()
+    {
+        return;
+    }
+    let (status, error) = match result {
+        Ok(()) => (RunStatus::Ok, None),
+        Err(e) => match crate::lua::exit_code(e) {
+            Some(0) => (RunStatus::Ok, None),
+            Some(code) => (RunStatus::Failed, Some(format!("os.exit({code})"))),
+            None => (RunStatus::Failed, Some(crate::lua::split_error(e).0)),
+        },
+    };
+    if j.replayed() > 0 {
+        tracing::info!(
+            "run {}: {} finished calls replayed from the journal",
+            j.run_id(),
+            j.replayed()
+        );
+    }
+    if let Err(e) = j.finish(status, error.as_deref()) {
+        tracing::warn!("run {}: cannot record its end: {e}", j.run_id());
+    }
+}
+
 /// `baton.run_id`: the run's id, `nil` outside a run (the REPL).
 pub fn run_id(lua: &Lua) -> Option<String> {
     journal(lua).map(|j| j.run_id().to_string())

@@ -30,6 +30,10 @@ schedule = {}
 ---by `baton schedule run` (unless `--quiet`).
 ---(default: "failure")
 ---@field notify? "failure"|"always"|"never"
+---A playbook run that no daemon saw end (the daemon was killed, the machine restarted) is resumed when the
+---daemon starts again, once, as `baton resume RUN` would: the calls it finished are not made again. Without
+---it such a run is recorded as interrupted and the daemon says how to finish it. (default: false)
+---@field resume? boolean
 
 ---What a job function receives.
 ---@class schedule.Run

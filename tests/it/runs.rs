@@ -505,3 +505,111 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
         "baton: runs approve: no run \"nosuch\" (see `baton runs`)\n"
     );
 }
+
+/// A scheduled playbook run killed mid-way (SIGKILL of the process running it) is resumed once by the next
+/// daemon when its job says `resume = true`: the calls it finished are not made again; a job without it has
+/// its run recorded as interrupted, with a line saying how to finish it.
+#[test]
+fn the_daemon_resumes_its_interrupted_runs_when_asked() {
+    let env = Env::new("runs-daemon");
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let calls = work.join("calls.txt");
+    let playbook = |name: &str| {
+        let path = work.join(format!("{name}.lua"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"baton.exec({{ "sh", "-c", "echo {name} 1 >> {calls}" }})
+if baton.env("HOLD") then
+  local f = assert(io.open("{work}/held-{name}", "w")); f:close()
+  while true do baton.sleep(0.05) end
+end
+baton.exec({{ "sh", "-c", "echo {name} 2 >> {calls}" }})
+"#,
+                calls = calls.display(),
+                work = work.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (again, left) = (playbook("again"), playbook("left"));
+    let schedule = env.dir.write(
+        "schedule.lua",
+        format!(
+            r#"schedule.cron("again", "0 0 1 1 *", {again:?}, {{ resume = true }})
+schedule.cron("left", "0 0 1 1 *", {left:?})"#,
+            again = again.display().to_string(),
+            left = left.display().to_string()
+        ),
+    );
+    for name in ["again", "left"] {
+        let mut cmd = env.cmd();
+        cmd.args(["schedule", "run", name, schedule.to_str().unwrap()])
+            .env("HOLD", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        wait_for("the run to hold", Duration::from_secs(60), || {
+            work.join(format!("held-{name}")).exists()
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let stderr = env.dir.join("daemon.err");
+    let mut daemon = env
+        .cmd()
+        .args(["daemon", schedule.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the resumed run to finish", Duration::from_secs(60), || {
+        lines(&calls).contains(&"again 2".to_string())
+    });
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    let pid = rustix::process::Pid::from_raw(daemon.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    daemon.wait().unwrap();
+    let mut got = lines(&calls);
+    got.sort();
+    assert_eq!(got, ["again 1", "again 2", "left 1"], "{said}");
+    let runs: serde_json::Value =
+        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
+    let status = |script: &std::path::Path| {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["script"] == script.display().to_string())
+            .map(|r| (r["trigger"].clone(), r["status"].clone()))
+            .unwrap()
+    };
+    wait_for(
+        "the resumed run to be recorded ok",
+        Duration::from_secs(30),
+        || {
+            let runs: serde_json::Value =
+                serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
+            runs.as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["script"] == again.display().to_string() && r["status"] == "ok")
+        },
+    );
+    assert_eq!(
+        status(&left),
+        (
+            serde_json::json!("schedule"),
+            serde_json::json!("interrupted")
+        )
+    );
+    assert!(
+        said.contains("resuming run ") && said.contains("of job again"),
+        "{said}"
+    );
+    assert!(
+        said.contains("was interrupted: the daemon or the machine stopped before the run ended"),
+        "{said}"
+    );
+}

@@ -81,6 +81,9 @@ pub struct JobSpec {
     pub target: String,
     /// When the run's end is sent to the fleet's `notify` channels.
     pub notify: crate::core::notify::When,
+    /// A playbook run the daemon did not see end (it was killed, the machine restarted) is resumed when the
+    /// daemon starts again (`baton resume`), once; without it such a run is recorded as interrupted.
+    pub resume: bool,
 }
 
 impl JobSpec {
@@ -96,7 +99,12 @@ impl JobSpec {
             jitter: Duration::ZERO,
             target: "function".into(),
             notify: crate::core::notify::When::Failure,
+            resume: false,
         }
+    }
+    pub fn with_resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
     }
     pub fn with_notify(mut self, notify: crate::core::notify::When) -> Self {
         self.notify = notify;

@@ -52,6 +52,8 @@ struct CronOpts {
     tz: Option<String>,
     #[serde(default)]
     notify: crate::core::notify::When,
+    #[serde(default)]
+    resume: bool,
 }
 
 const CRON: &str = "schedule.cron";
@@ -107,7 +109,8 @@ fn cron(
         .with_timeout(o.timeout.map(|d| d.0))
         .with_memory(o.memory.map(|b| b.0))
         .with_jitter(o.jitter.map(|d| d.0).unwrap_or_default())
-        .with_notify(o.notify);
+        .with_notify(o.notify)
+        .with_resume(o.resume);
     spec.target = match &target {
         JobTarget::Function(_) => "function".into(),
         JobTarget::Playbook(p) => p.display().to_string(),
