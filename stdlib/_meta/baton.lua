@@ -183,6 +183,23 @@ baton.run_id = nil
 ---@return any ...
 function baton.step(name, fn, ...) end
 
+---Pauses the run until someone answers: the run is recorded `paused`, the fleet's notify channels get
+---`message` with the run id and the commands to answer, and this process ends (exit 0), holding nothing.
+---`baton runs approve RUN [--answer TEXT]` or `baton runs deny RUN [--reason TEXT]`, from any process
+---sharing the state dir, records the answer and resumes the run in the foreground: what ran before is
+---replayed from the journal, and here `approve` returns `true, answer` or `false, reason`. Raises outside a
+---run (the REPL). Do not call it inside `pcall`: the pause ends the process through an error.
+---```lua
+---local ok, note = baton.approve("deploy v2 to prod? (3 hosts)")
+---if not ok then print("not deployed: " .. (note or "denied")) return end
+---ssh.run("prod1", "deploy v2")
+---```
+---@param message string the question, as the notification shows it
+---@param opts table? (reserved)
+---@return boolean approved
+---@return string? text the `--answer` or `--reason` given
+function baton.approve(message, opts) end
+
 baton.json = {}
 
 ---JSON null as decoded values show it.
