@@ -279,6 +279,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         } => match action {
             None => runs::list(status.as_deref(), *limit, *json),
             Some(runs::RunsCommand::Show { run, json }) => runs::show(run, *json),
+            Some(runs::RunsCommand::Cancel { run }) => runs::cancel(run),
+            Some(runs::RunsCommand::Prune { older_than }) => {
+                runs::prune(&*load_fleet(cli)?, older_than.as_deref())
+            }
             Some(runs::RunsCommand::Approve { run, answer }) => {
                 run::answer(cli, run, true, answer.as_deref())
             }

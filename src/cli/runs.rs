@@ -9,6 +9,14 @@ use crate::core::text::money;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum RunsCommand {
+    /// Give up a paused, interrupted or failed run: it is recorded as cancelled and cannot be resumed
+    Cancel { run: String },
+    /// Forget ended runs (and their journals) started longer ago than --older-than (default: the fleet's
+    /// limits.keep_runs, else 90d)
+    Prune {
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+    },
     /// Answer a paused run's `baton.approve` with yes, then resume it here
     Approve {
         run: String,
@@ -214,4 +222,52 @@ fn took(secs: f64) -> String {
             d.as_millis() as u64 / 100 * 100,
         ))
     }
+}
+
+/// `baton runs cancel RUN`.
+pub fn cancel(id: &str) -> anyhow::Result<ExitCode> {
+    let store = Runs::open(&default_state())?;
+    let Some(run) = store.get(id)? else {
+        anyhow::bail!(
+            "runs cancel: no run {} (see `baton runs`)",
+            crate::core::text::quoted(id)
+        );
+    };
+    match run.status() {
+        RunStatus::Paused | RunStatus::Interrupted | RunStatus::Failed => {}
+        other => anyhow::bail!(
+            "runs cancel: run {id} is {}: only a paused, interrupted or failed run can be cancelled",
+            other.name()
+        ),
+    }
+    store.finish(id, RunStatus::Cancelled, run.error.as_deref())?;
+    let mut out = Out::new();
+    writeln!(out, "run {id} cancelled")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long ended runs are kept unless the fleet says otherwise (`limits.keep_runs`).
+pub const KEEP_RUNS: std::time::Duration = std::time::Duration::from_secs(90 * 86_400);
+
+/// `baton runs prune [--older-than D]`.
+pub fn prune(
+    fleet: &crate::core::fleet::Fleet,
+    older_than: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let keep = match older_than {
+        Some(text) => {
+            duration::parse(text).map_err(|e| anyhow::anyhow!("runs prune: --older-than: {e}"))?
+        }
+        None => fleet.limits.keep_runs.map_or(KEEP_RUNS, |d| d.0),
+    };
+    let before = crate::core::runs::now() - keep.as_secs_f64();
+    let n = Runs::open(&default_state())?.prune(before)?;
+    let mut out = Out::new();
+    writeln!(
+        out,
+        "{n} run{} older than {} forgotten",
+        if n == 1 { "" } else { "s" },
+        duration::format(keep)
+    )?;
+    Ok(ExitCode::SUCCESS)
 }

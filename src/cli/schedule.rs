@@ -43,6 +43,25 @@ pub fn daemon(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCo
             );
         }
         recover_runs(&state, &schedule.jobs);
+        // Ended runs older than `limits.keep_runs` (90 days) go, at start and once a day.
+        let keep = fleet
+            .limits
+            .keep_runs
+            .map_or(super::runs::KEEP_RUNS, |d| d.0);
+        let prune_state = state.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                let before = crate::core::runs::now() - keep.as_secs_f64();
+                match crate::core::runs::Runs::open(&prune_state).and_then(|r| r.prune(before)) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!("forgot {n} runs older than {}", duration::format(keep))
+                    }
+                    Err(e) => tracing::warn!("cannot prune old runs: {e}"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(86_400)).await;
+            }
+        });
         let grace = opts.grace;
         let notifier = crate::core::notify::Notifier::from_fleet(&fleet);
         let daemon = Daemon::new(schedule.jobs, &state, SystemClock::default(), opts)?

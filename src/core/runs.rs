@@ -406,6 +406,25 @@ impl Runs {
         })
     }
 
+    /// Forgets runs that ended before `before` (unix seconds) and their journals; running and paused runs
+    /// stay. Returns how many runs went.
+    pub fn prune(&self, before: f64) -> Result<usize, StateError> {
+        self.state.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM steps WHERE run_id IN (SELECT id FROM runs WHERE started < ?1
+                   AND status NOT IN ('running', 'paused'))",
+                [before],
+            )?;
+            let n = tx.execute(
+                "DELETE FROM runs WHERE started < ?1 AND status NOT IN ('running', 'paused')",
+                [before],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
     /// What the ledger booked for a run's model calls.
     pub fn cost(&self, run_id: &str) -> Result<f64, StateError> {
         self.state.with(|c| {

@@ -613,3 +613,69 @@ schedule.cron("left", "0 0 1 1 *", {left:?})"#,
         "{said}"
     );
 }
+
+/// `runs cancel` gives a failed run up (no resume after); `runs prune` forgets ended runs; bad input is a
+/// one-line error.
+#[test]
+fn cancel_prune_and_bad_input() {
+    let env = Env::new("runs-cancel");
+    let script = env
+        .dir
+        .write("f.lua", "baton.exec({ 'true' })\nerror('no luck', 0)\n");
+    env.baton(&["run", script.to_str().unwrap()]).expect_code(1);
+    let id = serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
+        .unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = env.baton(&["runs", "show", &id]);
+    out.ok();
+    assert!(
+        out.stdout.contains("· failed ·") && out.stdout.contains("error: no luck"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("baton.exec  true"), "{}", out.stdout);
+    assert_eq!(
+        env.baton(&["runs", "cancel", &id]).ok().stdout,
+        format!("run {id} cancelled\n")
+    );
+    let again = env.baton(&["runs", "cancel", &id]);
+    again.expect_code(1);
+    assert!(
+        again
+            .stderr
+            .contains("is cancelled: only a paused, interrupted or failed run"),
+        "{}",
+        again.stderr
+    );
+    let resume = env.baton(&["resume", &id]);
+    resume.expect_code(1);
+    assert!(resume.stderr.contains("was cancelled"), "{}", resume.stderr);
+    let bad = env.baton(&["runs", "--status", "sleepy"]);
+    bad.expect_code(1);
+    assert!(
+        bad.stderr.contains("--status must be running, ok, failed"),
+        "{}",
+        bad.stderr
+    );
+    let show = env.baton(&["runs", "show", "nosuch"]);
+    show.expect_code(1);
+    assert_eq!(
+        show.stderr,
+        "baton: runs show: no run \"nosuch\" (see `baton runs`)\n"
+    );
+    assert_eq!(
+        env.baton(&["runs", "prune", "--older-than", "1h"])
+            .ok()
+            .stdout,
+        "0 runs older than 1h forgotten\n"
+    );
+    assert_eq!(
+        env.baton(&["runs", "prune", "--older-than", "0s"])
+            .ok()
+            .stdout,
+        "1 run older than 0ms forgotten\n"
+    );
+    assert_eq!(env.baton(&["runs"]).ok().stdout, "no runs recorded\n");
+}

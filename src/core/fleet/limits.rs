@@ -1,4 +1,5 @@
-//! `limits = {memory, job_timeout}`: what every Lua state and scheduled job may use.
+//! `limits = {memory, job_timeout, keep_runs}`: what every Lua state and scheduled job may use, and how long
+//! run records are kept.
 use serde::{Deserialize, Serialize};
 
 /// `limits = {memory = "1GiB", job_timeout = "1h"}`: the memory limit of every Lua state (a playbook, the
@@ -10,6 +11,10 @@ pub struct Limits {
     pub memory: Option<Bytes>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_timeout: Option<crate::core::duration::Dur>,
+    /// How long ended runs and their journals are kept (`baton runs prune`, and the daemon once a day).
+    /// Absent: 90 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_runs: Option<crate::core::duration::Dur>,
 }
 
 /// A size: a number of bytes or a string such as `"512MiB"`, `"1GiB"`, `"64MB"`, `"4096"`.
