@@ -278,7 +278,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
             action,
         } => match action {
             None => runs::list(status.as_deref(), *limit, *json),
-            Some(runs::RunsCommand::Show { run, json }) => runs::show(run, *json),
+            Some(runs::RunsCommand::Show { run, json, log }) => runs::show(run, *json, *log),
             Some(runs::RunsCommand::Cancel { run }) => runs::cancel(run),
             Some(runs::RunsCommand::Prune { older_than }) => {
                 runs::prune(&*load_fleet(cli)?, older_than.as_deref())

@@ -37,6 +37,9 @@ pub enum RunsCommand {
         /// The run and its steps as JSON
         #[arg(long)]
         json: bool,
+        /// Print what the run printed instead (its log, the last 10 MiB)
+        #[arg(long)]
+        log: bool,
     },
 }
 
@@ -101,14 +104,20 @@ pub fn list(status: Option<&str>, limit: usize, json: bool) -> anyhow::Result<Ex
 }
 
 /// `baton runs show RUN [--json]`.
-pub fn show(id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let store = Runs::open(&default_state())?;
+pub fn show(id: &str, json: bool, log: bool) -> anyhow::Result<ExitCode> {
+    let state = default_state();
+    let store = Runs::open(&state)?;
     let Some(run) = store.get(id)? else {
         anyhow::bail!(
             "runs show: no run {} (see `baton runs`)",
             crate::core::text::quoted(id)
         );
     };
+    if log {
+        let mut out = Out::new();
+        out.write_all(crate::core::runs::RunLog::read(state.dir(), id).as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let steps = store.steps(id)?;
     let cost = store.cost(id)?;
     let mut out = Out::new();

@@ -409,6 +409,15 @@ impl Runs {
     /// Forgets runs that ended before `before` (unix seconds) and their journals; running and paused runs
     /// stay. Returns how many runs went.
     pub fn prune(&self, before: f64) -> Result<usize, StateError> {
+        let gone: Vec<String> = self.state.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id FROM runs WHERE started < ?1 AND status NOT IN ('running', 'paused')",
+            )?;
+            stmt.query_map([before], |r| r.get(0))?.collect()
+        })?;
+        for id in &gone {
+            RunLog::remove(self.state.dir(), id);
+        }
         self.state.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -434,6 +443,107 @@ impl Runs {
                 |r| r.get(0),
             )
         })
+    }
+}
+
+/// What a run printed: `<state>/runs/<id>.log`, and the older half in `<id>.log.1` once the log passed
+/// [`LOG_HALF`] (so a run keeps at most twice that, the oldest output cut first).
+pub fn log_path(state_dir: &std::path::Path, id: &str) -> PathBuf {
+    state_dir.join("runs").join(format!("{id}.log"))
+}
+
+/// Where a run's log starts a new half.
+pub const LOG_HALF: u64 = 5 << 20;
+
+/// A run's log as a writer (appending; `write` never fails the run: a log that cannot be written is
+/// skipped).
+pub struct RunLog {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    written: u64,
+}
+
+impl RunLog {
+    /// The log of run `id`, opened (appending) on the first write: a run that prints nothing has none.
+    pub fn open(state_dir: &std::path::Path, id: &str) -> RunLog {
+        RunLog {
+            path: log_path(state_dir, id),
+            file: None,
+            written: 0,
+        }
+    }
+
+    fn open_file(&mut self) {
+        self.file = self
+            .path
+            .parent()
+            .and_then(|dir| std::fs::create_dir_all(dir).ok())
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .ok()
+            });
+        self.written = self
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+    }
+
+    /// Removes run `id`'s log (both halves).
+    pub fn remove(state_dir: &std::path::Path, id: &str) {
+        let path = log_path(state_dir, id);
+        let mut old = path.clone().into_os_string();
+        old.push(".1");
+        let _ = std::fs::remove_file(PathBuf::from(old));
+        let _ = std::fs::remove_file(path);
+    }
+
+    /// The run's whole log (older half first).
+    pub fn read(state_dir: &std::path::Path, id: &str) -> String {
+        let path = log_path(state_dir, id);
+        let mut old = path.clone().into_os_string();
+        old.push(".1");
+        let mut text = std::fs::read_to_string(PathBuf::from(old)).unwrap_or_default();
+        text.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        text
+    }
+}
+
+impl std::io::Write for RunLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.file.is_none() && self.written == 0 {
+            self.open_file();
+        }
+        if self.written >= LOG_HALF {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            self.file = std::fs::rename(&self.path, PathBuf::from(old))
+                .ok()
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&self.path)
+                        .ok()
+                });
+            self.written = 0;
+        }
+        if let Some(f) = &mut self.file
+            && f.write_all(buf).is_ok()
+        {
+            self.written += buf.len() as u64;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(f) = &mut self.file {
+            let _ = f.flush();
+        }
+        Ok(())
     }
 }
 

@@ -30,6 +30,13 @@ pub fn run(ctx: Ctx, path: &Path, start: Option<Start>) -> std::io::Result<Ended
     let state = ctx.state.clone();
     drive(ctx, |lua, _| async move {
         if let Some(start) = start {
+            let id = match &start {
+                Start::New(run) => run.id.clone(),
+                Start::Resume { run, .. } => run.id.clone(),
+            };
+            // What the run prints also goes to its log (`baton runs show RUN --log`).
+            let log = crate::core::runs::RunLog::open(state.dir(), &id);
+            lua.set_app_data(super::Printer::to(Tee(std::io::stdout(), log)));
             Journal::install(&lua, state, start).map_err(mlua::Error::runtime)?;
         }
         let result = run_file(&lua, path).await;
@@ -146,5 +153,21 @@ impl SyntaxCheck {
                     .map(drop)
                     .map_err(|e| format_error(&e))
             })
+    }
+}
+
+/// Writes to both; what one of them refuses does not stop the other.
+struct Tee<A, B>(A, B);
+
+impl<A: std::io::Write, B: std::io::Write> std::io::Write for Tee<A, B> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let first = self.0.write_all(buf);
+        let _ = self.1.write_all(buf);
+        first.map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.1.flush();
+        self.0.flush()
     }
 }

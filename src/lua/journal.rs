@@ -127,6 +127,8 @@ impl Journal {
     /// Records how the run ended; a run that never crossed a boundary is recorded only when it failed.
     pub fn finish(&self, status: RunStatus, error: Option<&str>) -> Result<(), String> {
         if !self.recorded.get() && status == RunStatus::Ok {
+            // Not a recorded run: what it printed is not kept either.
+            crate::core::runs::RunLog::remove(self.state.dir(), &self.run.id);
             return Ok(());
         }
         let runs = self.runs().map_err(|e| e.to_string())?;

@@ -487,6 +487,8 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
         out.ok();
         assert_eq!(out.stdout, printed);
         assert_eq!(lines(&work.join("calls.txt")), ["before", done], "{verb}");
+        // What the run printed is kept in its log.
+        assert_eq!(cli(&["runs", "show", &id, "--log"]).ok().stdout, printed);
         let again = cli(&["runs", verb, &id]);
         again.expect_code(1);
         assert!(
@@ -678,4 +680,16 @@ fn cancel_prune_and_bad_input() {
         "1 run older than 0ms forgotten\n"
     );
     assert_eq!(env.baton(&["runs"]).ok().stdout, "no runs recorded\n");
+    assert!(!env.state_dir().join(format!("runs/{id}.log")).exists());
+    // A run that crosses no boundary is not recorded, nor is its output kept.
+    let plain = env.dir.write("plain.lua", "print('just lua')\n");
+    assert_eq!(
+        env.baton(&["run", plain.to_str().unwrap()]).ok().stdout,
+        "just lua\n"
+    );
+    assert_eq!(env.baton(&["runs"]).ok().stdout, "no runs recorded\n");
+    let logs = std::fs::read_dir(env.state_dir().join("runs"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(logs, 0);
 }
