@@ -50,6 +50,8 @@ pub struct Journal {
     counters: RefCell<HashMap<String, (u32, u32)>>,
     /// Calls answered from the journal (for `-v` and the tests).
     replayed: Cell<u64>,
+    /// The runs table, opened (and the run's row written) at the first step.
+    store: std::cell::OnceCell<Runs>,
 }
 
 /// How a run begins: afresh, or again under its id.
@@ -74,6 +76,7 @@ impl Journal {
                 paths: RefCell::default(),
                 counters: RefCell::default(),
                 replayed: Cell::new(0),
+                store: std::cell::OnceCell::new(),
             },
             Start::Resume { run, force } => {
                 let runs = Runs::open(&state).map_err(|e| e.to_string())?;
@@ -99,6 +102,7 @@ impl Journal {
                     paths: RefCell::default(),
                     counters: RefCell::default(),
                     replayed: Cell::new(0),
+                    store: std::cell::OnceCell::from(runs),
                 }
             }
         };
@@ -115,13 +119,16 @@ impl Journal {
         &self.run.id
     }
 
-    fn runs(&self) -> mlua::Result<Runs> {
+    fn runs(&self) -> mlua::Result<&Runs> {
+        if let Some(runs) = self.store.get() {
+            return Ok(runs);
+        }
         let runs = Runs::open(&self.state).map_err(journal_error)?;
         if !self.recorded.get() {
             runs.start(&self.run).map_err(journal_error)?;
             self.recorded.set(true);
         }
-        Ok(runs)
+        Ok(self.store.get_or_init(|| runs))
     }
 
     /// Records how the run ended; a run that never crossed a boundary is recorded only when it failed.
@@ -287,7 +294,20 @@ where
 {
     let pos = j.next_pos(lua);
     if let Some((steps, force)) = &j.replay
+        && !steps.contains_key(&pos)
+        && !*force
+        && let Some(later) = later_step(steps, &pos)
+    {
+        return Err(mlua::Error::runtime(format!(
+            "resume: the journal of run {} has no step {pos} but has {later} after it (was a row \
+             deleted?); run `baton resume {} --force` to run it again live",
+            j.run.id, j.run.id
+        )));
+    }
+    if let Some((steps, force)) = &j.replay
         && let Some(done) = steps.get(&pos)
+        // A call that raised runs again: the host may be up now.
+        && done.outcome != "error"
     {
         if done.call == call {
             return replay(lua, j, done);
@@ -304,9 +324,33 @@ where
             )));
         }
     }
+    // The journal must be writable before the call runs: a call whose result could not be kept would be
+    // run again on resume.
+    let store = j.runs()?;
     let started = runs::now();
     let clock = std::time::Instant::now();
-    let values = live().await?;
+    let values = match live().await {
+        Ok(values) => values,
+        Err(e) => {
+            // Kept as a failed step (so the positions after it stay checkable), never replayed. A pause is
+            // not a failure, and an interruption is not the call's.
+            if paused(&e).is_none() && !crate::lua::runtime::interrupt(lua).is_set() {
+                let row = Step {
+                    pos,
+                    kind: kind.to_string(),
+                    label,
+                    call,
+                    started,
+                    duration: clock.elapsed().as_secs_f64(),
+                    outcome: "error".into(),
+                    cost: None,
+                    result: Some(crate::lua::split_error(&e).0),
+                };
+                store.put_step(&j.run.id, &row).map_err(journal_error)?;
+            }
+            return Err(e);
+        }
+    };
     let duration = clock.elapsed().as_secs_f64();
     let (outcome, result) = match results_json(lua, &values) {
         Ok(text) if text.len() <= MAX_RESULT => ("ok", Some(text)),
@@ -329,8 +373,21 @@ where
         cost,
         result,
     };
-    j.runs()?.put_step(&j.run.id, &row).map_err(journal_error)?;
+    store.put_step(&j.run.id, &row).map_err(journal_error)?;
     Ok(values)
+}
+
+/// A journaled step of the same task after `pos` (`0.3` → `0.5`), if any.
+fn later_step(steps: &HashMap<String, Step>, pos: &str) -> Option<String> {
+    let (path, n) = pos.rsplit_once('.')?;
+    let n: u32 = n.parse().ok()?;
+    steps
+        .keys()
+        .filter_map(|k| {
+            let (p, m) = k.rsplit_once('.')?;
+            (p == path && m.parse::<u32>().ok()? > n).then(|| k.clone())
+        })
+        .min_by_key(|k| k.rsplit_once('.').and_then(|(_, m)| m.parse::<u32>().ok()))
 }
 
 /// What a finished step returned, back as Lua values.

@@ -693,3 +693,112 @@ fn cancel_prune_and_bad_input() {
         .unwrap_or(0);
     assert_eq!(logs, 0);
 }
+
+/// What cannot be journaled or replayed gets a clear error and a failed run, never a lost result: a result
+/// over 8 MiB (kept from replay, so resuming past it stops), a step returning a function, a journal row
+/// deleted by hand, a read-only state database. A call that raised is journaled as such and runs again on
+/// resume (no false "deleted row").
+#[test]
+fn what_cannot_be_journaled_is_named() {
+    let env = Env::new("runs-limits");
+    let run_lua = |name: &str, text: &str| {
+        let path = env.dir.write(name, text);
+        env.baton(&["run", path.to_str().unwrap()])
+    };
+    let last_id = || {
+        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
+            .unwrap()[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Too large: the script gets it; the journal keeps a marker; a resume that reaches it stops.
+    let out = run_lua(
+        "big.lua",
+        "local r = baton.exec({ 'head', '-c', '9437184', '/dev/zero' })\nprint(#r.stdout)\nerror('after', 0)\n",
+    );
+    out.expect_code(1);
+    assert_eq!(out.stdout, "9437184\n");
+    let id = last_id();
+    let shown = env.baton(&["runs", "show", &id]).ok().stdout.clone();
+    assert!(shown.contains("too_large"), "{shown}");
+    let resumed = env.baton(&["resume", &id]);
+    resumed.expect_code(1);
+    assert!(
+        resumed
+            .stderr
+            .contains("returned more than 8 MiB, too much to journal: it cannot be replayed"),
+        "{}",
+        resumed.stderr
+    );
+    // A step whose result is not JSON-able.
+    let out = run_lua(
+        "fn.lua",
+        "baton.step('make', function() return function() end end)\n",
+    );
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("baton.step(make): its result cannot be journaled: it holds a function"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
+            .unwrap()[0]["status"],
+        "failed"
+    );
+    // A failed call caught by the script, then a crash: the resume runs the failed call again and replays
+    // the others.
+    let calls = env.dir.join("calls.txt");
+    let flaky = format!(
+        r#"baton.exec({{ "sh", "-c", "echo a >> {c}" }})
+print(pcall(baton.exec, {{ "sh", "-c", "echo b >> {c}; exit 3" }}))
+baton.exec({{ "sh", "-c", "echo c >> {c}" }})
+if not baton.env("DONE") then error("crash", 0) end
+"#,
+        c = calls.display()
+    );
+    run_lua("flaky.lua", &flaky).expect_code(1);
+    let id = last_id();
+    let mut cmd = env.cmd();
+    cmd.args(["resume", &id]).env("DONE", "1");
+    crate::common::output_within(cmd, Duration::from_secs(60)).ok();
+    assert_eq!(lines(&calls), ["a", "b", "c", "b"]);
+    // A journal row deleted by hand: named, not silently run again.
+    run_lua("flaky.lua", &flaky).expect_code(1);
+    let id = last_id();
+    let db = rusqlite::Connection::open(env.state_dir().join("baton.db")).unwrap();
+    db.execute("DELETE FROM steps WHERE run_id = ?1 AND pos = '0.1'", [&id])
+        .unwrap();
+    drop(db);
+    let mut cmd = env.cmd();
+    cmd.args(["resume", &id]).env("DONE", "1");
+    let out = crate::common::output_within(cmd, Duration::from_secs(60));
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&format!(
+            "resume: the journal of run {id} has no step 0.1 but has 0.2 after it (was a row deleted?)"
+        )),
+        "{}",
+        out.stderr
+    );
+    // A state database that cannot be written (here the state dir is a file; a read-only file would not
+    // stop root): the first journaled call fails, saying why, and the run ends with that error.
+    let ro = Env::new("runs-unwritable");
+    let blocker = ro.dir.write("not-a-dir", "x");
+    let path = ro
+        .dir
+        .write("w.lua", "baton.exec({ 'true' })\nprint('after')\n");
+    let mut cmd = ro.cmd();
+    cmd.args(["run", path.to_str().unwrap()])
+        .env("BATON_STATE_DIR", &blocker);
+    let out = crate::common::output_within(cmd, Duration::from_secs(60));
+    out.expect_code(1);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr.contains("run journal: state directory") && out.stderr.contains("not-a-dir"),
+        "{}",
+        out.stderr
+    );
+}
