@@ -72,7 +72,8 @@ local function message_for(repo)
   local files = {}
   for line in status:gmatch("[^\n]+") do files[#files + 1] = line:sub(4) end
   local listed = "Changed: " .. table.concat(files, ", ", 1, math.min(20, #files)) .. (#files > 20 and ", …" or "")
-  local fallback = ("End of day %s: %d file%s changed (%s%s)\n\n%s"):format(os.date("%Y-%m-%d"), #files,
+  local today = baton.step("today", os.date, "%Y-%m-%d")   -- the same day when the run is resumed
+  local fallback = ("End of day %s: %d file%s changed (%s%s)\n\n%s"):format(today, #files,
     #files == 1 and "" or "s", table.concat(files, ", ", 1, math.min(3, #files)), #files > 3 and ", …" or "", listed)
   local rule = baton.fleet.tasks.commit_message
   local max_tier = rule and rule.tier or (baton.fleet.tiers[1] and baton.fleet.tiers[1].name)
@@ -115,7 +116,8 @@ else
   local ok, err = pcall(function()
     local host = routines.host("server", a.host or cfg.ci.host)
     if not ssh.online(host, { timeout = "10s" }) then error(("CI host %s is offline; CI not started"):format(host), 0) end
-    local stamp = routines.stamp()
+    -- A step: a resumed run (`baton resume`) keeps the stamp, so its results land where it printed.
+    local stamp = baton.step("stamp", routines.stamp)
     local parts = { "rc=0" }
     for _, r in ipairs(ci) do
       parts[#parts + 1] = "(\n" .. routines.ci_script(cfg, r, stamp) .. "\n) || rc=1"

@@ -65,7 +65,7 @@ end
 local host = routines.host("gpu", a.host or g.host)
 local here = routines.expand(g.local_path)
 local upstream = "origin/" .. g.branch
-local today = os.date("%Y-%m-%d %H:%M")
+local today = baton.step("today", os.date, "%Y-%m-%d %H:%M")   -- unchanged when the run is resumed
 
 local function wait_for_gpu()
   local wakeable = baton.fleet.hosts[host].mac ~= nil

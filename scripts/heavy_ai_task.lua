@@ -8,6 +8,9 @@
 -- the state dir): the job's record knows the folder it ran in, so REMOTE is found there whatever the
 -- current folder. A job that failed says so first, even when its results cannot be fetched.
 -- The job is titled `heavy_ai_task <folder>`: notifications and `baton jobs` use that name.
+-- A `--wait` run cut short (the laptop slept, the terminal closed) is finished by `baton resume RUN` (the id
+-- is in `baton runs`): the wait, the push and the start are journaled, so the tree is not pushed and the job
+-- not started again; it goes on waiting for the same job and pulls its results.
 --
 -- Fleet: HOST is any fleet host (e.g. the one with role "gpu" or "inference"); it may be asleep or booting.
 -- A HOST with `mac` in the fleet is woken (Wake-on-LAN) when it does not answer.

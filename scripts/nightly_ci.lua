@@ -31,7 +31,8 @@ local repos = routines.ci_repos(cfg, a)
 if #repos == 0 then error(cfg.file .. ": no repo has a test command", 0) end
 ssh.wait_online(host, { timeout = a.online_timeout or "2m" })
 
-local stamp = routines.stamp()
+-- A step: a resumed run (`baton resume`) keeps the stamp, so its run folders do not change.
+local stamp = baton.step("stamp", routines.stamp)
 
 -- Read-only tools for the diagnosis agent, all on the CI host: the run's log, the clone's history and files.
 -- read_file is confined to the clone: absolute paths outside it, `..` and symlinks leading out are refused.
