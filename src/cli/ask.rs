@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use super::{Cli, Interrupted, Out, default_state, load_fleet};
 use crate::core::llm::route::{AskOptions, Attempt, Hooks, TaskSpec};
 use crate::core::llm::{HookError, Llm, LocalFuture, Message, OnToken};
+use crate::core::runs;
 
 /// The task kind when none is given: not in the task table, so it goes to the lowest tier that is up.
 pub const DEFAULT_TASK: &str = "ask";
@@ -147,7 +148,8 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
     // (an "escalating" line follows it). A pipe or a file gets the accepted answer alone, once it is
     // accepted; with --schema, exactly its JSON.
     let live = std::io::stdout().is_terminal() && !a.json && opts.schema.is_none();
-    let llm = Llm::new(fleet, default_state());
+    let state = default_state();
+    let llm = Llm::new(fleet, state.clone());
     let stderr = std::io::stderr();
     let dim = super::colours(&stderr);
     // What the last streamed piece left open: the reasoning's line on stderr, the answer's on stdout. The
@@ -224,6 +226,7 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
         ..Hooks::default()
     };
     let spec = TaskSpec::kind(&task);
+    let (started, clock) = (runs::now(), std::time::Instant::now());
     let asked = crate::lua::runtime::block_on(async {
         tokio::select! {
             r = llm.router().ask(&spec, vec![Message::new("user", prompt)], &opts, &mut hooks) => Ok(r),
@@ -231,6 +234,23 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
         }
     })
     .context("cannot start the async runtime")??;
+    // A run of its own in `baton runs` (trigger `ask`), with the one step and its cost.
+    let step = runs::Step {
+        pos: "0.1".into(),
+        kind: "route.ask".into(),
+        label: task.clone(),
+        call: serde_json::json!(["route.ask", [task]]).to_string(),
+        started,
+        duration: clock.elapsed().as_secs_f64(),
+        outcome: if asked.is_ok() { "ok" } else { "error" }.into(),
+        cost: asked.as_ref().ok().map(|a| a.cost),
+        result: asked.as_ref().ok().map(|a| {
+            serde_json::json!([{"text": a.text, "tier": a.tier, "model": a.model, "cost": a.cost}])
+                .to_string()
+        }),
+    };
+    let error = asked.as_ref().err().map(|e| format!("ask({task}): {e}"));
+    runs::record_call(&state, "ask", "baton ask", &a.words, step, error.as_deref());
     let answer = match asked {
         Ok(answer) => answer,
         // A terminal that went away while the answer streamed: nobody is left to tell.

@@ -55,7 +55,7 @@ pub fn serve(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCod
     // Ctrl-C ends the server at once: the blocking read of stdin under way is not waited for.
     let served = lua::runtime::block_on_leaving(async {
         tokio::select! {
-            r = server::serve(Tools::new(tools, pool.clone()), protocol_in, protocol_out) => r,
+            r = server::serve(Tools::new(tools, pool.clone()).recording(default_state()), protocol_in, protocol_out) => r,
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })

@@ -47,6 +47,13 @@ pub fn resume(cli: &Cli, id: &str, force: bool) -> anyhow::Result<ExitCode> {
             crate::core::text::quoted(id)
         );
     };
+    if run.script_hash.is_empty() {
+        anyhow::bail!(
+            "resume: run {id} is one call ({}, trigger {}), not a playbook: there is nothing to resume",
+            run.script.display(),
+            run.trigger
+        );
+    }
     match run.status() {
         RunStatus::Interrupted | RunStatus::Failed => {}
         // Answered (`runs approve|deny`): its answer is a journaled step now.

@@ -162,6 +162,41 @@ pub struct Step {
     pub result: Option<String>,
 }
 
+/// Records a run that is one call and cannot be resumed (`baton ask`, a tool call served by `baton mcp
+/// serve`): its row, its one step, how it ended. A failure to record is logged, never the call's failure.
+pub fn record_call(
+    state: &State,
+    trigger: &str,
+    script: &str,
+    args: &[String],
+    step: Step,
+    error: Option<&str>,
+) {
+    let id = new_id();
+    let run = NewRun {
+        id: id.clone(),
+        script: PathBuf::from(script),
+        script_hash: String::new(),
+        args: args.to_vec(),
+        fleet: None,
+        trigger: trigger.into(),
+    };
+    let status = if error.is_some() {
+        RunStatus::Failed
+    } else {
+        RunStatus::Ok
+    };
+    let recorded = Runs::open(state).and_then(|runs| {
+        runs.start(&run)?;
+        runs.put_step(&id, &step)?;
+        runs.finish(&id, status, error)
+    });
+    match recorded {
+        Ok(()) => tracing::info!("run {id}"),
+        Err(e) => tracing::warn!("{script}: the run was not recorded: {e}"),
+    }
+}
+
 /// A new run id: the start time and a random suffix, short and sortable (`20261206-041533-7f3a`).
 pub fn new_id() -> String {
     format!(

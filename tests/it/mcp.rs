@@ -430,6 +430,30 @@ fn serve_is_driven_by_the_python_sdk_client() {
     let counts = report["count_after_cancel"].as_array().unwrap();
     assert_ne!(counts[0], "0", "{report}");
     assert_eq!(counts[0], counts[1], "the cancelled tool kept running");
+    // Each served call is a run of its own (trigger mcp) in `baton runs`, a failed one as failed.
+    let runs: serde_json::Value = serde_json::from_str(
+        &env.baton(&["runs", "--limit", "1000", "--json"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    let served: Vec<(String, String)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"] == "mcp")
+        .map(|r| {
+            (
+                r["script"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        served.contains(&("baton mcp serve: add".into(), "ok".into()))
+            && served.contains(&("baton mcp serve: boom".into(), "failed".into())),
+        "{served:?}"
+    );
 }
 
 /// Reads one JSON-RPC message from the server's stdout, failing on anything that is not JSON.

@@ -802,3 +802,54 @@ if not baton.env("DONE") then error("crash", 0) end
         out.stderr
     );
 }
+
+/// `baton ask` is a run of its own (trigger `ask`) with its one step and cost; it is not resumable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_is_a_recorded_run() {
+    let stub =
+        Stub::start(|_, _| Reply::ndjson(server::ollama_chat("qwen", &["yes"], 10, 2), 16)).await;
+    let env = Env::new("runs-ask").with_fleet(&format!(
+        r#"return {{
+  hosts = {{ engine = {{ ssh = false, ollama = "{}" }} }},
+  tiers = {{ {{ name = "local", provider = "ollama", host = "engine", models = {{ code = "qwen", reason = "qwen" }},
+             price = {{ input = 1000, output = 1000 }} }} }},
+  budget = {{ monthly_usd = 100 }},
+}}"#,
+        stub.url
+    ));
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = env.cmd();
+        cmd.args(["ask", "lint", "is it fine?"]);
+        move || crate::common::output_within(cmd, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    out.ok();
+    let runs: serde_json::Value =
+        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
+    let run = &runs[0];
+    assert_eq!(
+        (&run["trigger"], &run["status"], &run["script"]),
+        (
+            &serde_json::json!("ask"),
+            &serde_json::json!("ok"),
+            &serde_json::json!("baton ask")
+        )
+    );
+    assert!(
+        (run["cost"].as_f64().unwrap() - 0.012).abs() < 1e-9,
+        "{run}"
+    );
+    let id = run["id"].as_str().unwrap();
+    let shown = env.baton(&["runs", "show", id]).ok().stdout.clone();
+    assert!(shown.contains("route.ask  lint"), "{shown}");
+    let resume = env.baton(&["resume", id]);
+    resume.expect_code(1);
+    assert!(
+        resume
+            .stderr
+            .contains("is one call (baton ask, trigger ask), not a playbook"),
+        "{}",
+        resume.stderr
+    );
+}

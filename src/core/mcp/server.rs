@@ -90,6 +90,8 @@ impl Runner for mpsc::UnboundedSender<Call> {
 pub struct Tools {
     defs: Arc<[ToolDef]>,
     runner: Arc<dyn Runner>,
+    /// Where each call is recorded as a run (trigger `mcp`), if anywhere.
+    state: Option<crate::core::state::State>,
 }
 
 impl Tools {
@@ -97,11 +99,50 @@ impl Tools {
         Tools {
             defs: defs.into(),
             runner: Arc::new(runner),
+            state: None,
         }
     }
 
-    /// Answers one call: the runner's outcome, or an error result on failure or timeout.
+    /// Records each call as a run of its own in `state` (`baton runs`, trigger `mcp`).
+    pub fn recording(mut self, state: crate::core::state::State) -> Tools {
+        self.state = Some(state);
+        self
+    }
+
+    /// Answers one call (see [`Tools::answer`]) and records it as a run.
     async fn run(&self, name: &str, args: JsonObject) -> Result<CallToolResult, ErrorData> {
+        let (started, clock) = (crate::core::runs::now(), std::time::Instant::now());
+        let call = serde_json::json!(["mcp", [name, args]]).to_string();
+        let answered = self.answer(name, args).await;
+        if let Some(state) = &self.state {
+            let failed = match &answered {
+                Ok(r) if r.is_error != Some(true) => None,
+                Ok(_) => Some(format!("{name}: the tool answered with an error")),
+                Err(e) => Some(format!("{name}: {}", e.message)),
+            };
+            let step = crate::core::runs::Step {
+                pos: "0.1".into(),
+                kind: "mcp".into(),
+                label: name.to_string(),
+                call,
+                started,
+                duration: clock.elapsed().as_secs_f64(),
+                outcome: if failed.is_some() { "error" } else { "ok" }.into(),
+                cost: None,
+                result: None,
+            };
+            let state = state.clone();
+            let script = format!("baton mcp serve: {name}");
+            // The database is written off the protocol's threads.
+            tokio::task::spawn_blocking(move || {
+                crate::core::runs::record_call(&state, "mcp", &script, &[], step, failed.as_deref())
+            });
+        }
+        answered
+    }
+
+    /// Answers one call: the runner's outcome, or an error result on failure or timeout.
+    async fn answer(&self, name: &str, args: JsonObject) -> Result<CallToolResult, ErrorData> {
         let Some(def) = self.defs.iter().find(|d| d.name == name) else {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool {name:?}"),
