@@ -853,3 +853,46 @@ async fn an_ask_is_a_recorded_run() {
         resume.stderr
     );
 }
+
+/// A scheduled run (the daemon's run path, here through `baton schedule run`) that asks for approval ends
+/// as a quiet scheduled run, is listed paused, and `runs approve` resumes it in the foreground.
+#[test]
+fn a_scheduled_run_pauses_and_is_approved() {
+    let env = Env::new("runs-sched-approve");
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let calls = work.join("calls.txt");
+    let playbook = work.join("ask.lua");
+    std::fs::write(
+        &playbook,
+        format!(
+            r#"baton.exec({{ "sh", "-c", "echo before >> {c}" }})
+local ok = baton.approve("restart the CI runner?")
+baton.exec({{ "sh", "-c", "echo after " .. tostring(ok) .. " >> {c}" }})
+"#,
+            c = calls.display()
+        ),
+    )
+    .unwrap();
+    let schedule = env.dir.write(
+        "schedule.lua",
+        format!(
+            r#"schedule.cron("ask", "0 0 1 1 *", {:?})"#,
+            playbook.display().to_string()
+        ),
+    );
+    let out = env.baton(&["schedule", "run", "ask", schedule.to_str().unwrap()]);
+    out.ok();
+    let runs: serde_json::Value =
+        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
+    assert_eq!(
+        (&runs[0]["trigger"], &runs[0]["status"]),
+        (&serde_json::json!("schedule"), &serde_json::json!("paused"))
+    );
+    let id = runs[0]["id"].as_str().unwrap();
+    env.baton(&["runs", "approve", id]).ok();
+    assert_eq!(lines(&calls), ["before", "after true"]);
+    let runs: serde_json::Value =
+        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
+    assert_eq!(runs[0]["status"], "ok");
+}
