@@ -149,7 +149,8 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
     // accepted; with --schema, exactly its JSON.
     let live = std::io::stdout().is_terminal() && !a.json && opts.schema.is_none();
     let state = default_state();
-    let llm = Llm::new(fleet, state.clone());
+    let run_id = runs::new_id();
+    let llm = Llm::new(fleet, state.clone()).for_run(Some(run_id.clone()));
     let stderr = std::io::stderr();
     let dim = super::colours(&stderr);
     // What the last streamed piece left open: the reasoning's line on stderr, the answer's on stdout. The
@@ -250,7 +251,15 @@ pub fn ask(cli: &Cli, a: &AskArgs) -> anyhow::Result<ExitCode> {
         }),
     };
     let error = asked.as_ref().err().map(|e| format!("ask({task}): {e}"));
-    runs::record_call(&state, "ask", "baton ask", &a.words, step, error.as_deref());
+    runs::record_call(
+        &state,
+        &run_id,
+        "ask",
+        "baton ask",
+        &a.words,
+        step,
+        error.as_deref(),
+    );
     let answer = match asked {
         Ok(answer) => answer,
         // A terminal that went away while the answer streamed: nobody is left to tell.

@@ -166,13 +166,14 @@ pub struct Step {
 /// serve`): its row, its one step, how it ended. A failure to record is logged, never the call's failure.
 pub fn record_call(
     state: &State,
+    id: &str,
     trigger: &str,
     script: &str,
     args: &[String],
     step: Step,
     error: Option<&str>,
 ) {
-    let id = new_id();
+    let id = id.to_string();
     let run = NewRun {
         id: id.clone(),
         script: PathBuf::from(script),
@@ -469,11 +470,16 @@ impl Runs {
         })
     }
 
-    /// What the ledger booked for a run's model calls.
+    /// What the ledger booked for a run's model calls (every attempt, escalations and reservations of
+    /// calls cut short included).
     pub fn cost(&self, run_id: &str) -> Result<f64, StateError> {
         self.state.with(|c| {
+            // No ledger yet (no model was ever called here): nothing was booked.
+            if c.prepare("SELECT run_id FROM llm_ledger LIMIT 0").is_err() {
+                return Ok(0.0);
+            }
             c.query_row(
-                "SELECT COALESCE(SUM(cost), 0) FROM steps WHERE run_id = ?1",
+                "SELECT COALESCE(SUM(cost), 0) FROM llm_ledger WHERE run_id = ?1",
                 [run_id],
                 |r| r.get(0),
             )
@@ -625,7 +631,8 @@ mod tests {
         };
         runs.put_step(&run.id, &step).unwrap();
         assert_eq!(runs.steps(&run.id).unwrap(), [step]);
-        assert_eq!(runs.cost(&run.id).unwrap(), 0.25);
+        // No ledger in this database: nothing booked.
+        assert_eq!(runs.cost(&run.id).unwrap(), 0.0);
         runs.finish(&run.id, RunStatus::Failed, Some("x.lua:1: boom"))
             .unwrap();
         let got = runs.get(&run.id).unwrap().unwrap();

@@ -173,6 +173,8 @@ async fn a_run_killed_after_any_call_resumes_without_repeating_one() {
     assert_eq!(whole.stdout.lines().count(), 10, "{}", whole.stdout);
     let base_spend = spend(&base);
     assert!(base_spend > 0.0);
+    let base_run = last_run(&base);
+    assert_eq!(base_run["cost"].as_f64(), Some(base_spend));
     for at in 1..=10 {
         let s = setup(&format!("runs-kill-{at}")).await;
         killed_at(&s, at);
@@ -199,7 +201,10 @@ async fn a_run_killed_after_any_call_resumes_without_repeating_one() {
             "killed after call {at}"
         );
         assert_eq!(spend(&s), base_spend, "killed after call {at}");
-        assert_eq!(last_run(&s)["status"], "ok");
+        let run = last_run(&s);
+        assert_eq!(run["status"], "ok");
+        // The run's cost is its ledger rows', booked by both processes under its id.
+        assert_eq!(run["cost"], base_run["cost"], "killed after call {at}");
         // Finished: nothing more to resume.
         let again = run_to_end(&s, &["resume", &id]);
         again.expect_code(1);

@@ -116,8 +116,12 @@ INSERT INTO llm_daily(day, month, tier, model, task, script, calls, tokens_in, t
 /// The step of a tool loop each model call belongs to.
 const V3_STEP: &str = "ALTER TABLE llm_ledger ADD COLUMN step INTEGER;";
 
+/// Issue 28: the run a call belongs to (`baton runs` sums a run's cost from its rows).
+const V4_RUN: &str = "ALTER TABLE llm_ledger ADD COLUMN run_id TEXT;
+    CREATE INDEX llm_ledger_run ON llm_ledger(run_id) WHERE run_id IS NOT NULL;";
+
 /// The migration steps, in order (append new ones at the end).
-const MIGRATIONS: &[&str] = &[V1, V2_TOTALS, REBUILD_TOTALS, V3_STEP];
+const MIGRATIONS: &[&str] = &[V1, V2_TOTALS, REBUILD_TOTALS, V3_STEP, V4_RUN];
 
 /// A row still `sent` from another machine sharing this database (whose processes cannot be checked) is
 /// taken to be interrupted after this long.
@@ -465,12 +469,15 @@ fn still_running(pid: u32, proc: &str) -> bool {
 pub struct Ledger {
     state: State,
     ready: std::sync::Arc<std::sync::OnceLock<()>>,
+    /// The run whose calls this ledger books (`run_id` of its rows).
+    run: Option<String>,
 }
 
 const INSERT: &str = "INSERT INTO llm_ledger(ts, month, day, script, task, tier, provider, host, model, tokens_in,
-    tokens_out, cost, cost_source, outcome, err, duration, sent, reserved, pid, proc, machine, step)
+    tokens_out, cost, cost_source, outcome, err, duration, sent, reserved, pid, proc, machine, step, run_id)
     VALUES (:ts, :month, :day, :script, :task, :tier, :provider, :host, :model, :tokens_in,
-    :tokens_out, :cost, :cost_source, :outcome, :err, :duration, :sent, :reserved, :pid, :proc, :machine, :step)";
+    :tokens_out, :cost, :cost_source, :outcome, :err, :duration, :sent, :reserved, :pid, :proc, :machine, :step,
+    :run_id)";
 
 const ADD_MONTH: &str = "INSERT INTO llm_months(month, spent, held, interrupted) VALUES (:month, :spent, :held, :interrupted)
     ON CONFLICT(month) DO UPDATE SET spent = spent + excluded.spent, held = MAX(0, held + excluded.held),
@@ -492,7 +499,12 @@ fn now_ts() -> String {
 }
 
 /// Inserts `row` as it is (with `reserved`, and this process when it is under way).
-fn insert(tx: &Transaction<'_>, row: &Row, reserved: f64) -> rusqlite::Result<i64> {
+fn insert(
+    tx: &Transaction<'_>,
+    row: &Row,
+    reserved: f64,
+    run: Option<&str>,
+) -> rusqlite::Result<i64> {
     let open = row.outcome == Outcome::Sent;
     let me = me();
     tx.prepare_cached(INSERT)?.execute(named_params! {
@@ -500,6 +512,7 @@ fn insert(tx: &Transaction<'_>, row: &Row, reserved: f64) -> rusqlite::Result<i6
         ":month": this_month(),
         ":day": today(),
         ":script": row.script,
+        ":run_id": run,
         ":task": row.task,
         ":tier": row.tier,
         ":provider": row.provider,
@@ -647,7 +660,14 @@ impl Ledger {
         Ledger {
             state,
             ready: Default::default(),
+            run: None,
         }
+    }
+
+    /// The rows this ledger writes belong to run `run` (`baton runs` sums their cost).
+    pub fn for_run(mut self, run: Option<String>) -> Ledger {
+        self.run = run;
+        self
     }
 
     pub fn state(&self) -> &State {
@@ -673,6 +693,7 @@ impl Ledger {
         limit: Option<(f64, Option<f64>)>,
     ) -> Result<Opened, StateError> {
         self.ready()?;
+        let run = self.run.clone();
         self.state
             .write(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -697,7 +718,7 @@ impl Ledger {
                 row.sent = true;
                 row.cost = worst;
                 row.cost_source = "reserved".into();
-                let id = insert(&tx, &row, worst)?;
+                let id = insert(&tx, &row, worst, run.as_deref())?;
                 add_month(&tx, &month, 0.0, worst, 0.0)?;
                 tx.commit()?;
                 Ok(Opened::Open(Open {
@@ -780,10 +801,11 @@ impl Ledger {
         budget: Option<(f64, f64)>,
     ) -> Result<Settled, StateError> {
         self.ready()?;
+        let run = self.run.clone();
         self.state
             .write(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let id = insert(&tx, &row, 0.0)?;
+                let id = insert(&tx, &row, 0.0, run.as_deref())?;
                 let month = this_month();
                 if row.cost != 0.0 {
                     add_month(&tx, &month, row.cost, 0.0, 0.0)?;

@@ -59,6 +59,8 @@ pub struct Llm {
     openai: OnceLock<openai::OpenAi>,
     router: OnceLock<route::Router>,
     prices: OnceLock<std::collections::HashMap<String, crate::core::fleet::Price>>,
+    /// The run these calls belong to, stamped on their ledger rows.
+    run: Option<String>,
 }
 
 impl Llm {
@@ -70,7 +72,14 @@ impl Llm {
             openai: OnceLock::new(),
             router: OnceLock::new(),
             prices: OnceLock::new(),
+            run: None,
         }
+    }
+
+    /// These calls belong to run `run` (their ledger rows say so).
+    pub fn for_run(mut self, run: Option<String>) -> Llm {
+        self.run = run;
+        self
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -107,7 +116,7 @@ impl Llm {
 
     pub fn router(&self) -> &route::Router {
         self.router.get_or_init(|| {
-            let ledger = ledger::Ledger::new(self.state.clone());
+            let ledger = ledger::Ledger::new(self.state.clone()).for_run(self.run.clone());
             let clients = Clients::new(self.ollama().clone(), self.openai().clone());
             route::Router::with_clients(&self.fleet, clients, ledger)
         })

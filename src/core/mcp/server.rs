@@ -135,7 +135,16 @@ impl Tools {
             let script = format!("baton mcp serve: {name}");
             // The database is written off the protocol's threads.
             tokio::task::spawn_blocking(move || {
-                crate::core::runs::record_call(&state, "mcp", &script, &[], step, failed.as_deref())
+                let id = crate::core::runs::new_id();
+                crate::core::runs::record_call(
+                    &state,
+                    &id,
+                    "mcp",
+                    &script,
+                    &[],
+                    step,
+                    failed.as_deref(),
+                )
             });
         }
         answered

@@ -24,7 +24,9 @@ pub fn remote(lua: &Lua) -> Arc<Remote> {
 
 /// The LLM services shared by `ollama`, `openrouter` and `route` (clients, limiter, router, ledger).
 pub fn llm(lua: &Lua) -> Arc<Llm> {
-    service(lua, |ctx| {
-        Arc::new(Llm::new(ctx.fleet.clone(), ctx.state.clone()))
+    // The run's id, when there is one, goes on every ledger row of its calls.
+    let run = crate::lua::journal::run_id(lua);
+    service(lua, move |ctx| {
+        Arc::new(Llm::new(ctx.fleet.clone(), ctx.state.clone()).for_run(run))
     })
 }
