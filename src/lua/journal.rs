@@ -554,8 +554,17 @@ pub async fn baton_approve(lua: Lua, (message, _opts): (Value, Value)) -> mlua::
 /// The call as journaled: its kind and arguments, functions and handles named, not kept.
 fn fingerprint(lua: &Lua, kind: &str, args: &MultiValue) -> String {
     let list: Vec<serde_json::Value> = args.iter().map(|v| to_json(lua, v, 0)).collect();
-    serde_json::json!([kind, list]).to_string()
+    let args = serde_json::Value::Array(list).to_string();
+    if args.len() <= MAX_CALL_KEPT {
+        return format!("[{},{args}]", serde_json::Value::from(kind));
+    }
+    // A long prompt or diff is not kept twice: its hash stands for it, with its start for error messages.
+    let start: String = args.chars().take(120).collect();
+    serde_json::json!([kind, {"sha256": runs::hash(args.as_bytes()), "start": start}]).to_string()
 }
+
+/// The longest call (its arguments as JSON) journaled as it is; a longer one is kept as its hash.
+const MAX_CALL_KEPT: usize = 4096;
 
 /// The call's fingerprint, cut to one short line for an error message.
 fn shown_call(call: &str) -> String {
