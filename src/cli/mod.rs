@@ -283,12 +283,16 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
             Some(runs::RunsCommand::Prune { older_than }) => {
                 runs::prune(&*load_fleet(cli)?, older_than.as_deref())
             }
-            Some(runs::RunsCommand::Approve { run, answer }) => {
-                run::answer(cli, run, true, answer.as_deref())
-            }
-            Some(runs::RunsCommand::Deny { run, reason }) => {
-                run::answer(cli, run, false, reason.as_deref())
-            }
+            Some(runs::RunsCommand::Approve {
+                run,
+                answer,
+                no_resume,
+            }) => run::answer(cli, run, true, answer.as_deref(), !*no_resume),
+            Some(runs::RunsCommand::Deny {
+                run,
+                reason,
+                no_resume,
+            }) => run::answer(cli, run, false, reason.as_deref(), !*no_resume),
         },
         Command::Resume { run, force } => run::resume(cli, run, *force),
         Command::Repl => {

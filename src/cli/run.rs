@@ -74,7 +74,13 @@ pub fn resume(cli: &Cli, id: &str, force: bool) -> anyhow::Result<ExitCode> {
 
 /// `baton runs approve|deny RUN`: records the answer to the paused run's question, then resumes it here,
 /// in the foreground (its output on this terminal).
-pub fn answer(cli: &Cli, id: &str, approved: bool, text: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn answer(
+    cli: &Cli,
+    id: &str,
+    approved: bool,
+    text: Option<&str>,
+    resume: bool,
+) -> anyhow::Result<ExitCode> {
     let verb = if approved { "approve" } else { "deny" };
     let state = default_state();
     let store = Runs::open(&state)?;
@@ -109,10 +115,19 @@ pub fn answer(cli: &Cli, id: &str, approved: bool, text: Option<&str>) -> anyhow
     if !store.answer(id, &step)? {
         anyhow::bail!("runs {verb}: run {id} was answered meanwhile");
     }
-    crate::errln!(
-        "run {id}: {}; resuming",
-        if approved { "approved" } else { "denied" }
-    );
+    let said = if approved { "approved" } else { "denied" };
+    if !resume {
+        crate::errln!(
+            "run {id}: {said}; {} goes on with it",
+            if run.trigger == "schedule" {
+                "the daemon".to_string()
+            } else {
+                format!("`baton resume {id}`")
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    crate::errln!("run {id}: {said}; resuming");
     let run = store
         .get(id)?
         .ok_or_else(|| anyhow::anyhow!("runs {verb}: run {id} vanished"))?;

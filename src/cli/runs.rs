@@ -23,6 +23,9 @@ pub enum RunsCommand {
         /// Text `baton.approve` returns after `true`
         #[arg(long)]
         answer: Option<String>,
+        /// Only record the answer: the daemon resumes a scheduled run, `baton resume RUN` any other
+        #[arg(long)]
+        no_resume: bool,
     },
     /// Answer a paused run's `baton.approve` with no, then resume it here
     Deny {
@@ -30,6 +33,9 @@ pub enum RunsCommand {
         /// Text `baton.approve` returns after `false`
         #[arg(long)]
         reason: Option<String>,
+        /// Only record the answer: the daemon resumes a scheduled run, `baton resume RUN` any other
+        #[arg(long)]
+        no_resume: bool,
     },
     /// One run's steps in order: position, kind, label, duration (with a bar), cost, outcome
     Show {

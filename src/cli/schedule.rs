@@ -43,6 +43,15 @@ pub fn daemon(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCo
             );
         }
         recover_runs(&state, &schedule.jobs);
+        // Scheduled runs answered without being resumed (`runs approve --no-resume`) go on here.
+        let answered_state = state.clone();
+        tokio::task::spawn_local(async move {
+            let mut started = std::collections::HashSet::new();
+            loop {
+                resume_answered(&answered_state, &mut started);
+                tokio::time::sleep(ANSWERED_POLL).await;
+            }
+        });
         // Ended runs older than `limits.keep_runs` (90 days) go, at start and once a day.
         let keep = fleet
             .limits
@@ -333,6 +342,52 @@ fn history_table(runs: &[RunRecord]) -> String {
     table.to_string()
 }
 
+/// How often the daemon looks for answered scheduled runs to resume.
+const ANSWERED_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Resumes (`baton resume RUN`, in the background) each scheduled run that was answered but not resumed;
+/// `started` keeps this daemon from starting one twice.
+fn resume_answered(
+    state: &crate::core::state::State,
+    started: &mut std::collections::HashSet<String>,
+) {
+    use crate::core::runs::{RunStatus, Runs};
+    let Ok(store) = Runs::open(state) else { return };
+    let answered = store.list(500).unwrap_or_default().into_iter().filter(|r| {
+        r.trigger == "schedule" && r.recorded == RunStatus::Paused && r.pending.is_none()
+    });
+    for run in answered {
+        if !started.insert(run.id.clone()) {
+            continue;
+        }
+        crate::errln!("baton daemon: resuming answered run {}", run.id);
+        spawn_resume(&run.id);
+    }
+}
+
+/// `baton resume RUN` as a child of the daemon, its end logged.
+fn spawn_resume(id: &str) {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "baton".into());
+    let spawned = tokio::process::Command::new(exe)
+        .args(["resume", id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(mut child) => {
+            let id = id.to_string();
+            tokio::task::spawn_local(async move {
+                match child.wait().await {
+                    Ok(status) => tracing::info!("resumed run {id}: {status}"),
+                    Err(e) => tracing::warn!("resumed run {id}: {e}"),
+                }
+            });
+        }
+        Err(e) => crate::errln!("baton daemon: cannot resume run {id}: {e}"),
+    }
+}
+
 /// At start: each scheduled playbook run that no daemon saw end (killed, the machine restarted). A job
 /// with `resume = true` gets it resumed (`baton resume RUN`, in the background, once); the others are
 /// recorded as interrupted and reported.
@@ -364,25 +419,7 @@ fn recover_runs(state: &crate::core::state::State, jobs: &[crate::core::schedule
                     run.id,
                     job.spec.name
                 );
-                let exe = std::env::current_exe().unwrap_or_else(|_| "baton".into());
-                let spawned = tokio::process::Command::new(exe)
-                    .args(["resume", &run.id])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn();
-                match spawned {
-                    Ok(mut child) => {
-                        let id = run.id.clone();
-                        tokio::task::spawn_local(async move {
-                            match child.wait().await {
-                                Ok(status) => tracing::info!("resumed run {id}: {status}"),
-                                Err(e) => tracing::warn!("resumed run {id}: {e}"),
-                            }
-                        });
-                    }
-                    Err(e) => crate::errln!("baton daemon: cannot resume run {}: {e}", run.id),
-                }
+                spawn_resume(&run.id);
             }
             _ => {
                 let why = "interrupted: the daemon or the machine stopped before the run ended";

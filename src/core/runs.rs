@@ -198,12 +198,14 @@ pub fn record_call(
     }
 }
 
-/// A new run id: the start time and a random suffix, short and sortable (`20261206-041533-7f3a`).
+/// A new run id: the start time and a random suffix, short and sortable (`20261206-041533-7f3a09c2`). 32
+/// random bits: 100 runs started in one second collide about once in a million (16 bits collided in 7 % of
+/// such bursts).
 pub fn new_id() -> String {
     format!(
-        "{}-{:04x}",
+        "{}-{:08x}",
         chrono::Local::now().format("%Y%m%d-%H%M%S"),
-        fastrand::u16(..)
+        fastrand::u32(..)
     )
 }
 

@@ -894,10 +894,43 @@ baton.exec({{ "sh", "-c", "echo after " .. tostring(ok) .. " >> {c}" }})
         (&runs[0]["trigger"], &runs[0]["status"]),
         (&serde_json::json!("schedule"), &serde_json::json!("paused"))
     );
-    let id = runs[0]["id"].as_str().unwrap();
-    env.baton(&["runs", "approve", id]).ok();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    env.baton(&["runs", "approve", &id]).ok();
     assert_eq!(lines(&calls), ["before", "after true"]);
     let runs: serde_json::Value =
         serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
     assert_eq!(runs[0]["status"], "ok");
+
+    // Through the daemon: answered with --no-resume, the daemon that runs the schedule goes on with it.
+    std::fs::remove_file(&calls).unwrap();
+    env.baton(&["schedule", "run", "ask", schedule.to_str().unwrap()])
+        .ok();
+    let runs: serde_json::Value =
+        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
+    let id = runs[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(runs[0]["status"], "paused");
+    let mut daemon = env
+        .cmd()
+        .args(["daemon", schedule.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = env.baton(&["runs", "deny", &id, "--no-resume"]);
+    out.ok();
+    assert!(
+        out.stderr
+            .contains(&format!("run {id}: denied; the daemon goes on with it")),
+        "{}",
+        out.stderr
+    );
+    wait_for(
+        "the daemon to resume the answered run",
+        Duration::from_secs(60),
+        || lines(&calls).contains(&"after false".to_string()),
+    );
+    let pid = rustix::process::Pid::from_raw(daemon.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    daemon.wait().unwrap();
+    assert_eq!(lines(&calls), ["before", "after false"]);
 }

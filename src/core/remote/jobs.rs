@@ -136,7 +136,8 @@ fn job_dir_expr(id: &str) -> String {
     format!("\"$HOME/.baton/jobs/{id}\"")
 }
 
-/// A new job id: local start time plus a random suffix (`20261121-105312-a3f9`).
+/// A new job id: local start time plus a random suffix (`20261121-105312-a3f9`); the runs' ids
+/// ([`crate::core::runs::new_id`]) have a longer one.
 fn new_id() -> String {
     format!(
         "{}-{:04x}",
