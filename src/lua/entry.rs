@@ -35,11 +35,23 @@ pub fn run(ctx: Ctx, path: &Path, start: Option<Start>) -> std::io::Result<Ended
                 Start::Resume { run, .. } => run.id.clone(),
             };
             // What the run prints also goes to its log (`baton runs show RUN --log`).
-            let log = crate::core::runs::RunLog::open(state.dir(), &id);
-            lua.set_app_data(super::Printer::to(Tee(std::io::stdout(), log)));
+            let log = SharedLog(std::rc::Rc::new(std::cell::RefCell::new(
+                crate::core::runs::RunLog::open(state.dir(), &id),
+            )));
+            lua.set_app_data(super::Printer::to(Tee(std::io::stdout(), log.clone())));
+            lua.set_app_data(log);
             Journal::install(&lua, state, start).map_err(mlua::Error::runtime)?;
         }
         let result = run_file(&lua, path).await;
+        if let Err(e) = &result
+            && super::journal::paused(e).is_none()
+            && exit_code(e).is_none()
+            && let Some(log) = lua.app_data_ref::<SharedLog>()
+        {
+            // The log ends with how the run ended, as stderr says it.
+            use std::io::Write;
+            let _ = writeln!(log.clone(), "{}", format_error(e));
+        }
         super::journal::finish(&lua, &result);
         if let Err(e) = &result
             && super::journal::paused(e).is_some()
@@ -153,6 +165,20 @@ impl SyntaxCheck {
                     .map(drop)
                     .map_err(|e| format_error(&e))
             })
+    }
+}
+
+/// A run's log, shared by what the run prints and how it ends.
+#[derive(Clone)]
+struct SharedLog(std::rc::Rc<std::cell::RefCell<crate::core::runs::RunLog>>);
+
+impl std::io::Write for SharedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.borrow_mut().flush()
     }
 }
 

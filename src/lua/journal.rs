@@ -507,8 +507,21 @@ pub async fn baton_approve(lua: Lua, (message, _opts): (Value, Value)) -> mlua::
         }
     };
     let Some(j) = journal(&lua) else {
+        // The REPL has no run to pause: it asks here, on the terminal (a line from stdin).
+        if crate::lua::ctx(&lua).script == "repl" {
+            crate::errw!("{} [y/N] ", crate::core::text::escape_line(&message));
+            let line = tokio::task::spawn_blocking(|| {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map(|_| line)
+            })
+            .await
+            .map_err(|e| mlua::Error::runtime(format!("{F}: {e}")))?
+            .map_err(|e| mlua::Error::runtime(format!("{F}: cannot read the answer: {e}")))?;
+            let yes = matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes");
+            return Ok(MultiValue::from_iter([Value::Boolean(yes)]));
+        }
         return Err(mlua::Error::runtime(format!(
-            "{F}: only a run can wait for an answer (`baton run`, a scheduled run); the REPL has none"
+            "{F}: only a run can wait for an answer (`baton run`, a scheduled run) or the REPL ask"
         )));
     };
     let call = serde_json::json!(["baton.approve", [message]]).to_string();

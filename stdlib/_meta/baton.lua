@@ -187,8 +187,9 @@ function baton.step(name, fn, ...) end
 ---`message` with the run id and the commands to answer, and this process ends (exit 0), holding nothing.
 ---`baton runs approve RUN [--answer TEXT]` or `baton runs deny RUN [--reason TEXT]`, from any process
 ---sharing the state dir, records the answer and resumes the run in the foreground: what ran before is
----replayed from the journal, and here `approve` returns `true, answer` or `false, reason`. Raises outside a
----run (the REPL). Do not call it inside `pcall`: the pause ends the process through an error.
+---replayed from the journal, and here `approve` returns `true, answer` or `false, reason`. In the REPL,
+---which has no run to pause, it asks on the terminal (`y`/`yes`: true). Do not call it inside `pcall`: the
+---pause ends the process through an error.
 ---```lua
 ---local ok, note = baton.approve("deploy v2 to prod? (3 hosts)")
 ---if not ok then print("not deployed: " .. (note or "denied")) return end

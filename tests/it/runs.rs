@@ -643,6 +643,11 @@ fn cancel_prune_and_bad_input() {
         out.stdout
     );
     assert!(out.stdout.contains("baton.exec  true"), "{}", out.stdout);
+    // The log ends with how the run ended (and stdout did not get it).
+    assert_eq!(
+        env.baton(&["runs", "show", &id, "--log"]).ok().stdout,
+        "no luck\n"
+    );
     assert_eq!(
         env.baton(&["runs", "cancel", &id]).ok().stdout,
         format!("run {id} cancelled\n")
@@ -933,4 +938,40 @@ baton.exec({{ "sh", "-c", "echo after " .. tostring(ok) .. " >> {c}" }})
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     daemon.wait().unwrap();
     assert_eq!(lines(&calls), ["before", "after false"]);
+}
+
+/// In the REPL (no run to pause) `baton.approve` asks on the terminal: a line of stdin, `y`/`yes` for true.
+#[test]
+fn the_repl_asks_on_the_terminal() {
+    let env = Env::new("runs-repl-approve");
+    let ask = |input: &str| {
+        let mut cmd = env.cmd();
+        cmd.arg("repl")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        wait_within(child, Duration::from_secs(60))
+    };
+    let yes = ask("print(baton.approve('restart the runner?'))\nyes\nprint('after')\n");
+    yes.ok();
+    assert!(yes.stdout.ends_with("true\nafter\n"), "{}", yes.stdout);
+    assert!(
+        yes.stderr.contains("restart the runner? [y/N] "),
+        "{}",
+        yes.stderr
+    );
+    let no = ask("print(baton.approve('restart the runner?'))\nn\n");
+    no.ok();
+    assert!(no.stdout.ends_with("false\n"), "{}", no.stdout);
+    // At the end of input: no.
+    let eof = ask("print(baton.approve('restart the runner?'))\n");
+    assert!(eof.stdout.ends_with("false\n"), "{}", eof.stdout);
 }
