@@ -643,11 +643,13 @@ fn cancel_prune_and_bad_input() {
         out.stdout
     );
     assert!(out.stdout.contains("baton.exec  true"), "{}", out.stdout);
-    // The log ends with how the run ended (and stdout did not get it).
-    assert_eq!(
-        env.baton(&["runs", "show", &id, "--log"]).ok().stdout,
-        "no luck\n"
-    );
+    // The log ends with how the run ended, in full (where, and the traceback), as `-v` would say it.
+    let log = env
+        .baton(&["runs", "show", &id, "--log"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(log.contains("f.lua:2: no luck\nstack traceback:"), "{log}");
     assert_eq!(
         env.baton(&["runs", "cancel", &id]).ok().stdout,
         format!("run {id} cancelled\n")
