@@ -279,6 +279,26 @@ fn journaled(lua: &Lua, kind: String, inner: Function) -> mlua::Result<Function>
     })
 }
 
+/// A boundary call that is a handle's method rather than a module function (`mcp:call`): journaled like a
+/// module function of `kind` with arguments `args`; outside a run it is `live()` itself.
+pub async fn journaled_call<F, Fut>(
+    lua: &Lua,
+    kind: &str,
+    args: &MultiValue,
+    live: F,
+) -> mlua::Result<MultiValue>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = mlua::Result<MultiValue>>,
+{
+    let Some(j) = journal(lua) else {
+        return live().await;
+    };
+    let call = fingerprint(lua, kind, args);
+    let label = label_of(kind, args);
+    step(lua, &j, kind, label, call, live).await
+}
+
 /// One journaled unit: replayed from the journal when it finished before, else run and recorded.
 async fn step<F, Fut>(
     lua: &Lua,

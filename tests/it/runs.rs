@@ -977,3 +977,62 @@ fn the_repl_asks_on_the_terminal() {
     let eof = ask("print(baton.approve('restart the runner?'))\n");
     assert!(eof.stdout.ends_with("false\n"), "{}", eof.stdout);
 }
+
+/// A tool call to an MCP server (`handle:call`) is a journaled step: after a crash the resume gets its
+/// result from the journal and the tool does not run again. The server is `baton mcp serve` of a tools file
+/// whose tool appends a line to a file.
+#[test]
+fn an_mcp_tool_call_is_not_made_again_on_resume() {
+    let env = Env::new("runs-mcp");
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let calls = work.join("calls.txt");
+    let tools = env.dir.write(
+        "tools.lua",
+        format!(
+            r#"mcp.tool{{ name = "note", description = "Appends a line.",
+  parameters = {{ type = "object", properties = {{ line = {{ type = "string" }} }}, required = {{ "line" }} }},
+  run = function(a)
+    local f = assert(io.open({:?}, "a")); f:write(a.line, "\n"); f:close()
+    return "noted " .. a.line
+  end }}"#,
+            calls.display().to_string()
+        ),
+    );
+    let playbook = env.dir.write(
+        "p.lua",
+        format!(
+            r#"local h = mcp.connect({{ command = {{ {:?}, "mcp", "serve", {:?} }} }})
+print(h:call("note", {{ line = "one" }}).text)
+if not baton.env("DONE") then error("crash", 0) end
+print(h:call("note", {{ line = "two" }}).text)
+"#,
+            crate::common::bin().display().to_string(),
+            tools.display().to_string()
+        ),
+    );
+    env.baton(&["run", playbook.to_str().unwrap()])
+        .expect_code(1);
+    let id = serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["trigger"] == "cli")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut cmd = env.cmd();
+    cmd.args(["resume", &id]).env("DONE", "1");
+    let out = crate::common::output_within(cmd, Duration::from_secs(60));
+    out.ok();
+    assert_eq!(out.stdout, "noted one\nnoted two\n");
+    assert_eq!(
+        lines(&calls),
+        ["one", "two"],
+        "the first tool call was not made again"
+    );
+    let shown = env.baton(&["runs", "show", &id]).ok().stdout.clone();
+    assert!(shown.contains("mcp.call"), "{shown}");
+}

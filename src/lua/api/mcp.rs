@@ -287,11 +287,23 @@ impl UserData for Handle {
             "call",
             |lua, this, (tool, a, opts): (Value, Value, Value)| async move {
                 const F: &str = "mcp:call";
-                let tool = args::string(F, 1, "name", &tool)?;
-                let a = json_args(&lua, F, 2, a)?;
-                let (opts, _) = args::opts::<CallOpts>(&lua, F, 3, opts, &[])?;
-                let r = this.call(F, &tool, a, opts.timeout.0).await?;
-                args::to_lua(&lua, &r)
+                // A run journals the call (the server's name with the tool's), so a resume does not call
+                // the tool again.
+                let key = mlua::MultiValue::from_iter([
+                    Value::String(lua.create_string(&this.name)?),
+                    tool.clone(),
+                    a.clone(),
+                ]);
+                let live = || async {
+                    let tool = args::string(F, 1, "name", &tool)?;
+                    let a = json_args(&lua, F, 2, a)?;
+                    let (opts, _) = args::opts::<CallOpts>(&lua, F, 3, opts, &[])?;
+                    let r = this.call(F, &tool, a, opts.timeout.0).await?;
+                    Ok(mlua::MultiValue::from_iter([args::to_lua(&lua, &r)?]))
+                };
+                let mut values =
+                    crate::lua::journal::journaled_call(&lua, "mcp.call", &key, live).await?;
+                Ok(values.pop_front().unwrap_or(Value::Nil))
             },
         );
         methods.add_async_method("close", |_, this, ()| async move {
