@@ -48,6 +48,6 @@ end
 if fleet.budget then
   local spent = 0
   for _, row in ipairs(route.spend({ period = "month" })) do spent = spent + row.cost end
-  print(("budget: $%.2f of $%s spent this month, alert at %d%%"):format(spent, fleet.budget.monthly_usd,
+  print(("budget: $%.2f of $%.2f spent this month, alert at %d%%"):format(spent, fleet.budget.monthly_usd,
     math.floor(fleet.budget.alert_at * 100)))
 end
