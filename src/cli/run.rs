@@ -28,7 +28,8 @@ fn new_run(ctx: &Ctx, path: &Path, trigger: &str) -> NewRun {
     let script = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     NewRun {
         id: runs::new_id(),
-        script_hash: runs::hash(&std::fs::read(path).unwrap_or_default()),
+        // Taken when the run is first recorded (a run that never is does not read its script twice).
+        script_hash: String::new(),
         script,
         args: ctx.args.clone(),
         fleet: ctx.fleet.source.clone(),

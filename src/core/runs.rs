@@ -85,7 +85,8 @@ pub struct NewRun {
     pub id: String,
     /// The playbook's path (absolute).
     pub script: PathBuf,
-    /// SHA-256 of the playbook's text, hex: `resume` refuses a changed script unless forced.
+    /// SHA-256 of the playbook's text, hex: `resume` refuses a changed script unless forced. Empty for a run
+    /// that is one call (`baton ask`, an MCP tool call): not resumable.
     pub script_hash: String,
     pub args: Vec<String>,
     /// The fleet file in effect (`None`: the built-in fleet).
@@ -198,13 +199,13 @@ pub fn record_call(
     }
 }
 
-/// A new run id: the start time and a random suffix, short and sortable (`20261206-041533-7f3a09c2`). 32
-/// random bits: 100 runs started in one second collide about once in a million (16 bits collided in 7 % of
-/// such bursts).
+/// A new run id: the start time (UTC: reading the local zone costs a file read and parse on every start)
+/// and a random suffix, short and sortable (`20261206-041533-7f3a09c2`). 32 random bits: 100 runs started
+/// in one second collide about once in a million (16 bits collided in 7 % of such bursts).
 pub fn new_id() -> String {
     format!(
         "{}-{:08x}",
-        chrono::Local::now().format("%Y%m%d-%H%M%S"),
+        chrono::Utc::now().format("%Y%m%d-%H%M%S"),
         fastrand::u32(..)
     )
 }

@@ -281,9 +281,7 @@ fn run_job(
                         let started = crate::core::runs::NewRun {
                             id: crate::core::runs::new_id(),
                             script: std::path::absolute(path).unwrap_or_else(|_| path.clone()),
-                            script_hash: crate::core::runs::hash(
-                                &std::fs::read(path).unwrap_or_default(),
-                            ),
+                            script_hash: String::new(),
                             args: Vec::new(),
                             fleet: spec.fleet.source.clone(),
                             trigger: "schedule".into(),

@@ -125,7 +125,12 @@ impl Journal {
         }
         let runs = Runs::open(&self.state).map_err(journal_error)?;
         if !self.recorded.get() {
-            runs.start(&self.run).map_err(journal_error)?;
+            // The script's hash is taken here, off the path of a run that never records.
+            let mut run = self.run.clone();
+            if run.script_hash.is_empty() {
+                run.script_hash = runs::hash(&std::fs::read(&run.script).unwrap_or_default());
+            }
+            runs.start(&run).map_err(journal_error)?;
             self.recorded.set(true);
         }
         Ok(self.store.get_or_init(|| runs))
