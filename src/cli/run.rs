@@ -168,7 +168,18 @@ fn resume_run(
         args: run.args.clone(),
     };
     tracing::info!("resuming run {id}");
-    let ended = entry::run(ctx, &script, Some(Start::Resume { run, force }));
+    // A scheduled function job's run (`--job NAME`, its script the schedule file) calls that job again.
+    let job = match run.args.as_slice() {
+        [flag, name] if flag == crate::lua::daemon::FUNCTION_JOB && run.trigger == "schedule" => {
+            Some(name.clone())
+        }
+        _ => None,
+    };
+    let start = Start::Resume { run, force };
+    let ended = match job {
+        Some(job) => entry::function_job(ctx, &script, &job, start),
+        None => entry::run(ctx, &script, Some(start)),
+    };
     finish(cli, ended)
 }
 

@@ -409,9 +409,11 @@ fn recover_runs(state: &crate::core::state::State, jobs: &[crate::core::schedule
         .collect();
     let absolute = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     for run in stranded {
-        let job = jobs
-            .iter()
-            .find(|j| absolute(std::path::Path::new(&j.spec.target)) == run.script);
+        // A playbook job by its path; a function job by its name (`--job NAME`).
+        let job = jobs.iter().find(|j| match run.args.as_slice() {
+            [flag, name] if flag == crate::lua::daemon::FUNCTION_JOB => *name == j.spec.name,
+            _ => absolute(std::path::Path::new(&j.spec.target)) == run.script,
+        });
         match job {
             Some(job) if job.spec.resume => {
                 crate::errln!(

@@ -169,6 +169,25 @@ fn open_log(ctx: &RunContext) -> Result<std::fs::File, RunError> {
         .map_err(|e| RunError(format!("cannot open log {}: {e}", ctx.log.display())))
 }
 
+/// The args of a function job's run record: `--job NAME` (its script is the schedule file).
+pub const FUNCTION_JOB: &str = "--job";
+
+/// The function the schedule file registers as job `name`.
+pub fn function_job(lua: &Lua, file: &Path, name: &str) -> mlua::Result<mlua::Function> {
+    registered(lua)
+        .into_iter()
+        .find_map(|(s, t)| match t {
+            JobTarget::Function(f) if s.name == name => Some(f),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            mlua::Error::runtime(format!(
+                "{}: the schedule file no longer registers function job {name:?}",
+                file.display()
+            ))
+        })
+}
+
 /// The run as the job receives it: `{job, run, scheduled, catchup, manual, log}` (the function's argument,
 /// a playbook's global `RUN`).
 fn run_info(lua: &Lua, ctx: &RunContext) -> mlua::Result<mlua::Table> {
@@ -303,22 +322,30 @@ fn run_job(
                     What::Function { file, src } => {
                         lua.set_app_data(Printer::to(std::io::sink()));
                         eval_file(&lua, file, src).await?;
-                        let f = registered(&lua)
-                            .into_iter()
-                            .find_map(|(s, t)| match t {
-                                JobTarget::Function(f) if s.name == spec.job => Some(f),
-                                _ => None,
-                            })
-                            .ok_or_else(|| {
-                                mlua::Error::runtime(format!(
-                                    "{}: the schedule file no longer registers function job {:?}",
-                                    file.display(),
-                                    spec.job
-                                ))
-                            })?;
+                        let f = function_job(&lua, file, &spec.job)?;
                         lua.set_app_data(Printer::to(log));
                         set_timeout(&lua, spec.timeout);
-                        f.call_async::<()>(info).await
+                        // A durable run too: `baton resume RUN` evaluates the file and calls the job again.
+                        let started = crate::core::runs::NewRun {
+                            id: crate::core::runs::new_id(),
+                            script: std::path::absolute(file).unwrap_or_else(|_| file.clone()),
+                            script_hash: String::new(),
+                            args: vec![FUNCTION_JOB.into(), spec.job.clone()],
+                            fleet: spec.fleet.source.clone(),
+                            trigger: "schedule".into(),
+                        };
+                        crate::lua::journal::Journal::install(
+                            &lua,
+                            State::new(spec.state_dir.clone()),
+                            crate::lua::journal::Start::New(started),
+                        )
+                        .map_err(mlua::Error::runtime)?;
+                        let r = f.call_async::<()>(info).await;
+                        crate::lua::journal::finish(&lua, &r);
+                        match &r {
+                            Err(e) if crate::lua::journal::paused(e).is_some() => Ok(()),
+                            _ => r,
+                        }
                     }
                 }
             };

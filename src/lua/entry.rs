@@ -27,6 +27,43 @@ pub enum Ended<T> {
 /// `baton run FILE` (or `baton resume RUN`): the playbook at `path`, as a durable run when `start` says
 /// which (its journal in the state database; see `lua::journal`).
 pub fn run(ctx: Ctx, path: &Path, start: Option<Start>) -> std::io::Result<Ended<()>> {
+    durable(ctx, start, |lua| async move { run_file(&lua, path).await })
+}
+
+/// `baton resume RUN` of a scheduled function job's run: the schedule file evaluated again and the job's
+/// function called with its `RUN` table, as the daemon does; finished calls come from the journal.
+pub fn function_job(ctx: Ctx, file: &Path, job: &str, start: Start) -> std::io::Result<Ended<()>> {
+    let src = std::fs::read(file);
+    durable(ctx, Some(start), |lua| async move {
+        let src = src.map_err(|e| {
+            mlua::Error::runtime(format!(
+                "{}: cannot read the schedule file: {e}",
+                file.display()
+            ))
+        })?;
+        let printer = lua.app_data_ref::<super::Printer>().map(|p| p.clone());
+        lua.set_app_data(super::Printer::to(std::io::sink()));
+        super::daemon::eval_file(&lua, file, &src).await?;
+        let f = super::daemon::function_job(&lua, file, job)?;
+        if let Some(p) = printer {
+            lua.set_app_data(p);
+        }
+        let info = lua.create_table()?;
+        info.set("job", job)?;
+        info.set("run", super::journal::run_id(&lua))?;
+        info.set("catchup", false)?;
+        info.set("manual", true)?;
+        f.call_async::<()>(info).await
+    })
+}
+
+/// Drives `body` as a durable run (when `start` is given): its prints also go to the run's log, its
+/// boundary calls are journaled, and its end is recorded.
+fn durable<F, Fut>(ctx: Ctx, start: Option<Start>, body: F) -> std::io::Result<Ended<()>>
+where
+    F: FnOnce(Lua) -> Fut,
+    Fut: Future<Output = mlua::Result<()>>,
+{
     let state = ctx.state.clone();
     drive(ctx, |lua, _| async move {
         if let Some(start) = start {
@@ -42,7 +79,7 @@ pub fn run(ctx: Ctx, path: &Path, start: Option<Start>) -> std::io::Result<Ended
             lua.set_app_data(log);
             Journal::install(&lua, state, start).map_err(mlua::Error::runtime)?;
         }
-        let result = run_file(&lua, path).await;
+        let result = body(lua.clone()).await;
         if let Err(e) = &result
             && super::journal::paused(e).is_none()
             && exit_code(e).is_none()

@@ -1036,3 +1036,45 @@ print(h:call("note", {{ line = "two" }}).text)
     let shown = env.baton(&["runs", "show", &id]).ok().stdout.clone();
     assert!(shown.contains("mcp.call"), "{shown}");
 }
+
+/// A scheduled function job's run is durable too: killed mid-way, `baton resume` evaluates the schedule
+/// file again and calls the job, replaying the calls it finished.
+#[test]
+fn a_function_job_run_resumes() {
+    let env = Env::new("runs-function-job");
+    let calls = env.dir.join("calls.txt");
+    let held = env.dir.join("held");
+    let schedule = env.dir.write(
+        "schedule.lua",
+        format!(
+            r#"schedule.cron("tidy", "0 0 1 1 *", function(run)
+  baton.exec({{ "sh", "-c", "echo one " .. run.job .. " >> {c}" }})
+  if baton.env("HOLD") then
+    local f = assert(io.open({h:?}, "w")); f:close()
+    while true do baton.sleep(0.05) end
+  end
+  baton.exec({{ "sh", "-c", "echo two >> {c}" }})
+end)"#,
+            c = calls.display(),
+            h = held.display().to_string()
+        ),
+    );
+    let mut cmd = env.cmd();
+    cmd.args(["schedule", "run", "tidy", schedule.to_str().unwrap()])
+        .env("HOLD", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for("the job to hold", Duration::from_secs(60), || held.exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run =
+        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
+            .unwrap()[0]
+            .clone();
+    assert_eq!(run["args"], serde_json::json!(["--job", "tidy"]), "{run}");
+    assert_eq!(run["status"], "interrupted");
+    let out = env.baton(&["resume", run["id"].as_str().unwrap()]);
+    out.ok();
+    assert_eq!(lines(&calls), ["one tidy", "two"]);
+}
