@@ -340,7 +340,11 @@ fn run_job(
                             crate::lua::journal::Start::New(started),
                         )
                         .map_err(mlua::Error::runtime)?;
-                        let r = f.call_async::<()>(info).await;
+                        let r = async {
+                            let (thread, _task) = crate::lua::journal::root_thread(&lua, f)?;
+                            thread.into_async::<()>(info)?.await
+                        }
+                        .await;
                         crate::lua::journal::finish(&lua, &r);
                         match &r {
                             Err(e) if crate::lua::journal::paused(e).is_some() => Ok(()),

@@ -53,7 +53,8 @@ pub fn function_job(ctx: Ctx, file: &Path, job: &str, start: Start) -> std::io::
         info.set("run", super::journal::run_id(&lua))?;
         info.set("catchup", false)?;
         info.set("manual", true)?;
-        f.call_async::<()>(info).await
+        let (thread, _task) = super::journal::root_thread(&lua, f)?;
+        thread.into_async::<()>(info)?.await
     })
 }
 

@@ -52,6 +52,9 @@ pub struct Journal {
     replayed: Cell<u64>,
     /// The runs table, opened (and the run's row written) at the first step.
     store: std::cell::OnceCell<Runs>,
+    /// Tasks (by path) inside a journaled call right now: a boundary call that resolves to one of them
+    /// comes from a callback of that call (a task itself waits in it), and is part of it.
+    in_flight: RefCell<std::collections::HashSet<String>>,
 }
 
 /// How a run begins: afresh, or again under its id.
@@ -77,6 +80,7 @@ impl Journal {
                 counters: RefCell::default(),
                 replayed: Cell::new(0),
                 store: std::cell::OnceCell::new(),
+                in_flight: RefCell::default(),
             },
             Start::Resume { run, force } => {
                 let runs = Runs::open(&state).map_err(|e| e.to_string())?;
@@ -103,6 +107,7 @@ impl Journal {
                     counters: RefCell::default(),
                     replayed: Cell::new(0),
                     store: std::cell::OnceCell::from(runs),
+                    in_flight: RefCell::default(),
                 }
             }
         };
@@ -153,32 +158,34 @@ impl Journal {
         self.replayed.get()
     }
 
-    /// The path of the task running on the current Lua thread (`0`: the playbook itself).
-    fn path(&self, lua: &Lua) -> String {
+    /// The path of the task running on the current Lua thread (`0`: the playbook itself); `None` for a
+    /// thread that is no task of the run: a callback (`on_line`, a `route.ask` tool, `accept`) running
+    /// inside a call, whose own calls are part of that call (live when it runs, gone when it is replayed).
+    fn path(&self, lua: &Lua) -> Option<String> {
         let key = lua.current_thread().to_pointer() as usize;
-        self.paths
-            .borrow()
-            .get(&key)
-            .cloned()
-            .unwrap_or_else(|| "0".to_string())
+        self.paths.borrow().get(&key).cloned()
     }
 
-    /// The position of the next call in the current task.
-    fn next_pos(&self, lua: &Lua) -> String {
-        let path = self.path(lua);
+    /// The position of the next call in the current task (`None`: not a task, see [`Journal::path`], or a
+    /// task that is inside a journaled call, so this call comes from one of its callbacks).
+    fn next_pos(&self, lua: &Lua) -> Option<String> {
+        let path = self.path(lua)?;
+        if self.in_flight.borrow().contains(&path) {
+            return None;
+        }
         let mut counters = self.counters.borrow_mut();
         let c = counters.entry(path.clone()).or_default();
         c.0 += 1;
-        format!("{path}.{}", c.0)
+        Some(format!("{path}.{}", c.0))
     }
 
     /// A path for a task started now by the current one (in the order the parent starts them).
-    fn child_path(&self, lua: &Lua) -> String {
-        let path = self.path(lua);
+    fn child_path(&self, lua: &Lua) -> Option<String> {
+        let path = self.path(lua)?;
         let mut counters = self.counters.borrow_mut();
         let c = counters.entry(path.clone()).or_default();
         c.1 += 1;
-        format!("{path}/{}", c.1)
+        Some(format!("{path}/{}", c.1))
     }
 }
 
@@ -229,15 +236,39 @@ pub fn run_id(lua: &Lua) -> Option<String> {
 pub fn task_thread(lua: &Lua, f: Function) -> mlua::Result<(mlua::Thread, TaskGuard)> {
     let thread = lua.create_thread(f)?;
     let guard = match journal(lua) {
-        Some(j) => {
-            let key = thread.to_pointer() as usize;
-            let path = j.child_path(lua);
-            j.paths.borrow_mut().insert(key, path);
-            TaskGuard(Some((j, key)))
-        }
+        Some(j) => match j.child_path(lua) {
+            Some(path) => registered(j, &thread, path),
+            // Started by a callback inside a call: part of that call too.
+            None => TaskGuard(None),
+        },
         None => TaskGuard(None),
     };
     Ok((thread, guard))
+}
+
+/// The thread of the run's own code (the playbook's chunk, a scheduled job's function): task `0`.
+pub fn root_thread(lua: &Lua, f: Function) -> mlua::Result<(mlua::Thread, TaskGuard)> {
+    let thread = lua.create_thread(f)?;
+    let guard = match journal(lua) {
+        Some(j) => registered(j, &thread, "0".into()),
+        None => TaskGuard(None),
+    };
+    Ok((thread, guard))
+}
+
+fn registered(j: Rc<Journal>, thread: &mlua::Thread, path: String) -> TaskGuard {
+    let key = thread.to_pointer() as usize;
+    j.paths.borrow_mut().insert(key, path);
+    TaskGuard(Some((j, key)))
+}
+
+/// Marks a task's journaled call as over (also when it is cancelled).
+struct InFlight(Rc<Journal>, String);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.borrow_mut().remove(&self.1);
+    }
 }
 
 /// Forgets a task's path when the task is over (threads are reused).
@@ -271,12 +302,12 @@ fn journaled(lua: &Lua, kind: String, inner: Function) -> mlua::Result<Function>
     lua.create_async_function(move |lua, args: MultiValue| {
         let (kind, inner) = (kind.clone(), inner.clone());
         async move {
-            let Some(j) = journal(&lua) else {
+            let Some(j) = journal(&lua).filter(|j| j.path(&lua).is_some()) else {
                 return inner.call_async::<MultiValue>(args).await;
             };
             let call = fingerprint(&lua, &kind, &args);
             let label = label_of(&kind, &args);
-            step(&lua, &j, &kind, label, call, || {
+            step(&lua, &j, &kind, label, call, |_| {
                 inner.call_async::<MultiValue>(args)
             })
             .await
@@ -296,12 +327,12 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = mlua::Result<MultiValue>>,
 {
-    let Some(j) = journal(lua) else {
+    let Some(j) = journal(lua).filter(|j| j.path(lua).is_some()) else {
         return live().await;
     };
     let call = fingerprint(lua, kind, args);
     let label = label_of(kind, args);
-    step(lua, &j, kind, label, call, live).await
+    step(lua, &j, kind, label, call, |_| live()).await
 }
 
 /// One journaled unit: replayed from the journal when it finished before, else run and recorded.
@@ -314,10 +345,19 @@ async fn step<F, Fut>(
     live: F,
 ) -> mlua::Result<MultiValue>
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce(Option<String>) -> Fut,
     Fut: std::future::Future<Output = mlua::Result<MultiValue>>,
 {
-    let pos = j.next_pos(lua);
+    let Some(pos) = j.next_pos(lua) else {
+        return live(None).await;
+    };
+    // While this call runs, calls that resolve to its task are its callbacks' (see `in_flight`).
+    let path = pos
+        .rsplit_once('.')
+        .map_or(pos.as_str(), |(p, _)| p)
+        .to_string();
+    j.in_flight.borrow_mut().insert(path.clone());
+    let _flight = InFlight(j.clone(), path);
     if let Some((steps, force)) = &j.replay
         && !steps.contains_key(&pos)
         && !*force
@@ -354,7 +394,7 @@ where
     let store = j.runs()?;
     let started = runs::now();
     let clock = std::time::Instant::now();
-    let values = match live().await {
+    let values = match live(Some(pos.clone())).await {
         Ok(values) => values,
         Err(e) => {
             // Kept as a failed step (so the positions after it stay checkable), never replayed. A pause is
@@ -479,16 +519,33 @@ pub async fn baton_step(
     let call = fingerprint(&lua, &format!("step:{name}"), &args);
     let lua2 = lua.clone();
     let name2 = name.clone();
-    let values = step(&lua, &j, "baton.step", name.clone(), call, || async move {
-        let (thread, _guard) = task_thread(&lua2, f)?;
-        let values = thread.into_async::<MultiValue>(args)?.await?;
-        if let Err(why) = results_json(&lua2, &values) {
-            return Err(mlua::Error::runtime(format!(
-                "{F}({name2}): its result cannot be journaled: {why}"
-            )));
-        }
-        Ok(values)
-    })
+    let j2 = j.clone();
+    let values = step(
+        &lua,
+        &j,
+        "baton.step",
+        name.clone(),
+        call,
+        |pos| async move {
+            // The body's calls are journaled under the step's own position (`0.3` → `0.3.1`), so a replayed
+            // step shifts nothing after it.
+            let (thread, _guard) = match pos {
+                Some(pos) => {
+                    let thread = lua2.create_thread(f)?;
+                    let guard = registered(j2, &thread, pos);
+                    (thread, guard)
+                }
+                None => task_thread(&lua2, f)?,
+            };
+            let values = thread.into_async::<MultiValue>(args)?.await?;
+            if let Err(why) = results_json(&lua2, &values) {
+                return Err(mlua::Error::runtime(format!(
+                    "{F}({name2}): its result cannot be journaled: {why}"
+                )));
+            }
+            Ok(values)
+        },
+    )
     .await?;
     Ok(values)
 }
@@ -550,7 +607,11 @@ pub async fn baton_approve(lua: Lua, (message, _opts): (Value, Value)) -> mlua::
         )));
     };
     let call = serde_json::json!(["baton.approve", [message]]).to_string();
-    let pos = j.next_pos(&lua);
+    let Some(pos) = j.next_pos(&lua) else {
+        return Err(mlua::Error::runtime(format!(
+            "{F}: call it from the playbook's own code or a task, not from a callback inside a call"
+        )));
+    };
     if let Some((steps, _)) = &j.replay
         && let Some(done) = steps.get(&pos)
         && done.call == call

@@ -531,10 +531,13 @@ pub async fn run_file(lua: &Lua, path: &Path) -> mlua::Result<()> {
     let src = std::fs::read(path)
         .map_err(|e| mlua::Error::runtime(format!("cannot read {}: {e}", path.display())))?;
     require_beside(lua, path)?;
-    lua.load(src)
+    let chunk = lua
+        .load(src)
         .set_name(format!("@{}", path.display()))
-        .exec_async()
-        .await
+        .into_function()?;
+    // The playbook's own calls are task `0` of its run's journal.
+    let (thread, _task) = journal::root_thread(lua, chunk)?;
+    thread.into_async::<()>(())?.await
 }
 
 /// An error as a user should read it: `file:line: message`, then the Lua traceback when there is one.

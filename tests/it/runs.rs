@@ -1078,3 +1078,87 @@ end)"#,
     out.ok();
     assert_eq!(lines(&calls), ["one tidy", "two"]);
 }
+
+/// Calls made by a callback inside a call (here a `route.ask` tool running `baton.exec`) belong to that
+/// call: live while it runs, gone when it is replayed, so they shift no position after it; a replayed step
+/// shifts nothing either (its body's calls sit under the step). The resume replays the ask, the step and the
+/// spawned task's call, and makes none of them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_inside_a_call_and_steps_shift_nothing_on_resume() {
+    let stub = Stub::start(|req, _| {
+        // A tool call first, the answer once the tool's result came back.
+        let answered = req.json()["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"));
+        let lines = if answered {
+            server::ollama_chat("qwen", &["done"], 5, 2)
+        } else {
+            server::ollama_tool_calls(
+                "qwen",
+                serde_json::json!([{"function": {"name": "note", "arguments": {}}}]),
+            )
+        };
+        Reply::ndjson(lines, 32)
+    })
+    .await;
+    let env = Env::new("runs-nested").with_fleet(&format!(
+        r#"return {{
+  hosts = {{ engine = {{ ssh = false, ollama = "{}" }} }},
+  tiers = {{ {{ name = "local", provider = "ollama", host = "engine", models = {{ code = "qwen", reason = "qwen" }} }} }},
+}}"#,
+        stub.url
+    ));
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let calls = work.join("calls.txt");
+    std::fs::write(
+        work.join("n.lua"),
+        format!(
+            r#"local C = {c:?}
+local function log(word) baton.exec({{ "sh", "-c", "echo " .. word .. " >> " .. C }}) end
+local r = route.ask("lint", "use the tool", {{ tools = {{ note = {{ description = "Notes.",
+  parameters = {{ type = "object", properties = {{}} }},
+  run = function() log("tool") return "noted" end }} }} }})
+baton.step("inner", function() log("step") end)
+baton.spawn(function() log("spawned") end):wait()
+log("main")
+if baton.env("HOLD") then
+  local f = assert(io.open("held", "w")); f:close()
+  while true do baton.sleep(0.05) end
+end
+log("last")
+print(r.text)
+"#,
+            c = calls.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["run", "n.lua"])
+        .current_dir(&work)
+        .env("HOLD", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for("the run to hold", Duration::from_secs(60), || {
+        work.join("held").exists()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
+        .unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut cmd = env.cmd();
+    cmd.args(["resume", &id]).current_dir(&work);
+    let out = tokio::task::spawn_blocking(move || {
+        crate::common::output_within(cmd, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    out.ok();
+    assert_eq!(out.stdout, "done\n");
+    assert_eq!(lines(&calls), ["tool", "step", "spawned", "main", "last"]);
+    assert_eq!(stub.count(), 2, "the ask was not sent again");
+}
