@@ -34,6 +34,9 @@ pub const MAX_LINE: usize = 8 << 20;
 /// The run is refused when less than this (USD) is left of the month's budget, unless `min_usd` says otherwise.
 pub const DEFAULT_MIN_USD: f64 = 0.05;
 
+/// The ledger row's model when the run names none (Claude Code's own default).
+pub const DEFAULT_MODEL: &str = "default";
+
 /// How to install the CLI, said when it is missing.
 pub const INSTALL_HINT: &str = "npm install -g @anthropic-ai/claude-code";
 
@@ -76,7 +79,7 @@ pub enum ClaudeError {
         why: String,
         shown: String,
     },
-    #[error("{0}")]
+    #[error("on_event: {0}")]
     Hook(String),
     #[error("{what} without a result line{detail}")]
     NoResult { what: String, detail: String },
@@ -480,7 +483,9 @@ pub async fn booked(
         script: b.script.clone(),
         provider: PROVIDER.into(),
         host: Some(b.host.clone()),
-        model: opts.model.clone().unwrap_or_default(),
+        // The ledger settles figures, not names: the row keeps the model asked for (the init line's comes
+        // too late for it); the result's `model` is the init line's.
+        model: opts.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into()),
         ..Row::default()
     };
     let ledger = |e: crate::core::state::StateError| ClaudeError::Ledger(e.to_string());
@@ -532,9 +537,6 @@ pub async fn booked(
     };
     match out {
         Ok((f, model)) => {
-            if let Some(m) = model.clone().or(opts.model.clone()) {
-                row.model = m;
-            }
             row.tokens_in = f.usage.tokens_in();
             row.tokens_out = f.usage.output_tokens;
             row.cost = f.cost;
