@@ -13,16 +13,20 @@
 //!   cap (`--max-budget-usd`) is what is left of the month or `max_usd`, whichever is lower, and the run is
 //!   refused when less than `min_usd` is left. The row is settled with Claude Code's own
 //!   `total_cost_usd`; a run without a result line is booked at its cap (and its error says so).
-use std::time::Instant;
+//! - Detached ([`detach`], [`finish`]): the same run as a tmux-backed job from [`jobs`]; its row stays open
+//!   until the result is read from the job's log.
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::core::llm::budget::{Budget, BudgetError};
-use crate::core::llm::ledger::{Outcome, Row};
+use crate::core::llm::ledger::{Open, Outcome, Row};
 use crate::core::llm::{HookError, LocalFuture};
 use crate::core::process::{Cmd, ProcessError, Spec, Stream};
-use crate::core::remote::{Remote, RemoteError};
+use crate::core::remote::jobs::{self, Job, JobOpts};
+use crate::core::remote::{Remote, RemoteError, quote, shell_text};
+use crate::core::state::State;
 use crate::core::text::money;
 
 /// The provider name in the ledger.
@@ -375,36 +379,34 @@ impl From<ClaudeError> for Failure {
     }
 }
 
-/// Runs Claude Code on `host` with `prompt` on stdin (not booked; see [`booked`]). `spec` gives the
-/// working folder, extra environment and timeout. Returns the result line, the model from the init line.
-pub async fn run(
-    remote: &Remote,
-    host: &str,
-    prompt: &str,
-    opts: &Options,
-    spec: &Spec,
+/// What the stream said so far: lines read, the init line's model, the result line.
+#[derive(Default)]
+struct Decoded {
+    n: usize,
+    model: Option<String>,
+    result: Option<Finished>,
+}
+
+/// Runs `work` (given a line sink) and decodes each stdout line it sends as it arrives, handing the events
+/// to `on_event`. A bad line or a failing hook stops the work (dropping it stops the process).
+async fn streamed<T, F, Fut>(
+    work: F,
     mut on_event: Option<OnEvent<'_>>,
-) -> Result<(Finished, Option<String>), ClaudeError> {
-    let cmd = Cmd::Argv(argv(opts)?);
-    let spec = Spec {
-        stdin: Some(prompt.as_bytes().to_vec()),
-        ..spec.clone()
-    };
+) -> Result<(T, Decoded), ClaudeError>
+where
+    F: FnOnce(crate::core::process::LineSink) -> Fut,
+    Fut: Future<Output = T>,
+{
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Stream, String)>(1024);
-    let work = remote.run(host, &cmd, &spec, Some(tx));
+    let work = work(tx);
     tokio::pin!(work);
-    let mut n = 0usize;
-    let mut model = None;
-    let mut result = None;
-    let mut take = async |line: String,
-                          model: &mut Option<String>,
-                          result: &mut Option<Finished>|
-           -> Result<(), ClaudeError> {
-        n += 1;
-        for ev in decode(n, &line)? {
+    let mut d = Decoded::default();
+    let mut take = async |line: String, d: &mut Decoded| -> Result<(), ClaudeError> {
+        d.n += 1;
+        for ev in decode(d.n, &line)? {
             match &ev {
-                Event::Init { model: m, .. } => *model = m.clone(),
-                Event::Result(f) => *result = Some((**f).clone()),
+                Event::Init { model: m, .. } => d.model = m.clone(),
+                Event::Result(f) => d.result = Some((**f).clone()),
                 _ => {}
             }
             if let Some(f) = on_event.as_mut() {
@@ -418,7 +420,7 @@ pub async fn run(
             biased;
             Some((stream, line)) = rx.recv() => {
                 if stream == Stream::Stdout {
-                    take(line, &mut model, &mut result).await?;
+                    take(line, &mut d).await?;
                 }
             }
             out = &mut work => break out,
@@ -426,9 +428,28 @@ pub async fn run(
     };
     while let Ok((stream, line)) = rx.try_recv() {
         if stream == Stream::Stdout {
-            take(line, &mut model, &mut result).await?;
+            take(line, &mut d).await?;
         }
     }
+    Ok((out, d))
+}
+
+/// Runs Claude Code on `host` with `prompt` on stdin (not booked; see [`booked`]). `spec` gives the
+/// working folder, extra environment and timeout. Returns the result line, the model from the init line.
+pub async fn run(
+    remote: &Remote,
+    host: &str,
+    prompt: &str,
+    opts: &Options,
+    spec: &Spec,
+    on_event: Option<OnEvent<'_>>,
+) -> Result<(Finished, Option<String>), ClaudeError> {
+    let cmd = Cmd::Argv(argv(opts)?);
+    let spec = Spec {
+        stdin: Some(prompt.as_bytes().to_vec()),
+        ..spec.clone()
+    };
+    let (out, d) = streamed(|tx| remote.run(host, &cmd, &spec, Some(tx)), on_event).await?;
     let out = match out {
         Ok(out) => out,
         Err(RemoteError::Process(ProcessError::Spawn { cause, .. }))
@@ -438,8 +459,8 @@ pub async fn run(
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(f) = result {
-        return Ok((f, model));
+    if let Some(f) = d.result {
+        return Ok((f, d.model));
     }
     if out.code == Some(127) {
         return Err(ClaudeError::Missing);
@@ -464,18 +485,30 @@ pub struct Booking {
     pub min_usd: f64,
 }
 
-/// [`run`], booked: a ledger row written before start (refused when the budget has less than `min_usd`
-/// left), `--max-budget-usd` set to the cap, the row settled with the reported cost (or the cap when
-/// there is no result line).
-pub async fn booked(
-    budget: &Budget,
-    remote: &Remote,
-    b: &Booking,
-    prompt: &str,
-    opts: &Options,
-    spec: &Spec,
-    on_event: Option<OnEvent<'_>>,
-) -> Result<Run, Failure> {
+/// A run's ledger row, written: the reservation, the row to settle, the cap passed to the CLI.
+#[derive(Debug, Clone)]
+pub struct Reserved {
+    open: Open,
+    row: Row,
+    cap: Option<f64>,
+    host: String,
+    started: Instant,
+}
+
+impl Reserved {
+    /// The cap passed as `--max-budget-usd` (none: no cap).
+    pub fn cap(&self) -> Option<f64> {
+        self.cap
+    }
+}
+
+fn ledger_error(e: crate::core::state::StateError) -> ClaudeError {
+    ClaudeError::Ledger(e.to_string())
+}
+
+/// Writes the row of a run about to start: refused (a `budget` row) when the fleet budget has less than
+/// `min_usd` left; else its cap is the lower of what is left and `max_usd`, reserved.
+pub async fn reserve(budget: &Budget, b: &Booking, opts: &Options) -> Result<Reserved, Failure> {
     if let Some(m) = b.max_usd.filter(|m| !m.is_finite() || *m < 0.0) {
         return Err(ClaudeError::Invalid(format!("max_usd must be a number ≥ 0, got {m}")).into());
     }
@@ -488,10 +521,9 @@ pub async fn booked(
         model: opts.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into()),
         ..Row::default()
     };
-    let ledger = |e: crate::core::state::StateError| ClaudeError::Ledger(e.to_string());
     let cap = match budget.limit() {
         Some(limit) => {
-            let t = budget.ledger().month().await.map_err(ledger)?;
+            let t = budget.ledger().month().await.map_err(ledger_error)?;
             let spent = budget
                 .provider_spent()
                 .await
@@ -509,7 +541,7 @@ pub async fn booked(
                     err: Some(why.clone()),
                     ..row
                 };
-                budget.skip(refused).await.map_err(ledger)?;
+                budget.skip(refused).await.map_err(ledger_error)?;
                 return Err(ClaudeError::OverBudget(why).into());
             }
             Some(b.max_usd.map_or(left, |m| m.min(left)))
@@ -522,14 +554,30 @@ pub async fn booked(
     {
         Ok(open) => open,
         Err(BudgetError::Refused(r)) => return Err(ClaudeError::OverBudget(r.to_string()).into()),
-        Err(BudgetError::State(e)) => return Err(ledger(e).into()),
+        Err(BudgetError::State(e)) => return Err(ledger_error(e).into()),
     };
-    let opts = Options {
-        max_budget_usd: cap,
-        ..opts.clone()
-    };
-    let started = Instant::now();
-    let out = run(remote, &b.host, prompt, &opts, spec, on_event).await;
+    Ok(Reserved {
+        open,
+        row,
+        cap,
+        host: b.host.clone(),
+        started: Instant::now(),
+    })
+}
+
+/// Settles a reserved run with how it ended: the reported cost, or its cap when there was no result line.
+pub async fn settle(
+    budget: &Budget,
+    r: Reserved,
+    out: Result<(Finished, Option<String>), ClaudeError>,
+) -> Result<Run, Failure> {
+    let Reserved {
+        open,
+        row,
+        cap,
+        host,
+        started,
+    } = r;
     let mut row = Row {
         duration: started.elapsed().as_secs_f64(),
         sent: true,
@@ -552,14 +600,14 @@ pub async fn booked(
             });
             row.err = err.as_ref().map(|e| e.to_string());
             Budget::check_cost(&mut row, open.reserved);
-            let closed = budget.close(&open, row).await.map_err(ledger)?;
+            let closed = budget.close(&open, row).await.map_err(ledger_error)?;
             let run = Run {
                 result: Finished {
                     cost: closed.cost,
                     ..f
                 },
                 model,
-                host: b.host.clone(),
+                host,
                 max_usd: cap,
             };
             match err {
@@ -603,10 +651,176 @@ pub async fn booked(
             if row.err.is_none() {
                 row.err = Some(e.to_string());
             }
-            budget.close(&open, row).await.map_err(ledger)?;
+            budget.close(&open, row).await.map_err(ledger_error)?;
             Err(e.into())
         }
     }
+}
+
+/// [`run`], booked: a ledger row written before start (refused when the budget has less than `min_usd`
+/// left), `--max-budget-usd` set to the cap, the row settled with the reported cost (or the cap when
+/// there is no result line).
+pub async fn booked(
+    budget: &Budget,
+    remote: &Remote,
+    b: &Booking,
+    prompt: &str,
+    opts: &Options,
+    spec: &Spec,
+    on_event: Option<OnEvent<'_>>,
+) -> Result<Run, Failure> {
+    let r = reserve(budget, b, opts).await?;
+    let opts = Options {
+        max_budget_usd: r.cap,
+        ..opts.clone()
+    };
+    let out = run(remote, &b.host, prompt, &opts, spec, on_event).await;
+    settle(budget, r, out).await
+}
+
+/// A run started as a detached job (a tmux session on the host): its ledger row stays open until
+/// [`finish`] reads its result.
+#[derive(Debug, Clone)]
+pub struct Detached {
+    pub job: Job,
+    /// Where the CLI's stderr goes on the host.
+    pub stderr: String,
+    reserved: Option<Reserved>,
+}
+
+/// Starts a booked run as a detached `tmux` job on the host: the prompt is written to a private file
+/// there first (the job reads it as stdin and removes it), stdout is the job's log, stderr a file beside
+/// the prompt. The ledger row is written first and stays open until [`finish`].
+pub async fn detach(
+    budget: &Budget,
+    remote: &Remote,
+    state: &State,
+    b: &Booking,
+    prompt: &str,
+    opts: &Options,
+    spec: &Spec,
+) -> Result<Detached, Failure> {
+    let r = reserve(budget, b, opts).await?;
+    let opts = Options {
+        max_budget_usd: r.cap,
+        ..opts.clone()
+    };
+    let started = async {
+        let argv = shell_text(&Cmd::Argv(argv(&opts)?))?;
+        // The prompt to a private file on the host, read back as the job's stdin.
+        let write = Cmd::Argv(
+            [
+                "sh",
+                "-c",
+                "umask 077 && d=\"$HOME/.baton/claude\" && mkdir -p \"$d\" && p=$(mktemp \"$d/prompt.XXXXXX\") \
+                 && cat > \"$p\" && printf '%s' \"$p\"",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        let put = Spec {
+            stdin: Some(prompt.as_bytes().to_vec()),
+            timeout: Some(Duration::from_secs(30)),
+            ..Spec::default()
+        };
+        let out = remote.run(&b.host, &write, &put, None).await?;
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.ok() || path.is_empty() {
+            return Err(ClaudeError::Remote(RemoteError::Job(format!(
+                "cannot write the prompt on the host: {}",
+                out.failure_summary()
+            ))));
+        }
+        let (p, e) = (quote(&path)?.into_owned(), quote(&format!("{path}.err"))?.into_owned());
+        let cmd = Cmd::Shell(format!("{{ rm -f {p}; {argv}; }} < {p} 2> {e}"));
+        let job = jobs::spawn_with(
+            remote,
+            state,
+            &b.host,
+            &cmd,
+            &Spec {
+                stdin: None,
+                timeout: None,
+                ..spec.clone()
+            },
+            JobOpts {
+                notify: false,
+                tmux: true,
+                title: Some("claude.run".into()),
+            },
+        )
+        .await?;
+        Ok((job, format!("{path}.err")))
+    }
+    .await;
+    match started {
+        Ok((job, stderr)) => Ok(Detached {
+            job,
+            stderr,
+            reserved: Some(r),
+        }),
+        Err(e) => match settle(budget, r, Err(e)).await {
+            Err(f) => Err(f),
+            // `settle` of an error is an error; kept total all the same.
+            Ok(run) => Err(Failure {
+                partial: Some(run),
+                err: ClaudeError::Invalid("the job did not start".into()),
+            }),
+        },
+    }
+}
+
+/// Waits for a detached run (polling every `poll`, at most `timeout`), decoding its log as it grows, and
+/// settles its ledger row. A wait that times out leaves the job running and the row open (wait again).
+pub async fn finish(
+    budget: &Budget,
+    remote: &Remote,
+    state: &State,
+    d: &mut Detached,
+    poll: Duration,
+    timeout: Option<Duration>,
+    on_event: Option<OnEvent<'_>>,
+) -> Result<Run, Failure> {
+    let Some(r) = d.reserved.clone() else {
+        return Err(ClaudeError::Invalid(format!(
+            "job {} was waited for already: its result was returned then",
+            d.job.id
+        ))
+        .into());
+    };
+    let job = &mut d.job;
+    let waited = streamed(
+        |tx| jobs::wait(remote, state, job, poll, timeout, Some(tx)),
+        on_event,
+    )
+    .await;
+    let out = match waited {
+        // Still running: the row stays open.
+        Ok((Err(e @ RemoteError::Job(_)), _)) => return Err(ClaudeError::Remote(e).into()),
+        Ok((Err(e), _)) => Err(e.into()),
+        Ok((Ok(status), d2)) => match d2.result {
+            Some(f) => Ok((f, d2.model)),
+            None if status.code == Some(127) => Err(ClaudeError::Missing),
+            None => Err(ClaudeError::NoResult {
+                what: match status.code {
+                    Some(0) => "Claude Code exited".to_string(),
+                    Some(c) => format!(
+                        "Claude Code failed (exit {c}; its stderr is in {})",
+                        d.stderr
+                    ),
+                    None => format!("the job ended ({})", status.state.name()),
+                },
+                detail: String::new(),
+            }),
+        },
+        Err(e) => {
+            // A bad line: the job is stopped.
+            let _ = jobs::kill(remote, state, &mut d.job).await;
+            Err(e)
+        }
+    };
+    d.reserved = None;
+    settle(budget, r, out).await
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ claude = {}
 ---@field max_usd number? the most this run may spend (USD); passed as `--max-budget-usd` (with a fleet budget: the lower of this and what is left of the month) (default: no cap without a fleet budget)
 ---@field min_usd number? refuse to start when the fleet budget has less than this left (default: 0.05)
 ---@field on_event fun(ev: claude.Event)? called with each decoded event as it arrives, in order; may yield; an error stops the run
+---@field detach boolean? start it as a detached job in a tmux session on the host (`baton jobs`, `baton jobs attach`) and return a `claude.Job` at once; its `wait` gives the result (default: false). Needs tmux on the host; takes no `timeout` (give it to `wait`)
 
 ---One decoded piece of the stream. `type` says which fields it has:
 ---"init" {session_id, model, cwd, tools}; "text" {text}; "thinking" {text}; "tool_use" {id, name, input};
@@ -71,6 +72,27 @@ claude = {}
 ---@field ok boolean? only with `check = false`
 ---@field err string? only with `check = false`, on failure
 
+---A detached run (`detach = true`). The prompt is written to a private file on the host
+---(`~/.baton/claude/prompt.*`, mode 600), which the job reads as its stdin and removes; the job's log is Claude
+---Code's stdout, its stderr goes to the `stderr` file. The ledger row stays open (its cap reserved) until
+---`wait` reads the result; a baton process that ends before that leaves it `interrupted` at its cap.
+---In a durable run the job handle is not journaled: `baton resume` past a detached `claude.run` stops with
+---"cannot be replayed" (run it without `detach` there, or wrap start and wait in one `baton.step`).
+---@class claude.Job
+---@field id string the job id (`baton jobs`)
+---@field host string
+---@field tmux string the tmux session on the host (`baton jobs attach ID`)
+---@field stderr string the file on the host Claude Code's stderr goes to
+local Job = {}
+
+---Waits for the run to end (polling the job's log every `poll`, default 2s; at most `timeout`, after which
+---it raises and the job runs on, so `wait` can be called again), streams its events to `on_event` (or the
+---one given to `claude.run`) and returns the result as `claude.run` does (raising on failure unless the run
+---had `check = false`). The result is returned once; a second `wait` raises.
+---@param opts {poll: baton.Duration?, timeout: baton.Duration?, on_event: fun(ev: claude.Event)?}?
+---@return claude.Result
+function Job:wait(opts) end
+
 ---Runs Claude Code headless with `prompt` and waits for its result.
 ---
 ---```lua
@@ -84,5 +106,5 @@ claude = {}
 ---```
 ---@param prompt string
 ---@param opts claude.Options?
----@return claude.Result
+---@return claude.Result|claude.Job
 function claude.run(prompt, opts) end

@@ -505,3 +505,86 @@ fn a_killed_run_is_booked_interrupted_at_its_cap() {
         [["claude-code", "interrupted", "1.5", "reserved"]]
     );
 }
+
+/// `detach = true` on a fleet host: a tmux-backed job (the prompt written to a private file there, read
+/// as stdin and removed), whose `wait` streams the events and gives the result; a detached run without a
+/// result line is booked at its cap, naming the file its stderr went to.
+#[test]
+fn a_detached_run_is_a_tmux_job_whose_wait_gives_the_result() {
+    require("tmux");
+    let mut ssh = SshFleet::prepare(1);
+    let bin = install_double(&ssh.hosts[0].dir);
+    let config = ssh.hosts[0].config();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "SetEnv HOME=",
+        &format!(
+            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
+            bin.display()
+        ),
+    );
+    std::fs::write(config, text).unwrap();
+    ssh.start_host(0);
+    let env = Env::new("claude-detach").with_fleet(&ssh.fleet_lua());
+    let work = ssh.hosts[0].home.join("w d");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = run(
+        &env,
+        r#"local j = claude.run("-x [success] detached", { host = "h0", detach = true, max_usd = 1, cwd = "~/w d" })
+print(j.host, j.tmux == "baton-" .. j.id)
+local evs = {}
+local r = j:wait({ poll = "100ms", on_event = function(ev) evs[#evs + 1] = ev.type end })
+print(r.text, r.session_id, r.cost, r.max_usd)
+print(table.concat(evs, ","))
+local ok, err = pcall(j.wait, j)
+print(ok, tostring(err):find("was waited for already", 1, true) ~= nil)
+local j2 = claude.run("[noresult]", { host = "h0", detach = true, max_usd = 1, check = false })
+local r2 = j2:wait({ poll = "100ms" })
+print(r2.ok, r2.err)
+print(j2.stderr)"#,
+    );
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        lines[..4],
+        [
+            "h0\ttrue",
+            "All done.\tsess-1\t0.25\t1",
+            "init,text,tool_use,tool_result,text,result",
+            "false\ttrue"
+        ]
+    );
+    assert!(
+        lines[4].starts_with("false\tclaude.run(h0, job ")
+            && lines[4].contains("Claude Code failed (exit 3; its stderr is in ")
+            && lines[4].ends_with("without a result line; booked at its cap $1.00"),
+        "{}",
+        lines[4]
+    );
+    assert_eq!(std::fs::read_to_string(lines[5]).unwrap(), "boom\n");
+    let c = calls(&ssh.hosts[0].dir);
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0]["stdin"], "-x [success] detached");
+    assert_eq!(c[0]["cwd"], work.display().to_string());
+    assert_eq!(
+        c[0]["argv"].as_array().unwrap().last().unwrap(),
+        "--max-budget-usd=1.00"
+    );
+    // The prompt files are gone (read as stdin, then removed); the stderr files stay.
+    let left: Vec<String> = std::fs::read_dir(ssh.hosts[0].home.join(".baton/claude"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.ends_with(".err"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(
+        rows(
+            &env,
+            "SELECT host, outcome, cost, cost_source FROM llm_ledger ORDER BY id"
+        ),
+        [
+            ["h0", "ok", "0.25", "provider"],
+            ["h0", "error", "1", "reserved"]
+        ]
+    );
+}
