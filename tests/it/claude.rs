@@ -26,6 +26,9 @@ out({"type": "system", "subtype": "init", "session_id": "sess-1", "model": "clau
      "cwd": os.getcwd(), "tools": ["Bash", "Read"]})
 if v == "hang":
     time.sleep(600)
+if v == "write":
+    with open("result.txt", "w") as f:
+        f.write("from claude\n")
 out({"type": "assistant", "message": {"content": [{"type": "text", "text": "Looking."},
      {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "ls"}}]}})
 out({"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_id": "t1",
@@ -586,5 +589,75 @@ print(j2.stderr)"#,
             ["h0", "ok", "0.25", "provider"],
             ["h0", "error", "1", "reserved"]
         ]
+    );
+}
+
+/// `scripts/gpu_claude.lua` on a GPU host (role "gpu") over ssh: the tree pushed, Claude Code run in the
+/// pushed folder with the GPU's tools allowed and the cap given, what it wrote pulled back here.
+#[test]
+fn the_gpu_claude_playbook_pushes_runs_and_pulls_back() {
+    require("rsync");
+    let mut ssh = SshFleet::prepare(1);
+    let bin = install_double(&ssh.hosts[0].dir);
+    let config = ssh.hosts[0].config();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "SetEnv HOME=",
+        &format!(
+            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
+            bin.display()
+        ),
+    );
+    std::fs::write(config, text).unwrap();
+    ssh.start_host(0);
+    let env = Env::new("claude-gpu").with_fleet(&format!(
+        "return {{ ssh_config = {:?}, hosts = {{ h0 = {{ ssh = \"h0\", role = \"gpu\" }} }} }}",
+        ssh.ssh_config.display()
+    ));
+    let proj = env.dir.join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(proj.join("train.py"), "print('train')\n").unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu_claude.lua");
+    // Absolute: the test host's login folder is the real user's, its $HOME the host's own.
+    let remote = ssh.hosts[0].home.join("baton-work/proj");
+    let out = env.baton(&[
+        "run",
+        script.to_str().unwrap(),
+        "--dir",
+        proj.to_str().unwrap(),
+        "--remote-dir",
+        remote.to_str().unwrap(),
+        "--max-usd",
+        "1",
+        "--",
+        "[write]",
+        "speed it up",
+    ]);
+    out.ok();
+    assert!(
+        out.stdout.contains("pushed ")
+            && out.stdout.contains("Looking.\n[Bash] ls\nAll done.\n")
+            && out
+                .stdout
+                .contains("Claude Code finished on h0: $0.25, 2 turns (session sess-1)"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(proj.join("result.txt")).unwrap(),
+        "from claude\n"
+    );
+    let c = calls(&ssh.hosts[0].dir);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0]["stdin"], "[write] speed it up");
+    assert_eq!(c[0]["cwd"], remote.display().to_string());
+    let argv: Vec<String> = serde_json::from_value(c[0]["argv"].clone()).unwrap();
+    assert!(
+        argv.contains(&"--allowedTools=Bash(nvidia-smi:*)".to_string()),
+        "{argv:?}"
+    );
+    assert!(
+        argv.contains(&"--max-budget-usd=1.00".to_string()),
+        "{argv:?}"
     );
 }
