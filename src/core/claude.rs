@@ -87,6 +87,12 @@ pub enum ClaudeError {
     Hook(String),
     #[error("{what} without a result line{detail}")]
     NoResult { what: String, detail: String },
+    /// A run stopped before its result line (a bad line, a hook's error, ssh): booked at its cap.
+    #[error("{cause}{booked}")]
+    Booked {
+        cause: Box<ClaudeError>,
+        booked: String,
+    },
     #[error("{}", failed(subtype, text))]
     Failed { subtype: String, text: String },
 }
@@ -618,39 +624,38 @@ pub async fn settle(
                 None => Ok(run),
             }
         }
-        Err(mut e) => {
+        Err(e) => {
             row.outcome = Outcome::Error;
-            match &mut e {
+            let nothing_ran = match &e {
+                ClaudeError::Missing | ClaudeError::Invalid(_) => true,
+                ClaudeError::Remote(re) => re.is_permanent(),
+                _ => false,
+            };
+            let e = if nothing_ran {
                 // Nothing ran: nothing spent.
-                ClaudeError::Missing | ClaudeError::Invalid(_) => {
-                    row.sent = false;
-                    row.cost_source = "unknown".into();
+                row.sent = false;
+                row.cost_source = "unknown".into();
+                e
+            } else {
+                // What it spent is unknown: booked at its cap, and the error says so.
+                row.cost = open.reserved;
+                row.cost_source = "reserved".into();
+                let booked = match cap {
+                    Some(c) => format!("; booked at its cap {}", money(c)),
+                    None => "; its cost is unknown (no cap: no fleet budget, no max_usd)".into(),
+                };
+                match e {
+                    ClaudeError::NoResult { what, detail } => ClaudeError::NoResult {
+                        what,
+                        detail: detail + &booked,
+                    },
+                    e => ClaudeError::Booked {
+                        cause: Box::new(e),
+                        booked,
+                    },
                 }
-                ClaudeError::Remote(re) if re.is_permanent() => {
-                    row.sent = false;
-                    row.cost_source = "unknown".into();
-                }
-                e => {
-                    // What it spent is unknown: booked at its cap.
-                    row.cost = open.reserved;
-                    row.cost_source = "reserved".into();
-                    let booked = match cap {
-                        Some(c) => format!("; booked at its cap {}", money(c)),
-                        None => {
-                            "; its cost is unknown (no cap: no fleet budget, no max_usd)".into()
-                        }
-                    };
-                    match e {
-                        ClaudeError::NoResult { detail, .. } => detail.push_str(&booked),
-                        _ => {
-                            row.err = Some(format!("{e}{booked}"));
-                        }
-                    }
-                }
-            }
-            if row.err.is_none() {
-                row.err = Some(e.to_string());
-            }
+            };
+            row.err = Some(e.to_string());
             budget.close(&open, row).await.map_err(ledger_error)?;
             Err(e.into())
         }

@@ -280,8 +280,8 @@ print(ok, err)"#,
         "turns\tfalse\terror_max_turns\t0.25\tclaude.run(local): stopped at max_turns",
         "budget\tfalse\terror_max_budget_usd\t0.25\tclaude.run(local): stopped at its budget cap (--max-budget-usd)",
         "noresult\tfalse\tnil\tnil\tclaude.run(local): Claude Code failed (exit 3: boom) without a result line; booked at its cap $1.00",
-        "garbage\tfalse\tnil\tnil\tclaude.run(local): stdout line 4 is not a stream-json object (expected ident at line 1 column 2): this is not json",
-        "huge\tfalse\tnil\tnil\tclaude.run(local): stdout line 4 is 9437216 bytes, over the 8 MiB bound on a stream-json line",
+        "garbage\tfalse\tnil\tnil\tclaude.run(local): stdout line 4 is not a stream-json object (expected ident at line 1 column 2): this is not json; booked at its cap $1.00",
+        "huge\tfalse\tnil\tnil\tclaude.run(local): stdout line 4 is 9437216 bytes, over the 8 MiB bound on a stream-json line; booked at its cap $1.00",
         "hang\tfalse\tnil\tnil\tclaude.run(local): timed out after 1s without a result line; booked at its cap $1.00",
     ];
     assert_eq!(lines[..6], want, "{}", out.stderr);
@@ -422,7 +422,7 @@ fn a_resumed_run_does_not_run_claude_again() {
     let work = dir.path();
     std::fs::write(
         work.join("r.lua"),
-        r#"local r = claude.run("[success] job", { max_usd = 1 })
+        r#"local r = claude.run("[success] job", { max_usd = 1, on_event = function(ev) end })
 print(r.text, r.session_id, r.cost)
 if baton.env("HOLD") then
   local f = assert(io.open("held", "w")); f:close()
