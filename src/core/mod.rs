@@ -1,4 +1,5 @@
 //! Plain async Rust: no mlua, no rustyline, no CLI.
+pub mod claude;
 pub mod duration;
 pub mod fleet;
 pub mod http;

@@ -34,6 +34,7 @@ const BOUNDARY: &[(&str, &[&str])] = &[
         ],
     ),
     ("openrouter", &["chat", "models", "credits"]),
+    ("claude", &["run"]),
 ];
 
 /// A run's journal, kept in the Lua state's app data while the run lasts.

@@ -94,6 +94,7 @@ const LAZY_GLOBALS: &[(&str, Register)] = &[
     ("sync", api::sync::register),
     ("schedule", api::schedule::register),
     ("mcp", api::mcp::register),
+    ("claude", api::claude::register),
 ];
 
 /// Where the loaders of the module globals are kept (Lua registry): name → function filling the module.

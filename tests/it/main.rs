@@ -1,5 +1,6 @@
 //! The one integration-test binary: shared helpers in `common`, one module per area.
 mod bounds;
+mod claude;
 mod cli;
 mod cli_usability;
 mod common;

@@ -10,6 +10,7 @@ pub mod services;
 
 // Bindings, one global each.
 pub mod baton;
+pub mod claude;
 pub mod mcp;
 pub mod notify;
 pub mod ollama;
