@@ -7,7 +7,8 @@ return {
 
   hosts = {
     -- The laptop you work on. `ssh = false` runs commands right here, so a playbook works from any machine.
-    workstation = { ssh = false, role = "workstation", tags = { "laptop" } },
+    -- `claude = true`: Claude Code is installed here for `claude.run` (`baton doctor` checks its version).
+    workstation = { ssh = false, role = "workstation", tags = { "laptop" }, claude = true },
 
     -- The always-on home server: CI, Docker, Syncthing, a small GPU. `ssh` is any OpenSSH destination;
     -- it defaults to the host's name, so a `Host brain` entry in ~/.ssh/config just works.

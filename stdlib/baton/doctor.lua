@@ -50,7 +50,14 @@ function M.checks()
           for _, m in ipairs(ok_running and running or {}) do loaded[m.name] = true end
         end
       end
-      return { name = name, reach = reach, models = models, loaded = loaded }
+      -- Claude Code, where the fleet says it is installed (`claude = true`): its version, or why not.
+      local claude
+      if host.claude and reach.status == "ok" then
+        local r = ssh.run(name, "claude --version", { timeout = "20s", check = false })
+        claude = r.ok and { version = (r.stdout:gsub("%s+$", "")) }
+          or { err = r.code == 127 and "not installed" or (r.err or ("exit " .. tostring(r.code))) }
+      end
+      return { name = name, reach = reach, models = models, loaded = loaded, claude = claude }
     end
   end
   local results = baton.gather(probes, { limit = 8 })
@@ -61,6 +68,11 @@ function M.checks()
     row(rows, "ssh " .. r.name, r.reach.status, r.reach.detail,
       ("check that `ssh %s` works: the host is up, your key is authorized, its host key is in known_hosts")
         :format(tostring(fleet.hosts[r.name].ssh)))
+    if r.claude then
+      row(rows, "claude " .. r.name, r.claude.version and "ok" or "FAIL", r.claude.version or r.claude.err,
+        ("install Claude Code on %s (`npm install -g @anthropic-ai/claude-code`), then run `claude` there once to log in")
+          :format(r.name))
+    end
     local url = fleet.hosts[r.name].ollama
     if url then
       -- With the built-in fleet there is no file to fix: say how to point at Ollama, or to make one.

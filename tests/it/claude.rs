@@ -661,3 +661,47 @@ fn the_gpu_claude_playbook_pushes_runs_and_pulls_back() {
         "{argv:?}"
     );
 }
+
+/// `baton doctor` checks each host whose fleet entry says `claude = true`: the CLI's version, or that it is
+/// not installed, with the fix.
+#[test]
+fn doctor_checks_claude_code_where_the_fleet_says_it_is() {
+    let env = crate::common::Env::new("claude-doctor")
+        .with_fleet("return { hosts = { studio = { ssh = false, claude = true } } }");
+    let bin = env.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("claude");
+    std::fs::write(&fake, "#!/bin/sh\necho '2.0.31 (Claude Code)'\n").unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&fake)
+        .status()
+        .unwrap();
+    let doctor = |path: String| {
+        let mut cmd = env.cmd();
+        cmd.arg("doctor").env("PATH", path);
+        crate::common::output_within(cmd, std::time::Duration::from_secs(60))
+    };
+    let base = std::env::var("PATH").unwrap_or_default();
+    let found = doctor(format!("{}:{base}", bin.display()));
+    let line = found
+        .stdout
+        .lines()
+        .find(|l| l.contains("claude studio"))
+        .unwrap_or_else(|| panic!("{}", found.stdout))
+        .to_string();
+    assert!(
+        line.contains("ok") && line.contains("2.0.31 (Claude Code)"),
+        "{line}"
+    );
+    std::fs::remove_file(&fake).unwrap();
+    let missing = doctor(base);
+    assert!(
+        missing.stdout.contains("not installed")
+            && missing
+                .stdout
+                .contains("npm install -g @anthropic-ai/claude-code"),
+        "{}",
+        missing.stdout
+    );
+}

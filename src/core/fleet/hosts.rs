@@ -44,6 +44,9 @@ pub struct Host {
     /// The host's Syncthing REST API (default: read from its config.xml over ssh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syncthing: Option<SyncthingConf>,
+    /// Claude Code is installed there for `claude.run` (`baton doctor` checks it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claude: bool,
 }
 
 /// The host name that is always this machine, named in the fleet file or not.
@@ -63,6 +66,7 @@ impl Host {
             mac: None,
             wake: None,
             syncthing: None,
+            claude: false,
         }
     }
 }

@@ -442,6 +442,7 @@ mod tests {
             mac: None,
             wake: None,
             syncthing: None,
+            claude: false,
         };
         let mut fleet = Fleet {
             ssh_config: Some("/f/config".into()),
