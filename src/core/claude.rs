@@ -522,8 +522,7 @@ pub async fn reserve(budget: &Budget, b: &Booking, opts: &Options) -> Result<Res
         script: b.script.clone(),
         provider: PROVIDER.into(),
         host: Some(b.host.clone()),
-        // The ledger settles figures, not names: the row keeps the model asked for (the init line's comes
-        // too late for it); the result's `model` is the init line's.
+        // The model asked for until the init line names the one that serves the run (settled with it).
         model: opts.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into()),
         ..Row::default()
     };
@@ -591,6 +590,9 @@ pub async fn settle(
     };
     match out {
         Ok((f, model)) => {
+            if let Some(m) = &model {
+                row.model.clone_from(m);
+            }
             row.tokens_in = f.usage.tokens_in();
             row.tokens_out = f.usage.output_tokens;
             row.cost = f.cost;

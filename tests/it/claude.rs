@@ -206,7 +206,8 @@ fn a_local_run_gives_its_result_events_flags_and_ledger_row() {
         [[
             "claude-code",
             "local",
-            "sonnet",
+            // The model the init line named (asked for: sonnet).
+            "claude-test-1",
             "110",
             "5",
             "0.25",
@@ -462,7 +463,7 @@ print("end")
     assert_eq!(calls(env.dir.path()).len(), 1, "claude ran again on resume");
     assert_eq!(
         rows(&env, "SELECT model, outcome, cost FROM llm_ledger"),
-        [["default", "ok", "0.25"]]
+        [["claude-test-1", "ok", "0.25"]]
     );
 }
 

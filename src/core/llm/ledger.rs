@@ -491,8 +491,11 @@ const ADD_DAILY: &str = "INSERT INTO llm_daily(day, month, tier, model, task, sc
         tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out,
         cost = cost + excluded.cost";
 
-const SETTLE: &str = "UPDATE llm_ledger SET tokens_in = :tokens_in, tokens_out = :tokens_out, cost = :cost,
-    cost_source = :cost_source, outcome = :outcome, err = :err, duration = :duration, sent = :sent WHERE id = :id";
+/// The model too: a call may learn which model served it only from its answer (Claude Code's init line).
+const SETTLE: &str =
+    "UPDATE llm_ledger SET tokens_in = :tokens_in, tokens_out = :tokens_out, cost = :cost,
+    cost_source = :cost_source, outcome = :outcome, err = :err, duration = :duration, sent = :sent,
+    model = :model WHERE id = :id";
 
 fn now_ts() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -775,6 +778,7 @@ impl Ledger {
                     ":err": row.err,
                     ":duration": row.duration,
                     ":sent": row.sent,
+                    ":model": row.model,
                 })?;
                 if row.sent {
                     add_daily(
