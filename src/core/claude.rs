@@ -739,7 +739,12 @@ pub async fn detach(
             ))));
         }
         let (p, e) = (quote(&path)?.into_owned(), quote(&format!("{path}.err"))?.into_owned());
-        let cmd = Cmd::Shell(format!("{{ rm -f {p}; {argv}; }} < {p} 2> {e}"));
+        // Run by `sh` whatever the user's login shell is (a fish `$SHELL` does not read `{ …; }`).
+        let cmd = Cmd::Argv(vec![
+            "sh".into(),
+            "-c".into(),
+            format!("{{ rm -f {p}; {argv}; }} < {p} 2> {e}"),
+        ]);
         let job = jobs::spawn_with(
             remote,
             state,
