@@ -17,24 +17,15 @@ use crate::lua::journal::Start;
 /// `baton run FILE [ARGS…]`.
 pub fn run(cli: &Cli, file: &str, args: Vec<String>) -> anyhow::Result<ExitCode> {
     let ctx = ctx(cli, file.to_string(), args)?;
-    let start = new_run(&ctx, Path::new(file), "cli");
+    let start = NewRun::of_script(
+        Path::new(file),
+        ctx.args.clone(),
+        ctx.fleet.source.clone(),
+        "cli",
+    );
     tracing::info!("run {}", start.id);
     let ended = entry::run(ctx, Path::new(file), Some(Start::New(start)));
     finish(cli, ended)
-}
-
-/// A new run of the playbook at `path` (its id, absolute path, text hash, args and fleet file).
-fn new_run(ctx: &Ctx, path: &Path, trigger: &str) -> NewRun {
-    let script = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    NewRun {
-        id: runs::new_id(),
-        // Taken when the run is first recorded (a run that never is does not read its script twice).
-        script_hash: String::new(),
-        script,
-        args: ctx.args.clone(),
-        fleet: ctx.fleet.source.clone(),
-        trigger: trigger.into(),
-    }
 }
 
 /// `baton resume RUN [--force]`: the run's playbook again, with its args and fleet, under its id; calls

@@ -95,6 +95,26 @@ pub struct NewRun {
     pub trigger: String,
 }
 
+impl NewRun {
+    /// A new run of the script at `path` (made absolute). Its hash is taken when the run is first
+    /// recorded, so a run that never is does not read its script twice.
+    pub fn of_script(
+        path: &std::path::Path,
+        args: Vec<String>,
+        fleet: Option<PathBuf>,
+        trigger: &str,
+    ) -> NewRun {
+        NewRun {
+            id: new_id(),
+            script: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+            script_hash: String::new(),
+            args,
+            fleet,
+            trigger: trigger.into(),
+        }
+    }
+}
+
 /// A recorded run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
@@ -350,23 +370,7 @@ impl Runs {
                 [&id],
             )?;
             if changed == 1 {
-                tx.execute(
-                    "INSERT OR REPLACE INTO steps(run_id, pos, kind, label, call, started, duration, outcome,
-                                                  cost, result)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
-                        id,
-                        step.pos,
-                        step.kind,
-                        step.label,
-                        step.call,
-                        step.started,
-                        step.duration,
-                        step.outcome,
-                        step.cost,
-                        step.result
-                    ],
-                )?;
+                insert_step(&tx, &id, &step)?;
             }
             tx.commit()?;
             Ok(changed == 1)
@@ -412,25 +416,7 @@ impl Runs {
 
     /// Journals one finished call (replacing what a forced resume ran again at that position).
     pub fn put_step(&self, run_id: &str, step: &Step) -> Result<(), StateError> {
-        self.state.with(|c| {
-            c.prepare_cached(
-                "INSERT OR REPLACE INTO steps(run_id, pos, kind, label, call, started, duration, outcome, cost,
-                                              result)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                run_id,
-                step.pos,
-                step.kind,
-                step.label,
-                step.call,
-                step.started,
-                step.duration,
-                step.outcome,
-                step.cost,
-                step.result
-            ])
-        })?;
+        self.state.with(|c| insert_step(c, run_id, step))?;
         Ok(())
     }
 
@@ -589,6 +575,27 @@ impl std::io::Write for RunLog {
         }
         Ok(())
     }
+}
+
+/// Writes a step row (replacing what a forced resume ran again at that position).
+fn insert_step(c: &rusqlite::Connection, run_id: &str, step: &Step) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO steps(run_id, pos, kind, label, call, started, duration, outcome, cost, result)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        run_id,
+        step.pos,
+        step.kind,
+        step.label,
+        step.call,
+        step.started,
+        step.duration,
+        step.outcome,
+        step.cost,
+        step.result
+    ])?;
+    Ok(())
 }
 
 /// SHA-256 of `bytes`, hex.

@@ -169,6 +169,19 @@ fn open_log(ctx: &RunContext) -> Result<std::fs::File, RunError> {
         .map_err(|e| RunError(format!("cannot open log {}: {e}", ctx.log.display())))
 }
 
+/// Starts the durable run of a scheduled run (trigger `schedule`): `script` is the playbook, or the
+/// schedule file with `args` `--job NAME` for a function job.
+fn begin_run(lua: &Lua, spec: &RunSpec, script: &Path, args: Vec<String>) -> mlua::Result<()> {
+    let run =
+        crate::core::runs::NewRun::of_script(script, args, spec.fleet.source.clone(), "schedule");
+    crate::lua::journal::Journal::install(
+        lua,
+        State::new(spec.state_dir.clone()),
+        crate::lua::journal::Start::New(run),
+    )
+    .map_err(mlua::Error::runtime)
+}
+
 /// The args of a function job's run record: `--job NAME` (its script is the schedule file).
 pub const FUNCTION_JOB: &str = "--job";
 
@@ -297,27 +310,9 @@ fn run_job(
                         lua.globals().set("RUN", info)?;
                         set_timeout(&lua, spec.timeout);
                         // A durable run like `baton run`'s: `baton resume RUN` finishes it after a crash.
-                        let started = crate::core::runs::NewRun {
-                            id: crate::core::runs::new_id(),
-                            script: std::path::absolute(path).unwrap_or_else(|_| path.clone()),
-                            script_hash: String::new(),
-                            args: Vec::new(),
-                            fleet: spec.fleet.source.clone(),
-                            trigger: "schedule".into(),
-                        };
-                        crate::lua::journal::Journal::install(
-                            &lua,
-                            State::new(spec.state_dir.clone()),
-                            crate::lua::journal::Start::New(started),
-                        )
-                        .map_err(mlua::Error::runtime)?;
+                        begin_run(&lua, spec, path, Vec::new())?;
                         let r = crate::lua::run_file(&lua, path).await;
-                        crate::lua::journal::finish(&lua, &r);
-                        match &r {
-                            // Waiting for `baton runs approve|deny`: this scheduled run is over.
-                            Err(e) if crate::lua::journal::paused(e).is_some() => Ok(()),
-                            _ => r,
-                        }
+                        crate::lua::journal::end(&lua, r)
                     }
                     What::Function { file, src } => {
                         lua.set_app_data(Printer::to(std::io::sink()));
@@ -326,30 +321,18 @@ fn run_job(
                         lua.set_app_data(Printer::to(log));
                         set_timeout(&lua, spec.timeout);
                         // A durable run too: `baton resume RUN` evaluates the file and calls the job again.
-                        let started = crate::core::runs::NewRun {
-                            id: crate::core::runs::new_id(),
-                            script: std::path::absolute(file).unwrap_or_else(|_| file.clone()),
-                            script_hash: String::new(),
-                            args: vec![FUNCTION_JOB.into(), spec.job.clone()],
-                            fleet: spec.fleet.source.clone(),
-                            trigger: "schedule".into(),
-                        };
-                        crate::lua::journal::Journal::install(
+                        begin_run(
                             &lua,
-                            State::new(spec.state_dir.clone()),
-                            crate::lua::journal::Start::New(started),
-                        )
-                        .map_err(mlua::Error::runtime)?;
+                            spec,
+                            file,
+                            vec![FUNCTION_JOB.into(), spec.job.clone()],
+                        )?;
                         let r = async {
                             let (thread, _task) = crate::lua::journal::root_thread(&lua, f)?;
                             thread.into_async::<()>(info)?.await
                         }
                         .await;
-                        crate::lua::journal::finish(&lua, &r);
-                        match &r {
-                            Err(e) if crate::lua::journal::paused(e).is_some() => Ok(()),
-                            _ => r,
-                        }
+                        crate::lua::journal::end(&lua, r)
                     }
                 }
             };

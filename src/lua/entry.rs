@@ -90,14 +90,8 @@ where
             use std::io::Write;
             let _ = writeln!(log.clone(), "{}", format_error(e));
         }
-        super::journal::finish(&lua, &result);
-        if let Err(e) = &result
-            && super::journal::paused(e).is_some()
-        {
-            // Recorded as paused by `baton.approve`; the process ends quietly.
-            return Ok(());
-        }
-        result
+        // A pause for an answer (`baton.approve`) ends the process quietly.
+        super::journal::end(&lua, result)
     })
 }
 

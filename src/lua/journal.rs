@@ -198,9 +198,19 @@ fn journal(lua: &Lua) -> Option<Rc<Journal>> {
     lua.app_data_ref::<Rc<Journal>>().map(|j| Rc::clone(&j))
 }
 
+/// Records how the run of `lua` ended ([`finish`]) and gives its result, a pause for an answer
+/// (`baton.approve`) counting as an end without error: the process or scheduled run is over, quietly.
+pub fn end(lua: &Lua, result: mlua::Result<()>) -> mlua::Result<()> {
+    finish(lua, &result);
+    match result {
+        Err(e) if paused(&e).is_some() => Ok(()),
+        other => other,
+    }
+}
+
 /// Records how the run of `lua` ended (`result` of its playbook), if it has a journal: ok, failed with the
 /// error, or nothing when it paused for an answer (`baton.approve` recorded that).
-pub fn finish(lua: &Lua, result: &mlua::Result<()>) {
+fn finish(lua: &Lua, result: &mlua::Result<()>) {
     let Some(j) = journal(lua) else { return };
     if let Err(e) = result
         && paused(e).is_some()
