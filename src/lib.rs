@@ -27,6 +27,7 @@ pub mod cli;
 pub mod core;
 pub mod lua;
 pub mod repl;
+pub mod web;
 
 /// The rooms keep to their walls: a test reads the sources.
 #[cfg(test)]

@@ -7,11 +7,12 @@ mod fleet;
 pub mod jobs;
 mod mcp;
 mod run;
-mod runs;
+pub(crate) mod runs;
 mod schedule;
 mod spend;
 mod stubs;
 mod table;
+mod web;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -142,6 +143,9 @@ pub enum Command {
     /// Fire the jobs of a schedule file until SIGTERM/SIGINT (FILE default: schedule.lua next to the fleet file)
     Daemon {
         file: Option<PathBuf>,
+        /// Also serve the dashboard (`baton web`) on ADDR, e.g. 127.0.0.1:8787
+        #[arg(long, value_name = "ADDR", conflicts_with = "install")]
+        web: Option<std::net::SocketAddr>,
         /// Write a systemd user unit (Linux) or launchd agent (macOS) that starts the daemon at login
         #[arg(long)]
         install: bool,
@@ -206,6 +210,22 @@ pub enum Command {
     /// MCP: offer the fleet to agents (Claude Code …) as tools
     #[command(subcommand)]
     Mcp(McpCommand),
+    /// The dashboard: hosts, schedule, runs with live logs, jobs and spend on one page, with its JSON under
+    /// /api/ (prints the link that logs a browser in, with its token, once)
+    Web {
+        /// Address to listen on; beyond loopback needs a configured token
+        #[arg(long, value_name = "ADDR", default_value = crate::web::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Open the page in the browser
+        #[arg(long)]
+        open: bool,
+        /// The access token (default: the fleet's web.token_env, else a random one per start)
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Schedule file whose jobs the page shows (default: schedule.lua next to the fleet file)
+        #[arg(long, value_name = "FILE")]
+        schedule: Option<PathBuf>,
+    },
     /// The budget on the provider: `sync` sets the OpenRouter key's own monthly limit to the fleet's budget
     Budget {
         #[command(subcommand)]
@@ -319,6 +339,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Stubs { dir } => stubs::write(dir),
         Command::Daemon {
             file,
+            web,
             install,
             print,
             platform,
@@ -327,9 +348,21 @@ fn dispatch(cli: &Cli) -> anyhow::Result<ExitCode> {
             if *install {
                 schedule::install(&fleet, file.clone(), *print, platform.as_deref())
             } else {
-                schedule::daemon(fleet, file.clone())
+                schedule::daemon(fleet, file.clone(), *web)
             }
         }
+        Command::Web {
+            listen,
+            open,
+            token,
+            schedule,
+        } => web::serve(
+            load_fleet(cli)?,
+            *listen,
+            *open,
+            token.clone(),
+            schedule.clone(),
+        ),
         Command::Schedule(ScheduleCommand::List { file }) => {
             schedule::list(load_fleet(cli)?, file.clone())
         }

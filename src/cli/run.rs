@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::table::Table;
 use super::{Cli, Interrupted, Out, ScriptFailed, default_state, exit_code, load_fleet};
-use crate::core::runs::{self, NewRun, RunStatus, Runs};
+use crate::core::runs::{self, NewRun, Runs};
 use crate::lua::Ctx;
 use crate::lua::entry::{self, Ended, Status};
 use crate::lua::journal::Start;
@@ -32,35 +32,9 @@ pub fn run(cli: &Cli, file: &str, args: Vec<String>) -> anyhow::Result<ExitCode>
 /// that finished are answered from its journal.
 pub fn resume(cli: &Cli, id: &str, force: bool) -> anyhow::Result<ExitCode> {
     let state = default_state();
-    let store = Runs::open(&state)?;
-    let Some(run) = store.get(id)? else {
-        anyhow::bail!(
-            "resume: no run {} (see `baton runs`)",
-            crate::core::text::quoted(id)
-        );
-    };
-    if run.script_hash.is_empty() {
-        anyhow::bail!(
-            "resume: run {id} is one call ({}, trigger {}), not a playbook: there is nothing to resume",
-            run.script.display(),
-            run.trigger
-        );
-    }
-    match run.status() {
-        RunStatus::Interrupted | RunStatus::Failed => {}
-        // Answered (`runs approve|deny`): its answer is a journaled step now.
-        RunStatus::Paused if run.pending.is_none() => {}
-        RunStatus::Running => anyhow::bail!(
-            "resume: run {id} is still running (pid {} on {})",
-            run.pid,
-            run.machine
-        ),
-        RunStatus::Ok => anyhow::bail!("resume: run {id} finished ok; there is nothing to resume"),
-        RunStatus::Cancelled => anyhow::bail!("resume: run {id} was cancelled"),
-        RunStatus::Paused => anyhow::bail!(
-            "resume: run {id} waits for an answer: `baton runs approve {id}` or `baton runs deny {id}`"
-        ),
-    }
+    let run = Runs::open(&state)?
+        .resumable(id)
+        .map_err(|e| anyhow::anyhow!("resume: {e}"))?;
     resume_run(cli, state, run, force)
 }
 
@@ -75,38 +49,9 @@ pub fn answer(
 ) -> anyhow::Result<ExitCode> {
     let verb = if approved { "approve" } else { "deny" };
     let state = default_state();
-    let store = Runs::open(&state)?;
-    let Some(run) = store.get(id)? else {
-        anyhow::bail!(
-            "runs {verb}: no run {} (see `baton runs`)",
-            crate::core::text::quoted(id)
-        );
-    };
-    let Some(pending) = run
-        .pending
-        .clone()
-        .filter(|_| run.status() == RunStatus::Paused)
-    else {
-        anyhow::bail!(
-            "runs {verb}: run {id} is not waiting for an answer (it is {})",
-            run.status().name()
-        );
-    };
-    let result = serde_json::json!([approved, text]).to_string();
-    let step = runs::Step {
-        pos: pending.pos.clone(),
-        kind: "baton.approve".into(),
-        label: crate::core::text::truncate(&pending.message, 80).into_owned(),
-        call: pending.call.clone(),
-        started: runs::now(),
-        duration: 0.0,
-        outcome: "ok".into(),
-        cost: None,
-        result: Some(result),
-    };
-    if !store.answer(id, &step)? {
-        anyhow::bail!("runs {verb}: run {id} was answered meanwhile");
-    }
+    let run = Runs::open(&state)?
+        .answer_pending(id, approved, text)
+        .map_err(|e| anyhow::anyhow!("runs {verb}: {e}"))?;
     let said = if approved { "approved" } else { "denied" };
     if !resume {
         crate::errln!(
@@ -120,9 +65,6 @@ pub fn answer(
         return Ok(ExitCode::SUCCESS);
     }
     crate::errln!("run {id}: {said}; resuming");
-    let run = store
-        .get(id)?
-        .ok_or_else(|| anyhow::anyhow!("runs {verb}: run {id} vanished"))?;
     resume_run(cli, state, run, false)
 }
 

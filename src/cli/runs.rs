@@ -241,23 +241,15 @@ fn took(secs: f64) -> String {
 
 /// `baton runs cancel RUN`.
 pub fn cancel(id: &str) -> anyhow::Result<ExitCode> {
-    let store = Runs::open(&default_state())?;
-    let Some(run) = store.get(id)? else {
-        anyhow::bail!(
-            "runs cancel: no run {} (see `baton runs`)",
-            crate::core::text::quoted(id)
-        );
-    };
-    match run.status() {
-        RunStatus::Paused | RunStatus::Interrupted | RunStatus::Failed => {}
-        other => anyhow::bail!(
-            "runs cancel: run {id} is {}: only a paused, interrupted or failed run can be cancelled",
-            other.name()
-        ),
-    }
-    store.finish(id, RunStatus::Cancelled, run.error.as_deref())?;
+    let run = Runs::open(&default_state())?
+        .cancel(id)
+        .map_err(|e| anyhow::anyhow!("runs cancel: {e}"))?;
     let mut out = Out::new();
-    writeln!(out, "run {id} cancelled")?;
+    if run.status() == RunStatus::Running {
+        writeln!(out, "run {id} cancelled (its process {} stopped)", run.pid)?;
+    } else {
+        writeln!(out, "run {id} cancelled")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -18,11 +18,33 @@ use crate::lua::runtime::block_on;
 
 /// `baton daemon [FILE]`: fire the jobs of FILE until SIGTERM/SIGINT, then exit 0 after running jobs finish
 /// (or are cancelled after the grace period). Fails when FILE fails or registers no jobs.
-pub fn daemon(fleet: Arc<Fleet>, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub fn daemon(
+    fleet: Arc<Fleet>,
+    file: Option<PathBuf>,
+    web: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let state = default_state();
     let file = file.unwrap_or_else(|| default_file(&fleet));
     block_on(async move {
         let schedule = lua_daemon::load(&fleet, &state, &file).await?;
+        // The dashboard, on the daemon's runtime: its bounds keep a hostile client from the schedule.
+        if let Some(listen) = web {
+            let server = crate::web::Server::bind(crate::web::Options {
+                listen,
+                token: None,
+                fleet: fleet.clone(),
+                state: state.clone(),
+                schedule_file: file.clone(),
+                in_daemon: true,
+            })
+            .await?;
+            crate::errln!(
+                "baton daemon: dashboard on http://{} (log in: {})",
+                server.local_addr(),
+                server.login_url()
+            );
+            tokio::task::spawn_local(server.run());
+        }
         let opts = DaemonOptions::default();
         crate::errln!(
             "baton daemon: {} job(s) from {}",

@@ -476,6 +476,123 @@ impl Runs {
     }
 }
 
+/// Why a run refused an action (`baton runs cancel|approve|deny`, `baton resume`, the dashboard's buttons):
+/// one line, said the same by the CLI (after its command's name) and the web page.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no run {} (see `baton runs`)", crate::core::text::quoted(.0))]
+    NoRun(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl Runs {
+    fn must_get(&self, id: &str) -> Result<Run, ActionError> {
+        self.get(id)?
+            .ok_or_else(|| ActionError::NoRun(id.to_string()))
+    }
+
+    /// Gives a run up: a paused, interrupted or failed one is recorded as cancelled (it cannot be resumed);
+    /// a running one on this machine is recorded so, then its process gets SIGTERM. Returns the run as it
+    /// was.
+    pub fn cancel(&self, id: &str) -> Result<Run, ActionError> {
+        let run = self.must_get(id)?;
+        match run.status() {
+            RunStatus::Paused | RunStatus::Interrupted | RunStatus::Failed => {}
+            RunStatus::Running if run.machine == machine() => {}
+            RunStatus::Running => {
+                return Err(ActionError::Refused(format!(
+                    "run {id} runs on {} (pid {}): cancel it there",
+                    run.machine, run.pid
+                )));
+            }
+            other => {
+                return Err(ActionError::Refused(format!(
+                    "run {id} is {}: only a paused, interrupted or failed run, or a running one, can be cancelled",
+                    other.name()
+                )));
+            }
+        }
+        self.finish(id, RunStatus::Cancelled, run.error.as_deref())?;
+        if run.status() == RunStatus::Running
+            && let Some(pid) = i32::try_from(run.pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+        {
+            // Recorded first: the process ends without a word of its own (baton leaves SIGTERM's default).
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        Ok(run)
+    }
+
+    /// Records the answer to a paused run's `baton.approve` (`approved`, with `text`) as the step it waits
+    /// at; the run stays paused until it is resumed. Returns the run as it is now.
+    pub fn answer_pending(
+        &self,
+        id: &str,
+        approved: bool,
+        text: Option<&str>,
+    ) -> Result<Run, ActionError> {
+        let run = self.must_get(id)?;
+        let Some(pending) = run
+            .pending
+            .clone()
+            .filter(|_| run.status() == RunStatus::Paused)
+        else {
+            return Err(ActionError::Refused(format!(
+                "run {id} is not waiting for an answer (it is {})",
+                run.status().name()
+            )));
+        };
+        let step = Step {
+            pos: pending.pos.clone(),
+            kind: "baton.approve".into(),
+            label: crate::core::text::truncate(&pending.message, 80).into_owned(),
+            call: pending.call.clone(),
+            started: now(),
+            duration: 0.0,
+            outcome: "ok".into(),
+            cost: None,
+            result: Some(serde_json::json!([approved, text]).to_string()),
+        };
+        if !self.answer(id, &step)? {
+            return Err(ActionError::Refused(format!(
+                "run {id} was answered meanwhile"
+            )));
+        }
+        self.must_get(id)
+    }
+
+    /// The run `baton resume` may take over, or why not.
+    pub fn resumable(&self, id: &str) -> Result<Run, ActionError> {
+        let run = self.must_get(id)?;
+        let refuse = |why: String| Err(ActionError::Refused(why));
+        if run.script_hash.is_empty() {
+            return refuse(format!(
+                "run {id} is one call ({}, trigger {}), not a playbook: there is nothing to resume",
+                run.script.display(),
+                run.trigger
+            ));
+        }
+        match run.status() {
+            RunStatus::Interrupted | RunStatus::Failed => Ok(run),
+            // Answered (`runs approve|deny`): its answer is a journaled step now.
+            RunStatus::Paused if run.pending.is_none() => Ok(run),
+            RunStatus::Running => refuse(format!(
+                "run {id} is still running (pid {} on {})",
+                run.pid, run.machine
+            )),
+            RunStatus::Ok => refuse(format!("run {id} finished ok; there is nothing to resume")),
+            RunStatus::Cancelled => refuse(format!("run {id} was cancelled")),
+            RunStatus::Paused => refuse(format!(
+                "run {id} waits for an answer: `baton runs approve {id}` or `baton runs deny {id}`"
+            )),
+        }
+    }
+}
+
 /// What a run printed: `<state>/runs/<id>.log`, and the older half in `<id>.log.1` once the log passed
 /// [`LOG_HALF`] (so a run keeps at most twice that, the oldest output cut first).
 pub fn log_path(state_dir: &std::path::Path, id: &str) -> PathBuf {
@@ -533,12 +650,21 @@ impl RunLog {
 
     /// The run's whole log (older half first).
     pub fn read(state_dir: &std::path::Path, id: &str) -> String {
+        Self::read_following(state_dir, id).0
+    }
+
+    /// The run's whole log, and the length of its current half: where a reader that follows the log
+    /// (the dashboard's live view) goes on from.
+    pub fn read_following(state_dir: &std::path::Path, id: &str) -> (String, u64) {
         let path = log_path(state_dir, id);
         let mut old = path.clone().into_os_string();
         old.push(".1");
-        let mut text = std::fs::read_to_string(PathBuf::from(old)).unwrap_or_default();
-        text.push_str(&std::fs::read_to_string(path).unwrap_or_default());
-        text
+        let mut text =
+            String::from_utf8_lossy(&std::fs::read(PathBuf::from(old)).unwrap_or_default())
+                .into_owned();
+        let current = std::fs::read(path).unwrap_or_default();
+        text.push_str(&String::from_utf8_lossy(&current));
+        (text, current.len() as u64)
     }
 }
 

@@ -7,6 +7,27 @@ local M = {}
 
 local LOAD = "cat /proc/loadavg 2>/dev/null || sysctl -n vm.loadavg 2>/dev/null"
 
+--- The Syncthing folders of a host whose fleet entry has `syncthing = {…}`: each folder's id, label, state
+--- ("idle", "syncing", "error", …), the bytes this instance still needs and its error count; `{error = …}`
+--- when the API cannot be read.
+---@param host string
+---@return {folders: table[]?, error: string?}
+function M.syncthing(host)
+  local ok, folders = pcall(function()
+    local st = sync.syncthing(host)
+    local out = baton.json.array()
+    for _, f in ipairs(st:folders()) do
+      local s = st:status(f.id)
+      out[#out + 1] = {
+        id = f.id, label = f.label, state = s.state, need_bytes = s.need_bytes, errors = s.errors,
+      }
+    end
+    return out
+  end)
+  if ok then return { folders = folders } end
+  return { error = tostring(folders) }
+end
+
 --- Everything the report shows, as data.
 ---@return {hosts: table[], schedule: {name: string, next: string?, last: string?}[], schedule_error: string?, spend: {month: number, held: number, interrupted: number, provider: number?, budget: number?, fraction: number?}}
 function M.collect()
@@ -41,8 +62,10 @@ function M.collect()
           for _, m in ipairs(loaded) do models[#models + 1] = m.name end
           table.sort(models)
           info.ollama = #models > 0 and table.concat(models, ",") or "none loaded"
+          info.ollama_models = baton.json.array(models)
         end
       end
+      if host.syncthing and info.online then info.syncthing = M.syncthing(name) end
       return info
     end
   end

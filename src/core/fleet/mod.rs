@@ -62,9 +62,21 @@ pub struct Fleet {
     /// MCP servers by name, for `mcp.connect(NAME)`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mcp: BTreeMap<String, McpServer>,
+    /// The dashboard (`baton web`): `web = {token_env = "BATON_WEB_TOKEN"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebConf>,
     /// Where the fleet came from; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `web = {token_env = …}`: where `baton web` finds its access token (an environment variable's name, so
+/// the token itself stays out of the fleet file). Without it each start makes a random one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConf {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
 }
 
 /// A fleet that did not parse or validate; the message starts with the path of the bad value.
