@@ -28,3 +28,4 @@ mod sync;
 mod syncthing;
 mod tmux;
 mod wake;
+mod web;
