@@ -100,7 +100,7 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = reqwest::Client::builder()
+        let client = baton::core::http::builder(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .build()
@@ -161,4 +161,130 @@ pub fn wait_status(env: &Env, id: &str, status: &str, limit: Duration) {
         run_status(env, id) == status || start.elapsed() > limit
     });
     assert_eq!(run_status(env, id), status, "run {id}");
+}
+
+// ------------------------------------------------------------------------------------------ the guard
+
+#[test]
+fn no_token_is_401_cross_origin_is_403_a_foreign_host_is_403() {
+    let env = Env::new("web-guard");
+    let web = Web::start(&env, &["web", "--listen", "127.0.0.1:0"]);
+    // Reads on loopback are open, as the CLI is to a local user.
+    let page = get(&web.url("/"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"fleet\"") && page.body.contains("id=\"spend\""));
+    assert_eq!(get(&web.url("/api/runs")).json(), serde_json::json!([]));
+    // A page or an answer never carries the token.
+    for path in ["/", "/runs", "/spend", "/api/fleet", "/api/schedule", "/api/spend", "/api/jobs"] {
+        let r = get(&web.url(path));
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(!r.body.contains(&web.token), "{path} shows the token");
+    }
+    // DNS rebinding: another name for 127.0.0.1 is refused, for reads and actions.
+    let foreign = format!("rebind.example:{}", web.authority().rsplit(':').next().unwrap());
+    let r = http("GET", &web.url("/api/runs"), &[("host", &foreign)], None);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("Host header refused"), "{}", r.body);
+    // An action without the token: 401, nothing done.
+    let env_run = env.run_lua("p.lua", "baton.approve('go?')\nprint('went')", &[]);
+    env_run.ok();
+    let id = newest_run(&env);
+    assert_eq!(run_status(&env, &id), "paused");
+    let r = http("POST", &web.url(&format!("/runs/{id}/cancel")), &[], None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let wrong = http(
+        "POST",
+        &web.url(&format!("/runs/{id}/cancel")),
+        &[("authorization", "Bearer not-the-token")],
+        None,
+    );
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    // With the token but from another origin (a page elsewhere posting a form): 403.
+    let auth = format!("Bearer {}", web.token);
+    for (name, value) in [
+        ("origin", "http://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let r = http(
+            "POST",
+            &web.url(&format!("/runs/{id}/cancel")),
+            &[("authorization", &auth), (name, value)],
+            None,
+        );
+        assert_eq!(r.status, 403, "{name}: {value}: {}", r.body);
+    }
+    assert_eq!(run_status(&env, &id), "paused", "a refused action changed nothing");
+    // The same action from the page's own origin is done.
+    let r = post_as_page(&web, &format!("/runs/{id}/cancel"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["cancelled"], id.as_str());
+    assert_eq!(run_status(&env, &id), "cancelled");
+}
+
+#[test]
+fn the_login_link_sets_an_http_only_cookie_and_drops_the_token_from_the_address() {
+    let env = Env::new("web-login");
+    let web = Web::start(&env, &["web", "--listen", "127.0.0.1:0"]);
+    let r = get(&web.url(&format!("/runs?token={}", web.token)));
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.headers["location"], "/runs");
+    let cookie = r.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    assert!(pair.ends_with(&web.token), "{pair}");
+    // A wrong token in a link is refused, and sets nothing.
+    let bad = get(&web.url("/?token=guess"));
+    assert_eq!(bad.status, 401);
+    assert!(!bad.headers.contains_key("set-cookie"));
+    // The cookie is the token for actions: a form post from the page.
+    env.run_lua("p.lua", "baton.approve('go?')", &[]).ok();
+    let id = newest_run(&env);
+    let origin = web.base.clone();
+    let r = http(
+        "POST",
+        &web.url(&format!("/runs/{id}/cancel")),
+        &[("cookie", &pair), ("origin", &origin)],
+        None,
+    );
+    // A form gets a redirect back to the run's page.
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.headers["location"], format!("/runs/{id}").as_str());
+    assert_eq!(run_status(&env, &id), "cancelled");
+}
+
+#[test]
+fn beyond_loopback_a_token_must_be_configured_and_reads_need_it() {
+    let env = Env::new("web-public");
+    let refused = env.baton(&["web", "--listen", "0.0.0.0:0"]);
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("beyond loopback and no token is configured"),
+        "{}",
+        refused.stderr
+    );
+    // The fleet names an environment variable that is not set: said so.
+    let env = env.with_fleet("return { web = { token_env = 'BATON_TEST_WEB_TOKEN' } }");
+    let unset = env.baton(&["web", "--listen", "0.0.0.0:0"]);
+    unset.expect_code(1);
+    assert!(
+        unset.stderr.contains("web.token_env names BATON_TEST_WEB_TOKEN, which is not set"),
+        "{}",
+        unset.stderr
+    );
+    let env = env.var("BATON_TEST_WEB_TOKEN", "fleet-token-123");
+    let web = Web::start(&env, &["web", "--listen", "0.0.0.0:0"]);
+    assert_eq!(web.token, "fleet-token-123");
+    let port = web.authority().rsplit(':').next().unwrap().to_string();
+    let url = format!("http://127.0.0.1:{port}/api/runs");
+    let r = get(&url);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = get(&format!("http://127.0.0.1:{port}/"));
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = http("GET", &url, &[("authorization", "Bearer fleet-token-123")], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!get(&format!("http://127.0.0.1:{port}/api/fleet")).body.contains("fleet-token-123"));
 }
