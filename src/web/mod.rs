@@ -36,7 +36,7 @@ use crate::core::state::State;
 /// Where `baton web` listens unless told.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 pub const MAX_CONNECTIONS: usize = 256;
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_BUF: usize = 64 * 1024;
 pub const MAX_BODY: usize = 16 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

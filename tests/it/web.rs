@@ -40,13 +40,14 @@ impl Web {
             let mut found = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if !found && let Some(at) = line.find("http://") {
-                    let url = line[at..].split_whitespace().next().unwrap_or("").to_string();
-                    if url.contains("?token=") {
-                        found = true;
-                        let _ = tx.send(url);
-                        continue;
-                    }
+                let link = line
+                    .split_whitespace()
+                    .map(|w| w.trim_end_matches(')'))
+                    .find(|w| w.starts_with("http://") && w.contains("/?token="));
+                if !found && let Some(url) = link {
+                    found = true;
+                    let _ = tx.send(url.to_string());
+                    continue;
                 }
                 sink.lock().unwrap().push_str(&(line + "\n"));
             }
@@ -56,7 +57,10 @@ impl Web {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("baton {args:?} printed no login link: {}", rest.lock().unwrap());
+                panic!(
+                    "baton {args:?} printed no login link: {}",
+                    rest.lock().unwrap()
+                );
             }
         };
         let (base, token) = url.split_once("/?token=").unwrap();
@@ -88,8 +92,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
@@ -112,7 +115,10 @@ pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str
         if let Some(b) = body {
             req = req.body(b.to_string());
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         Reply {
             status: resp.status().as_u16(),
             headers: resp.headers().clone(),
@@ -175,13 +181,24 @@ fn no_token_is_401_cross_origin_is_403_a_foreign_host_is_403() {
     assert!(page.body.contains("id=\"fleet\"") && page.body.contains("id=\"spend\""));
     assert_eq!(get(&web.url("/api/runs")).json(), serde_json::json!([]));
     // A page or an answer never carries the token.
-    for path in ["/", "/runs", "/spend", "/api/fleet", "/api/schedule", "/api/spend", "/api/jobs"] {
+    for path in [
+        "/",
+        "/runs",
+        "/spend",
+        "/api/fleet",
+        "/api/schedule",
+        "/api/spend",
+        "/api/jobs",
+    ] {
         let r = get(&web.url(path));
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         assert!(!r.body.contains(&web.token), "{path} shows the token");
     }
     // DNS rebinding: another name for 127.0.0.1 is refused, for reads and actions.
-    let foreign = format!("rebind.example:{}", web.authority().rsplit(':').next().unwrap());
+    let foreign = format!(
+        "rebind.example:{}",
+        web.authority().rsplit(':').next().unwrap()
+    );
     let r = http("GET", &web.url("/api/runs"), &[("host", &foreign)], None);
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("Host header refused"), "{}", r.body);
@@ -214,7 +231,11 @@ fn no_token_is_401_cross_origin_is_403_a_foreign_host_is_403() {
         );
         assert_eq!(r.status, 403, "{name}: {value}: {}", r.body);
     }
-    assert_eq!(run_status(&env, &id), "paused", "a refused action changed nothing");
+    assert_eq!(
+        run_status(&env, &id),
+        "paused",
+        "a refused action changed nothing"
+    );
     // The same action from the page's own origin is done.
     let r = post_as_page(&web, &format!("/runs/{id}/cancel"), None);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -262,7 +283,9 @@ fn beyond_loopback_a_token_must_be_configured_and_reads_need_it() {
     let refused = env.baton(&["web", "--listen", "0.0.0.0:0"]);
     refused.expect_code(1);
     assert!(
-        refused.stderr.contains("beyond loopback and no token is configured"),
+        refused
+            .stderr
+            .contains("beyond loopback and no token is configured"),
         "{}",
         refused.stderr
     );
@@ -271,7 +294,9 @@ fn beyond_loopback_a_token_must_be_configured_and_reads_need_it() {
     let unset = env.baton(&["web", "--listen", "0.0.0.0:0"]);
     unset.expect_code(1);
     assert!(
-        unset.stderr.contains("web.token_env names BATON_TEST_WEB_TOKEN, which is not set"),
+        unset
+            .stderr
+            .contains("web.token_env names BATON_TEST_WEB_TOKEN, which is not set"),
         "{}",
         unset.stderr
     );
@@ -284,7 +309,140 @@ fn beyond_loopback_a_token_must_be_configured_and_reads_need_it() {
     assert_eq!(r.status, 401, "{}", r.body);
     let r = get(&format!("http://127.0.0.1:{port}/"));
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = http("GET", &url, &[("authorization", "Bearer fleet-token-123")], None);
+    let r = http(
+        "GET",
+        &url,
+        &[("authorization", "Bearer fleet-token-123")],
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(!get(&format!("http://127.0.0.1:{port}/api/fleet")).body.contains("fleet-token-123"));
+    assert!(
+        !get(&format!("http://127.0.0.1:{port}/api/fleet"))
+            .body
+            .contains("fleet-token-123")
+    );
+}
+
+// ------------------------------------------------------------------------------------- hostile clients
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn lines_of(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+fn idle_connections_huge_bodies_and_endless_headers_neither_stall_the_schedule_nor_grow_memory() {
+    use std::io::{Read, Write};
+    let env = Env::new("web-hostile");
+    let ticks = env.dir.join("ticks.txt");
+    let schedule = env.dir.write(
+        "schedule.lua",
+        format!(
+            r#"schedule.cron("tick", "* * * * * *", function()
+                 local f = assert(io.open({:?}, "a")) f:write("tick\n") f:close()
+               end)"#,
+            ticks.display()
+        ),
+    );
+    let web = Web::start(
+        &env,
+        &["daemon", schedule.to_str().unwrap(), "--web", "127.0.0.1:0"],
+    );
+    wait_for("the job to tick", Duration::from_secs(30), || {
+        lines_of(&ticks) >= 2
+    });
+    let addr = web.authority().to_string();
+    let before = rss_kib(web.child.id());
+
+    // 1 000 connections that never send a byte: more than the server serves at once (256) and than its
+    // backlog holds, so the later ones wait for a free place (a short connect timeout skips those).
+    let sock: std::net::SocketAddr = addr.parse().unwrap();
+    let idle: Vec<std::net::TcpStream> = (0..1000)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(100)).ok()
+        })
+        .collect();
+    assert!(idle.len() > 300, "only {} connections opened", idle.len());
+    let n = lines_of(&ticks);
+    wait_for(
+        "the schedule to go on while 1 000 idle connections are held",
+        Duration::from_secs(30),
+        || lines_of(&ticks) >= n + 3,
+    );
+    drop(idle);
+
+    // A 100 MB body: refused without reading it (no token), and with the token cut at the bound (413).
+    let huge = |auth: Option<&str>| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let auth = auth
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "POST /runs/x/approve HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let chunk = vec![b'a'; 1 << 20];
+        // The server may answer and close before it all went: a write error then is expected.
+        for _ in 0..100 {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let r = huge(None);
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let r = huge(Some(&web.token));
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+
+    // Headers that never end: the connection is closed (5 s), not held for ever.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    slow.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        if slow.write_all(b"X-Drip: 1\r\n").is_err() {
+            break;
+        }
+        slow.set_nonblocking(true).unwrap();
+        let read = slow.read(&mut buf);
+        slow.set_nonblocking(false).unwrap();
+        if matches!(read, Ok(_)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "a dripping request was held 40 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let after = rss_kib(web.child.id());
+    assert!(
+        after < before + 64 * 1024,
+        "the daemon grew from {before} KiB to {after} KiB"
+    );
+    // Still serving, still ticking.
+    wait_for("the page to answer again", Duration::from_secs(30), || {
+        get(&web.url("/api/runs")).status == 200
+    });
+    let n = lines_of(&ticks);
+    wait_for("another tick", Duration::from_secs(30), || {
+        lines_of(&ticks) > n
+    });
 }
