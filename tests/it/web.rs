@@ -446,3 +446,208 @@ fn idle_connections_huge_bodies_and_endless_headers_neither_stall_the_schedule_n
         lines_of(&ticks) > n
     });
 }
+
+// -------------------------------------------------------------------------------------------- buttons
+
+#[test]
+fn approve_from_the_page_resumes_the_run_in_the_background_and_deny_says_no() {
+    let env = Env::new("web-approve");
+    let web = Web::start(&env, &["web", "--listen", "127.0.0.1:0"]);
+    let book = "local ok, answer = baton.approve('deploy?')\nprint('answered', ok, answer)";
+    env.run_lua("deploy.lua", book, &[]).ok();
+    let id = newest_run(&env);
+    // The run's page asks, with both forms.
+    let page = get(&web.url(&format!("/runs/{id}")));
+    assert!(page.body.contains("deploy?"), "{}", page.body);
+    assert!(
+        page.body
+            .contains(&format!("action=\"/runs/{id}/approve\""))
+    );
+    assert!(page.body.contains(&format!("action=\"/runs/{id}/deny\"")));
+    let api = get(&web.url(&format!("/api/runs/{id}"))).json();
+    assert_eq!(api["run"]["question"], "deploy?");
+    assert_eq!(api["run"]["status"], "paused");
+
+    let r = post_as_page(&web, &format!("/runs/{id}/approve"), Some("text=ship+it"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["resumed"], true);
+    wait_status(&env, &id, "ok", Duration::from_secs(60));
+    let log = env
+        .baton(&["runs", "show", &id, "--log"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(log.contains("answered\ttrue\tship it"), "{log}");
+    // Answering again: the run no longer waits (409), and says why.
+    let again = post_as_page(&web, &format!("/runs/{id}/approve"), None);
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(
+        again.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not waiting for an answer (it is ok)"),
+        "{}",
+        again.body
+    );
+
+    env.run_lua("deploy.lua", book, &[]).ok();
+    let id2 = newest_run(&env);
+    assert_ne!(id, id2);
+    // A bare POST (no body, as curl -X POST sends) answers without a text.
+    let r = post_as_page(&web, &format!("/runs/{id2}/deny"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&env, &id2, "ok", Duration::from_secs(60));
+    let log = env
+        .baton(&["runs", "show", &id2, "--log"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(log.contains("answered\tfalse\tnil"), "{log}");
+    // Unknown runs: 404, named.
+    let r = post_as_page(&web, "/runs/nosuch/approve", None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("no run \\\"nosuch\\\""), "{}", r.body);
+}
+
+#[test]
+fn resume_and_cancel_from_the_page_call_the_same_rules_as_the_cli() {
+    let env = Env::new("web-resume");
+    let web = Web::start(&env, &["web", "--listen", "127.0.0.1:0"]);
+    let flag = env.dir.join("second-time");
+    let book = format!(
+        "baton.step('first', function() print('first step') end)\n\
+         local f = io.open({flag:?}) if not f then io.open({flag:?}, 'w'):close() error('not yet', 0) end\n\
+         print('done')",
+        flag = flag.display().to_string()
+    );
+    env.run_lua("flaky.lua", &book, &[]).expect_code(1);
+    let id = newest_run(&env);
+    assert_eq!(run_status(&env, &id), "failed");
+    let page = get(&web.url(&format!("/runs/{id}")));
+    assert!(page.body.contains(&format!("action=\"/runs/{id}/resume\"")));
+    let r = post_as_page(&web, &format!("/runs/{id}/resume"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_status(&env, &id, "ok", Duration::from_secs(60));
+    let log = env
+        .baton(&["runs", "show", &id, "--log"])
+        .ok()
+        .stdout
+        .clone();
+    // The finished step was not run again.
+    assert_eq!(log.matches("first step").count(), 1, "{log}");
+    assert!(log.contains("done"), "{log}");
+    // A finished run cannot be resumed or cancelled: 409 with the CLI's words.
+    let r = post_as_page(&web, &format!("/runs/{id}/resume"), None);
+    assert_eq!(r.status, 409);
+    assert!(
+        r.body.contains("finished ok; there is nothing to resume"),
+        "{}",
+        r.body
+    );
+    let r = post_as_page(&web, &format!("/runs/{id}/cancel"), None);
+    assert_eq!(r.status, 409);
+    assert!(
+        r.body.contains("only a paused, interrupted or failed run"),
+        "{}",
+        r.body
+    );
+}
+
+#[test]
+fn cancel_stops_a_running_run_from_the_page_and_from_the_cli() {
+    let env = Env::new("web-cancel");
+    let web = Web::start(&env, &["web", "--listen", "127.0.0.1:0"]);
+    let marker = env.dir.join("started");
+    let book = format!(
+        "baton.exec({{'touch', {m:?}}})\nwhile true do baton.sleep(0.05) end",
+        m = marker.display().to_string()
+    );
+    let path = env.dir.write("forever.lua", book);
+    for via_page in [true, false] {
+        let _ = std::fs::remove_file(&marker);
+        let mut cmd = env.cmd();
+        cmd.args(["run", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        wait_for("the run to start", Duration::from_secs(30), || {
+            marker.exists()
+        });
+        let id = newest_run(&env);
+        assert_eq!(run_status(&env, &id), "running");
+        if via_page {
+            let r = post_as_page(&web, &format!("/runs/{id}/cancel"), None);
+            assert_eq!(r.status, 200, "{}", r.body);
+        } else {
+            let out = env.baton(&["runs", "cancel", &id]);
+            out.ok();
+            assert!(
+                out.stdout.contains("cancelled (its process"),
+                "{}",
+                out.stdout
+            );
+        }
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the run was not stopped"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success());
+        assert_eq!(run_status(&env, &id), "cancelled");
+    }
+}
+
+#[test]
+fn run_now_starts_the_job_as_schedule_run_does_and_unknown_names_are_404() {
+    let env = Env::new("web-run-now");
+    env.dir.write("hello.lua", "print('hello from the job')");
+    let schedule = env.dir.write(
+        "schedule.lua",
+        r#"schedule.cron("hello", "0 3 * * *", "hello.lua")"#,
+    );
+    let web = Web::start(
+        &env,
+        &[
+            "web",
+            "--listen",
+            "127.0.0.1:0",
+            "--schedule",
+            schedule.to_str().unwrap(),
+        ],
+    );
+    let s = get(&web.url("/api/schedule")).json();
+    assert_eq!(s["jobs"][0]["name"], "hello");
+    assert_eq!(s["jobs"][0]["cron"], "0 3 * * *");
+    assert_eq!(s["jobs"][0]["state"], "new");
+    assert!(s["jobs"][0]["next"].as_i64().unwrap() > chrono::Utc::now().timestamp());
+    let r = post_as_page(&web, "/schedule/hello/run", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let history = || -> serde_json::Value {
+        serde_json::from_str(&env.baton(&["schedule", "history", "--json"]).ok().stdout).unwrap()
+    };
+    wait_for("the job's run to end", Duration::from_secs(60), || {
+        history()[0]["outcome"] == "ok"
+    });
+    let h = history();
+    assert_eq!(h[0]["job"], "hello");
+    assert_eq!(h[0]["manual"], true);
+    let log = std::fs::read_to_string(h[0]["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("hello from the job"), "{log}");
+    let s = get(&web.url("/api/schedule")).json();
+    assert_eq!(s["jobs"][0]["state"], "up");
+    assert_eq!(s["jobs"][0]["last"]["outcome"], "ok");
+    assert_eq!(s["jobs"][0]["last"]["manual"], true);
+    let r = post_as_page(&web, "/schedule/nosuch/run", None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    // A host that is not in the fleet, or has no MAC: 404 and 409.
+    let r = post_as_page(&web, "/hosts/nosuch/wake", None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = post_as_page(&web, "/hosts/local/wake", None);
+    assert_eq!(r.status, 409, "{}", r.body);
+}
