@@ -395,3 +395,53 @@ pub async fn spend(
 ) -> Result<crate::core::llm::budget::Report, Failure> {
     Ok(app.llm.budget().report(period, by).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::schedule::expr::Expr;
+
+    fn record(scheduled: DateTime<Utc>, outcome: &str) -> RunRecord {
+        RunRecord {
+            id: 1,
+            job: "j".into(),
+            scheduled,
+            started: Some(scheduled),
+            ended: (outcome != "running").then_some(scheduled),
+            outcome: outcome.into(),
+            error: None,
+            log: None,
+            catchup: false,
+            manual: false,
+        }
+    }
+
+    #[test]
+    fn a_job_is_up_running_late_failed_or_new_as_healthchecks_says() {
+        // Every hour on the hour; now is 10:30.
+        let spec = crate::core::schedule::JobSpec::new("j", Expr::parse("0 * * * *").unwrap());
+        let now = DateTime::parse_from_rfc3339("2026-12-06T10:30:00Z")
+            .unwrap()
+            .to_utc();
+        let at = |h: u32, m: u32| now.date_naive().and_hms_opt(h, m, 0).unwrap().and_utc();
+        assert_eq!(job_state(&spec, None, now), "new");
+        assert_eq!(job_state(&spec, Some(&record(at(10, 0), "ok")), now), "up");
+        assert_eq!(
+            job_state(&spec, Some(&record(at(10, 0), "failed")), now),
+            "failed"
+        );
+        assert_eq!(
+            job_state(&spec, Some(&record(at(10, 0), "cancelled")), now),
+            "failed"
+        );
+        assert_eq!(
+            job_state(&spec, Some(&record(at(10, 0), "running")), now),
+            "running"
+        );
+        // The 10:00 run never came: late, whatever the 09:00 one did.
+        assert_eq!(job_state(&spec, Some(&record(at(9, 0), "ok")), now), "late");
+        // Within the grace after its time a job is not late yet.
+        let early = at(10, 1);
+        assert_eq!(job_state(&spec, Some(&record(at(9, 0), "ok")), early), "up");
+    }
+}

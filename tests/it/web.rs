@@ -651,3 +651,205 @@ fn run_now_starts_the_job_as_schedule_run_does_and_unknown_names_are_404() {
     let r = post_as_page(&web, "/hosts/local/wake", None);
     assert_eq!(r.status, 409, "{}", r.body);
 }
+
+// ------------------------------------------------------------------------------------ data and streams
+
+/// An in-test Ollama answering "fine" (40 tokens in, 6 out) on a thread of its own, so sync tests can use
+/// it; it lives until the test process ends.
+fn ollama_stub() -> String {
+    use crate::llm::server::{self, Reply as Answer, Stub};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let stub = Stub::start(|_, _| {
+                Answer::ndjson(server::ollama_chat("qwen", &["fine"], 40, 6), 16)
+            })
+            .await;
+            tx.send(stub.url.clone()).unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+}
+
+/// A fleet whose local tier is the stub, priced so each answer costs something, with a $100 budget.
+fn priced_fleet(url: &str) -> String {
+    format!(
+        "return {{\n  hosts = {{ engine = {{ ssh = false, ollama = {url:?} }} }},\n  \
+         tiers = {{ {{ name = 'local', provider = 'ollama', host = 'engine', \
+         models = {{ code = 'qwen', reason = 'qwen' }}, price = {{ input = 1000, output = 2000 }} }} }},\n  \
+         budget = {{ monthly_usd = 100 }},\n}}\n"
+    )
+}
+
+fn cli_json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let out = env.baton(args);
+    out.ok();
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", out.stdout))
+}
+
+#[test]
+fn api_answers_are_the_state_the_cli_shows() {
+    let url = ollama_stub();
+    let env = Env::new("web-api").with_fleet(&priced_fleet(&url));
+    env.baton(&["ask", "code", "hello"]).ok();
+    env.run_lua(
+        "two.lua",
+        "print(route.ask('code', 'x').text)\nbaton.exec({'true'})",
+        &[],
+    )
+    .ok();
+    let web = Web::start(&env, &["web", "--listen", "127.0.0.1:0"]);
+
+    let cli = cli_json(&env, &["runs", "--json"]);
+    let api = get(&web.url("/api/runs")).json();
+    let pick = |v: &serde_json::Value| -> Vec<(String, String, String, i64)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["status"].as_str().unwrap().to_string(),
+                    r["trigger"].as_str().unwrap().to_string(),
+                    (r["cost"].as_f64().unwrap() * 1e9).round() as i64,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(pick(&api), pick(&cli));
+    assert_eq!(api.as_array().unwrap().len(), 2);
+    assert!(api[0]["cost"].as_f64().unwrap() > 0.0, "{api}");
+    let id = api[0]["id"].as_str().unwrap();
+    let one = get(&web.url(&format!("/api/runs/{id}"))).json();
+    let shown = cli_json(&env, &["runs", "show", id, "--json"]);
+    let kinds = |steps: &serde_json::Value| -> Vec<String> {
+        steps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| format!("{} {} {}", s["pos"], s["kind"], s["outcome"]))
+            .collect()
+    };
+    assert_eq!(kinds(&one["steps"]), kinds(&shown["steps"]));
+    assert_eq!(one["steps"].as_array().unwrap().len(), 2);
+    let filtered = get(&web.url("/api/runs?status=failed")).json();
+    assert_eq!(filtered, serde_json::json!([]));
+    let bad = get(&web.url("/api/runs?status=sleepy"));
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("got \\\"sleepy\\\""), "{}", bad.body);
+
+    for by in ["tier", "model", "task", "script"] {
+        let cli = cli_json(&env, &["spend", "--json", "--by", by]);
+        let api = get(&web.url(&format!("/api/spend?by={by}"))).json();
+        assert_eq!(api["rows"], cli["rows"], "by {by}");
+        assert_eq!(api["ledger"], cli["ledger"], "by {by}");
+        assert_eq!(api["days"], cli["days"], "by {by}");
+    }
+    // The spend page draws today's bar with the month's amount.
+    let page = get(&web.url("/spend"));
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let spent = cli_json(&env, &["spend", "--json"])["ledger"]["spent"]
+        .as_f64()
+        .unwrap();
+    assert!(spent > 0.0);
+    assert!(
+        page.body.contains(&format!("<title>{today}: $")),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("class=\"bar\""), "{}", page.body);
+
+    // The fleet as the probe saw it: engine has no ssh, so it is this machine's process answering.
+    wait_for("the first probe", Duration::from_secs(60), || {
+        get(&web.url("/api/fleet")).json()["probed_at"].is_number()
+    });
+    let fleet = get(&web.url("/api/fleet")).json();
+    let engine = fleet["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "engine")
+        .cloned()
+        .unwrap_or_else(|| panic!("{fleet}"));
+    assert_eq!(engine["online"], true, "{fleet}");
+    assert!(engine["last_seen"].is_number(), "{fleet}");
+    assert_eq!(engine["ollama_models"], serde_json::json!([]), "{fleet}");
+}
+
+#[test]
+fn a_runs_log_reaches_the_page_as_it_is_printed() {
+    use futures_util::StreamExt;
+    let env = Env::new("web-live");
+    let web = Web::start(&env, &["web", "--listen", "127.0.0.1:0"]);
+    let go = env.dir.join("go");
+    let book = format!(
+        "print('line one')\nbaton.exec({{'true'}})\n\
+         while not io.open({go:?}) do baton.sleep(0.02) end\n\
+         print('line two')\nprint('line three')",
+        go = go.display().to_string()
+    );
+    let path = env.dir.write("live.lua", book);
+    let mut cmd = env.cmd();
+    cmd.args(["run", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    wait_for("the run to be recorded", Duration::from_secs(30), || {
+        !newest_run(&env).is_empty()
+    });
+    let id = newest_run(&env);
+    let url = web.url(&format!("/runs/{id}/log?from=0"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (text, statuses) = rt.block_on(async {
+        let client = baton::core::http::builder(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let resp = client.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let mut body = resp.bytes_stream();
+        let (mut raw, mut text, mut statuses) = (String::new(), String::new(), Vec::new());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, body.next()).await {
+            raw.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = raw.find("\n\n") {
+                let event: String = raw.drain(..end + 2).collect();
+                let kind = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("event: "))
+                    .unwrap_or("");
+                let data = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .unwrap_or("");
+                match kind {
+                    "log" => {
+                        text.push_str(&serde_json::from_str::<String>(data).unwrap());
+                        // The page has the first line while the run still waits: then let it go on.
+                        if text.contains("line one") && !go.exists() {
+                            std::fs::write(&go, "").unwrap();
+                        }
+                    }
+                    "status" => statuses.push(data.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        (text, statuses)
+    });
+    let _ = child.wait();
+    assert_eq!(text, "line one\nline two\nline three\n");
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("ok"),
+        "{statuses:?}"
+    );
+}
