@@ -853,3 +853,51 @@ fn a_runs_log_reaches_the_page_as_it_is_printed() {
         "{statuses:?}"
     );
 }
+
+#[test]
+fn the_daemon_serves_the_page_and_resumes_its_own_answered_runs() {
+    let env = Env::new("web-daemon");
+    env.dir.write(
+        "ask.lua",
+        "local ok, why = baton.approve('restart the server?')\nprint('decided', ok, why)",
+    );
+    let schedule = env.dir.write(
+        "schedule.lua",
+        r#"schedule.cron("ask", "0 3 * * *", "ask.lua")"#,
+    );
+    // A scheduled run, paused on its question (run by hand as the daemon would).
+    env.baton(&[
+        "schedule",
+        "run",
+        "ask",
+        schedule.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let id = newest_run(&env);
+    assert_eq!(run_status(&env, &id), "paused");
+    let web = Web::start(
+        &env,
+        &["daemon", schedule.to_str().unwrap(), "--web", "127.0.0.1:0"],
+    );
+    let s = get(&web.url("/api/schedule")).json();
+    assert_eq!(s["jobs"][0]["name"], "ask", "{s}");
+    let r = post_as_page(&web, &format!("/runs/{id}/approve"), Some("text=yes"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The daemon resumes its scheduled runs itself: the page does not start a second resume.
+    assert_eq!(r.json()["resumed"], false);
+    wait_status(&env, &id, "ok", Duration::from_secs(60));
+    let log = env
+        .baton(&["runs", "show", &id, "--log"])
+        .ok()
+        .stdout
+        .clone();
+    assert_eq!(log.matches("decided\ttrue\tyes").count(), 1, "{log}");
+    assert!(
+        web.rest
+            .lock()
+            .unwrap()
+            .contains(&format!("resuming answered run {id}")),
+        "{}",
+        web.rest.lock().unwrap()
+    );
+}
