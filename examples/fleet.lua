@@ -75,4 +75,8 @@ return {
 
   -- Paid calls reserve their worst case before they are sent, so spend never passes this.
   budget = { monthly_usd = 100, alert_at = 0.8 },
+
+  -- The dashboard's token (`baton web`, `baton daemon --web`), from the environment; without it each start
+  -- makes a random one, and the page cannot listen beyond loopback.
+  web = { token_env = "BATON_WEB_TOKEN" },
 }
