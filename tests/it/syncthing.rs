@@ -418,3 +418,63 @@ print(pcall(s.wait_synced, s, "docs", {timeout = "3s"}))
         out.stdout
     );
 }
+
+/// `baton status --json` (what the dashboard's Fleet shows) carries the Syncthing folders of hosts that
+/// configure `syncthing`, and a clear error, without the key, for one whose key is wrong.
+#[test]
+fn status_shows_each_configured_hosts_syncthing_folders() {
+    let p = pair();
+    let fleet = p.env.fleet.clone().unwrap();
+    let text = std::fs::read_to_string(&fleet).unwrap();
+    let gui_a = text
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &fleet,
+        text.replacen(
+            "badkey = {",
+            &format!(
+                "alpha = {{ ssh = false, syncthing = {{ url = \"http://127.0.0.1:{gui_a}\", api_key_env = \"GOOD_ST_KEY\" }} }},\n  badkey = {{"
+            ),
+            1,
+        ),
+    )
+    .unwrap();
+    let env = Env {
+        dir: crate::common::TempDir::new("syncthing-status"),
+        fleet: Some(fleet),
+        vars: p.env.vars.clone(),
+    }
+    .var("GOOD_ST_KEY", KEY_A);
+    for sub in ["home", "config", "state"] {
+        std::fs::create_dir_all(env.dir.join(sub)).unwrap();
+    }
+    let out = env.baton(&["status", "--json"]);
+    out.ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let host = |name: &str| {
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{v}"))
+    };
+    let folders = &host("alpha")["syncthing"]["folders"];
+    assert_eq!(folders[0]["id"], "shared", "{v}");
+    assert_eq!(folders[0]["label"], "Shared", "{v}");
+    assert!(folders[0]["state"].is_string(), "{v}");
+    assert!(folders[0]["need_bytes"].is_number(), "{v}");
+    let bad = host("badkey")["syncthing"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(bad.contains("refused the API key"), "{bad}");
+    assert!(!out.stdout.contains(WRONG_KEY) && !out.stdout.contains(KEY_A));
+    // A host without `syncthing` is not asked.
+    assert!(host("h0")["syncthing"].is_null(), "{v}");
+}
