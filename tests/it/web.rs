@@ -901,3 +901,90 @@ fn the_daemon_serves_the_page_and_resumes_its_own_answered_runs() {
         web.rest.lock().unwrap()
     );
 }
+
+#[test]
+fn a_detached_jobs_page_shows_its_attach_command_and_its_log_tail_live() {
+    use futures_util::StreamExt;
+    crate::sshd::require("tmux");
+    let fleet = crate::sshd::SshFleet::start(1);
+    let env = Env::new("web-jobs").with_fleet(&format!(
+        r#"return {{ ssh_config = {:?}, hosts = {{ h0 = {{}} }} }}"#,
+        fleet.ssh_config.display()
+    ));
+    let go = env.dir.join("go");
+    let out = env.run_lua(
+        "j.lua",
+        &format!(
+            "local j = ssh.spawn('h0', 'echo first; {wait}; echo second; sleep 30', {{ tmux = true, title = 'training' }})\nprint(j.id)",
+            wait = crate::common::sh_wait_file(&go)
+        ),
+        &[],
+    );
+    out.ok();
+    let id = out.stdout.trim().to_string();
+    let web = Web::start(&env, &["web", "--listen", "127.0.0.1:0"]);
+    let jobs = get(&web.url("/api/jobs")).json();
+    assert_eq!(jobs[0]["id"], id.as_str(), "{jobs}");
+    assert_eq!(jobs[0]["host"], "h0");
+    assert_eq!(jobs[0]["title"], "training");
+    assert_eq!(jobs[0]["state"], "running");
+    let attach = jobs[0]["attach"].as_str().unwrap().to_string();
+    let cli = env.baton(&["jobs", "attach", &id, "--print"]);
+    assert_eq!(attach, cli.ok().stdout.trim());
+    let page = get(&web.url(&format!("/jobs/{id}")));
+    assert!(
+        page.body.contains("training") && page.body.contains("id=\"tail\""),
+        "{}",
+        page.body
+    );
+    let dashboard = get(&web.url("/"));
+    assert!(
+        dashboard.body.contains(&format!("href=\"/jobs/{id}\"")),
+        "{}",
+        dashboard.body
+    );
+
+    let url = web.url(&format!("/jobs/{id}/log"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tails = rt.block_on(async {
+        let client = baton::core::http::builder(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut body = client.get(&url).send().await.unwrap().bytes_stream();
+        let (mut raw, mut tails) = (String::new(), Vec::<String>::new());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, body.next()).await {
+            raw.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = raw.find("\n\n") {
+                let event: String = raw.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: "))
+                    && event.contains("event: tail")
+                {
+                    let tail: String = serde_json::from_str(data).unwrap();
+                    if tail.contains("first") && !go.exists() {
+                        std::fs::write(&go, "").unwrap();
+                    }
+                    let done = tail.contains("second");
+                    tails.push(tail);
+                    if done {
+                        return tails;
+                    }
+                }
+            }
+        }
+        tails
+    });
+    assert!(
+        tails
+            .first()
+            .is_some_and(|t| t.contains("first") && !t.contains("second")),
+        "{tails:?}"
+    );
+    assert!(
+        tails.last().is_some_and(|t| t.contains("first\nsecond")),
+        "{tails:?}"
+    );
+}
