@@ -8,7 +8,8 @@
 //! - The run goes through [`Remote::run`], so a fleet host is reached over its multiplexed ssh master and a
 //!   timeout kills the command on the host.
 //! - Each stdout line is one JSON object; a line that is no JSON object, or longer than [`MAX_LINE`], ends
-//!   the run (the process is killed) with an error naming the line.
+//!   the run (the process is killed) with an error naming the line. The bound is kept while reading
+//!   ([`Spec::max_line`]): a 100 MB line is refused after its first 8 MiB, never held whole.
 //! - Booking: a ledger row (provider `claude-code`) is written before start. With a fleet budget, the run's
 //!   cap (`--max-budget-usd`) is what is left of the month or `max_usd`, whichever is lower, and the run is
 //!   refused when less than `min_usd` is left. The row is settled with Claude Code's own
@@ -23,7 +24,7 @@ use serde_json::Value;
 use crate::core::llm::budget::{Budget, BudgetError};
 use crate::core::llm::ledger::{Open, Outcome, Row};
 use crate::core::llm::{HookError, LocalFuture};
-use crate::core::process::{Cmd, ProcessError, Spec, Stream};
+use crate::core::process::{Cmd, LineTooLong, ProcessError, Spec, Stream};
 use crate::core::remote::jobs::{self, Job, JobOpts};
 use crate::core::remote::{Remote, RemoteError, quote, shell_text};
 use crate::core::state::State;
@@ -75,8 +76,8 @@ pub enum ClaudeError {
     Ledger(String),
     #[error(transparent)]
     Remote(#[from] RemoteError),
-    #[error("stdout line {line} is {len} bytes, over the {} MiB bound on a stream-json line", MAX_LINE >> 20)]
-    LineTooLong { line: usize, len: usize },
+    #[error("{0}")]
+    LineTooLong(LineTooLong),
     #[error("stdout line {line} is not a stream-json object ({why}): {shown}")]
     Malformed {
         line: usize,
@@ -272,10 +273,11 @@ fn str_of(v: &Value, k: &str) -> Option<String> {
 /// several). A blank line gives none.
 pub fn decode(n: usize, line: &str) -> Result<Vec<Event>, ClaudeError> {
     if line.len() > MAX_LINE {
-        return Err(ClaudeError::LineTooLong {
+        return Err(ClaudeError::LineTooLong(LineTooLong {
+            stream: Stream::Stdout,
             line: n,
-            len: line.len(),
-        });
+            max: MAX_LINE,
+        }));
     }
     if line.trim().is_empty() {
         return Ok(vec![]);
@@ -453,11 +455,15 @@ pub async fn run(
     let cmd = Cmd::Argv(argv(opts)?);
     let spec = Spec {
         stdin: Some(prompt.as_bytes().to_vec()),
+        max_line: Some(MAX_LINE),
         ..spec.clone()
     };
     let (out, d) = streamed(|tx| remote.run(host, &cmd, &spec, Some(tx)), on_event).await?;
     let out = match out {
         Ok(out) => out,
+        Err(RemoteError::Process(ProcessError::LineTooLong(l))) => {
+            return Err(ClaudeError::LineTooLong(l));
+        }
         Err(RemoteError::Process(ProcessError::Spawn { cause, .. }))
             if cause.kind() == std::io::ErrorKind::NotFound =>
         {
@@ -927,7 +933,10 @@ mod tests {
         );
         let long = "x".repeat(MAX_LINE + 1);
         let e = decode(7, &long).unwrap_err().to_string();
-        assert!(e.contains("over the 8 MiB bound"), "{e}");
+        assert_eq!(
+            e,
+            "stdout line 7 is longer than 8 MiB, the bound on one line of output: the command was stopped"
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@
 -- result and does not start Claude Code again. A failed one (raised) runs again on resume.
 -- Failures raise `claude.run(<host>): <cause>`: Claude Code not installed (with the install hint), not
 -- logged in, `subtype` "error_max_turns" ("stopped at max_turns") or "error_max_budget_usd", `is_error`,
--- a stdout line that is no stream-json object or over 8 MiB (the process is stopped), no result line, a
--- timeout, ssh failures. With `check = false` they come back as `{ok = false, err}` (with the result's
+-- a stdout line that is no stream-json object or over 8 MiB (found while it is read, never held whole: the
+-- process is stopped), no result line, a timeout, ssh failures. With `check = false` they come back as `{ok = false, err}` (with the result's
 -- fields when there was a result line). Misuse (a bad option, an unknown host) raises even then.
 
 ---@class claude

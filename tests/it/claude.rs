@@ -12,12 +12,13 @@ use crate::common::{Env, Out, TempDir, wait_for};
 use crate::sshd::{SshFleet, require};
 
 /// The double: the variant is the first `[word]` in the prompt (read from stdin). Each invocation writes
-/// `<record>/<pid>.json` with its argv, stdin and folder.
+/// `<record>/<pid>.json` with its argv, stdin, folder and pid. `[huge]` writes a 100 MB line (in 1 MB
+/// pieces, so the double never holds it either).
 const DOUBLE: &str = r#"#!/usr/bin/env python3
 import json, os, re, sys, time
 prompt = sys.stdin.read()
 with open(os.path.join(RECORD, "%d.json" % os.getpid()), "w") as f:
-    json.dump({"argv": sys.argv[1:], "stdin": prompt, "cwd": os.getcwd()}, f)
+    json.dump({"argv": sys.argv[1:], "stdin": prompt, "cwd": os.getcwd(), "pid": os.getpid()}, f)
 m = re.search(r"\[(\w+)\]", prompt)
 v = m.group(1) if m else "success"
 def out(o):
@@ -36,7 +37,11 @@ out({"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_i
 if v == "garbage":
     print("this is not json", flush=True)
 if v == "huge":
-    out({"type": "assistant", "pad": "x" * (9 << 20)})
+    sys.stdout.write('{"type": "assistant", "pad": "')
+    piece = "x" * 1000000
+    for _ in range(100):
+        sys.stdout.write(piece)
+    print('"}', flush=True)
 if v == "noresult":
     print("boom", file=sys.stderr)
     sys.exit(3)
@@ -71,6 +76,57 @@ fn install_double(dir: &Path) -> PathBuf {
     std::fs::write(&p, body).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     bin
+}
+
+/// A test sshd fleet of `n` hosts, all started, whose first host (`h0`) has the double first on its PATH.
+fn fleet_with_double(n: usize) -> SshFleet {
+    let mut ssh = SshFleet::prepare(n);
+    let bin = install_double(&ssh.hosts[0].dir);
+    let config = ssh.hosts[0].config();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "SetEnv HOME=",
+        &format!(
+            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
+            bin.display()
+        ),
+    );
+    std::fs::write(config, text).unwrap();
+    for i in 0..n {
+        ssh.start_host(i);
+    }
+    ssh
+}
+
+/// The run that got `prompt` on stdin has ended: its process is gone (or a zombie about to be reaped), not
+/// left writing. Waits a little: a killed process on the host takes a moment to be reaped.
+fn assert_ended(calls: &[Value], prompt: &str) {
+    let call = calls
+        .iter()
+        .find(|c| c["stdin"] == prompt)
+        .unwrap_or_else(|| panic!("no run got {prompt:?}: {calls:?}"));
+    let status = format!("/proc/{}/status", call["pid"]);
+    wait_for("the double to end", Duration::from_secs(10), || {
+        std::fs::read_to_string(&status)
+            .map_or(true, |s| s.lines().any(|l| l.starts_with("State:\tZ")))
+    });
+}
+
+/// Prints, at the end of a script, the script's peak memory (`VmHWM`, KiB) as `peak <kib>`.
+const PEAK: &str = r#"
+for l in io.lines("/proc/self/status") do
+  local kib = l:match("^VmHWM:%s*(%d+) kB")
+  if kib then print("peak " .. kib) end
+end"#;
+
+/// The peak memory (MiB) a script printed with [`PEAK`].
+fn peak_mib(stdout: &str) -> u64 {
+    let kib: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak "))
+        .unwrap_or_else(|| panic!("no peak in {stdout}"))
+        .parse()
+        .unwrap();
+    kib >> 10
 }
 
 /// What each invocation recorded, oldest first.
@@ -262,18 +318,21 @@ print(r.max_usd, r.cost)"#,
 }
 
 /// Each failure is an error naming the host and the cause (raised by default, `ok = false` and `err`
-/// with `check = false`); a run that ends without a result line is booked at its cap and says so.
+/// with `check = false`); a run that ends without a result line is booked at its cap and says so. A
+/// 100 MB line is refused while it is read: the double is stopped and baton's memory stays far below it.
 #[test]
 fn failures_name_their_cause_and_a_run_without_result_is_booked_at_its_cap() {
     let env = local_env("claude-fail", Some(10.0));
     let out = run(
         &env,
-        r#"for _, v in ipairs({ "turns", "budget", "noresult", "garbage", "huge", "hang" }) do
-  local r = claude.run("[" .. v .. "]", { check = false, max_usd = 1, timeout = v == "hang" and "1s" or nil })
+        &format!(
+            r#"for _, v in ipairs({{ "turns", "budget", "noresult", "garbage", "huge", "hang" }}) do
+  local r = claude.run("[" .. v .. "]", {{ check = false, max_usd = 1, timeout = v == "hang" and "1s" or nil }})
   print(v, r.ok, r.subtype, r.cost, r.err)
 end
-local ok, err = pcall(claude.run, "[turns]", { max_usd = 1 })
-print(ok, err)"#,
+local ok, err = pcall(claude.run, "[turns]", {{ max_usd = 1 }})
+print(ok, err){PEAK}"#
+        ),
     );
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -282,7 +341,7 @@ print(ok, err)"#,
         "budget\tfalse\terror_max_budget_usd\t0.25\tclaude.run(local): stopped at its budget cap (--max-budget-usd)",
         "noresult\tfalse\tnil\tnil\tclaude.run(local): Claude Code failed (exit 3: boom) without a result line; booked at its cap $1.00",
         "garbage\tfalse\tnil\tnil\tclaude.run(local): stdout line 4 is not a stream-json object (expected ident at line 1 column 2): this is not json; booked at its cap $1.00",
-        "huge\tfalse\tnil\tnil\tclaude.run(local): stdout line 4 is 9437216 bytes, over the 8 MiB bound on a stream-json line; booked at its cap $1.00",
+        "huge\tfalse\tnil\tnil\tclaude.run(local): stdout line 4 is longer than 8 MiB, the bound on one line of output: the command was stopped; booked at its cap $1.00",
         "hang\tfalse\tnil\tnil\tclaude.run(local): timed out after 1s without a result line; booked at its cap $1.00",
     ];
     assert_eq!(lines[..6], want, "{}", out.stderr);
@@ -291,6 +350,12 @@ print(ok, err)"#,
             && lines[6].contains("claude.run(local): stopped at max_turns"),
         "{}",
         out.stdout
+    );
+    assert_ended(&calls(env.dir.path()), "[huge]");
+    let peak = peak_mib(&out.stdout);
+    assert!(
+        peak < 80,
+        "peak memory {peak} MiB: the 100 MB line was held"
     );
     let booked = rows(
         &env,
@@ -361,31 +426,25 @@ print(pcall(claude.run, "x", { on_event = 1 }))"#,
 }
 
 /// On a fleet host over ssh: the same result, events and flags, the folder on the host; a host without
-/// the CLI gives the install hint.
+/// the CLI gives the install hint; a 100 MB line is refused while it is read and the double on the host
+/// is stopped.
 #[test]
 fn a_run_on_a_fleet_host_goes_over_ssh() {
-    let mut ssh = SshFleet::prepare(2);
-    let bin = install_double(&ssh.hosts[0].dir);
-    let config = ssh.hosts[0].config();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "SetEnv HOME=",
-        &format!(
-            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
-            bin.display()
-        ),
-    );
-    std::fs::write(config, text).unwrap();
-    ssh.start_host(0);
-    ssh.start_host(1);
+    let ssh = fleet_with_double(2);
     let env = Env::new("claude-ssh").with_fleet(&ssh.fleet_lua());
     let work = ssh.hosts[0].home.join("w d");
     std::fs::create_dir_all(&work).unwrap();
     let script = format!(
-        "WORK = \"~/w d\"\nHOST = \"h0\"\n{SUCCESS}\nprint(pcall(claude.run, \"x\", {{ host = \"h1\" }}))"
+        "WORK = \"~/w d\"\nHOST = \"h0\"\n{SUCCESS}\nprint(pcall(claude.run, \"x\", {{ host = \"h1\" }}))
+print(pcall(claude.run, \"[huge]\", {{ host = \"h0\", max_usd = 1 }})){PEAK}"
     );
     let out = run(&env, &script);
     out.ok();
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("peak "))
+        .collect();
     assert_eq!(
         lines,
         [
@@ -394,12 +453,20 @@ fn a_run_on_a_fleet_host_goes_over_ssh() {
             EVENTS,
             "false\tclaude.run(h1): Claude Code is not installed (`claude`: command not found); install it \
              with `npm install -g @anthropic-ai/claude-code`",
+            "false\tclaude.run(h0): stdout line 4 is longer than 8 MiB, the bound on one line of output: the \
+             command was stopped; booked at its cap $1.00",
         ],
         "{}",
         out.stderr
     );
+    let peak = peak_mib(&out.stdout);
+    assert!(
+        peak < 80,
+        "peak memory {peak} MiB: the 100 MB line was held"
+    );
     let c = calls(&ssh.hosts[0].dir);
-    assert_eq!(c.len(), 1);
+    assert_eq!(c.len(), 2);
+    assert_ended(&c, "[huge]");
     let argv: Vec<String> = serde_json::from_value(c[0]["argv"].clone()).unwrap();
     // No fleet budget: the cap is max_usd.
     assert_eq!(argv, expected_argv("--max-budget-usd=2.00"));
@@ -410,7 +477,11 @@ fn a_run_on_a_fleet_host_goes_over_ssh() {
             &env,
             "SELECT host, cost, outcome FROM llm_ledger ORDER BY id"
         ),
-        [["h0", "0.25", "ok"], ["h1", "0", "error"]]
+        [
+            ["h0", "0.25", "ok"],
+            ["h1", "0", "error"],
+            ["h0", "1", "error"]
+        ]
     );
 }
 
@@ -516,18 +587,7 @@ fn a_killed_run_is_booked_interrupted_at_its_cap() {
 #[test]
 fn a_detached_run_is_a_tmux_job_whose_wait_gives_the_result() {
     require("tmux");
-    let mut ssh = SshFleet::prepare(1);
-    let bin = install_double(&ssh.hosts[0].dir);
-    let config = ssh.hosts[0].config();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "SetEnv HOME=",
-        &format!(
-            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
-            bin.display()
-        ),
-    );
-    std::fs::write(config, text).unwrap();
-    ssh.start_host(0);
+    let ssh = fleet_with_double(1);
     let env = Env::new("claude-detach").with_fleet(&ssh.fleet_lua());
     let work = ssh.hosts[0].home.join("w d");
     std::fs::create_dir_all(&work).unwrap();
@@ -598,18 +658,7 @@ print(j2.stderr)"#,
 #[test]
 fn the_gpu_claude_playbook_pushes_runs_and_pulls_back() {
     require("rsync");
-    let mut ssh = SshFleet::prepare(1);
-    let bin = install_double(&ssh.hosts[0].dir);
-    let config = ssh.hosts[0].config();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "SetEnv HOME=",
-        &format!(
-            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
-            bin.display()
-        ),
-    );
-    std::fs::write(config, text).unwrap();
-    ssh.start_host(0);
+    let ssh = fleet_with_double(1);
     let env = Env::new("claude-gpu").with_fleet(&format!(
         "return {{ ssh_config = {:?}, hosts = {{ h0 = {{ ssh = \"h0\", role = \"gpu\" }} }} }}",
         ssh.ssh_config.display()

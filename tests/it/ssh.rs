@@ -462,6 +462,37 @@ fn lua_run_results_streams_and_errors() {
     );
 }
 
+/// A streamed line over the default bound (16 MiB) stops the command on the host and here, and is an
+/// error naming the line and the bound: no hang, no unbounded buffer. The line is 200 MB (endless as far
+/// as the bound goes, yet a regression cannot exhaust the machine), and the command sleeps after it, so
+/// only a kill ends it before the timeout.
+#[test]
+fn an_endless_line_stops_the_command() {
+    let fleet = SshFleet::start(1);
+    let env = lua_env(&fleet, "ssh-endless");
+    let out = lua(
+        &env,
+        r#"
+        for _, host in ipairs({ "h0", "local" }) do
+          local seen = {}
+          local ok, e = pcall(ssh.run, host, "echo first; yes endless4761 | tr -d '\n' | head -c 200000000; sleep 4761",
+            { timeout = "30s", on_line = function(_, l) seen[#seen + 1] = l end })
+          print(ok, e, table.concat(seen, ","))
+        end
+        "#,
+    );
+    out.ok();
+    let bound = "stdout line 2 is longer than 16 MiB, the bound on one line of output: the command was stopped";
+    assert_eq!(
+        out.stdout,
+        format!("false\tssh.run(h0): {bound}\tfirst\nfalse\tssh.run(local): {bound}\tfirst\n"),
+        "{}",
+        out.stderr
+    );
+    wait_gone("endless476[1]");
+    wait_gone("sleep 476[1]");
+}
+
 #[test]
 fn lua_timeout_kills_remote_process() {
     let fleet = SshFleet::start(1);
