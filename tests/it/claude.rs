@@ -81,16 +81,7 @@ fn install_double(dir: &Path) -> PathBuf {
 /// A test sshd fleet of `n` hosts, all started, whose first host (`h0`) has the double first on its PATH.
 fn fleet_with_double(n: usize) -> SshFleet {
     let mut ssh = SshFleet::prepare(n);
-    let bin = install_double(&ssh.hosts[0].dir);
-    let config = ssh.hosts[0].config();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "SetEnv HOME=",
-        &format!(
-            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
-            bin.display()
-        ),
-    );
-    std::fs::write(config, text).unwrap();
+    ssh.hosts[0].path_first(&install_double(&ssh.hosts[0].dir));
     for i in 0..n {
         ssh.start_host(i);
     }
