@@ -4,7 +4,12 @@
 //!
 //! - The prompt goes on stdin, never on the command line: no shell sees it and a prompt starting with `-`
 //!   is not read as an option. Every option with a value is passed as one `--flag=value` word for the same
-//!   reason.
+//!   reason. The CLI reference writes `--flag value`; the CLI's parser (Commander, bundled in the CLI:
+//!   checked in 2.1.197) takes `--flag=value` for every option with a value as the same option. Only that
+//!   form keeps a value starting with `-` a value for `--resume [value]`, whose value is optional (space
+//!   separated, `--resume -x` would be `--resume` and an unknown option `-x`).
+//! - `--max-budget-usd` must be above 0 for the CLI and is passed in whole cents (rounded down): a cap
+//!   under $0.01 is refused before anything starts.
 //! - The run goes through [`Remote::run`], so a fleet host is reached over its multiplexed ssh master and a
 //!   timeout kills the command on the host.
 //! - Each stdout line is one JSON object; a line that is no JSON object, or longer than [`MAX_LINE`], ends
@@ -118,6 +123,11 @@ fn failed(subtype: &str, text: &str) -> String {
     }
 }
 
+/// A cap as `--max-budget-usd` gets it: whole cents, rounded down, so it never exceeds what was reserved.
+fn cents(usd: f64) -> f64 {
+    (usd * 100.0).floor() / 100.0
+}
+
 /// The `claude` argv for `opts` (the prompt goes on stdin).
 pub fn argv(opts: &Options) -> Result<Vec<String>, ClaudeError> {
     let mut v: Vec<String> = [
@@ -167,11 +177,7 @@ pub fn argv(opts: &Options) -> Result<Vec<String>, ClaudeError> {
         flag("resume", r);
     }
     if let Some(b) = opts.max_budget_usd {
-        // Cents, rounded down: the cap never exceeds what was reserved.
-        flag(
-            "max-budget-usd",
-            &format!("{:.2}", (b * 100.0).floor() / 100.0),
-        );
+        flag("max-budget-usd", &format!("{:.2}", cents(b)));
     }
     if let Some(bad) = v.iter().find(|w| w.contains('\0')) {
         return Err(ClaudeError::Invalid(format!(
@@ -532,6 +538,18 @@ pub async fn reserve(budget: &Budget, b: &Booking, opts: &Options) -> Result<Res
         model: opts.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into()),
         ..Row::default()
     };
+    // A refused run is a `budget` row, and nothing starts.
+    let refuse = async |why: String| -> Failure {
+        let refused = Row {
+            outcome: Outcome::Budget,
+            err: Some(why.clone()),
+            ..row.clone()
+        };
+        match budget.skip(refused).await {
+            Ok(()) => ClaudeError::OverBudget(why).into(),
+            Err(e) => ledger_error(e).into(),
+        }
+    };
     let cap = match budget.limit() {
         Some(limit) => {
             let t = budget.ledger().month().await.map_err(ledger_error)?;
@@ -547,18 +565,20 @@ pub async fn reserve(budget: &Budget, b: &Booking, opts: &Options) -> Result<Res
                     money(limit.monthly_usd),
                     money(b.min_usd)
                 );
-                let refused = Row {
-                    outcome: Outcome::Budget,
-                    err: Some(why.clone()),
-                    ..row
-                };
-                budget.skip(refused).await.map_err(ledger_error)?;
-                return Err(ClaudeError::OverBudget(why).into());
+                return Err(refuse(why).await);
             }
             Some(b.max_usd.map_or(left, |m| m.min(left)))
         }
         None => b.max_usd,
     };
+    if let Some(c) = cap.filter(|c| cents(*c) <= 0.0) {
+        return Err(refuse(format!(
+            "a cap of {} is under $0.01, the least `--max-budget-usd` that can be passed (Claude Code \
+             refuses 0)",
+            money(c)
+        ))
+        .await);
+    }
     let open = match budget
         .open(row.clone(), cap.unwrap_or(0.0), cap.is_some())
         .await

@@ -267,7 +267,8 @@ fn a_local_run_gives_its_result_events_flags_and_ledger_row() {
 }
 
 /// With less than `min_usd` left of the month the run is refused before the CLI starts (a `budget` row);
-/// a lower `min_usd` lets it run with what is left as its cap.
+/// a lower `min_usd` lets it run with what is left as its cap; a cap under a cent (nothing left, with
+/// `min_usd = 0`) is refused too: the CLI takes no `--max-budget-usd` of 0.
 #[test]
 fn the_budget_caps_a_run_and_refuses_one_that_does_not_fit() {
     let env = local_env("claude-budget", Some(0.04));
@@ -276,7 +277,8 @@ fn the_budget_caps_a_run_and_refuses_one_that_does_not_fit() {
         r#"local r = claude.run("[success] x", { check = false })
 print(r.ok, r.err)
 r = claude.run("[success] x", { min_usd = 0.01 })
-print(r.max_usd, r.cost)"#,
+print(r.max_usd, r.cost)
+print(pcall(claude.run, "[success] x", { min_usd = 0 }))"#,
     );
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -285,6 +287,8 @@ print(r.max_usd, r.cost)"#,
         [
             "false\tclaude.run(local): over budget: $0.04 left of $0.04 this month, less than min_usd $0.05",
             "0.04\t0.25",
+            "false\tclaude.run(local): over budget: a cap of $0.00 is under $0.01, the least \
+             `--max-budget-usd` that can be passed (Claude Code refuses 0)",
         ],
         "{}",
         out.stderr
@@ -303,7 +307,8 @@ print(r.max_usd, r.cost)"#,
         booked,
         [
             ["claude-code", "budget", "0", "0"],
-            ["claude-code", "ok", "0.25", "1"]
+            ["claude-code", "ok", "0.25", "1"],
+            ["claude-code", "budget", "0", "0"]
         ]
     );
 }
