@@ -828,13 +828,17 @@ pub async fn finish(
     };
     let job = &mut d.job;
     let waited = streamed(
-        |tx| jobs::wait(remote, state, job, poll, timeout, Some(tx)),
+        |tx| jobs::wait(remote, state, job, poll, timeout, Some(tx), MAX_LINE),
         on_event,
     )
     .await;
     let out = match waited {
         // Still running: the row stays open.
         Ok((Err(e @ RemoteError::Job(_)), _)) => return Err(ClaudeError::Remote(e).into()),
+        // The job was stopped by `jobs::wait`.
+        Ok((Err(RemoteError::Process(ProcessError::LineTooLong(l))), _)) => {
+            Err(ClaudeError::LineTooLong(l))
+        }
         Ok((Err(e), _)) => Err(e.into()),
         Ok((Ok(status), d2)) => match d2.result {
             Some(f) => Ok((f, d2.model)),

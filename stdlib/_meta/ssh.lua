@@ -67,7 +67,7 @@ function Job:status() end
 ---@class ssh.WaitOpts
 ---@field poll number|string|nil how often to look at the host (default: "10s")
 ---@field timeout number|string|nil raise if still running after this long (default: none)
----@field on_line fun(stream: "stdout", line: string)|nil called with each log line (from the start) while waiting; the log holds stdout and stderr together (default: none)
+---@field on_line fun(stream: "stdout", line: string)|nil called with each log line (from the start) while waiting; the log holds stdout and stderr together; a line over 16 MiB stops the job and raises (default: none)
 
 --- Waits until the job is no longer running, streaming new log lines to `on_line`.
 ---@param opts ssh.WaitOpts|nil

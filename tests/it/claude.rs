@@ -579,7 +579,8 @@ fn a_killed_run_is_booked_interrupted_at_its_cap() {
 
 /// `detach = true` on a fleet host: a tmux-backed job (the prompt written to a private file there, read
 /// as stdin and removed), whose `wait` streams the events and gives the result; a detached run without a
-/// result line is booked at its cap, naming the file its stderr went to.
+/// result line is booked at its cap, naming the file its stderr went to; a 100 MB line in a job's log is
+/// refused while the log is read (a few MiB at a time), never held whole.
 #[test]
 fn a_detached_run_is_a_tmux_job_whose_wait_gives_the_result() {
     require("tmux");
@@ -589,7 +590,7 @@ fn a_detached_run_is_a_tmux_job_whose_wait_gives_the_result() {
     std::fs::create_dir_all(&work).unwrap();
     let out = run(
         &env,
-        r#"local j = claude.run("-x [success] detached", { host = "h0", detach = true, max_usd = 1, cwd = "~/w d" })
+        &(r#"local j = claude.run("-x [success] detached", { host = "h0", detach = true, max_usd = 1, cwd = "~/w d" })
 print(j.host, j.tmux == "baton-" .. j.id)
 local evs = {}
 local r = j:wait({ poll = "100ms", on_event = function(ev) evs[#evs + 1] = ev.type end })
@@ -600,11 +601,16 @@ print(ok, tostring(err):find("was waited for already", 1, true) ~= nil)
 local j2 = claude.run("[noresult]", { host = "h0", detach = true, max_usd = 1, check = false })
 local r2 = j2:wait({ poll = "100ms" })
 print(r2.ok, r2.err)
-print(j2.stderr)"#,
+print(j2.stderr)
+local j3 = claude.run("[huge]", { host = "h0", detach = true, max_usd = 1, check = false })
+local r3 = j3:wait({ poll = "100ms" })
+print(r3.ok, r3.err)"#
+            .to_string()
+            + PEAK),
     );
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 6, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(lines.len(), 8, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(
         lines[..4],
         [
@@ -622,8 +628,23 @@ print(j2.stderr)"#,
         lines[4]
     );
     assert_eq!(std::fs::read_to_string(lines[5]).unwrap(), "boom\n");
+    assert!(
+        lines[6].starts_with("false\tclaude.run(h0, job ")
+            && lines[6].ends_with(
+                "stdout line 4 is longer than 8 MiB, the bound on one line of output: the command was \
+                 stopped; booked at its cap $1.00"
+            ),
+        "{}",
+        lines[6]
+    );
+    let peak = peak_mib(&out.stdout);
+    assert!(
+        peak < 80,
+        "peak memory {peak} MiB: the 100 MB line was held"
+    );
     let c = calls(&ssh.hosts[0].dir);
-    assert_eq!(c.len(), 2);
+    assert_eq!(c.len(), 3);
+    assert_ended(&c, "[huge]");
     assert_eq!(c[0]["stdin"], "-x [success] detached");
     assert_eq!(c[0]["cwd"], work.display().to_string());
     assert_eq!(
@@ -644,6 +665,7 @@ print(j2.stderr)"#,
         ),
         [
             ["h0", "ok", "0.25", "provider"],
+            ["h0", "error", "1", "reserved"],
             ["h0", "error", "1", "reserved"]
         ]
     );

@@ -604,6 +604,44 @@ fn lua_job_survives_script_kill_and_reattaches() {
     assert_eq!(listed[0].status.code, Some(7));
 }
 
+/// `job:wait` reads a job's log a few MiB at a time: a log longer than one read (about 6.9 MB) arrives
+/// whole and in order, no line cut at a read's edge; a line over the bound stops the job and raises.
+#[test]
+fn a_long_job_log_is_read_in_pieces_and_a_long_line_stops_the_job() {
+    let fleet = SshFleet::start(1);
+    let env = lua_env(&fleet, "ssh-job-log");
+    let out = lua(
+        &env,
+        r#"
+        local job = ssh.spawn("h0", "seq 1 1000000")
+        local n, bad = 0, 0
+        local st = job:wait({ poll = "100ms", timeout = "60s", on_line = function(_, l)
+          n = n + 1
+          if tonumber(l) ~= n then bad = bad + 1 end
+        end })
+        print(st.state, st.code, n, bad)
+        local long = ssh.spawn("h0", [[head -c 20000000 /dev/zero | tr '\0' x; sleep 4771]])
+        print(select(2, pcall(long.wait, long, { poll = "100ms", timeout = "60s", on_line = function() end })))
+        print(long:status().state)
+        "#,
+    );
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(lines[0], "exited\t0\t1000000\t0");
+    assert!(
+        lines[1].starts_with("job:wait(")
+            && lines[1].ends_with(
+                " on h0): stdout line 1 is longer than 16 MiB, the bound on one line of output: the \
+                 command was stopped"
+            ),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2], "exited");
+    wait_gone("sleep 477[1]");
+}
+
 #[test]
 fn lua_job_lost_and_killed() {
     let fleet = SshFleet::start(1);
