@@ -3,7 +3,7 @@
 //! process group and reports code 124.
 //!
 //! Lines delivered live are bounded ([`Spec::max_line`], default [`DEFAULT_MAX_LINE`]): a longer line is
-//! found while it is read (at most one byte past the bound is held), the command is stopped and the run
+//! found while it is read (at most two bytes past the bound are held), the command is stopped and the run
 //! fails with [`LineTooLong`] — never unbounded memory for an endless line.
 use std::future::Future;
 use std::path::PathBuf;
