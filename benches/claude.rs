@@ -162,16 +162,7 @@ fn local(baton: &Path, dir: &Path) {
 
 fn remote(baton: &Path, dir: &Path) {
     let mut fleet = SshFleet::prepare(1);
-    let bin = install(&fleet.hosts[0].dir);
-    let config = fleet.hosts[0].config();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "SetEnv HOME=",
-        &format!(
-            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
-            bin.display()
-        ),
-    );
-    std::fs::write(&config, text).unwrap();
+    fleet.hosts[0].path_first(&install(&fleet.hosts[0].dir));
     fleet.start_host(0);
     let dir = dir.join("ssh");
     std::fs::create_dir_all(&dir).unwrap();

@@ -4,11 +4,17 @@
 //!
 //! - The prompt goes on stdin, never on the command line: no shell sees it and a prompt starting with `-`
 //!   is not read as an option. Every option with a value is passed as one `--flag=value` word for the same
-//!   reason.
+//!   reason. The CLI reference writes `--flag value`; the CLI's parser (Commander, bundled in the CLI:
+//!   checked in 2.1.197) takes `--flag=value` for every option with a value as the same option. Only that
+//!   form keeps a value starting with `-` a value for `--resume [value]`, whose value is optional (space
+//!   separated, `--resume -x` would be `--resume` and an unknown option `-x`).
+//! - `--max-budget-usd` must be above 0 for the CLI and is passed in whole cents (rounded down): a cap
+//!   under $0.01 is refused before anything starts.
 //! - The run goes through [`Remote::run`], so a fleet host is reached over its multiplexed ssh master and a
 //!   timeout kills the command on the host.
 //! - Each stdout line is one JSON object; a line that is no JSON object, or longer than [`MAX_LINE`], ends
-//!   the run (the process is killed) with an error naming the line.
+//!   the run (the process is killed) with an error naming the line. The bound is kept while reading
+//!   ([`Spec::max_line`]): a 100 MB line is refused after its first 8 MiB, never held whole.
 //! - Booking: a ledger row (provider `claude-code`) is written before start. With a fleet budget, the run's
 //!   cap (`--max-budget-usd`) is what is left of the month or `max_usd`, whichever is lower, and the run is
 //!   refused when less than `min_usd` is left. The row is settled with Claude Code's own
@@ -23,7 +29,7 @@ use serde_json::Value;
 use crate::core::llm::budget::{Budget, BudgetError};
 use crate::core::llm::ledger::{Open, Outcome, Row};
 use crate::core::llm::{HookError, LocalFuture};
-use crate::core::process::{Cmd, ProcessError, Spec, Stream};
+use crate::core::process::{Cmd, LineTooLong, ProcessError, Spec, Stream};
 use crate::core::remote::jobs::{self, Job, JobOpts};
 use crate::core::remote::{Remote, RemoteError, quote, shell_text};
 use crate::core::state::State;
@@ -75,8 +81,8 @@ pub enum ClaudeError {
     Ledger(String),
     #[error(transparent)]
     Remote(#[from] RemoteError),
-    #[error("stdout line {line} is {len} bytes, over the {} MiB bound on a stream-json line", MAX_LINE >> 20)]
-    LineTooLong { line: usize, len: usize },
+    #[error("{0}")]
+    LineTooLong(LineTooLong),
     #[error("stdout line {line} is not a stream-json object ({why}): {shown}")]
     Malformed {
         line: usize,
@@ -115,6 +121,11 @@ fn failed(subtype: &str, text: &str) -> String {
     } else {
         format!("{why}{hint}: {text}")
     }
+}
+
+/// A cap as `--max-budget-usd` gets it: whole cents, rounded down, so it never exceeds what was reserved.
+fn cents(usd: f64) -> f64 {
+    (usd * 100.0).floor() / 100.0
 }
 
 /// The `claude` argv for `opts` (the prompt goes on stdin).
@@ -166,11 +177,7 @@ pub fn argv(opts: &Options) -> Result<Vec<String>, ClaudeError> {
         flag("resume", r);
     }
     if let Some(b) = opts.max_budget_usd {
-        // Cents, rounded down: the cap never exceeds what was reserved.
-        flag(
-            "max-budget-usd",
-            &format!("{:.2}", (b * 100.0).floor() / 100.0),
-        );
+        flag("max-budget-usd", &format!("{:.2}", cents(b)));
     }
     if let Some(bad) = v.iter().find(|w| w.contains('\0')) {
         return Err(ClaudeError::Invalid(format!(
@@ -272,10 +279,11 @@ fn str_of(v: &Value, k: &str) -> Option<String> {
 /// several). A blank line gives none.
 pub fn decode(n: usize, line: &str) -> Result<Vec<Event>, ClaudeError> {
     if line.len() > MAX_LINE {
-        return Err(ClaudeError::LineTooLong {
+        return Err(ClaudeError::LineTooLong(LineTooLong {
+            stream: Stream::Stdout,
             line: n,
-            len: line.len(),
-        });
+            max: MAX_LINE,
+        }));
     }
     if line.trim().is_empty() {
         return Ok(vec![]);
@@ -453,11 +461,15 @@ pub async fn run(
     let cmd = Cmd::Argv(argv(opts)?);
     let spec = Spec {
         stdin: Some(prompt.as_bytes().to_vec()),
+        max_line: Some(MAX_LINE),
         ..spec.clone()
     };
     let (out, d) = streamed(|tx| remote.run(host, &cmd, &spec, Some(tx)), on_event).await?;
     let out = match out {
         Ok(out) => out,
+        Err(RemoteError::Process(ProcessError::LineTooLong(l))) => {
+            return Err(ClaudeError::LineTooLong(l));
+        }
         Err(RemoteError::Process(ProcessError::Spawn { cause, .. }))
             if cause.kind() == std::io::ErrorKind::NotFound =>
         {
@@ -526,6 +538,18 @@ pub async fn reserve(budget: &Budget, b: &Booking, opts: &Options) -> Result<Res
         model: opts.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into()),
         ..Row::default()
     };
+    // A refused run is a `budget` row, and nothing starts.
+    let refuse = async |why: String| -> Failure {
+        let refused = Row {
+            outcome: Outcome::Budget,
+            err: Some(why.clone()),
+            ..row.clone()
+        };
+        match budget.skip(refused).await {
+            Ok(()) => ClaudeError::OverBudget(why).into(),
+            Err(e) => ledger_error(e).into(),
+        }
+    };
     let cap = match budget.limit() {
         Some(limit) => {
             let t = budget.ledger().month().await.map_err(ledger_error)?;
@@ -541,18 +565,20 @@ pub async fn reserve(budget: &Budget, b: &Booking, opts: &Options) -> Result<Res
                     money(limit.monthly_usd),
                     money(b.min_usd)
                 );
-                let refused = Row {
-                    outcome: Outcome::Budget,
-                    err: Some(why.clone()),
-                    ..row
-                };
-                budget.skip(refused).await.map_err(ledger_error)?;
-                return Err(ClaudeError::OverBudget(why).into());
+                return Err(refuse(why).await);
             }
             Some(b.max_usd.map_or(left, |m| m.min(left)))
         }
         None => b.max_usd,
     };
+    if let Some(c) = cap.filter(|c| cents(*c) <= 0.0) {
+        return Err(refuse(format!(
+            "a cap of {} is under $0.01, the least `--max-budget-usd` that can be passed (Claude Code \
+             refuses 0)",
+            money(c)
+        ))
+        .await);
+    }
     let open = match budget
         .open(row.clone(), cap.unwrap_or(0.0), cap.is_some())
         .await
@@ -802,13 +828,17 @@ pub async fn finish(
     };
     let job = &mut d.job;
     let waited = streamed(
-        |tx| jobs::wait(remote, state, job, poll, timeout, Some(tx)),
+        |tx| jobs::wait(remote, state, job, poll, timeout, Some(tx), MAX_LINE),
         on_event,
     )
     .await;
     let out = match waited {
         // Still running: the row stays open.
         Ok((Err(e @ RemoteError::Job(_)), _)) => return Err(ClaudeError::Remote(e).into()),
+        // The job was stopped by `jobs::wait`.
+        Ok((Err(RemoteError::Process(ProcessError::LineTooLong(l))), _)) => {
+            Err(ClaudeError::LineTooLong(l))
+        }
         Ok((Err(e), _)) => Err(e.into()),
         Ok((Ok(status), d2)) => match d2.result {
             Some(f) => Ok((f, d2.model)),
@@ -927,7 +957,10 @@ mod tests {
         );
         let long = "x".repeat(MAX_LINE + 1);
         let e = decode(7, &long).unwrap_err().to_string();
-        assert!(e.contains("over the 8 MiB bound"), "{e}");
+        assert_eq!(
+            e,
+            "stdout line 7 is longer than 8 MiB, the bound on one line of output: the command was stopped"
+        );
     }
 
     #[test]

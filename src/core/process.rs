@@ -1,16 +1,25 @@
 //! Local processes with one result shape shared by every runner (local and remote):
 //! `{ok, code, signal, stdout, stderr, duration}`, live line delivery, and a timeout that kills the whole
 //! process group and reports code 124.
+//!
+//! Lines delivered live are bounded ([`Spec::max_line`], default [`DEFAULT_MAX_LINE`]): a longer line is
+//! found while it is read (at most two bytes past the bound are held), the command is stopped and the run
+//! fails with [`LineTooLong`] — never unbounded memory for an endless line.
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// Exit code reported when a command was stopped by its timeout (as coreutils' `timeout` does).
 pub const TIMEOUT_CODE: i32 = 124;
+
+/// The longest line (bytes, without its line ending) delivered to a [`LineSink`] unless [`Spec::max_line`]
+/// says otherwise: far above any line a person or a progress display writes, low enough that one line
+/// never costs more than a few tens of MiB (it is held twice: as bytes and as the text sent).
+pub const DEFAULT_MAX_LINE: usize = 16 << 20;
 
 /// What to run: a string for `sh -c`, or an argv list run without a shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +45,16 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     pub stdin: Option<Vec<u8>>,
     pub timeout: Option<Duration>,
+    /// The longest line delivered live to a [`LineSink`] (none: [`DEFAULT_MAX_LINE`]); a longer one stops
+    /// the command with [`LineTooLong`]. Output read without a sink is not split into lines.
+    pub max_line: Option<usize>,
+}
+
+impl Spec {
+    /// [`Spec::max_line`] or its default.
+    pub fn max_line(&self) -> usize {
+        self.max_line.unwrap_or(DEFAULT_MAX_LINE)
+    }
 }
 
 /// Which stream a live line came from.
@@ -115,6 +134,42 @@ pub fn tail_lines(bytes: &[u8], n: usize) -> String {
     out
 }
 
+/// A line of output over its bound, found while reading it: `stdout line 4 is longer than 8 MiB, …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} line {line} is longer than {}, the bound on one line of output: the command was stopped",
+    stream.name(),
+    crate::core::text::size(*max)
+)]
+pub struct LineTooLong {
+    pub stream: Stream,
+    /// 1-based, counted on that stream.
+    pub line: usize,
+    pub max: usize,
+}
+
+/// Why reading a child's output stopped: the pipe failed, or a line went over its bound.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    LineTooLong(#[from] LineTooLong),
+}
+
+impl ReadError {
+    /// The error of running `program` that this read failure ends.
+    pub fn running(self, program: &str) -> ProcessError {
+        match self {
+            ReadError::Io(cause) => ProcessError::Io {
+                program: program.into(),
+                cause,
+            },
+            ReadError::LineTooLong(l) => ProcessError::LineTooLong(l),
+        }
+    }
+}
+
 /// Messages carry their cause in full (it is not also a `source()`, which `{:#}` would print again).
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -130,16 +185,22 @@ pub enum ProcessError {
         program: String,
         cause: std::io::Error,
     },
+    /// Not a source either: the message is the whole story.
+    #[error("{0}")]
+    LineTooLong(LineTooLong),
 }
 
 /// Reads one stream to the end, handing every chunk of bytes to `keep` and each line (without its line
-/// ending) to `sink` as it arrives.
+/// ending) to `sink` as it arrives. A line longer than `max_line` bytes (its ending not counted) is an
+/// error once at most `max_line + 2` bytes of it are read (what was read is kept): the caller stops the
+/// process.
 pub async fn pump<R: AsyncRead + Unpin>(
     reader: R,
     stream: Stream,
     sink: Option<LineSink>,
+    max_line: usize,
     mut keep: impl FnMut(&[u8]),
-) -> std::io::Result<()> {
+) -> Result<(), ReadError> {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let Some(sink) = sink else {
         loop {
@@ -152,15 +213,34 @@ pub async fn pump<R: AsyncRead + Unpin>(
             reader.consume(n);
         }
     };
+    // At most the bound and two bytes more per read: a `\r\n` ending, or the proof the line is too long.
+    let limit = u64::try_from(max_line)
+        .unwrap_or(u64::MAX)
+        .saturating_add(2);
     let mut line = Vec::new();
+    let mut n = 0;
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line).await? == 0 {
+        if (&mut reader)
+            .take(limit)
+            .read_until(b'\n', &mut line)
+            .await?
+            == 0
+        {
             return Ok(());
         }
+        n += 1;
         keep(&line);
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.len() > max_line {
+            return Err(LineTooLong {
+                stream,
+                line: n,
+                max: max_line,
+            }
+            .into());
+        }
         // A receiver that went away only stops live delivery; the output is still collected.
         let _ = sink
             .send((stream, String::from_utf8_lossy(text).into_owned()))
@@ -168,14 +248,18 @@ pub async fn pump<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads one stream to the end into a buffer, sending each line to `sink`.
+/// Reads one stream to the end into a buffer, sending each line (at most `max_line` bytes) to `sink`.
 pub async fn read_stream<R: AsyncRead + Unpin>(
     reader: R,
     stream: Stream,
     sink: Option<LineSink>,
-) -> std::io::Result<Vec<u8>> {
+    max_line: usize,
+) -> Result<Vec<u8>, ReadError> {
     let mut all = Vec::new();
-    pump(reader, stream, sink, |bytes| all.extend_from_slice(bytes)).await?;
+    pump(reader, stream, sink, max_line, |bytes| {
+        all.extend_from_slice(bytes)
+    })
+    .await?;
     Ok(all)
 }
 
@@ -188,27 +272,33 @@ pub async fn feed_stdin<W: tokio::io::AsyncWrite + Unpin>(stdin: Option<(W, Vec<
     }
 }
 
-/// Collects stdout and stderr (and feeds stdin) while `wait` runs; shared by local and remote runners.
+/// Collects stdout and stderr (and feeds stdin) while `wait` runs; shared by local and remote runners. The
+/// first failure (a line over `max_line`, a pipe error) ends it at once, dropping the other readers and
+/// the wait: the caller then stops the process.
 pub async fn collect<O, E, W, F>(
     stdout: O,
     stderr: E,
     stdin: Option<(W, Vec<u8>)>,
     wait: F,
     sink: Option<LineSink>,
-) -> std::io::Result<(Vec<u8>, Vec<u8>, ExitStatus)>
+    max_line: usize,
+) -> Result<(Vec<u8>, Vec<u8>, ExitStatus), ReadError>
 where
     O: AsyncRead + Unpin,
     E: AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
     F: Future<Output = std::io::Result<ExitStatus>>,
 {
-    let (out, err, status, ()) = tokio::join!(
-        read_stream(stdout, Stream::Stdout, sink.clone()),
-        read_stream(stderr, Stream::Stderr, sink),
-        wait,
-        feed_stdin(stdin)
-    );
-    Ok((out?, err?, status?))
+    let (out, err, status, ()) = tokio::try_join!(
+        read_stream(stdout, Stream::Stdout, sink.clone(), max_line),
+        read_stream(stderr, Stream::Stderr, sink, max_line),
+        async { Ok(wait.await?) },
+        async {
+            feed_stdin(stdin).await;
+            Ok(())
+        }
+    )?;
+    Ok((out, err, status))
 }
 
 /// Output piped, stdin piped only when `spec` has input, and the child killed if its handle is dropped:
@@ -247,7 +337,8 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs a local process. A timeout kills the process group and yields code 124 with what was read so far.
+/// Runs a local process. A timeout kills the process group and yields code 124 with what was read so far;
+/// a line over [`Spec::max_line`] kills it too and is an error.
 pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Output, ProcessError> {
     let (program, args): (String, Vec<String>) = match cmd {
         Cmd::Shell(s) => ("sh".into(), vec!["-c".into(), s.clone()]),
@@ -278,24 +369,29 @@ pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Outpu
 
     // Output is gathered into buffers that survive a timeout, so a timed-out run still reports what it printed.
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(Stream, Vec<u8>)>();
+    let max_line = spec.max_line();
     let forward = |stream: Stream, reader: Box<dyn AsyncRead + Unpin + Send>| {
         let out_tx = out_tx.clone();
         let sink = sink.clone();
         async move {
-            let _ = pump(reader, stream, sink, |bytes| {
+            pump(reader, stream, sink, max_line, |bytes| {
                 let _ = out_tx.send((stream, bytes.to_vec()));
             })
-            .await;
+            .await
         }
     };
+    // The first failure (a line over the bound) ends the work: the group is killed below.
     let work = async {
-        let ((), (), (), status) = tokio::join!(
+        let ((), (), (), status) = tokio::try_join!(
             forward(Stream::Stdout, Box::new(stdout)),
             forward(Stream::Stderr, Box::new(stderr)),
-            feed_stdin(stdin),
-            child.wait()
-        );
-        status
+            async {
+                feed_stdin(stdin).await;
+                Ok(())
+            },
+            async { Ok(child.wait().await?) }
+        )?;
+        Ok::<_, ReadError>(status)
     };
     let result = match spec.timeout {
         Some(limit) => tokio::time::timeout(limit, work).await.ok(),
@@ -303,11 +399,11 @@ pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Outpu
     };
     let mut output = Output::default();
     match result {
-        Some(status) => {
-            let status = status.map_err(|source| ProcessError::Io {
-                program: program.clone(),
-                cause: source,
-            })?;
+        Some(Err(e)) => {
+            guard.kill();
+            return Err(e.running(&program));
+        }
+        Some(Ok(status)) => {
             output.set_status(status);
             // The leader is gone; stray background children of a finished command are not ours to kill.
             guard.pgid = None;
@@ -400,6 +496,76 @@ mod tests {
                 err.to_string().contains("cannot start /nonexistent/prog"),
                 "{err}"
             );
+        });
+    }
+
+    /// Lines up to the bound are delivered (with or without their ending); the first longer one is an
+    /// error naming its stream and number, found after reading one byte past the bound.
+    #[test]
+    fn a_line_over_the_bound_is_an_error() {
+        rt().block_on(async {
+            let (tx, mut rx) = mpsc::channel(16);
+            let input: &[u8] = b"abcd\r\nxy\nabcdefgh\nnever read\n";
+            let mut kept = Vec::new();
+            let err = pump(input, Stream::Stderr, Some(tx), 4, |b| {
+                kept.extend_from_slice(b)
+            })
+            .await
+            .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "stderr line 3 is longer than 4 bytes, the bound on one line of output: the command was stopped"
+            );
+            assert!(matches!(
+                err,
+                ReadError::LineTooLong(LineTooLong {
+                    stream: Stream::Stderr,
+                    line: 3,
+                    max: 4
+                })
+            ));
+            assert_eq!(kept, b"abcd\r\nxy\nabcdef");
+            let mut lines = Vec::new();
+            while let Ok((_, l)) = rx.try_recv() {
+                lines.push(l);
+            }
+            assert_eq!(lines, ["abcd", "xy"]);
+            let (tx, _rx) = mpsc::channel(16);
+            pump(&b"abcd\nwxyz"[..], Stream::Stdout, Some(tx), 4, |_| {})
+                .await
+                .unwrap();
+            for over in [&b"abcde"[..], b"abcde\r\n", b"abcd\r\r\n"] {
+                let (tx, _rx) = mpsc::channel(16);
+                let e = pump(over, Stream::Stdout, Some(tx), 4, |_| {}).await;
+                assert!(matches!(e, Err(ReadError::LineTooLong(_))), "{over:?}");
+            }
+        });
+    }
+
+    /// An endless line without a newline stops the command (its group killed) instead of filling memory,
+    /// locally; the error says which line and the bound.
+    #[test]
+    fn an_endless_line_stops_the_command() {
+        rt().block_on(async {
+            let (tx, _rx) = mpsc::channel(16);
+            let spec = Spec {
+                max_line: Some(1 << 20),
+                timeout: Some(Duration::from_secs(60)),
+                ..Default::default()
+            };
+            let started = Instant::now();
+            let err = run(
+                &Cmd::Shell("echo first; tr -d '\\n' < /dev/zero".into()),
+                &spec,
+                Some(tx),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "stdout line 2 is longer than 1 MiB, the bound on one line of output: the command was stopped"
+            );
+            assert!(started.elapsed() < Duration::from_secs(30));
         });
     }
 

@@ -81,6 +81,17 @@ pub fn remote(text: &str, max: usize) -> String {
     escape_line(&truncate(text.trim(), max)).into_owned()
 }
 
+/// A size bound as people read it: `16 MiB`, `64 KiB` (rounded down), `100 bytes`.
+pub fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 /// Money in US dollars, the one way baton prints it: `$10.00`, `$0.75`, `-$1.50`.
 ///
 /// The rule: zero and amounts from half a cent up have two decimals, rounded to the cent. A smaller

@@ -115,7 +115,7 @@ function baton.timeout(dur, fn, ...) end
 ---@field stdin string?
 ---@field timeout baton.Duration? kills the process group; code 124 (default: none)
 ---@field check boolean? raise on a non-zero exit (default: true)
----@field on_line fun(stream: "stdout"|"stderr", line: string)? called live for each line
+---@field on_line fun(stream: "stdout"|"stderr", line: string)? called live for each line; a line over 16 MiB stops the process and raises
 
 ---@class baton.Result
 ---@field ok boolean code == 0

@@ -12,14 +12,15 @@
 -- the CLI starts and settled when it ends; a process killed mid-run leaves an `interrupted` row at its cap.
 -- With a fleet budget the run's cap (`--max-budget-usd`) is what is left of the month or `max_usd`,
 -- whichever is lower, and a run is refused ("over budget: …", a `budget` row, the CLI not started) when less
--- than `min_usd` is left. A run that ends without a result line (killed, crashed, timed out, a malformed or
+-- than `min_usd` is left, or when its cap is under $0.01 (the cap is passed in whole cents, and Claude Code
+-- takes no cap of 0). A run that ends without a result line (killed, crashed, timed out, a malformed or
 -- oversized line) is booked at its cap, and its error says so.
 -- Inside a durable run (`baton run`), a finished `claude.run` is journaled: `baton resume` replays its
 -- result and does not start Claude Code again. A failed one (raised) runs again on resume.
 -- Failures raise `claude.run(<host>): <cause>`: Claude Code not installed (with the install hint), not
 -- logged in, `subtype` "error_max_turns" ("stopped at max_turns") or "error_max_budget_usd", `is_error`,
--- a stdout line that is no stream-json object or over 8 MiB (the process is stopped), no result line, a
--- timeout, ssh failures. With `check = false` they come back as `{ok = false, err}` (with the result's
+-- a stdout line that is no stream-json object or over 8 MiB (found while it is read, never held whole: the
+-- process is stopped), no result line, a timeout, ssh failures. With `check = false` they come back as `{ok = false, err}` (with the result's
 -- fields when there was a result line). Misuse (a bad option, an unknown host) raises even then.
 
 ---@class claude

@@ -25,7 +25,7 @@ ssh = {}
 ---@field stdin string|nil data written to the command's standard input (default: none, stdin is empty)
 ---@field timeout number|string|nil kill the command (on the host too) after this long; gives code 124 (default: none)
 ---@field check boolean|nil raise on a non-zero exit or a connection failure (default: true)
----@field on_line fun(stream: "stdout"|"stderr", line: string)|nil called for each output line as it arrives (default: none)
+---@field on_line fun(stream: "stdout"|"stderr", line: string)|nil called for each output line as it arrives; a line over 16 MiB stops the command (on the host too) and raises `stdout line N is longer than 16 MiB, …` (default: none)
 
 --- Runs `cmd` on `host`. A string is run by the remote shell; a list is an argv whose every argument is
 --- quoted, so no argument can inject shell syntax.
@@ -67,7 +67,7 @@ function Job:status() end
 ---@class ssh.WaitOpts
 ---@field poll number|string|nil how often to look at the host (default: "10s")
 ---@field timeout number|string|nil raise if still running after this long (default: none)
----@field on_line fun(stream: "stdout", line: string)|nil called with each log line (from the start) while waiting; the log holds stdout and stderr together (default: none)
+---@field on_line fun(stream: "stdout", line: string)|nil called with each log line (from the start) while waiting; the log holds stdout and stderr together; a line over 16 MiB stops the job and raises (default: none)
 
 --- Waits until the job is no longer running, streaming new log lines to `on_line`.
 ---@param opts ssh.WaitOpts|nil

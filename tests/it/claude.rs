@@ -12,12 +12,13 @@ use crate::common::{Env, Out, TempDir, wait_for};
 use crate::sshd::{SshFleet, require};
 
 /// The double: the variant is the first `[word]` in the prompt (read from stdin). Each invocation writes
-/// `<record>/<pid>.json` with its argv, stdin and folder.
+/// `<record>/<pid>.json` with its argv, stdin, folder and pid. `[huge]` writes a 100 MB line (in 1 MB
+/// pieces, so the double never holds it either).
 const DOUBLE: &str = r#"#!/usr/bin/env python3
 import json, os, re, sys, time
 prompt = sys.stdin.read()
 with open(os.path.join(RECORD, "%d.json" % os.getpid()), "w") as f:
-    json.dump({"argv": sys.argv[1:], "stdin": prompt, "cwd": os.getcwd()}, f)
+    json.dump({"argv": sys.argv[1:], "stdin": prompt, "cwd": os.getcwd(), "pid": os.getpid()}, f)
 m = re.search(r"\[(\w+)\]", prompt)
 v = m.group(1) if m else "success"
 def out(o):
@@ -36,7 +37,11 @@ out({"type": "user", "message": {"content": [{"type": "tool_result", "tool_use_i
 if v == "garbage":
     print("this is not json", flush=True)
 if v == "huge":
-    out({"type": "assistant", "pad": "x" * (9 << 20)})
+    sys.stdout.write('{"type": "assistant", "pad": "')
+    piece = "x" * 1000000
+    for _ in range(100):
+        sys.stdout.write(piece)
+    print('"}', flush=True)
 if v == "noresult":
     print("boom", file=sys.stderr)
     sys.exit(3)
@@ -71,6 +76,48 @@ fn install_double(dir: &Path) -> PathBuf {
     std::fs::write(&p, body).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     bin
+}
+
+/// A test sshd fleet of `n` hosts, all started, whose first host (`h0`) has the double first on its PATH.
+fn fleet_with_double(n: usize) -> SshFleet {
+    let mut ssh = SshFleet::prepare(n);
+    ssh.hosts[0].path_first(&install_double(&ssh.hosts[0].dir));
+    for i in 0..n {
+        ssh.start_host(i);
+    }
+    ssh
+}
+
+/// The run that got `prompt` on stdin has ended: its process is gone (or a zombie about to be reaped), not
+/// left writing. Waits a little: a killed process on the host takes a moment to be reaped.
+fn assert_ended(calls: &[Value], prompt: &str) {
+    let call = calls
+        .iter()
+        .find(|c| c["stdin"] == prompt)
+        .unwrap_or_else(|| panic!("no run got {prompt:?}: {calls:?}"));
+    let status = format!("/proc/{}/status", call["pid"]);
+    wait_for("the double to end", Duration::from_secs(10), || {
+        std::fs::read_to_string(&status)
+            .map_or(true, |s| s.lines().any(|l| l.starts_with("State:\tZ")))
+    });
+}
+
+/// Prints, at the end of a script, the script's peak memory (`VmHWM`, KiB) as `peak <kib>`.
+const PEAK: &str = r#"
+for l in io.lines("/proc/self/status") do
+  local kib = l:match("^VmHWM:%s*(%d+) kB")
+  if kib then print("peak " .. kib) end
+end"#;
+
+/// The peak memory (MiB) a script printed with [`PEAK`].
+fn peak_mib(stdout: &str) -> u64 {
+    let kib: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak "))
+        .unwrap_or_else(|| panic!("no peak in {stdout}"))
+        .parse()
+        .unwrap();
+    kib >> 10
 }
 
 /// What each invocation recorded, oldest first.
@@ -220,7 +267,8 @@ fn a_local_run_gives_its_result_events_flags_and_ledger_row() {
 }
 
 /// With less than `min_usd` left of the month the run is refused before the CLI starts (a `budget` row);
-/// a lower `min_usd` lets it run with what is left as its cap.
+/// a lower `min_usd` lets it run with what is left as its cap; a cap under a cent (nothing left, with
+/// `min_usd = 0`) is refused too: the CLI takes no `--max-budget-usd` of 0.
 #[test]
 fn the_budget_caps_a_run_and_refuses_one_that_does_not_fit() {
     let env = local_env("claude-budget", Some(0.04));
@@ -229,7 +277,8 @@ fn the_budget_caps_a_run_and_refuses_one_that_does_not_fit() {
         r#"local r = claude.run("[success] x", { check = false })
 print(r.ok, r.err)
 r = claude.run("[success] x", { min_usd = 0.01 })
-print(r.max_usd, r.cost)"#,
+print(r.max_usd, r.cost)
+print(pcall(claude.run, "[success] x", { min_usd = 0 }))"#,
     );
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -238,6 +287,8 @@ print(r.max_usd, r.cost)"#,
         [
             "false\tclaude.run(local): over budget: $0.04 left of $0.04 this month, less than min_usd $0.05",
             "0.04\t0.25",
+            "false\tclaude.run(local): over budget: a cap of $0.00 is under $0.01, the least \
+             `--max-budget-usd` that can be passed (Claude Code refuses 0)",
         ],
         "{}",
         out.stderr
@@ -256,24 +307,28 @@ print(r.max_usd, r.cost)"#,
         booked,
         [
             ["claude-code", "budget", "0", "0"],
-            ["claude-code", "ok", "0.25", "1"]
+            ["claude-code", "ok", "0.25", "1"],
+            ["claude-code", "budget", "0", "0"]
         ]
     );
 }
 
 /// Each failure is an error naming the host and the cause (raised by default, `ok = false` and `err`
-/// with `check = false`); a run that ends without a result line is booked at its cap and says so.
+/// with `check = false`); a run that ends without a result line is booked at its cap and says so. A
+/// 100 MB line is refused while it is read: the double is stopped and baton's memory stays far below it.
 #[test]
 fn failures_name_their_cause_and_a_run_without_result_is_booked_at_its_cap() {
     let env = local_env("claude-fail", Some(10.0));
     let out = run(
         &env,
-        r#"for _, v in ipairs({ "turns", "budget", "noresult", "garbage", "huge", "hang" }) do
-  local r = claude.run("[" .. v .. "]", { check = false, max_usd = 1, timeout = v == "hang" and "1s" or nil })
+        &format!(
+            r#"for _, v in ipairs({{ "turns", "budget", "noresult", "garbage", "huge", "hang" }}) do
+  local r = claude.run("[" .. v .. "]", {{ check = false, max_usd = 1, timeout = v == "hang" and "1s" or nil }})
   print(v, r.ok, r.subtype, r.cost, r.err)
 end
-local ok, err = pcall(claude.run, "[turns]", { max_usd = 1 })
-print(ok, err)"#,
+local ok, err = pcall(claude.run, "[turns]", {{ max_usd = 1 }})
+print(ok, err){PEAK}"#
+        ),
     );
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -282,7 +337,7 @@ print(ok, err)"#,
         "budget\tfalse\terror_max_budget_usd\t0.25\tclaude.run(local): stopped at its budget cap (--max-budget-usd)",
         "noresult\tfalse\tnil\tnil\tclaude.run(local): Claude Code failed (exit 3: boom) without a result line; booked at its cap $1.00",
         "garbage\tfalse\tnil\tnil\tclaude.run(local): stdout line 4 is not a stream-json object (expected ident at line 1 column 2): this is not json; booked at its cap $1.00",
-        "huge\tfalse\tnil\tnil\tclaude.run(local): stdout line 4 is 9437216 bytes, over the 8 MiB bound on a stream-json line; booked at its cap $1.00",
+        "huge\tfalse\tnil\tnil\tclaude.run(local): stdout line 4 is longer than 8 MiB, the bound on one line of output: the command was stopped; booked at its cap $1.00",
         "hang\tfalse\tnil\tnil\tclaude.run(local): timed out after 1s without a result line; booked at its cap $1.00",
     ];
     assert_eq!(lines[..6], want, "{}", out.stderr);
@@ -291,6 +346,12 @@ print(ok, err)"#,
             && lines[6].contains("claude.run(local): stopped at max_turns"),
         "{}",
         out.stdout
+    );
+    assert_ended(&calls(env.dir.path()), "[huge]");
+    let peak = peak_mib(&out.stdout);
+    assert!(
+        peak < 80,
+        "peak memory {peak} MiB: the 100 MB line was held"
     );
     let booked = rows(
         &env,
@@ -361,31 +422,25 @@ print(pcall(claude.run, "x", { on_event = 1 }))"#,
 }
 
 /// On a fleet host over ssh: the same result, events and flags, the folder on the host; a host without
-/// the CLI gives the install hint.
+/// the CLI gives the install hint; a 100 MB line is refused while it is read and the double on the host
+/// is stopped.
 #[test]
 fn a_run_on_a_fleet_host_goes_over_ssh() {
-    let mut ssh = SshFleet::prepare(2);
-    let bin = install_double(&ssh.hosts[0].dir);
-    let config = ssh.hosts[0].config();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "SetEnv HOME=",
-        &format!(
-            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
-            bin.display()
-        ),
-    );
-    std::fs::write(config, text).unwrap();
-    ssh.start_host(0);
-    ssh.start_host(1);
+    let ssh = fleet_with_double(2);
     let env = Env::new("claude-ssh").with_fleet(&ssh.fleet_lua());
     let work = ssh.hosts[0].home.join("w d");
     std::fs::create_dir_all(&work).unwrap();
     let script = format!(
-        "WORK = \"~/w d\"\nHOST = \"h0\"\n{SUCCESS}\nprint(pcall(claude.run, \"x\", {{ host = \"h1\" }}))"
+        "WORK = \"~/w d\"\nHOST = \"h0\"\n{SUCCESS}\nprint(pcall(claude.run, \"x\", {{ host = \"h1\" }}))
+print(pcall(claude.run, \"[huge]\", {{ host = \"h0\", max_usd = 1 }})){PEAK}"
     );
     let out = run(&env, &script);
     out.ok();
-    let lines: Vec<&str> = out.stdout.lines().collect();
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("peak "))
+        .collect();
     assert_eq!(
         lines,
         [
@@ -394,12 +449,20 @@ fn a_run_on_a_fleet_host_goes_over_ssh() {
             EVENTS,
             "false\tclaude.run(h1): Claude Code is not installed (`claude`: command not found); install it \
              with `npm install -g @anthropic-ai/claude-code`",
+            "false\tclaude.run(h0): stdout line 4 is longer than 8 MiB, the bound on one line of output: the \
+             command was stopped; booked at its cap $1.00",
         ],
         "{}",
         out.stderr
     );
+    let peak = peak_mib(&out.stdout);
+    assert!(
+        peak < 80,
+        "peak memory {peak} MiB: the 100 MB line was held"
+    );
     let c = calls(&ssh.hosts[0].dir);
-    assert_eq!(c.len(), 1);
+    assert_eq!(c.len(), 2);
+    assert_ended(&c, "[huge]");
     let argv: Vec<String> = serde_json::from_value(c[0]["argv"].clone()).unwrap();
     // No fleet budget: the cap is max_usd.
     assert_eq!(argv, expected_argv("--max-budget-usd=2.00"));
@@ -410,7 +473,11 @@ fn a_run_on_a_fleet_host_goes_over_ssh() {
             &env,
             "SELECT host, cost, outcome FROM llm_ledger ORDER BY id"
         ),
-        [["h0", "0.25", "ok"], ["h1", "0", "error"]]
+        [
+            ["h0", "0.25", "ok"],
+            ["h1", "0", "error"],
+            ["h0", "1", "error"]
+        ]
     );
 }
 
@@ -512,28 +579,18 @@ fn a_killed_run_is_booked_interrupted_at_its_cap() {
 
 /// `detach = true` on a fleet host: a tmux-backed job (the prompt written to a private file there, read
 /// as stdin and removed), whose `wait` streams the events and gives the result; a detached run without a
-/// result line is booked at its cap, naming the file its stderr went to.
+/// result line is booked at its cap, naming the file its stderr went to; a 100 MB line in a job's log is
+/// refused while the log is read (a few MiB at a time), never held whole.
 #[test]
 fn a_detached_run_is_a_tmux_job_whose_wait_gives_the_result() {
     require("tmux");
-    let mut ssh = SshFleet::prepare(1);
-    let bin = install_double(&ssh.hosts[0].dir);
-    let config = ssh.hosts[0].config();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "SetEnv HOME=",
-        &format!(
-            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
-            bin.display()
-        ),
-    );
-    std::fs::write(config, text).unwrap();
-    ssh.start_host(0);
+    let ssh = fleet_with_double(1);
     let env = Env::new("claude-detach").with_fleet(&ssh.fleet_lua());
     let work = ssh.hosts[0].home.join("w d");
     std::fs::create_dir_all(&work).unwrap();
     let out = run(
         &env,
-        r#"local j = claude.run("-x [success] detached", { host = "h0", detach = true, max_usd = 1, cwd = "~/w d" })
+        &(r#"local j = claude.run("-x [success] detached", { host = "h0", detach = true, max_usd = 1, cwd = "~/w d" })
 print(j.host, j.tmux == "baton-" .. j.id)
 local evs = {}
 local r = j:wait({ poll = "100ms", on_event = function(ev) evs[#evs + 1] = ev.type end })
@@ -544,11 +601,16 @@ print(ok, tostring(err):find("was waited for already", 1, true) ~= nil)
 local j2 = claude.run("[noresult]", { host = "h0", detach = true, max_usd = 1, check = false })
 local r2 = j2:wait({ poll = "100ms" })
 print(r2.ok, r2.err)
-print(j2.stderr)"#,
+print(j2.stderr)
+local j3 = claude.run("[huge]", { host = "h0", detach = true, max_usd = 1, check = false })
+local r3 = j3:wait({ poll = "100ms" })
+print(r3.ok, r3.err)"#
+            .to_string()
+            + PEAK),
     );
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 6, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(lines.len(), 8, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(
         lines[..4],
         [
@@ -566,8 +628,23 @@ print(j2.stderr)"#,
         lines[4]
     );
     assert_eq!(std::fs::read_to_string(lines[5]).unwrap(), "boom\n");
+    assert!(
+        lines[6].starts_with("false\tclaude.run(h0, job ")
+            && lines[6].ends_with(
+                "stdout line 4 is longer than 8 MiB, the bound on one line of output: the command was \
+                 stopped; booked at its cap $1.00"
+            ),
+        "{}",
+        lines[6]
+    );
+    let peak = peak_mib(&out.stdout);
+    assert!(
+        peak < 80,
+        "peak memory {peak} MiB: the 100 MB line was held"
+    );
     let c = calls(&ssh.hosts[0].dir);
-    assert_eq!(c.len(), 2);
+    assert_eq!(c.len(), 3);
+    assert_ended(&c, "[huge]");
     assert_eq!(c[0]["stdin"], "-x [success] detached");
     assert_eq!(c[0]["cwd"], work.display().to_string());
     assert_eq!(
@@ -588,6 +665,7 @@ print(j2.stderr)"#,
         ),
         [
             ["h0", "ok", "0.25", "provider"],
+            ["h0", "error", "1", "reserved"],
             ["h0", "error", "1", "reserved"]
         ]
     );
@@ -598,18 +676,7 @@ print(j2.stderr)"#,
 #[test]
 fn the_gpu_claude_playbook_pushes_runs_and_pulls_back() {
     require("rsync");
-    let mut ssh = SshFleet::prepare(1);
-    let bin = install_double(&ssh.hosts[0].dir);
-    let config = ssh.hosts[0].config();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "SetEnv HOME=",
-        &format!(
-            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
-            bin.display()
-        ),
-    );
-    std::fs::write(config, text).unwrap();
-    ssh.start_host(0);
+    let ssh = fleet_with_double(1);
     let env = Env::new("claude-gpu").with_fleet(&format!(
         "return {{ ssh_config = {:?}, hosts = {{ h0 = {{ ssh = \"h0\", role = \"gpu\" }} }} }}",
         ssh.ssh_config.display()

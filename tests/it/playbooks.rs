@@ -873,15 +873,7 @@ fn fake_tools(ssh: &SshFleet, i: usize, tools: &[(&str, &str)]) {
         std::fs::write(&p, format!("#!/bin/sh\n{body}")).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let config = ssh.hosts[i].config();
-    let text = read(&config).replace(
-        "SetEnv HOME=",
-        &format!(
-            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
-            bin.display()
-        ),
-    );
-    std::fs::write(config, text).unwrap();
+    ssh.hosts[i].path_first(&bin);
 }
 
 const NVIDIA_SMI: &str = r#"case "$*" in

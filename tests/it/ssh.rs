@@ -462,6 +462,37 @@ fn lua_run_results_streams_and_errors() {
     );
 }
 
+/// A streamed line over the default bound (16 MiB) stops the command on the host and here, and is an
+/// error naming the line and the bound: no hang, no unbounded buffer. The line is 200 MB (endless as far
+/// as the bound goes, yet a regression cannot exhaust the machine), and the command sleeps after it, so
+/// only a kill ends it before the timeout.
+#[test]
+fn an_endless_line_stops_the_command() {
+    let fleet = SshFleet::start(1);
+    let env = lua_env(&fleet, "ssh-endless");
+    let out = lua(
+        &env,
+        r#"
+        for _, host in ipairs({ "h0", "local" }) do
+          local seen = {}
+          local ok, e = pcall(ssh.run, host, "echo first; yes endless4761 | tr -d '\n' | head -c 200000000; sleep 4761",
+            { timeout = "30s", on_line = function(_, l) seen[#seen + 1] = l end })
+          print(ok, e, table.concat(seen, ","))
+        end
+        "#,
+    );
+    out.ok();
+    let bound = "stdout line 2 is longer than 16 MiB, the bound on one line of output: the command was stopped";
+    assert_eq!(
+        out.stdout,
+        format!("false\tssh.run(h0): {bound}\tfirst\nfalse\tssh.run(local): {bound}\tfirst\n"),
+        "{}",
+        out.stderr
+    );
+    wait_gone("endless476[1]");
+    wait_gone("sleep 476[1]");
+}
+
 #[test]
 fn lua_timeout_kills_remote_process() {
     let fleet = SshFleet::start(1);
@@ -571,6 +602,44 @@ fn lua_job_survives_script_kill_and_reattaches() {
         baton::core::remote::jobs::list(&baton::core::state::State::new(env.state_dir())).unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].status.code, Some(7));
+}
+
+/// `job:wait` reads a job's log a few MiB at a time: a log longer than one read (about 6.9 MB) arrives
+/// whole and in order, no line cut at a read's edge; a line over the bound stops the job and raises.
+#[test]
+fn a_long_job_log_is_read_in_pieces_and_a_long_line_stops_the_job() {
+    let fleet = SshFleet::start(1);
+    let env = lua_env(&fleet, "ssh-job-log");
+    let out = lua(
+        &env,
+        r#"
+        local job = ssh.spawn("h0", "seq 1 1000000")
+        local n, bad = 0, 0
+        local st = job:wait({ poll = "100ms", timeout = "60s", on_line = function(_, l)
+          n = n + 1
+          if tonumber(l) ~= n then bad = bad + 1 end
+        end })
+        print(st.state, st.code, n, bad)
+        local long = ssh.spawn("h0", [[head -c 20000000 /dev/zero | tr '\0' x; sleep 4771]])
+        print(select(2, pcall(long.wait, long, { poll = "100ms", timeout = "60s", on_line = function() end })))
+        print(long:status().state)
+        "#,
+    );
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(lines[0], "exited\t0\t1000000\t0");
+    assert!(
+        lines[1].starts_with("job:wait(")
+            && lines[1].ends_with(
+                " on h0): stdout line 1 is longer than 16 MiB, the bound on one line of output: the \
+                 command was stopped"
+            ),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2], "exited");
+    wait_gone("sleep 477[1]");
 }
 
 #[test]

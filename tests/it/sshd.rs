@@ -46,6 +46,20 @@ impl SshHost {
         self.dir.join("sshd_config")
     }
 
+    /// Puts `bin` first on the PATH of commands run over ssh on this host (sshd's `SetEnv`, next to its
+    /// `HOME`): how a test double of a program is installed there. Before the host starts.
+    pub fn path_first(&self, bin: &Path) {
+        let config = self.config();
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "SetEnv HOME=",
+            &format!(
+                "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin HOME=",
+                bin.display()
+            ),
+        );
+        std::fs::write(config, text).unwrap();
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

@@ -189,7 +189,7 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         if buf.len() > MAX_BODY {
             return Err(ErrorKind::Overflow(format!(
                 "the answer passed {} (the most baton reads of one document)",
-                size(MAX_BODY)
+                crate::core::text::size(MAX_BODY)
             )));
         }
     }
@@ -212,15 +212,6 @@ pub async fn fetch_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ErrorKind> {
     let resp = send(build, timeouts, retry).await.map_err(status)?;
     read_json(resp, timeouts).await
-}
-
-/// `16 MiB`, `1 MiB`, `64 KiB`.
-fn size(bytes: usize) -> String {
-    if bytes >= 1 << 20 {
-        format!("{} MiB", bytes >> 20)
-    } else {
-        format!("{} KiB", bytes >> 10)
-    }
 }
 
 /// The idle limit (restarted when real data arrives) and the deadline of one body being read.
@@ -304,7 +295,7 @@ impl Tally {
         if self.bytes > MAX_ANSWER {
             return Err(ErrorKind::Overflow(format!(
                 "the answer passed {} (the most baton keeps of one answer)",
-                size(MAX_ANSWER)
+                crate::core::text::size(MAX_ANSWER)
             )));
         }
         if let Some(max) = self.max_tokens {
@@ -394,7 +385,7 @@ impl Lines {
 fn line_too_long() -> ErrorKind {
     ErrorKind::Overflow(format!(
         "a line of the stream passed {} without ending",
-        size(MAX_LINE)
+        crate::core::text::size(MAX_LINE)
     ))
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Remote, RemoteError, env_and_cwd, quote, shell_text};
-use crate::core::process::{Cmd, LineSink, Spec, Stream};
+use crate::core::process::{Cmd, LineSink, LineTooLong, ProcessError, Spec, Stream};
 use crate::core::state::State;
 
 /// Schema of the job registry (`state.migrate("jobs", MIGRATIONS)`).
@@ -39,6 +39,10 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// Bound on each job housekeeping command (spawn, status, tail, kill).
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most of a job's log read in one poll: a job that writes faster is read over several polls (with no
+/// pause between them), never whole.
+const LOG_CHUNK: u64 = 4 << 20;
 const SPAWNED: &str = "__baton_job=";
 
 /// A registered job.
@@ -213,7 +217,7 @@ fn status_script(job: &Job, log_offset: Option<u64>) -> String {
     );
     if let Some(offset) = log_offset {
         s.push_str(&format!(
-            "[ -f \"$d/log\" ] && tail -c +{} \"$d/log\"\n",
+            "[ -f \"$d/log\" ] && tail -c +{} \"$d/log\" | head -c {LOG_CHUNK}\n",
             offset + 1
         ));
     }
@@ -455,6 +459,8 @@ pub async fn status(remote: &Remote, state: &State, job: &mut Job) -> Result<Sta
 }
 
 /// Waits until the job is no longer running, polling every `poll`, sending each new log line to `sink`.
+/// The log is read [`LOG_CHUNK`] at a time, and only with a sink; a line longer than `max_line` bytes
+/// stops the job and is an error ([`LineTooLong`]), so neither a long line nor a long log is held whole.
 pub async fn wait(
     remote: &Remote,
     state: &State,
@@ -462,16 +468,18 @@ pub async fn wait(
     poll: Duration,
     timeout: Option<Duration>,
     sink: Option<LineSink>,
+    max_line: usize,
 ) -> Result<Status, RemoteError> {
     let started = Instant::now();
     // Lines already in the log when waiting starts are delivered too: the caller sees the whole output.
     let mut offset = 0u64;
     let mut partial = Vec::new();
+    let mut lines = 0;
     loop {
         let out = step(
             remote,
             &job.host,
-            &status_script(job, Some(offset)),
+            &status_script(job, sink.as_ref().map(|_| offset)),
             "cannot read the job's status",
         )
         .await?;
@@ -480,10 +488,13 @@ pub async fn wait(
             None => (&out[..], &[][..]),
         };
         let status = parse_status(&String::from_utf8_lossy(head));
+        // A full chunk: more of the log may be waiting, read on at once (the status came first: a job
+        // that ended has written all its log, but not all of it was read yet).
+        let more = log.len() as u64 >= LOG_CHUNK;
         offset += log.len() as u64;
-        partial.extend_from_slice(log);
         if let Some(sink) = &sink {
-            let ended = status.state != JobState::Running;
+            partial.extend_from_slice(log);
+            let ended = status.state != JobState::Running && !more;
             let cut = if ended {
                 partial.len()
             } else {
@@ -493,13 +504,29 @@ pub async fn wait(
                     .map_or(0, |i| i + 1)
             };
             let complete: Vec<u8> = partial.drain(..cut).collect();
+            let mut too_long = None;
             for line in String::from_utf8_lossy(&complete).lines() {
+                lines += 1;
+                if line.len() > max_line {
+                    too_long = Some(lines);
+                    break;
+                }
                 let _ = sink.send((Stream::Stdout, line.to_string())).await;
             }
-        } else {
-            partial.clear();
+            if too_long.is_none() && partial.len() > max_line {
+                too_long = Some(lines + 1);
+            }
+            if let Some(line) = too_long {
+                kill(remote, state, job).await?;
+                return Err(ProcessError::LineTooLong(LineTooLong {
+                    stream: Stream::Stdout,
+                    line,
+                    max: max_line,
+                })
+                .into());
+            }
         }
-        if status.state != JobState::Running {
+        if status.state != JobState::Running && !more {
             record(state, job, status).await?;
             return Ok(status);
         }
@@ -512,6 +539,9 @@ pub async fn wait(
                 job.id,
                 crate::core::duration::format(limit)
             )));
+        }
+        if more {
+            continue;
         }
         let left = timeout.map_or(poll, |l| l.saturating_sub(started.elapsed()).min(poll));
         tokio::time::sleep(left).await;

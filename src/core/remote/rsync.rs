@@ -494,10 +494,17 @@ async fn run_rsync(
     let no_stdin: Option<(tokio::process::ChildStdin, Vec<u8>)> = None;
     let (split, collected) = tokio::join!(
         split_progress(stdout, copy_in, sink),
-        process::collect(copied, stderr, no_stdin, child.wait(), None)
+        process::collect(
+            copied,
+            stderr,
+            no_stdin,
+            child.wait(),
+            None,
+            process::DEFAULT_MAX_LINE
+        )
     );
     split.map_err(io_err)?;
-    let (stdout, stderr, status) = collected.map_err(io_err)?;
+    let (stdout, stderr, status) = collected.map_err(|e| e.running("rsync"))?;
     let mut out = Output {
         stdout,
         stderr,

@@ -160,12 +160,17 @@ impl Master {
 
         let mut timed_out = None;
         let collected = {
+            // A failed read (a line over the bound) ends the work at once: the stderr copy would
+            // otherwise wait for the command, which is killed below.
             let work = async {
-                let (_, collected) = tokio::join!(
-                    strip_marker(stderr, filter_in, pid_tx),
-                    process::collect(stdout, filtered, stdin, child.wait(), sink)
-                );
-                collected
+                let ((), collected) = tokio::try_join!(
+                    async {
+                        let _ = strip_marker(stderr, filter_in, pid_tx).await;
+                        Ok(())
+                    },
+                    process::collect(stdout, filtered, stdin, child.wait(), sink, spec.max_line())
+                )?;
+                Ok::<_, process::ReadError>(collected)
             };
             tokio::pin!(work);
             match left.zip(spec.timeout) {
@@ -217,12 +222,14 @@ impl Master {
                 output.stderr = err;
                 output.set_status(status);
             }
-            Some(Err(source)) => {
-                return Err(ProcessError::Io {
-                    program: "ssh".into(),
-                    cause: source,
+            Some(Err(e)) => {
+                // The command is stopped on the host, not left writing into a closed session.
+                let pid = *pid_rx.borrow();
+                if let Some(pid) = pid_to_kill(true, pid) {
+                    self.kill_group(pid).await;
                 }
-                .into());
+                let _ = child.start_kill();
+                return Err(e.running("ssh").into());
             }
             None => {
                 let _ = child.start_kill();

@@ -286,6 +286,7 @@ impl ProcessOpts {
             env: std::mem::take(&mut self.env).into_iter().collect(),
             stdin: self.stdin.take().map(String::into_bytes),
             timeout: self.timeout.map(|d| d.0),
+            max_line: None,
         }
     }
 }

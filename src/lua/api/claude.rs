@@ -105,6 +105,8 @@ async fn run(lua: Lua, (prompt, opts): (Value, Value)) -> mlua::Result<Value> {
         env: o.env.into_iter().collect(),
         stdin: None,
         timeout: o.timeout.map(|d| d.0),
+        // Set by `claude::run` (stream-json lines have their own bound).
+        max_line: None,
     };
     let booking = Booking {
         host: host.clone(),

@@ -226,6 +226,7 @@ impl UserData for JobHandle {
                         opts.poll.0.max(std::time::Duration::from_millis(50)),
                         opts.timeout.map(|d| d.0),
                         sink,
+                        crate::core::process::DEFAULT_MAX_LINE,
                     )
                     .await
                 })
