@@ -3,9 +3,11 @@
 thread (a new run, as each `baton run` is). Every node adds one to a counter, as each `baton.step` of the
 baton playbook does; the checkpointer stores the state after every node.
 
-Usage: langgraph_chain.py DB N [full|normal]
+Usage: langgraph_chain.py DB N [full|normal] [cold]
   full    SqliteSaver as shipped: WAL, Python's default synchronous=FULL (an fsync per checkpoint).
   normal  the same with PRAGMA synchronous=NORMAL, the setting baton's state database uses.
+  cold    no warm-up invocations: the bench times the whole process from outside (start-up, imports,
+          opening the database, N runs), as it times each `baton run`.
 
 Prints one JSON line: µs per step and per invocation (timed in-process after 5 warm-up invocations, so
 Python's start-up and imports are not counted), and the database's size on disk.
@@ -52,12 +54,13 @@ def disk_size(db: str) -> int:
 def main() -> None:
     db, n = sys.argv[1], int(sys.argv[2])
     sync = sys.argv[3] if len(sys.argv) > 3 else "full"
+    warmup = 0 if sys.argv[4:5] == ["cold"] else WARMUP
     conn = sqlite3.connect(db, check_same_thread=False)
     if sync == "normal":
         conn.execute("PRAGMA synchronous=NORMAL")
     saver = SqliteSaver(conn)
     app = chain(saver)
-    for i in range(WARMUP):
+    for i in range(warmup):
         out = app.invoke({"n": 0}, {"configurable": {"thread_id": f"warmup-{i}"}})
         assert out["n"] == NODES, out
     started = time.perf_counter()
@@ -71,7 +74,7 @@ def main() -> None:
             {
                 "per_step_us": took / (n * NODES) * 1e6,
                 "per_run_us": took / n * 1e6,
-                "runs": n + WARMUP,
+                "runs": n + warmup,
                 "db_bytes": disk_size(db),
             }
         )

@@ -39,6 +39,8 @@ const ROUNDS: usize = 5;
 const STARTS: usize = 100;
 /// Runs of the 10-step chain, for baton and for LangGraph.
 const CHAIN_RUNS: usize = 100;
+/// Whole LangGraph processes timed (each imports langgraph: about a second).
+const COLD_RUNS: usize = 5;
 /// Runs kept for the size figure, and for `baton runs`.
 const SIZE_RUNS: usize = 10_000;
 const LIST_RUNS: usize = 100_000;
@@ -414,6 +416,41 @@ fn langgraph(b: &Bench, table: &mut Table) -> Vec<Step> {
                     Some(lg / rest_us >= 20.0),
                 );
             }
+            // Like for like from outside: one 10-node run as a whole process on each side (Python's
+            // start and imports, opening the database; baton's start, opening the state db, the exit).
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/langgraph_chain.py");
+            let mut cold = Vec::new();
+            for i in 0..COLD_RUNS {
+                let db = b.dir.join(format!("langgraph-cold-{i}.sqlite"));
+                let started = Instant::now();
+                output(
+                    Command::new(&python)
+                        .arg(&script)
+                        .arg(&db)
+                        .arg("1")
+                        .arg("full")
+                        .arg("cold")
+                        .env("LANGSMITH_TRACING", "false")
+                        .env("LANGCHAIN_TRACING_V2", "false"),
+                    None,
+                );
+                cold.push(started.elapsed().as_secs_f64());
+            }
+            let lg_whole = cold.iter().sum::<f64>() / (cold.len() * 10) as f64 * 1e6;
+            table.row(
+                &format!(
+                    "LangGraph whole process, one 10-node run (as shipped), {COLD_RUNS} runs: / 10"
+                ),
+                format!("{lg_whole:.0} µs/step"),
+                "",
+                None,
+            );
+            table.row(
+                "  LangGraph / baton, whole processes",
+                format!("{:.0}x", lg_whole / whole_us),
+                "≥ 20x",
+                Some(lg_whole / whole_us >= 20.0),
+            );
         }
         Err(why) => table.row(
             "LangGraph 10-node chain",
