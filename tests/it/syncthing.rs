@@ -4,6 +4,7 @@
 //! instance `beta` in baton's own HOME (this machine).
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,7 +60,11 @@ struct Instance {
 }
 
 impl Drop for Instance {
+    /// The whole process group, in case Syncthing starts a process of its own (see `STMONITORED` below).
     fn drop(&mut self) {
+        if let Some(group) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -117,10 +122,14 @@ fn write_config(
 fn start(home: &Path, gui: u16, key: &str) -> Instance {
     let log = std::fs::File::create(home.join("syncthing.log")).unwrap();
     let child = Command::new("syncthing")
+        .process_group(0)
         .args(["serve", "--no-browser", "--no-restart", "--no-upgrade"])
         .arg(format!("--home={}", home.display()))
         .env("HOME", home)
         .env("STNODEFAULTFOLDER", "1")
+        // Run as the one process: without it Syncthing starts its real process in a new process group
+        // (a monitor's child), which a kill of the child we started left running.
+        .env("STMONITORED", "yes")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
