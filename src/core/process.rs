@@ -21,6 +21,27 @@ pub const TIMEOUT_CODE: i32 = 124;
 /// never costs more than a few tens of MiB (it is held twice: as bytes and as the text sent).
 pub const DEFAULT_MAX_LINE: usize = 16 << 20;
 
+/// The most of one stream (stdout or stderr) kept for a command's result unless [`Spec::max_output`] says
+/// otherwise: a command that prints without end (`yes`, a runaway log) is stopped there, never holding
+/// baton's memory without bound.
+pub const DEFAULT_MAX_OUTPUT: u64 = 128 << 20;
+
+/// What one stream of a command may hold: its longest live line and its whole kept output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub line: usize,
+    pub output: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Bounds {
+        Bounds {
+            line: DEFAULT_MAX_LINE,
+            output: DEFAULT_MAX_OUTPUT,
+        }
+    }
+}
+
 /// What to run: a string for `sh -c`, or an argv list run without a shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd {
@@ -48,12 +69,23 @@ pub struct Spec {
     /// The longest line delivered live to a [`LineSink`] (none: [`DEFAULT_MAX_LINE`]); a longer one stops
     /// the command with [`LineTooLong`]. Output read without a sink is not split into lines.
     pub max_line: Option<usize>,
+    /// The most of stdout, and of stderr, kept for the result (none: [`DEFAULT_MAX_OUTPUT`]); more stops
+    /// the command with [`OutputTooLarge`].
+    pub max_output: Option<u64>,
 }
 
 impl Spec {
     /// [`Spec::max_line`] or its default.
     pub fn max_line(&self) -> usize {
         self.max_line.unwrap_or(DEFAULT_MAX_LINE)
+    }
+
+    /// The line and output bounds in effect.
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            line: self.max_line(),
+            output: self.max_output.unwrap_or(DEFAULT_MAX_OUTPUT),
+        }
     }
 }
 
@@ -148,6 +180,19 @@ pub struct LineTooLong {
     pub max: usize,
 }
 
+/// A stream of output over its bound: `stdout is over 128 MiB, …`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} is over {}, the bound on what one command's output may hold: the command was stopped (send it \
+     to a file and read the part you need)",
+    stream.name(),
+    crate::core::text::size(*max as usize)
+)]
+pub struct OutputTooLarge {
+    pub stream: Stream,
+    pub max: u64,
+}
+
 /// Why reading a child's output stopped: the pipe failed, or a line went over its bound.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -155,6 +200,8 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     LineTooLong(#[from] LineTooLong),
+    #[error(transparent)]
+    OutputTooLarge(#[from] OutputTooLarge),
 }
 
 impl ReadError {
@@ -166,6 +213,7 @@ impl ReadError {
                 cause,
             },
             ReadError::LineTooLong(l) => ProcessError::LineTooLong(l),
+            ReadError::OutputTooLarge(o) => ProcessError::OutputTooLarge(o),
         }
     }
 }
@@ -188,33 +236,48 @@ pub enum ProcessError {
     /// Not a source either: the message is the whole story.
     #[error("{0}")]
     LineTooLong(LineTooLong),
+    #[error("{0}")]
+    OutputTooLarge(OutputTooLarge),
 }
 
 /// Reads one stream to the end, handing every chunk of bytes to `keep` and each line (without its line
-/// ending) to `sink` as it arrives. A line longer than `max_line` bytes (its ending not counted) is an
-/// error once at most `max_line + 2` bytes of it are read (what was read is kept): the caller stops the
-/// process.
+/// ending) to `sink` as it arrives. A line longer than `bounds.line` bytes (its ending not counted) is an
+/// error once at most `bounds.line + 2` bytes of it are read (what was read is kept); so is a stream that
+/// passes `bounds.output` bytes (what passes the bound is not kept): the caller stops the process.
 pub async fn pump<R: AsyncRead + Unpin>(
     reader: R,
     stream: Stream,
     sink: Option<LineSink>,
-    max_line: usize,
+    bounds: Bounds,
     mut keep: impl FnMut(&[u8]),
 ) -> Result<(), ReadError> {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut total: u64 = 0;
+    let mut keep_within = |bytes: &[u8]| -> Result<(), ReadError> {
+        total = total.saturating_add(bytes.len() as u64);
+        if total > bounds.output {
+            return Err(OutputTooLarge {
+                stream,
+                max: bounds.output,
+            }
+            .into());
+        }
+        keep(bytes);
+        Ok(())
+    };
     let Some(sink) = sink else {
         loop {
             let chunk = reader.fill_buf().await?;
             if chunk.is_empty() {
                 return Ok(());
             }
-            keep(chunk);
+            keep_within(chunk)?;
             let n = chunk.len();
             reader.consume(n);
         }
     };
     // At most the bound and two bytes more per read: a `\r\n` ending, or the proof the line is too long.
-    let limit = u64::try_from(max_line)
+    let limit = u64::try_from(bounds.line)
         .unwrap_or(u64::MAX)
         .saturating_add(2);
     let mut line = Vec::new();
@@ -230,14 +293,14 @@ pub async fn pump<R: AsyncRead + Unpin>(
             return Ok(());
         }
         n += 1;
-        keep(&line);
+        keep_within(&line)?;
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let text = text.strip_suffix(b"\r").unwrap_or(text);
-        if text.len() > max_line {
+        if text.len() > bounds.line {
             return Err(LineTooLong {
                 stream,
                 line: n,
-                max: max_line,
+                max: bounds.line,
             }
             .into());
         }
@@ -248,15 +311,15 @@ pub async fn pump<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads one stream to the end into a buffer, sending each line (at most `max_line` bytes) to `sink`.
+/// Reads one stream to the end into a buffer (within `bounds`), sending each line to `sink`.
 pub async fn read_stream<R: AsyncRead + Unpin>(
     reader: R,
     stream: Stream,
     sink: Option<LineSink>,
-    max_line: usize,
+    bounds: Bounds,
 ) -> Result<Vec<u8>, ReadError> {
     let mut all = Vec::new();
-    pump(reader, stream, sink, max_line, |bytes| {
+    pump(reader, stream, sink, bounds, |bytes| {
         all.extend_from_slice(bytes)
     })
     .await?;
@@ -273,7 +336,7 @@ pub async fn feed_stdin<W: tokio::io::AsyncWrite + Unpin>(stdin: Option<(W, Vec<
 }
 
 /// Collects stdout and stderr (and feeds stdin) while `wait` runs; shared by local and remote runners. The
-/// first failure (a line over `max_line`, a pipe error) ends it at once, dropping the other readers and
+/// first failure (a line or a stream over its bound, a pipe error) ends it at once, dropping the other readers and
 /// the wait: the caller then stops the process.
 pub async fn collect<O, E, W, F>(
     stdout: O,
@@ -281,7 +344,7 @@ pub async fn collect<O, E, W, F>(
     stdin: Option<(W, Vec<u8>)>,
     wait: F,
     sink: Option<LineSink>,
-    max_line: usize,
+    bounds: Bounds,
 ) -> Result<(Vec<u8>, Vec<u8>, ExitStatus), ReadError>
 where
     O: AsyncRead + Unpin,
@@ -290,8 +353,8 @@ where
     F: Future<Output = std::io::Result<ExitStatus>>,
 {
     let (out, err, status, ()) = tokio::try_join!(
-        read_stream(stdout, Stream::Stdout, sink.clone(), max_line),
-        read_stream(stderr, Stream::Stderr, sink, max_line),
+        read_stream(stdout, Stream::Stdout, sink.clone(), bounds),
+        read_stream(stderr, Stream::Stderr, sink, bounds),
         async { Ok(wait.await?) },
         async {
             feed_stdin(stdin).await;
@@ -338,7 +401,7 @@ impl Drop for GroupGuard {
 }
 
 /// Runs a local process. A timeout kills the process group and yields code 124 with what was read so far;
-/// a line over [`Spec::max_line`] kills it too and is an error.
+/// a line over [`Spec::max_line`] or a stream over [`Spec::max_output`] kills it too and is an error.
 pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Output, ProcessError> {
     let (program, args): (String, Vec<String>) = match cmd {
         Cmd::Shell(s) => ("sh".into(), vec!["-c".into(), s.clone()]),
@@ -369,12 +432,12 @@ pub async fn run(cmd: &Cmd, spec: &Spec, sink: Option<LineSink>) -> Result<Outpu
 
     // Output is gathered into buffers that survive a timeout, so a timed-out run still reports what it printed.
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<(Stream, Vec<u8>)>();
-    let max_line = spec.max_line();
+    let bounds = spec.bounds();
     let forward = |stream: Stream, reader: Box<dyn AsyncRead + Unpin + Send>| {
         let out_tx = out_tx.clone();
         let sink = sink.clone();
         async move {
-            pump(reader, stream, sink, max_line, |bytes| {
+            pump(reader, stream, sink, bounds, |bytes| {
                 let _ = out_tx.send((stream, bytes.to_vec()));
             })
             .await
@@ -499,6 +562,50 @@ mod tests {
         });
     }
 
+    /// A stream over its output bound stops at the bound: what passed it is not kept.
+    #[test]
+    fn a_stream_over_its_output_bound_is_an_error() {
+        rt().block_on(async {
+            let bounds = Bounds {
+                line: 1 << 20,
+                output: 10,
+            };
+            for sink in [None, Some(mpsc::channel(16).0)] {
+                let mut kept = Vec::new();
+                let err = pump(
+                    &b"12345\n67890\nabc\n"[..],
+                    Stream::Stdout,
+                    sink,
+                    bounds,
+                    |b| kept.extend_from_slice(b),
+                )
+                .await
+                .unwrap_err();
+                assert!(matches!(
+                    err,
+                    ReadError::OutputTooLarge(OutputTooLarge {
+                        stream: Stream::Stdout,
+                        max: 10
+                    })
+                ));
+                assert!(kept.len() <= 10, "{kept:?}");
+                assert!(
+                    err.to_string().starts_with(
+                        "stdout is over 10 bytes, the bound on what one command's output may hold"
+                    ),
+                    "{err}"
+                );
+            }
+            let mut kept = Vec::new();
+            pump(&b"12345\n678\n"[..], Stream::Stdout, None, bounds, |b| {
+                kept.extend_from_slice(b)
+            })
+            .await
+            .unwrap();
+            assert_eq!(kept, b"12345\n678\n");
+        });
+    }
+
     /// Lines up to the bound are delivered (with or without their ending); the first longer one is an
     /// error naming its stream and number, found after reading one byte past the bound.
     #[test]
@@ -507,7 +614,7 @@ mod tests {
             let (tx, mut rx) = mpsc::channel(16);
             let input: &[u8] = b"abcd\r\nxy\nabcdefgh\nnever read\n";
             let mut kept = Vec::new();
-            let err = pump(input, Stream::Stderr, Some(tx), 4, |b| {
+            let err = pump(input, Stream::Stderr, Some(tx), Bounds { line: 4, output: u64::MAX }, |b| {
                 kept.extend_from_slice(b)
             })
             .await
@@ -531,12 +638,12 @@ mod tests {
             }
             assert_eq!(lines, ["abcd", "xy"]);
             let (tx, _rx) = mpsc::channel(16);
-            pump(&b"abcd\nwxyz"[..], Stream::Stdout, Some(tx), 4, |_| {})
+            pump(&b"abcd\nwxyz"[..], Stream::Stdout, Some(tx), Bounds { line: 4, output: u64::MAX }, |_| {})
                 .await
                 .unwrap();
             for over in [&b"abcde"[..], b"abcde\r\n", b"abcd\r\r\n"] {
                 let (tx, _rx) = mpsc::channel(16);
-                let e = pump(over, Stream::Stdout, Some(tx), 4, |_| {}).await;
+                let e = pump(over, Stream::Stdout, Some(tx), Bounds { line: 4, output: u64::MAX }, |_| {}).await;
                 assert!(matches!(e, Err(ReadError::LineTooLong(_))), "{over:?}");
             }
         });

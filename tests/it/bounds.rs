@@ -458,3 +458,43 @@ fn ctrl_c_ends_mcp_serve_with_stdin_open_and_a_tool_stuck() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A command that prints without end (`yes`) is stopped at the output bound (128 MiB a stream), locally
+/// and over ssh, with an error that says so; nothing waits for a timeout that was never set.
+#[test]
+fn endless_output_is_stopped_at_the_output_bound() {
+    let fleet = crate::sshd::SshFleet::start(1);
+    let env = Env::new("bounds-output").with_fleet(&format!(
+        r#"return {{ ssh_config = {:?}, hosts = {{ h0 = {{}} }} }}"#,
+        fleet.ssh_config.display()
+    ));
+    let out = env.run_lua(
+        "yes.lua",
+        r#"
+print(select(2, pcall(baton.exec, {"yes"})))
+print(select(2, pcall(ssh.run, "h0", "yes")))
+print(select(2, pcall(ssh.run, "h0", "yes >&2")))
+print(ssh.run("h0", "echo still fine").stdout)
+"#,
+        &[],
+    );
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0]
+            .contains("stdout is over 128 MiB, the bound on what one command's output may hold"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[1].contains("stdout is over 128 MiB"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[2].contains("stderr is over 128 MiB"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines[3], "still fine");
+}

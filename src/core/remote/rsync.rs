@@ -500,7 +500,7 @@ async fn run_rsync(
             no_stdin,
             child.wait(),
             None,
-            process::DEFAULT_MAX_LINE
+            process::Bounds::default()
         )
     );
     split.map_err(io_err)?;

@@ -168,7 +168,7 @@ impl Master {
                         let _ = strip_marker(stderr, filter_in, pid_tx).await;
                         Ok(())
                     },
-                    process::collect(stdout, filtered, stdin, child.wait(), sink, spec.max_line())
+                    process::collect(stdout, filtered, stdin, child.wait(), sink, spec.bounds())
                 )?;
                 Ok::<_, process::ReadError>(collected)
             };

@@ -287,6 +287,7 @@ impl ProcessOpts {
             stdin: self.stdin.take().map(String::into_bytes),
             timeout: self.timeout.map(|d| d.0),
             max_line: None,
+            max_output: None,
         }
     }
 }

@@ -107,6 +107,7 @@ async fn run(lua: Lua, (prompt, opts): (Value, Value)) -> mlua::Result<Value> {
         timeout: o.timeout.map(|d| d.0),
         // Set by `claude::run` (stream-json lines have their own bound).
         max_line: None,
+        max_output: None,
     };
     let booking = Booking {
         host: host.clone(),
