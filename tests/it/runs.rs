@@ -110,26 +110,49 @@ fn run_to_end(s: &Setup, args: &[&str]) -> Out {
 /// Starts the playbook with `KILL_AT=at` and kills it (SIGKILL) once it reached that point.
 fn killed_at(s: &Setup, at: usize) {
     let mut cmd = baton(s, &["run", "p.lua"]);
-    cmd.env("KILL_AT", at.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child: Child = cmd.spawn().unwrap();
+    cmd.env("KILL_AT", at.to_string());
     let marker = s.work.join(format!("at-{at}"));
-    wait_for(
-        &format!("the run to reach call {at}"),
-        Duration::from_secs(60),
-        || marker.exists(),
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    killed_when(cmd, &format!("the run to reach call {at}"), || {
+        marker.exists()
+    });
     std::fs::remove_file(marker).unwrap();
 }
 
-fn last_run(s: &Setup) -> serde_json::Value {
-    let out = run_to_end(s, &["runs", "--json"]);
-    out.ok();
-    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+/// The newest run, as `baton runs --json` lists it.
+fn newest_run(env: &Env) -> serde_json::Value {
+    let list: serde_json::Value = serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout)
+        .expect("`baton runs --json` gives JSON");
     list[0].clone()
+}
+
+/// The newest run's id.
+fn newest_id(env: &Env) -> String {
+    newest_run(env)["id"]
+        .as_str()
+        .expect("the newest run has an id")
+        .to_string()
+}
+
+/// Starts `cmd` with `HOLD=1` (the scripts' cue to write a marker and wait there), its output dropped, and
+/// waits (60 s at most) until `held()` sees the marker.
+fn held(mut cmd: std::process::Command, what: &str, held: impl FnMut() -> bool) -> Child {
+    cmd.env("HOLD", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().unwrap();
+    wait_for(what, Duration::from_secs(60), held);
+    child
+}
+
+/// Kills (SIGKILL) and reaps a process.
+fn kill(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// [`held`], then killed with SIGKILL: a run cut off at its marker.
+fn killed_when(cmd: std::process::Command, what: &str, ready: impl FnMut() -> bool) {
+    kill(held(cmd, what, ready));
 }
 
 fn spend(s: &Setup) -> f64 {
@@ -173,12 +196,12 @@ async fn a_run_killed_after_any_call_resumes_without_repeating_one() {
     assert_eq!(whole.stdout.lines().count(), 10, "{}", whole.stdout);
     let base_spend = spend(&base);
     assert!(base_spend > 0.0);
-    let base_run = last_run(&base);
+    let base_run = newest_run(&base.env);
     assert_eq!(base_run["cost"].as_f64(), Some(base_spend));
     for at in 1..=10 {
         let s = setup(&format!("runs-kill-{at}")).await;
         killed_at(&s, at);
-        let run = last_run(&s);
+        let run = newest_run(&s.env);
         assert_eq!(run["status"], "interrupted", "after call {at}: {run}");
         let id = run["id"].as_str().unwrap().to_string();
         let resumed = run_to_end(&s, &["resume", &id]);
@@ -201,7 +224,7 @@ async fn a_run_killed_after_any_call_resumes_without_repeating_one() {
             "killed after call {at}"
         );
         assert_eq!(spend(&s), base_spend, "killed after call {at}");
-        let run = last_run(&s);
+        let run = newest_run(&s.env);
         assert_eq!(run["status"], "ok");
         // The run's cost is its ledger rows', booked by both processes under its id.
         assert_eq!(run["cost"], base_run["cost"], "killed after call {at}");
@@ -246,22 +269,11 @@ for _, task in ipairs(tasks) do print(task:wait()) end
     )
     .unwrap();
     let mut cmd = env.cmd();
-    cmd.args(["run", "par.lua"])
-        .current_dir(&work)
-        .env("HOLD", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    wait_for("every task to hold", Duration::from_secs(60), || {
+    cmd.args(["run", "par.lua"]).current_dir(&work);
+    killed_when(cmd, "every task to hold", || {
         (1..=4).all(|t| work.join(format!("held-{t}")).exists())
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let list = env.baton(&["runs", "--json"]);
-    let id = serde_json::from_str::<serde_json::Value>(&list.ok().stdout).unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = newest_id(&env);
     let mut resume = env.cmd();
     resume.args(["resume", &id]).current_dir(&work);
     let out = crate::common::output_within(resume, Duration::from_secs(60));
@@ -296,20 +308,9 @@ print("end")
     };
     std::fs::write(work.join("d.lua"), script("second")).unwrap();
     let mut cmd = env.cmd();
-    cmd.args(["run", "d.lua"])
-        .current_dir(&work)
-        .env("HOLD", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    wait_for("the run to hold", Duration::from_secs(60), || {
-        work.join("held").exists()
-    });
-    let id = serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-        .unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    cmd.args(["run", "d.lua"]).current_dir(&work);
+    let child = held(cmd, "the run to hold", || work.join("held").exists());
+    let id = newest_id(&env);
     let resume = |args: &[&str]| {
         let mut cmd = env.cmd();
         cmd.arg("resume").args(args).current_dir(&work);
@@ -319,8 +320,7 @@ print("end")
     let out = resume(&[&id]);
     out.expect_code(1);
     assert!(out.stderr.contains("is still running"), "{}", out.stderr);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill(child);
 
     std::fs::write(work.join("d.lua"), script("changed")).unwrap();
     let out = resume(&[&id]);
@@ -373,10 +373,7 @@ print("end")"#,
         .env("CRASH", "1");
     let out = crate::common::output_within(cmd, Duration::from_secs(60));
     out.expect_code(1);
-    let run =
-        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-            .unwrap()[0]
-            .clone();
+    let run = newest_run(&env);
     assert_eq!(run["status"], "failed");
     assert_eq!(run["error"], "boom");
     let id = run["id"].as_str().unwrap();
@@ -436,13 +433,6 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
         cmd.args(args).current_dir(&work);
         crate::common::output_within(cmd, Duration::from_secs(60))
     };
-    let run_id = || {
-        serde_json::from_str::<serde_json::Value>(&cli(&["runs", "--json"]).ok().stdout).unwrap()[0]
-            ["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     for (verb, extra, printed, done) in [
         (
             "approve",
@@ -461,7 +451,7 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
         let out = cli(&["run", "a.lua"]);
         out.ok();
         assert_eq!(out.stdout, "");
-        let id = run_id();
+        let id = newest_id(&env);
         assert!(
             out.stderr
                 .contains(&format!("run {id} paused: deploy v2 to prod?"))
@@ -488,9 +478,9 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
         );
         let mut args = vec!["runs", verb, id.as_str()];
         args.extend(extra);
-        let out = cli(&args);
-        out.ok();
-        assert_eq!(out.stdout, printed);
+        let resumed = cli(&args);
+        resumed.ok();
+        assert_eq!(resumed.stdout, printed);
         assert_eq!(lines(&work.join("calls.txt")), ["before", done], "{verb}");
         // What the run printed is kept in its log.
         assert_eq!(cli(&["runs", "show", &id, "--log"]).ok().stdout, printed);
@@ -553,16 +543,10 @@ schedule.cron("left", "0 0 1 1 *", {left:?})"#,
     );
     for name in ["again", "left"] {
         let mut cmd = env.cmd();
-        cmd.args(["schedule", "run", name, schedule.to_str().unwrap()])
-            .env("HOLD", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().unwrap();
-        wait_for("the run to hold", Duration::from_secs(60), || {
+        cmd.args(["schedule", "run", name, schedule.to_str().unwrap()]);
+        killed_when(cmd, "the run to hold", || {
             work.join(format!("held-{name}")).exists()
         });
-        child.kill().unwrap();
-        child.wait().unwrap();
     }
     let stderr = env.dir.join("daemon.err");
     let mut daemon = env
@@ -630,11 +614,7 @@ fn cancel_prune_and_bad_input() {
         .dir
         .write("f.lua", "baton.exec({ 'true' })\nerror('no luck', 0)\n");
     env.baton(&["run", script.to_str().unwrap()]).expect_code(1);
-    let id = serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-        .unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = newest_id(&env);
     let out = env.baton(&["runs", "show", &id]);
     out.ok();
     assert!(
@@ -717,13 +697,6 @@ fn what_cannot_be_journaled_is_named() {
         let path = env.dir.write(name, text);
         env.baton(&["run", path.to_str().unwrap()])
     };
-    let last_id = || {
-        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-            .unwrap()[0]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     // Too large: the script gets it; the journal keeps a marker; a resume that reaches it stops.
     let out = run_lua(
         "big.lua",
@@ -731,7 +704,7 @@ fn what_cannot_be_journaled_is_named() {
     );
     out.expect_code(1);
     assert_eq!(out.stdout, "9437184\n");
-    let id = last_id();
+    let id = newest_id(&env);
     let shown = env.baton(&["runs", "show", &id]).ok().stdout.clone();
     assert!(shown.contains("too_large"), "{shown}");
     let resumed = env.baton(&["resume", &id]);
@@ -755,11 +728,7 @@ fn what_cannot_be_journaled_is_named() {
         "{}",
         out.stderr
     );
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-            .unwrap()[0]["status"],
-        "failed"
-    );
+    assert_eq!(newest_run(&env)["status"], "failed");
     // A failed call caught by the script, then a crash: the resume runs the failed call again and replays
     // the others.
     let calls = env.dir.join("calls.txt");
@@ -772,14 +741,14 @@ if not baton.env("DONE") then error("crash", 0) end
         c = calls.display()
     );
     run_lua("flaky.lua", &flaky).expect_code(1);
-    let id = last_id();
+    let id = newest_id(&env);
     let mut cmd = env.cmd();
     cmd.args(["resume", &id]).env("DONE", "1");
     crate::common::output_within(cmd, Duration::from_secs(60)).ok();
     assert_eq!(lines(&calls), ["a", "b", "c", "b"]);
     // A journal row deleted by hand: named, not silently run again.
     run_lua("flaky.lua", &flaky).expect_code(1);
-    let id = last_id();
+    let id = newest_id(&env);
     let db = rusqlite::Connection::open(env.state_dir().join("baton.db")).unwrap();
     db.execute("DELETE FROM steps WHERE run_id = ?1 AND pos = '0.1'", [&id])
         .unwrap();
@@ -837,9 +806,7 @@ async fn an_ask_is_a_recorded_run() {
     .await
     .unwrap();
     out.ok();
-    let runs: serde_json::Value =
-        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
-    let run = &runs[0];
+    let run = &newest_run(&env);
     assert_eq!(
         (&run["trigger"], &run["status"], &run["script"]),
         (
@@ -895,27 +862,23 @@ baton.exec({{ "sh", "-c", "echo after " .. tostring(ok) .. " >> {c}" }})
     );
     let out = env.baton(&["schedule", "run", "ask", schedule.to_str().unwrap()]);
     out.ok();
-    let runs: serde_json::Value =
-        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
+    let run = newest_run(&env);
     assert_eq!(
-        (&runs[0]["trigger"], &runs[0]["status"]),
+        (&run["trigger"], &run["status"]),
         (&serde_json::json!("schedule"), &serde_json::json!("paused"))
     );
-    let id = runs[0]["id"].as_str().unwrap().to_string();
+    let id = run["id"].as_str().unwrap().to_string();
     env.baton(&["runs", "approve", &id]).ok();
     assert_eq!(lines(&calls), ["before", "after true"]);
-    let runs: serde_json::Value =
-        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
-    assert_eq!(runs[0]["status"], "ok");
+    assert_eq!(newest_run(&env)["status"], "ok");
 
     // Through the daemon: answered with --no-resume, the daemon that runs the schedule goes on with it.
     std::fs::remove_file(&calls).unwrap();
     env.baton(&["schedule", "run", "ask", schedule.to_str().unwrap()])
         .ok();
-    let runs: serde_json::Value =
-        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
-    let id = runs[0]["id"].as_str().unwrap().to_string();
-    assert_eq!(runs[0]["status"], "paused");
+    let run = newest_run(&env);
+    let id = run["id"].as_str().unwrap().to_string();
+    assert_eq!(run["status"], "paused");
     let mut daemon = env
         .cmd()
         .args(["daemon", schedule.to_str().unwrap()])
@@ -1060,18 +1023,9 @@ end)"#,
         ),
     );
     let mut cmd = env.cmd();
-    cmd.args(["schedule", "run", "tidy", schedule.to_str().unwrap()])
-        .env("HOLD", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    wait_for("the job to hold", Duration::from_secs(60), || held.exists());
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let run =
-        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-            .unwrap()[0]
-            .clone();
+    cmd.args(["schedule", "run", "tidy", schedule.to_str().unwrap()]);
+    killed_when(cmd, "the job to hold", || held.exists());
+    let run = newest_run(&env);
     assert_eq!(run["args"], serde_json::json!(["--job", "tidy"]), "{run}");
     assert_eq!(run["status"], "interrupted");
     let out = env.baton(&["resume", run["id"].as_str().unwrap()]);
@@ -1134,22 +1088,9 @@ print(r.text)
     )
     .unwrap();
     let mut cmd = env.cmd();
-    cmd.args(["run", "n.lua"])
-        .current_dir(&work)
-        .env("HOLD", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    wait_for("the run to hold", Duration::from_secs(60), || {
-        work.join("held").exists()
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let id = serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-        .unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    cmd.args(["run", "n.lua"]).current_dir(&work);
+    killed_when(cmd, "the run to hold", || work.join("held").exists());
+    let id = newest_id(&env);
     let mut cmd = env.cmd();
     cmd.args(["resume", &id]).current_dir(&work);
     let out = tokio::task::spawn_blocking(move || {
