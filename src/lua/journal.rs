@@ -16,6 +16,7 @@ use std::rc::Rc;
 use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value};
 
 use crate::core::runs::{self, NewRun, Run, RunStatus, Runs, Step};
+use crate::lua::api::args;
 
 /// The largest result kept for replay; a larger one is journaled as too large, and a resume that reaches it
 /// stops with an error.
@@ -509,15 +510,7 @@ pub async fn baton_step(
     (name, f, args): (Value, Value, MultiValue),
 ) -> mlua::Result<MultiValue> {
     const F: &str = "baton.step";
-    let name = match name {
-        Value::String(s) if !s.as_bytes().is_empty() => s.to_string_lossy(),
-        other => {
-            return Err(mlua::Error::runtime(format!(
-                "{F}: argument 1 (name) must be a non-empty string, got {}",
-                other.type_name()
-            )));
-        }
-    };
+    let name = args::non_empty_string(F, 1, "name", &name)?;
     let Value::Function(f) = f else {
         return Err(mlua::Error::runtime(format!(
             "{F}({name}): argument 2 (fn) must be a function, got {}",
@@ -590,15 +583,7 @@ pub fn paused(e: &mlua::Error) -> Option<&Paused> {
 /// returns `true, answer` or `false, reason`.
 pub async fn baton_approve(lua: Lua, (message, _opts): (Value, Value)) -> mlua::Result<MultiValue> {
     const F: &str = "baton.approve";
-    let message = match message {
-        Value::String(s) if !s.as_bytes().is_empty() => s.to_string_lossy(),
-        other => {
-            return Err(mlua::Error::runtime(format!(
-                "{F}: argument 1 (message) must be a non-empty string, got {}",
-                other.type_name()
-            )));
-        }
-    };
+    let message = args::non_empty_string(F, 1, "message", &message)?;
     let Some(j) = journal(&lua) else {
         // The REPL has no run to pause: it asks here, on the terminal (a line from stdin).
         if crate::lua::ctx(&lua).script == "repl" {

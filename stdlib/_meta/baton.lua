@@ -177,7 +177,7 @@ baton.run_id = nil
 ---  local f = assert(io.open("deploys.log", "a")); f:write(line, "\n"); f:close()
 ---end, "deployed " .. stamp)
 ---```
----@param name string a name for the step list (`baton runs show`)
+---@param name string a name for the step list (`baton runs show`); not empty or only blanks
 ---@param fn fun(...): any
 ---@param ... any arguments for `fn`
 ---@return any ...
@@ -195,7 +195,7 @@ function baton.step(name, fn, ...) end
 ---if not ok then print("not deployed: " .. (note or "denied")) return end
 ---ssh.run("prod1", "deploy v2")
 ---```
----@param message string the question, as the notification shows it
+---@param message string the question, as the notification shows it; not empty or only blanks
 ---@param opts table? (reserved)
 ---@return boolean approved
 ---@return string? text the `--answer` or `--reason` given

@@ -1103,3 +1103,31 @@ print(r.text)
     assert_eq!(lines(&calls), ["tool", "step", "spawned", "main", "last"]);
     assert_eq!(stub.count(), 2, "the ask was not sent again");
 }
+
+/// `baton.step` and `baton.approve` name the function, the argument and what they expected.
+#[test]
+fn step_and_approve_want_a_non_empty_name() {
+    let env = Env::new("runs-bad-args");
+    for (script, said) in [
+        (
+            "baton.step('', function() end)",
+            "baton.step: argument 1 (name) must be a non-empty string, got string \"\"",
+        ),
+        (
+            "baton.step(nil, function() end)",
+            "baton.step: argument 1 (name) must be a non-empty string, got nil",
+        ),
+        (
+            "baton.approve('  ')",
+            "baton.approve: argument 1 (message) must be a non-empty string, got string \"  \"",
+        ),
+        (
+            "baton.approve(42)",
+            "baton.approve: argument 1 (message) must be a non-empty string, got number 42",
+        ),
+    ] {
+        let out = env.run_lua("bad.lua", script, &[]);
+        out.expect_code(1);
+        assert!(out.stderr.contains(said), "{script}: {}", out.stderr);
+    }
+}
