@@ -80,7 +80,8 @@ where
             lua.set_app_data(log);
             Journal::install(&lua, state, start).map_err(mlua::Error::runtime)?;
         }
-        let result = body(lua.clone()).await;
+        // A pause the script caught (`pcall(baton.approve, …)`) still ends the run paused.
+        let result = super::journal::settle(&lua, body(lua.clone()).await);
         if let Err(e) = &result
             && super::journal::paused(e).is_none()
             && exit_code(e).is_none()

@@ -188,8 +188,10 @@ function baton.step(name, fn, ...) end
 ---`baton runs approve RUN [--answer TEXT]` or `baton runs deny RUN [--reason TEXT]`, from any process
 ---sharing the state dir, records the answer and resumes the run in the foreground: what ran before is
 ---replayed from the journal, and here `approve` returns `true, answer` or `false, reason`. In the REPL,
----which has no run to pause, it asks on the terminal (`y`/`yes`: true). Do not call it inside `pcall`: the
----pause ends the process through an error.
+---which has no run to pause, it asks on the terminal (`y`/`yes`: true). The pause ends the process through
+---an error, and it sticks: if a `pcall` catches it, plain Lua after it still runs, but the next journaled
+---call (`ssh.run`, `baton.exec`, a model call …), `baton.step` or `baton.approve` raises the pause again,
+---and the run ends paused however the script ends; nothing that was to wait for the answer runs before it.
 ---```lua
 ---local ok, note = baton.approve("deploy v2 to prod? (3 hosts)")
 ---if not ok then print("not deployed: " .. (note or "denied")) return end

@@ -1104,6 +1104,70 @@ print(r.text)
     assert_eq!(stub.count(), 2, "the ask was not sent again");
 }
 
+/// A pause caught by `pcall` sticks: the script's plain Lua after it runs, but its next boundary call raises
+/// the pause again, so the run ends paused (exit 0), having run nothing that was to wait for the answer; the
+/// answer resumes it and it goes on. A script that fails after catching the pause ends paused too.
+#[test]
+fn a_pause_caught_by_pcall_still_pauses_the_run() {
+    let env = Env::new("runs-pcall-approve");
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("c.lua"),
+        r#"baton.exec({ "sh", "-c", "echo before >> calls.txt" })
+local ok, a = pcall(baton.approve, "ok?")
+print("caught", ok, ok and a or "")
+baton.exec({ "sh", "-c", "echo after >> calls.txt" })
+print(pcall(baton.step, "s", function() return 1 end))
+print("end")
+"#,
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.args(args).current_dir(&work);
+        crate::common::output_within(cmd, Duration::from_secs(60))
+    };
+    let out = cli(&["run", "c.lua"]);
+    out.ok();
+    assert_eq!(out.stdout, "caught\tfalse\t\n");
+    let run = newest_run(&env);
+    let id = run["id"].as_str().unwrap().to_string();
+    assert_eq!(run["status"], "paused", "{run}");
+    assert!(
+        out.stderr.contains(&format!("run {id} paused: ok?")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(lines(&work.join("calls.txt")), ["before"]);
+    let resumed = cli(&["runs", "approve", &id, "--answer", "yes"]);
+    resumed.ok();
+    assert_eq!(resumed.stdout, "caught\ttrue\ttrue\ntrue\t1\nend\n");
+    assert_eq!(lines(&work.join("calls.txt")), ["before", "after"]);
+    assert_eq!(newest_run(&env)["status"], "ok");
+
+    // Caught, then a failure (or a second question): still the first pause, not a failed run.
+    let out = cli(&[
+        "run",
+        env.dir
+            .write(
+                "f.lua",
+                "baton.exec({ 'true' })\npcall(baton.approve, 'first?')\nprint(pcall(baton.approve, 'second?'))\nerror('later', 0)\n",
+            )
+            .to_str()
+            .unwrap(),
+    ]);
+    out.ok();
+    let run = newest_run(&env);
+    assert_eq!(run["status"], "paused", "{run}");
+    assert!(
+        out.stdout.starts_with("false\t") && out.stdout.contains("paused: first?"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stderr.contains("second?"), "{}", out.stderr);
+}
+
 /// `baton.step` and `baton.approve` name the function, the argument and what they expected.
 #[test]
 fn step_and_approve_want_a_non_empty_name() {
