@@ -30,13 +30,14 @@ pub struct Ctx {
     pub args: Vec<String>,
 }
 
-/// Where `print` and script output go: stdout by default; the scheduler points it at a run's log file.
+/// Where `print` and script output go: stdout by default (and the log of the run under way, see
+/// `core::runs::copy_output`); the scheduler points it at a run's log file.
 #[derive(Clone)]
 pub struct Printer(pub Rc<RefCell<Box<dyn Write>>>);
 
 impl Printer {
     pub fn stdout() -> Self {
-        Printer(Rc::new(RefCell::new(Box::new(std::io::stdout()))))
+        Printer::to(crate::core::runs::Teed(std::io::stdout()))
     }
 
     pub fn to(w: impl Write + 'static) -> Self {
@@ -393,6 +394,69 @@ fn install_print(lua: &Lua) -> mlua::Result<()> {
     })?;
     lua.globals().set("print", print)
 }
+
+/// Lua's own writes to stdout and stderr (`io.write`, `io.stdout:write`, `io.stderr:write`) through Rust's
+/// streams, so that what a run writes there also reaches its log (`core::runs::copy_output`) in order with
+/// `print` and baton's own lines. The file method `write` (shared by every file handle) is wrapped: on
+/// `io.stdout` or `io.stderr` it writes what Lua's would (strings, and numbers as `%d` / `%.14g`, checked
+/// the same way) and returns the file; on any other file it is Lua's. `flush` on those two flushes Rust's
+/// stream. `io.write` writes to `io.output()` through the wrapped method. Only durable runs take this
+/// (`lua::entry`): elsewhere the C library writes, as in plain Lua.
+pub fn copy_lua_io(lua: &Lua) -> mlua::Result<()> {
+    let emit = lua.create_function(|_, (to_stderr, text): (bool, mlua::LuaString)| {
+        let bytes = text.as_bytes();
+        // Output to a closed pipe must not kill a playbook; there is nobody left to tell.
+        let _ = if to_stderr {
+            crate::core::runs::Teed(std::io::stderr()).write_all(&bytes)
+        } else {
+            crate::core::runs::Teed(std::io::stdout()).write_all(&bytes)
+        };
+        Ok(())
+    })?;
+    let flush = lua.create_function(|_, to_stderr: bool| {
+        let _ = if to_stderr {
+            std::io::stderr().flush()
+        } else {
+            std::io::stdout().flush()
+        };
+        Ok(())
+    })?;
+    lua.load(COPY_LUA_IO)
+        .set_name("=baton io")
+        .call::<()>((emit, flush))
+}
+
+const COPY_LUA_IO: &str = r##"
+local emit, flush = ...
+local stdout, stderr, output = io.stdout, io.stderr, io.output
+local methods = getmetatable(stdout).__index
+local write, fflush = methods.write, methods.flush
+local format, mtype, select, type, concat = string.format, math.type, select, type, table.concat
+methods.write = function(f, ...)
+  if not (rawequal(f, stdout) or rawequal(f, stderr)) then return write(f, ...) end
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do
+    local v = select(i, ...)
+    local t = type(v)
+    if t == "string" then
+      parts[i] = v
+    elseif t == "number" then
+      parts[i] = format(mtype(v) == "integer" and "%d" or "%.14g", v)
+    else
+      error(format("bad argument #%d to 'write' (string expected, got %s)", i, t), 2)
+    end
+  end
+  emit(rawequal(f, stderr), concat(parts))
+  return f
+end
+methods.flush = function(f, ...)
+  if not (rawequal(f, stdout) or rawequal(f, stderr)) then return fflush(f, ...) end
+  flush(rawequal(f, stderr))
+  return f
+end
+io.write = function(...) return output():write(...) end
+"##;
 
 /// `os.exit(code)` ends the playbook through the normal error path, so processes, connections and the
 /// database are closed properly instead of the process vanishing mid-write.

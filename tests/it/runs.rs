@@ -144,6 +144,20 @@ fn held(mut cmd: std::process::Command, what: &str, held: impl FnMut() -> bool) 
     child
 }
 
+/// A `work` folder in the test's folder, for a playbook and what it writes.
+fn work_dir(env: &Env) -> PathBuf {
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    work
+}
+
+/// `baton ARGS` run in `work`, to its end (60 s at most).
+fn baton_in(env: &Env, work: &Path, args: &[&str]) -> Out {
+    let mut cmd = env.cmd();
+    cmd.args(args).current_dir(work);
+    crate::common::output_within(cmd, Duration::from_secs(60))
+}
+
 /// Kills (SIGKILL) and reaps a process.
 fn kill(mut child: Child) {
     child.kill().unwrap();
@@ -246,8 +260,7 @@ async fn a_run_killed_after_any_call_resumes_without_repeating_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_tasks_resume_without_repeating_a_finished_call() {
     let env = Env::new("runs-parallel");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     std::fs::write(
         work.join("par.lua"),
         r#"
@@ -274,9 +287,7 @@ for _, task in ipairs(tasks) do print(task:wait()) end
         (1..=4).all(|t| work.join(format!("held-{t}")).exists())
     });
     let id = newest_id(&env);
-    let mut resume = env.cmd();
-    resume.args(["resume", &id]).current_dir(&work);
-    let out = crate::common::output_within(resume, Duration::from_secs(60));
+    let out = baton_in(&env, &work, &["resume", &id]);
     out.ok();
     assert_eq!(out.stdout, "1\n2\n3\n4\n");
     let mut calls = lines(&work.join("calls.txt"));
@@ -292,8 +303,7 @@ for _, task in ipairs(tasks) do print(task:wait()) end
 #[test]
 fn a_changed_script_is_refused_unless_forced_and_bad_input_is_named() {
     let env = Env::new("runs-diverge");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let script = |word: &str| {
         format!(
             r#"baton.exec({{ "sh", "-c", "echo first >> calls.txt" }})
@@ -311,11 +321,7 @@ print("end")
     cmd.args(["run", "d.lua"]).current_dir(&work);
     let child = held(cmd, "the run to hold", || work.join("held").exists());
     let id = newest_id(&env);
-    let resume = |args: &[&str]| {
-        let mut cmd = env.cmd();
-        cmd.arg("resume").args(args).current_dir(&work);
-        crate::common::output_within(cmd, Duration::from_secs(60))
-    };
+    let resume = |args: &[&str]| baton_in(&env, &work, &[&["resume"], args].concat());
     // Still running: refused.
     let out = resume(&[&id]);
     out.expect_code(1);
@@ -357,8 +363,7 @@ print("end")
 #[test]
 fn a_different_call_at_a_journaled_position_names_both() {
     let env = Env::new("runs-diverge-call");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     std::fs::write(
         work.join("e.lua"),
         r#"baton.exec({ "echo", baton.env("WORD") or "none" })
@@ -400,8 +405,7 @@ print("end")"#,
 #[test]
 fn approve_and_deny_from_another_process() {
     let env = Env::new("runs-approve");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let told = env.dir.join("told.txt");
     let recorder = env.dir.write(
         "recorder.sh",
@@ -428,11 +432,7 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
 "#,
     )
     .unwrap();
-    let cli = |args: &[&str]| {
-        let mut cmd = env.cmd();
-        cmd.args(args).current_dir(&work);
-        crate::common::output_within(cmd, Duration::from_secs(60))
-    };
+    let cli = |args: &[&str]| baton_in(&env, &work, args);
     for (verb, extra, printed, done) in [
         (
             "approve",
@@ -482,8 +482,11 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
         resumed.ok();
         assert_eq!(resumed.stdout, printed);
         assert_eq!(lines(&work.join("calls.txt")), ["before", done], "{verb}");
-        // What the run printed is kept in its log.
-        assert_eq!(cli(&["runs", "show", &id, "--log"]).ok().stdout, printed);
+        // What the run wrote is kept in its log: the pause on stderr, then what the resume printed.
+        assert_eq!(
+            cli(&["runs", "show", &id, "--log"]).ok().stdout,
+            format!("{}{printed}", out.stderr)
+        );
         let again = cli(&["runs", verb, &id]);
         again.expect_code(1);
         assert!(
@@ -509,8 +512,7 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
 #[test]
 fn the_daemon_resumes_its_interrupted_runs_when_asked() {
     let env = Env::new("runs-daemon");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let calls = work.join("calls.txt");
     let playbook = |name: &str| {
         let path = work.join(format!("{name}.lua"));
@@ -838,8 +840,7 @@ async fn an_ask_is_a_recorded_run() {
 #[test]
 fn a_scheduled_run_pauses_and_is_approved() {
     let env = Env::new("runs-sched-approve");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let calls = work.join("calls.txt");
     let playbook = work.join("ask.lua");
     std::fs::write(
@@ -947,8 +948,7 @@ fn the_repl_asks_on_the_terminal() {
 #[test]
 fn an_mcp_tool_call_is_not_made_again_on_resume() {
     let env = Env::new("runs-mcp");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let calls = work.join("calls.txt");
     let tools = env.dir.write(
         "tools.lua",
@@ -1062,8 +1062,7 @@ async fn calls_inside_a_call_and_steps_shift_nothing_on_resume() {
 }}"#,
         stub.url
     ));
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let calls = work.join("calls.txt");
     std::fs::write(
         work.join("n.lua"),
@@ -1104,14 +1103,69 @@ print(r.text)
     assert_eq!(stub.count(), 2, "the ask was not sent again");
 }
 
+/// The run's log holds what it wrote on stdout and stderr, in order: `print`, `io.write`, `io.stdout:write`,
+/// `io.stderr:write`, a log line, the live lines of a remote command (here printed and written to stderr by
+/// its `on_line`), the pause of `baton.approve`, and how the run ended. The terminal gets the same.
+#[test]
+fn the_log_holds_stdout_stderr_and_live_remote_lines() {
+    let ssh = SshFleet::start(1);
+    let env = Env::new("runs-log").with_fleet(&ssh.fleet_lua());
+    let script = env.dir.write(
+        "l.lua",
+        r#"print("printed")
+io.write("written ", 1, " ", 2.5, "\n")
+io.stdout:write("to stdout\n"):write("chained\n")
+io.stderr:write("to stderr\n")
+baton.log.warn("a warning")
+ssh.run("h0", "echo out-line; sleep 0.3; echo err-line >&2", { on_line = function(stream, line)
+  if stream == "stderr" then io.stderr:write("live ", stream, " ", line, "\n")
+  else print("live " .. stream .. " " .. line) end
+end })
+error("the end", 0)
+"#,
+    );
+    let out = env.baton(&["run", script.to_str().unwrap()]);
+    out.expect_code(1);
+    assert_eq!(
+        out.stdout,
+        "printed\nwritten 1 2.5\nto stdout\nchained\nlive stdout out-line\n"
+    );
+    for said in ["to stderr\n", "a warning", "live stderr err-line\n"] {
+        assert!(out.stderr.contains(said), "{said:?} in {}", out.stderr);
+    }
+    let id = newest_id(&env);
+    let log = env
+        .baton(&["runs", "show", &id, "--log"])
+        .ok()
+        .stdout
+        .clone();
+    let mut at = 0;
+    for want in [
+        "printed\n",
+        "written 1 2.5\n",
+        "to stdout\nchained\n",
+        "to stderr\n",
+        "WARN a warning",
+        "live stdout out-line\n",
+        "live stderr err-line\n",
+        "l.lua:10: the end",
+    ] {
+        match log[at..].find(want) {
+            Some(i) => at += i + want.len(),
+            None => panic!("{want:?} not found after byte {at} of the log:\n{log}"),
+        }
+    }
+    // The log is plain text: no terminal colours, whatever stderr was.
+    assert!(!log.contains('\x1b'), "{log:?}");
+}
+
 /// A pause caught by `pcall` sticks: the script's plain Lua after it runs, but its next boundary call raises
 /// the pause again, so the run ends paused (exit 0), having run nothing that was to wait for the answer; the
 /// answer resumes it and it goes on. A script that fails after catching the pause ends paused too.
 #[test]
 fn a_pause_caught_by_pcall_still_pauses_the_run() {
     let env = Env::new("runs-pcall-approve");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     std::fs::write(
         work.join("c.lua"),
         r#"baton.exec({ "sh", "-c", "echo before >> calls.txt" })
@@ -1123,11 +1177,7 @@ print("end")
 "#,
     )
     .unwrap();
-    let cli = |args: &[&str]| {
-        let mut cmd = env.cmd();
-        cmd.args(args).current_dir(&work);
-        crate::common::output_within(cmd, Duration::from_secs(60))
-    };
+    let cli = |args: &[&str]| baton_in(&env, &work, args);
     let out = cli(&["run", "c.lua"]);
     out.ok();
     assert_eq!(out.stdout, "caught\tfalse\t\n");
