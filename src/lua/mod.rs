@@ -400,7 +400,7 @@ fn install_print(lua: &Lua) -> mlua::Result<()> {
 /// `print` and baton's own lines. The file method `write` (shared by every file handle) is wrapped: on
 /// `io.stdout` or `io.stderr` it writes what Lua's would (strings, and numbers as `%d` / `%.14g`, checked
 /// the same way) and returns the file; on any other file it is Lua's. `flush` on those two flushes Rust's
-/// stream. `io.write` writes to `io.output()` through the wrapped method. Only durable runs take this
+/// stream. `io.write` writes to `io.output()` the same way. Only durable runs take this
 /// (`lua::entry`): elsewhere the C library writes, as in plain Lua.
 pub fn copy_lua_io(lua: &Lua) -> mlua::Result<()> {
     let emit = lua.create_function(|_, (to_stderr, text): (bool, mlua::LuaString)| {
@@ -432,11 +432,10 @@ local stdout, stderr, output = io.stdout, io.stderr, io.output
 local methods = getmetatable(stdout).__index
 local write, fflush = methods.write, methods.flush
 local format, mtype, select, type, concat = string.format, math.type, select, type, table.concat
-methods.write = function(f, ...)
-  if not (rawequal(f, stdout) or rawequal(f, stderr)) then return write(f, ...) end
-  local n = select("#", ...)
+local function std(f) return rawequal(f, stdout) or rawequal(f, stderr) end
+local function put(f, name, ...)
   local parts = {}
-  for i = 1, n do
+  for i = 1, select("#", ...) do
     local v = select(i, ...)
     local t = type(v)
     if t == "string" then
@@ -444,18 +443,26 @@ methods.write = function(f, ...)
     elseif t == "number" then
       parts[i] = format(mtype(v) == "integer" and "%d" or "%.14g", v)
     else
-      error(format("bad argument #%d to 'write' (string expected, got %s)", i, t), 2)
+      error(format("bad argument #%d to '%s' (string expected, got %s)", i, name, t), 2)
     end
   end
   emit(rawequal(f, stderr), concat(parts))
   return f
 end
+methods.write = function(f, ...)
+  if not std(f) then return write(f, ...) end
+  return put(f, "write", ...)
+end
 methods.flush = function(f, ...)
-  if not (rawequal(f, stdout) or rawequal(f, stderr)) then return fflush(f, ...) end
+  if not std(f) then return fflush(f, ...) end
   flush(rawequal(f, stderr))
   return f
 end
-io.write = function(...) return output():write(...) end
+io.write = function(...)
+  local f = output()
+  if not std(f) then return write(f, ...) end
+  return put(f, "io.write", ...)
+end
 "##;
 
 /// `os.exit(code)` ends the playbook through the normal error path, so processes, connections and the

@@ -1114,6 +1114,7 @@ fn the_log_holds_stdout_stderr_and_live_remote_lines() {
         "l.lua",
         r#"print("printed")
 io.write("written ", 1, " ", 2.5, "\n")
+print(pcall(io.write, {}))
 io.stdout:write("to stdout\n"):write("chained\n")
 io.stderr:write("to stderr\n")
 baton.log.warn("a warning")
@@ -1128,7 +1129,8 @@ error("the end", 0)
     out.expect_code(1);
     assert_eq!(
         out.stdout,
-        "printed\nwritten 1 2.5\nto stdout\nchained\nlive stdout out-line\n"
+        "printed\nwritten 1 2.5\nfalse\tbad argument #1 to 'io.write' (string expected, got table)\n\
+         to stdout\nchained\nlive stdout out-line\n"
     );
     for said in ["to stderr\n", "a warning", "live stderr err-line\n"] {
         assert!(out.stderr.contains(said), "{said:?} in {}", out.stderr);
@@ -1148,7 +1150,7 @@ error("the end", 0)
         "WARN a warning",
         "live stdout out-line\n",
         "live stderr err-line\n",
-        "l.lua:10: the end",
+        "l.lua:11: the end",
     ] {
         match log[at..].find(want) {
             Some(i) => at += i + want.len(),
