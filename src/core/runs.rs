@@ -522,6 +522,22 @@ impl RunLog {
             .map_or(0, |m| m.len());
     }
 
+    /// Makes `file` run `id`'s log: a scheduled run's output already goes to a log of its own (the daemon's
+    /// run log, `baton schedule history`), which `baton runs show RUN --log` then reads, and to which a resume
+    /// of the run in another process appends. A link, so the output is kept once; one that cannot be made is
+    /// said in the daemon's log and the run goes on.
+    pub fn link(state_dir: &std::path::Path, id: &str, file: &std::path::Path) {
+        let path = log_path(state_dir, id);
+        let target = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+        let linked = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::os::unix::fs::symlink(&target, &path));
+        if let Err(e) = linked {
+            tracing::warn!("run {id}: cannot link its log to {}: {e}", target.display());
+        }
+    }
+
     /// Removes run `id`'s log (both halves).
     pub fn remove(state_dir: &std::path::Path, id: &str) {
         let path = log_path(state_dir, id);

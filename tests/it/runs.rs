@@ -847,6 +847,7 @@ fn a_scheduled_run_pauses_and_is_approved() {
         &playbook,
         format!(
             r#"baton.exec({{ "sh", "-c", "echo before >> {c}" }})
+print("asking")
 local ok = baton.approve("restart the CI runner?")
 baton.exec({{ "sh", "-c", "echo after " .. tostring(ok) .. " >> {c}" }})
 "#,
@@ -869,9 +870,23 @@ baton.exec({{ "sh", "-c", "echo after " .. tostring(ok) .. " >> {c}" }})
         (&serde_json::json!("schedule"), &serde_json::json!("paused"))
     );
     let id = run["id"].as_str().unwrap().to_string();
+    // Its log is the scheduled run's own (`baton schedule history`'s) …
+    let log = env
+        .baton(&["runs", "show", &id, "--log"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(log.contains("asking\n"), "{log}");
     env.baton(&["runs", "approve", &id]).ok();
     assert_eq!(lines(&calls), ["before", "after true"]);
     assert_eq!(newest_run(&env)["status"], "ok");
+    // … and the resume in the foreground went on in it.
+    let log = env
+        .baton(&["runs", "show", &id, "--log"])
+        .ok()
+        .stdout
+        .clone();
+    assert_eq!(log.matches("asking\n").count(), 2, "{log}");
 
     // Through the daemon: answered with --no-resume, the daemon that runs the schedule goes on with it.
     std::fs::remove_file(&calls).unwrap();
