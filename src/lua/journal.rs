@@ -435,7 +435,11 @@ where
     let store = j.runs()?;
     let started = runs::now();
     let clock = std::time::Instant::now();
-    let values = match live(Some(pos.clone())).await {
+    let lived = live(Some(pos.clone())).await;
+    // A pause inside it (a `baton.step` whose body caught one) stands: the step did not finish, and on
+    // resume its body runs again, to get the answer.
+    j.pause_stands()?;
+    let values = match lived {
         Ok(values) => values,
         Err(e) => {
             // Kept as a failed step (so the positions after it stay checkable), never replayed. A pause is
@@ -611,8 +615,8 @@ pub fn paused(e: &mlua::Error) -> Option<&Paused> {
 /// 0, holding nothing). The answer resumes the run, replaying what it did before; here `approve` then
 /// returns `true, answer` or `false, reason`. The pause is an error so that nothing after it runs; one that
 /// the script catches (`pcall(baton.approve, …)`) still stands: every later journaled call, `baton.step` or
-/// `baton.approve` raises it again, and the run ends paused however the script ends
-/// ([`Journal::pause_stands`]).
+/// `baton.approve` raises it again, a `baton.step` whose body caught it does not finish (its body runs again
+/// on resume), and the run ends paused however the script ends ([`Journal::pause_stands`]).
 pub async fn baton_approve(lua: Lua, (message, _opts): (Value, Value)) -> mlua::Result<MultiValue> {
     const F: &str = "baton.approve";
     let message = args::non_empty_string(F, 1, "message", &message)?;

@@ -192,6 +192,8 @@ function baton.step(name, fn, ...) end
 ---an error, and it sticks: if a `pcall` catches it, plain Lua after it still runs, but the next journaled
 ---call (`ssh.run`, `baton.exec`, a model call …), `baton.step` or `baton.approve` raises the pause again,
 ---and the run ends paused however the script ends; nothing that was to wait for the answer runs before it.
+---A `baton.step` whose body caught it does not finish either: on resume its body runs again and gets the
+---answer.
 ---```lua
 ---local ok, note = baton.approve("deploy v2 to prod? (3 hosts)")
 ---if not ok then print("not deployed: " .. (note or "denied")) return end

@@ -1233,6 +1233,24 @@ print("end")
         out.stdout
     );
     assert!(!out.stderr.contains("second?"), "{}", out.stderr);
+
+    // Caught inside a step: the step did not finish, so the answer reaches its body on resume.
+    let out = cli(&[
+        "run",
+        env.dir
+            .write(
+                "s.lua",
+                "baton.step('ask', function()\n  local ok, a = pcall(baton.approve, 'inside?')\n                   print('inside', ok, ok and a or '')\nend)\nprint('after the step')\n",
+            )
+            .to_str()
+            .unwrap(),
+    ]);
+    out.ok();
+    assert_eq!(out.stdout, "inside\tfalse\t\n");
+    let id = newest_id(&env);
+    let resumed = cli(&["runs", "approve", &id, "--answer", "go"]);
+    resumed.ok();
+    assert_eq!(resumed.stdout, "inside\ttrue\ttrue\nafter the step\n");
 }
 
 /// `baton.step` and `baton.approve` name the function, the argument and what they expected.
