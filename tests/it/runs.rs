@@ -125,6 +125,14 @@ fn newest_run(env: &Env) -> serde_json::Value {
     list[0].clone()
 }
 
+/// What `baton runs show ID --log` prints: the run's log.
+fn run_log(env: &Env, id: &str) -> String {
+    env.baton(&["runs", "show", id, "--log"])
+        .ok()
+        .stdout
+        .clone()
+}
+
 /// The newest run's id.
 fn newest_id(env: &Env) -> String {
     newest_run(env)["id"]
@@ -483,10 +491,7 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
         assert_eq!(resumed.stdout, printed);
         assert_eq!(lines(&work.join("calls.txt")), ["before", done], "{verb}");
         // What the run wrote is kept in its log: the pause on stderr, then what the resume printed.
-        assert_eq!(
-            cli(&["runs", "show", &id, "--log"]).ok().stdout,
-            format!("{}{printed}", out.stderr)
-        );
+        assert_eq!(run_log(&env, &id), format!("{}{printed}", out.stderr));
         let again = cli(&["runs", verb, &id]);
         again.expect_code(1);
         assert!(
@@ -626,11 +631,7 @@ fn cancel_prune_and_bad_input() {
     );
     assert!(out.stdout.contains("baton.exec  true"), "{}", out.stdout);
     // The log ends with how the run ended, in full (where, and the traceback), as `-v` would say it.
-    let log = env
-        .baton(&["runs", "show", &id, "--log"])
-        .ok()
-        .stdout
-        .clone();
+    let log = run_log(&env, &id);
     assert!(log.contains("f.lua:2: no luck\nstack traceback:"), "{log}");
     assert_eq!(
         env.baton(&["runs", "cancel", &id]).ok().stdout,
@@ -871,21 +872,13 @@ baton.exec({{ "sh", "-c", "echo after " .. tostring(ok) .. " >> {c}" }})
     );
     let id = run["id"].as_str().unwrap().to_string();
     // Its log is the scheduled run's own (`baton schedule history`'s) …
-    let log = env
-        .baton(&["runs", "show", &id, "--log"])
-        .ok()
-        .stdout
-        .clone();
+    let log = run_log(&env, &id);
     assert!(log.contains("asking\n"), "{log}");
     env.baton(&["runs", "approve", &id]).ok();
     assert_eq!(lines(&calls), ["before", "after true"]);
     assert_eq!(newest_run(&env)["status"], "ok");
     // … and the resume in the foreground went on in it.
-    let log = env
-        .baton(&["runs", "show", &id, "--log"])
-        .ok()
-        .stdout
-        .clone();
+    let log = run_log(&env, &id);
     assert_eq!(log.matches("asking\n").count(), 2, "{log}");
 
     // Through the daemon: answered with --no-resume, the daemon that runs the schedule goes on with it.
@@ -1151,11 +1144,7 @@ error("the end", 0)
         assert!(out.stderr.contains(said), "{said:?} in {}", out.stderr);
     }
     let id = newest_id(&env);
-    let log = env
-        .baton(&["runs", "show", &id, "--log"])
-        .ok()
-        .stdout
-        .clone();
+    let log = run_log(&env, &id);
     let mut at = 0;
     for want in [
         "printed\n",
