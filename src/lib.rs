@@ -5,18 +5,29 @@
 #![cfg_attr(not(test), deny(clippy::print_stderr, clippy::print_stdout))]
 
 /// `eprintln!` without its panic: when the reader of stderr went away (`baton … 2>&1 | head`) there is
-/// nobody left to tell, so the line is dropped instead of aborting the work.
+/// nobody left to tell, so the line is dropped instead of aborting the work. While a run is under way the
+/// line also goes to its log ([`core::runs::copy_output`]).
 #[macro_export]
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let _ = writeln!($crate::core::runs::Teed(std::io::stderr()), $($arg)*);
     }};
 }
 
 /// `eprint!` without its panic (see [`errln!`]).
 #[macro_export]
 macro_rules! errw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!($crate::core::runs::Teed(std::io::stderr()), $($arg)*);
+    }};
+}
+
+/// A terminal drawing on stderr (a progress bar redrawn in place): like [`errw!`], but never copied to a
+/// run's log, which keeps what was said, not how a terminal line was redrawn.
+#[macro_export]
+macro_rules! drawn {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let _ = write!(std::io::stderr(), $($arg)*);

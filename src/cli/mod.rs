@@ -514,17 +514,31 @@ fn init_logging(verbose: u8, format: LogFormat) {
             0 | 1 => EnvFilter::new(format!("{default},rmcp=off")),
             _ => EnvFilter::new(default),
         });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    // A log line that cannot be written (stderr's reader went away) is dropped quietly: the subscriber's
+    // own complaint would go to the same stderr, with `eprintln!`'s panic.
+    let to_stderr = tracing_subscriber::fmt::layer()
         .with_ansi(colours(&std::io::stderr()))
-        // A log line that cannot be written (stderr's reader went away) is dropped quietly: the
-        // subscriber's own complaint would go to the same stderr, with `eprintln!`'s panic.
         .log_internal_errors(false)
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Pretty => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    // The same lines, uncoloured, in the log of the run this process runs, if it runs one.
+    let to_run_log = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .log_internal_errors(false)
+        .with_writer(|| crate::core::runs::CopyOnly);
+    let layers = match format {
+        LogFormat::Pretty => vec![
+            to_stderr.with_target(false).boxed(),
+            to_run_log.with_target(false).boxed(),
+        ],
+        LogFormat::Json => vec![to_stderr.json().boxed(), to_run_log.json().boxed()],
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layers)
+        .try_init();
 }
 
 /// The state directory in effect (`$BATON_STATE_DIR`, `$XDG_STATE_HOME/baton`, `~/.local/state/baton`).

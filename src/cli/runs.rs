@@ -43,7 +43,7 @@ pub enum RunsCommand {
         /// The run and its steps as JSON
         #[arg(long)]
         json: bool,
-        /// Print what the run printed instead (its log, the last 10 MiB)
+        /// Print what the run wrote on stdout and stderr instead (its log, the last 10 MiB)
         #[arg(long)]
         log: bool,
     },

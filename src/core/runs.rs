@@ -639,6 +639,22 @@ impl RunLog {
             .map_or(0, |m| m.len());
     }
 
+    /// Makes `file` run `id`'s log: a scheduled run's output already goes to a log of its own (the daemon's
+    /// run log, `baton schedule history`), which `baton runs show RUN --log` then reads, and to which a resume
+    /// of the run in another process appends. A link, so the output is kept once; one that cannot be made is
+    /// said in the daemon's log and the run goes on.
+    pub fn link(state_dir: &std::path::Path, id: &str, file: &std::path::Path) {
+        let path = log_path(state_dir, id);
+        let target = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+        let linked = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::os::unix::fs::symlink(&target, &path));
+        if let Err(e) = linked {
+            tracing::warn!("run {id}: cannot link its log to {}: {e}", target.display());
+        }
+    }
+
     /// Removes run `id`'s log (both halves).
     pub fn remove(state_dir: &std::path::Path, id: &str) {
         let path = log_path(state_dir, id);
@@ -703,6 +719,76 @@ impl std::io::Write for RunLog {
     }
 }
 
+/// The log of the run this process runs, while it runs: what the process writes to its stdout and stderr is
+/// copied there ([`copy_output`]). One place for every writer, so the log keeps what they wrote in the order
+/// they wrote it: Lua's `print`, `io.write` and `io.stderr:write` (each line a callback such as `on_line`
+/// gets from a remote command reaches the terminal through those), the `errln!`/`errw!` lines (the pause
+/// of `baton.approve`, Ctrl-C, the watchdog), and the log lines (`baton.log.*`, warnings). A process-wide
+/// mutex rather than the Lua state's app data: the log lines come through the global `tracing` subscriber,
+/// and the Ctrl-C and watchdog threads write too. Only one run per process uses it (`baton run`, `resume`,
+/// `runs approve|deny`); the daemon, which runs several at once, gives each its job's log instead.
+static COPY: std::sync::Mutex<Option<RunLog>> = std::sync::Mutex::new(None);
+
+fn copy_target() -> std::sync::MutexGuard<'static, Option<RunLog>> {
+    // A writer that panicked mid-write left a log that is still a log.
+    COPY.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Copies what this process writes (through [`Teed`] and [`copy`]) to `log` until the guard is dropped.
+pub fn copy_output(log: RunLog) -> Copying {
+    *copy_target() = Some(log);
+    Copying(())
+}
+
+/// While it lives, the process's output is copied to a run's log ([`copy_output`]).
+pub struct Copying(());
+
+impl Drop for Copying {
+    fn drop(&mut self) {
+        if let Some(mut log) = copy_target().take() {
+            let _ = std::io::Write::flush(&mut log);
+        }
+    }
+}
+
+/// Appends `buf` to the log of the run under way ([`copy_output`]), if there is one.
+pub fn copy(buf: &[u8]) {
+    if let Some(log) = copy_target().as_mut() {
+        let _ = std::io::Write::write_all(log, buf);
+    }
+}
+
+/// A writer (the process's stdout or stderr) whose output is also copied to the run's log ([`copy`]).
+/// What the first refuses (a closed pipe) is still copied.
+pub struct Teed<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for Teed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.0.write_all(buf);
+        copy(buf);
+        written.map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A writer to the run's log alone ([`copy`]): the uncoloured copy of the log lines shown on stderr.
+pub struct CopyOnly;
+
+impl std::io::Write for CopyOnly {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        copy(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Writes a step row (replacing what a forced resume ran again at that position).
 fn insert_step(c: &rusqlite::Connection, run_id: &str, step: &Step) -> rusqlite::Result<()> {
     c.prepare_cached(
@@ -734,6 +820,35 @@ pub fn hash(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What goes through [`Teed`] reaches the run's log while [`copy_output`]'s guard lives, bounded as the
+    /// log is (the oldest half dropped), and nothing after.
+    #[test]
+    fn output_is_copied_to_the_run_log_while_it_lasts() {
+        use std::io::Write;
+        let dir = crate::core::test_tmp().join(format!("runlog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let id = "20261206-000000-0002";
+        let copying = copy_output(RunLog::open(&dir, id));
+        let chunk = vec![b'x'; 64 << 10];
+        // 12 MiB in all, then a last line: past two halves of the log.
+        for _ in 0..192 {
+            Teed(std::io::sink()).write_all(&chunk).unwrap();
+        }
+        Teed(std::io::sink()).write_all(b"\nlast\n").unwrap();
+        drop(copying);
+        Teed(std::io::sink()).write_all(b"not copied\n").unwrap();
+        let log = RunLog::read(&dir, id);
+        // Other tests of this process may write lines meanwhile: only the bound and the end are exact.
+        assert!(
+            log.len() as u64 <= 2 * LOG_HALF + 64 * 1024,
+            "{}",
+            log.len()
+        );
+        assert!(log.len() as u64 >= LOG_HALF, "{}", log.len());
+        assert!(log.ends_with("\nlast\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn runs_and_steps_round_trip() {

@@ -170,10 +170,18 @@ fn open_log(ctx: &RunContext) -> Result<std::fs::File, RunError> {
 }
 
 /// Starts the durable run of a scheduled run (trigger `schedule`): `script` is the playbook, or the
-/// schedule file with `args` `--job NAME` for a function job.
-fn begin_run(lua: &Lua, spec: &RunSpec, script: &Path, args: Vec<String>) -> mlua::Result<()> {
+/// schedule file with `args` `--job NAME` for a function job. Its output goes to the scheduled run's log
+/// (`ctx.log`), which is also the durable run's (`baton runs show RUN --log`).
+fn begin_run(
+    lua: &Lua,
+    spec: &RunSpec,
+    ctx: &RunContext,
+    script: &Path,
+    args: Vec<String>,
+) -> mlua::Result<()> {
     let run =
         crate::core::runs::NewRun::of_script(script, args, spec.fleet.source.clone(), "schedule");
+    crate::core::runs::RunLog::link(&spec.state_dir, &run.id, &ctx.log);
     crate::lua::journal::Journal::install(
         lua,
         State::new(spec.state_dir.clone()),
@@ -310,7 +318,7 @@ fn run_job(
                         lua.globals().set("RUN", info)?;
                         set_timeout(&lua, spec.timeout);
                         // A durable run like `baton run`'s: `baton resume RUN` finishes it after a crash.
-                        begin_run(&lua, spec, path, Vec::new())?;
+                        begin_run(&lua, spec, ctx, path, Vec::new())?;
                         let r = crate::lua::run_file(&lua, path).await;
                         crate::lua::journal::end(&lua, r)
                     }
@@ -324,6 +332,7 @@ fn run_job(
                         begin_run(
                             &lua,
                             spec,
+                            ctx,
                             file,
                             vec![FUNCTION_JOB.into(), spec.job.clone()],
                         )?;

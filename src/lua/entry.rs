@@ -58,8 +58,9 @@ pub fn function_job(ctx: Ctx, file: &Path, job: &str, start: Start) -> std::io::
     })
 }
 
-/// Drives `body` as a durable run (when `start` is given): its prints also go to the run's log, its
-/// boundary calls are journaled, and its end is recorded.
+/// Drives `body` as a durable run (when `start` is given): what it writes to stdout and stderr also goes to
+/// the run's log (`core::runs::copy_output`, kept until this returns), its boundary calls are journaled,
+/// and its end is recorded.
 fn durable<F, Fut>(ctx: Ctx, start: Option<Start>, body: F) -> std::io::Result<Ended<()>>
 where
     F: FnOnce(Lua) -> Fut,
@@ -67,28 +68,28 @@ where
 {
     let state = ctx.state.clone();
     drive(ctx, |lua, _| async move {
+        let mut copying = None;
         if let Some(start) = start {
             let id = match &start {
                 Start::New(run) => run.id.clone(),
                 Start::Resume { run, .. } => run.id.clone(),
             };
-            // What the run prints also goes to its log (`baton runs show RUN --log`).
-            let log = SharedLog(std::rc::Rc::new(std::cell::RefCell::new(
+            // What the run writes also goes to its log (`baton runs show RUN --log`).
+            copying = Some(crate::core::runs::copy_output(
                 crate::core::runs::RunLog::open(state.dir(), &id),
-            )));
-            lua.set_app_data(super::Printer::to(Tee(std::io::stdout(), log.clone())));
-            lua.set_app_data(log);
+            ));
+            super::copy_lua_io(&lua)?;
             Journal::install(&lua, state, start).map_err(mlua::Error::runtime)?;
         }
-        let result = body(lua.clone()).await;
+        // A pause the script caught (`pcall(baton.approve, …)`) still ends the run paused.
+        let result = super::journal::settle(&lua, body(lua.clone()).await);
         if let Err(e) = &result
+            && copying.is_some()
             && super::journal::paused(e).is_none()
             && exit_code(e).is_none()
-            && let Some(log) = lua.app_data_ref::<SharedLog>()
         {
-            // The log ends with how the run ended, as stderr says it.
-            use std::io::Write;
-            let _ = writeln!(log.clone(), "{}", format_error(e));
+            // The log ends with how the run ended, in full (stderr shows the message alone without `-v`).
+            crate::core::runs::copy(format!("{}\n", format_error(e)).as_bytes());
         }
         // A pause for an answer (`baton.approve`) ends the process quietly.
         super::journal::end(&lua, result)
@@ -197,35 +198,5 @@ impl SyntaxCheck {
                     .map(drop)
                     .map_err(|e| format_error(&e))
             })
-    }
-}
-
-/// A run's log, shared by what the run prints and how it ends.
-#[derive(Clone)]
-struct SharedLog(std::rc::Rc<std::cell::RefCell<crate::core::runs::RunLog>>);
-
-impl std::io::Write for SharedLog {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.borrow_mut().write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.borrow_mut().flush()
-    }
-}
-
-/// Writes to both; what one of them refuses does not stop the other.
-struct Tee<A, B>(A, B);
-
-impl<A: std::io::Write, B: std::io::Write> std::io::Write for Tee<A, B> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let first = self.0.write_all(buf);
-        let _ = self.1.write_all(buf);
-        first.map(|()| buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        let _ = self.1.flush();
-        self.0.flush()
     }
 }

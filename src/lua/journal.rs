@@ -16,6 +16,7 @@ use std::rc::Rc;
 use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value};
 
 use crate::core::runs::{self, NewRun, Run, RunStatus, Runs, Step};
+use crate::lua::api::args;
 
 /// The largest result kept for replay; a larger one is journaled as too large, and a resume that reaches it
 /// stops with an error.
@@ -56,6 +57,9 @@ pub struct Journal {
     /// Tasks (by path) inside a journaled call right now: a boundary call that resolves to one of them
     /// comes from a callback of that call (a task itself waits in it), and is part of it.
     in_flight: RefCell<std::collections::HashSet<String>>,
+    /// The run paused for an answer (`baton.approve`): it stays paused whatever the script makes of the
+    /// error (see [`Journal::pause_stands`]).
+    paused: RefCell<Option<Paused>>,
 }
 
 /// How a run begins: afresh, or again under its id.
@@ -82,6 +86,7 @@ impl Journal {
                 replayed: Cell::new(0),
                 store: std::cell::OnceCell::new(),
                 in_flight: RefCell::default(),
+                paused: RefCell::default(),
             },
             Start::Resume { run, force } => {
                 let runs = Runs::open(&state).map_err(|e| e.to_string())?;
@@ -109,6 +114,7 @@ impl Journal {
                     replayed: Cell::new(0),
                     store: std::cell::OnceCell::from(runs),
                     in_flight: RefCell::default(),
+                    paused: RefCell::default(),
                 }
             }
         };
@@ -152,6 +158,18 @@ impl Journal {
         let runs = self.runs().map_err(|e| e.to_string())?;
         runs.finish(&self.run.id, status, error)
             .map_err(|e| e.to_string())
+    }
+
+    /// Once the run paused for an answer, every later journaled call, `baton.step` and `baton.approve` raises
+    /// the pause again, and the run ends paused ([`settle`]): a `pcall` around `baton.approve` (or around
+    /// code that calls it) cannot catch the pause and go on to do what was to wait for the answer. Plain Lua
+    /// after the caught error still runs until the next such call. The answer resumes the run as usual,
+    /// where `approve` then returns it.
+    fn pause_stands(&self) -> mlua::Result<()> {
+        match &*self.paused.borrow() {
+            Some(p) => Err(mlua::Error::external(p.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Calls answered from the journal so far.
@@ -198,9 +216,22 @@ fn journal(lua: &Lua) -> Option<Rc<Journal>> {
     lua.app_data_ref::<Rc<Journal>>().map(|j| Rc::clone(&j))
 }
 
+/// The run's result as it stands: the pause, when the run paused for an answer, whatever the script did
+/// after catching it (it went on, failed or called `os.exit`; see [`Journal::pause_stands`]).
+pub fn settle(lua: &Lua, result: mlua::Result<()>) -> mlua::Result<()> {
+    match journal(lua).and_then(|j| j.paused.borrow().clone()) {
+        Some(p) if !matches!(&result, Err(e) if paused(e).is_some()) => {
+            Err(mlua::Error::external(p))
+        }
+        _ => result,
+    }
+}
+
 /// Records how the run of `lua` ended ([`finish`]) and gives its result, a pause for an answer
-/// (`baton.approve`) counting as an end without error: the process or scheduled run is over, quietly.
+/// (`baton.approve`, also one the script caught: [`settle`]) counting as an end without error: the process
+/// or scheduled run is over, quietly.
 pub fn end(lua: &Lua, result: mlua::Result<()>) -> mlua::Result<()> {
+    let result = settle(lua, result);
     finish(lua, &result);
     match result {
         Err(e) if paused(&e).is_some() => Ok(()),
@@ -313,15 +344,8 @@ fn journaled(lua: &Lua, kind: String, inner: Function) -> mlua::Result<Function>
     lua.create_async_function(move |lua, args: MultiValue| {
         let (kind, inner) = (kind.clone(), inner.clone());
         async move {
-            let Some(j) = journal(&lua).filter(|j| j.path(&lua).is_some()) else {
-                return inner.call_async::<MultiValue>(args).await;
-            };
-            let call = fingerprint(&lua, &kind, &args);
-            let label = label_of(&kind, &args);
-            step(&lua, &j, &kind, label, call, |_| {
-                inner.call_async::<MultiValue>(args)
-            })
-            .await
+            let shown = args.clone();
+            journaled_call(&lua, &kind, &shown, || inner.call_async::<MultiValue>(args)).await
         }
     })
 }
@@ -338,9 +362,14 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = mlua::Result<MultiValue>>,
 {
-    let Some(j) = journal(lua).filter(|j| j.path(lua).is_some()) else {
+    let Some(j) = journal(lua) else {
         return live().await;
     };
+    // Also a callback's call (no task of the run) after a pause.
+    j.pause_stands()?;
+    if j.path(lua).is_none() {
+        return live().await;
+    }
     let call = fingerprint(lua, kind, args);
     let label = label_of(kind, args);
     step(lua, &j, kind, label, call, |_| live()).await
@@ -359,6 +388,7 @@ where
     F: FnOnce(Option<String>) -> Fut,
     Fut: std::future::Future<Output = mlua::Result<MultiValue>>,
 {
+    j.pause_stands()?;
     let Some(pos) = j.next_pos(lua) else {
         return live(None).await;
     };
@@ -405,7 +435,11 @@ where
     let store = j.runs()?;
     let started = runs::now();
     let clock = std::time::Instant::now();
-    let values = match live(Some(pos.clone())).await {
+    let lived = live(Some(pos.clone())).await;
+    // A pause inside it (a `baton.step` whose body caught one) stands: the step did not finish, and on
+    // resume its body runs again, to get the answer.
+    j.pause_stands()?;
+    let values = match lived {
         Ok(values) => values,
         Err(e) => {
             // Kept as a failed step (so the positions after it stay checkable), never replayed. A pause is
@@ -509,15 +543,7 @@ pub async fn baton_step(
     (name, f, args): (Value, Value, MultiValue),
 ) -> mlua::Result<MultiValue> {
     const F: &str = "baton.step";
-    let name = match name {
-        Value::String(s) if !s.as_bytes().is_empty() => s.to_string_lossy(),
-        other => {
-            return Err(mlua::Error::runtime(format!(
-                "{F}: argument 1 (name) must be a non-empty string, got {}",
-                other.type_name()
-            )));
-        }
-    };
+    let name = args::non_empty_string(F, 1, "name", &name)?;
     let Value::Function(f) = f else {
         return Err(mlua::Error::runtime(format!(
             "{F}({name}): argument 2 (fn) must be a function, got {}",
@@ -562,7 +588,7 @@ pub async fn baton_step(
 }
 
 /// A run stopping to wait for an answer (`baton.approve`): not a failure; the process ends with 0.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("run {run} paused: {message}")]
 pub struct Paused {
     pub run: String,
@@ -587,18 +613,13 @@ pub fn paused(e: &mlua::Error) -> Option<&Paused> {
 /// RUN [--answer TEXT]` or `baton runs deny RUN [--reason TEXT]` (from any process): the fleet's notify
 /// channels get the question and those commands, the run is recorded `paused` and this process ends (exit
 /// 0, holding nothing). The answer resumes the run, replaying what it did before; here `approve` then
-/// returns `true, answer` or `false, reason`.
+/// returns `true, answer` or `false, reason`. The pause is an error so that nothing after it runs; one that
+/// the script catches (`pcall(baton.approve, …)`) still stands: every later journaled call, `baton.step` or
+/// `baton.approve` raises it again, a `baton.step` whose body caught it does not finish (its body runs again
+/// on resume), and the run ends paused however the script ends ([`Journal::pause_stands`]).
 pub async fn baton_approve(lua: Lua, (message, _opts): (Value, Value)) -> mlua::Result<MultiValue> {
     const F: &str = "baton.approve";
-    let message = match message {
-        Value::String(s) if !s.as_bytes().is_empty() => s.to_string_lossy(),
-        other => {
-            return Err(mlua::Error::runtime(format!(
-                "{F}: argument 1 (message) must be a non-empty string, got {}",
-                other.type_name()
-            )));
-        }
-    };
+    let message = args::non_empty_string(F, 1, "message", &message)?;
     let Some(j) = journal(&lua) else {
         // The REPL has no run to pause: it asks here, on the terminal (a line from stdin).
         if crate::lua::ctx(&lua).script == "repl" {
@@ -617,6 +638,7 @@ pub async fn baton_approve(lua: Lua, (message, _opts): (Value, Value)) -> mlua::
             "{F}: only a run can wait for an answer (`baton run`, a scheduled run) or the REPL ask"
         )));
     };
+    j.pause_stands()?;
     let call = serde_json::json!(["baton.approve", [message]]).to_string();
     let Some(pos) = j.next_pos(&lua) else {
         return Err(mlua::Error::runtime(format!(
@@ -658,7 +680,9 @@ pub async fn baton_approve(lua: Lua, (message, _opts): (Value, Value)) -> mlua::
         "run {id} paused: {}\n  approve: baton runs approve {id} [--answer TEXT]\n  deny:    baton runs deny {id} [--reason TEXT]",
         crate::core::text::escape_line(&message)
     );
-    Err(mlua::Error::external(Paused { run: id, message }))
+    let pause = Paused { run: id, message };
+    *j.paused.borrow_mut() = Some(pause.clone());
+    Err(mlua::Error::external(pause))
 }
 
 /// The call as journaled: its kind and arguments, functions and handles named, not kept.

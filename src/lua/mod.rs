@@ -30,13 +30,14 @@ pub struct Ctx {
     pub args: Vec<String>,
 }
 
-/// Where `print` and script output go: stdout by default; the scheduler points it at a run's log file.
+/// Where `print` and script output go: stdout by default (and the log of the run under way, see
+/// `core::runs::copy_output`); the scheduler points it at a run's log file.
 #[derive(Clone)]
 pub struct Printer(pub Rc<RefCell<Box<dyn Write>>>);
 
 impl Printer {
     pub fn stdout() -> Self {
-        Printer(Rc::new(RefCell::new(Box::new(std::io::stdout()))))
+        Printer::to(crate::core::runs::Teed(std::io::stdout()))
     }
 
     pub fn to(w: impl Write + 'static) -> Self {
@@ -392,6 +393,118 @@ fn install_print(lua: &Lua) -> mlua::Result<()> {
         Ok(())
     })?;
     lua.globals().set("print", print)
+}
+
+/// Lua's own writes to stdout and stderr (`io.write`, `io.stdout:write`, `io.stderr:write`) through Rust's
+/// streams, so that what a run writes there also reaches its log (`core::runs::copy_output`) in order with
+/// `print` and baton's own lines. The file method `write` (shared by every file handle) is wrapped: on
+/// `io.stdout` or `io.stderr` it writes what Lua's would (strings, and numbers as `%d` / `%.14g`, checked
+/// the same way) and returns the file; on any other file it is Lua's. `flush` on those two flushes Rust's
+/// stream. `io.write` writes to `io.output()` the same way. Rust functions rather than a Lua chunk: parsing
+/// one cost more start-up than the rest of this. Only durable runs take this (`lua::entry`): elsewhere the
+/// C library writes, as in plain Lua.
+pub fn copy_lua_io(lua: &Lua) -> mlua::Result<()> {
+    let globals = lua.globals();
+    let io: mlua::Table = globals.raw_get("io")?;
+    let stdout: Value = io.raw_get("stdout")?;
+    let getmetatable: mlua::Function = globals.raw_get("getmetatable")?;
+    let methods: mlua::Table = getmetatable
+        .call::<mlua::Table>(stdout.clone())?
+        .raw_get("__index")?;
+    let string: mlua::Table = globals.raw_get("string")?;
+    let files = Rc::new(StdFiles {
+        stdout: stdout.to_pointer(),
+        stderr: io.raw_get::<Value>("stderr")?.to_pointer(),
+        format: string.raw_get("format")?,
+    });
+    let (write, flush): (mlua::Function, mlua::Function) =
+        (methods.raw_get("write")?, methods.raw_get("flush")?);
+    let output: mlua::Function = io.raw_get("output")?;
+    let (f2, write2) = (files.clone(), write.clone());
+    methods.raw_set(
+        "write",
+        lua.create_function(move |_, (f, args): (Value, mlua::MultiValue)| {
+            f2.write("write", f, args, &write2)
+        })?,
+    )?;
+    let f2 = files.clone();
+    methods.raw_set(
+        "flush",
+        lua.create_function(
+            move |_, (f, args): (Value, mlua::MultiValue)| match f2.which(&f) {
+                Some(to_stderr) => {
+                    let _ = if to_stderr {
+                        std::io::stderr().flush()
+                    } else {
+                        std::io::stdout().flush()
+                    };
+                    Ok(mlua::MultiValue::from_iter([f]))
+                }
+                None => flush.call((f, args)),
+            },
+        )?,
+    )?;
+    io.raw_set(
+        "write",
+        lua.create_function(move |_, args: mlua::MultiValue| {
+            files.write("io.write", output.call(())?, args, &write)
+        })?,
+    )
+}
+
+/// `io.stdout` and `io.stderr` (by address), and `string.format` for numbers as Lua writes them.
+struct StdFiles {
+    stdout: *const std::ffi::c_void,
+    stderr: *const std::ffi::c_void,
+    format: mlua::Function,
+}
+
+impl StdFiles {
+    /// Whether `f` is stderr (`true`) or stdout (`false`); `None` for any other file.
+    fn which(&self, f: &Value) -> Option<bool> {
+        let p = f.to_pointer();
+        (p == self.stderr || p == self.stdout).then_some(p == self.stderr)
+    }
+
+    /// `f:write(...)` as `name`: through Rust's stream for stdout and stderr, else Lua's `write`.
+    fn write(
+        &self,
+        name: &str,
+        f: Value,
+        args: mlua::MultiValue,
+        lua_write: &mlua::Function,
+    ) -> mlua::Result<mlua::MultiValue> {
+        let Some(to_stderr) = self.which(&f) else {
+            let mut all = args;
+            all.push_front(f);
+            return lua_write.call(all);
+        };
+        let mut bytes = Vec::new();
+        for (i, v) in args.iter().enumerate() {
+            match v {
+                Value::String(s) => bytes.extend_from_slice(&s.as_bytes()),
+                Value::Integer(n) => bytes.extend_from_slice(n.to_string().as_bytes()),
+                Value::Number(n) => {
+                    let text: mlua::LuaString = self.format.call(("%.14g", *n))?;
+                    bytes.extend_from_slice(&text.as_bytes());
+                }
+                other => {
+                    return Err(mlua::Error::runtime(format!(
+                        "bad argument #{} to '{name}' (string expected, got {})",
+                        i + 1,
+                        api::args::type_name(other)
+                    )));
+                }
+            }
+        }
+        // Output to a closed pipe must not kill a playbook; there is nobody left to tell.
+        let _ = if to_stderr {
+            crate::core::runs::Teed(std::io::stderr()).write_all(&bytes)
+        } else {
+            crate::core::runs::Teed(std::io::stdout()).write_all(&bytes)
+        };
+        Ok(mlua::MultiValue::from_iter([f]))
+    }
 }
 
 /// `os.exit(code)` ends the playbook through the normal error path, so processes, connections and the

@@ -177,7 +177,7 @@ baton.run_id = nil
 ---  local f = assert(io.open("deploys.log", "a")); f:write(line, "\n"); f:close()
 ---end, "deployed " .. stamp)
 ---```
----@param name string a name for the step list (`baton runs show`)
+---@param name string a name for the step list (`baton runs show`); not empty or only blanks
 ---@param fn fun(...): any
 ---@param ... any arguments for `fn`
 ---@return any ...
@@ -188,14 +188,18 @@ function baton.step(name, fn, ...) end
 ---`baton runs approve RUN [--answer TEXT]` or `baton runs deny RUN [--reason TEXT]`, from any process
 ---sharing the state dir, records the answer and resumes the run in the foreground: what ran before is
 ---replayed from the journal, and here `approve` returns `true, answer` or `false, reason`. In the REPL,
----which has no run to pause, it asks on the terminal (`y`/`yes`: true). Do not call it inside `pcall`: the
----pause ends the process through an error.
+---which has no run to pause, it asks on the terminal (`y`/`yes`: true). The pause ends the process through
+---an error, and it sticks: if a `pcall` catches it, plain Lua after it still runs, but the next journaled
+---call (`ssh.run`, `baton.exec`, a model call …), `baton.step` or `baton.approve` raises the pause again,
+---and the run ends paused however the script ends; nothing that was to wait for the answer runs before it.
+---A `baton.step` whose body caught it does not finish either: on resume its body runs again and gets the
+---answer.
 ---```lua
 ---local ok, note = baton.approve("deploy v2 to prod? (3 hosts)")
 ---if not ok then print("not deployed: " .. (note or "denied")) return end
 ---ssh.run("prod1", "deploy v2")
 ---```
----@param message string the question, as the notification shows it
+---@param message string the question, as the notification shows it; not empty or only blanks
 ---@param opts table? (reserved)
 ---@return boolean approved
 ---@return string? text the `--answer` or `--reason` given

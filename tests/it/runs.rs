@@ -110,26 +110,71 @@ fn run_to_end(s: &Setup, args: &[&str]) -> Out {
 /// Starts the playbook with `KILL_AT=at` and kills it (SIGKILL) once it reached that point.
 fn killed_at(s: &Setup, at: usize) {
     let mut cmd = baton(s, &["run", "p.lua"]);
-    cmd.env("KILL_AT", at.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child: Child = cmd.spawn().unwrap();
+    cmd.env("KILL_AT", at.to_string());
     let marker = s.work.join(format!("at-{at}"));
-    wait_for(
-        &format!("the run to reach call {at}"),
-        Duration::from_secs(60),
-        || marker.exists(),
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    killed_when(cmd, &format!("the run to reach call {at}"), || {
+        marker.exists()
+    });
     std::fs::remove_file(marker).unwrap();
 }
 
-fn last_run(s: &Setup) -> serde_json::Value {
-    let out = run_to_end(s, &["runs", "--json"]);
-    out.ok();
-    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+/// The newest run, as `baton runs --json` lists it.
+fn newest_run(env: &Env) -> serde_json::Value {
+    let list: serde_json::Value = serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout)
+        .expect("`baton runs --json` gives JSON");
     list[0].clone()
+}
+
+/// What `baton runs show ID --log` prints: the run's log.
+fn run_log(env: &Env, id: &str) -> String {
+    env.baton(&["runs", "show", id, "--log"])
+        .ok()
+        .stdout
+        .clone()
+}
+
+/// The newest run's id.
+fn newest_id(env: &Env) -> String {
+    newest_run(env)["id"]
+        .as_str()
+        .expect("the newest run has an id")
+        .to_string()
+}
+
+/// Starts `cmd` with `HOLD=1` (the scripts' cue to write a marker and wait there), its output dropped, and
+/// waits (60 s at most) until `held()` sees the marker.
+fn held(mut cmd: std::process::Command, what: &str, held: impl FnMut() -> bool) -> Child {
+    cmd.env("HOLD", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().unwrap();
+    wait_for(what, Duration::from_secs(60), held);
+    child
+}
+
+/// A `work` folder in the test's folder, for a playbook and what it writes.
+fn work_dir(env: &Env) -> PathBuf {
+    let work = env.dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    work
+}
+
+/// `baton ARGS` run in `work`, to its end (60 s at most).
+fn baton_in(env: &Env, work: &Path, args: &[&str]) -> Out {
+    let mut cmd = env.cmd();
+    cmd.args(args).current_dir(work);
+    crate::common::output_within(cmd, Duration::from_secs(60))
+}
+
+/// Kills (SIGKILL) and reaps a process.
+fn kill(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// [`held`], then killed with SIGKILL: a run cut off at its marker.
+fn killed_when(cmd: std::process::Command, what: &str, ready: impl FnMut() -> bool) {
+    kill(held(cmd, what, ready));
 }
 
 fn spend(s: &Setup) -> f64 {
@@ -173,12 +218,12 @@ async fn a_run_killed_after_any_call_resumes_without_repeating_one() {
     assert_eq!(whole.stdout.lines().count(), 10, "{}", whole.stdout);
     let base_spend = spend(&base);
     assert!(base_spend > 0.0);
-    let base_run = last_run(&base);
+    let base_run = newest_run(&base.env);
     assert_eq!(base_run["cost"].as_f64(), Some(base_spend));
     for at in 1..=10 {
         let s = setup(&format!("runs-kill-{at}")).await;
         killed_at(&s, at);
-        let run = last_run(&s);
+        let run = newest_run(&s.env);
         assert_eq!(run["status"], "interrupted", "after call {at}: {run}");
         let id = run["id"].as_str().unwrap().to_string();
         let resumed = run_to_end(&s, &["resume", &id]);
@@ -201,7 +246,7 @@ async fn a_run_killed_after_any_call_resumes_without_repeating_one() {
             "killed after call {at}"
         );
         assert_eq!(spend(&s), base_spend, "killed after call {at}");
-        let run = last_run(&s);
+        let run = newest_run(&s.env);
         assert_eq!(run["status"], "ok");
         // The run's cost is its ledger rows', booked by both processes under its id.
         assert_eq!(run["cost"], base_run["cost"], "killed after call {at}");
@@ -223,8 +268,7 @@ async fn a_run_killed_after_any_call_resumes_without_repeating_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_tasks_resume_without_repeating_a_finished_call() {
     let env = Env::new("runs-parallel");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     std::fs::write(
         work.join("par.lua"),
         r#"
@@ -246,25 +290,12 @@ for _, task in ipairs(tasks) do print(task:wait()) end
     )
     .unwrap();
     let mut cmd = env.cmd();
-    cmd.args(["run", "par.lua"])
-        .current_dir(&work)
-        .env("HOLD", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    wait_for("every task to hold", Duration::from_secs(60), || {
+    cmd.args(["run", "par.lua"]).current_dir(&work);
+    killed_when(cmd, "every task to hold", || {
         (1..=4).all(|t| work.join(format!("held-{t}")).exists())
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let list = env.baton(&["runs", "--json"]);
-    let id = serde_json::from_str::<serde_json::Value>(&list.ok().stdout).unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut resume = env.cmd();
-    resume.args(["resume", &id]).current_dir(&work);
-    let out = crate::common::output_within(resume, Duration::from_secs(60));
+    let id = newest_id(&env);
+    let out = baton_in(&env, &work, &["resume", &id]);
     out.ok();
     assert_eq!(out.stdout, "1\n2\n3\n4\n");
     let mut calls = lines(&work.join("calls.txt"));
@@ -280,8 +311,7 @@ for _, task in ipairs(tasks) do print(task:wait()) end
 #[test]
 fn a_changed_script_is_refused_unless_forced_and_bad_input_is_named() {
     let env = Env::new("runs-diverge");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let script = |word: &str| {
         format!(
             r#"baton.exec({{ "sh", "-c", "echo first >> calls.txt" }})
@@ -296,31 +326,15 @@ print("end")
     };
     std::fs::write(work.join("d.lua"), script("second")).unwrap();
     let mut cmd = env.cmd();
-    cmd.args(["run", "d.lua"])
-        .current_dir(&work)
-        .env("HOLD", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    wait_for("the run to hold", Duration::from_secs(60), || {
-        work.join("held").exists()
-    });
-    let id = serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-        .unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let resume = |args: &[&str]| {
-        let mut cmd = env.cmd();
-        cmd.arg("resume").args(args).current_dir(&work);
-        crate::common::output_within(cmd, Duration::from_secs(60))
-    };
+    cmd.args(["run", "d.lua"]).current_dir(&work);
+    let child = held(cmd, "the run to hold", || work.join("held").exists());
+    let id = newest_id(&env);
+    let resume = |args: &[&str]| baton_in(&env, &work, &[&["resume"], args].concat());
     // Still running: refused.
     let out = resume(&[&id]);
     out.expect_code(1);
     assert!(out.stderr.contains("is still running"), "{}", out.stderr);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill(child);
 
     std::fs::write(work.join("d.lua"), script("changed")).unwrap();
     let out = resume(&[&id]);
@@ -357,8 +371,7 @@ print("end")
 #[test]
 fn a_different_call_at_a_journaled_position_names_both() {
     let env = Env::new("runs-diverge-call");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     std::fs::write(
         work.join("e.lua"),
         r#"baton.exec({ "echo", baton.env("WORD") or "none" })
@@ -373,10 +386,7 @@ print("end")"#,
         .env("CRASH", "1");
     let out = crate::common::output_within(cmd, Duration::from_secs(60));
     out.expect_code(1);
-    let run =
-        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-            .unwrap()[0]
-            .clone();
+    let run = newest_run(&env);
     assert_eq!(run["status"], "failed");
     assert_eq!(run["error"], "boom");
     let id = run["id"].as_str().unwrap();
@@ -403,8 +413,7 @@ print("end")"#,
 #[test]
 fn approve_and_deny_from_another_process() {
     let env = Env::new("runs-approve");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let told = env.dir.join("told.txt");
     let recorder = env.dir.write(
         "recorder.sh",
@@ -431,18 +440,7 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
 "#,
     )
     .unwrap();
-    let cli = |args: &[&str]| {
-        let mut cmd = env.cmd();
-        cmd.args(args).current_dir(&work);
-        crate::common::output_within(cmd, Duration::from_secs(60))
-    };
-    let run_id = || {
-        serde_json::from_str::<serde_json::Value>(&cli(&["runs", "--json"]).ok().stdout).unwrap()[0]
-            ["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let cli = |args: &[&str]| baton_in(&env, &work, args);
     for (verb, extra, printed, done) in [
         (
             "approve",
@@ -461,7 +459,7 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
         let out = cli(&["run", "a.lua"]);
         out.ok();
         assert_eq!(out.stdout, "");
-        let id = run_id();
+        let id = newest_id(&env);
         assert!(
             out.stderr
                 .contains(&format!("run {id} paused: deploy v2 to prod?"))
@@ -488,12 +486,12 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
         );
         let mut args = vec!["runs", verb, id.as_str()];
         args.extend(extra);
-        let out = cli(&args);
-        out.ok();
-        assert_eq!(out.stdout, printed);
+        let resumed = cli(&args);
+        resumed.ok();
+        assert_eq!(resumed.stdout, printed);
         assert_eq!(lines(&work.join("calls.txt")), ["before", done], "{verb}");
-        // What the run printed is kept in its log.
-        assert_eq!(cli(&["runs", "show", &id, "--log"]).ok().stdout, printed);
+        // What the run wrote is kept in its log: the pause on stderr, then what the resume printed.
+        assert_eq!(run_log(&env, &id), format!("{}{printed}", out.stderr));
         let again = cli(&["runs", verb, &id]);
         again.expect_code(1);
         assert!(
@@ -519,8 +517,7 @@ baton.exec({ "sh", "-c", ("echo %s >> calls.txt"):format(ok and "deployed" or "s
 #[test]
 fn the_daemon_resumes_its_interrupted_runs_when_asked() {
     let env = Env::new("runs-daemon");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let calls = work.join("calls.txt");
     let playbook = |name: &str| {
         let path = work.join(format!("{name}.lua"));
@@ -553,16 +550,10 @@ schedule.cron("left", "0 0 1 1 *", {left:?})"#,
     );
     for name in ["again", "left"] {
         let mut cmd = env.cmd();
-        cmd.args(["schedule", "run", name, schedule.to_str().unwrap()])
-            .env("HOLD", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().unwrap();
-        wait_for("the run to hold", Duration::from_secs(60), || {
+        cmd.args(["schedule", "run", name, schedule.to_str().unwrap()]);
+        killed_when(cmd, "the run to hold", || {
             work.join(format!("held-{name}")).exists()
         });
-        child.kill().unwrap();
-        child.wait().unwrap();
     }
     let stderr = env.dir.join("daemon.err");
     let mut daemon = env
@@ -630,11 +621,7 @@ fn cancel_prune_and_bad_input() {
         .dir
         .write("f.lua", "baton.exec({ 'true' })\nerror('no luck', 0)\n");
     env.baton(&["run", script.to_str().unwrap()]).expect_code(1);
-    let id = serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-        .unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = newest_id(&env);
     let out = env.baton(&["runs", "show", &id]);
     out.ok();
     assert!(
@@ -644,11 +631,7 @@ fn cancel_prune_and_bad_input() {
     );
     assert!(out.stdout.contains("baton.exec  true"), "{}", out.stdout);
     // The log ends with how the run ended, in full (where, and the traceback), as `-v` would say it.
-    let log = env
-        .baton(&["runs", "show", &id, "--log"])
-        .ok()
-        .stdout
-        .clone();
+    let log = run_log(&env, &id);
     assert!(log.contains("f.lua:2: no luck\nstack traceback:"), "{log}");
     assert_eq!(
         env.baton(&["runs", "cancel", &id]).ok().stdout,
@@ -717,13 +700,6 @@ fn what_cannot_be_journaled_is_named() {
         let path = env.dir.write(name, text);
         env.baton(&["run", path.to_str().unwrap()])
     };
-    let last_id = || {
-        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-            .unwrap()[0]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
     // Too large: the script gets it; the journal keeps a marker; a resume that reaches it stops.
     let out = run_lua(
         "big.lua",
@@ -731,7 +707,7 @@ fn what_cannot_be_journaled_is_named() {
     );
     out.expect_code(1);
     assert_eq!(out.stdout, "9437184\n");
-    let id = last_id();
+    let id = newest_id(&env);
     let shown = env.baton(&["runs", "show", &id]).ok().stdout.clone();
     assert!(shown.contains("too_large"), "{shown}");
     let resumed = env.baton(&["resume", &id]);
@@ -755,11 +731,7 @@ fn what_cannot_be_journaled_is_named() {
         "{}",
         out.stderr
     );
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-            .unwrap()[0]["status"],
-        "failed"
-    );
+    assert_eq!(newest_run(&env)["status"], "failed");
     // A failed call caught by the script, then a crash: the resume runs the failed call again and replays
     // the others.
     let calls = env.dir.join("calls.txt");
@@ -772,14 +744,14 @@ if not baton.env("DONE") then error("crash", 0) end
         c = calls.display()
     );
     run_lua("flaky.lua", &flaky).expect_code(1);
-    let id = last_id();
+    let id = newest_id(&env);
     let mut cmd = env.cmd();
     cmd.args(["resume", &id]).env("DONE", "1");
     crate::common::output_within(cmd, Duration::from_secs(60)).ok();
     assert_eq!(lines(&calls), ["a", "b", "c", "b"]);
     // A journal row deleted by hand: named, not silently run again.
     run_lua("flaky.lua", &flaky).expect_code(1);
-    let id = last_id();
+    let id = newest_id(&env);
     let db = rusqlite::Connection::open(env.state_dir().join("baton.db")).unwrap();
     db.execute("DELETE FROM steps WHERE run_id = ?1 AND pos = '0.1'", [&id])
         .unwrap();
@@ -837,9 +809,7 @@ async fn an_ask_is_a_recorded_run() {
     .await
     .unwrap();
     out.ok();
-    let runs: serde_json::Value =
-        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
-    let run = &runs[0];
+    let run = &newest_run(&env);
     assert_eq!(
         (&run["trigger"], &run["status"], &run["script"]),
         (
@@ -871,14 +841,14 @@ async fn an_ask_is_a_recorded_run() {
 #[test]
 fn a_scheduled_run_pauses_and_is_approved() {
     let env = Env::new("runs-sched-approve");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let calls = work.join("calls.txt");
     let playbook = work.join("ask.lua");
     std::fs::write(
         &playbook,
         format!(
             r#"baton.exec({{ "sh", "-c", "echo before >> {c}" }})
+print("asking")
 local ok = baton.approve("restart the CI runner?")
 baton.exec({{ "sh", "-c", "echo after " .. tostring(ok) .. " >> {c}" }})
 "#,
@@ -895,27 +865,29 @@ baton.exec({{ "sh", "-c", "echo after " .. tostring(ok) .. " >> {c}" }})
     );
     let out = env.baton(&["schedule", "run", "ask", schedule.to_str().unwrap()]);
     out.ok();
-    let runs: serde_json::Value =
-        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
+    let run = newest_run(&env);
     assert_eq!(
-        (&runs[0]["trigger"], &runs[0]["status"]),
+        (&run["trigger"], &run["status"]),
         (&serde_json::json!("schedule"), &serde_json::json!("paused"))
     );
-    let id = runs[0]["id"].as_str().unwrap().to_string();
+    let id = run["id"].as_str().unwrap().to_string();
+    // Its log is the scheduled run's own (`baton schedule history`'s) …
+    let log = run_log(&env, &id);
+    assert!(log.contains("asking\n"), "{log}");
     env.baton(&["runs", "approve", &id]).ok();
     assert_eq!(lines(&calls), ["before", "after true"]);
-    let runs: serde_json::Value =
-        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
-    assert_eq!(runs[0]["status"], "ok");
+    assert_eq!(newest_run(&env)["status"], "ok");
+    // … and the resume in the foreground went on in it.
+    let log = run_log(&env, &id);
+    assert_eq!(log.matches("asking\n").count(), 2, "{log}");
 
     // Through the daemon: answered with --no-resume, the daemon that runs the schedule goes on with it.
     std::fs::remove_file(&calls).unwrap();
     env.baton(&["schedule", "run", "ask", schedule.to_str().unwrap()])
         .ok();
-    let runs: serde_json::Value =
-        serde_json::from_str(&env.baton(&["runs", "--json"]).ok().stdout).unwrap();
-    let id = runs[0]["id"].as_str().unwrap().to_string();
-    assert_eq!(runs[0]["status"], "paused");
+    let run = newest_run(&env);
+    let id = run["id"].as_str().unwrap().to_string();
+    assert_eq!(run["status"], "paused");
     let mut daemon = env
         .cmd()
         .args(["daemon", schedule.to_str().unwrap()])
@@ -984,8 +956,7 @@ fn the_repl_asks_on_the_terminal() {
 #[test]
 fn an_mcp_tool_call_is_not_made_again_on_resume() {
     let env = Env::new("runs-mcp");
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let calls = work.join("calls.txt");
     let tools = env.dir.write(
         "tools.lua",
@@ -1060,18 +1031,9 @@ end)"#,
         ),
     );
     let mut cmd = env.cmd();
-    cmd.args(["schedule", "run", "tidy", schedule.to_str().unwrap()])
-        .env("HOLD", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    wait_for("the job to hold", Duration::from_secs(60), || held.exists());
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let run =
-        serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-            .unwrap()[0]
-            .clone();
+    cmd.args(["schedule", "run", "tidy", schedule.to_str().unwrap()]);
+    killed_when(cmd, "the job to hold", || held.exists());
+    let run = newest_run(&env);
     assert_eq!(run["args"], serde_json::json!(["--job", "tidy"]), "{run}");
     assert_eq!(run["status"], "interrupted");
     let out = env.baton(&["resume", run["id"].as_str().unwrap()]);
@@ -1108,8 +1070,7 @@ async fn calls_inside_a_call_and_steps_shift_nothing_on_resume() {
 }}"#,
         stub.url
     ));
-    let work = env.dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir(&env);
     let calls = work.join("calls.txt");
     std::fs::write(
         work.join("n.lua"),
@@ -1134,22 +1095,9 @@ print(r.text)
     )
     .unwrap();
     let mut cmd = env.cmd();
-    cmd.args(["run", "n.lua"])
-        .current_dir(&work)
-        .env("HOLD", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    wait_for("the run to hold", Duration::from_secs(60), || {
-        work.join("held").exists()
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let id = serde_json::from_str::<serde_json::Value>(&env.baton(&["runs", "--json"]).ok().stdout)
-        .unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    cmd.args(["run", "n.lua"]).current_dir(&work);
+    killed_when(cmd, "the run to hold", || work.join("held").exists());
+    let id = newest_id(&env);
     let mut cmd = env.cmd();
     cmd.args(["resume", &id]).current_dir(&work);
     let out = tokio::task::spawn_blocking(move || {
@@ -1161,4 +1109,163 @@ print(r.text)
     assert_eq!(out.stdout, "done\n");
     assert_eq!(lines(&calls), ["tool", "step", "spawned", "main", "last"]);
     assert_eq!(stub.count(), 2, "the ask was not sent again");
+}
+
+/// The run's log holds what it wrote on stdout and stderr, in order: `print`, `io.write`, `io.stdout:write`,
+/// `io.stderr:write`, a log line, the live lines of a remote command (here printed and written to stderr by
+/// its `on_line`), the pause of `baton.approve`, and how the run ended. The terminal gets the same.
+#[test]
+fn the_log_holds_stdout_stderr_and_live_remote_lines() {
+    let ssh = SshFleet::start(1);
+    let env = Env::new("runs-log").with_fleet(&ssh.fleet_lua());
+    let script = env.dir.write(
+        "l.lua",
+        r#"print("printed")
+io.write("written ", 1, " ", 2.5, "\n")
+print(pcall(io.write, {}))
+io.stdout:write("to stdout\n"):write("chained\n")
+io.stderr:write("to stderr\n")
+baton.log.warn("a warning")
+ssh.run("h0", "echo out-line; sleep 0.3; echo err-line >&2", { on_line = function(stream, line)
+  if stream == "stderr" then io.stderr:write("live ", stream, " ", line, "\n")
+  else print("live " .. stream .. " " .. line) end
+end })
+error("the end", 0)
+"#,
+    );
+    let out = env.baton(&["run", script.to_str().unwrap()]);
+    out.expect_code(1);
+    assert_eq!(
+        out.stdout,
+        "printed\nwritten 1 2.5\nfalse\tbad argument #1 to 'io.write' (string expected, got table)\n\
+         to stdout\nchained\nlive stdout out-line\n"
+    );
+    for said in ["to stderr\n", "a warning", "live stderr err-line\n"] {
+        assert!(out.stderr.contains(said), "{said:?} in {}", out.stderr);
+    }
+    let id = newest_id(&env);
+    let log = run_log(&env, &id);
+    let mut at = 0;
+    for want in [
+        "printed\n",
+        "written 1 2.5\n",
+        "to stdout\nchained\n",
+        "to stderr\n",
+        "WARN a warning",
+        "live stdout out-line\n",
+        "live stderr err-line\n",
+        "l.lua:11: the end",
+    ] {
+        match log[at..].find(want) {
+            Some(i) => at += i + want.len(),
+            None => panic!("{want:?} not found after byte {at} of the log:\n{log}"),
+        }
+    }
+    // The log is plain text: no terminal colours, whatever stderr was.
+    assert!(!log.contains('\x1b'), "{log:?}");
+}
+
+/// A pause caught by `pcall` sticks: the script's plain Lua after it runs, but its next boundary call raises
+/// the pause again, so the run ends paused (exit 0), having run nothing that was to wait for the answer; the
+/// answer resumes it and it goes on. A script that fails after catching the pause ends paused too.
+#[test]
+fn a_pause_caught_by_pcall_still_pauses_the_run() {
+    let env = Env::new("runs-pcall-approve");
+    let work = work_dir(&env);
+    std::fs::write(
+        work.join("c.lua"),
+        r#"baton.exec({ "sh", "-c", "echo before >> calls.txt" })
+local ok, a = pcall(baton.approve, "ok?")
+print("caught", ok, ok and a or "")
+baton.exec({ "sh", "-c", "echo after >> calls.txt" })
+print(pcall(baton.step, "s", function() return 1 end))
+print("end")
+"#,
+    )
+    .unwrap();
+    let cli = |args: &[&str]| baton_in(&env, &work, args);
+    let out = cli(&["run", "c.lua"]);
+    out.ok();
+    assert_eq!(out.stdout, "caught\tfalse\t\n");
+    let run = newest_run(&env);
+    let id = run["id"].as_str().unwrap().to_string();
+    assert_eq!(run["status"], "paused", "{run}");
+    assert!(
+        out.stderr.contains(&format!("run {id} paused: ok?")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(lines(&work.join("calls.txt")), ["before"]);
+    let resumed = cli(&["runs", "approve", &id, "--answer", "yes"]);
+    resumed.ok();
+    assert_eq!(resumed.stdout, "caught\ttrue\ttrue\ntrue\t1\nend\n");
+    assert_eq!(lines(&work.join("calls.txt")), ["before", "after"]);
+    assert_eq!(newest_run(&env)["status"], "ok");
+
+    // Caught, then a failure (or a second question): still the first pause, not a failed run.
+    let out = cli(&[
+        "run",
+        env.dir
+            .write(
+                "f.lua",
+                "baton.exec({ 'true' })\npcall(baton.approve, 'first?')\nprint(pcall(baton.approve, 'second?'))\nerror('later', 0)\n",
+            )
+            .to_str()
+            .unwrap(),
+    ]);
+    out.ok();
+    let run = newest_run(&env);
+    assert_eq!(run["status"], "paused", "{run}");
+    assert!(
+        out.stdout.starts_with("false\t") && out.stdout.contains("paused: first?"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stderr.contains("second?"), "{}", out.stderr);
+
+    // Caught inside a step: the step did not finish, so the answer reaches its body on resume.
+    let out = cli(&[
+        "run",
+        env.dir
+            .write(
+                "s.lua",
+                "baton.step('ask', function()\n  local ok, a = pcall(baton.approve, 'inside?')\n                   print('inside', ok, ok and a or '')\nend)\nprint('after the step')\n",
+            )
+            .to_str()
+            .unwrap(),
+    ]);
+    out.ok();
+    assert_eq!(out.stdout, "inside\tfalse\t\n");
+    let id = newest_id(&env);
+    let resumed = cli(&["runs", "approve", &id, "--answer", "go"]);
+    resumed.ok();
+    assert_eq!(resumed.stdout, "inside\ttrue\ttrue\nafter the step\n");
+}
+
+/// `baton.step` and `baton.approve` name the function, the argument and what they expected.
+#[test]
+fn step_and_approve_want_a_non_empty_name() {
+    let env = Env::new("runs-bad-args");
+    for (script, said) in [
+        (
+            "baton.step('', function() end)",
+            "baton.step: argument 1 (name) must be a non-empty string, got string \"\"",
+        ),
+        (
+            "baton.step(nil, function() end)",
+            "baton.step: argument 1 (name) must be a non-empty string, got nil",
+        ),
+        (
+            "baton.approve('  ')",
+            "baton.approve: argument 1 (message) must be a non-empty string, got string \"  \"",
+        ),
+        (
+            "baton.approve(42)",
+            "baton.approve: argument 1 (message) must be a non-empty string, got number 42",
+        ),
+    ] {
+        let out = env.run_lua("bad.lua", script, &[]);
+        out.expect_code(1);
+        assert!(out.stderr.contains(said), "{script}: {}", out.stderr);
+    }
 }

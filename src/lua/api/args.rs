@@ -61,6 +61,19 @@ pub fn string(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<Str
     }
 }
 
+/// A required string argument with something in it (not empty, not only blanks): a name, a message.
+/// `baton.step: argument 1 (name) must be a non-empty string, got string ""`.
+pub fn non_empty_string(func: &str, pos: usize, name: &str, v: &Value) -> mlua::Result<String> {
+    let expected = "a non-empty string";
+    match v {
+        Value::String(s) => match utf8(func, pos, name, s)? {
+            text if text.trim().is_empty() => Err(arg_error(func, pos, name, expected, v)),
+            text => Ok(text),
+        },
+        other => Err(arg_error(func, pos, name, expected, other)),
+    }
+}
+
 /// A Lua string as Rust text, or `route.pick: argument 1 (task) must be valid UTF-8 text, got invalid
 /// byte 0xff at 3`. Every binding reads text from Lua through this (never mlua's `to_str`/`String`
 /// conversion, whose message names neither the function nor the argument).
@@ -386,4 +399,43 @@ pub fn split_off(lua: &Lua, v: Value, key: &str) -> mlua::Result<(Value, Value)>
         }
     }
     Ok((Value::Table(rest), taken))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_empty_string_names_what_it_got() {
+        let lua = Lua::new();
+        let s = |text: &str| Value::String(lua.create_string(text).unwrap());
+        let said = |v: Value| match non_empty_string("baton.step", 1, "name", &v) {
+            Err(mlua::Error::RuntimeError(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            non_empty_string("baton.step", 1, "name", &s("deploy")).unwrap(),
+            "deploy"
+        );
+        assert_eq!(
+            said(s("")),
+            "baton.step: argument 1 (name) must be a non-empty string, got string \"\""
+        );
+        assert_eq!(
+            said(s(" \t")),
+            "baton.step: argument 1 (name) must be a non-empty string, got string \" \\t\""
+        );
+        assert_eq!(
+            said(Value::Nil),
+            "baton.step: argument 1 (name) must be a non-empty string, got nil"
+        );
+        assert_eq!(
+            said(Value::Boolean(true)),
+            "baton.step: argument 1 (name) must be a non-empty string, got boolean true"
+        );
+        assert_eq!(
+            said(Value::String(lua.create_string(b"a\xff").unwrap())),
+            "baton.step: argument 1 (name) must be valid UTF-8 text, got invalid byte 0xff at 2"
+        );
+    }
 }

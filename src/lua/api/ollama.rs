@@ -314,7 +314,7 @@ async fn pull(lua: Lua, (model, opts): (Value, Value)) -> mlua::Result<String> {
         .map(|f| f as Callback<'_, Progress>);
     let out = client.pull(&ep, &model, cb).await;
     if drawing {
-        crate::errln!();
+        crate::drawn!("\n");
     }
     out.map_err(|e| fail(F, e))
 }
@@ -338,7 +338,7 @@ fn draw_progress(p: Progress) -> LocalFuture<'static, Result<(), HookError>> {
         _ => p.status,
     };
     // The status is the server's text: its control characters are shown escaped.
-    crate::errw!("\r\x1b[2K{}", crate::core::text::escape_line(&line));
+    crate::drawn!("\r\x1b[2K{}", crate::core::text::escape_line(&line));
     Box::pin(async { Ok(()) })
 }
 

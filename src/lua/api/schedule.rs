@@ -63,16 +63,7 @@ fn cron(
     lua: &Lua,
     (name, expr, target, opts): (Value, Value, Value, Value),
 ) -> mlua::Result<Table> {
-    let name = args::string(CRON, 1, "name", &name)?;
-    if name.trim().is_empty() {
-        return Err(args::arg_error(
-            CRON,
-            1,
-            "name",
-            "a non-empty string",
-            &Value::String(lua.create_string(&name)?),
-        ));
-    }
+    let name = args::non_empty_string(CRON, 1, "name", &name)?;
     let expr = Expr::parse(&args::string(CRON, 2, "expr", &expr)?)
         .map_err(|e| args::fail(format!("{CRON}: {e}")))?;
     let target = match &target {

@@ -102,7 +102,7 @@ async fn transfer(
         }
     }
     if bar {
-        crate::errw!("\r\x1b[K");
+        crate::drawn!("\r\x1b[K");
     }
     result_table(&lua, &res.map_err(fail)?)
 }
@@ -119,7 +119,7 @@ fn progress_table(lua: &Lua, p: &Progress) -> mlua::Result<Table> {
 /// `[##########··········]  50%  31.25MB/s  0:00:03` on one terminal line.
 fn draw_bar(p: &Progress) {
     let filled = usize::from(p.percent.min(100)) / 5;
-    crate::errw!(
+    crate::drawn!(
         "\r\x1b[K[{}{}] {:>3}%  {}  {}",
         "#".repeat(filled),
         "·".repeat(20 - filled),
