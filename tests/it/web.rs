@@ -159,6 +159,14 @@ pub fn run_status(env: &Env, id: &str) -> String {
     v["status"].as_str().unwrap_or_default().to_string()
 }
 
+/// What run `id` printed (`baton runs show RUN --log`).
+pub fn run_log(env: &Env, id: &str) -> String {
+    env.baton(&["runs", "show", id, "--log"])
+        .ok()
+        .stdout
+        .clone()
+}
+
 /// Waits (at most `limit`) until run `id` has `status`.
 #[track_caller]
 pub fn wait_status(env: &Env, id: &str, status: &str, limit: Duration) {
@@ -472,11 +480,7 @@ fn approve_from_the_page_resumes_the_run_in_the_background_and_deny_says_no() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["resumed"], true);
     wait_status(&env, &id, "ok", Duration::from_secs(60));
-    let log = env
-        .baton(&["runs", "show", &id, "--log"])
-        .ok()
-        .stdout
-        .clone();
+    let log = run_log(&env, &id);
     assert!(log.contains("answered\ttrue\tship it"), "{log}");
     // Answering again: the run no longer waits (409), and says why.
     let again = post_as_page(&web, &format!("/runs/{id}/approve"), None);
@@ -497,11 +501,7 @@ fn approve_from_the_page_resumes_the_run_in_the_background_and_deny_says_no() {
     let r = post_as_page(&web, &format!("/runs/{id2}/deny"), None);
     assert_eq!(r.status, 200, "{}", r.body);
     wait_status(&env, &id2, "ok", Duration::from_secs(60));
-    let log = env
-        .baton(&["runs", "show", &id2, "--log"])
-        .ok()
-        .stdout
-        .clone();
+    let log = run_log(&env, &id2);
     assert!(log.contains("answered\tfalse\tnil"), "{log}");
     // Unknown runs: 404, named.
     let r = post_as_page(&web, "/runs/nosuch/approve", None);
@@ -528,11 +528,7 @@ fn resume_and_cancel_from_the_page_call_the_same_rules_as_the_cli() {
     let r = post_as_page(&web, &format!("/runs/{id}/resume"), None);
     assert_eq!(r.status, 200, "{}", r.body);
     wait_status(&env, &id, "ok", Duration::from_secs(60));
-    let log = env
-        .baton(&["runs", "show", &id, "--log"])
-        .ok()
-        .stdout
-        .clone();
+    let log = run_log(&env, &id);
     // The finished step was not run again.
     assert_eq!(log.matches("first step").count(), 1, "{log}");
     assert!(log.contains("done"), "{log}");
@@ -886,11 +882,7 @@ fn the_daemon_serves_the_page_and_resumes_its_own_answered_runs() {
     // The daemon resumes its scheduled runs itself: the page does not start a second resume.
     assert_eq!(r.json()["resumed"], false);
     wait_status(&env, &id, "ok", Duration::from_secs(60));
-    let log = env
-        .baton(&["runs", "show", &id, "--log"])
-        .ok()
-        .stdout
-        .clone();
+    let log = run_log(&env, &id);
     assert_eq!(log.matches("decided\ttrue\tyes").count(), 1, "{log}");
     assert!(
         web.rest
