@@ -76,9 +76,11 @@ pub async fn run_job(
             )),
         );
     }
+    // `--`: what follows is never read as an option, whatever a name looks like.
     let args = vec![
         "schedule".into(),
         "run".into(),
+        "--".into(),
         job.clone(),
         file.display().to_string(),
     ];
@@ -158,7 +160,7 @@ async fn answer(
         Err(f) => return failed(&headers, f),
     };
     let resumed = !(app.in_daemon && run.trigger == "schedule");
-    if resumed && let Err(e) = app.spawn_baton(vec!["resume".into(), id.clone()]) {
+    if resumed && let Err(e) = app.spawn_baton(vec!["resume".into(), "--".into(), id.clone()]) {
         return failed(&headers, Failure(StatusCode::SERVICE_UNAVAILABLE, e));
     }
     done(
@@ -201,7 +203,7 @@ pub async fn resume(
     if let Err(f) = r {
         return failed(&headers, f);
     }
-    match app.spawn_baton(vec!["resume".into(), id.clone()]) {
+    match app.spawn_baton(vec!["resume".into(), "--".into(), id.clone()]) {
         Ok(()) => done(
             &headers,
             &format!("/runs/{id}"),
