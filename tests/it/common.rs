@@ -239,10 +239,16 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 /// A shell loop that waits (at most ~30 s) until `path` exists: a remote or child command blocks on it until
 /// the test has seen what it wanted, instead of sleeping and hoping the test looked in time.
 pub fn sh_wait_file(path: &Path) -> String {
+    sh_wait_file_for(path, 30)
+}
+
+/// [`sh_wait_file`] giving up after about `secs` seconds (for a test that looks through a browser, slower).
+pub fn sh_wait_file_for(path: &Path, secs: u32) -> String {
     let p = shlex::try_quote(path.to_str().unwrap())
         .unwrap()
         .into_owned();
-    format!("n=0; until [ -e {p} ] || [ $n -ge 1500 ]; do sleep 0.02; n=$((n+1)); done")
+    let polls = secs * 50;
+    format!("n=0; until [ -e {p} ] || [ $n -ge {polls} ]; do sleep 0.02; n=$((n+1)); done")
 }
 
 /// `git -C dir ARGS…` (never prompting), asserting success; trimmed stdout.

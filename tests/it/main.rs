@@ -29,3 +29,4 @@ mod syncthing;
 mod tmux;
 mod wake;
 mod web;
+mod web_browser;
