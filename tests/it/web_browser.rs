@@ -354,7 +354,7 @@ impl Browser {
             .as_u64()
             .unwrap_or(1000)
             .clamp(600, 4000) as u32;
-        self.window(width, height + 100);
+        self.window(width, height + 200);
         let png = self.must(reqwest::Method::GET, "/screenshot", None);
         let png = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().unwrap_or_default())
