@@ -61,7 +61,8 @@ pub async fn changes(State(app): State<Arc<App>>) -> Events {
             tokio::time::sleep(CHANGE_POLL).await;
             let now = fingerprint(&app);
             if now != last {
-                return Some((Ok(Event::default().event("change").data("")), (app, now)));
+                // A browser drops an event without data: it carries one.
+                return Some((Ok(Event::default().event("change").data("1")), (app, now)));
             }
         }
     }))
@@ -110,8 +111,10 @@ fn read_more(path: &std::path::Path, offset: &mut u64) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// `GET /runs/{id}/log?from=N`: `log` events with what the run printed after byte N, then a `status`
-/// event whenever its status changes; the stream ends after a finished run's last bytes.
+/// `GET /runs/{id}/log?from=N`: `log` events (`{"text": what the run printed after byte N, "to": the byte
+/// it reached}`), then a `status` event whenever its status changes; the stream ends after the last
+/// bytes of a run that is not running (an answered pause, `resuming`, stays open: its resume starts in a
+/// moment).
 pub async fn run_log(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
@@ -131,38 +134,45 @@ pub async fn run_log(
             }
             let path = crate::core::runs::log_path(c.app.state.dir(), &c.id);
             let mut offset = c.offset;
-            let (more, status) = tokio::task::spawn_blocking({
+            let (more, run) = tokio::task::spawn_blocking({
                 let (state, id) = (c.app.state.clone(), c.id.clone());
                 move || {
                     let more = read_more(&path, &mut offset);
-                    let status = Runs::open(&state)
+                    let run = Runs::open(&state)
                         .ok()
-                        .and_then(|r| r.get(&id).ok().flatten())
-                        .map(|r| r.status());
-                    (more, status, offset)
+                        .and_then(|r| r.get(&id).ok().flatten());
+                    (more, run, offset)
                 }
             })
             .await
-            .map(|(m, s, o)| {
+            .map(|(m, r, o)| {
                 offset = o;
-                (m, s)
+                (m, r)
             })
             .unwrap_or((None, None));
             c.offset = offset;
             if let Some(text) = more {
-                return Some((
-                    Ok(Event::default()
-                        .event("log")
-                        .json_data(&text)
-                        .unwrap_or_default()),
-                    c,
-                ));
+                let event = Event::default()
+                    .event("log")
+                    .json_data(serde_json::json!({ "text": text, "to": c.offset }))
+                    .unwrap_or_default();
+                return Some((Ok(event), c));
             }
-            let name = status.map(RunStatus::name);
+            let status = run.as_ref().map(|r| r.status());
+            // Answered but not yet taken over by its resume: it goes on in a moment.
+            let answered = run
+                .as_ref()
+                .is_some_and(|r| status == Some(RunStatus::Paused) && r.pending.is_none());
+            let name = if answered {
+                Some("resuming")
+            } else {
+                status.map(RunStatus::name)
+            };
             if name != c.status {
                 c.status = name;
-                // A run that is not running ends the stream after its last bytes and its status.
-                c.ended = !matches!(status, Some(RunStatus::Running) | None);
+                // A run that is not running (nor about to be) ends the stream after its last bytes and
+                // its status; the page follows it again when it is resumed.
+                c.ended = !matches!(status, Some(RunStatus::Running) | None) && !answered;
                 return Some((
                     Ok(Event::default()
                         .event("status")

@@ -158,12 +158,12 @@ fn fleet_section(f: &FleetData) -> Markup {
             }
             div.scroll {
                 table {
-                    thead { tr { th { "Host" } th { "Role" } th { "State" } th { "Load" } th { "Ollama" } th { "Syncthing" } th { "Jobs" } th {} } }
+                    thead { tr { th { "Host" } th.wide { "Role" } th { "State" } th.wide { "Load" } th { "Ollama" } th.wide { "Syncthing" } th.wide { "Jobs" } th {} } }
                     tbody {
                         @for h in &f.hosts {
                             tr data-host=(h.host) {
                                 td { b { (h.host) } }
-                                td { (h.role) }
+                                td.wide { (h.role) }
                                 td {
                                     @if h.online { (badge("online")) }
                                     @else if h.wakeable { (badge("asleep")) }
@@ -171,7 +171,7 @@ fn fleet_section(f: &FleetData) -> Markup {
                                     @if !h.online { @if let Some(t) = h.offline_since { " since " (when(t)) } }
                                     @if let Some(t) = h.last_seen { @if !h.online { br; span.muted { "last seen " (when(t)) } } }
                                 }
-                                td.num { @if let Some(l) = h.load { (format!("{l:.2}")) } @else { "–" } }
+                                td.num.wide { @if let Some(l) = h.load { (format!("{l:.2}")) } @else { "–" } }
                                 td {
                                     @match h.ollama.as_deref() {
                                         None => "–",
@@ -180,7 +180,7 @@ fn fleet_section(f: &FleetData) -> Markup {
                                         Some(_) => @for m in &h.ollama_models { code { (m) } " " },
                                     }
                                 }
-                                td {
+                                td.wide {
                                     @match &h.syncthing {
                                         None => "–",
                                         Some(s) => {
@@ -197,7 +197,7 @@ fn fleet_section(f: &FleetData) -> Markup {
                                         }
                                     }
                                 }
-                                td.num { (h.jobs) }
+                                td.num.wide { (h.jobs) }
                                 td { @if h.wakeable { (post_button(&format!("/hosts/{}/wake", h.host), "Wake", "wake")) } }
                             }
                         }
@@ -225,15 +225,15 @@ fn schedule_section(s: &ScheduleData) -> Markup {
             @else {
                 div.scroll {
                     table {
-                        thead { tr { th { "Job" } th { "When" } th { "Next" } th { "State" } th { "Last run" } th {} } }
+                        thead { tr { th { "Job" } th.wide { "When" } th { "Next" } th { "State" } th.wide { "Last run" } th {} } }
                         tbody {
                             @for j in &s.jobs {
                                 tr data-job=(j.name) {
-                                    td { b { (j.name) } br; span.muted { (j.target) } }
-                                    td { code { (j.cron) } " " span.muted { (j.zone) } }
-                                    td { @match j.next { Some(t) => (when(t as f64)), None => "never" } }
+                                    td { b { (j.name) } br.wide; span.muted.wide { (j.target) } }
+                                    td.nowrap.wide { code { (j.cron) } " " span.muted { (j.zone) } }
+                                    td.nowrap { @match j.next { Some(t) => (when(t as f64)), None => "never" } }
                                     td { (badge(j.state)) }
-                                    td {
+                                    td.wide {
                                         @if let Some(l) = &j.last {
                                             (badge(&l.outcome)) " "
                                             @if let Some(t) = l.started { (when(t as f64)) }
@@ -259,17 +259,17 @@ fn runs_table(runs: &[RunData]) -> Markup {
         @else {
             div.scroll {
                 table.runs {
-                    thead { tr { th { "Run" } th { "Script" } th { "Trigger" } th { "Status" } th { "Started" } th { "Took" } th.num { "Cost" } } }
+                    thead { tr { th { "Run" } th { "Script" } th.wide { "Trigger" } th { "Status" } th.wide { "Started" } th.wide { "Took" } th.num.wide { "Cost" } } }
                     tbody {
                         @for r in runs {
                             tr data-run=(r.id) {
-                                td { a href={ "/runs/" (r.id) } { code { (r.id) } } }
+                                td.nowrap { a href={ "/runs/" (r.id) } { code { (r.id) } } }
                                 td { (r.name) }
-                                td { (r.trigger) }
-                                td { (badge(r.status)) @if r.question.is_some() { " " span.muted { "waits for an answer" } } }
-                                td { (when(r.started)) }
-                                td { @match r.ended { Some(e) => (took(e - r.started)), None => "–" } }
-                                td.num { (money(r.cost)) }
+                                td.wide { (r.trigger) }
+                                td { (badge(r.status)) @if r.question.is_some() { " " span.muted.wide { "waits for an answer" } } }
+                                td.wide { (when(r.started)) }
+                                td.wide { @match r.ended { Some(e) => (took(e - r.started)), None => "–" } }
+                                td.num.wide { (money(r.cost)) }
                             }
                         }
                     }
@@ -445,7 +445,7 @@ fn run_body(p: &RunPage, log: &str, from: u64) -> Markup {
                 tr { th { "script" } td { code { (r.script.display()) } @for a in &r.args { " " code { (a) } } } }
                 tr { th { "trigger" } td { (r.trigger) " on " (r.machine) } }
                 tr { th { "started" } td { (when(r.started)) } }
-                @if let Some(e) = r.ended { tr { th { "took" } td { (took(e - r.started)) } } }
+                @if let Some(e) = r.ended { tr { th { @if status == "paused" { "paused after" } @else { "took" } } td { (took(e - r.started)) } } }
                 tr { th { "cost" } td { (money(r.cost)) } }
                 @if let Some(e) = &r.error { tr { th { "error" } td.error { pre { (e) } } } }
             }
@@ -463,7 +463,7 @@ fn run_body(p: &RunPage, log: &str, from: u64) -> Markup {
                 }
             }
             @if r.answered { p.muted { "answered: it goes on when resumed (the daemon resumes its scheduled runs)" } }
-            p.actions {
+            div.actions {
                 @if matches!(status, "interrupted" | "failed") || r.answered { (post_button(&format!("/runs/{}/resume", r.id), "Resume", "resume")) }
                 @if matches!(status, "running" | "paused" | "interrupted" | "failed") { (post_button(&format!("/runs/{}/cancel", r.id), "Cancel", "cancel")) }
             }

@@ -828,7 +828,10 @@ fn a_runs_log_reaches_the_page_as_it_is_printed() {
                     .unwrap_or("");
                 match kind {
                     "log" => {
-                        text.push_str(&serde_json::from_str::<String>(data).unwrap());
+                        let d: serde_json::Value = serde_json::from_str(data).unwrap();
+                        text.push_str(d["text"].as_str().unwrap());
+                        // `to` is where a page that reconnects goes on: the bytes seen so far.
+                        assert_eq!(d["to"].as_u64().unwrap(), text.len() as u64);
                         // The page has the first line while the run still waits: then let it go on.
                         if text.contains("line one") && !go.exists() {
                             std::fs::write(&go, "").unwrap();

@@ -38,6 +38,7 @@
           if (fresh) el.replaceWith(fresh);
         });
         tick();
+        document.dispatchEvent(new Event("baton:refreshed"));
       })
       .catch(function () {})
       .then(function () { busy = false; });
@@ -47,21 +48,32 @@
     changes.addEventListener("change", refresh);
   }
 
-  // A run's output as it grows.
+  // A run's output as it grows. The stream ends with a run that stops; when a refresh shows the run
+  // running again (resumed), it is followed again from where the page is.
   var log = document.getElementById("log");
-  if (log && window.EventSource) {
-    var shown = log.dataset.status;
-    var src = new EventSource("/runs/" + encodeURIComponent(log.dataset.run) + "/log?from=" + log.dataset.from);
+  var src = null;
+  var shown = log && log.dataset.status;
+  var from = log && log.dataset.from;
+  function follow() {
+    if (!log || !window.EventSource || src) return;
+    src = new EventSource("/runs/" + encodeURIComponent(log.dataset.run) + "/log?from=" + from);
     src.addEventListener("log", function (e) {
+      var d = JSON.parse(e.data);
       var stick = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-      log.textContent += JSON.parse(e.data);
+      log.textContent += d.text;
+      from = d.to;
       if (stick) log.scrollTop = log.scrollHeight;
     });
     src.addEventListener("status", function (e) {
-      if (e.data !== "running") src.close();
-      if (e.data !== shown) { shown = e.data; refresh(); }
+      if (e.data !== "running" && e.data !== "resuming") { src.close(); src = null; }
+      if (e.data !== shown && e.data !== "resuming") { shown = e.data; refresh(); }
     });
   }
+  follow();
+  document.addEventListener("baton:refreshed", function () {
+    var badge = document.querySelector("#head .badge");
+    if (badge && badge.textContent === "running") follow();
+  });
 
   // A detached job's log tail.
   var tail = document.getElementById("tail");
