@@ -38,11 +38,24 @@ pub fn daemon(
                 in_daemon: true,
             })
             .await?;
-            crate::errln!(
-                "baton daemon: dashboard on http://{} (log in: {})",
-                server.local_addr(),
-                server.login_url()
-            );
+            // The daemon's stderr is a log (journald, launchd): the link with the token goes to a private
+            // file instead.
+            let link = state.dir().join("web-login.url");
+            let written = crate::core::state::create_private_file(&link)
+                .and_then(|()| std::fs::write(&link, format!("{}\n", server.login_url())));
+            match written {
+                Ok(()) => crate::errln!(
+                    "baton daemon: dashboard on http://{} (log in with the link in {})",
+                    server.local_addr(),
+                    link.display()
+                ),
+                Err(e) => crate::errln!(
+                    "baton daemon: dashboard on http://{} (cannot write its login link to {}: {e}; \
+                     set a token with the fleet's web.token_env)",
+                    server.local_addr(),
+                    link.display()
+                ),
+            }
             tokio::task::spawn_local(server.run());
         }
         let opts = DaemonOptions::default();

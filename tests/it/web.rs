@@ -40,13 +40,29 @@ impl Web {
             let mut found = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                let link = line
+                let words: Vec<&str> = line
                     .split_whitespace()
                     .map(|w| w.trim_end_matches(')'))
-                    .find(|w| w.starts_with("http://") && w.contains("/?token="));
+                    .collect();
+                // `baton web` prints the link; the daemon writes it to a private file it names.
+                let from_file = words
+                    .iter()
+                    .find(|w| w.ends_with("web-login.url"))
+                    .and_then(|f| std::fs::read_to_string(f).ok())
+                    .map(|t| t.trim().to_string());
+                let link = words
+                    .iter()
+                    .find(|w| w.starts_with("http://") && w.contains("/?token="))
+                    .map(|w| w.to_string())
+                    .or(from_file);
                 if !found && let Some(url) = link {
                     found = true;
-                    let _ = tx.send(url.to_string());
+                    // The daemon's stderr (a log) never carries the token.
+                    assert!(
+                        !(line.contains("web-login.url") && line.contains("token=")),
+                        "a daemon printed its token: {line}"
+                    );
+                    let _ = tx.send(url);
                     continue;
                 }
                 sink.lock().unwrap().push_str(&(line + "\n"));
@@ -878,6 +894,12 @@ fn the_daemon_serves_the_page_and_resumes_its_own_answered_runs() {
         &env,
         &["daemon", schedule.to_str().unwrap(), "--web", "127.0.0.1:0"],
     );
+    // The login link is in a private file, not in the daemon's log.
+    use std::os::unix::fs::PermissionsExt;
+    let link = env.state_dir().join("web-login.url");
+    let mode = std::fs::metadata(&link).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", link.display());
+    assert!(!web.rest.lock().unwrap().contains(&web.token));
     let s = get(&web.url("/api/schedule")).json();
     assert_eq!(s["jobs"][0]["name"], "ask", "{s}");
     let r = post_as_page(&web, &format!("/runs/{id}/approve"), Some("text=yes"));
