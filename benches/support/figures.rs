@@ -1,4 +1,4 @@
-//! What the process benches (`runs`, `web`) print their figures with: a table of figure, result, goal and
+//! What the benches (`llm`, `runs`, `web`) print their figures with: a table of figure, result, goal and
 //! met/missed, and medians in milliseconds.
 #![allow(dead_code)]
 use std::time::Duration;
