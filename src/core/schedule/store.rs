@@ -79,6 +79,26 @@ pub struct RunRecord {
     pub manual: bool,
 }
 
+#[cfg(test)]
+impl RunRecord {
+    /// A run of `job` scheduled at `scheduled` that ended as `outcome`, for tests (id 0: the database gives
+    /// one; no times, log or flags).
+    pub(crate) fn sample(job: &str, scheduled: DateTime<Utc>, outcome: &str) -> RunRecord {
+        RunRecord {
+            id: 0,
+            job: job.into(),
+            scheduled,
+            started: None,
+            ended: None,
+            outcome: outcome.into(),
+            error: None,
+            log: None,
+            catchup: false,
+            manual: false,
+        }
+    }
+}
+
 /// The schedule tables of one state database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -255,18 +275,7 @@ mod tests {
     }
 
     fn run(job: &str, minute: i64, outcome: &str) -> RunRecord {
-        RunRecord {
-            id: 0,
-            job: job.into(),
-            scheduled: time(minute * 60_000),
-            started: Some(time(minute * 60_000 + 5)),
-            ended: None,
-            outcome: outcome.into(),
-            error: None,
-            log: None,
-            catchup: false,
-            manual: false,
-        }
+        RunRecord::sample(job, time(minute * 60_000), outcome)
     }
 
     #[test]
