@@ -13,6 +13,8 @@
 //!   only these).
 //!
 //! The stub runs on its own thread and runtime; Lua runs the way `baton run` drives it.
+#[path = "support/figures.rs"]
+mod figures;
 #[path = "../tests/it/llm/server.rs"]
 mod server;
 
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use baton::core::fleet::Fleet;
 use baton::core::state::State;
 use baton::lua::{Ctx, new_runtime};
+use figures::Table;
 use server::{Reply, Stub};
 
 const KEY_ENV: &str = "BATON_BENCH_OPENROUTER_KEY";
@@ -394,41 +397,6 @@ fn litellm(url: &str) -> Result<f64, String> {
                 script.display(),
                 tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
             ))
-        }
-    }
-}
-
-/// The figures as a table: figure, result, goal, met/missed.
-#[derive(Default)]
-struct Table(Vec<[String; 4]>);
-
-impl Table {
-    fn row(&mut self, figure: &str, result: String, goal: &str, met: Option<bool>) {
-        let verdict = match met {
-            Some(true) => "met",
-            Some(false) => "MISSED",
-            None => "",
-        };
-        self.0
-            .push([figure.into(), result, goal.into(), verdict.into()]);
-    }
-
-    fn print(&self) {
-        let header = ["figure", "result", "goal", ""].map(String::from);
-        let rows: Vec<&[String; 4]> = std::iter::once(&header).chain(&self.0).collect();
-        let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
-        let widths = [width(0), width(1), width(2)];
-        for r in rows {
-            println!(
-                "  {:<w0$}  {:>w1$}  {:<w2$}  {}",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2]
-            );
         }
     }
 }

@@ -19,6 +19,8 @@
 //!   ≤ 100 ms), and `baton resume` of a 1 000-step run until its first live call (target ≤ 200 ms).
 //!
 //! Run: `cargo bench --bench runs` (needs `lua5.4`; LangGraph needs python3 with venv and PyPI once).
+#[path = "support/figures.rs"]
+mod figures;
 #[path = "../tests/it/llm/server.rs"]
 mod server;
 
@@ -30,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use baton::core::runs::{NewRun, RunStatus, Runs, Step};
 use baton::core::state::State;
+use figures::{Table, median, ms};
 
 /// Calls per loop of the per-call figures.
 const CALLS: usize = 10_000;
@@ -734,11 +737,6 @@ fn start_stub() -> String {
     rx.recv().expect("stub started")
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// Processes started, and baton runs that failed because their new run id was taken already (ids are the
 /// second and 16 random bits: hundreds of runs a second collide now and then). Such a run is started again.
 static STARTED: AtomicUsize = AtomicUsize::new(0);
@@ -827,10 +825,6 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
 fn ms_diff(a: Duration, b: Duration) -> String {
     format!("{:+.2} ms", (a.as_secs_f64() - b.as_secs_f64()) * 1000.0)
 }
@@ -841,39 +835,4 @@ fn which(name: &str) -> Option<PathBuf> {
         .split(':')
         .map(|p| Path::new(p).join(name))
         .find(|p| p.is_file())
-}
-
-/// The figures as a table: figure, result, goal, met/missed.
-#[derive(Default)]
-struct Table(Vec<[String; 4]>);
-
-impl Table {
-    fn row(&mut self, figure: &str, result: String, goal: &str, met: Option<bool>) {
-        let verdict = match met {
-            Some(true) => "met",
-            Some(false) => "MISSED",
-            None => "",
-        };
-        self.0
-            .push([figure.into(), result, goal.into(), verdict.into()]);
-    }
-
-    fn print(&self) {
-        let header = ["figure", "result", "goal", ""].map(String::from);
-        let rows: Vec<&[String; 4]> = std::iter::once(&header).chain(&self.0).collect();
-        let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
-        let widths = [width(0), width(1), width(2)];
-        for r in rows {
-            println!(
-                "  {:<w0$}  {:>w1$}  {:<w2$}  {}",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2]
-            );
-        }
-    }
 }

@@ -610,15 +610,7 @@ mod tests {
     fn record(id: i64, job: &str, outcome: &str) -> RunRecord {
         RunRecord {
             id,
-            job: job.into(),
-            scheduled: Utc::now(),
-            started: None,
-            ended: None,
-            outcome: outcome.into(),
-            error: None,
-            log: None,
-            catchup: false,
-            manual: false,
+            ..RunRecord::sample(job, Utc::now(), outcome)
         }
     }
 
