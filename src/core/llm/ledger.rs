@@ -120,8 +120,41 @@ const V3_STEP: &str = "ALTER TABLE llm_ledger ADD COLUMN step INTEGER;";
 const V4_RUN: &str = "ALTER TABLE llm_ledger ADD COLUMN run_id TEXT;
     CREATE INDEX llm_ledger_run ON llm_ledger(run_id) WHERE run_id IS NOT NULL;";
 
+/// Issue 29: the month's totals per tier × model × task × script, so a spend report over all time reads a
+/// row per month and key, not one per day (the dashboard answers `period=all` from it; `llm_daily` has
+/// ~30 times the rows). Kept in the same transaction as `llm_daily`.
+const V5_MONTHLY: &str = "CREATE TABLE llm_monthly (
+    month TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    model TEXT NOT NULL,
+    task TEXT NOT NULL,
+    script TEXT NOT NULL,
+    calls INTEGER NOT NULL DEFAULT 0,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    cost REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (month, tier, model, task, script)
+);";
+
+/// Recomputes `llm_monthly` from `llm_daily` (the migration, and [`Ledger::rebuild_totals`] after it
+/// rebuilt the days).
+const REBUILD_MONTHLY: &str = "
+DELETE FROM llm_monthly;
+INSERT INTO llm_monthly(month, tier, model, task, script, calls, tokens_in, tokens_out, cost)
+    SELECT month, tier, model, task, script, SUM(calls), SUM(tokens_in), SUM(tokens_out), SUM(cost)
+    FROM llm_daily GROUP BY month, tier, model, task, script;
+";
+
 /// The migration steps, in order (append new ones at the end).
-const MIGRATIONS: &[&str] = &[V1, V2_TOTALS, REBUILD_TOTALS, V3_STEP, V4_RUN];
+const MIGRATIONS: &[&str] = &[
+    V1,
+    V2_TOTALS,
+    REBUILD_TOTALS,
+    V3_STEP,
+    V4_RUN,
+    V5_MONTHLY,
+    REBUILD_MONTHLY,
+];
 
 /// A row still `sent` from another machine sharing this database (whose processes cannot be checked) is
 /// taken to be interrupted after this long.
@@ -491,6 +524,15 @@ const ADD_DAILY: &str = "INSERT INTO llm_daily(day, month, tier, model, task, sc
         tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out,
         cost = cost + excluded.cost";
 
+const ADD_MONTHLY: &str =
+    "INSERT INTO llm_monthly(month, tier, model, task, script, calls, tokens_in, tokens_out, cost)
+    SELECT month, COALESCE(tier, provider), model, COALESCE(task, '-'), COALESCE(script, '-'),
+        :calls, :tokens_in, :tokens_out, :cost
+    FROM llm_ledger WHERE id = :id
+    ON CONFLICT(month, tier, model, task, script) DO UPDATE SET calls = calls + excluded.calls,
+        tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out,
+        cost = cost + excluded.cost";
+
 /// The model too: a call may learn which model served it only from its answer (Claude Code's init line).
 const SETTLE: &str =
     "UPDATE llm_ledger SET tokens_in = :tokens_in, tokens_out = :tokens_out, cost = :cost,
@@ -555,7 +597,7 @@ fn add_month(
     Ok(())
 }
 
-/// Adds one call (or takes one back, with `calls = -1`) to the day's totals of row `id`.
+/// Adds one call (or takes one back, with `calls = -1`) to the day's and the month's totals of row `id`.
 fn add_daily(
     tx: &Transaction<'_>,
     id: i64,
@@ -564,13 +606,15 @@ fn add_daily(
     tokens_out: i64,
     cost: f64,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached(ADD_DAILY)?.execute(named_params! {
-        ":id": id,
-        ":calls": calls,
-        ":tokens_in": tokens_in,
-        ":tokens_out": tokens_out,
-        ":cost": cost,
-    })?;
+    for sql in [ADD_DAILY, ADD_MONTHLY] {
+        tx.prepare_cached(sql)?.execute(named_params! {
+            ":id": id,
+            ":calls": calls,
+            ":tokens_in": tokens_in,
+            ":tokens_out": tokens_out,
+            ":cost": cost,
+        })?;
+    }
     Ok(())
 }
 
@@ -872,14 +916,15 @@ impl Ledger {
     pub fn spend(&self, period: Period, by: GroupBy) -> Result<Vec<SpendRow>, StateError> {
         self.ready()?;
         let key = by.column();
-        let (filter, arg) = match period {
-            Period::Day => ("day = ?1", today()),
-            Period::Month => ("month = ?1", this_month()),
-            Period::All => ("?1 = ?1", String::new()),
+        // A day reads its days; a month and all time read the months (a row per month and key).
+        let (table, filter, arg) = match period {
+            Period::Day => ("llm_daily", "day = ?1", today()),
+            Period::Month => ("llm_monthly", "month = ?1", this_month()),
+            Period::All => ("llm_monthly", "?1 = ?1", String::new()),
         };
         let sql = format!(
             "SELECT {key} AS k, SUM(calls), SUM(tokens_in), SUM(tokens_out), SUM(cost)
-             FROM llm_daily WHERE {filter} GROUP BY k HAVING SUM(calls) > 0
+             FROM {table} WHERE {filter} GROUP BY k HAVING SUM(calls) > 0
              ORDER BY SUM(cost) DESC, SUM(calls) DESC, k"
         );
         self.state.with(|conn| {
@@ -925,6 +970,7 @@ impl Ledger {
         self.state.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute_batch(REBUILD_TOTALS)?;
+            tx.execute_batch(REBUILD_MONTHLY)?;
             tx.commit()
         })
     }
@@ -961,6 +1007,7 @@ impl Ledger {
                 }
             }
             tx.execute_batch(REBUILD_TOTALS)?;
+            tx.execute_batch(REBUILD_MONTHLY)?;
             tx.commit()
         })
     }
@@ -1196,6 +1243,48 @@ mod tests {
             None
         );
         assert!(l.alerted(&this_month()).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A database from before `llm_monthly` gets it filled from its days; all-time and month reports read
+    /// it, and agree with the days (also after a rebuild).
+    #[tokio::test]
+    async fn monthly_totals_are_filled_by_the_migration_and_kept_with_each_call() {
+        let (l, dir) = ledger("monthly");
+        l.state.migrate("ledger", &MIGRATIONS[..5]).unwrap();
+        l.state
+            .with(|c| {
+                c.execute_batch(
+                    "INSERT INTO llm_daily(day, month, tier, model, task, script, calls, tokens_in, tokens_out, cost)
+                     VALUES ('2026-10-01', '2026-10', 'cheap', 'sonnet', '-', '-', 2, 20, 10, 0.5),
+                            ('2026-10-02', '2026-10', 'cheap', 'sonnet', '-', '-', 1, 10, 5, 0.25),
+                            ('2026-11-03', '2026-11', 'premium', 'opus', '-', '-', 1, 10, 5, 1.0);",
+                )
+            })
+            .unwrap();
+        l.record(row("cheap", "sonnet", 0.125, Outcome::Ok), None)
+            .await
+            .unwrap();
+        let all = l.spend(Period::All, GroupBy::Model).unwrap();
+        let pick = |rows: &[SpendRow]| -> Vec<(String, u64, f64)> {
+            rows.iter()
+                .map(|r| (r.key.clone(), r.calls, r.cost))
+                .collect()
+        };
+        assert_eq!(
+            pick(&all),
+            [
+                ("opus".to_string(), 1, 1.0),
+                ("sonnet".to_string(), 4, 0.875)
+            ]
+        );
+        let month = l.spend(Period::Month, GroupBy::Tier).unwrap();
+        assert_eq!(pick(&month), [("cheap".to_string(), 1, 0.125)]);
+        let from_days: f64 = l
+            .state
+            .with(|c| c.query_row("SELECT SUM(cost) FROM llm_daily", [], |r| r.get(0)))
+            .unwrap();
+        assert!((all.iter().map(|r| r.cost).sum::<f64>() - from_days).abs() < 1e-12);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
