@@ -693,10 +693,14 @@ async fn live_log(b: &Bench, web: &Web, state: &Path, table: &mut Table) {
         let data = event.data.unwrap_or_default();
         match event.event.as_deref() {
             Some("log") => {
-                let text: String = serde_json::from_str(&data).unwrap_or_else(|e| {
-                    panic!("{url}: a log event's data is not a JSON string ({e}): {data}")
+                // `{"text": …, "to": offset}`.
+                let doc: serde_json::Value = serde_json::from_str(&data).unwrap_or_else(|e| {
+                    panic!("{url}: a log event's data is not JSON ({e}): {data}")
                 });
-                carry.push_str(&text);
+                let text = doc["text"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{url}: a log event without its text: {data}"));
+                carry.push_str(text);
                 // Whole lines only: a line cut between two events arrived with its newline.
                 while let Some(nl) = carry.find('\n') {
                     let line: String = carry.drain(..=nl).collect();
