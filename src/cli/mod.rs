@@ -219,7 +219,8 @@ pub enum Command {
         /// Open the page in the browser
         #[arg(long)]
         open: bool,
-        /// The access token (default: the fleet's web.token_env, else a random one per start)
+        /// The access token (default: the fleet's web.token_env, else a random one per start); a command
+        /// line is visible to other local users (`ps`): the fleet's web.token_env keeps it out of sight
         #[arg(long, value_name = "TOKEN")]
         token: Option<String>,
         /// Schedule file whose jobs the page shows (default: schedule.lua next to the fleet file)
