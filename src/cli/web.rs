@@ -37,10 +37,12 @@ pub fn serve(
         if open {
             open_browser(&url);
         }
+        let closer = server.closer();
         tokio::select! {
             () = server.run() => {}
             _ = tokio::signal::ctrl_c() => crate::errln!("baton web: stopped"),
         }
+        closer.close().await;
         anyhow::Ok(ExitCode::SUCCESS)
     })
     .context("cannot start the async runtime")?

@@ -160,6 +160,15 @@ impl App {
     }
 }
 
+/// Closes a server's ssh connections (masters to the hosts it probed or tailed jobs on).
+pub struct Closer(Arc<App>);
+
+impl Closer {
+    pub async fn close(self) {
+        self.0.remote.close().await;
+    }
+}
+
 /// A bound server, ready to run.
 pub struct Server {
     app: Arc<App>,
@@ -212,6 +221,11 @@ impl Server {
             app,
             listener,
         })
+    }
+
+    /// What closes the server's ssh connections when it stops (its `run` never returns by itself).
+    pub fn closer(&self) -> Closer {
+        Closer(self.app.clone())
     }
 
     /// `http://ADDR/?token=…`: the link that logs a browser in.

@@ -1004,4 +1004,31 @@ fn a_detached_jobs_page_shows_its_attach_command_and_its_log_tail_live() {
         tails.last().is_some_and(|t| t.contains("first\nsecond")),
         "{tails:?}"
     );
+    // Ctrl-C closes the ssh connection the server opened to tail the job (a master left behind would
+    // live on: ControlPersist).
+    let config = fleet.ssh_config.display().to_string();
+    let masters = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.starts_with("ssh ") && c.contains(&config))
+            .collect()
+    };
+    assert!(!masters().is_empty(), "no ssh connection was opened");
+    let pid = rustix::process::Pid::from_raw(web.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    wait_for(
+        "baton web to stop on Ctrl-C",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(format!("/proc/{}/stat", web.child.id()))
+                .map_or(true, |s| s.contains(") Z "))
+        },
+    );
+    wait_for(
+        "its ssh connections to close",
+        Duration::from_secs(30),
+        || masters().is_empty(),
+    );
 }
