@@ -51,8 +51,8 @@ async fn on_runs<T: Send + 'static>(
     app: &App,
     f: impl FnOnce(&Runs) -> Result<T, ActionError> + Send + 'static,
 ) -> Result<T, Failure> {
-    let state = app.state.clone();
-    blocking(move || f(&Runs::open(&state)?).map_err(refused)).await
+    let runs = app.runs.clone();
+    blocking(move || f(&runs).map_err(refused)).await
 }
 
 /// `POST /schedule/{job}/run`: `baton schedule run JOB FILE` (recorded, logged, notified as the daemon
@@ -100,19 +100,6 @@ pub struct Answer {
     text: Option<String>,
 }
 
-/// The form's text; a POST without a body (curl -X POST) answers without one.
-#[allow(clippy::result_large_err)] // the error is the response, made once
-fn answer_text(
-    headers: &HeaderMap,
-    form: Result<Form<Answer>, FormRejection>,
-) -> Result<Option<String>, Response> {
-    match form {
-        Ok(Form(a)) => Ok(a.text.filter(|t| !t.trim().is_empty())),
-        Err(_) if !headers.contains_key(header::CONTENT_TYPE) => Ok(None),
-        Err(e) => Err(e.into_response()),
-    }
-}
-
 /// `POST /runs/{id}/approve` (`text=…`): `baton runs approve RUN [--answer TEXT]`.
 pub async fn approve(
     State(app): State<Arc<App>>,
@@ -120,10 +107,7 @@ pub async fn approve(
     headers: HeaderMap,
     form: Result<Form<Answer>, FormRejection>,
 ) -> Response {
-    match answer_text(&headers, form) {
-        Ok(text) => answer(app, id, true, text, headers).await,
-        Err(r) => r,
-    }
+    answer(app, id, true, form, headers).await
 }
 
 /// `POST /runs/{id}/deny` (`text=…`): `baton runs deny RUN [--reason TEXT]`.
@@ -133,10 +117,7 @@ pub async fn deny(
     headers: HeaderMap,
     form: Result<Form<Answer>, FormRejection>,
 ) -> Response {
-    match answer_text(&headers, form) {
-        Ok(text) => answer(app, id, false, text, headers).await,
-        Err(r) => r,
-    }
+    answer(app, id, false, form, headers).await
 }
 
 /// Records the answer, then resumes the run in the background — unless the daemon serves this page and
@@ -145,9 +126,15 @@ async fn answer(
     app: Arc<App>,
     id: String,
     approved: bool,
-    text: Option<String>,
+    form: Result<Form<Answer>, FormRejection>,
     headers: HeaderMap,
 ) -> Response {
+    // The form's text; a POST without a body (curl -X POST) answers without one.
+    let text = match form {
+        Ok(Form(a)) => a.text.filter(|t| !t.trim().is_empty()),
+        Err(_) if !headers.contains_key(header::CONTENT_TYPE) => None,
+        Err(e) => return e.into_response(),
+    };
     let run = {
         let id = id.clone();
         on_runs(&app, move |r| {

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::App;
 use crate::core::llm::ledger::{GroupBy, Period};
 use crate::core::remote::jobs::{self, Job, JobState};
-use crate::core::runs::{Run, RunStatus, Runs, Step};
-use crate::core::schedule::store::{RunRecord, Store};
+use crate::core::runs::{Run, RunStatus, Step};
+use crate::core::schedule::store::RunRecord;
 
 /// Why a page could not be made: its HTTP status and a one-line message.
 #[derive(Debug)]
@@ -168,14 +168,13 @@ fn job_state(
 
 pub async fn schedule(app: &App) -> Result<ScheduleData, Failure> {
     let (file, specs) = app.schedule_specs().await;
-    let state = app.state.clone();
+    let store = app.store.clone();
     blocking(move || {
         let now = Utc::now();
         let (specs, error) = match specs {
             Ok(specs) => (specs, None),
             Err(e) => (Arc::default(), Some(e)),
         };
-        let store = Store::open(&state)?;
         let mut jobs = Vec::with_capacity(specs.len());
         for spec in specs.iter() {
             let last = store.last_run(&spec.name)?;
@@ -259,9 +258,8 @@ pub async fn runs(
     status: Option<RunStatus>,
     limit: usize,
 ) -> Result<Vec<RunData>, Failure> {
-    let state = app.state.clone();
+    let store = app.runs.clone();
     blocking(move || {
-        let store = Runs::open(&state)?;
         // A status filter reads more rows than it shows: a run's status can depend on its process.
         let read = if status.is_some() {
             limit.saturating_mul(20)
@@ -316,9 +314,8 @@ pub struct RunPage {
 }
 
 pub async fn run(app: &App, id: String) -> Result<RunPage, Failure> {
-    let state = app.state.clone();
+    let store = app.runs.clone();
     blocking(move || {
-        let store = Runs::open(&state)?;
         let Some(r) = store.get(&id)? else {
             return Err(Failure::not_found(format!(
                 "no run {}",
@@ -374,6 +371,19 @@ impl JobInfo {
             tmux: j.tmux,
             attach,
         }
+    }
+}
+
+/// One registered job (404 for an id the registry does not hold).
+pub async fn job(app: &std::sync::Arc<App>, id: String) -> Result<JobInfo, Failure> {
+    let state = app.state.clone();
+    let job = tokio::task::spawn_blocking(move || jobs::get(&state, &id))
+        .await
+        .map_err(Failure::from)?;
+    match job {
+        Ok(j) => Ok(JobInfo::of(app, &j)),
+        Err(crate::core::remote::RemoteError::Job(why)) => Err(Failure::not_found(why)),
+        Err(e) => Err(Failure::from(e)),
     }
 }
 

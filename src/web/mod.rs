@@ -68,12 +68,17 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     #[error("web: cannot make a token: {0}")]
     Random(std::io::Error),
+    #[error("web: {0}")]
+    State(#[from] crate::core::state::StateError),
 }
 
 /// The server's shared state.
 pub struct App {
     pub fleet: Arc<Fleet>,
     pub state: State,
+    /// The runs and schedule tables, opened (and migrated) once: a live page polls them.
+    pub runs: crate::core::runs::Runs,
+    pub store: crate::core::schedule::store::Store,
     pub llm: crate::core::llm::Llm,
     pub remote: crate::core::remote::Remote,
     pub schedule_file: PathBuf,
@@ -203,7 +208,11 @@ impl Server {
         let listen = listener
             .local_addr()
             .map_err(|e| StartError::Bind(opts.listen, e))?;
+        let runs = crate::core::runs::Runs::open(&opts.state)?;
+        let store = crate::core::schedule::store::Store::open(&opts.state)?;
         let app = Arc::new(App {
+            runs,
+            store,
             llm: crate::core::llm::Llm::new(opts.fleet.clone(), opts.state.clone()),
             remote: crate::core::remote::Remote::new(opts.fleet.clone()),
             fleet: opts.fleet,

@@ -509,15 +509,9 @@ fn steps_table(steps: &[StepData]) -> Markup {
 // ------------------------------------------------------------------------------------------------ jobs
 
 pub async fn job(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    let jobs = match data::jobs(&app).await {
+    let j = match data::job(&app, id).await {
         Ok(j) => j,
         Err(f) => return failure(f),
-    };
-    let Some(j) = jobs.into_iter().find(|j| j.id == id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("no job {}", crate::core::text::quoted(&id)),
-        );
     };
     page(
         &format!("job {}", j.id),
@@ -614,49 +608,40 @@ pub async fn spend(State(app): State<Arc<App>>, Query(q): Query<SpendQuery>) -> 
 
 // ------------------------------------------------------------------------------------------------- api
 
+/// An `/api/` answer: the data as JSON, or `{"error": …}` with its status.
+fn api<T: serde::Serialize>(data: Result<T, Failure>) -> Response {
+    match data {
+        Ok(d) => Json(d).into_response(),
+        Err(f) => api_failure(f),
+    }
+}
+
 pub async fn api_fleet(State(app): State<Arc<App>>) -> Response {
     Json(data::fleet(&app)).into_response()
 }
 
 pub async fn api_schedule(State(app): State<Arc<App>>) -> Response {
-    match data::schedule(&app).await {
-        Ok(s) => Json(s).into_response(),
-        Err(f) => api_failure(f),
-    }
+    api(data::schedule(&app).await)
 }
 
 pub async fn api_runs(State(app): State<Arc<App>>, Query(q): Query<RunsQuery>) -> Response {
-    let r = match runs_filter(&q) {
-        Ok((status, limit)) => data::runs(&app, status, limit).await,
-        Err(f) => Err(f),
-    };
-    match r {
-        Ok(list) => Json(list).into_response(),
+    match runs_filter(&q) {
+        Ok((status, limit)) => api(data::runs(&app, status, limit).await),
         Err(f) => api_failure(f),
     }
 }
 
 pub async fn api_run(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    match data::run(&app, id).await {
-        Ok(p) => Json(p).into_response(),
-        Err(f) => api_failure(f),
-    }
+    api(data::run(&app, id).await)
 }
 
 pub async fn api_jobs(State(app): State<Arc<App>>) -> Response {
-    match data::jobs(&app).await {
-        Ok(j) => Json(j).into_response(),
-        Err(f) => api_failure(f),
-    }
+    api(data::jobs(&app).await)
 }
 
 pub async fn api_spend(State(app): State<Arc<App>>, Query(q): Query<SpendQuery>) -> Response {
-    let r = match spend_filter(&q) {
-        Ok((period, by)) => data::spend(&app, period, by).await,
-        Err(f) => Err(f),
-    };
-    match r {
-        Ok(r) => Json(r).into_response(),
+    match spend_filter(&q) {
+        Ok((period, by)) => api(data::spend(&app, period, by).await),
         Err(f) => api_failure(f),
     }
 }
