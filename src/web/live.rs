@@ -13,7 +13,7 @@ use futures_util::Stream;
 use futures_util::stream;
 
 use super::App;
-use crate::core::runs::{RunStatus, Runs};
+use crate::core::runs::RunStatus;
 
 /// How often a run's log is looked at: a printed line reaches an open page within about this.
 const LOG_POLL: Duration = Duration::from_millis(200);
@@ -119,7 +119,18 @@ pub async fn run_log(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     Query(From { from }): Query<From>,
-) -> Events {
+) -> Result<Events, (axum::http::StatusCode, String)> {
+    // Only a recorded run's log, by the id the table holds: a name from the address never becomes a path.
+    let known = {
+        let runs = app.runs.clone();
+        tokio::task::spawn_blocking(move || runs.get(&id).ok().flatten().map(|r| r.id))
+            .await
+            .ok()
+            .flatten()
+    };
+    let Some(id) = known else {
+        return Err((axum::http::StatusCode::NOT_FOUND, "no such run\n".into()));
+    };
     let cursor = LogCursor {
         app,
         id,
@@ -127,7 +138,7 @@ pub async fn run_log(
         status: None,
         ended: false,
     };
-    sse(stream::unfold(cursor, |mut c| async move {
+    Ok(sse(stream::unfold(cursor, |mut c| async move {
         loop {
             if c.ended {
                 return None;
@@ -135,12 +146,10 @@ pub async fn run_log(
             let path = crate::core::runs::log_path(c.app.state.dir(), &c.id);
             let mut offset = c.offset;
             let (more, run) = tokio::task::spawn_blocking({
-                let (state, id) = (c.app.state.clone(), c.id.clone());
+                let (runs, id) = (c.app.runs.clone(), c.id.clone());
                 move || {
                     let more = read_more(&path, &mut offset);
-                    let run = Runs::open(&state)
-                        .ok()
-                        .and_then(|r| r.get(&id).ok().flatten());
+                    let run = runs.get(&id).ok().flatten();
                     (more, run, offset)
                 }
             })
@@ -170,9 +179,9 @@ pub async fn run_log(
             };
             if name != c.status {
                 c.status = name;
-                // A run that is not running (nor about to be) ends the stream after its last bytes and
-                // its status; the page follows it again when it is resumed.
-                c.ended = !matches!(status, Some(RunStatus::Running) | None) && !answered;
+                // A run that is not running (nor about to be), or is gone (pruned), ends the stream after
+                // its last bytes and its status; the page follows it again when it is resumed.
+                c.ended = status != Some(RunStatus::Running) && !answered;
                 return Some((
                     Ok(Event::default()
                         .event("status")
@@ -182,7 +191,7 @@ pub async fn run_log(
             }
             tokio::time::sleep(LOG_POLL).await;
         }
-    }))
+    })))
 }
 
 /// `GET /jobs/{id}/log`: the job's last 50 log lines, as a `tail` event each time they change (read from

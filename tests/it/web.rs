@@ -1032,3 +1032,62 @@ fn a_detached_jobs_page_shows_its_attach_command_and_its_log_tail_live() {
         || masters().is_empty(),
     );
 }
+
+/// Names from the address never reach a path or an option: a run id that climbs out of the state folder
+/// reads nothing, a job whose name looks like an option is run as that job.
+#[test]
+fn names_from_the_address_stay_names() {
+    let env = Env::new("web-names");
+    std::fs::write(env.dir.join("secret.log"), "TOP SECRET\n").unwrap();
+    env.dir.write("job.lua", "print('the dashed job ran')");
+    let schedule = env.dir.write(
+        "schedule.lua",
+        r#"schedule.cron("--quiet", "0 3 * * *", "job.lua")"#,
+    );
+    let web = Web::start(
+        &env,
+        &[
+            "web",
+            "--listen",
+            "127.0.0.1:0",
+            "--schedule",
+            schedule.to_str().unwrap(),
+        ],
+    );
+    for id in [
+        "..%2F..%2Fsecret",
+        "..%2F..%2F..%2F..%2Fetc%2Fsecret",
+        "x%0Ay",
+        "%1B%5B2J",
+    ] {
+        let r = get(&web.url(&format!("/runs/{id}/log?from=0")));
+        assert_eq!(r.status, 404, "{id}: {}", r.body);
+        assert!(!r.body.contains("TOP SECRET"), "{id}: {}", r.body);
+        assert!(!r.body.contains("event: log"), "{id}: {}", r.body);
+        assert_eq!(get(&web.url(&format!("/runs/{id}"))).status, 404, "{id}");
+        assert_eq!(
+            get(&web.url(&format!("/api/runs/{id}"))).status,
+            404,
+            "{id}"
+        );
+        assert_eq!(
+            post_as_page(&web, &format!("/runs/{id}/resume"), None).status,
+            404,
+            "{id}"
+        );
+    }
+    for id in ["..%2F..%2Fsecret", "nosuch"] {
+        assert_eq!(get(&web.url(&format!("/jobs/{id}"))).status, 404, "{id}");
+    }
+    let r = post_as_page(&web, "/schedule/--quiet/run", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let history = || -> serde_json::Value {
+        serde_json::from_str(&env.baton(&["schedule", "history", "--json"]).ok().stdout).unwrap()
+    };
+    wait_for("the job's run to end", Duration::from_secs(60), || {
+        history()[0]["outcome"] == "ok"
+    });
+    assert_eq!(history()[0]["job"], "--quiet");
+    let log = std::fs::read_to_string(history()[0]["log"].as_str().unwrap()).unwrap();
+    assert!(log.contains("the dashed job ran"), "{log}");
+}
